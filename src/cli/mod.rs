@@ -1,0 +1,2 @@
+//! The command line (DESIGN §8).
+//! (Skeleton.)

@@ -1,0 +1,2 @@
+//! Admission per SOP.
+//! (Skeleton.)

@@ -1,0 +1,2 @@
+//! The matcher index: one lookup structure per source.
+//! (Skeleton.)

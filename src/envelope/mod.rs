@@ -1,0 +1,2 @@
+//! Envelopes (DESIGN §7).
+//! (Skeleton.)

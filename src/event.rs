@@ -1,0 +1,156 @@
+//! The normalized event every source hands to the dispatcher.
+//!
+//! Sources only receive and normalize (DESIGN §1): whatever arrived — an HTTP
+//! body, an MQTT publish, a cron fire, a serial line — becomes one `Event`
+//! with a source, a topic and a payload. Matching never looks at anything
+//! else, which is what keeps matching identical across sources.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Where an event entered. `Webhook` and `SopWebhook` both match webhook
+/// triggers; they differ only in the reply contract of their routes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Webhook,
+    SopWebhook,
+    Mqtt,
+    Cron,
+    Peripheral,
+    Manual,
+}
+
+/// The trigger `type` of SOP.toml an event of a source can match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerType {
+    Webhook,
+    Mqtt,
+    Cron,
+    Peripheral,
+    Manual,
+}
+
+impl Source {
+    pub fn trigger_type(self) -> TriggerType {
+        match self {
+            Source::Webhook | Source::SopWebhook => TriggerType::Webhook,
+            Source::Mqtt => TriggerType::Mqtt,
+            Source::Cron => TriggerType::Cron,
+            Source::Peripheral => TriggerType::Peripheral,
+            Source::Manual => TriggerType::Manual,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Webhook => "webhook",
+            Source::SopWebhook => "sop_webhook",
+            Source::Mqtt => "mqtt",
+            Source::Cron => "cron",
+            Source::Peripheral => "peripheral",
+            Source::Manual => "manual",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Source> {
+        Some(match s {
+            "webhook" => Source::Webhook,
+            "sop_webhook" => Source::SopWebhook,
+            "mqtt" => Source::Mqtt,
+            "cron" => Source::Cron,
+            "peripheral" => Source::Peripheral,
+            "manual" => Source::Manual,
+            _ => return None,
+        })
+    }
+}
+
+impl TriggerType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerType::Webhook => "webhook",
+            TriggerType::Mqtt => "mqtt",
+            TriggerType::Cron => "cron",
+            TriggerType::Peripheral => "peripheral",
+            TriggerType::Manual => "manual",
+        }
+    }
+}
+
+/// An event's body: parsed JSON when it was JSON, else the text as received.
+/// Conditions with a `$` path are false on `Text` (DESIGN §3).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Payload {
+    Json(Value),
+    Text(String),
+}
+
+impl Payload {
+    /// Parses bytes as JSON when they are JSON, else keeps them as (lossy) text.
+    pub fn from_bytes(bytes: &[u8]) -> Payload {
+        match serde_json::from_slice(bytes) {
+            Ok(v) => Payload::Json(v),
+            Err(_) => Payload::Text(String::from_utf8_lossy(bytes).into_owned()),
+        }
+    }
+
+    pub fn json(&self) -> Option<&Value> {
+        match self {
+            Payload::Json(v) => Some(v),
+            Payload::Text(_) => None,
+        }
+    }
+
+    /// The payload as a JSON value for storage and envelopes: text becomes a
+    /// JSON string.
+    pub fn to_value(&self) -> Value {
+        match self {
+            Payload::Json(v) => v.clone(),
+            Payload::Text(t) => Value::String(t.clone()),
+        }
+    }
+}
+
+/// One normalized event.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub id: String,
+    pub source: Source,
+    /// webhook: the request path; mqtt: the message topic; cron: the
+    /// expression; peripheral: `board/signal`; manual: the SOP name.
+    pub topic: String,
+    /// Cron only: the IANA timezone the expression fired in. `None` on a cron
+    /// event matches the expression in every timezone (used by `explain`).
+    pub timezone: Option<String>,
+    pub payload: Payload,
+    pub received_at: DateTime<Utc>,
+    /// Who sent it: a token subject, a peer address, `cli`, a broker client.
+    pub client: Option<String>,
+    /// `X-Idempotency-Key` with the endpoint path it is namespaced by.
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// The endpoint path the key is namespaced by (`/webhook`, `/sop/deploy`).
+    pub scope: String,
+    pub key: String,
+}
+
+impl Event {
+    pub fn new(source: Source, topic: impl Into<String>, payload: Payload, received_at: DateTime<Utc>) -> Event {
+        Event {
+            id: uuid::Uuid::now_v7().to_string(),
+            source,
+            topic: topic.into(),
+            timezone: None,
+            payload,
+            received_at,
+            client: None,
+            idempotency: None,
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! The HTTP gateway (DESIGN §4).
+//! (Skeleton.)

@@ -1,0 +1,19 @@
+//! fanin turns outside events into durable, audited runs of Standard
+//! Operating Procedures. The binary (`main.rs`) is a thin shell over this
+//! library; whole-daemon tests drive the binary.
+//!
+//! Layers, in the direction data flows (see ARCHITECTURE.md):
+//! `sources` and `gateway` receive events, `dispatch` matches and admits them,
+//! `store` makes them durable, `runs` and `envelope` carry them onward,
+//! `cli` operates all of it.
+
+pub mod cli;
+pub mod config;
+pub mod dispatch;
+pub mod envelope;
+pub mod event;
+pub mod gateway;
+pub mod runs;
+pub mod sop;
+pub mod sources;
+pub mod store;

@@ -1,0 +1,264 @@
+//! The store: the only place fanin's state lives (DESIGN §1).
+//!
+//! Everything durable goes through [`Store::commit`], one atomic [`Batch`] at a
+//! time, so that "acknowledged" always means "committed": a run and its
+//! run-start audit record, the idempotency key that guards them, a deferred
+//! trigger, a status change and its audit record are never half-written. The
+//! trait is async and object-safe so an embedded SQLite file (the default) and
+//! a shared PostgreSQL (several replicas) sit behind the same interface.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::event::Source;
+use crate::runs::RunStatus;
+
+pub mod sqlite;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot take or serve data now (disk full, file locked,
+    /// database down). Callers answer 503 / do not acknowledge.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A compare-and-set in a batch did not hold; nothing of the batch was written.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The store URL or its contents are not usable.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// One run as stored. A deferred trigger is a run in status `deferred`, so
+/// the backlog is simply the deferred runs in creation order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub sop: String,
+    pub sop_version: String,
+    pub status: RunStatus,
+    /// 0-based index of the trigger in SOP.toml.
+    pub trigger_index: u32,
+    /// The trigger, described (`mqtt sensors/+/alert if $.severity >= 2`).
+    pub trigger: String,
+    pub source: Source,
+    /// Topic or path of the event.
+    pub topic: String,
+    pub event_id: String,
+    /// The event payload, capped to `untrusted_payload_max_bytes`.
+    pub payload: Value,
+    pub client: Option<String>,
+    pub idempotency_key: Option<String>,
+    /// When the trigger was accepted (also for deferred runs).
+    pub started_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// When the run reached a terminal state; cooldown counts from here.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// How many later triggers were merged into this one (coalesce policy).
+    pub coalesced: u32,
+}
+
+/// What an audit record is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    /// A run was created and admitted (status pending_approval or running).
+    RunStarted,
+    /// A run was created in the backlog.
+    RunDeferred,
+    /// A deferred run was admitted.
+    RunPromoted,
+    /// A trigger merged into a waiting deferred run.
+    TriggerCoalesced,
+    /// A trigger matched but no run was created (cooldown, drop policy).
+    TriggerSkipped,
+    /// A trigger matched but the backlog was full.
+    TriggerRejected,
+    /// A run moved between states.
+    RunTransition,
+    /// A cron fire point older than the catch-up window.
+    CronMissed,
+}
+
+impl AuditKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::RunStarted => "run_started",
+            AuditKind::RunDeferred => "run_deferred",
+            AuditKind::RunPromoted => "run_promoted",
+            AuditKind::TriggerCoalesced => "trigger_coalesced",
+            AuditKind::TriggerSkipped => "trigger_skipped",
+            AuditKind::TriggerRejected => "trigger_rejected",
+            AuditKind::RunTransition => "run_transition",
+            AuditKind::CronMissed => "cron_missed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AuditKind> {
+        use AuditKind::*;
+        [RunStarted, RunDeferred, RunPromoted, TriggerCoalesced, TriggerSkipped, TriggerRejected, RunTransition, CronMissed]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// An audit record to write; the store assigns its sequence number.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewAudit {
+    pub at: DateTime<Utc>,
+    pub kind: AuditKind,
+    pub run_id: Option<String>,
+    pub sop: Option<String>,
+    pub detail: Value,
+}
+
+/// A stored audit record. `seq` orders all records of a store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub kind: AuditKind,
+    pub run_id: Option<String>,
+    pub sop: Option<String>,
+    pub detail: Value,
+}
+
+/// One write inside a [`Batch`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Write {
+    InsertRun(RunRecord),
+    /// Compare-and-set: moves the run to `to` only if it is `from` now, else
+    /// the whole batch fails with [`StoreError::Conflict`]. Entering a terminal
+    /// state sets `finished_at = at`.
+    SetStatus { run_id: String, from: RunStatus, to: RunStatus, at: DateTime<Utc> },
+    /// A newer trigger replaces the event of a waiting deferred run
+    /// (`coalesced += 1`). Fails with `Conflict` if the run is no longer deferred.
+    Coalesce { run_id: String, event_id: String, payload: Value, client: Option<String>, at: DateTime<Utc> },
+    Audit(NewAudit),
+    /// The cron scheduler has looked at every fire point up to `at` for `key`.
+    CronChecked { key: String, at: DateTime<Utc> },
+}
+
+/// Claims an idempotency key in the same transaction as the batch's writes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IdempotencyClaim {
+    /// The endpoint path the key is namespaced by.
+    pub scope: String,
+    pub key: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// What a duplicate of this request is answered with.
+    pub response: Value,
+}
+
+/// An atomic unit of writes: all of it is committed, or none of it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Batch {
+    pub idempotency: Option<IdempotencyClaim>,
+    pub writes: Vec<Write>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Committed {
+    Applied,
+    /// The idempotency key was already claimed and has not expired: nothing
+    /// was written; `response` is what the first request stored.
+    Duplicate { response: Value },
+}
+
+/// Filters for listing runs; newest first.
+#[derive(Clone, Debug, Default)]
+pub struct RunQuery {
+    pub sop: Option<String>,
+    pub status: Option<RunStatus>,
+    pub limit: usize,
+}
+
+/// Filters for reading the audit trail; oldest first.
+#[derive(Clone, Debug, Default)]
+pub struct AuditQuery {
+    pub run_id: Option<String>,
+    /// Only records with `seq > after_seq` (for `audit --follow`).
+    pub after_seq: Option<i64>,
+    pub limit: usize,
+}
+
+/// Per-SOP load, read once at start to seed admission.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SopLoad {
+    pub sop: String,
+    /// Runs holding a slot (pending_approval, running, waiting_agent).
+    pub active: u32,
+    pub last_finished_at: Option<DateTime<Utc>>,
+    /// Deferred run ids, oldest first.
+    pub deferred: Vec<String>,
+}
+
+/// A bearer token as stored: never the token itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// The first 8 hex digits after `fanin_`: how operators name a token.
+    pub prefix: String,
+    /// SHA-256 of the whole token, hex.
+    pub hash: String,
+    /// The identity rate limits and audit records use (`token:<prefix>`).
+    pub subject: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Writes a batch atomically. Concurrent callers share commits (group
+    /// commit); each call returns only after its batch is durable.
+    async fn commit(&self, batch: Batch) -> Result<Committed, StoreError>;
+
+    /// The stored response of a live (unexpired) idempotency key.
+    async fn idempotency_response(&self, scope: &str, key: &str, now: DateTime<Utc>) -> Result<Option<Value>, StoreError>;
+
+    /// Deletes expired idempotency keys; returns how many.
+    async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<usize, StoreError>;
+
+    async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError>;
+    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, StoreError>;
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Per-SOP load for every SOP that has runs.
+    async fn sop_loads(&self) -> Result<Vec<SopLoad>, StoreError>;
+
+    /// Stores the hash of a one-time pairing code.
+    async fn add_pairing_code(&self, code_hash: &str, created_at: DateTime<Utc>, expires_at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Atomically uses up a live pairing code and stores the token it buys.
+    /// False (and nothing written) when no live code has that hash.
+    async fn redeem_pairing_code(&self, code_hash: &str, now: DateTime<Utc>, token: &TokenRecord) -> Result<bool, StoreError>;
+    async fn find_token(&self, prefix: &str) -> Result<Option<TokenRecord>, StoreError>;
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Revokes every live token whose prefix starts with `prefix`; returns how many.
+    async fn revoke_tokens(&self, prefix: &str, at: DateTime<Utc>) -> Result<usize, StoreError>;
+
+    async fn cron_last_check(&self, key: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Cheap liveness probe for `/ready`.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Opens the store named by `[store].url`. Relative SQLite paths resolve
+/// against `base_dir` (the directory holding config.toml).
+pub fn open(url: &str, base_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(StoreError::Invalid("store.url: sqlite:// needs a file path".into()));
+        }
+        let path = base_dir.join(path);
+        return Ok(Arc::new(sqlite::SqliteStore::open(&path)?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(StoreError::Invalid("store.url: the PostgreSQL store is not built yet; use sqlite://".into()));
+    }
+    Err(StoreError::Invalid(format!("store.url: unsupported scheme in {url:?} (expected sqlite:// or postgres://)")))
+}
