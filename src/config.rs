@@ -131,7 +131,9 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { url: "sqlite://data/fanin.db".into() }
+        StoreConfig {
+            url: "sqlite://data/fanin.db".into(),
+        }
     }
 }
 
@@ -159,7 +161,11 @@ pub struct DeliveryConfig {
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
-        DeliveryConfig { max_attempts: 10, backoff_initial_ms: 500, backoff_cap_secs: 300 }
+        DeliveryConfig {
+            max_attempts: 10,
+            backoff_initial_ms: 500,
+            backoff_cap_secs: 300,
+        }
     }
 }
 

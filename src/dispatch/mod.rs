@@ -10,4 +10,4 @@ pub mod dispatcher;
 pub mod index;
 pub mod topic;
 
-pub use dispatcher::{Dispatcher, DispatchError, DispatchReport, Outcome, RunOutcome};
+pub use dispatcher::{DispatchError, DispatchReport, Dispatcher, Outcome, RunOutcome};

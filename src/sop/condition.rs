@@ -30,7 +30,9 @@ pub struct ParseError {
 
 impl Condition {
     pub fn parse(text: &str) -> Result<Condition, ParseError> {
-        Ok(Condition { source: text.to_string() })
+        Ok(Condition {
+            source: text.to_string(),
+        })
     }
 
     /// The condition as written.

@@ -91,11 +91,18 @@ pub struct Schedule {
 #[derive(Clone, Debug)]
 pub enum TriggerSpec {
     /// `path` is exact: `/webhook` or a path under `/sop/`.
-    Webhook { path: String },
+    Webhook {
+        path: String,
+    },
     /// `topic` is an MQTT filter, `+` and `#` allowed.
-    Mqtt { topic: String },
+    Mqtt {
+        topic: String,
+    },
     Cron(Schedule),
-    Peripheral { board: String, signal: String },
+    Peripheral {
+        board: String,
+        signal: String,
+    },
     Manual,
 }
 

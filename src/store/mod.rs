@@ -101,9 +101,18 @@ impl AuditKind {
 
     pub fn parse(s: &str) -> Option<AuditKind> {
         use AuditKind::*;
-        [RunStarted, RunDeferred, RunPromoted, TriggerCoalesced, TriggerSkipped, TriggerRejected, RunTransition, CronMissed]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            RunStarted,
+            RunDeferred,
+            RunPromoted,
+            TriggerCoalesced,
+            TriggerSkipped,
+            TriggerRejected,
+            RunTransition,
+            CronMissed,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 
@@ -135,13 +144,27 @@ pub enum Write {
     /// Compare-and-set: moves the run to `to` only if it is `from` now, else
     /// the whole batch fails with [`StoreError::Conflict`]. Entering a terminal
     /// state sets `finished_at = at`.
-    SetStatus { run_id: String, from: RunStatus, to: RunStatus, at: DateTime<Utc> },
+    SetStatus {
+        run_id: String,
+        from: RunStatus,
+        to: RunStatus,
+        at: DateTime<Utc>,
+    },
     /// A newer trigger replaces the event of a waiting deferred run
     /// (`coalesced += 1`). Fails with `Conflict` if the run is no longer deferred.
-    Coalesce { run_id: String, event_id: String, payload: Value, client: Option<String>, at: DateTime<Utc> },
+    Coalesce {
+        run_id: String,
+        event_id: String,
+        payload: Value,
+        client: Option<String>,
+        at: DateTime<Utc>,
+    },
     Audit(NewAudit),
     /// The cron scheduler has looked at every fire point up to `at` for `key`.
-    CronChecked { key: String, at: DateTime<Utc> },
+    CronChecked {
+        key: String,
+        at: DateTime<Utc>,
+    },
 }
 
 /// Claims an idempotency key in the same transaction as the batch's writes.
@@ -168,7 +191,9 @@ pub enum Committed {
     Applied,
     /// The idempotency key was already claimed and has not expired: nothing
     /// was written; `response` is what the first request stored.
-    Duplicate { response: Value },
+    Duplicate {
+        response: Value,
+    },
 }
 
 /// Filters for listing runs; newest first.
@@ -219,7 +244,12 @@ pub trait Store: Send + Sync + 'static {
     async fn commit(&self, batch: Batch) -> Result<Committed, StoreError>;
 
     /// The stored response of a live (unexpired) idempotency key.
-    async fn idempotency_response(&self, scope: &str, key: &str, now: DateTime<Utc>) -> Result<Option<Value>, StoreError>;
+    async fn idempotency_response(
+        &self,
+        scope: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Value>, StoreError>;
 
     /// Deletes expired idempotency keys; returns how many.
     async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<usize, StoreError>;
@@ -232,10 +262,20 @@ pub trait Store: Send + Sync + 'static {
     async fn sop_loads(&self) -> Result<Vec<SopLoad>, StoreError>;
 
     /// Stores the hash of a one-time pairing code.
-    async fn add_pairing_code(&self, code_hash: &str, created_at: DateTime<Utc>, expires_at: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn add_pairing_code(
+        &self,
+        code_hash: &str,
+        created_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
     /// Atomically uses up a live pairing code and stores the token it buys.
     /// False (and nothing written) when no live code has that hash.
-    async fn redeem_pairing_code(&self, code_hash: &str, now: DateTime<Utc>, token: &TokenRecord) -> Result<bool, StoreError>;
+    async fn redeem_pairing_code(
+        &self,
+        code_hash: &str,
+        now: DateTime<Utc>,
+        token: &TokenRecord,
+    ) -> Result<bool, StoreError>;
     async fn find_token(&self, prefix: &str) -> Result<Option<TokenRecord>, StoreError>;
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
     /// Revokes every live token whose prefix starts with `prefix`; returns how many.
@@ -258,7 +298,11 @@ pub fn open(url: &str, base_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
         return Ok(Arc::new(sqlite::SqliteStore::open(&path)?));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(StoreError::Invalid("store.url: the PostgreSQL store is not built yet; use sqlite://".into()));
+        return Err(StoreError::Invalid(
+            "store.url: the PostgreSQL store is not built yet; use sqlite://".into(),
+        ));
     }
-    Err(StoreError::Invalid(format!("store.url: unsupported scheme in {url:?} (expected sqlite:// or postgres://)")))
+    Err(StoreError::Invalid(format!(
+        "store.url: unsupported scheme in {url:?} (expected sqlite:// or postgres://)"
+    )))
 }

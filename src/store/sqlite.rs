@@ -22,7 +22,12 @@ impl Store for SqliteStore {
     async fn commit(&self, _batch: Batch) -> Result<Committed, StoreError> {
         todo!()
     }
-    async fn idempotency_response(&self, _scope: &str, _key: &str, _now: DateTime<Utc>) -> Result<Option<Value>, StoreError> {
+    async fn idempotency_response(
+        &self,
+        _scope: &str,
+        _key: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<Option<Value>, StoreError> {
         todo!()
     }
     async fn purge_idempotency(&self, _now: DateTime<Utc>) -> Result<usize, StoreError> {
@@ -40,10 +45,20 @@ impl Store for SqliteStore {
     async fn sop_loads(&self) -> Result<Vec<SopLoad>, StoreError> {
         todo!()
     }
-    async fn add_pairing_code(&self, _code_hash: &str, _created_at: DateTime<Utc>, _expires_at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn add_pairing_code(
+        &self,
+        _code_hash: &str,
+        _created_at: DateTime<Utc>,
+        _expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         todo!()
     }
-    async fn redeem_pairing_code(&self, _code_hash: &str, _now: DateTime<Utc>, _token: &TokenRecord) -> Result<bool, StoreError> {
+    async fn redeem_pairing_code(
+        &self,
+        _code_hash: &str,
+        _now: DateTime<Utc>,
+        _token: &TokenRecord,
+    ) -> Result<bool, StoreError> {
         todo!()
     }
     async fn find_token(&self, _prefix: &str) -> Result<Option<TokenRecord>, StoreError> {
