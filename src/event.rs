@@ -154,3 +154,50 @@ impl Event {
         }
     }
 }
+
+/// A payload as stored and audited: unchanged up to `cap` bytes of JSON,
+/// else a marker with its size and a preview cut at a character boundary.
+/// Conditions always saw the whole payload before this.
+pub fn cap_value(value: Value, cap: usize) -> Value {
+    let text = match &value {
+        Value::String(s) if s.len() <= cap => return value,
+        Value::String(s) => s.clone(),
+        _ => {
+            let text = value.to_string();
+            if text.len() <= cap {
+                return value;
+            }
+            text
+        }
+    };
+    let mut end = cap.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    serde_json::json!({"truncated": true, "bytes": text.len(), "preview": &text[..end]})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn payloads_parse_as_json_or_stay_text() {
+        assert_eq!(Payload::from_bytes(br#"{"a":1}"#), Payload::Json(json!({"a": 1})));
+        assert_eq!(Payload::from_bytes(b"42"), Payload::Json(json!(42)));
+        assert_eq!(Payload::from_bytes(b"on"), Payload::Text("on".into()));
+        assert_eq!(Payload::from_bytes(&[0xff, b'a']), Payload::Text("\u{fffd}a".into()));
+    }
+
+    #[test]
+    fn capping_keeps_small_payloads_and_marks_large_ones() {
+        assert_eq!(cap_value(json!({"a": 1}), 100), json!({"a": 1}));
+        let capped = cap_value(json!({"text": "x".repeat(50)}), 10);
+        assert_eq!(capped["truncated"], json!(true));
+        assert_eq!(capped["preview"].as_str().unwrap().len(), 10);
+        // Never cut inside a character.
+        let capped = cap_value(json!("ééééé"), 3);
+        assert_eq!(capped["preview"], json!("é"));
+    }
+}

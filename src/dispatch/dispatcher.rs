@@ -1,7 +1,24 @@
-//! The dispatcher.
-//! (Skeleton.)
+//! The dispatcher: the one path from an event to durable runs.
+//!
+//! `dispatch` matches an event against the current catalog, asks admission
+//! what each matching SOP does with it, and commits the runs, the backlog
+//! entries and their audit records (with the idempotency key that guards
+//! them) as one store batch. Only a committed batch is reported back, so a
+//! source acknowledges nothing that is not durable.
 
+use std::sync::{Arc, Mutex, RwLock};
+
+use chrono::{DateTime, Utc};
 use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::admission::{Admission, Decision};
+use super::index::TriggerRef;
+use super::matching::{Catalog, Explanation};
+use crate::event::Event;
+use crate::runs::{gates, RunStatus};
+use crate::sop::Sop;
+use crate::store::{AuditKind, Batch, Committed, IdempotencyClaim, NewAudit, RunRecord, Store, StoreError, Write};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -13,6 +30,7 @@ pub enum Outcome {
     Rejected,
 }
 
+/// What happened for one matching SOP.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RunOutcome {
     pub sop: String,
@@ -23,13 +41,347 @@ pub struct RunOutcome {
     pub reason: Option<String>,
 }
 
-#[derive(Clone, Debug)]
-pub enum DispatchReport {}
+#[derive(Clone, Debug, PartialEq)]
+pub enum DispatchReport {
+    /// Committed. `outcomes` is empty when no SOP matched (nothing written).
+    Accepted {
+        event_id: String,
+        outcomes: Vec<RunOutcome>,
+    },
+    /// The idempotency key was seen within its TTL; nothing was written.
+    /// `response` is `{"matched_sops", "runs"}` as the first request got it.
+    Duplicate { response: Value },
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] StoreError),
+    #[error("no run {0}")]
+    NoSuchRun(String),
+    #[error("run {run_id} is {from}; it cannot become {to}")]
+    InvalidTransition {
+        run_id: String,
+        from: RunStatus,
+        to: RunStatus,
+    },
 }
 
-pub struct Dispatcher {}
+#[derive(Clone, Debug)]
+pub struct DispatchSettings {
+    pub idempotency_ttl: chrono::Duration,
+    /// `untrusted_payload_max_bytes`: payloads are stored capped to this.
+    pub payload_cap: usize,
+    pub max_deferred: usize,
+}
+
+pub struct Dispatcher {
+    catalog: RwLock<Arc<Catalog>>,
+    store: Arc<dyn Store>,
+    admission: Mutex<Admission>,
+    settings: DispatchSettings,
+}
+
+impl Dispatcher {
+    /// Seeds admission from what the store holds, so slots and the backlog
+    /// survive restarts.
+    pub async fn new(
+        catalog: Catalog,
+        store: Arc<dyn Store>,
+        settings: DispatchSettings,
+    ) -> Result<Dispatcher, StoreError> {
+        let admission = Admission::new(settings.max_deferred, store.sop_loads().await?);
+        Ok(Dispatcher {
+            catalog: RwLock::new(Arc::new(catalog)),
+            store,
+            admission: Mutex::new(admission),
+            settings,
+        })
+    }
+
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read().expect("catalog lock").clone()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn explain(&self, event: &Event) -> Explanation {
+        self.catalog().explain(event)
+    }
+
+    /// Matches, admits and commits one event. Returns only once the outcome
+    /// is durable; on an error nothing of the event was written.
+    pub async fn dispatch(&self, event: Event) -> Result<DispatchReport, DispatchError> {
+        if let Some(idem) = &event.idempotency {
+            if let Some(response) = self
+                .store
+                .idempotency_response(&idem.scope, &idem.key, event.received_at)
+                .await?
+            {
+                return Ok(DispatchReport::Duplicate { response });
+            }
+        }
+        let catalog = self.catalog();
+        let mut matched = Vec::new();
+        catalog.matching(&event, &mut matched);
+        if matched.is_empty() {
+            return Ok(DispatchReport::Accepted {
+                event_id: event.id,
+                outcomes: Vec::new(),
+            });
+        }
+
+        let payload = crate::event::cap_value(event.payload.to_value(), self.settings.payload_cap);
+        let mut batch = Batch::default();
+        let mut outcomes = Vec::with_capacity(matched.len());
+        let mut reserved = Vec::with_capacity(matched.len());
+        {
+            let mut admission = self.admission.lock().expect("admission lock");
+            for &r in &matched {
+                let sop = catalog.sop(r);
+                let run_id = uuid::Uuid::now_v7().to_string();
+                let decision = admission.admit(sop, &run_id, event.received_at);
+                outcomes.push(plan(&mut batch, sop, r, &run_id, &decision, &event, &payload));
+                reserved.push((sop.name.clone(), run_id, decision));
+            }
+        }
+        if let Some(idem) = &event.idempotency {
+            batch.idempotency = Some(IdempotencyClaim {
+                scope: idem.scope.clone(),
+                key: idem.key.clone(),
+                created_at: event.received_at,
+                expires_at: event.received_at + self.settings.idempotency_ttl,
+                response: summary(&outcomes),
+            });
+        }
+
+        let committed = self.store.commit(batch).await;
+        if !matches!(committed, Ok(Committed::Applied)) {
+            let mut admission = self.admission.lock().expect("admission lock");
+            for (sop, run_id, decision) in &reserved {
+                admission.release(sop, run_id, decision);
+            }
+        }
+        match committed? {
+            Committed::Applied => {
+                for o in &outcomes {
+                    metrics::counter!("fanin_runs_total", "outcome" => outcome_name(o.outcome)).increment(1);
+                }
+                Ok(DispatchReport::Accepted {
+                    event_id: event.id,
+                    outcomes,
+                })
+            }
+            Committed::Duplicate { response } => Ok(DispatchReport::Duplicate { response }),
+        }
+    }
+
+    /// Ends a run (`completed`, `failed` or `cancelled`), audits it, and in
+    /// the same commit promotes the oldest deferred run into the freed slot.
+    pub async fn finish_run(
+        &self,
+        run_id: &str,
+        to: RunStatus,
+        now: DateTime<Utc>,
+        reason: Option<&str>,
+    ) -> Result<Option<String>, DispatchError> {
+        let run = self
+            .store
+            .get_run(run_id)
+            .await?
+            .ok_or_else(|| DispatchError::NoSuchRun(run_id.into()))?;
+        if !to.is_terminal() || !run.status.can_become(to) {
+            return Err(DispatchError::InvalidTransition {
+                run_id: run_id.into(),
+                from: run.status,
+                to,
+            });
+        }
+        let catalog = self.catalog();
+        let sop = catalog.get(&run.sop);
+        let promoted = {
+            let mut admission = self.admission.lock().expect("admission lock");
+            match sop {
+                Some(sop) if run.status.is_active() => admission.finish(sop, now),
+                _ if run.status == RunStatus::Deferred => {
+                    admission.remove_deferred(&run.sop, run_id);
+                    None
+                }
+                _ => None,
+            }
+        };
+        let mut batch = Batch::default();
+        batch.writes.push(Write::SetStatus {
+            run_id: run_id.into(),
+            from: run.status,
+            to,
+            at: now,
+        });
+        batch.writes.push(transition_audit(&run, to, now, reason));
+        if let (Some(next), Some(sop)) = (&promoted, sop) {
+            let status = gates::initial_status(sop);
+            batch.writes.push(Write::SetStatus {
+                run_id: next.clone(),
+                from: RunStatus::Deferred,
+                to: status,
+                at: now,
+            });
+            batch.writes.push(Write::Audit(NewAudit {
+                at: now,
+                kind: AuditKind::RunPromoted,
+                run_id: Some(next.clone()),
+                sop: Some(sop.name.clone()),
+                detail: json!({"status": status, "slot_freed_by": run_id}),
+            }));
+        }
+        if let Err(e) = self.store.commit(batch).await {
+            let mut admission = self.admission.lock().expect("admission lock");
+            if let Some(next) = &promoted {
+                admission.unpromote(&run.sop, next);
+            }
+            // The finishing run holds its slot again until a retry succeeds.
+            if let (Some(sop), true) = (sop, run.status.is_active()) {
+                admission.reoccupy(&sop.name);
+            }
+            return Err(e.into());
+        }
+        Ok(promoted)
+    }
+}
+
+/// Adds the writes for one admission decision to `batch` and says what the
+/// caller is told.
+fn plan(
+    batch: &mut Batch,
+    sop: &Sop,
+    r: TriggerRef,
+    run_id: &str,
+    decision: &Decision,
+    event: &Event,
+    payload: &Value,
+) -> RunOutcome {
+    let trigger = &sop.triggers[r.trigger as usize];
+    let trigger_json = json!({"index": r.trigger, "type": trigger.trigger_type(), "description": trigger.describe()});
+    let outcome = |outcome, run_id: Option<&str>, reason: Option<&str>| RunOutcome {
+        sop: sop.name.clone(),
+        run_id: run_id.map(str::to_string),
+        outcome,
+        reason: reason.map(str::to_string),
+    };
+    let audit = |kind, run_id: Option<&str>, detail: Value| {
+        Write::Audit(NewAudit {
+            at: event.received_at,
+            kind,
+            run_id: run_id.map(str::to_string),
+            sop: Some(sop.name.clone()),
+            detail,
+        })
+    };
+    match decision {
+        Decision::Start | Decision::Defer => {
+            let (status, kind) = match decision {
+                Decision::Start => (gates::initial_status(sop), AuditKind::RunStarted),
+                _ => (RunStatus::Deferred, AuditKind::RunDeferred),
+            };
+            batch.writes.push(Write::InsertRun(RunRecord {
+                run_id: run_id.to_string(),
+                sop: sop.name.clone(),
+                sop_version: sop.version.clone(),
+                status,
+                trigger_index: r.trigger,
+                trigger: trigger.describe(),
+                source: event.source,
+                topic: event.topic.clone(),
+                event_id: event.id.clone(),
+                payload: payload.clone(),
+                client: event.client.clone(),
+                idempotency_key: event.idempotency.as_ref().map(|i| i.key.clone()),
+                started_at: event.received_at,
+                updated_at: event.received_at,
+                finished_at: None,
+                coalesced: 0,
+            }));
+            batch.writes.push(audit(
+                kind,
+                Some(run_id),
+                start_record(sop, run_id, status, &trigger_json, event, payload),
+            ));
+            let o = if status == RunStatus::Deferred {
+                Outcome::Deferred
+            } else {
+                Outcome::Started
+            };
+            outcome(o, Some(run_id), None)
+        }
+        Decision::Coalesce { into } => {
+            batch.writes.push(Write::Coalesce {
+                run_id: into.clone(),
+                event_id: event.id.clone(),
+                payload: payload.clone(),
+                client: event.client.clone(),
+                at: event.received_at,
+            });
+            let detail = json!({"into": into, "trigger": trigger_json, "event_id": event.id, "source": event.source, "topic": event.topic});
+            batch
+                .writes
+                .push(audit(AuditKind::TriggerCoalesced, Some(into), detail));
+            outcome(Outcome::Coalesced, Some(into), None)
+        }
+        Decision::Skip { reason } | Decision::Reject { reason } => {
+            let (kind, o) = match decision {
+                Decision::Skip { .. } => (AuditKind::TriggerSkipped, Outcome::Skipped),
+                _ => (AuditKind::TriggerRejected, Outcome::Rejected),
+            };
+            let detail = json!({"reason": reason, "trigger": trigger_json, "event_id": event.id,
+                "source": event.source, "topic": event.topic, "client": event.client});
+            batch.writes.push(audit(kind, None, detail));
+            outcome(o, None, Some(reason))
+        }
+    }
+}
+
+/// The run-start audit record (DESIGN §6).
+fn start_record(sop: &Sop, run_id: &str, status: RunStatus, trigger: &Value, event: &Event, payload: &Value) -> Value {
+    json!({
+        "run_id": run_id,
+        "sop": sop.name,
+        "sop_version": sop.version,
+        "status": status,
+        "trigger": trigger,
+        "event_id": event.id,
+        "source": event.source,
+        "topic": event.topic,
+        "payload": payload,
+        "client": event.client,
+        "idempotency_key": event.idempotency.as_ref().map(|i| &i.key),
+        "received_at": event.received_at,
+    })
+}
+
+fn transition_audit(run: &RunRecord, to: RunStatus, at: DateTime<Utc>, reason: Option<&str>) -> Write {
+    Write::Audit(NewAudit {
+        at,
+        kind: AuditKind::RunTransition,
+        run_id: Some(run.run_id.clone()),
+        sop: Some(run.sop.clone()),
+        detail: json!({"from": run.status, "to": to, "reason": reason}),
+    })
+}
+
+/// What the caller is told, and what a duplicate of the request is told later.
+pub fn summary(outcomes: &[RunOutcome]) -> Value {
+    let sops: Vec<&str> = outcomes.iter().map(|o| o.sop.as_str()).collect();
+    json!({"matched_sops": sops, "runs": outcomes})
+}
+
+fn outcome_name(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Started => "started",
+        Outcome::Deferred => "deferred",
+        Outcome::Coalesced => "coalesced",
+        Outcome::Skipped => "skipped",
+        Outcome::Rejected => "rejected",
+    }
+}

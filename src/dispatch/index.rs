@@ -1,2 +1,305 @@
-//! The matcher index: one lookup structure per source.
-//! (Skeleton.)
+//! The matcher index: one lookup structure per source, built once per SOP
+//! set, so matching an event costs a hash lookup (or a walk down the MQTT
+//! filter trie) instead of a scan over every SOP. Conditions are not the
+//! index's business: the dispatcher evaluates them on the candidates.
+
+use std::collections::HashMap;
+
+use crate::event::{Event, TriggerType};
+use crate::sop::{Sop, TriggerSpec};
+
+/// A trigger, named by the position of its SOP in the catalog and its own
+/// position in that SOP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TriggerRef {
+    pub sop: u32,
+    pub trigger: u32,
+}
+
+#[derive(Debug, Default)]
+pub struct Index {
+    webhook: HashMap<Box<str>, Vec<TriggerRef>>,
+    /// Keyed by `board/signal`, the peripheral event topic.
+    peripheral: HashMap<Box<str>, Vec<TriggerRef>>,
+    /// Keyed by SOP name.
+    manual: HashMap<Box<str>, Vec<TriggerRef>>,
+    /// Keyed by expression; the timezone is checked on lookup.
+    cron: HashMap<Box<str>, Vec<TriggerRef>>,
+    mqtt: FilterTrie,
+}
+
+impl Index {
+    pub fn build(sops: &[Sop]) -> Index {
+        let mut index = Index::default();
+        for (s, sop) in sops.iter().enumerate() {
+            for (t, trigger) in sop.triggers.iter().enumerate() {
+                let r = TriggerRef {
+                    sop: s as u32,
+                    trigger: t as u32,
+                };
+                match &trigger.spec {
+                    TriggerSpec::Webhook { path } => index.webhook.entry(path.as_str().into()).or_default().push(r),
+                    TriggerSpec::Mqtt { topic } => index.mqtt.insert(topic, r),
+                    TriggerSpec::Cron(schedule) => index
+                        .cron
+                        .entry(schedule.expression.as_str().into())
+                        .or_default()
+                        .push(r),
+                    TriggerSpec::Peripheral { board, signal } => index
+                        .peripheral
+                        .entry(format!("{board}/{signal}").into())
+                        .or_default()
+                        .push(r),
+                    TriggerSpec::Manual => index.manual.entry(sop.name.as_str().into()).or_default().push(r),
+                }
+            }
+        }
+        index
+    }
+
+    /// Appends to `out` every trigger whose source and topic fit the event,
+    /// sorted by SOP then trigger position. Conditions are not evaluated.
+    pub fn candidates(&self, sops: &[Sop], event: &Event, out: &mut Vec<TriggerRef>) {
+        let start = out.len();
+        let topic = event.topic.as_str();
+        match event.source.trigger_type() {
+            TriggerType::Webhook => extend(out, self.webhook.get(topic)),
+            TriggerType::Peripheral => extend(out, self.peripheral.get(topic)),
+            TriggerType::Manual => extend(out, self.manual.get(topic)),
+            TriggerType::Cron => {
+                let Some(refs) = self.cron.get(topic) else { return };
+                out.extend(
+                    refs.iter()
+                        .copied()
+                        .filter(|r| match (&event.timezone, trigger_spec(sops, *r)) {
+                            (Some(tz), TriggerSpec::Cron(s)) => s.timezone.name() == tz,
+                            _ => true,
+                        }),
+                );
+            }
+            TriggerType::Mqtt => {
+                self.mqtt.matches(topic, out);
+                out[start..].sort_unstable();
+            }
+        }
+    }
+}
+
+fn extend(out: &mut Vec<TriggerRef>, refs: Option<&Vec<TriggerRef>>) {
+    if let Some(refs) = refs {
+        out.extend_from_slice(refs);
+    }
+}
+
+fn trigger_spec(sops: &[Sop], r: TriggerRef) -> &TriggerSpec {
+    &sops[r.sop as usize].triggers[r.trigger as usize].spec
+}
+
+/// MQTT filters stored level by level: a topic is matched by walking its
+/// levels once, following the exact child, the `+` child, and collecting `#`.
+#[derive(Debug, Default)]
+struct FilterTrie {
+    root: Node,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    exact: HashMap<Box<str>, Node>,
+    plus: Option<Box<Node>>,
+    /// Filters ending in `/#` below this node (or `#` at the root).
+    hash: Vec<TriggerRef>,
+    /// Filters ending exactly here.
+    end: Vec<TriggerRef>,
+}
+
+impl FilterTrie {
+    fn insert(&mut self, filter: &str, r: TriggerRef) {
+        let mut node = &mut self.root;
+        for level in filter.split('/') {
+            node = match level {
+                "#" => {
+                    node.hash.push(r);
+                    return;
+                }
+                "+" => node.plus.get_or_insert_with(Default::default),
+                _ => node.exact.entry(level.into()).or_default(),
+            };
+        }
+        node.end.push(r);
+    }
+
+    fn matches(&self, topic: &str, out: &mut Vec<TriggerRef>) {
+        // Wildcards in the first level never match `$`-topics (MQTT §4.7.2).
+        let dollar = topic.starts_with('$');
+        walk(&self.root, topic.split('/'), !dollar, out);
+    }
+}
+
+fn walk<'a>(node: &Node, mut levels: std::str::Split<'a, char>, wildcards: bool, out: &mut Vec<TriggerRef>) {
+    if wildcards {
+        out.extend_from_slice(&node.hash);
+    }
+    let Some(level) = levels.next() else {
+        out.extend_from_slice(&node.end);
+        return;
+    };
+    if let Some(child) = node.exact.get(level) {
+        walk(child, levels.clone(), true, out);
+    }
+    if wildcards {
+        if let Some(child) = &node.plus {
+            walk(child, levels, true, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::topic::filter_matches;
+    use crate::event::{Payload, Source};
+    use crate::sop::test_support::sop_with;
+
+    fn event(source: Source, topic: &str) -> Event {
+        Event::new(
+            source,
+            topic,
+            Payload::Json(serde_json::Value::Null),
+            chrono::Utc::now(),
+        )
+    }
+
+    fn mqtt_sops(filters: &[&str]) -> Vec<Sop> {
+        filters
+            .iter()
+            .enumerate()
+            .map(|(i, f)| sop_with(&format!("s{i}"), vec![TriggerSpec::Mqtt { topic: f.to_string() }]))
+            .collect()
+    }
+
+    fn matched(index: &Index, sops: &[Sop], source: Source, topic: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        index.candidates(sops, &event(source, topic), &mut out);
+        out.into_iter().map(|r| r.sop).collect()
+    }
+
+    #[test]
+    fn mqtt_trie_agrees_with_the_reference_rule() {
+        let filters = [
+            "a/b",
+            "a/+",
+            "a/#",
+            "#",
+            "+",
+            "+/+",
+            "a/+/c",
+            "+/b/#",
+            "$SYS/#",
+            "$SYS/+",
+            "/",
+            "/+",
+            "a//b",
+            "a/+/+",
+            "sensors/+/alert",
+        ];
+        let sops = mqtt_sops(&filters);
+        let index = Index::build(&sops);
+        let topics = [
+            "a",
+            "a/b",
+            "a/c",
+            "a/b/c",
+            "a/b/d",
+            "b",
+            "/",
+            "/a",
+            "a//b",
+            "$SYS",
+            "$SYS/x",
+            "$SYS/x/y",
+            "x/b",
+            "x/b/y",
+            "sensors/kitchen/alert",
+            "sensors/alert",
+            "",
+            "a/",
+        ];
+        for topic in topics {
+            let want: Vec<u32> = (0..filters.len() as u32)
+                .filter(|&i| filter_matches(filters[i as usize], topic))
+                .collect();
+            assert_eq!(matched(&index, &sops, Source::Mqtt, topic), want, "topic {topic:?}");
+        }
+    }
+
+    #[test]
+    fn mqtt_edge_cases() {
+        let sops = mqtt_sops(&["a/#", "+/+", "#", "$SYS/#"]);
+        let index = Index::build(&sops);
+        // `a/#` also matches the parent level `a`.
+        assert_eq!(matched(&index, &sops, Source::Mqtt, "a"), vec![0, 2]);
+        // `+/+` needs exactly two levels; an empty level counts.
+        assert_eq!(matched(&index, &sops, Source::Mqtt, "/x"), vec![1, 2]);
+        // `$`-topics are only matched by filters that name the `$` level.
+        assert_eq!(matched(&index, &sops, Source::Mqtt, "$SYS/broker/load"), vec![3]);
+    }
+
+    #[test]
+    fn exact_indexes_per_source() {
+        let sops = vec![
+            sop_with(
+                "hook",
+                vec![
+                    TriggerSpec::Webhook {
+                        path: "/sop/deploy".into(),
+                    },
+                    TriggerSpec::Manual,
+                ],
+            ),
+            sop_with(
+                "hook2",
+                vec![TriggerSpec::Webhook {
+                    path: "/webhook".into(),
+                }],
+            ),
+            sop_with(
+                "button",
+                vec![TriggerSpec::Peripheral {
+                    board: "nucleo".into(),
+                    signal: "pin_3".into(),
+                }],
+            ),
+        ];
+        let index = Index::build(&sops);
+        assert_eq!(matched(&index, &sops, Source::SopWebhook, "/sop/deploy"), vec![0]);
+        assert_eq!(matched(&index, &sops, Source::Webhook, "/webhook"), vec![1]);
+        assert_eq!(
+            matched(&index, &sops, Source::SopWebhook, "/sop/deploy/"),
+            Vec::<u32>::new()
+        );
+        assert_eq!(matched(&index, &sops, Source::Peripheral, "nucleo/pin_3"), vec![2]);
+        assert_eq!(matched(&index, &sops, Source::Manual, "hook"), vec![0]);
+        assert_eq!(matched(&index, &sops, Source::Manual, "button"), Vec::<u32>::new());
+        // A webhook path never matches an MQTT topic of the same text.
+        assert_eq!(matched(&index, &sops, Source::Mqtt, "/webhook"), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn cron_matches_expression_and_timezone() {
+        let paris = crate::sources::cron::parse_schedule("0 0 8 * * *", Some("Europe/Paris")).unwrap();
+        let utc = crate::sources::cron::parse_schedule("0 0 8 * * *", None).unwrap();
+        let sops = vec![
+            sop_with("p", vec![TriggerSpec::Cron(paris)]),
+            sop_with("u", vec![TriggerSpec::Cron(utc)]),
+        ];
+        let index = Index::build(&sops);
+        let mut e = event(Source::Cron, "0 0 8 * * *");
+        let mut out = Vec::new();
+        index.candidates(&sops, &e, &mut out);
+        assert_eq!(out.len(), 2, "no timezone: every timezone");
+        e.timezone = Some("Europe/Paris".into());
+        out.clear();
+        index.candidates(&sops, &e, &mut out);
+        assert_eq!(out, vec![TriggerRef { sop: 0, trigger: 0 }]);
+    }
+}

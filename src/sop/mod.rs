@@ -37,3 +37,6 @@ pub struct LoadReport {
 pub fn load_dir(_dir: &Path, _default_mode: ExecutionMode) -> LoadReport {
     todo!()
 }
+
+#[cfg(test)]
+pub mod test_support;

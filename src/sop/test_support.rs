@@ -1,0 +1,27 @@
+//! Builders for SOPs in unit tests elsewhere in the crate.
+
+use std::path::PathBuf;
+
+use super::*;
+
+/// A SOP with the given triggers (no conditions) and DESIGN §2.2 defaults,
+/// in `auto` mode so runs start `running`.
+pub fn sop_with(name: &str, specs: Vec<TriggerSpec>) -> Sop {
+    Sop {
+        name: name.to_string(),
+        description: format!("test SOP {name}"),
+        version: "1.0.0".into(),
+        priority: Priority::Normal,
+        execution_mode: ExecutionMode::Auto,
+        cooldown_secs: 0,
+        max_concurrent: 1,
+        admission_policy: AdmissionPolicy::Parallel,
+        destination: Destination::Agent,
+        triggers: specs
+            .into_iter()
+            .map(|spec| Trigger { spec, condition: None })
+            .collect(),
+        steps: Vec::new(),
+        file: PathBuf::from(format!("sops/{name}/SOP.toml")),
+    }
+}
