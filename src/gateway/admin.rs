@@ -1,0 +1,132 @@
+//! `/admin/*`: runs, audit and manual fires for operators. Loopback only,
+//! unless `allow_remote_admin`, and then a bearer token is required too.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::ingest::read_json;
+use super::limits::client_ip;
+use super::{auth, ApiError, AppState};
+use crate::dispatch::DispatchReport;
+use crate::event::{Event, Source};
+use crate::runs::RunStatus;
+use crate::store::{AuditQuery, RunQuery, RunRecord};
+
+async fn guard(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<String, ApiError> {
+    let ip = client_ip(peer, headers, state.config.trust_forwarded_headers);
+    if ip.is_loopback() {
+        return Ok(format!("admin:{ip}"));
+    }
+    if !state.config.allow_remote_admin {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden").with("detail", "/admin is served to loopback only"));
+    }
+    let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    match auth::verify_bearer(state.dispatcher.store().as_ref(), bearer).await {
+        Ok(Some(token)) => Ok(token.subject),
+        Ok(None) => Err(ApiError::unauthorized()),
+        Err(_) => Err(ApiError::store_unavailable()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct RunsParams {
+    sop: Option<String>,
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The fields a run list shows.
+pub fn run_summary(r: &RunRecord) -> Value {
+    json!({"run_id": r.run_id, "sop": r.sop, "status": r.status, "source": r.source,
+        "topic": r.topic, "started_at": r.started_at})
+}
+
+pub async fn runs(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(params): Query<RunsParams>,
+) -> Result<Json<Value>, ApiError> {
+    guard(&state, peer, &headers).await?;
+    let status = match params.status.as_deref() {
+        None => None,
+        Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_status").with("status", s)
+        })?),
+    };
+    let query = RunQuery { sop: params.sop, status, limit: params.limit.unwrap_or(100).min(10_000) };
+    let runs = state.dispatcher.store().list_runs(&query).await.map_err(|_| ApiError::store_unavailable())?;
+    Ok(Json(json!({"runs": runs.iter().map(run_summary).collect::<Vec<_>>()})))
+}
+
+pub async fn run(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    guard(&state, peer, &headers).await?;
+    match state.dispatcher.store().get_run(&id).await.map_err(|_| ApiError::store_unavailable())? {
+        Some(run) => Ok(Json(json!(run))),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "run_not_found").with("run_id", id)),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct AuditParams {
+    run_id: Option<String>,
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+pub async fn audit(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(params): Query<AuditParams>,
+) -> Result<Json<Value>, ApiError> {
+    guard(&state, peer, &headers).await?;
+    let query = AuditQuery { run_id: params.run_id, after_seq: params.after, limit: params.limit.unwrap_or(1000).min(100_000) };
+    let records = state.dispatcher.store().audit(&query).await.map_err(|_| ApiError::store_unavailable())?;
+    Ok(Json(json!({ "records": records })))
+}
+
+/// `POST /admin/sops/{name}/run`: a manual trigger; the body, if any, is the
+/// payload.
+pub async fn fire(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let client = guard(&state, peer, &headers).await?;
+    let payload = read_json(body, &headers, state.config.max_body_bytes).await?;
+    let mut event = Event::new(Source::Manual, name.clone(), payload, Utc::now());
+    event.client = Some(client);
+    let report = state.dispatcher.dispatch(event).await.map_err(|_| ApiError::store_unavailable())?;
+    match report {
+        DispatchReport::Accepted { outcomes, .. } if outcomes.is_empty() => {
+            let detail = match state.dispatcher.catalog().get(&name) {
+                Some(_) => format!("SOP {name} has no manual trigger"),
+                None => format!("no SOP named {name}"),
+            };
+            Err(ApiError::new(StatusCode::NOT_FOUND, "no_matching_sop").with("sop", name).with("detail", detail))
+        }
+        DispatchReport::Accepted { event_id, outcomes } => {
+            let mut reply = crate::dispatch::dispatcher::summary(&outcomes);
+            reply["status"] = json!("accepted");
+            reply["source"] = json!("manual");
+            reply["event_id"] = json!(event_id);
+            Ok(Json(reply))
+        }
+        DispatchReport::Duplicate { response } => Ok(Json(response)),
+    }
+}

@@ -1,0 +1,172 @@
+//! The webhook source: `POST /sop/{*rest}` and `POST /webhook`.
+//!
+//! Checks run in the order of DESIGN §4 — rate limit, bearer, secret, body
+//! size and JSON, idempotency key — then the event goes to the dispatcher,
+//! and the reply is written only after its commit.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use serde_json::{json, Value};
+
+use super::limits::{client_ip, retry_after_secs, validate_idempotency_key};
+use super::{auth, ApiError, AppState};
+use crate::dispatch::DispatchReport;
+use crate::envelope::legacy;
+use crate::event::{Event, IdempotencyKey, Payload, Source};
+
+pub async fn sop(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    ingest(&state, Source::SopWebhook, uri.path(), peer, &headers, body).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn webhook(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    ingest(&state, Source::Webhook, "/webhook", peer, &headers, body).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Rate limit, then bearer and secret, as every authenticated ingest route
+/// checks them. Returns the caller's key: `token:<prefix>` for a valid
+/// bearer, else `ip:<address>`; rate limits count per key.
+pub async fn admit_caller(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<String, ApiError> {
+    let token = match headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        Some(value) => auth::verify_bearer(state.dispatcher.store().as_ref(), value)
+            .await
+            .map_err(|_| ApiError::store_unavailable())?,
+        None => None,
+    };
+    let authenticated = token.is_some();
+    let key = match token {
+        Some(t) => t.subject,
+        None => format!("ip:{}", client_ip(peer, headers, state.config.trust_forwarded_headers)),
+    };
+    state.webhook_limit.check(&key).map_err(|wait| ApiError::rate_limited(retry_after_secs(wait)))?;
+    if state.config.require_pairing && !authenticated {
+        return Err(ApiError::unauthorized());
+    }
+    if !state.config.webhook_secret.is_empty() {
+        let presented = headers.get("x-webhook-secret").and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !auth::secret_matches(presented, &state.config.webhook_secret) {
+            return Err(ApiError::unauthorized());
+        }
+    }
+    Ok(key)
+}
+
+/// Reads the body within `max_body_bytes` (413) and parses it as JSON (400).
+/// An empty body is JSON `null`.
+pub async fn read_json(body: Body, headers: &HeaderMap, max: usize) -> Result<Payload, ApiError> {
+    let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").with("max_body_bytes", max);
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, max).await.map_err(|_| too_large())?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Payload::Json(Value::Null));
+    }
+    serde_json::from_slice(&bytes)
+        .map(Payload::Json)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json").with("detail", e.to_string()))
+}
+
+/// The `X-Idempotency-Key`, namespaced by `scope` (the endpoint path).
+pub fn idempotency_key(headers: &HeaderMap, scope: &str) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = headers.get("x-idempotency-key") else { return Ok(None) };
+    let invalid = |reason: &str| ApiError::new(StatusCode::BAD_REQUEST, "invalid_idempotency_key").with("detail", reason);
+    let key = value.to_str().map_err(|_| invalid("X-Idempotency-Key is not visible ASCII"))?;
+    validate_idempotency_key(key).map_err(invalid)?;
+    Ok(Some(IdempotencyKey { scope: scope.to_string(), key: key.to_string() }))
+}
+
+async fn ingest(
+    state: &AppState,
+    source: Source,
+    path: &str,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let caller = admit_caller(state, peer, headers).await?;
+    if source == Source::SopWebhook && !state.auth_configured() {
+        return Err(ApiError::unauthorized());
+    }
+    let payload = read_json(body, headers, state.config.max_body_bytes).await?;
+    let mut event = Event::new(source, path, payload, Utc::now());
+    event.client = Some(caller);
+    event.idempotency = idempotency_key(headers, path)?;
+
+    if source == Source::Webhook && !state.auth_configured() {
+        // Starting a run authorizes side effects: with no way to
+        // authenticate, a request that would start one is refused.
+        let mut matched = Vec::new();
+        state.dispatcher.catalog().matching(&event, &mut matched);
+        if !matched.is_empty() {
+            return Err(ApiError::unauthorized());
+        }
+    }
+    let idempotency_key = event.idempotency.as_ref().map(|k| k.key.clone());
+    let report = state.dispatcher.dispatch(event.clone()).await.map_err(|e| {
+        tracing::error!(error = %e, path, "dispatch failed; request not acknowledged");
+        ApiError::store_unavailable()
+    })?;
+    match report {
+        DispatchReport::Accepted { outcomes, .. } if outcomes.is_empty() => match source {
+            Source::Webhook => route_to_agent(state, &event).await,
+            _ => Err(ApiError::new(StatusCode::NOT_FOUND, "no_matching_sop").with("path", path)),
+        },
+        DispatchReport::Accepted { event_id, outcomes } => {
+            let mut reply = crate::dispatch::dispatcher::summary(&outcomes);
+            reply["status"] = json!("accepted");
+            reply["source"] = json!(source);
+            reply["path"] = json!(path);
+            reply["event_id"] = json!(event_id);
+            Ok(Json(reply).into_response())
+        }
+        DispatchReport::Duplicate { mut response } => {
+            response["status"] = json!("duplicate");
+            response["source"] = json!(source);
+            response["path"] = json!(path);
+            response["idempotency_key"] = json!(idempotency_key);
+            Ok(Json(response).into_response())
+        }
+    }
+}
+
+/// `/webhook` with no matching SOP: the event goes to the Agent as a legacy
+/// envelope and its answer comes back.
+async fn route_to_agent(state: &AppState, event: &Event) -> Result<Response, ApiError> {
+    let Some(agent) = &state.agent else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "no_matching_sop").with("path", "/webhook"));
+    };
+    let unavailable = || ApiError::new(StatusCode::BAD_GATEWAY, "agent_unavailable");
+    let mut request = agent.client.post(&agent.url).json(&legacy::build(event, None));
+    if !agent.bearer_token.is_empty() {
+        request = request.bearer_auth(&agent.bearer_token);
+    }
+    let response = request.send().await.map_err(|e| {
+        tracing::warn!(error = %e, "agent unreachable");
+        unavailable()
+    })?;
+    if !response.status().is_success() {
+        tracing::warn!(status = %response.status(), "agent refused the event");
+        return Err(unavailable().with("agent_status", response.status().as_u16()));
+    }
+    let text = response.text().await.map_err(|_| unavailable())?;
+    let answer = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Ok(Json(json!({"status": "routed", "destination": "agent", "response": answer})).into_response())
+}
