@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod dispatch;
 pub mod envelope;
 pub mod event;

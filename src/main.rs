@@ -1,3 +1,5 @@
-//! The `fanin` binary: parses the command line and hands over to the library.
+//! The `fanin` binary: everything lives in the library; see `fanin --help`.
 
-fn main() {}
+fn main() -> std::process::ExitCode {
+    fanin::cli::main()
+}

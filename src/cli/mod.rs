@@ -1,2 +1,213 @@
-//! The command line (DESIGN §8).
-//! (Skeleton.)
+//! The command line (DESIGN §8). Every subcommand takes `--config` and, where
+//! it prints data, `--json`. Commands that read runs, audit, codes or tokens
+//! open the store named in the config, also while a daemon runs on it.
+//!
+//! Exit codes: 0 success, 1 a user error (its one-line reason printed first),
+//! 2 a usage error (clap's own).
+
+pub mod check;
+mod inspect;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fanin",
+    version,
+    about = "Turns outside events into durable, audited SOP runs"
+)]
+pub struct Cli {
+    /// The config file.
+    #[arg(long, global = true, default_value = "./config.toml")]
+    pub config: PathBuf,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run everything: gateway, sources, scheduler, delivery.
+    Daemon,
+    /// Check the config and every SOP; exit 1 listing each error.
+    Validate,
+    /// Dry run: which triggers an event would match, and why the others not.
+    Explain {
+        /// webhook | sop_webhook | mqtt | cron | peripheral | manual
+        #[arg(long)]
+        source: String,
+        /// Path (webhook), topic (mqtt), expression (cron), board/signal
+        /// (peripheral) or SOP name (manual).
+        #[arg(long)]
+        topic: String,
+        /// The payload; JSON when it parses, else text.
+        #[arg(long)]
+        payload: Option<String>,
+        /// Cron only: the timezone the expression fires in (default: any).
+        #[arg(long)]
+        timezone: Option<String>,
+    },
+    /// Start a manual run of a SOP (through the running daemon when there is one).
+    Fire {
+        sop: String,
+        #[arg(long)]
+        payload: Option<String>,
+    },
+    /// The loaded SOPs.
+    Sop {
+        #[command(subcommand)]
+        command: SopCommand,
+    },
+    /// Runs in the store.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
+    },
+    /// The audit trail, oldest first.
+    Audit {
+        /// Keep printing new records as they are written.
+        #[arg(long)]
+        follow: bool,
+        /// Only this run's records.
+        #[arg(long = "run")]
+        run: Option<String>,
+    },
+    /// Print a fresh one-time pairing code.
+    Pair,
+    /// Bearer tokens.
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SopCommand {
+    List,
+    Show { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunsCommand {
+    List {
+        #[arg(long)]
+        sop: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    Show {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokensCommand {
+    List,
+    /// Revoke every token whose prefix starts with PREFIX.
+    Revoke {
+        prefix: String,
+    },
+}
+
+/// A user error: printed as one line (plus details) and exit 1.
+#[derive(Debug)]
+pub struct Failure {
+    pub message: String,
+    pub details: Vec<String>,
+}
+
+impl Failure {
+    pub fn new(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+}
+
+impl<E: std::error::Error> From<E> for Failure {
+    fn from(e: E) -> Failure {
+        Failure::new(e.to_string())
+    }
+}
+
+/// Parses the command line, runs it, and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Daemon) {
+        "info"
+    } else {
+        "warn"
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            for d in &failure.details {
+                eprintln!("  {d}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Loads the config, listing every problem on failure.
+pub fn load_config(path: &std::path::Path) -> Result<Config, Failure> {
+    Config::load(path).map_err(|errors| Failure {
+        message: format!("{}: {} configuration error(s)", path.display(), errors.len()),
+        details: errors.iter().map(ToString::to_string).collect(),
+    })
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let json = cli.json;
+    match cli.command {
+        Command::Daemon => {
+            let config = load_config(&cli.config)?;
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            tokio::spawn(crate::daemon::cancel_on_signal(shutdown.clone()));
+            crate::daemon::run(config, shutdown).await.map_err(|e| {
+                let mut lines = e.0.lines().map(str::to_string);
+                let first = lines.next().unwrap_or_default();
+                Failure {
+                    message: first,
+                    details: lines.collect(),
+                }
+            })
+        }
+        Command::Validate => check::validate(&cli.config, json),
+        Command::Explain {
+            source,
+            topic,
+            payload,
+            timezone,
+        } => check::explain(&cli.config, json, &source, &topic, payload.as_deref(), timezone),
+        Command::Fire { sop, payload } => inspect::fire(&cli.config, json, &sop, payload.as_deref()).await,
+        Command::Sop { command } => check::sop(&cli.config, json, command),
+        Command::Runs { command } => inspect::runs(&cli.config, json, command).await,
+        Command::Audit { follow, run } => inspect::audit(&cli.config, json, follow, run).await,
+        Command::Pair => inspect::pair(&cli.config, json).await,
+        Command::Tokens { command } => inspect::tokens(&cli.config, json, command).await,
+    }
+}

@@ -60,18 +60,26 @@ pub fn new_token(now: DateTime<Utc>) -> (String, TokenRecord) {
 /// Redeems `code` for a new token: `None` when the code is not live.
 pub async fn pair(store: &dyn Store, code: &str, now: DateTime<Utc>) -> Result<Option<String>, StoreError> {
     let (token, record) = new_token(now);
-    let redeemed = store.redeem_pairing_code(&sha256_hex(code.trim()), now, &record).await?;
+    let redeemed = store
+        .redeem_pairing_code(&sha256_hex(code.trim()), now, &record)
+        .await?;
     Ok(redeemed.then_some(token))
 }
 
 /// The live token an `Authorization: Bearer …` header value carries, if any.
 pub async fn verify_bearer(store: &dyn Store, header: &str) -> Result<Option<TokenRecord>, StoreError> {
-    let Some(token) = header.strip_prefix("Bearer ").map(str::trim) else { return Ok(None) };
-    let Some(body) = token.strip_prefix(TOKEN_PREFIX) else { return Ok(None) };
+    let Some(token) = header.strip_prefix("Bearer ").map(str::trim) else {
+        return Ok(None);
+    };
+    let Some(body) = token.strip_prefix(TOKEN_PREFIX) else {
+        return Ok(None);
+    };
     if body.len() != 64 || !body.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(None);
     }
-    let Some(record) = store.find_token(&body[..8]).await? else { return Ok(None) };
+    let Some(record) = store.find_token(&body[..8]).await? else {
+        return Ok(None);
+    };
     let presented = sha256_hex(token);
     let same: bool = presented.as_bytes().ct_eq(record.hash.as_bytes()).into();
     Ok((same && record.revoked_at.is_none()).then_some(record))
@@ -170,7 +178,10 @@ mod tests {
             assert!(l.check("a", t0).is_ok());
         }
         assert_eq!(l.fail("a", t0), Some(LOCKOUT));
-        assert_eq!(l.check("a", t0 + chrono::Duration::seconds(1)), Err(Duration::from_secs(299)));
+        assert_eq!(
+            l.check("a", t0 + chrono::Duration::seconds(1)),
+            Err(Duration::from_secs(299))
+        );
         assert!(l.check("b", t0).is_ok(), "other clients are not affected");
         assert!(l.check("a", t0 + chrono::Duration::seconds(300)).is_ok());
     }

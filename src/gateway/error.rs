@@ -17,7 +17,11 @@ impl ApiError {
     pub fn new(status: StatusCode, code: &str) -> ApiError {
         let mut body = Map::new();
         body.insert("error".into(), json!(code));
-        ApiError { status, body, retry_after: None }
+        ApiError {
+            status,
+            body,
+            retry_after: None,
+        }
     }
 
     /// Adds a field to the body.
@@ -32,7 +36,8 @@ impl ApiError {
     }
 
     pub fn rate_limited(retry_after_secs: u64) -> ApiError {
-        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited").with("retry_after_secs", retry_after_secs);
+        let mut e =
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited").with("retry_after_secs", retry_after_secs);
         e.retry_after = Some(retry_after_secs);
         e
     }
@@ -50,7 +55,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(Value::Object(self.body))).into_response();
         if let Some(secs) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::{AppState, ApiError};
+use super::{ApiError, AppState};
 
 pub async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))

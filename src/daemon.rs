@@ -1,0 +1,140 @@
+//! `fanin daemon`: starts every part in order, serves, and shuts down
+//! explicitly.
+//!
+//! Start-up refuses on any configuration or SOP error (fail closed). Order:
+//! config → SOPs → store → dispatcher (admission seeded from the store) →
+//! pairing code → gateway listener. Shutdown: a signal cancels the token,
+//! the gateway stops accepting and finishes in-flight requests (each of which
+//! either committed or was not acknowledged), background tasks end.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::dispatch::{Catalog, DispatchSettings, Dispatcher};
+use crate::gateway::{self, auth, Gateway};
+use crate::sop;
+
+/// A start-up failure, already worded for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+/// Loads the SOPs a config names; every error is listed.
+pub fn load_catalog(config: &Config) -> Result<(Catalog, Vec<String>), Vec<String>> {
+    let report = sop::load_dir(&config.resolve(&config.sop.sops_dir), config.sop.default_execution_mode);
+    if !report.errors.is_empty() {
+        return Err(report.errors.iter().map(ToString::to_string).collect());
+    }
+    let mut warnings: Vec<String> = report.warnings.iter().map(ToString::to_string).collect();
+    warnings.extend(crate::cli::check::cross_warnings(config, &report.sops));
+    Ok((Catalog::new(report.sops), warnings))
+}
+
+pub fn dispatch_settings(config: &Config) -> DispatchSettings {
+    DispatchSettings {
+        idempotency_ttl: chrono::Duration::seconds(config.gateway.idempotency_ttl_secs as i64),
+        payload_cap: config.sop.untrusted_payload_max_bytes,
+        max_deferred: config.sop.max_deferred as usize,
+    }
+}
+
+/// Builds the dispatcher over the configured store.
+pub async fn open_dispatcher(config: &Config, catalog: Catalog) -> Result<Arc<Dispatcher>, StartError> {
+    let store = crate::store::open(&config.store.url, &config.base_dir)
+        .map_err(|e| StartError(format!("{}: store.url: {e}", config.file.display())))?;
+    let dispatcher = Dispatcher::new(catalog, store, dispatch_settings(config))
+        .await
+        .map_err(|e| StartError(format!("store: {e}")))?;
+    Ok(Arc::new(dispatcher))
+}
+
+/// Runs the daemon until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    let (catalog, warnings) = load_catalog(&config).map_err(|errors| StartError(errors.join("\n")))?;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    tracing::info!(sops = catalog.sops.len(), "SOPs loaded");
+    let dispatcher = open_dispatcher(&config, catalog).await?;
+    let store = dispatcher.store().clone();
+
+    if config.gateway.require_pairing {
+        let tokens = store
+            .list_tokens()
+            .await
+            .map_err(|e| StartError(format!("store: {e}")))?;
+        if tokens.iter().all(|t| t.revoked_at.is_some()) {
+            let code = auth::issue_pairing_code(store.as_ref(), Utc::now())
+                .await
+                .map_err(|e| StartError(format!("store: {e}")))?;
+            println!("Pairing code: {code}");
+        }
+    }
+
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .ok();
+    let addr = format!("{}:{}", config.gateway.host, config.gateway.port);
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))?;
+    let local: SocketAddr = listener.local_addr().map_err(|e| StartError(e.to_string()))?;
+    println!("Listening on {local}");
+    tracing::info!(%local, "gateway listening");
+
+    let purge = tokio::spawn(purge_idempotency_keys(
+        store.clone(),
+        config.gateway.idempotency_ttl_secs,
+        shutdown.clone(),
+    ));
+    let state = Arc::new(Gateway::new(&config, dispatcher, metrics));
+    let stop = shutdown.clone();
+    let served = gateway::serve(listener, state, async move { stop.cancelled().await }).await;
+    shutdown.cancel();
+    let _ = purge.await;
+    served.map_err(|e| StartError(format!("gateway: {e}")))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Expired idempotency keys are dead weight: remove them once per TTL.
+async fn purge_idempotency_keys(store: Arc<dyn crate::store::Store>, ttl_secs: u64, shutdown: CancellationToken) {
+    let period = Duration::from_secs(ttl_secs.max(60));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        if let Err(e) = store.purge_idempotency(Utc::now()).await {
+            tracing::warn!(error = %e, "could not purge expired idempotency keys");
+        }
+    }
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown requested");
+    token.cancel();
+}
