@@ -1,0 +1,168 @@
+//! A harness for whole-daemon tests: writes a config and SOPs into a temp
+//! directory, starts the real `fanin` binary on a free port, and talks to it
+//! over HTTP like any client would.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_fanin");
+
+/// A config directory: `config.toml`, `sops/<name>/SOP.toml`, the store.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// `gateway_extra` goes inside `[gateway]` (after host and port = 0);
+    /// `rest` is appended after it (other tables).
+    pub fn new(gateway_extra: &str, rest: &str) -> Setup {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = format!(
+            "[gateway]\nhost = \"127.0.0.1\"\nport = 0\n{gateway_extra}\n\n[store]\nurl = \"sqlite://data/fanin.db\"\n\n{rest}\n"
+        );
+        std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        std::fs::create_dir_all(dir.path().join("sops")).unwrap();
+        Setup { dir }
+    }
+
+    pub fn sop(self, name: &str, toml: &str) -> Setup {
+        let d = self.dir.path().join("sops").join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("SOP.toml"), toml).unwrap();
+        self
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("data/fanin.db")
+    }
+
+    pub fn start(&self) -> Daemon {
+        Daemon::start(&self.config_path())
+    }
+
+    /// Runs a `fanin` subcommand against this config.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN).args(args).arg("--config").arg(self.config_path()).output().expect("run fanin")
+    }
+}
+
+/// A webhook SOP in `auto` mode (runs start `running`).
+pub fn webhook_sop(name: &str, path: &str, extra: &str) -> String {
+    format!(
+        "[sop]\nname = \"{name}\"\ndescription = \"test\"\nexecution_mode = \"auto\"\nmax_concurrent = 1000\n{extra}\n\n\
+         [[triggers]]\ntype = \"webhook\"\npath = \"{path}\"\n"
+    )
+}
+
+pub struct Daemon {
+    pub child: Child,
+    pub base: String,
+    pub pairing_code: Option<String>,
+    pub http: reqwest::Client,
+}
+
+impl Daemon {
+    pub fn start(config: &Path) -> Daemon {
+        let mut child = Command::new(BIN)
+            .arg("daemon")
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn fanin daemon");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut pairing_code = None;
+        loop {
+            let line = match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => line,
+                Err(_) => {
+                    let status = child.try_wait().ok().flatten();
+                    panic!("daemon did not report its address (exit status {status:?})");
+                }
+            };
+            if let Some(code) = line.strip_prefix("Pairing code: ") {
+                pairing_code = Some(code.trim().to_string());
+            }
+            if let Some(addr) = line.strip_prefix("Listening on ") {
+                let base = format!("http://{}", addr.trim());
+                let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+                return Daemon { child, base, pairing_code, http };
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Pairs with the start-up code and returns the token.
+    pub async fn pair(&self) -> String {
+        let code = self.pairing_code.clone().expect("daemon printed a pairing code");
+        let r = self.http.post(self.url("/pair")).header("X-Pairing-Code", code).send().await.unwrap();
+        assert_eq!(r.status(), 200, "pairing with the printed code");
+        let body: Value = r.json().await.unwrap();
+        body["token"].as_str().unwrap().to_string()
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &str, headers: &[(&str, &str)]) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut req = self.http.post(self.url(path)).header("content-type", "application/json").body(body.to_string());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body, headers)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).send().await.expect("request");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait: the graceful path.
+    pub fn stop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").arg("-TERM").arg(&pid).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
