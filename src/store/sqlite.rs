@@ -48,6 +48,8 @@ pub struct WriterStats {
     pub requests: u64,
 }
 
+/// The SQLite [`Store`]. Cheap to share behind an `Arc`; dropping it lets the
+/// writer finish what is queued and closes the file.
 pub struct SqliteStore {
     path: PathBuf,
     /// `None` only while dropping: closing the channel stops the writer.
@@ -74,7 +76,9 @@ impl SqliteStore {
         let thread = std::thread::Builder::new()
             .name("fanin-store-writer".into())
             .spawn(move || writer.run(inbox))
-            .map_err(|e| StoreError::Unavailable(format!("store {}: cannot start writer thread: {e}", path.display())))?;
+            .map_err(|e| {
+                StoreError::Unavailable(format!("store {}: cannot start writer thread: {e}", path.display()))
+            })?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
             queue: Some(queue),

@@ -51,7 +51,11 @@ impl Readers {
         })?
     }
 
-    fn run_blocking<T>(&self, doing: &str, read: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+    fn run_blocking<T>(
+        &self,
+        doing: &str,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
         let conn = self.take()?;
         let result = read(&conn);
         // A connection that hit a database error is not trusted again.
@@ -206,9 +210,8 @@ pub(super) fn sop_loads(conn: &Connection) -> rusqlite::Result<Vec<SopLoad>> {
         }
     }
     {
-        let mut statement = snapshot.prepare_cached(
-            "SELECT sop, run_id FROM runs WHERE status = ?1 ORDER BY sop, started_at, seq",
-        )?;
+        let mut statement =
+            snapshot.prepare_cached("SELECT sop, run_id FROM runs WHERE status = ?1 ORDER BY sop, started_at, seq")?;
         let mut rows = statement.query([RunStatus::Deferred.as_str()])?;
         while let Some(row) = rows.next()? {
             let sop: String = row.get(0)?;

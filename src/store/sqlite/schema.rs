@@ -89,7 +89,8 @@ CREATE TABLE cron_state (
 pub(super) fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
     let fail = |doing: &str, e| store_error(path, doing, e);
     let conn = Connection::open(path).map_err(|e| fail("open", e))?;
-    conn.busy_timeout(busy_timeout).map_err(|e| fail("set busy timeout", e))?;
+    conn.busy_timeout(busy_timeout)
+        .map_err(|e| fail("set busy timeout", e))?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
         .map_err(|e| fail("enable WAL", e))?;
@@ -135,8 +136,7 @@ fn migrate_in_transaction(conn: &Connection, path: &Path) -> Result<(), StoreErr
         .map_err(|e| fail("read user_version", e))?;
     match version {
         0 => {
-            conn.execute_batch(SCHEMA_V1)
-                .map_err(|e| fail("create schema v1", e))?;
+            conn.execute_batch(SCHEMA_V1).map_err(|e| fail("create schema v1", e))?;
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .map_err(|e| fail("set user_version", e))
         }

@@ -228,7 +228,9 @@ fn apply(conn: &Connection, op: &Op) -> Result<Outcome, Failure> {
             created_at,
             expires_at,
         } => add_pairing_code(conn, hash, *created_at, *expires_at).map(|()| Outcome::Done),
-        Op::RedeemPairingCode { hash, now, token } => redeem_pairing_code(conn, hash, *now, token).map(Outcome::Redeemed),
+        Op::RedeemPairingCode { hash, now, token } => {
+            redeem_pairing_code(conn, hash, *now, token).map(Outcome::Redeemed)
+        }
         Op::RevokeTokens { prefix, at } => revoke_tokens(conn, prefix, *at).map(Outcome::Count),
         Op::PurgeIdempotency { now } => purge_idempotency(conn, *now).map(Outcome::Count),
     }
@@ -252,7 +254,9 @@ fn apply_batch(conn: &Connection, batch: &Batch) -> Result<Committed, Failure> {
 fn live_claim(conn: &Connection, claim: &IdempotencyClaim) -> Result<Option<Value>, Failure> {
     let text: Option<String> = conn
         .prepare_cached("SELECT response FROM idempotency WHERE scope = ?1 AND key = ?2 AND expires_at > ?3")?
-        .query_row(params![claim.scope, claim.key, micros(claim.created_at)], |row| row.get(0))
+        .query_row(params![claim.scope, claim.key, micros(claim.created_at)], |row| {
+            row.get(0)
+        })
         .optional()?;
     match text {
         None => Ok(None),
@@ -334,7 +338,13 @@ fn insert_run(conn: &Connection, run: &RunRecord) -> Result<(), Failure> {
 }
 
 /// Compare-and-set on the status.
-fn set_status(conn: &Connection, run_id: &str, from: RunStatus, to: RunStatus, at: DateTime<Utc>) -> Result<(), Failure> {
+fn set_status(
+    conn: &Connection,
+    run_id: &str,
+    from: RunStatus,
+    to: RunStatus,
+    at: DateTime<Utc>,
+) -> Result<(), Failure> {
     let finished_at = to.is_terminal().then(|| micros(at));
     let changed = conn
         .prepare_cached(
@@ -430,7 +440,12 @@ fn add_pairing_code(
 
 /// Uses the code up and stores the token in the same savepoint: a token
 /// that cannot be stored leaves the code unused.
-fn redeem_pairing_code(conn: &Connection, hash: &str, now: DateTime<Utc>, token: &TokenRecord) -> Result<bool, Failure> {
+fn redeem_pairing_code(
+    conn: &Connection,
+    hash: &str,
+    now: DateTime<Utc>,
+    token: &TokenRecord,
+) -> Result<bool, Failure> {
     let used = conn
         .prepare_cached(
             "UPDATE pairing_codes SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL AND expires_at > ?2",
@@ -440,7 +455,9 @@ fn redeem_pairing_code(conn: &Connection, hash: &str, now: DateTime<Utc>, token:
         return Ok(false);
     }
     let inserted = conn
-        .prepare_cached("INSERT INTO tokens (prefix, hash, subject, created_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .prepare_cached(
+            "INSERT INTO tokens (prefix, hash, subject, created_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
         .execute(params![
             token.prefix,
             token.hash,
