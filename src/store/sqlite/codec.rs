@@ -1,0 +1,126 @@
+//! Conversions between fanin's records and SQLite columns, and between
+//! SQLite errors and [`StoreError`].
+//!
+//! Times are integer microseconds since the Unix epoch (UTC): they sort as
+//! numbers, and PostgreSQL's timestamps hold exactly the same precision, so a
+//! later PostgreSQL store stores the same values. JSON is stored as text.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use rusqlite::types::Type;
+use rusqlite::{ErrorCode, Row};
+use serde_json::Value;
+
+use crate::event::Source;
+use crate::runs::RunStatus;
+use crate::store::{AuditKind, AuditRecord, RunRecord, StoreError, TokenRecord};
+
+/// A time as stored. Sub-microsecond digits are dropped.
+pub(super) fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+/// A JSON value as stored.
+pub(super) fn json_text(v: &Value) -> String {
+    v.to_string()
+}
+
+fn unreadable(idx: usize, reason: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, reason.into())
+}
+
+pub(super) fn time_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<DateTime<Utc>> {
+    let us: i64 = row.get(idx)?;
+    DateTime::from_timestamp_micros(us).ok_or_else(|| unreadable(idx, format!("time {us} out of range")))
+}
+
+pub(super) fn opt_time_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    match row.get::<_, Option<i64>>(idx)? {
+        None => Ok(None),
+        Some(_) => time_at(row, idx).map(Some),
+    }
+}
+
+pub(super) fn json_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<Value> {
+    let text: String = row.get(idx)?;
+    serde_json::from_str(&text).map_err(|e| unreadable(idx, format!("invalid JSON: {e}")))
+}
+
+/// A text column holding one of a closed set of names.
+fn named_at<T>(row: &Row<'_>, idx: usize, what: &str, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let text: String = row.get(idx)?;
+    parse(&text).ok_or_else(|| unreadable(idx, format!("unknown {what} {text:?}")))
+}
+
+/// The columns [`run_from_row`] reads, in its order.
+pub(super) const RUN_COLUMNS: &str = "run_id, sop, sop_version, status, trigger_index, trigger_desc, source, topic, \
+     event_id, payload, client, idempotency_key, started_at, updated_at, finished_at, coalesced";
+
+pub(super) fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        run_id: row.get(0)?,
+        sop: row.get(1)?,
+        sop_version: row.get(2)?,
+        status: named_at(row, 3, "run status", RunStatus::parse)?,
+        trigger_index: row.get(4)?,
+        trigger: row.get(5)?,
+        source: named_at(row, 6, "source", Source::parse)?,
+        topic: row.get(7)?,
+        event_id: row.get(8)?,
+        payload: json_at(row, 9)?,
+        client: row.get(10)?,
+        idempotency_key: row.get(11)?,
+        started_at: time_at(row, 12)?,
+        updated_at: time_at(row, 13)?,
+        finished_at: opt_time_at(row, 14)?,
+        coalesced: row.get(15)?,
+    })
+}
+
+/// The columns [`audit_from_row`] reads, in its order.
+pub(super) const AUDIT_COLUMNS: &str = "seq, at, kind, run_id, sop, detail";
+
+pub(super) fn audit_from_row(row: &Row<'_>) -> rusqlite::Result<AuditRecord> {
+    Ok(AuditRecord {
+        seq: row.get(0)?,
+        at: time_at(row, 1)?,
+        kind: named_at(row, 2, "audit kind", AuditKind::parse)?,
+        run_id: row.get(3)?,
+        sop: row.get(4)?,
+        detail: json_at(row, 5)?,
+    })
+}
+
+/// The columns [`token_from_row`] reads, in its order.
+pub(super) const TOKEN_COLUMNS: &str = "prefix, hash, subject, created_at, revoked_at";
+
+pub(super) fn token_from_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
+    Ok(TokenRecord {
+        prefix: row.get(0)?,
+        hash: row.get(1)?,
+        subject: row.get(2)?,
+        created_at: time_at(row, 3)?,
+        revoked_at: opt_time_at(row, 4)?,
+    })
+}
+
+pub(super) fn is_constraint_violation(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation)
+}
+
+/// Names the file and what was being done. A row that cannot be decoded is
+/// `Invalid` (the file holds something this fanin does not understand);
+/// anything else from SQLite is `Unavailable` (disk, lock, I/O).
+pub(super) fn store_error(path: &Path, doing: &str, e: rusqlite::Error) -> StoreError {
+    let message = format!("store {}: {doing}: {e}", path.display());
+    match e {
+        rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..) => StoreError::Invalid(message),
+        rusqlite::Error::SqliteFailure(ref err, _) if err.code == ErrorCode::NotADatabase => {
+            StoreError::Invalid(message)
+        }
+        _ => StoreError::Unavailable(message),
+    }
+}

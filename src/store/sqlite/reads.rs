@@ -1,0 +1,253 @@
+//! Reads: a small pool of read-only connections used from blocking tasks.
+//!
+//! WAL lets these read a committed snapshot while the writer thread (or
+//! another process's writer) commits, so reads never queue behind writes.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::types::ToSql;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+use serde_json::Value;
+
+use super::codec::{
+    audit_from_row, json_at, micros, opt_time_at, run_from_row, store_error, time_at, token_from_row, AUDIT_COLUMNS,
+    RUN_COLUMNS, TOKEN_COLUMNS,
+};
+use super::schema::open_reader;
+use crate::runs::RunStatus;
+use crate::store::{AuditQuery, AuditRecord, RunQuery, RunRecord, SopLoad, StoreError, TokenRecord};
+
+/// Idle connections kept for reuse; more may be open while busy.
+const MAX_IDLE_READERS: usize = 4;
+
+pub(super) struct Readers {
+    path: PathBuf,
+    busy_timeout: Duration,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    pub fn new(path: PathBuf, busy_timeout: Duration) -> Readers {
+        Readers {
+            path,
+            busy_timeout,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `read` on a pooled connection in a blocking task.
+    pub async fn run<T, F>(self: &Arc<Self>, doing: &'static str, read: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let readers = Arc::clone(self);
+        let task = tokio::task::spawn_blocking(move || readers.run_blocking(doing, read));
+        task.await.map_err(|e| {
+            StoreError::Unavailable(format!("store {}: {doing}: read task failed: {e}", self.path.display()))
+        })?
+    }
+
+    fn run_blocking<T>(
+        &self,
+        doing: &str,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let conn = self.take()?;
+        let result = read(&conn);
+        // A connection that hit a database error is not trusted again.
+        if !matches!(result, Err(rusqlite::Error::SqliteFailure(..))) {
+            self.give_back(conn);
+        }
+        result.map_err(|e| store_error(&self.path, doing, e))
+    }
+
+    fn take(&self) -> Result<Connection, StoreError> {
+        let pooled = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
+        match pooled {
+            Some(conn) => Ok(conn),
+            None => open_reader(&self.path, self.busy_timeout),
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+    }
+}
+
+pub(super) fn idempotency_response(
+    conn: &Connection,
+    scope: &str,
+    key: &str,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<Option<Value>> {
+    conn.prepare_cached("SELECT response FROM idempotency WHERE scope = ?1 AND key = ?2 AND expires_at > ?3")?
+        .query_row(params![scope, key, micros(now)], |row| json_at(row, 0))
+        .optional()
+}
+
+pub(super) fn get_run(conn: &Connection, run_id: &str) -> rusqlite::Result<Option<RunRecord>> {
+    conn.prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"))?
+        .query_row([run_id], run_from_row)
+        .optional()
+}
+
+/// SQLite reads a negative LIMIT as "no limit"; a zero limit (the
+/// `Default` of a query) means no limit too.
+fn sql_limit(limit: usize) -> i64 {
+    if limit == 0 {
+        -1
+    } else {
+        i64::try_from(limit).unwrap_or(i64::MAX)
+    }
+}
+
+/// Builds `WHERE a = ?1 AND b = ?2` from the filters that are set.
+struct Filters {
+    clauses: Vec<String>,
+    values: Vec<Box<dyn ToSql>>,
+}
+
+impl Filters {
+    fn new() -> Filters {
+        Filters {
+            clauses: Vec::new(),
+            values: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, condition: &str, value: impl ToSql + 'static) {
+        self.values.push(Box::new(value));
+        self.clauses.push(format!("{condition} ?{}", self.values.len()));
+    }
+
+    fn where_clause(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+
+    /// Appends the limit as the last parameter and returns its placeholder.
+    fn limit(&mut self, limit: usize) -> String {
+        self.values.push(Box::new(sql_limit(limit)));
+        format!("LIMIT ?{}", self.values.len())
+    }
+}
+
+/// Newest first; runs accepted in the same microsecond, latest inserted first.
+pub(super) fn list_runs(conn: &Connection, query: &RunQuery) -> rusqlite::Result<Vec<RunRecord>> {
+    let mut filters = Filters::new();
+    if let Some(sop) = &query.sop {
+        filters.add("sop =", sop.clone());
+    }
+    if let Some(status) = query.status {
+        filters.add("status =", status.as_str());
+    }
+    let limit = filters.limit(query.limit);
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM runs {} ORDER BY started_at DESC, seq DESC {limit}",
+        filters.where_clause()
+    );
+    let mut statement = conn.prepare_cached(&sql)?;
+    let rows = statement.query_map(params_from_iter(filters.values.iter()), run_from_row)?;
+    rows.collect()
+}
+
+/// Oldest first, by the sequence number the store assigned.
+pub(super) fn audit(conn: &Connection, query: &AuditQuery) -> rusqlite::Result<Vec<AuditRecord>> {
+    let mut filters = Filters::new();
+    if let Some(run_id) = &query.run_id {
+        filters.add("run_id =", run_id.clone());
+    }
+    if let Some(after) = query.after_seq {
+        filters.add("seq >", after);
+    }
+    let limit = filters.limit(query.limit);
+    let sql = format!(
+        "SELECT {AUDIT_COLUMNS} FROM audit {} ORDER BY seq {limit}",
+        filters.where_clause()
+    );
+    let mut statement = conn.prepare_cached(&sql)?;
+    let rows = statement.query_map(params_from_iter(filters.values.iter()), audit_from_row)?;
+    rows.collect()
+}
+
+/// Counts per SOP and status in SQL, then folds the statuses that hold a
+/// slot, so the notion of "active" stays in [`RunStatus::is_active`]. Both
+/// queries read one snapshot.
+pub(super) fn sop_loads(conn: &Connection) -> rusqlite::Result<Vec<SopLoad>> {
+    let snapshot = conn.unchecked_transaction()?;
+    let mut loads: Vec<SopLoad> = Vec::new();
+    {
+        let mut statement = snapshot.prepare_cached(
+            "SELECT sop, status, COUNT(*), MAX(finished_at) FROM runs GROUP BY sop, status ORDER BY sop",
+        )?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            let sop: String = row.get(0)?;
+            let status: String = row.get(1)?;
+            let count: u32 = row.get(2)?;
+            let finished = opt_time_at(row, 3)?;
+            if loads.last().is_none_or(|load| load.sop != sop) {
+                loads.push(SopLoad {
+                    sop,
+                    ..SopLoad::default()
+                });
+            }
+            let load = loads.last_mut().expect("pushed above");
+            if RunStatus::parse(&status).is_some_and(RunStatus::is_active) {
+                load.active += count;
+            }
+            load.last_finished_at = load.last_finished_at.max(finished);
+        }
+    }
+    {
+        let mut statement =
+            snapshot.prepare_cached("SELECT sop, run_id FROM runs WHERE status = ?1 ORDER BY sop, started_at, seq")?;
+        let mut rows = statement.query([RunStatus::Deferred.as_str()])?;
+        while let Some(row) = rows.next()? {
+            let sop: String = row.get(0)?;
+            let run_id: String = row.get(1)?;
+            if let Ok(i) = loads.binary_search_by(|load| load.sop.as_str().cmp(&sop)) {
+                loads[i].deferred.push(run_id);
+            }
+        }
+    }
+    snapshot.commit()?;
+    Ok(loads)
+}
+
+pub(super) fn find_token(conn: &Connection, prefix: &str) -> rusqlite::Result<Option<TokenRecord>> {
+    conn.prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE prefix = ?1"))?
+        .query_row([prefix], token_from_row)
+        .optional()
+}
+
+pub(super) fn list_tokens(conn: &Connection) -> rusqlite::Result<Vec<TokenRecord>> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, prefix"
+    ))?;
+    let rows = statement.query_map([], token_from_row)?;
+    rows.collect()
+}
+
+pub(super) fn cron_last_check(conn: &Connection, key: &str) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    conn.prepare_cached("SELECT last_check FROM cron_state WHERE key = ?1")?
+        .query_row([key], |row| time_at(row, 0))
+        .optional()
+}
+
+/// Touches the file's schema, not just the connection.
+pub(super) fn ping(conn: &Connection) -> rusqlite::Result<()> {
+    conn.prepare_cached("SELECT COUNT(*) FROM sqlite_master")?
+        .query_row([], |row| row.get::<_, i64>(0))?;
+    Ok(())
+}

@@ -1,0 +1,497 @@
+//! The writer: one OS thread owns the only write connection and commits
+//! requests in groups.
+//!
+//! Every durable change must be fsynced before it is acknowledged, and an
+//! fsync costs the same for one request as for hundreds. So the thread
+//! blocks for one request, takes everything already queued behind it, and
+//! commits all of it in one transaction: each request inside its own
+//! SAVEPOINT, so a request that is refused (a failed compare-and-set) is
+//! undone alone while the others still commit. Nobody is answered before
+//! the COMMIT returned; if the transaction itself fails, nobody's request
+//! was written and everybody is told so.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use super::codec::{is_constraint_violation, json_text, micros, store_error};
+use crate::runs::RunStatus;
+use crate::store::{Batch, Committed, IdempotencyClaim, NewAudit, RunRecord, StoreError, TokenRecord, Write};
+
+/// At most this many requests share one transaction, so that a flood of
+/// requests still gets answered in bounded steps.
+pub(super) const MAX_REQUESTS_PER_TRANSACTION: usize = 512;
+
+/// What a caller asks the writer to do.
+pub(super) enum Op {
+    Commit(Batch),
+    AddPairingCode {
+        hash: String,
+        created_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    },
+    RedeemPairingCode {
+        hash: String,
+        now: DateTime<Utc>,
+        token: TokenRecord,
+    },
+    RevokeTokens {
+        prefix: String,
+        at: DateTime<Utc>,
+    },
+    PurgeIdempotency {
+        now: DateTime<Utc>,
+    },
+}
+
+/// What the writer answers, one variant per kind of [`Op`].
+#[derive(Debug)]
+pub(super) enum Outcome {
+    Committed(Committed),
+    Redeemed(bool),
+    Count(usize),
+    Done,
+}
+
+pub(super) type Reply = oneshot::Sender<Result<Outcome, StoreError>>;
+
+pub(super) struct Job {
+    pub op: Op,
+    pub reply: Reply,
+}
+
+/// What travels over the writer's channel.
+pub(super) enum Message {
+    Job(Job),
+    /// Test hook: the writer finishes what it has gathered, says so on
+    /// `entered`, then blocks until `release` fires. Lets tests queue
+    /// requests behind a busy writer without timing anything.
+    #[cfg(test)]
+    Hold {
+        entered: oneshot::Sender<()>,
+        release: std::sync::mpsc::Receiver<()>,
+    },
+}
+
+/// Counters of committed transactions and the requests they carried.
+#[derive(Default)]
+pub(super) struct Counters {
+    pub transactions: AtomicU64,
+    pub requests: AtomicU64,
+}
+
+/// Why one request could not be applied.
+enum Failure {
+    /// This request alone is refused; its savepoint is rolled back and the
+    /// rest of the transaction goes on.
+    Refused(StoreError),
+    /// The database failed (I/O, disk full): the whole transaction is lost.
+    Broken(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Failure {
+        if is_constraint_violation(&e) {
+            Failure::Refused(StoreError::Conflict(e.to_string()))
+        } else {
+            Failure::Broken(e)
+        }
+    }
+}
+
+pub(super) struct Writer {
+    conn: Connection,
+    path: PathBuf,
+    counters: Arc<Counters>,
+}
+
+impl Writer {
+    pub fn new(conn: Connection, path: PathBuf, counters: Arc<Counters>) -> Writer {
+        Writer { conn, path, counters }
+    }
+
+    /// Runs until every sender is gone and the queue is empty.
+    pub fn run(self, mut queue: mpsc::Receiver<Message>) {
+        while let Some(first) = queue.blocking_recv() {
+            let mut jobs = Vec::new();
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Job(job) => jobs.push(job),
+                    #[cfg(test)]
+                    Message::Hold { entered, release } => {
+                        self.transact(std::mem::take(&mut jobs));
+                        let _ = entered.send(());
+                        let _ = release.recv();
+                    }
+                }
+                if jobs.len() < MAX_REQUESTS_PER_TRANSACTION {
+                    next = queue.try_recv().ok();
+                }
+            }
+            self.transact(jobs);
+        }
+    }
+
+    /// One transaction for all `jobs`; answers each only after COMMIT.
+    fn transact(&self, jobs: Vec<Job>) {
+        if jobs.is_empty() {
+            return;
+        }
+        if let Err(e) = self.exec("BEGIN IMMEDIATE") {
+            return self.fail_all(jobs, "begin transaction", e);
+        }
+        let count = jobs.len() as u64;
+        let mut answers = Vec::with_capacity(jobs.len());
+        let mut jobs = jobs.into_iter();
+        while let Some(job) = jobs.next() {
+            match self.apply_in_savepoint(&job.op) {
+                Ok(result) => answers.push((job.reply, result)),
+                Err(e) => {
+                    self.rollback();
+                    let lost = answers.into_iter().map(|(reply, _)| reply);
+                    let all = lost.chain(std::iter::once(job.reply)).chain(jobs.map(|j| j.reply));
+                    return self.tell_all(all.collect(), "write", e);
+                }
+            }
+        }
+        if let Err(e) = self.exec("COMMIT") {
+            self.rollback();
+            return self.tell_all(answers.into_iter().map(|(reply, _)| reply).collect(), "commit", e);
+        }
+        self.counters.transactions.fetch_add(1, Ordering::Relaxed);
+        self.counters.requests.fetch_add(count, Ordering::Relaxed);
+        for (reply, result) in answers {
+            let _ = reply.send(result);
+        }
+    }
+
+    /// `Ok(Err(_))`: this request was refused and undone alone.
+    /// `Err(_)`: the transaction is broken.
+    fn apply_in_savepoint(&self, op: &Op) -> Result<Result<Outcome, StoreError>, rusqlite::Error> {
+        self.exec("SAVEPOINT request")?;
+        match apply(&self.conn, op) {
+            Ok(outcome) => {
+                self.exec("RELEASE request")?;
+                Ok(Ok(outcome))
+            }
+            Err(Failure::Refused(e)) => {
+                self.exec("ROLLBACK TO request")?;
+                self.exec("RELEASE request")?;
+                Ok(Err(e))
+            }
+            Err(Failure::Broken(e)) => Err(e),
+        }
+    }
+
+    fn exec(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([])?;
+        Ok(())
+    }
+
+    /// SQLite may already have rolled back on I/O errors; only roll back
+    /// what is still open.
+    fn rollback(&self) {
+        if !self.conn.is_autocommit() {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::error!(store = %self.path.display(), error = %e, "rollback failed");
+            }
+        }
+    }
+
+    fn fail_all(&self, jobs: Vec<Job>, doing: &str, e: rusqlite::Error) {
+        self.tell_all(jobs.into_iter().map(|j| j.reply).collect(), doing, e)
+    }
+
+    /// Every request of a lost transaction hears `Unavailable`.
+    fn tell_all(&self, replies: Vec<Reply>, doing: &str, e: rusqlite::Error) {
+        tracing::error!(store = %self.path.display(), error = %e, requests = replies.len(), "{doing} failed; transaction lost");
+        let message = match store_error(&self.path, doing, e) {
+            StoreError::Unavailable(m) | StoreError::Invalid(m) | StoreError::Conflict(m) => m,
+        };
+        for reply in replies {
+            let _ = reply.send(Err(StoreError::Unavailable(message.clone())));
+        }
+    }
+}
+
+fn apply(conn: &Connection, op: &Op) -> Result<Outcome, Failure> {
+    match op {
+        Op::Commit(batch) => apply_batch(conn, batch).map(Outcome::Committed),
+        Op::AddPairingCode {
+            hash,
+            created_at,
+            expires_at,
+        } => add_pairing_code(conn, hash, *created_at, *expires_at).map(|()| Outcome::Done),
+        Op::RedeemPairingCode { hash, now, token } => {
+            redeem_pairing_code(conn, hash, *now, token).map(Outcome::Redeemed)
+        }
+        Op::RevokeTokens { prefix, at } => revoke_tokens(conn, prefix, *at).map(Outcome::Count),
+        Op::PurgeIdempotency { now } => purge_idempotency(conn, *now).map(Outcome::Count),
+    }
+}
+
+fn apply_batch(conn: &Connection, batch: &Batch) -> Result<Committed, Failure> {
+    if let Some(claim) = &batch.idempotency {
+        if let Some(response) = live_claim(conn, claim)? {
+            return Ok(Committed::Duplicate { response });
+        }
+        store_claim(conn, claim)?;
+    }
+    for write in &batch.writes {
+        apply_write(conn, write)?;
+    }
+    Ok(Committed::Applied)
+}
+
+/// The response of a claim on the same key that is still live when this
+/// claim is made.
+fn live_claim(conn: &Connection, claim: &IdempotencyClaim) -> Result<Option<Value>, Failure> {
+    let text: Option<String> = conn
+        .prepare_cached("SELECT response FROM idempotency WHERE scope = ?1 AND key = ?2 AND expires_at > ?3")?
+        .query_row(params![claim.scope, claim.key, micros(claim.created_at)], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    match text {
+        None => Ok(None),
+        Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+            Failure::Refused(StoreError::Invalid(format!(
+                "idempotency key {:?} in scope {:?}: stored response is not JSON: {e}",
+                claim.key, claim.scope
+            )))
+        }),
+    }
+}
+
+/// Inserts the claim, replacing an expired one on the same key.
+fn store_claim(conn: &Connection, claim: &IdempotencyClaim) -> Result<(), Failure> {
+    conn.prepare_cached(
+        "INSERT INTO idempotency (scope, key, created_at, expires_at, response) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (scope, key) DO UPDATE SET created_at = excluded.created_at,
+             expires_at = excluded.expires_at, response = excluded.response",
+    )?
+    .execute(params![
+        claim.scope,
+        claim.key,
+        micros(claim.created_at),
+        micros(claim.expires_at),
+        json_text(&claim.response)
+    ])?;
+    Ok(())
+}
+
+fn apply_write(conn: &Connection, write: &Write) -> Result<(), Failure> {
+    match write {
+        Write::InsertRun(run) => insert_run(conn, run),
+        Write::SetStatus { run_id, from, to, at } => set_status(conn, run_id, *from, *to, *at),
+        Write::Coalesce {
+            run_id,
+            event_id,
+            payload,
+            client,
+            at,
+        } => coalesce(conn, run_id, event_id, payload, client.as_deref(), *at),
+        Write::Audit(audit) => insert_audit(conn, audit),
+        Write::CronChecked { key, at } => cron_checked(conn, key, *at),
+    }
+}
+
+fn insert_run(conn: &Connection, run: &RunRecord) -> Result<(), Failure> {
+    let result = conn
+        .prepare_cached(
+            "INSERT INTO runs (run_id, sop, sop_version, status, trigger_index, trigger_desc, source, topic,
+                 event_id, payload, client, idempotency_key, started_at, updated_at, finished_at, coalesced)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        )?
+        .execute(params![
+            run.run_id,
+            run.sop,
+            run.sop_version,
+            run.status.as_str(),
+            run.trigger_index,
+            run.trigger,
+            run.source.as_str(),
+            run.topic,
+            run.event_id,
+            json_text(&run.payload),
+            run.client,
+            run.idempotency_key,
+            micros(run.started_at),
+            micros(run.updated_at),
+            run.finished_at.map(micros),
+            run.coalesced,
+        ]);
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if is_constraint_violation(&e) => Err(Failure::Refused(StoreError::Conflict(format!(
+            "run {} already exists",
+            run.run_id
+        )))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Compare-and-set on the status.
+fn set_status(
+    conn: &Connection,
+    run_id: &str,
+    from: RunStatus,
+    to: RunStatus,
+    at: DateTime<Utc>,
+) -> Result<(), Failure> {
+    let finished_at = to.is_terminal().then(|| micros(at));
+    let changed = conn
+        .prepare_cached(
+            "UPDATE runs SET status = ?3, updated_at = ?4, finished_at = COALESCE(?5, finished_at)
+             WHERE run_id = ?1 AND status = ?2",
+        )?
+        .execute(params![run_id, from.as_str(), to.as_str(), micros(at), finished_at])?;
+    if changed == 1 {
+        return Ok(());
+    }
+    let found = current_status(conn, run_id)?;
+    Err(Failure::Refused(StoreError::Conflict(match found {
+        Some(status) => format!("run {run_id}: status is {status}, expected {from} (to become {to})"),
+        None => format!("run {run_id}: no such run (expected status {from})"),
+    })))
+}
+
+fn current_status(conn: &Connection, run_id: &str) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT status FROM runs WHERE run_id = ?1")?
+        .query_row([run_id], |row| row.get(0))
+        .optional()
+}
+
+/// Only a run still waiting in the backlog takes a newer trigger's event.
+fn coalesce(
+    conn: &Connection,
+    run_id: &str,
+    event_id: &str,
+    payload: &Value,
+    client: Option<&str>,
+    at: DateTime<Utc>,
+) -> Result<(), Failure> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE runs SET event_id = ?2, payload = ?3, client = ?4, coalesced = coalesced + 1, updated_at = ?5
+             WHERE run_id = ?1 AND status = ?6",
+        )?
+        .execute(params![
+            run_id,
+            event_id,
+            json_text(payload),
+            client,
+            micros(at),
+            RunStatus::Deferred.as_str()
+        ])?;
+    if changed == 1 {
+        return Ok(());
+    }
+    let found = current_status(conn, run_id)?;
+    Err(Failure::Refused(StoreError::Conflict(match found {
+        Some(status) => format!("run {run_id}: cannot coalesce into a run that is {status}, not deferred"),
+        None => format!("run {run_id}: cannot coalesce into a missing run"),
+    })))
+}
+
+fn insert_audit(conn: &Connection, audit: &NewAudit) -> Result<(), Failure> {
+    conn.prepare_cached("INSERT INTO audit (at, kind, run_id, sop, detail) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![
+            micros(audit.at),
+            audit.kind.as_str(),
+            audit.run_id,
+            audit.sop,
+            json_text(&audit.detail)
+        ])?;
+    Ok(())
+}
+
+fn cron_checked(conn: &Connection, key: &str, at: DateTime<Utc>) -> Result<(), Failure> {
+    conn.prepare_cached(
+        "INSERT INTO cron_state (key, last_check) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET last_check = excluded.last_check",
+    )?
+    .execute(params![key, micros(at)])?;
+    Ok(())
+}
+
+/// Six-digit codes repeat over time; a code generated again is a fresh,
+/// unused code.
+fn add_pairing_code(
+    conn: &Connection,
+    hash: &str,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> Result<(), Failure> {
+    conn.prepare_cached(
+        "INSERT INTO pairing_codes (hash, created_at, expires_at, used_at) VALUES (?1, ?2, ?3, NULL)
+         ON CONFLICT (hash) DO UPDATE SET created_at = excluded.created_at,
+             expires_at = excluded.expires_at, used_at = NULL",
+    )?
+    .execute(params![hash, micros(created_at), micros(expires_at)])?;
+    Ok(())
+}
+
+/// Uses the code up and stores the token in the same savepoint: a token
+/// that cannot be stored leaves the code unused.
+fn redeem_pairing_code(
+    conn: &Connection,
+    hash: &str,
+    now: DateTime<Utc>,
+    token: &TokenRecord,
+) -> Result<bool, Failure> {
+    let used = conn
+        .prepare_cached(
+            "UPDATE pairing_codes SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL AND expires_at > ?2",
+        )?
+        .execute(params![hash, micros(now)])?;
+    if used == 0 {
+        return Ok(false);
+    }
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO tokens (prefix, hash, subject, created_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            token.prefix,
+            token.hash,
+            token.subject,
+            micros(token.created_at),
+            token.revoked_at.map(micros)
+        ]);
+    match inserted {
+        Ok(_) => Ok(true),
+        Err(e) if is_constraint_violation(&e) => Err(Failure::Refused(StoreError::Conflict(format!(
+            "token prefix {} or its hash is already stored; generate another token",
+            token.prefix
+        )))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn revoke_tokens(conn: &Connection, prefix: &str, at: DateTime<Utc>) -> Result<usize, Failure> {
+    if prefix.is_empty() {
+        return Err(Failure::Refused(StoreError::Invalid(
+            "revoke tokens: an empty prefix would revoke every token; name one".into(),
+        )));
+    }
+    let revoked = conn
+        .prepare_cached(
+            "UPDATE tokens SET revoked_at = ?2 WHERE revoked_at IS NULL AND substr(prefix, 1, length(?1)) = ?1",
+        )?
+        .execute(params![prefix, micros(at)])?;
+    Ok(revoked)
+}
+
+fn purge_idempotency(conn: &Connection, now: DateTime<Utc>) -> Result<usize, Failure> {
+    let purged = conn
+        .prepare_cached("DELETE FROM idempotency WHERE expires_at <= ?1")?
+        .execute([micros(now)])?;
+    Ok(purged)
+}
