@@ -13,7 +13,10 @@ fn stderr(out: &std::process::Output) -> String {
 #[test]
 fn the_shipped_example_validates() {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/config.toml");
-    let out = std::process::Command::new(BIN).args(["validate", "--config", config]).output().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["validate", "--config", config])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
@@ -40,18 +43,32 @@ fn every_invalid_sop_is_listed_with_file_trigger_and_reason() {
     let out = setup.cli(&["validate"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    for (sop, key) in [("bad-condition", "triggers[0].condition"), ("bad-cron", "triggers[1].expression"), ("bad-topic", "triggers[0].topic")] {
-        let line = err.lines().find(|l| l.contains(&format!("{sop}/SOP.toml"))).unwrap_or_else(|| panic!("{sop} not listed: {err}"));
+    for (sop, key) in [
+        ("bad-condition", "triggers[0].condition"),
+        ("bad-cron", "triggers[1].expression"),
+        ("bad-topic", "triggers[0].topic"),
+    ] {
+        let line = err
+            .lines()
+            .find(|l| l.contains(&format!("{sop}/SOP.toml")))
+            .unwrap_or_else(|| panic!("{sop} not listed: {err}"));
         assert!(line.contains(key), "{line}");
     }
-    assert_eq!(setup.cli(&["daemon"]).status.code(), Some(1), "the daemon refuses to start");
+    assert_eq!(
+        setup.cli(&["daemon"]).status.code(),
+        Some(1),
+        "the daemon refuses to start"
+    );
 }
 
 #[test]
 fn usage_errors_exit_2() {
     let out = std::process::Command::new(BIN).args(["frobnicate"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = std::process::Command::new(BIN).args(["explain", "--topic", "x"]).output().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["explain", "--topic", "x"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -62,12 +79,26 @@ fn explain_shows_matches_and_near_misses() {
         .sop("all", "[sop]\nname = \"all\"\ndescription = \"x\"\n[[triggers]]\ntype = \"mqtt\"\ntopic = \"sensors/#\"\n")
         .sop("other", "[sop]\nname = \"other\"\ndescription = \"x\"\n[[triggers]]\ntype = \"mqtt\"\ntopic = \"ops/#\"\n");
     let explain = |payload: &str| -> Value {
-        let out = setup.cli(&["explain", "--source", "mqtt", "--topic", "sensors/kitchen/alert", "--payload", payload, "--json"]);
+        let out = setup.cli(&[
+            "explain",
+            "--source",
+            "mqtt",
+            "--topic",
+            "sensors/kitchen/alert",
+            "--payload",
+            payload,
+            "--json",
+        ]);
         assert!(out.status.success(), "{}", stderr(&out));
         serde_json::from_slice(&out.stdout).unwrap()
     };
     let hit = explain(r#"{"severity": 3}"#);
-    let sops: Vec<&str> = hit["matches"].as_array().unwrap().iter().map(|m| m["sop"].as_str().unwrap()).collect();
+    let sops: Vec<&str> = hit["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["sop"].as_str().unwrap())
+        .collect();
     assert_eq!(sops, ["alert", "all"]);
     assert_eq!(hit["near_misses"], json!([]));
 
@@ -98,9 +129,18 @@ async fn fire_runs_and_audit_through_the_cli() {
     let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
     let second = reply["runs"][0]["run_id"].as_str().unwrap().to_string();
     let (_, runs) = d.get("/admin/runs").await;
-    let ids: Vec<&str> = runs["runs"].as_array().unwrap().iter().map(|r| r["run_id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, [second.as_str(), first.as_str()], "newest first");
-    assert_eq!(runs["runs"][0]["status"], json!("pending_approval"), "supervised runs wait for approval");
+    assert_eq!(
+        runs["runs"][0]["status"],
+        json!("pending_approval"),
+        "supervised runs wait for approval"
+    );
 
     let out = setup.cli(&["runs", "show", &first, "--json"]);
     assert!(out.status.success());
@@ -112,7 +152,12 @@ async fn fire_runs_and_audit_through_the_cli() {
     let kinds: Vec<String> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["kind"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(kinds, ["run_started"]);
 

@@ -385,3 +385,273 @@ fn outcome_name(o: Outcome) -> &'static str {
         Outcome::Rejected => "rejected",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{IdempotencyKey, Payload, Source};
+    use crate::sop::test_support::sop_with;
+    use crate::sop::{AdmissionPolicy, TriggerSpec};
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{AuditQuery, RunQuery};
+    use chrono::TimeZone;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        dispatcher: Dispatcher,
+    }
+
+    async fn fixture(sops: Vec<Sop>, max_deferred: usize) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("fanin.db")).unwrap());
+        let settings = DispatchSettings {
+            idempotency_ttl: chrono::Duration::seconds(300),
+            payload_cap: 1024,
+            max_deferred,
+        };
+        let dispatcher = Dispatcher::new(Catalog::new(sops), store, settings).await.unwrap();
+        Fixture { _dir: dir, dispatcher }
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap()
+    }
+
+    fn hook(path: &str, secs: i64) -> Event {
+        Event::new(Source::SopWebhook, path, Payload::Json(json!({"n": secs})), at(secs))
+    }
+
+    fn outcomes(report: DispatchReport) -> Vec<RunOutcome> {
+        match report {
+            DispatchReport::Accepted { outcomes, .. } => outcomes,
+            other => panic!("expected accepted, got {other:?}"),
+        }
+    }
+
+    fn deploy(policy: AdmissionPolicy) -> Sop {
+        let mut s = sop_with(
+            "deploy",
+            vec![TriggerSpec::Webhook {
+                path: "/sop/deploy".into(),
+            }],
+        );
+        s.admission_policy = policy;
+        s
+    }
+
+    #[tokio::test]
+    async fn every_matching_sop_gets_one_run_and_one_start_record() {
+        let mut twice = sop_with(
+            "twice",
+            vec![
+                TriggerSpec::Webhook { path: "/sop/a".into() },
+                TriggerSpec::Webhook { path: "/sop/a".into() },
+            ],
+        );
+        twice.max_concurrent = 5;
+        let f = fixture(
+            vec![
+                twice,
+                sop_with("other", vec![TriggerSpec::Webhook { path: "/sop/a".into() }]),
+            ],
+            10,
+        )
+        .await;
+        let out = outcomes(f.dispatcher.dispatch(hook("/sop/a", 0)).await.unwrap());
+        assert_eq!(
+            out.iter().map(|o| o.sop.as_str()).collect::<Vec<_>>(),
+            ["twice", "other"]
+        );
+        assert!(out.iter().all(|o| o.outcome == Outcome::Started));
+        let store = f.dispatcher.store();
+        let runs = store
+            .list_runs(&RunQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(runs.len(), 2);
+        let audit = store
+            .audit(&AuditQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(audit.iter().filter(|a| a.kind == AuditKind::RunStarted).count(), 2);
+        assert!(outcomes(f.dispatcher.dispatch(hook("/sop/b", 1)).await.unwrap()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_busy_sop_defers_then_promotes_when_its_run_finishes() {
+        let f = fixture(vec![deploy(AdmissionPolicy::Parallel)], 10).await;
+        let first = outcomes(f.dispatcher.dispatch(hook("/sop/deploy", 0)).await.unwrap()).remove(0);
+        let second = outcomes(f.dispatcher.dispatch(hook("/sop/deploy", 1)).await.unwrap()).remove(0);
+        assert_eq!((first.outcome, second.outcome), (Outcome::Started, Outcome::Deferred));
+        let waiting = second.run_id.unwrap();
+        let store = f.dispatcher.store().clone();
+        assert_eq!(
+            store.get_run(&waiting).await.unwrap().unwrap().status,
+            RunStatus::Deferred
+        );
+
+        let promoted = f
+            .dispatcher
+            .finish_run(first.run_id.as_deref().unwrap(), RunStatus::Completed, at(2), None)
+            .await
+            .unwrap();
+        assert_eq!(promoted.as_deref(), Some(waiting.as_str()));
+        assert_eq!(
+            store.get_run(&waiting).await.unwrap().unwrap().status,
+            RunStatus::Running
+        );
+        let kinds: Vec<AuditKind> = store
+            .audit(&AuditQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .iter()
+            .map(|a| a.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                AuditKind::RunStarted,
+                AuditKind::RunDeferred,
+                AuditKind::RunTransition,
+                AuditKind::RunPromoted
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn coalesce_merges_into_the_waiting_run_and_reject_is_audited() {
+        let f = fixture(
+            vec![deploy(AdmissionPolicy::Coalesce), {
+                let mut s = sop_with(
+                    "full",
+                    vec![TriggerSpec::Webhook {
+                        path: "/sop/deploy".into(),
+                    }],
+                );
+                s.admission_policy = AdmissionPolicy::Parallel;
+                s
+            }],
+            2,
+        )
+        .await;
+        let store = f.dispatcher.store().clone();
+        // deploy: started, deferred, coalesced; full: started, deferred, rejected (backlog of 2 is full).
+        let o: Vec<Vec<RunOutcome>> = vec![
+            outcomes(f.dispatcher.dispatch(hook("/sop/deploy", 0)).await.unwrap()),
+            outcomes(f.dispatcher.dispatch(hook("/sop/deploy", 1)).await.unwrap()),
+            outcomes(f.dispatcher.dispatch(hook("/sop/deploy", 2)).await.unwrap()),
+        ];
+        let by = |i: usize, sop: &str| o[i].iter().find(|r| r.sop == sop).unwrap().clone();
+        assert_eq!(by(2, "deploy").outcome, Outcome::Coalesced);
+        assert_eq!(by(2, "deploy").run_id, by(1, "deploy").run_id);
+        assert_eq!(by(2, "full").outcome, Outcome::Rejected);
+        assert!(by(2, "full").reason.unwrap().contains("max_deferred"));
+        let merged = store
+            .get_run(by(1, "deploy").run_id.as_deref().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (merged.coalesced, merged.payload.clone()),
+            (1, json!({"n": 2})),
+            "the newest trigger wins"
+        );
+        let kinds: Vec<AuditKind> = store
+            .audit(&AuditQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .iter()
+            .map(|a| a.kind)
+            .collect();
+        assert!(kinds.contains(&AuditKind::TriggerCoalesced) && kinds.contains(&AuditKind::TriggerRejected));
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_key_releases_what_admission_reserved() {
+        let f = fixture(vec![deploy(AdmissionPolicy::Drop)], 10).await;
+        let keyed = |secs| {
+            let mut e = hook("/sop/deploy", secs);
+            e.idempotency = Some(IdempotencyKey {
+                scope: "/sop/deploy".into(),
+                key: "k".into(),
+            });
+            e
+        };
+        let first = outcomes(f.dispatcher.dispatch(keyed(0)).await.unwrap());
+        match f.dispatcher.dispatch(keyed(1)).await.unwrap() {
+            DispatchReport::Duplicate { response } => assert_eq!(response["runs"], json!(first)),
+            other => panic!("{other:?}"),
+        }
+        f.dispatcher
+            .finish_run(first[0].run_id.as_deref().unwrap(), RunStatus::Completed, at(2), None)
+            .await
+            .unwrap();
+        // Only the first request holds a slot, so after it finishes a new run starts (drop policy would skip otherwise).
+        assert_eq!(
+            outcomes(f.dispatcher.dispatch(hook("/sop/deploy", 3)).await.unwrap())[0].outcome,
+            Outcome::Started
+        );
+    }
+
+    #[tokio::test]
+    async fn admission_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = DispatchSettings {
+            idempotency_ttl: chrono::Duration::seconds(300),
+            payload_cap: 1024,
+            max_deferred: 10,
+        };
+        let open = || async {
+            let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("fanin.db")).unwrap());
+            Dispatcher::new(
+                Catalog::new(vec![deploy(AdmissionPolicy::Parallel)]),
+                store,
+                settings.clone(),
+            )
+            .await
+            .unwrap()
+        };
+        let d = open().await;
+        assert_eq!(
+            outcomes(d.dispatch(hook("/sop/deploy", 0)).await.unwrap())[0].outcome,
+            Outcome::Started
+        );
+        drop(d);
+        let d = open().await;
+        assert_eq!(
+            outcomes(d.dispatch(hook("/sop/deploy", 1)).await.unwrap())[0].outcome,
+            Outcome::Deferred
+        );
+    }
+
+    #[tokio::test]
+    async fn finishing_checks_the_transition() {
+        let f = fixture(vec![deploy(AdmissionPolicy::Parallel)], 10).await;
+        let run = outcomes(f.dispatcher.dispatch(hook("/sop/deploy", 0)).await.unwrap())
+            .remove(0)
+            .run_id
+            .unwrap();
+        f.dispatcher
+            .finish_run(&run, RunStatus::Completed, at(1), None)
+            .await
+            .unwrap();
+        let again = f.dispatcher.finish_run(&run, RunStatus::Failed, at(2), None).await;
+        assert!(matches!(again, Err(DispatchError::InvalidTransition { .. })));
+        assert!(matches!(
+            f.dispatcher.finish_run("nope", RunStatus::Failed, at(2), None).await,
+            Err(DispatchError::NoSuchRun(_))
+        ));
+    }
+}
