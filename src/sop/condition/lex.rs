@@ -38,7 +38,10 @@ pub(super) fn error(reason: impl Into<String>, offset: usize) -> ParseError {
 /// The offset of the first non-whitespace byte at or after `at`.
 pub(super) fn skip_space(src: &str, at: usize) -> usize {
     let rest = &src.as_bytes()[at..];
-    at + rest.iter().take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')).count()
+    at + rest
+        .iter()
+        .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .count()
 }
 
 /// Every token of `src`, ending with `Tok::End`.
@@ -119,7 +122,11 @@ fn comparison_or_not(src: &str, start: usize) -> Result<(Tok, usize), ParseError
         return Ok((Tok::Not, start + 1));
     }
     let first = usize::from(bytes[0] == b'!');
-    let run = first + bytes[first..].iter().take_while(|b| matches!(b, b'=' | b'<' | b'>')).count();
+    let run = first
+        + bytes[first..]
+            .iter()
+            .take_while(|b| matches!(b, b'=' | b'<' | b'>'))
+            .count();
     let text = &src[start..start + run];
     let op = match text {
         "==" => Op::Eq,
@@ -201,7 +208,10 @@ pub(super) fn scan_string(src: &str, open: usize) -> Result<(String, usize), Par
         }
         if c < ' ' {
             return Err(error(
-                format!("control character U+{:04X} in a string: write it as an escape", u32::from(c)),
+                format!(
+                    "control character U+{:04X} in a string: write it as an escape",
+                    u32::from(c)
+                ),
                 at,
             ));
         }
@@ -227,9 +237,7 @@ fn escape(src: &str, open: usize, at: usize, quote: char) -> Result<(char, usize
         c if c == quote => quote,
         _ => {
             return Err(error(
-                format!(
-                    "bad escape `\\{c}`: escapes are \\{quote} \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX"
-                ),
+                format!("bad escape `\\{c}`: escapes are \\{quote} \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX"),
                 at,
             ))
         }
@@ -249,12 +257,12 @@ fn unicode_escape(src: &str, at: usize) -> Result<(char, usize), ParseError> {
             };
             match low {
                 Some(low @ 0xDC00..=0xDFFF) => (0x10000 + ((first - 0xD800) << 10) + (low - 0xDC00), at + 12),
-                _ => {
-                    return Err(error(
-                        format!("bad escape `\\u{first:04X}`: a high surrogate must be followed by a low one (\\uDC00-\\uDFFF)"),
-                        at,
-                    ))
-                }
+                _ => return Err(error(
+                    format!(
+                        "bad escape `\\u{first:04X}`: a high surrogate must be followed by a low one (\\uDC00-\\uDFFF)"
+                    ),
+                    at,
+                )),
             }
         }
         0xDC00..=0xDFFF => {

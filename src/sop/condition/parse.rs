@@ -203,16 +203,9 @@ impl Parser<'_> {
     }
 
     /// Runs `parse` one nesting level deeper, refusing absurd depths.
-    fn nested(
-        &mut self,
-        at: usize,
-        parse: fn(&mut Self) -> Result<Expr, ParseError>,
-    ) -> Result<Expr, ParseError> {
+    fn nested(&mut self, at: usize, parse: fn(&mut Self) -> Result<Expr, ParseError>) -> Result<Expr, ParseError> {
         if self.depth == MAX_DEPTH {
-            return Err(error(
-                format!("nested more than {MAX_DEPTH} levels deep"),
-                at,
-            ));
+            return Err(error(format!("nested more than {MAX_DEPTH} levels deep"), at));
         }
         self.depth += 1;
         let expr = parse(self);
@@ -228,7 +221,13 @@ impl Parser<'_> {
                 (Left::Path(path), first.span)
             }
             // The direct form: no path, the operator comes first.
-            Tok::Cmp(_) => (Left::Payload, Span { start: first.span.start, end: first.span.start }),
+            Tok::Cmp(_) => (
+                Left::Payload,
+                Span {
+                    start: first.span.start,
+                    end: first.span.start,
+                },
+            ),
             _ => return Err(self.missing_comparison(&first)),
         };
         let op_token = self.bump();

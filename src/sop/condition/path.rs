@@ -29,11 +29,13 @@ pub(super) struct Path {
 impl Path {
     /// The value the path names in `root`, or `None` when it names nothing.
     pub(super) fn walk<'a>(&self, root: &'a Value) -> Option<&'a Value> {
-        self.segments.iter().try_fold(root, |value, segment| match (segment, value) {
-            (Segment::Name(name), Value::Object(members)) => members.get(name.as_str()),
-            (Segment::Index(index), Value::Array(items)) => items.get(array_position(*index, items.len())?),
-            _ => None,
-        })
+        self.segments
+            .iter()
+            .try_fold(root, |value, segment| match (segment, value) {
+                (Segment::Name(name), Value::Object(members)) => members.get(name.as_str()),
+                (Segment::Index(index), Value::Array(items)) => items.get(array_position(*index, items.len())?),
+                _ => None,
+            })
     }
 }
 
