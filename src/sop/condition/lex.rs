@@ -249,33 +249,33 @@ fn escape(src: &str, open: usize, at: usize, quote: char) -> Result<(char, usize
 fn unicode_escape(src: &str, at: usize) -> Result<(char, usize), ParseError> {
     let first = hex4(src, at)?;
     let (code, end) = match first {
-        0xD800..=0xDBFF => {
-            let low = if src[at + 6..].starts_with("\\u") {
-                Some(hex4(src, at + 6)?)
-            } else {
-                None
-            };
-            match low {
-                Some(low @ 0xDC00..=0xDFFF) => (0x10000 + ((first - 0xD800) << 10) + (low - 0xDC00), at + 12),
-                _ => return Err(error(
-                    format!(
-                        "bad escape `\\u{first:04X}`: a high surrogate must be followed by a low one (\\uDC00-\\uDFFF)"
-                    ),
-                    at,
-                )),
-            }
-        }
+        0xD800..=0xDBFF => (surrogate_pair(src, at, first)?, at + 12),
         0xDC00..=0xDFFF => {
-            return Err(error(
-                format!("bad escape `\\u{first:04X}`: a low surrogate without a high one before it"),
-                at,
-            ))
+            let reason = format!("bad escape `\\u{first:04X}`: a low surrogate without a high one before it");
+            return Err(error(reason, at));
         }
         _ => (first, at + 6),
     };
     char::from_u32(code)
         .map(|c| (c, end))
         .ok_or_else(|| error(format!("bad escape: U+{code:X} is not a character"), at))
+}
+
+/// The code point of the high surrogate `high` at `at` and the low one that must follow it.
+fn surrogate_pair(src: &str, at: usize, high: u32) -> Result<u32, ParseError> {
+    let low = if src[at + 6..].starts_with("\\u") {
+        Some(hex4(src, at + 6)?)
+    } else {
+        None
+    };
+    match low {
+        Some(low @ 0xDC00..=0xDFFF) => Ok(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)),
+        _ => {
+            let reason =
+                format!("bad escape `\\u{high:04X}`: a high surrogate must be followed by a low one (\\uDC00-\\uDFFF)");
+            Err(error(reason, at))
+        }
+    }
 }
 
 /// The four hex digits after the `\u` whose backslash is at `at`.

@@ -92,8 +92,10 @@ fn dot_segment(src: &str, dot: usize) -> Result<(Segment, usize), ParseError> {
         }
         Some(c) if is_name_first(c) => {
             if src[end..].starts_with('-') {
+                // Most likely a dashed key such as `content-type`: suggest the bracket form.
+                let dashed = &rest[..rest.find(|c: char| !is_name_char(c) && c != '-').unwrap_or(rest.len())];
                 return Err(error(
-                    format!("bad path: `-` cannot appear in a .name; write ['{name}-...'] with the full name"),
+                    format!("bad path: `-` cannot appear in a .name; write ['{dashed}']"),
                     end,
                 ));
             }

@@ -393,7 +393,11 @@ const PARSE_ERRORS: &[(&str, &str, usize)] = &[
     ("$. == 1", "bad path: `.` must be followed by a name or an index", 2),
     ("$.a. == 1", "bad path: `.` must be followed by a name or an index", 4),
     ("$.0a == 1", "bad path: `.0a` starts with a digit", 2),
-    ("$.content-type == 1", "bad path: `-` cannot appear in a .name", 9),
+    (
+        "$.content-type == 1",
+        "bad path: `-` cannot appear in a .name; write ['content-type']",
+        9,
+    ),
     ("$.a.-1 == 1", "bad path: `.` must be followed by a name or an index", 4),
     ("$[abc] == 1", "bad path: expected a quoted name or an index", 2),
     ("$[", "bad path: `[` is never closed", 1),
@@ -431,6 +435,22 @@ fn parse_errors_name_the_problem_and_its_offset() {
         } = Condition::parse(text).expect_err(text);
         assert!(reason.contains(phrase), "`{text}`: reason `{reason}` lacks `{phrase}`");
         assert_eq!(found_offset, offset, "`{text}`: offset of `{reason}`");
+    }
+}
+
+#[test]
+fn no_prefix_of_a_condition_panics_or_points_past_the_end() {
+    let texts = MATCHES
+        .iter()
+        .map(|row| row.0)
+        .chain(PARSE_ERRORS.iter().map(|row| row.0));
+    for text in texts {
+        for (cut, _) in text.char_indices() {
+            let prefix = &text[..cut];
+            if let Err(error) = Condition::parse(prefix) {
+                assert!(error.offset <= prefix.len(), "`{prefix}`: {error}");
+            }
+        }
     }
 }
 
