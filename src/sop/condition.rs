@@ -27,7 +27,9 @@
 //!   index, never a member name. `$` alone is the whole payload. Wildcards,
 //!   `..`, slices, filters and unions are rejected as "not a singular query".
 //! - The direct form leaves the path out (`> 0`, `== "on"`): the left value is
-//!   the whole payload, so a bare peripheral value can be tested.
+//!   the whole payload, so a bare peripheral value can be tested. A leading
+//!   `!=` is that operator, not a negation; `!==` is rejected as ambiguous
+//!   (write `!(== 0)` or `! == 0`).
 //! - Whitespace (space, tab, CR, LF) is insignificant outside strings. Text in
 //!   quotes, in a literal or in a bracketed name, is never read as an operator
 //!   or a parenthesis.
