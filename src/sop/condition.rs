@@ -1,6 +1,73 @@
-//! The condition language of DESIGN §3: parsed once at load, evaluated
-//! against the parsed payload on every match.
-//! (Skeleton: the parser and evaluator are being written.)
+//! The condition language of SOP triggers (DESIGN §3): parsed once when a SOP
+//! loads, evaluated against the payload of every event that reaches the
+//! trigger.
+//!
+//! It is fanin's own small grammar, so it is parsed by hand here: a lexer
+//! (`lex`), a singular-JSONPath parser and walker (`path`), a recursive-descent
+//! parser (`parse`) and the evaluator (`eval`). Parsing does all the allocating;
+//! [`Condition::matches`] only walks the pre-parsed tree and allocates nothing.
+//!
+//! # Grammar
+//!
+//! ```text
+//! condition  := or
+//! or         := and ( "||" and )*            // && binds tighter than ||
+//! and        := unary ( "&&" unary )*
+//! unary      := "!" unary | "(" or ")" | comparison
+//! comparison := [ path ] op literal          // no path: the direct form
+//! op         := "==" | "!=" | ">" | ">=" | "<" | "<="
+//! literal    := JSON number | JSON string | true | false | null
+//! path       := "$" segment*                 // an RFC 9535 singular query
+//! segment    := "." name | "." digits | "[" quoted-name "]" | "[" index "]"
+//! ```
+//!
+//! - A path is an RFC 9535 *singular* query: `$.a`, `$['a b']`, `$["a"]`,
+//!   `$[0]`, `$[-1]` (from the end), chained. The ZeroClaw dot form `$.a.0`
+//!   is accepted and means `$.a[0]`: a purely numeric dot segment is an array
+//!   index, never a member name. `$` alone is the whole payload. Wildcards,
+//!   `..`, slices, filters and unions are rejected as "not a singular query".
+//! - The direct form leaves the path out (`> 0`, `== "on"`): the left value is
+//!   the whole payload, so a bare peripheral value can be tested. A leading
+//!   `!=` is that operator, not a negation; `!==` is rejected as ambiguous
+//!   (write `!(== 0)` or `! == 0`).
+//! - Whitespace (space, tab, CR, LF) is insignificant outside strings. Text in
+//!   quotes, in a literal or in a bracketed name, is never read as an operator
+//!   or a parenthesis.
+//!
+//! # Semantics
+//!
+//! Each comparison is decided by the first rule that applies:
+//!
+//! 1. A missing path, or any `$` path on a payload that is not JSON, makes the
+//!    comparison false — whatever the operator, `!=` included (fail closed).
+//! 2. If both sides are numeric they compare as numbers. Numeric means a JSON
+//!    number, or a string (a JSON string, a string literal, or a text payload
+//!    in the direct form) that is exactly one JSON number, e.g. `"2.5"` (no
+//!    whitespace, no `+`, no `inf`). Two integers compare exactly (up to
+//!    128 bits); otherwise both sides become `f64`, so integers beyond 2^53
+//!    compared with a fraction may round.
+//! 3. Else, if both sides are strings, they compare as strings with all six
+//!    operators, ordered by Unicode code points.
+//! 4. Else booleans with booleans and null with null support `==` and `!=`;
+//!    the ordering operators are false for them.
+//! 5. Anything else is a type mismatch — arrays, objects, a number against a
+//!    non-numeric string, a string against `true`: false for every operator,
+//!    `!=` included.
+//!
+//! A text (non-JSON) payload in the direct form is a string value, so
+//! `== "on"` and `> 0` work on a payload of `on` or `1` sent as plain text.
+//!
+//! `&&`, `||` and `!` combine the verdicts as usual. Note that `!` negates a
+//! fail-closed comparison too: `!($.a == 1)` holds when `$.a` is missing;
+//! `$.a != 1` is the form that requires `$.a` to exist.
+
+mod eval;
+mod lex;
+mod number;
+mod parse;
+mod path;
+#[cfg(test)]
+mod tests;
 
 use crate::event::Payload;
 
@@ -8,6 +75,7 @@ use crate::event::Payload;
 #[derive(Clone, Debug)]
 pub struct Condition {
     source: String,
+    expr: parse::Expr,
 }
 
 /// Why a condition did not hold, for `fanin explain`.
@@ -29,9 +97,13 @@ pub struct ParseError {
 }
 
 impl Condition {
+    /// Parses `text`; every syntax problem is an error naming what is wrong and
+    /// the byte offset where it is, never a condition that silently never matches.
     pub fn parse(text: &str) -> Result<Condition, ParseError> {
+        let expr = parse::parse(text)?;
         Ok(Condition {
             source: text.to_string(),
+            expr,
         })
     }
 
@@ -42,11 +114,12 @@ impl Condition {
 
     /// True when the condition holds. Allocation-free on the hot path.
     pub fn matches(&self, payload: &Payload) -> bool {
-        self.check(payload).is_ok()
+        eval::holds(&self.expr, payload)
     }
 
-    /// `Ok` when the condition holds, else why not.
-    pub fn check(&self, _payload: &Payload) -> Result<(), Miss> {
-        todo!()
+    /// `Ok` when the condition holds, else why not. Same verdict as
+    /// [`Condition::matches`]; slower, since it builds the explanation.
+    pub fn check(&self, payload: &Payload) -> Result<(), Miss> {
+        eval::explain(&self.expr, &self.source, payload).map_err(Miss)
     }
 }

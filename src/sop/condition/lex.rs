@@ -1,0 +1,287 @@
+//! Splits condition text into tokens, each with its byte span.
+//!
+//! Strings are scanned here, before anything looks for operators, which is
+//! what makes `"a && b"` one string and not two comparisons. A whole `$` path
+//! is one token (see `path`), since its brackets hold strings too.
+
+use super::number::{self, Num};
+use super::parse::{Literal, Op, Span};
+use super::path::{self, Path};
+use super::ParseError;
+
+#[derive(Clone, Debug)]
+pub(super) enum Tok {
+    Path(Path),
+    Cmp(Op),
+    And,
+    Or,
+    Not,
+    Open,
+    Close,
+    Lit(Literal),
+    End,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Token {
+    pub(super) tok: Tok,
+    pub(super) span: Span,
+}
+
+pub(super) fn error(reason: impl Into<String>, offset: usize) -> ParseError {
+    ParseError {
+        reason: reason.into(),
+        offset,
+    }
+}
+
+/// The offset of the first non-whitespace byte at or after `at`.
+pub(super) fn skip_space(src: &str, at: usize) -> usize {
+    let rest = &src.as_bytes()[at..];
+    at + rest
+        .iter()
+        .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .count()
+}
+
+/// Every token of `src`, ending with `Tok::End`.
+pub(super) fn tokenize(src: &str) -> Result<Vec<Token>, ParseError> {
+    let mut tokens = Vec::new();
+    let mut at = 0;
+    loop {
+        let start = skip_space(src, at);
+        let (tok, end) = token_at(src, start)?;
+        let done = matches!(tok, Tok::End);
+        tokens.push(Token {
+            tok,
+            span: Span { start, end },
+        });
+        if done {
+            return Ok(tokens);
+        }
+        at = end;
+    }
+}
+
+/// The token starting at `start` (not whitespace) and the offset after it.
+fn token_at(src: &str, start: usize) -> Result<(Tok, usize), ParseError> {
+    let Some(c) = src[start..].chars().next() else {
+        return Ok((Tok::End, start));
+    };
+    match c {
+        '$' => path::parse(src, start).map(|(path, end)| (Tok::Path(path), end)),
+        '(' => Ok((Tok::Open, start + 1)),
+        ')' => Ok((Tok::Close, start + 1)),
+        '"' => string_literal(src, start),
+        '-' | '0'..='9' => number_literal(src, start),
+        '!' | '=' | '<' | '>' => comparison_or_not(src, start),
+        '&' | '|' => logical(src, start, c),
+        'a'..='z' | 'A'..='Z' | '_' => word(src, start),
+        '\'' => Err(error(
+            "strings are double-quoted (single quotes only appear in a path, as $['name'])",
+            start,
+        )),
+        _ => Err(error(format!("unexpected character `{c}`"), start)),
+    }
+}
+
+fn string_literal(src: &str, start: usize) -> Result<(Tok, usize), ParseError> {
+    let (text, end) = scan_string(src, start)?;
+    let num = Num::parse_exact(&text);
+    Ok((Tok::Lit(Literal::Str { text, num }), end))
+}
+
+fn number_literal(src: &str, start: usize) -> Result<(Tok, usize), ParseError> {
+    // Take everything that could belong to a number, so `01`, `1.` and `2x`
+    // are reported whole instead of splitting into two tokens.
+    let run = src[start..]
+        .bytes()
+        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-' | b'_'))
+        .count();
+    let text = &src[start..start + run];
+    let num = match number::scan(text.as_bytes()) {
+        Some((len, integral)) if len == run => Num::from_scanned(text, integral),
+        _ => {
+            return Err(error(
+                format!("bad number `{text}`: numbers are written as in JSON, e.g. 2, -1.5, 1e3"),
+                start,
+            ))
+        }
+    };
+    match num {
+        Some(num) => Ok((Tok::Lit(Literal::Num(num)), start + run)),
+        None => Err(error(format!("number `{text}` is out of range"), start)),
+    }
+}
+
+/// `!` alone is negation; `!=` and every run of `=`, `<`, `>` must be one of
+/// the six comparison operators.
+fn comparison_or_not(src: &str, start: usize) -> Result<(Tok, usize), ParseError> {
+    let bytes = &src.as_bytes()[start..];
+    if bytes[0] == b'!' && bytes.get(1) != Some(&b'=') {
+        return Ok((Tok::Not, start + 1));
+    }
+    let first = usize::from(bytes[0] == b'!');
+    let run = first
+        + bytes[first..]
+            .iter()
+            .take_while(|b| matches!(b, b'=' | b'<' | b'>'))
+            .count();
+    let text = &src[start..start + run];
+    let op = match text {
+        "==" => Op::Eq,
+        "!=" => Op::Ne,
+        ">" => Op::Gt,
+        ">=" => Op::Ge,
+        "<" => Op::Lt,
+        "<=" => Op::Le,
+        _ => return Err(error(unknown_operator(text), start)),
+    };
+    Ok((Tok::Cmp(op), start + run))
+}
+
+fn unknown_operator(text: &str) -> String {
+    let hint = match text {
+        "=" | "===" => "did you mean `==`?",
+        "=>" => "did you mean `>=`?",
+        "=<" => "did you mean `<=`?",
+        "<>" | "!==" => "did you mean `!=`?",
+        _ => "comparisons use == != > >= < <=",
+    };
+    format!("unknown operator `{text}`: {hint}")
+}
+
+fn logical(src: &str, start: usize, c: char) -> Result<(Tok, usize), ParseError> {
+    let doubled = src.as_bytes().get(start + 1) == Some(&(c as u8));
+    match (c, doubled) {
+        ('&', true) => Ok((Tok::And, start + 2)),
+        ('|', true) => Ok((Tok::Or, start + 2)),
+        _ => Err(error(format!("unknown operator `{c}`: did you mean `{c}{c}`?"), start)),
+    }
+}
+
+fn word(src: &str, start: usize) -> Result<(Tok, usize), ParseError> {
+    let len = src[start..]
+        .bytes()
+        .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        .count();
+    let text = &src[start..start + len];
+    let literal = match text {
+        "true" => Literal::Bool(true),
+        "false" => Literal::Bool(false),
+        "null" => Literal::Null,
+        "and" | "AND" => return Err(error(format!("unknown word `{text}`: write `&&`"), start)),
+        "or" | "OR" => return Err(error(format!("unknown word `{text}`: write `||`"), start)),
+        "not" | "NOT" => return Err(error(format!("unknown word `{text}`: write `!`"), start)),
+        _ => {
+            return Err(error(
+                format!(
+                    "unknown word `{text}`: paths start with `$` (e.g. `$.{text}`), \
+                     strings are double-quoted, and the only bare words are true, false and null"
+                ),
+                start,
+            ))
+        }
+    };
+    Ok((Tok::Lit(literal), start + len))
+}
+
+/// Scans the quoted string whose opening quote (`"` or `'`) is at `open`,
+/// decoding JSON escapes; returns the text and the offset after the closing
+/// quote. Only the string's own quote may be escaped, as in RFC 9535.
+pub(super) fn scan_string(src: &str, open: usize) -> Result<(String, usize), ParseError> {
+    let quote = char::from(src.as_bytes()[open]);
+    let mut text = String::new();
+    let mut at = open + 1;
+    loop {
+        let Some(c) = src[at..].chars().next() else {
+            return Err(error("unterminated string", open));
+        };
+        if c == quote {
+            return Ok((text, at + 1));
+        }
+        if c == '\\' {
+            let (decoded, next) = escape(src, open, at, quote)?;
+            text.push(decoded);
+            at = next;
+            continue;
+        }
+        if c < ' ' {
+            return Err(error(
+                format!(
+                    "control character U+{:04X} in a string: write it as an escape",
+                    u32::from(c)
+                ),
+                at,
+            ));
+        }
+        text.push(c);
+        at += c.len_utf8();
+    }
+}
+
+/// Decodes the escape whose backslash is at `at`; returns it and the offset after it.
+fn escape(src: &str, open: usize, at: usize, quote: char) -> Result<(char, usize), ParseError> {
+    let Some(c) = src[at + 1..].chars().next() else {
+        return Err(error("unterminated string", open));
+    };
+    let decoded = match c {
+        '\\' => '\\',
+        '/' => '/',
+        'b' => '\u{8}',
+        'f' => '\u{c}',
+        'n' => '\n',
+        'r' => '\r',
+        't' => '\t',
+        'u' => return unicode_escape(src, at),
+        c if c == quote => quote,
+        _ => {
+            return Err(error(
+                format!("bad escape `\\{c}`: escapes are \\{quote} \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX"),
+                at,
+            ))
+        }
+    };
+    Ok((decoded, at + 2))
+}
+
+/// `\uXXXX` at `at`, or a UTF-16 surrogate pair `\uD83D\uDE00`.
+fn unicode_escape(src: &str, at: usize) -> Result<(char, usize), ParseError> {
+    let first = hex4(src, at)?;
+    let (code, end) = match first {
+        0xD800..=0xDBFF => (surrogate_pair(src, at, first)?, at + 12),
+        0xDC00..=0xDFFF => {
+            let reason = format!("bad escape `\\u{first:04X}`: a low surrogate without a high one before it");
+            return Err(error(reason, at));
+        }
+        _ => (first, at + 6),
+    };
+    char::from_u32(code)
+        .map(|c| (c, end))
+        .ok_or_else(|| error(format!("bad escape: U+{code:X} is not a character"), at))
+}
+
+/// The code point of the high surrogate `high` at `at` and the low one that must follow it.
+fn surrogate_pair(src: &str, at: usize, high: u32) -> Result<u32, ParseError> {
+    let low = if src[at + 6..].starts_with("\\u") {
+        Some(hex4(src, at + 6)?)
+    } else {
+        None
+    };
+    match low {
+        Some(low @ 0xDC00..=0xDFFF) => Ok(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)),
+        _ => {
+            let reason =
+                format!("bad escape `\\u{high:04X}`: a high surrogate must be followed by a low one (\\uDC00-\\uDFFF)");
+            Err(error(reason, at))
+        }
+    }
+}
+
+/// The four hex digits after the `\u` whose backslash is at `at`.
+fn hex4(src: &str, at: usize) -> Result<u32, ParseError> {
+    src.get(at + 2..at + 6)
+        .filter(|digits| digits.bytes().all(|b| b.is_ascii_hexdigit()))
+        .and_then(|digits| u32::from_str_radix(digits, 16).ok())
+        .ok_or_else(|| error("bad escape: `\\u` needs four hex digits", at))
+}
