@@ -8,7 +8,7 @@
 
 mod strict_toml;
 
-pub(crate) use strict_toml::{read_strict, KeyLines, Strict, TomlProblem};
+pub(crate) use strict_toml::{deserialize_table, read_strict, KeyLines, TomlProblem};
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -222,7 +222,6 @@ pub struct ConfigError {
     pub reason: String,
 }
 
-
 /// Where the MQTT source connects: `host` without IPv6 brackets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MqttEndpoint {
@@ -235,8 +234,12 @@ impl MqttConfig {
     /// Host, port (default 1883 for `mqtt://`, 8883 for `mqtts://`) and TLS
     /// from `broker_url`. The error says what is wrong with the URL.
     pub fn endpoint(&self) -> Result<MqttEndpoint, String> {
-        let url = url::Url::parse(self.broker_url.trim())
-            .map_err(|e| format!("{:?} is not a URL ({e}); expected mqtt://host:port or mqtts://host:port", self.broker_url))?;
+        let url = url::Url::parse(self.broker_url.trim()).map_err(|e| {
+            format!(
+                "{:?} is not a URL ({e}); expected mqtt://host:port or mqtts://host:port",
+                self.broker_url
+            )
+        })?;
         let tls = match url.scheme() {
             "mqtt" => false,
             "mqtts" => true,
@@ -274,7 +277,8 @@ impl Config {
                 reason,
             }]
         };
-        let text = std::fs::read_to_string(path).map_err(|e| whole_file(format!("cannot read the config file: {e}")))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| whole_file(format!("cannot read the config file: {e}")))?;
         let base_dir = std::fs::canonicalize(path)
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf))
@@ -421,7 +425,10 @@ fn validate_mqtt(mqtt: &MqttConfig, problems: &mut Problems) {
         },
     }
     if mqtt.qos > 2 {
-        problems.push((key("qos"), format!("{} is not a QoS level; expected 0, 1 or 2", mqtt.qos)));
+        problems.push((
+            key("qos"),
+            format!("{} is not a QoS level; expected 0, 1 or 2", mqtt.qos),
+        ));
     }
     if mqtt.topics.is_empty() {
         problems.push((key("topics"), "at least one topic filter is required".into()));
@@ -460,7 +467,10 @@ fn validate_store(store: &StoreConfig, problems: &mut Problems) {
     let url = store.url.trim();
     let ok = if let Some(path) = url.strip_prefix("sqlite://") {
         !path.is_empty()
-    } else if let Some(rest) = url.strip_prefix("postgres://").or_else(|| url.strip_prefix("postgresql://")) {
+    } else if let Some(rest) = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+    {
         !rest.is_empty()
     } else {
         false
@@ -468,7 +478,10 @@ fn validate_store(store: &StoreConfig, problems: &mut Problems) {
     if !ok {
         problems.push((
             "store.url".into(),
-            format!("{:?} is not a store URL; expected sqlite://<path> or postgres://user@host/db", store.url),
+            format!(
+                "{:?} is not a store URL; expected sqlite://<path> or postgres://user@host/db",
+                store.url
+            ),
         ));
     }
 }
@@ -491,7 +504,10 @@ fn validate_peripheral(board: &str, peripheral: &PeripheralConfig, problems: &mu
     match peripheral.transport.as_str() {
         "serial" => {
             if peripheral.path.trim().is_empty() {
-                problems.push((key("path"), "required with transport = \"serial\" (e.g. /dev/ttyACM0)".into()));
+                problems.push((
+                    key("path"),
+                    "required with transport = \"serial\" (e.g. /dev/ttyACM0)".into(),
+                ));
             }
             if peripheral.baud == 0 {
                 problems.push((key("baud"), "must be greater than 0".into()));
@@ -653,7 +669,11 @@ mod tests {
     #[test]
     fn mqtt_validation_errors() {
         let cases: &[(&str, &str, &str)] = &[
-            ("broker_url = \"tcp://b:1883\"\n", "channels_config.mqtt.broker_url", "mqtt://"),
+            (
+                "broker_url = \"tcp://b:1883\"\n",
+                "channels_config.mqtt.broker_url",
+                "mqtt://",
+            ),
             ("broker_url = \"mqtt://\"\n", "channels_config.mqtt.broker_url", ""),
             (
                 "broker_url = \"mqtts://b\"\nuse_tls = false\n",
@@ -665,8 +685,16 @@ mod tests {
                 "channels_config.mqtt.use_tls",
                 "use an mqtts:// URL",
             ),
-            ("broker_url = \"mqtt://b\"\nqos = 3\n", "channels_config.mqtt.qos", "0, 1 or 2"),
-            ("broker_url = \"mqtt://b\"\nkeep_alive_secs = 0\n", "channels_config.mqtt.keep_alive_secs", "between 1"),
+            (
+                "broker_url = \"mqtt://b\"\nqos = 3\n",
+                "channels_config.mqtt.qos",
+                "0, 1 or 2",
+            ),
+            (
+                "broker_url = \"mqtt://b\"\nkeep_alive_secs = 0\n",
+                "channels_config.mqtt.keep_alive_secs",
+                "between 1",
+            ),
             (
                 "broker_url = \"mqtts://b\"\nclient_cert_file = \"c.pem\"\n",
                 "channels_config.mqtt.client_key_file",
@@ -719,22 +747,58 @@ mod tests {
     fn gateway_store_peripheral_destination_errors() {
         let cases: &[(&str, &str, &str)] = &[
             ("[gateway]\nhost = \"not a host!\"\n", "gateway.host", "neither"),
-            ("[gateway]\nmax_body_bytes = 0\n", "gateway.max_body_bytes", "greater than 0"),
-            ("[gateway]\nrequest_timeout_secs = 0\n", "gateway.request_timeout_secs", "greater than 0"),
+            (
+                "[gateway]\nmax_body_bytes = 0\n",
+                "gateway.max_body_bytes",
+                "greater than 0",
+            ),
+            (
+                "[gateway]\nrequest_timeout_secs = 0\n",
+                "gateway.request_timeout_secs",
+                "greater than 0",
+            ),
             ("[store]\nurl = \"mysql://x\"\n", "store.url", "sqlite://"),
             ("[store]\nurl = \"sqlite://\"\n", "store.url", "sqlite://"),
-            ("[peripherals.uno]\ntransport = \"serial\"\n", "peripherals.uno.path", "required"),
+            (
+                "[peripherals.uno]\ntransport = \"serial\"\n",
+                "peripherals.uno.path",
+                "required",
+            ),
             (
                 "[peripherals.uno]\ntransport = \"http\"\npath = \"/dev/ttyACM0\"\n",
                 "peripherals.uno.path",
                 "not used",
             ),
-            ("[peripherals.uno]\ntransport = \"usb\"\n", "peripherals.uno.transport", "\"serial\" or \"http\""),
-            ("[peripherals.Uno]\ntransport = \"http\"\n", "peripherals.Uno", "[a-z0-9]"),
-            ("[peripherals.uno]\npath = \"/dev/x\"\n", "peripherals.uno.transport", "required key is missing"),
-            ("[destinations.executor]\nurl = \"ftp://x/y\"\n", "destinations.executor.url", "http://"),
-            ("[destinations.agent]\nurl = \"not a url\"\n", "destinations.agent.url", "not a URL"),
-            ("[sop]\ndefault_execution_mode = \"fast\"\n", "sop.default_execution_mode", "unknown variant"),
+            (
+                "[peripherals.uno]\ntransport = \"usb\"\n",
+                "peripherals.uno.transport",
+                "\"serial\" or \"http\"",
+            ),
+            (
+                "[peripherals.Uno]\ntransport = \"http\"\n",
+                "peripherals.Uno",
+                "[a-z0-9]",
+            ),
+            (
+                "[peripherals.uno]\npath = \"/dev/x\"\n",
+                "peripherals.uno.transport",
+                "required key is missing",
+            ),
+            (
+                "[destinations.executor]\nurl = \"ftp://x/y\"\n",
+                "destinations.executor.url",
+                "http://",
+            ),
+            (
+                "[destinations.agent]\nurl = \"not a url\"\n",
+                "destinations.agent.url",
+                "not a URL",
+            ),
+            (
+                "[sop]\ndefault_execution_mode = \"fast\"\n",
+                "sop.default_execution_mode",
+                "unknown variant",
+            ),
             ("[gateway]\nport = \"3000\"\n", "gateway.port", "invalid type"),
         ];
         for (text, key, reason) in cases {
@@ -758,11 +822,27 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named_with_their_full_path_and_line() {
-        assert_error("[gateway]\nwebhook_secrte = \"x\"\n", "gateway.webhook_secrte", "unknown key");
-        assert_error("[gateway]\nwebhook_secrte = \"x\"\n", "gateway.webhook_secrte", "line 2");
+        assert_error(
+            "[gateway]\nwebhook_secrte = \"x\"\n",
+            "gateway.webhook_secrte",
+            "unknown key",
+        );
+        assert_error(
+            "[gateway]\nwebhook_secrte = \"x\"\n",
+            "gateway.webhook_secrte",
+            "line 2",
+        );
         assert_error("gatway = 1\n", "gatway", "unknown key");
-        assert_error(&format!("{MQTT}broker_url = \"mqtt://b\"\nusetls = true\n"), "channels_config.mqtt.usetls", "unknown key");
-        assert_error("[peripherals.uno]\ntransport = \"http\"\nbaudrate = 9600\n", "peripherals.uno.baudrate", "unknown key");
+        assert_error(
+            &format!("{MQTT}broker_url = \"mqtt://b\"\nusetls = true\n"),
+            "channels_config.mqtt.usetls",
+            "unknown key",
+        );
+        assert_error(
+            "[peripherals.uno]\ntransport = \"http\"\nbaudrate = 9600\n",
+            "peripherals.uno.baudrate",
+            "unknown key",
+        );
     }
 
     #[test]

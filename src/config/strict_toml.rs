@@ -86,7 +86,7 @@ pub(crate) fn read_strict<T: DeserializeOwned>(text: &str) -> Strict<T> {
     let mut lines = KeyLines::default();
     collect_lines(text, tree.get_ref(), "", &mut lines);
 
-    let mut table: toml::Table = match toml::from_str(text) {
+    let table: toml::Table = match toml::from_str(text) {
         Ok(table) => table,
         Err(e) => {
             return Strict {
@@ -97,32 +97,32 @@ pub(crate) fn read_strict<T: DeserializeOwned>(text: &str) -> Strict<T> {
         }
     };
 
+    let (value, mut problems) = deserialize_table::<T>(table);
+    for problem in &mut problems {
+        problem.line = lines.line_of(&problem.key);
+    }
+    Strict { value, problems, lines }
+}
+
+/// Deserializes an already parsed table, collecting every problem (keys are
+/// relative to the table; no lines). Used for a part of a document whose
+/// type is only known after reading another key (a trigger's `type`).
+pub(crate) fn deserialize_table<T: DeserializeOwned>(mut table: toml::Table) -> (Option<T>, Vec<TomlProblem>) {
     let mut problems = Vec::new();
-    let mut value = None;
     for _ in 0..MAX_ROUNDS {
         match serde_path_to_error::deserialize::<_, T>(toml::Value::Table(table.clone())) {
-            Ok(v) => {
-                value = Some(v);
-                break;
-            }
+            Ok(v) => return (Some(v), problems),
             Err(e) => {
                 let segments: Vec<Segment> = e.path().iter().cloned().collect();
                 let (problem, remove) = classify(&segments, e.inner().message());
-                problems.push(TomlProblem {
-                    line: lines.line_of(&problem.key),
-                    ..problem
-                });
+                problems.push(problem);
                 if !remove_at(&mut table, &remove) {
                     break;
                 }
             }
         }
     }
-    Strict {
-        value,
-        problems,
-        lines,
-    }
+    (None, problems)
 }
 
 /// Turns a serde failure into a problem, and says which key to drop so the
@@ -151,7 +151,10 @@ fn classify(segments: &[Segment], message: &str) -> (TomlProblem, Vec<Segment>) 
         } else {
             format!("{key}.{field}")
         };
-        return (problem(key, "required key is missing".into()), without_trailing_index(segments));
+        return (
+            problem(key, "required key is missing".into()),
+            without_trailing_index(segments),
+        );
     }
     (problem(key, message.to_string()), without_trailing_index(segments))
 }
@@ -310,6 +313,7 @@ mod tests {
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // read through Debug only
     struct Item {
         name: String,
     }
@@ -318,6 +322,11 @@ mod tests {
     fn every_problem_is_reported_with_its_key_and_line() {
         let text = "top = 1\n[a]\nx = 300\nz = true\n\n[[list]]\nname = \"ok\"\n\n[[list]]\nnom = \"typo\"\n";
         let read = read_strict::<Doc>(text);
+        assert_eq!(
+            read.value.as_ref().map(|d| d.list.len()),
+            Some(0),
+            "the bad list is dropped"
+        );
         let found: Vec<(String, Option<usize>)> = read.problems.iter().map(|p| (p.key.clone(), p.line)).collect();
         assert!(found.contains(&("top".into(), Some(1))), "{found:?}");
         assert!(found.contains(&("a.x".into(), Some(3))), "{found:?}");

@@ -23,7 +23,10 @@ use crate::sop::Schedule;
 
 /// Compiles an expression in a timezone (`None` = UTC). The error says why.
 pub fn parse_schedule(expression: &str, timezone: Option<&str>) -> Result<Schedule, String> {
-    let timezone = parse_timezone(timezone)?;
+    let timezone = match timezone {
+        Some(name) => parse_timezone(name)?,
+        None => chrono_tz::Tz::UTC,
+    };
     let cron = parse_expression(expression)?;
     Ok(Schedule {
         expression: expression.to_string(),
@@ -32,13 +35,10 @@ pub fn parse_schedule(expression: &str, timezone: Option<&str>) -> Result<Schedu
     })
 }
 
-/// An IANA zone name (`Europe/Paris`); absent means UTC.
-fn parse_timezone(name: Option<&str>) -> Result<chrono_tz::Tz, String> {
-    match name {
-        None => Ok(chrono_tz::Tz::UTC),
-        Some(name) => chrono_tz::Tz::from_str(name.trim())
-            .map_err(|_| format!("unknown timezone {name:?} (expected an IANA name such as \"Europe/Paris\")")),
-    }
+/// An IANA zone name such as `Europe/Paris`. The error names the value.
+pub fn parse_timezone(name: &str) -> Result<chrono_tz::Tz, String> {
+    chrono_tz::Tz::from_str(name.trim())
+        .map_err(|_| format!("unknown timezone {name:?} (expected an IANA name such as \"Europe/Paris\")"))
 }
 
 fn parse_expression(expression: &str) -> Result<croner::Cron, String> {
