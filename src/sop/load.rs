@@ -253,8 +253,10 @@ pub fn load_dir(dir: &Path, default_mode: ExecutionMode) -> LoadReport {
         let (sop, issues) = load_one(&sop_dir, &toml_file, default_mode);
         let mut errors = issues.errors;
         if let Some(sop) = &sop {
-            if let Some(first) = first_definition.get(&sop.name) {
-                errors.push(SopIssue {
+            // Names of invalid SOPs count too: fixing one must not reveal a
+            // duplicate only on the next run.
+            match first_definition.get(&sop.name) {
+                Some(first) => errors.push(SopIssue {
                     file: toml_file.clone(),
                     key: "sop.name".into(),
                     reason: format!(
@@ -262,15 +264,15 @@ pub fn load_dir(dir: &Path, default_mode: ExecutionMode) -> LoadReport {
                         sop.name,
                         first.display()
                     ),
-                });
+                }),
+                None => {
+                    first_definition.insert(sop.name.clone(), toml_file.clone());
+                }
             }
         }
         report.warnings.extend(issues.warnings);
         match sop {
-            Some(sop) if errors.is_empty() => {
-                first_definition.insert(sop.name.clone(), toml_file);
-                report.sops.push(sop);
-            }
+            Some(sop) if errors.is_empty() => report.sops.push(sop),
             _ => report.errors.extend(errors),
         }
     }
@@ -945,6 +947,10 @@ mod tests {
             "steps[0].titel",
             "unknown key",
         );
+        let report = load_x(
+            "[[triggers]]\ntype = \"manual\"\n[[triggers]]\ntype = \"webhook\"\npath = \"/sop/a\"\npth = \"/x\"\n",
+        );
+        assert!(has(&report.errors, "triggers[1].pth", "line 9"), "{:?}", report.errors);
     }
 
     #[test]
