@@ -1,7 +1,17 @@
 //! `config.toml` (DESIGN §2.1): types, defaults and validation.
-//! (Skeleton: loading and validation are being written.)
+//!
+//! Loading fails closed and loudly: an unknown key anywhere (a misspelt
+//! security setting must never be ignored), a value of the wrong type and
+//! every validation problem are all reported together, each naming the file,
+//! the dotted key and the reason. Relative paths resolve against the
+//! directory holding `config.toml`.
+
+mod strict_toml;
+
+pub(crate) use strict_toml::{deserialize_table, read_strict, KeyLines, TomlProblem};
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -202,23 +212,680 @@ impl Default for RegistriesConfig {
     }
 }
 
-/// A config problem: the file, the key and the reason.
+/// A config problem: the file, the key and the reason. `key` is empty for
+/// a problem with the whole file (unreadable, TOML syntax).
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[error("{file}: {key}: {reason}")]
+#[error("{file}: {}{reason}", if key.is_empty() { String::new() } else { format!("{key}: ") })]
 pub struct ConfigError {
     pub file: String,
     pub key: String,
     pub reason: String,
 }
 
+/// Where the MQTT source connects: `host` without IPv6 brackets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MqttEndpoint {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+impl MqttConfig {
+    /// Host, port (default 1883 for `mqtt://`, 8883 for `mqtts://`) and TLS
+    /// from `broker_url`. The error says what is wrong with the URL.
+    pub fn endpoint(&self) -> Result<MqttEndpoint, String> {
+        let url = url::Url::parse(self.broker_url.trim()).map_err(|e| {
+            format!(
+                "{:?} is not a URL ({e}); expected mqtt://host:port or mqtts://host:port",
+                self.broker_url
+            )
+        })?;
+        let tls = match url.scheme() {
+            "mqtt" => false,
+            "mqtts" => true,
+            other => {
+                return Err(format!(
+                    "scheme {other:?} is not supported; use mqtt:// (plaintext) or mqtts:// (TLS)"
+                ))
+            }
+        };
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) if !d.is_empty() => d.to_string(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            _ => return Err(format!("{:?} has no host", self.broker_url)),
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("credentials belong in username and password, not in broker_url".into());
+        }
+        if !(url.path().is_empty() || url.path() == "/") || url.query().is_some() || url.fragment().is_some() {
+            return Err(format!("{:?} must be only scheme://host[:port]", self.broker_url));
+        }
+        let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
+        Ok(MqttEndpoint { host, port, tls })
+    }
+}
+
 impl Config {
     /// Reads, parses and validates `path`. Every problem found is returned.
-    pub fn load(_path: &Path) -> Result<Config, Vec<ConfigError>> {
-        todo!()
+    pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
+        let file = path.display().to_string();
+        let whole_file = |reason: String| {
+            vec![ConfigError {
+                file: file.clone(),
+                key: String::new(),
+                reason,
+            }]
+        };
+        let text =
+            std::fs::read_to_string(path).map_err(|e| whole_file(format!("cannot read the config file: {e}")))?;
+        let base_dir = std::fs::canonicalize(path)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .ok_or_else(|| whole_file("cannot resolve the directory holding the config file".into()))?;
+
+        let read = read_strict::<Config>(&text);
+        let mut errors: Vec<ConfigError> = read
+            .problems
+            .iter()
+            .map(|p| ConfigError {
+                file: file.clone(),
+                key: p.key.clone(),
+                reason: p.reason_with_location(),
+            })
+            .collect();
+        let Some(mut config) = read.value else {
+            return Err(errors);
+        };
+        config.base_dir = base_dir;
+        config.file = path.to_path_buf();
+        for (key, reason) in config.validate() {
+            let reason = match read.lines.line_of(&key) {
+                Some(line) => format!("{reason} (line {line})"),
+                None => reason,
+            };
+            errors.push(ConfigError {
+                file: file.clone(),
+                key,
+                reason,
+            });
+        }
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(errors)
+        }
     }
 
-    /// A path from the config resolved against the config file's directory.
+    /// A path from the config resolved against the config file's directory
+    /// (an absolute path stays as it is).
     pub fn resolve(&self, path: &str) -> PathBuf {
         self.base_dir.join(path)
+    }
+
+    /// The SOP directory, resolved.
+    pub fn sops_dir(&self) -> PathBuf {
+        self.resolve(&self.sop.sops_dir)
+    }
+
+    /// Every semantic problem as (dotted key, reason).
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        validate_gateway(&self.gateway, &mut problems);
+        if let Some(mqtt) = &self.channels_config.mqtt {
+            validate_mqtt(mqtt, &mut problems);
+        }
+        validate_sop(&self.sop, &mut problems);
+        validate_store(&self.store, &mut problems);
+        for (board, peripheral) in &self.peripherals {
+            validate_peripheral(board, peripheral, &mut problems);
+        }
+        validate_delivery(&self.delivery, &mut problems);
+        for (name, destination) in [
+            ("executor", &self.destinations.executor),
+            ("agent", &self.destinations.agent),
+        ] {
+            if let Some(destination) = destination {
+                if let Err(reason) = check_http_url(&destination.url) {
+                    problems.push((format!("destinations.{name}.url"), reason));
+                }
+            }
+        }
+        if let Err(reason) = check_http_url(&self.registries.drive_base_url) {
+            problems.push(("registries.drive_base_url".into(), reason));
+        }
+        problems
+    }
+}
+
+type Problems = Vec<(String, String)>;
+
+fn validate_gateway(gateway: &GatewayConfig, problems: &mut Problems) {
+    if gateway.host.parse::<IpAddr>().is_err() && !is_hostname(&gateway.host) {
+        problems.push((
+            "gateway.host".into(),
+            format!("{:?} is neither an IP address nor a hostname", gateway.host),
+        ));
+    }
+    if gateway.max_body_bytes == 0 {
+        problems.push(("gateway.max_body_bytes".into(), "must be greater than 0".into()));
+    }
+    if gateway.request_timeout_secs == 0 {
+        problems.push(("gateway.request_timeout_secs".into(), "must be greater than 0".into()));
+    }
+}
+
+/// RFC 1123 hostname: dot-separated labels of letters, digits and inner
+/// hyphens, each 1–63 bytes, 253 bytes in all.
+fn is_hostname(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+fn validate_mqtt(mqtt: &MqttConfig, problems: &mut Problems) {
+    let key = |k: &str| format!("channels_config.mqtt.{k}");
+    match mqtt.endpoint() {
+        Err(reason) => problems.push((key("broker_url"), reason)),
+        Ok(endpoint) => match (endpoint.tls, mqtt.use_tls) {
+            (true, Some(false)) => problems.push((
+                key("use_tls"),
+                "use_tls = false contradicts the mqtts:// scheme of broker_url; \
+                 set use_tls = true (or remove it), or use an mqtt:// URL for plaintext"
+                    .into(),
+            )),
+            (false, Some(true)) => problems.push((
+                key("use_tls"),
+                "use_tls = true contradicts the mqtt:// (plaintext) scheme of broker_url; \
+                 use an mqtts:// URL for TLS, or set use_tls = false (or remove it)"
+                    .into(),
+            )),
+            (false, _) => {
+                for (name, value) in [
+                    ("ca_file", &mqtt.ca_file),
+                    ("client_cert_file", &mqtt.client_cert_file),
+                    ("client_key_file", &mqtt.client_key_file),
+                ] {
+                    if !value.is_empty() {
+                        problems.push((
+                            key(name),
+                            "only used with TLS, but broker_url is mqtt:// (plaintext); use mqtts://".into(),
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        },
+    }
+    if mqtt.qos > 2 {
+        problems.push((
+            key("qos"),
+            format!("{} is not a QoS level; expected 0, 1 or 2", mqtt.qos),
+        ));
+    }
+    if mqtt.topics.is_empty() {
+        problems.push((key("topics"), "at least one topic filter is required".into()));
+    }
+    for (i, topic) in mqtt.topics.iter().enumerate() {
+        if let Err(reason) = crate::dispatch::topic::validate_filter(topic) {
+            problems.push((format!("channels_config.mqtt.topics[{i}]"), reason));
+        }
+    }
+    if mqtt.client_id.trim().is_empty() {
+        problems.push((key("client_id"), "must not be empty".into()));
+    }
+    if mqtt.client_cert_file.is_empty() != mqtt.client_key_file.is_empty() {
+        let missing = if mqtt.client_cert_file.is_empty() {
+            "client_cert_file"
+        } else {
+            "client_key_file"
+        };
+        problems.push((
+            key(missing),
+            "client_cert_file and client_key_file go together (mutual TLS): set both or neither".into(),
+        ));
+    }
+    if mqtt.keep_alive_secs == 0 || mqtt.keep_alive_secs > u64::from(u16::MAX) {
+        problems.push((key("keep_alive_secs"), "must be between 1 and 65535".into()));
+    }
+}
+
+fn validate_sop(sop: &SopConfig, problems: &mut Problems) {
+    if sop.sops_dir.trim().is_empty() {
+        problems.push(("sop.sops_dir".into(), "must not be empty".into()));
+    }
+}
+
+fn validate_store(store: &StoreConfig, problems: &mut Problems) {
+    let url = store.url.trim();
+    let ok = if let Some(path) = url.strip_prefix("sqlite://") {
+        !path.is_empty()
+    } else if let Some(rest) = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+    {
+        !rest.is_empty()
+    } else {
+        false
+    };
+    if !ok {
+        problems.push((
+            "store.url".into(),
+            format!(
+                "{:?} is not a store URL; expected sqlite://<path> or postgres://user@host/db",
+                store.url
+            ),
+        ));
+    }
+}
+
+/// Board names appear in event topics (`board/signal`) and URL paths.
+pub fn is_board_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+}
+
+fn validate_peripheral(board: &str, peripheral: &PeripheralConfig, problems: &mut Problems) {
+    let key = |k: &str| format!("peripherals.{board}.{k}");
+    if !is_board_name(board) {
+        problems.push((
+            format!("peripherals.{board}"),
+            "board names are [a-z0-9][a-z0-9._-]*".into(),
+        ));
+    }
+    match peripheral.transport.as_str() {
+        "serial" => {
+            if peripheral.path.trim().is_empty() {
+                problems.push((
+                    key("path"),
+                    "required with transport = \"serial\" (e.g. /dev/ttyACM0)".into(),
+                ));
+            }
+            if peripheral.baud == 0 {
+                problems.push((key("baud"), "must be greater than 0".into()));
+            }
+        }
+        "http" => {
+            if !peripheral.path.is_empty() {
+                problems.push((
+                    key("path"),
+                    "not used with transport = \"http\" (signals arrive on POST /peripheral/{board}/{signal}); remove it"
+                        .into(),
+                ));
+            }
+        }
+        other => problems.push((
+            key("transport"),
+            format!("{other:?} is not a transport; expected \"serial\" or \"http\""),
+        )),
+    }
+}
+
+fn validate_delivery(delivery: &DeliveryConfig, problems: &mut Problems) {
+    if delivery.max_attempts == 0 {
+        problems.push(("delivery.max_attempts".into(), "must be at least 1".into()));
+    }
+}
+
+/// An absolute http:// or https:// URL with a host.
+fn check_http_url(text: &str) -> Result<(), String> {
+    let url = url::Url::parse(text.trim()).map_err(|e| format!("{text:?} is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{text:?} must be an http:// or https:// URL"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{text:?} has no host"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sop::ExecutionMode;
+
+    fn load_text(text: &str) -> (tempfile::TempDir, Result<Config, Vec<ConfigError>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        let result = Config::load(&path);
+        (dir, result)
+    }
+
+    fn errors_of(text: &str) -> Vec<ConfigError> {
+        match load_text(text).1 {
+            Ok(_) => panic!("expected errors for:\n{text}"),
+            Err(errors) => errors,
+        }
+    }
+
+    /// Asserts an error names `key` and its reason contains `reason`.
+    fn assert_error(text: &str, key: &str, reason: &str) {
+        let errors = errors_of(text);
+        assert!(
+            errors.iter().any(|e| e.key == key && e.reason.contains(reason)),
+            "no error {key}: …{reason}… in {errors:#?}"
+        );
+        assert!(errors.iter().all(|e| e.file.ends_with("config.toml")));
+    }
+
+    const MQTT: &str = "[channels_config.mqtt]\nclient_id = \"fanin-1\"\ntopics = [\"sensors/#\"]\n";
+
+    #[test]
+    fn an_empty_file_gives_every_default_of_design_2_1() {
+        let (dir, result) = load_text("");
+        let c = result.unwrap();
+        let g = &c.gateway;
+        assert_eq!(g.host, "127.0.0.1");
+        assert_eq!(g.port, 3000);
+        assert!(g.require_pairing);
+        assert_eq!(g.webhook_secret, "");
+        assert_eq!(g.webhook_rate_limit_per_minute, 60);
+        assert_eq!(g.pair_rate_limit_per_minute, 10);
+        assert_eq!(g.idempotency_ttl_secs, 300);
+        assert_eq!(g.max_body_bytes, 65536);
+        assert_eq!(g.request_timeout_secs, 30);
+        assert!(!g.trust_forwarded_headers);
+        assert!(!g.allow_remote_admin);
+        assert!(c.channels_config.mqtt.is_none());
+        assert_eq!(c.sop.sops_dir, "sops");
+        assert_eq!(c.sop.default_execution_mode, ExecutionMode::Supervised);
+        assert_eq!(c.sop.cron_catchup_window_secs, 3600);
+        assert_eq!(c.sop.max_deferred, 1000);
+        assert_eq!(c.sop.untrusted_payload_max_bytes, 65536);
+        assert_eq!(c.sop.agent_loop_grace_secs, 60);
+        assert_eq!(c.store.url, "sqlite://data/fanin.db");
+        assert!(c.peripherals.is_empty());
+        assert_eq!(c.delivery.max_attempts, 10);
+        assert_eq!(c.delivery.backoff_initial_ms, 500);
+        assert_eq!(c.delivery.backoff_cap_secs, 300);
+        assert!(c.destinations.executor.is_none());
+        assert!(c.destinations.agent.is_none());
+        assert_eq!(c.registries.dir, "registries");
+        assert_eq!(c.registries.drive_base_url, "https://www.googleapis.com/drive/v3");
+        assert_eq!(c.registries.refresh_secs, 300);
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        assert_eq!(c.base_dir, base);
+        assert!(c.base_dir.is_absolute());
+        assert_eq!(c.file, dir.path().join("config.toml"));
+    }
+
+    #[test]
+    fn mqtt_defaults_follow_the_scheme() {
+        let (_d, result) = load_text(&format!("{MQTT}broker_url = \"mqtt://broker.local\"\n"));
+        let c = result.unwrap();
+        let mqtt = c.channels_config.mqtt.unwrap();
+        assert_eq!(mqtt.qos, 1);
+        assert_eq!(mqtt.keep_alive_secs, 30);
+        assert!(!mqtt.clean_session);
+        assert_eq!(mqtt.use_tls, None);
+        let endpoint = mqtt.endpoint().unwrap();
+        assert_eq!(
+            endpoint,
+            MqttEndpoint {
+                host: "broker.local".into(),
+                port: 1883,
+                tls: false
+            }
+        );
+    }
+
+    #[test]
+    fn mqtt_endpoint_parses_hosts_ports_and_ipv6() {
+        let cases = [
+            ("mqtt://[::1]:1883", "::1", 1883, false),
+            ("mqtts://[::1]", "::1", 8883, true),
+            ("mqtts://broker.example.com:8884", "broker.example.com", 8884, true),
+            ("mqtt://10.0.0.5", "10.0.0.5", 1883, false),
+        ];
+        for (url, host, port, tls) in cases {
+            let mqtt = MqttConfig {
+                broker_url: url.into(),
+                client_id: "x".into(),
+                topics: vec!["a".into()],
+                qos: 1,
+                username: String::new(),
+                password: String::new(),
+                use_tls: None,
+                ca_file: String::new(),
+                client_cert_file: String::new(),
+                client_key_file: String::new(),
+                keep_alive_secs: 30,
+                clean_session: false,
+            };
+            let e = mqtt.endpoint().unwrap();
+            assert_eq!((e.host.as_str(), e.port, e.tls), (host, port, tls), "{url}");
+        }
+    }
+
+    #[test]
+    fn mqtt_validation_errors() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "broker_url = \"tcp://b:1883\"\n",
+                "channels_config.mqtt.broker_url",
+                "mqtt://",
+            ),
+            ("broker_url = \"mqtt://\"\n", "channels_config.mqtt.broker_url", ""),
+            (
+                "broker_url = \"mqtts://b\"\nuse_tls = false\n",
+                "channels_config.mqtt.use_tls",
+                "set use_tls = true",
+            ),
+            (
+                "broker_url = \"mqtt://b\"\nuse_tls = true\n",
+                "channels_config.mqtt.use_tls",
+                "use an mqtts:// URL",
+            ),
+            (
+                "broker_url = \"mqtt://b\"\nqos = 3\n",
+                "channels_config.mqtt.qos",
+                "0, 1 or 2",
+            ),
+            (
+                "broker_url = \"mqtt://b\"\nkeep_alive_secs = 0\n",
+                "channels_config.mqtt.keep_alive_secs",
+                "between 1",
+            ),
+            (
+                "broker_url = \"mqtts://b\"\nclient_cert_file = \"c.pem\"\n",
+                "channels_config.mqtt.client_key_file",
+                "both or neither",
+            ),
+            (
+                "broker_url = \"mqtts://b\"\nclient_key_file = \"k.pem\"\n",
+                "channels_config.mqtt.client_cert_file",
+                "both or neither",
+            ),
+        ];
+        for (extra, key, reason) in cases {
+            assert_error(&format!("{MQTT}{extra}"), key, reason);
+        }
+        assert_error(
+            "[channels_config.mqtt]\nbroker_url = \"mqtt://b\"\nclient_id = \" \"\ntopics = [\"a\"]\n",
+            "channels_config.mqtt.client_id",
+            "empty",
+        );
+        assert_error(
+            "[channels_config.mqtt]\nbroker_url = \"mqtt://b\"\nclient_id = \"c\"\ntopics = []\n",
+            "channels_config.mqtt.topics",
+            "at least one",
+        );
+        assert_error(
+            "[channels_config.mqtt]\nbroker_url = \"mqtt://b\"\nclient_id = \"c\"\ntopics = [\"ok/#\", \"bad/#/x\"]\n",
+            "channels_config.mqtt.topics[1]",
+            "#",
+        );
+        assert_error(
+            "[channels_config.mqtt]\nclient_id = \"c\"\ntopics = [\"a\"]\n",
+            "channels_config.mqtt.broker_url",
+            "required key is missing",
+        );
+    }
+
+    #[test]
+    fn matching_tls_settings_are_accepted() {
+        for extra in [
+            "broker_url = \"mqtts://b\"\nuse_tls = true\n",
+            "broker_url = \"mqtt://b\"\nuse_tls = false\n",
+            "broker_url = \"mqtts://b\"\nclient_cert_file = \"c\"\nclient_key_file = \"k\"\nqos = 2\n",
+        ] {
+            let (_d, result) = load_text(&format!("{MQTT}{extra}"));
+            assert!(result.is_ok(), "{extra}: {result:?}");
+        }
+    }
+
+    #[test]
+    fn gateway_store_peripheral_destination_errors() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("[gateway]\nhost = \"not a host!\"\n", "gateway.host", "neither"),
+            (
+                "[gateway]\nmax_body_bytes = 0\n",
+                "gateway.max_body_bytes",
+                "greater than 0",
+            ),
+            (
+                "[gateway]\nrequest_timeout_secs = 0\n",
+                "gateway.request_timeout_secs",
+                "greater than 0",
+            ),
+            ("[store]\nurl = \"mysql://x\"\n", "store.url", "sqlite://"),
+            ("[store]\nurl = \"sqlite://\"\n", "store.url", "sqlite://"),
+            (
+                "[peripherals.uno]\ntransport = \"serial\"\n",
+                "peripherals.uno.path",
+                "required",
+            ),
+            (
+                "[peripherals.uno]\ntransport = \"http\"\npath = \"/dev/ttyACM0\"\n",
+                "peripherals.uno.path",
+                "not used",
+            ),
+            (
+                "[peripherals.uno]\ntransport = \"usb\"\n",
+                "peripherals.uno.transport",
+                "\"serial\" or \"http\"",
+            ),
+            (
+                "[peripherals.Uno]\ntransport = \"http\"\n",
+                "peripherals.Uno",
+                "[a-z0-9]",
+            ),
+            (
+                "[peripherals.uno]\npath = \"/dev/x\"\n",
+                "peripherals.uno.transport",
+                "required key is missing",
+            ),
+            (
+                "[destinations.executor]\nurl = \"ftp://x/y\"\n",
+                "destinations.executor.url",
+                "http://",
+            ),
+            (
+                "[destinations.agent]\nurl = \"not a url\"\n",
+                "destinations.agent.url",
+                "not a URL",
+            ),
+            (
+                "[sop]\ndefault_execution_mode = \"fast\"\n",
+                "sop.default_execution_mode",
+                "unknown variant",
+            ),
+            ("[gateway]\nport = \"3000\"\n", "gateway.port", "invalid type"),
+        ];
+        for (text, key, reason) in cases {
+            assert_error(text, key, reason);
+        }
+    }
+
+    #[test]
+    fn valid_hosts_stores_and_boards_are_accepted() {
+        let text = "[gateway]\nhost = \"::\"\n[store]\nurl = \"postgresql://fanin@db/fanin\"\n\
+                    [peripherals.nucleo-f401re]\ntransport = \"serial\"\npath = \"/dev/ttyACM0\"\n\
+                    [peripherals.\"bridge.1\"]\ntransport = \"http\"\n\
+                    [destinations.executor]\nurl = \"https://exec.example.com/run\"\n";
+        let (_d, result) = load_text(text);
+        let c = result.unwrap();
+        assert_eq!(c.peripherals["nucleo-f401re"].baud, 115200);
+        for host in ["localhost", "fanin.example.com", "0.0.0.0", "::1"] {
+            assert!(host.parse::<IpAddr>().is_ok() || is_hostname(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_full_path_and_line() {
+        assert_error(
+            "[gateway]\nwebhook_secrte = \"x\"\n",
+            "gateway.webhook_secrte",
+            "unknown key",
+        );
+        assert_error(
+            "[gateway]\nwebhook_secrte = \"x\"\n",
+            "gateway.webhook_secrte",
+            "line 2",
+        );
+        assert_error("gatway = 1\n", "gatway", "unknown key");
+        assert_error(
+            &format!("{MQTT}broker_url = \"mqtt://b\"\nusetls = true\n"),
+            "channels_config.mqtt.usetls",
+            "unknown key",
+        );
+        assert_error(
+            "[peripherals.uno]\ntransport = \"http\"\nbaudrate = 9600\n",
+            "peripherals.uno.baudrate",
+            "unknown key",
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let errors = errors_of("typo = 1\n[gateway]\nprot = 1\nmax_body_bytes = 0\n[store]\nurl = \"x\"\n");
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        for key in ["typo", "gateway.prot", "gateway.max_body_bytes", "store.url"] {
+            assert!(keys.contains(&key), "{key} missing from {keys:?}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_name_the_file_and_line() {
+        let errors = errors_of("[gateway]\nport = = 3\n");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].reason.contains("line 2"), "{errors:?}");
+        assert!(errors[0].to_string().starts_with(&errors[0].file));
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let errors = Config::load(Path::new("/nonexistent/fanin/config.toml")).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].file, "/nonexistent/fanin/config.toml");
+        assert!(errors[0].reason.contains("cannot read"));
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_directory() {
+        let (dir, result) = load_text("[sop]\nsops_dir = \"my-sops\"\n");
+        let c = result.unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        assert_eq!(c.sops_dir(), base.join("my-sops"));
+        assert_eq!(c.resolve("data/fanin.db"), base.join("data/fanin.db"));
+        assert_eq!(c.resolve("/abs/path"), PathBuf::from("/abs/path"));
+    }
+
+    #[test]
+    fn the_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/config.toml");
+        let c = Config::load(&path).unwrap_or_else(|e| panic!("{e:#?}"));
+        assert!(c.gateway.require_pairing);
+        assert_eq!(c.store.url, "sqlite://data/fanin.db");
+        assert!(c.channels_config.mqtt.is_none());
     }
 }

@@ -1,9 +1,11 @@
 //! SOP directories (DESIGN §2.2): loading `SOP.toml` and `SOP.md`, and
-//! validation that fails closed.
-//! (Skeleton: loading is being written.)
+//! validation that fails closed. The rules, and where fanin's format
+//! differs from ZeroClaw's, are documented in `load.rs`.
 
 pub mod condition;
+mod load;
 pub mod model;
+mod steps_md;
 
 use std::path::{Path, PathBuf};
 
@@ -33,9 +35,10 @@ pub struct LoadReport {
     pub warnings: Vec<SopIssue>,
 }
 
-/// Loads every `<dir>/<name>/SOP.toml`, sorted by directory name.
-pub fn load_dir(_dir: &Path, _default_mode: ExecutionMode) -> LoadReport {
-    todo!()
+/// Loads every `<dir>/<name>/SOP.toml`, sorted by directory name. A
+/// missing or unreadable `dir` is an error naming it.
+pub fn load_dir(dir: &Path, default_mode: ExecutionMode) -> LoadReport {
+    load::load_dir(dir, default_mode)
 }
 
 #[cfg(test)]
