@@ -137,9 +137,14 @@ async fn fire_runs_and_audit_through_the_cli() {
         .collect();
     assert_eq!(ids, [second.as_str(), first.as_str()], "newest first");
     assert_eq!(
-        runs["runs"][0]["status"],
+        runs["runs"][1]["status"],
         json!("pending_approval"),
         "supervised runs wait for approval"
+    );
+    assert_eq!(
+        runs["runs"][0]["status"],
+        json!("deferred"),
+        "a run waiting for approval holds the only slot"
     );
 
     let out = setup.cli(&["runs", "show", &first, "--json"]);

@@ -68,7 +68,7 @@ async fn an_accepted_webhook_is_a_stored_run_with_its_audit_record() {
     let detail = &first["detail"];
     assert_eq!(detail["run_id"], json!(run_id));
     assert_eq!(detail["sop"], json!("deploy"));
-    assert_eq!(detail["sop_version"], json!("1.0.0"));
+    assert_eq!(detail["sop_version"], json!("0.1.0"), "the default version");
     assert_eq!(detail["source"], json!("sop_webhook"));
     assert_eq!(detail["topic"], json!("/sop/deploy"));
     assert_eq!(detail["payload"], json!({"service": "a"}));
