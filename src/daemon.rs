@@ -27,7 +27,7 @@ pub struct StartError(pub String);
 
 /// Loads the SOPs a config names; every error is listed.
 pub fn load_catalog(config: &Config) -> Result<(Catalog, Vec<String>), Vec<String>> {
-    let report = sop::load_dir(&config.resolve(&config.sop.sops_dir), config.sop.default_execution_mode);
+    let report = sop::load_dir(&config.sops_dir(), config.sop.default_execution_mode);
     if !report.errors.is_empty() {
         return Err(report.errors.iter().map(ToString::to_string).collect());
     }

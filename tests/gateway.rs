@@ -285,8 +285,11 @@ async fn a_store_that_cannot_write_answers_503_and_keeps_nothing_half_written() 
 /// answers with a fixed status and JSON body.
 pub struct Agent {
     pub url: String,
-    pub received: std::sync::Arc<std::sync::Mutex<Vec<(Value, Option<String>)>>>,
+    /// Each envelope received, with its Authorization header.
+    pub received: Received,
 }
+
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(Value, Option<String>)>>>;
 
 impl Agent {
     pub async fn start(status: u16, reply: Value) -> Agent {

@@ -56,7 +56,7 @@ pub fn validate(config_path: &Path, json: bool) -> Result<(), Failure> {
     let mut warnings = Vec::new();
     let mut count = 0;
     if let Some(config) = &config {
-        let report = sop::load_dir(&config.resolve(&config.sop.sops_dir), config.sop.default_execution_mode);
+        let report = sop::load_dir(&config.sops_dir(), config.sop.default_execution_mode);
         errors.extend(report.errors.iter().map(ToString::to_string));
         warnings.extend(report.warnings.iter().map(ToString::to_string));
         warnings.extend(cross_warnings(config, &report.sops));
@@ -84,7 +84,7 @@ pub fn validate(config_path: &Path, json: bool) -> Result<(), Failure> {
 
 fn load_sops(config_path: &Path) -> Result<Vec<Sop>, Failure> {
     let config = load_config(config_path)?;
-    let report = sop::load_dir(&config.resolve(&config.sop.sops_dir), config.sop.default_execution_mode);
+    let report = sop::load_dir(&config.sops_dir(), config.sop.default_execution_mode);
     if !report.errors.is_empty() {
         return Err(Failure {
             message: format!("{} SOP error(s); run `fanin validate`", report.errors.len()),

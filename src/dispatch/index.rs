@@ -289,8 +289,8 @@ mod tests {
         let paris = crate::sources::cron::parse_schedule("0 0 8 * * *", Some("Europe/Paris")).unwrap();
         let utc = crate::sources::cron::parse_schedule("0 0 8 * * *", None).unwrap();
         let sops = vec![
-            sop_with("p", vec![TriggerSpec::Cron(paris)]),
-            sop_with("u", vec![TriggerSpec::Cron(utc)]),
+            sop_with("p", vec![TriggerSpec::Cron(Box::new(paris))]),
+            sop_with("u", vec![TriggerSpec::Cron(Box::new(utc))]),
         ];
         let index = Index::build(&sops);
         let mut e = event(Source::Cron, "0 0 8 * * *");

@@ -59,11 +59,17 @@ pub fn new_token(now: DateTime<Utc>) -> (String, TokenRecord) {
 
 /// Redeems `code` for a new token: `None` when the code is not live.
 pub async fn pair(store: &dyn Store, code: &str, now: DateTime<Utc>) -> Result<Option<String>, StoreError> {
-    let (token, record) = new_token(now);
-    let redeemed = store
-        .redeem_pairing_code(&sha256_hex(code.trim()), now, &record)
-        .await?;
-    Ok(redeemed.then_some(token))
+    let hash = sha256_hex(code.trim());
+    loop {
+        let (token, record) = new_token(now);
+        match store.redeem_pairing_code(&hash, now, &record).await {
+            Ok(redeemed) => return Ok(redeemed.then_some(token)),
+            // The new token's prefix collided with a stored one (about one
+            // chance in 2^32 per token): the code is still unused, draw again.
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The live token an `Authorization: Bearer …` header value carries, if any.

@@ -57,13 +57,13 @@ impl RunStatus {
     /// Whether a run may move from `self` to `to`.
     pub fn can_become(self, to: RunStatus) -> bool {
         use RunStatus::*;
-        match (self, to) {
-            (Deferred, PendingApproval | Running | Cancelled) => true,
-            (PendingApproval, Running | Cancelled | Failed) => true,
-            (Running, PendingApproval | WaitingAgent | Completed | Failed | Cancelled) => true,
-            (WaitingAgent, Running | PendingApproval | Completed | Failed | Cancelled) => true,
-            _ => false,
-        }
+        matches!(
+            (self, to),
+            (Deferred, PendingApproval | Running | Cancelled)
+                | (PendingApproval, Running | Cancelled | Failed)
+                | (Running, PendingApproval | WaitingAgent | Completed | Failed | Cancelled)
+                | (WaitingAgent, Running | PendingApproval | Completed | Failed | Cancelled)
+        )
     }
 }
 

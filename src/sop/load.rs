@@ -512,7 +512,7 @@ fn build_trigger(kind: &str, table: toml::Table, prefix: &str, issues: &mut Issu
                 .map_err(|r| issues.error(&key("expression"), r))
                 .ok()?;
             Some(Trigger {
-                spec: TriggerSpec::Cron(schedule),
+                spec: TriggerSpec::Cron(Box::new(schedule)),
                 condition: None,
             })
         }

@@ -98,7 +98,7 @@ pub enum TriggerSpec {
     Mqtt {
         topic: String,
     },
-    Cron(Schedule),
+    Cron(Box<Schedule>),
     Peripheral {
         board: String,
         signal: String,

@@ -201,6 +201,7 @@ pub enum Committed {
 pub struct RunQuery {
     pub sop: Option<String>,
     pub status: Option<RunStatus>,
+    /// At most this many; 0 means no limit.
     pub limit: usize,
 }
 
@@ -210,6 +211,7 @@ pub struct AuditQuery {
     pub run_id: Option<String>,
     /// Only records with `seq > after_seq` (for `audit --follow`).
     pub after_seq: Option<i64>,
+    /// At most this many; 0 means no limit.
     pub limit: usize,
 }
 
@@ -269,7 +271,8 @@ pub trait Store: Send + Sync + 'static {
         expires_at: DateTime<Utc>,
     ) -> Result<(), StoreError>;
     /// Atomically uses up a live pairing code and stores the token it buys.
-    /// False (and nothing written) when no live code has that hash.
+    /// False (and nothing written) when no live code has that hash;
+    /// `Conflict` (code still unused) when the token's prefix is taken.
     async fn redeem_pairing_code(
         &self,
         code_hash: &str,
@@ -278,7 +281,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     async fn find_token(&self, prefix: &str) -> Result<Option<TokenRecord>, StoreError>;
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
-    /// Revokes every live token whose prefix starts with `prefix`; returns how many.
+    /// Revokes every live token whose prefix starts with `prefix`; returns how
+    /// many. An empty prefix is refused (`Invalid`), never "all".
     async fn revoke_tokens(&self, prefix: &str, at: DateTime<Utc>) -> Result<usize, StoreError>;
 
     async fn cron_last_check(&self, key: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
