@@ -141,9 +141,7 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig {
-            url: "sqlite://data/fanin.db".into(),
-        }
+        StoreConfig { url: "sqlite://data/fanin.db".into() }
     }
 }
 
@@ -171,11 +169,7 @@ pub struct DeliveryConfig {
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
-        DeliveryConfig {
-            max_attempts: 10,
-            backoff_initial_ms: 500,
-            backoff_cap_secs: 300,
-        }
+        DeliveryConfig { max_attempts: 10, backoff_initial_ms: 500, backoff_cap_secs: 300 }
     }
 }
 
@@ -235,18 +229,13 @@ impl MqttConfig {
     /// from `broker_url`. The error says what is wrong with the URL.
     pub fn endpoint(&self) -> Result<MqttEndpoint, String> {
         let url = url::Url::parse(self.broker_url.trim()).map_err(|e| {
-            format!(
-                "{:?} is not a URL ({e}); expected mqtt://host:port or mqtts://host:port",
-                self.broker_url
-            )
+            format!("{:?} is not a URL ({e}); expected mqtt://host:port or mqtts://host:port", self.broker_url)
         })?;
         let tls = match url.scheme() {
             "mqtt" => false,
             "mqtts" => true,
             other => {
-                return Err(format!(
-                    "scheme {other:?} is not supported; use mqtt:// (plaintext) or mqtts:// (TLS)"
-                ))
+                return Err(format!("scheme {other:?} is not supported; use mqtt:// (plaintext) or mqtts:// (TLS)"))
             }
         };
         let host = match url.host() {
@@ -270,13 +259,7 @@ impl Config {
     /// Reads, parses and validates `path`. Every problem found is returned.
     pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
         let file = path.display().to_string();
-        let whole_file = |reason: String| {
-            vec![ConfigError {
-                file: file.clone(),
-                key: String::new(),
-                reason,
-            }]
-        };
+        let whole_file = |reason: String| vec![ConfigError { file: file.clone(), key: String::new(), reason }];
         let text =
             std::fs::read_to_string(path).map_err(|e| whole_file(format!("cannot read the config file: {e}")))?;
         let base_dir = std::fs::canonicalize(path)
@@ -288,11 +271,7 @@ impl Config {
         let mut errors: Vec<ConfigError> = read
             .problems
             .iter()
-            .map(|p| ConfigError {
-                file: file.clone(),
-                key: p.key.clone(),
-                reason: p.reason_with_location(),
-            })
+            .map(|p| ConfigError { file: file.clone(), key: p.key.clone(), reason: p.reason_with_location() })
             .collect();
         let Some(mut config) = read.value else {
             return Err(errors);
@@ -304,11 +283,7 @@ impl Config {
                 Some(line) => format!("{reason} (line {line})"),
                 None => reason,
             };
-            errors.push(ConfigError {
-                file: file.clone(),
-                key,
-                reason,
-            });
+            errors.push(ConfigError { file: file.clone(), key, reason });
         }
         if errors.is_empty() {
             Ok(config)
@@ -341,10 +316,7 @@ impl Config {
             validate_peripheral(board, peripheral, &mut problems);
         }
         validate_delivery(&self.delivery, &mut problems);
-        for (name, destination) in [
-            ("executor", &self.destinations.executor),
-            ("agent", &self.destinations.agent),
-        ] {
+        for (name, destination) in [("executor", &self.destinations.executor), ("agent", &self.destinations.agent)] {
             if let Some(destination) = destination {
                 if let Err(reason) = check_http_url(&destination.url) {
                     problems.push((format!("destinations.{name}.url"), reason));
@@ -362,10 +334,7 @@ type Problems = Vec<(String, String)>;
 
 fn validate_gateway(gateway: &GatewayConfig, problems: &mut Problems) {
     if gateway.host.parse::<IpAddr>().is_err() && !is_hostname(&gateway.host) {
-        problems.push((
-            "gateway.host".into(),
-            format!("{:?} is neither an IP address nor a hostname", gateway.host),
-        ));
+        problems.push(("gateway.host".into(), format!("{:?} is neither an IP address nor a hostname", gateway.host)));
     }
     if gateway.max_body_bytes == 0 {
         problems.push(("gateway.max_body_bytes".into(), "must be greater than 0".into()));
@@ -425,10 +394,7 @@ fn validate_mqtt(mqtt: &MqttConfig, problems: &mut Problems) {
         },
     }
     if mqtt.qos > 2 {
-        problems.push((
-            key("qos"),
-            format!("{} is not a QoS level; expected 0, 1 or 2", mqtt.qos),
-        ));
+        problems.push((key("qos"), format!("{} is not a QoS level; expected 0, 1 or 2", mqtt.qos)));
     }
     if mqtt.topics.is_empty() {
         problems.push((key("topics"), "at least one topic filter is required".into()));
@@ -442,11 +408,7 @@ fn validate_mqtt(mqtt: &MqttConfig, problems: &mut Problems) {
         problems.push((key("client_id"), "must not be empty".into()));
     }
     if mqtt.client_cert_file.is_empty() != mqtt.client_key_file.is_empty() {
-        let missing = if mqtt.client_cert_file.is_empty() {
-            "client_cert_file"
-        } else {
-            "client_key_file"
-        };
+        let missing = if mqtt.client_cert_file.is_empty() { "client_cert_file" } else { "client_key_file" };
         problems.push((
             key(missing),
             "client_cert_file and client_key_file go together (mutual TLS): set both or neither".into(),
@@ -467,10 +429,7 @@ fn validate_store(store: &StoreConfig, problems: &mut Problems) {
     let url = store.url.trim();
     let ok = if let Some(path) = url.strip_prefix("sqlite://") {
         !path.is_empty()
-    } else if let Some(rest) = url
-        .strip_prefix("postgres://")
-        .or_else(|| url.strip_prefix("postgresql://"))
-    {
+    } else if let Some(rest) = url.strip_prefix("postgres://").or_else(|| url.strip_prefix("postgresql://")) {
         !rest.is_empty()
     } else {
         false
@@ -478,10 +437,7 @@ fn validate_store(store: &StoreConfig, problems: &mut Problems) {
     if !ok {
         problems.push((
             "store.url".into(),
-            format!(
-                "{:?} is not a store URL; expected sqlite://<path> or postgres://user@host/db",
-                store.url
-            ),
+            format!("{:?} is not a store URL; expected sqlite://<path> or postgres://user@host/db", store.url),
         ));
     }
 }
@@ -496,18 +452,12 @@ pub fn is_board_name(name: &str) -> bool {
 fn validate_peripheral(board: &str, peripheral: &PeripheralConfig, problems: &mut Problems) {
     let key = |k: &str| format!("peripherals.{board}.{k}");
     if !is_board_name(board) {
-        problems.push((
-            format!("peripherals.{board}"),
-            "board names are [a-z0-9][a-z0-9._-]*".into(),
-        ));
+        problems.push((format!("peripherals.{board}"), "board names are [a-z0-9][a-z0-9._-]*".into()));
     }
     match peripheral.transport.as_str() {
         "serial" => {
             if peripheral.path.trim().is_empty() {
-                problems.push((
-                    key("path"),
-                    "required with transport = \"serial\" (e.g. /dev/ttyACM0)".into(),
-                ));
+                problems.push((key("path"), "required with transport = \"serial\" (e.g. /dev/ttyACM0)".into()));
             }
             if peripheral.baud == 0 {
                 problems.push((key("baud"), "must be greater than 0".into()));
@@ -522,10 +472,9 @@ fn validate_peripheral(board: &str, peripheral: &PeripheralConfig, problems: &mu
                 ));
             }
         }
-        other => problems.push((
-            key("transport"),
-            format!("{other:?} is not a transport; expected \"serial\" or \"http\""),
-        )),
+        other => {
+            problems.push((key("transport"), format!("{other:?} is not a transport; expected \"serial\" or \"http\"")))
+        }
     }
 }
 
@@ -628,14 +577,7 @@ mod tests {
         assert!(!mqtt.clean_session);
         assert_eq!(mqtt.use_tls, None);
         let endpoint = mqtt.endpoint().unwrap();
-        assert_eq!(
-            endpoint,
-            MqttEndpoint {
-                host: "broker.local".into(),
-                port: 1883,
-                tls: false
-            }
-        );
+        assert_eq!(endpoint, MqttEndpoint { host: "broker.local".into(), port: 1883, tls: false });
     }
 
     #[test]
@@ -669,32 +611,12 @@ mod tests {
     #[test]
     fn mqtt_validation_errors() {
         let cases: &[(&str, &str, &str)] = &[
-            (
-                "broker_url = \"tcp://b:1883\"\n",
-                "channels_config.mqtt.broker_url",
-                "mqtt://",
-            ),
+            ("broker_url = \"tcp://b:1883\"\n", "channels_config.mqtt.broker_url", "mqtt://"),
             ("broker_url = \"mqtt://\"\n", "channels_config.mqtt.broker_url", ""),
-            (
-                "broker_url = \"mqtts://b\"\nuse_tls = false\n",
-                "channels_config.mqtt.use_tls",
-                "set use_tls = true",
-            ),
-            (
-                "broker_url = \"mqtt://b\"\nuse_tls = true\n",
-                "channels_config.mqtt.use_tls",
-                "use an mqtts:// URL",
-            ),
-            (
-                "broker_url = \"mqtt://b\"\nqos = 3\n",
-                "channels_config.mqtt.qos",
-                "0, 1 or 2",
-            ),
-            (
-                "broker_url = \"mqtt://b\"\nkeep_alive_secs = 0\n",
-                "channels_config.mqtt.keep_alive_secs",
-                "between 1",
-            ),
+            ("broker_url = \"mqtts://b\"\nuse_tls = false\n", "channels_config.mqtt.use_tls", "set use_tls = true"),
+            ("broker_url = \"mqtt://b\"\nuse_tls = true\n", "channels_config.mqtt.use_tls", "use an mqtts:// URL"),
+            ("broker_url = \"mqtt://b\"\nqos = 3\n", "channels_config.mqtt.qos", "0, 1 or 2"),
+            ("broker_url = \"mqtt://b\"\nkeep_alive_secs = 0\n", "channels_config.mqtt.keep_alive_secs", "between 1"),
             (
                 "broker_url = \"mqtts://b\"\nclient_cert_file = \"c.pem\"\n",
                 "channels_config.mqtt.client_key_file",
@@ -747,58 +669,18 @@ mod tests {
     fn gateway_store_peripheral_destination_errors() {
         let cases: &[(&str, &str, &str)] = &[
             ("[gateway]\nhost = \"not a host!\"\n", "gateway.host", "neither"),
-            (
-                "[gateway]\nmax_body_bytes = 0\n",
-                "gateway.max_body_bytes",
-                "greater than 0",
-            ),
-            (
-                "[gateway]\nrequest_timeout_secs = 0\n",
-                "gateway.request_timeout_secs",
-                "greater than 0",
-            ),
+            ("[gateway]\nmax_body_bytes = 0\n", "gateway.max_body_bytes", "greater than 0"),
+            ("[gateway]\nrequest_timeout_secs = 0\n", "gateway.request_timeout_secs", "greater than 0"),
             ("[store]\nurl = \"mysql://x\"\n", "store.url", "sqlite://"),
             ("[store]\nurl = \"sqlite://\"\n", "store.url", "sqlite://"),
-            (
-                "[peripherals.uno]\ntransport = \"serial\"\n",
-                "peripherals.uno.path",
-                "required",
-            ),
-            (
-                "[peripherals.uno]\ntransport = \"http\"\npath = \"/dev/ttyACM0\"\n",
-                "peripherals.uno.path",
-                "not used",
-            ),
-            (
-                "[peripherals.uno]\ntransport = \"usb\"\n",
-                "peripherals.uno.transport",
-                "\"serial\" or \"http\"",
-            ),
-            (
-                "[peripherals.Uno]\ntransport = \"http\"\n",
-                "peripherals.Uno",
-                "[a-z0-9]",
-            ),
-            (
-                "[peripherals.uno]\npath = \"/dev/x\"\n",
-                "peripherals.uno.transport",
-                "required key is missing",
-            ),
-            (
-                "[destinations.executor]\nurl = \"ftp://x/y\"\n",
-                "destinations.executor.url",
-                "http://",
-            ),
-            (
-                "[destinations.agent]\nurl = \"not a url\"\n",
-                "destinations.agent.url",
-                "not a URL",
-            ),
-            (
-                "[sop]\ndefault_execution_mode = \"fast\"\n",
-                "sop.default_execution_mode",
-                "unknown variant",
-            ),
+            ("[peripherals.uno]\ntransport = \"serial\"\n", "peripherals.uno.path", "required"),
+            ("[peripherals.uno]\ntransport = \"http\"\npath = \"/dev/ttyACM0\"\n", "peripherals.uno.path", "not used"),
+            ("[peripherals.uno]\ntransport = \"usb\"\n", "peripherals.uno.transport", "\"serial\" or \"http\""),
+            ("[peripherals.Uno]\ntransport = \"http\"\n", "peripherals.Uno", "[a-z0-9]"),
+            ("[peripherals.uno]\npath = \"/dev/x\"\n", "peripherals.uno.transport", "required key is missing"),
+            ("[destinations.executor]\nurl = \"ftp://x/y\"\n", "destinations.executor.url", "http://"),
+            ("[destinations.agent]\nurl = \"not a url\"\n", "destinations.agent.url", "not a URL"),
+            ("[sop]\ndefault_execution_mode = \"fast\"\n", "sop.default_execution_mode", "unknown variant"),
             ("[gateway]\nport = \"3000\"\n", "gateway.port", "invalid type"),
         ];
         for (text, key, reason) in cases {
@@ -822,16 +704,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named_with_their_full_path_and_line() {
-        assert_error(
-            "[gateway]\nwebhook_secrte = \"x\"\n",
-            "gateway.webhook_secrte",
-            "unknown key",
-        );
-        assert_error(
-            "[gateway]\nwebhook_secrte = \"x\"\n",
-            "gateway.webhook_secrte",
-            "line 2",
-        );
+        assert_error("[gateway]\nwebhook_secrte = \"x\"\n", "gateway.webhook_secrte", "unknown key");
+        assert_error("[gateway]\nwebhook_secrte = \"x\"\n", "gateway.webhook_secrte", "line 2");
         assert_error("gatway = 1\n", "gatway", "unknown key");
         assert_error(
             &format!("{MQTT}broker_url = \"mqtt://b\"\nusetls = true\n"),

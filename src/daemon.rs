@@ -19,6 +19,8 @@ use crate::config::Config;
 use crate::dispatch::{Catalog, DispatchSettings, Dispatcher};
 use crate::gateway::{self, auth, Gateway};
 use crate::sop;
+use crate::sources::health::Status;
+use crate::sources::{self, SourceContext, SourcesHealth};
 
 /// A start-up failure, already worded for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -65,10 +67,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let store = dispatcher.store().clone();
 
     if config.gateway.require_pairing {
-        let tokens = store
-            .list_tokens()
-            .await
-            .map_err(|e| StartError(format!("store: {e}")))?;
+        let tokens = store.list_tokens().await.map_err(|e| StartError(format!("store: {e}")))?;
         if tokens.iter().all(|t| t.revoked_at.is_some()) {
             let code = auth::issue_pairing_code(store.as_ref(), Utc::now())
                 .await
@@ -77,27 +76,35 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         }
     }
 
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .ok();
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok();
     let addr = format!("{}:{}", config.gateway.host, config.gateway.port);
-    let listener = TcpListener::bind(&addr)
-        .await
-        .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))?;
+    let listener = TcpListener::bind(&addr).await.map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))?;
     let local: SocketAddr = listener.local_addr().map_err(|e| StartError(e.to_string()))?;
     println!("Listening on {local}");
     tracing::info!(%local, "gateway listening");
 
-    let purge = tokio::spawn(purge_idempotency_keys(
+    let health = Arc::new(SourcesHealth::default());
+    health.set_status("webhook", Status::Up, None);
+    let config = Arc::new(config);
+    let ctx = SourceContext {
+        config: config.clone(),
+        dispatcher: dispatcher.clone(),
+        health: health.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let mut tasks = sources::start_all(&ctx).map_err(StartError)?;
+    tasks.push(tokio::spawn(purge_idempotency_keys(
         store.clone(),
         config.gateway.idempotency_ttl_secs,
         shutdown.clone(),
-    ));
-    let state = Arc::new(Gateway::new(&config, dispatcher, metrics));
+    )));
+    let state = Arc::new(Gateway::new(&config, dispatcher, health, metrics));
     let stop = shutdown.clone();
     let served = gateway::serve(listener, state, async move { stop.cancelled().await }).await;
     shutdown.cancel();
-    let _ = purge.await;
+    for task in tasks {
+        let _ = task.await;
+    }
     served.map_err(|e| StartError(format!("gateway: {e}")))?;
     tracing::info!("stopped");
     Ok(())

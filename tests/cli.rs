@@ -13,10 +13,7 @@ fn stderr(out: &std::process::Output) -> String {
 #[test]
 fn the_shipped_example_validates() {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/config.toml");
-    let out = std::process::Command::new(BIN)
-        .args(["validate", "--config", config])
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(BIN).args(["validate", "--config", config]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
@@ -54,21 +51,14 @@ fn every_invalid_sop_is_listed_with_file_trigger_and_reason() {
             .unwrap_or_else(|| panic!("{sop} not listed: {err}"));
         assert!(line.contains(key), "{line}");
     }
-    assert_eq!(
-        setup.cli(&["daemon"]).status.code(),
-        Some(1),
-        "the daemon refuses to start"
-    );
+    assert_eq!(setup.cli(&["daemon"]).status.code(), Some(1), "the daemon refuses to start");
 }
 
 #[test]
 fn usage_errors_exit_2() {
     let out = std::process::Command::new(BIN).args(["frobnicate"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = std::process::Command::new(BIN)
-        .args(["explain", "--topic", "x"])
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(BIN).args(["explain", "--topic", "x"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -93,12 +83,7 @@ fn explain_shows_matches_and_near_misses() {
         serde_json::from_slice(&out.stdout).unwrap()
     };
     let hit = explain(r#"{"severity": 3}"#);
-    let sops: Vec<&str> = hit["matches"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["sop"].as_str().unwrap())
-        .collect();
+    let sops: Vec<&str> = hit["matches"].as_array().unwrap().iter().map(|m| m["sop"].as_str().unwrap()).collect();
     assert_eq!(sops, ["alert", "all"]);
     assert_eq!(hit["near_misses"], json!([]));
 
@@ -129,23 +114,10 @@ async fn fire_runs_and_audit_through_the_cli() {
     let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
     let second = reply["runs"][0]["run_id"].as_str().unwrap().to_string();
     let (_, runs) = d.get("/admin/runs").await;
-    let ids: Vec<&str> = runs["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["run_id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = runs["runs"].as_array().unwrap().iter().map(|r| r["run_id"].as_str().unwrap()).collect();
     assert_eq!(ids, [second.as_str(), first.as_str()], "newest first");
-    assert_eq!(
-        runs["runs"][1]["status"],
-        json!("pending_approval"),
-        "supervised runs wait for approval"
-    );
-    assert_eq!(
-        runs["runs"][0]["status"],
-        json!("deferred"),
-        "a run waiting for approval holds the only slot"
-    );
+    assert_eq!(runs["runs"][1]["status"], json!("pending_approval"), "supervised runs wait for approval");
+    assert_eq!(runs["runs"][0]["status"], json!("deferred"), "a run waiting for approval holds the only slot");
 
     let out = setup.cli(&["runs", "show", &first, "--json"]);
     assert!(out.status.success());
@@ -157,12 +129,7 @@ async fn fire_runs_and_audit_through_the_cli() {
     let kinds: Vec<String> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["kind"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["kind"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(kinds, ["run_started"]);
 

@@ -23,12 +23,8 @@ async fn sigkill_mid_burst_loses_no_acknowledged_run() {
         let (http, url, token, acked) = (d.http.clone(), d.url("/sop/deploy"), token.clone(), acked.clone());
         workers.push(tokio::spawn(async move {
             for i in 0.. {
-                let sent = http
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .body(format!(r#"{{"worker":{w},"i":{i}}}"#))
-                    .send()
-                    .await;
+                let sent =
+                    http.post(&url).bearer_auth(&token).body(format!(r#"{{"worker":{w},"i":{i}}}"#)).send().await;
                 let Ok(response) = sent else { return };
                 if response.status() != 200 {
                     return;
@@ -36,10 +32,7 @@ async fn sigkill_mid_burst_loses_no_acknowledged_run() {
                 let Ok(body) = response.json::<Value>().await else {
                     return;
                 };
-                acked
-                    .lock()
-                    .unwrap()
-                    .push(body["runs"][0]["run_id"].as_str().unwrap().to_string());
+                acked.lock().unwrap().push(body["runs"][0]["run_id"].as_str().unwrap().to_string());
             }
         }));
     }
@@ -57,12 +50,8 @@ async fn sigkill_mid_burst_loses_no_acknowledged_run() {
     let out = setup.cli(&["runs", "list", "--json", "--limit", "1000000"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let stored: HashSet<&str> = runs["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["run_id"].as_str().unwrap())
-        .collect();
+    let stored: HashSet<&str> =
+        runs["runs"].as_array().unwrap().iter().map(|r| r["run_id"].as_str().unwrap()).collect();
     let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(id.as_str())).collect();
     assert!(lost.is_empty(), "{} acknowledged runs lost: {lost:?}", lost.len());
 
@@ -74,10 +63,7 @@ async fn sigkill_mid_burst_loses_no_acknowledged_run() {
         .filter(|r| r["kind"] == "run_started")
         .map(|r| r["run_id"].as_str().unwrap().to_string())
         .collect();
-    assert!(
-        acked.iter().all(|id| audited.contains(id)),
-        "every acknowledged run has its run-start audit record"
-    );
+    assert!(acked.iter().all(|id| audited.contains(id)), "every acknowledged run has its run-start audit record");
 
     // And the daemon starts again on the same store.
     let d = setup.start();

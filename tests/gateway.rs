@@ -7,10 +7,8 @@ use common::*;
 use serde_json::{json, Value};
 
 fn deploy() -> Setup {
-    Setup::new("", "").sop(
-        "deploy",
-        &(webhook_sop("deploy", "/sop/deploy", "") + "\n[[triggers]]\ntype = \"manual\"\n"),
-    )
+    Setup::new("", "")
+        .sop("deploy", &(webhook_sop("deploy", "/sop/deploy", "") + "\n[[triggers]]\ntype = \"manual\"\n"))
 }
 
 #[tokio::test]
@@ -32,14 +30,8 @@ async fn an_accepted_webhook_is_a_stored_run_with_its_audit_record() {
     let setup = deploy();
     let d = setup.start();
     let token = d.pair().await;
-    let (status, body, _) = d
-        .post(
-            "/sop/deploy",
-            Some(&token),
-            r#"{"service":"a"}"#,
-            &[("X-Idempotency-Key", "k-1")],
-        )
-        .await;
+    let (status, body, _) =
+        d.post("/sop/deploy", Some(&token), r#"{"service":"a"}"#, &[("X-Idempotency-Key", "k-1")]).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], json!("accepted"));
     assert_eq!(body["matched_sops"], json!(["deploy"]));
@@ -90,10 +82,7 @@ async fn bad_requests_get_precise_status_codes() {
     assert_eq!((status, wrong), (401, missing.clone()), "every 401 looks the same");
 
     let (status, body, _) = d.post("/sop/nope", Some(&token), "{}", &[]).await;
-    assert_eq!(
-        (status, body),
-        (404, json!({"error": "no_matching_sop", "path": "/sop/nope"}))
-    );
+    assert_eq!((status, body), (404, json!({"error": "no_matching_sop", "path": "/sop/nope"})));
 
     let (status, body, _) = d.post("/sop/deploy", Some(&token), "{not json", &[]).await;
     assert_eq!(status, 400);
@@ -105,13 +94,9 @@ async fn bad_requests_get_precise_status_codes() {
     assert_eq!(body["error"], json!("payload_too_large"));
 
     let long_key = "k".repeat(256);
-    let (status, body, _) = d
-        .post("/sop/deploy", Some(&token), "{}", &[("X-Idempotency-Key", &long_key)])
-        .await;
+    let (status, body, _) = d.post("/sop/deploy", Some(&token), "{}", &[("X-Idempotency-Key", &long_key)]).await;
     assert_eq!((status, body["error"].clone()), (400, json!("invalid_idempotency_key")));
-    let (status, _, _) = d
-        .post("/sop/deploy", Some(&token), "{}", &[("X-Idempotency-Key", "a\tb")])
-        .await;
+    let (status, _, _) = d.post("/sop/deploy", Some(&token), "{}", &[("X-Idempotency-Key", "a\tb")]).await;
     assert_eq!(status, 400);
 
     let (status, body) = d.get("/nope").await;
@@ -132,28 +117,18 @@ async fn the_webhook_secret_is_a_second_layer() {
     assert_eq!(d.pairing_code, None, "no code is printed when pairing is off");
     let (status, body, _) = d.post("/sop/deploy", None, "{}", &[]).await;
     assert_eq!((status, body), (401, json!({"error": "unauthorized"})));
-    let (status, body, _) = d
-        .post("/sop/deploy", None, "{}", &[("X-Webhook-Secret", "wrong")])
-        .await;
+    let (status, body, _) = d.post("/sop/deploy", None, "{}", &[("X-Webhook-Secret", "wrong")]).await;
     assert_eq!((status, body), (401, json!({"error": "unauthorized"})));
-    let (status, body, _) = d
-        .post("/sop/deploy", None, "{}", &[("X-Webhook-Secret", "s3cret")])
-        .await;
+    let (status, body, _) = d.post("/sop/deploy", None, "{}", &[("X-Webhook-Secret", "s3cret")]).await;
     assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]
 async fn with_no_way_to_authenticate_dispatch_fails_closed() {
     let agent = Agent::start(200, json!({"ok": true})).await;
-    let setup = Setup::new(
-        "require_pairing = false",
-        &format!("[destinations.agent]\nurl = \"{}\"\n", agent.url),
-    )
-    .sop("deploy", &webhook_sop("deploy", "/sop/deploy", ""))
-    .sop(
-        "hook",
-        &(webhook_sop("hook", "/webhook", "") + "condition = '$.kind == \"sop\"'\n"),
-    );
+    let setup = Setup::new("require_pairing = false", &format!("[destinations.agent]\nurl = \"{}\"\n", agent.url))
+        .sop("deploy", &webhook_sop("deploy", "/sop/deploy", ""))
+        .sop("hook", &(webhook_sop("hook", "/webhook", "") + "condition = '$.kind == \"sop\"'\n"));
     let d = setup.start();
     assert_eq!(d.post("/sop/deploy", None, "{}", &[]).await.0, 401);
     let (status, body, _) = d.post("/webhook", None, r#"{"kind":"sop"}"#, &[]).await;
@@ -205,13 +180,7 @@ async fn admin_is_loopback_only_unless_allowed_and_then_needs_a_bearer() {
     let setup =
         Setup::new("trust_forwarded_headers = true", "").sop("deploy", &webhook_sop("deploy", "/sop/deploy", ""));
     let d = setup.start();
-    let remote = d
-        .http
-        .get(d.url("/admin/runs"))
-        .header("X-Forwarded-For", "203.0.113.9")
-        .send()
-        .await
-        .unwrap();
+    let remote = d.http.get(d.url("/admin/runs")).header("X-Forwarded-For", "203.0.113.9").send().await.unwrap();
     assert_eq!(remote.status(), 403);
     assert_eq!(remote.json::<Value>().await.unwrap()["error"], json!("forbidden"));
     assert_eq!(d.get("/admin/runs").await.0, 200);
@@ -222,10 +191,7 @@ async fn admin_is_loopback_only_unless_allowed_and_then_needs_a_bearer() {
     let d = setup.start();
     let token = d.pair().await;
     let get = |bearer: Option<String>| {
-        let mut r = d
-            .http
-            .get(d.url("/admin/runs"))
-            .header("X-Forwarded-For", "203.0.113.9");
+        let mut r = d.http.get(d.url("/admin/runs")).header("X-Forwarded-For", "203.0.113.9");
         if let Some(t) = bearer {
             r = r.bearer_auth(t);
         }
@@ -255,27 +221,13 @@ async fn a_store_that_cannot_write_answers_503_and_keeps_nothing_half_written() 
         conn.execute_batch("ROLLBACK").unwrap();
     });
     locked_rx.recv().unwrap();
-    let (status, body, _) = d
-        .post(
-            "/sop/deploy",
-            Some(&token),
-            "{}",
-            &[("X-Idempotency-Key", "during-outage")],
-        )
-        .await;
+    let (status, body, _) = d.post("/sop/deploy", Some(&token), "{}", &[("X-Idempotency-Key", "during-outage")]).await;
     assert_eq!((status, body), (503, json!({"error": "store_unavailable"})));
     release_tx.send(()).unwrap();
     holder.join().unwrap();
 
     // The refused request left nothing: its key is free and one run exists.
-    let (status, body, _) = d
-        .post(
-            "/sop/deploy",
-            Some(&token),
-            "{}",
-            &[("X-Idempotency-Key", "during-outage")],
-        )
-        .await;
+    let (status, body, _) = d.post("/sop/deploy", Some(&token), "{}", &[("X-Idempotency-Key", "during-outage")]).await;
     assert_eq!((status, body["status"].clone()), (200, json!("accepted")));
     let (_, runs) = d.get("/admin/runs").await;
     assert_eq!(runs["runs"].as_array().unwrap().len(), 2);
@@ -318,17 +270,9 @@ impl Agent {
 #[tokio::test]
 async fn webhook_tries_sops_first_then_the_agent() {
     let agent = Agent::start(200, json!({"reply": "hello"})).await;
-    let setup = Setup::new(
-        "",
-        &format!(
-            "[destinations.agent]\nurl = \"{}\"\nbearer_token = \"agent-secret\"\n",
-            agent.url
-        ),
-    )
-    .sop(
-        "hook",
-        &(webhook_sop("hook", "/webhook", "") + "condition = '$.kind == \"deploy\"'\n"),
-    );
+    let setup =
+        Setup::new("", &format!("[destinations.agent]\nurl = \"{}\"\nbearer_token = \"agent-secret\"\n", agent.url))
+            .sop("hook", &(webhook_sop("hook", "/webhook", "") + "condition = '$.kind == \"deploy\"'\n"));
     let d = setup.start();
     let token = d.pair().await;
 
@@ -337,33 +281,19 @@ async fn webhook_tries_sops_first_then_the_agent() {
     assert_eq!(body["status"], json!("accepted"));
     assert_eq!(body["source"], json!("webhook"));
     assert_eq!(body["matched_sops"], json!(["hook"]));
-    assert!(
-        agent.received.lock().unwrap().is_empty(),
-        "a SOP match never reaches the agent"
-    );
+    assert!(agent.received.lock().unwrap().is_empty(), "a SOP match never reaches the agent");
 
-    let (status, body, _) = d
-        .post("/webhook", Some(&token), r#"{"kind":"chat","text":"hi"}"#, &[])
-        .await;
+    let (status, body, _) = d.post("/webhook", Some(&token), r#"{"kind":"chat","text":"hi"}"#, &[]).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        body,
-        json!({"status": "routed", "destination": "agent", "response": {"reply": "hello"}})
-    );
+    assert_eq!(body, json!({"status": "routed", "destination": "agent", "response": {"reply": "hello"}}));
     let received = agent.received.lock().unwrap().clone();
     assert_eq!(received.len(), 1);
     let (envelope, auth) = &received[0];
     assert_eq!(auth.as_deref(), Some("Bearer agent-secret"));
-    assert!(
-        envelope["context"]["memory"].is_object(),
-        "context.memory is always present"
-    );
+    assert!(envelope["context"]["memory"].is_object(), "context.memory is always present");
     assert_eq!(envelope["input"]["event"]["source"], json!("webhook"));
     assert_eq!(envelope["input"]["event"]["path"], json!("/webhook"));
-    assert_eq!(
-        envelope["input"]["event"]["body"],
-        json!({"kind": "chat", "text": "hi"})
-    );
+    assert_eq!(envelope["input"]["event"]["body"], json!({"kind": "chat", "text": "hi"}));
     assert!(envelope["input"]["event"]["time"].is_string());
 }
 
@@ -374,10 +304,7 @@ async fn webhook_without_a_working_agent() {
     let d = setup.start();
     let token = d.pair().await;
     let (status, body, _) = d.post("/webhook", Some(&token), "{}", &[]).await;
-    assert_eq!(
-        (status, body),
-        (404, json!({"error": "no_matching_sop", "path": "/webhook"}))
-    );
+    assert_eq!((status, body), (404, json!({"error": "no_matching_sop", "path": "/webhook"})));
     drop(d);
 
     // An agent that fails: 502.

@@ -38,18 +38,9 @@ async fn keys_are_namespaced_per_endpoint_path() {
     let d = setup.start();
     let token = d.pair().await;
     let key = [("X-Idempotency-Key", "same")];
-    assert_eq!(
-        d.post("/sop/deploy", Some(&token), "{}", &key).await.1["status"],
-        json!("accepted")
-    );
-    assert_eq!(
-        d.post("/webhook", Some(&token), "{}", &key).await.1["status"],
-        json!("accepted")
-    );
-    assert_eq!(
-        d.post("/webhook", Some(&token), "{}", &key).await.1["status"],
-        json!("duplicate")
-    );
+    assert_eq!(d.post("/sop/deploy", Some(&token), "{}", &key).await.1["status"], json!("accepted"));
+    assert_eq!(d.post("/webhook", Some(&token), "{}", &key).await.1["status"], json!("accepted"));
+    assert_eq!(d.post("/webhook", Some(&token), "{}", &key).await.1["status"], json!("duplicate"));
     assert_eq!(run_count(&d).await, 2);
 }
 
@@ -59,10 +50,7 @@ async fn keys_survive_a_restart() {
     let mut d = setup.start();
     let token = d.pair().await;
     let key = [("X-Idempotency-Key", "persisted")];
-    assert_eq!(
-        d.post("/sop/deploy", Some(&token), "{}", &key).await.1["status"],
-        json!("accepted")
-    );
+    assert_eq!(d.post("/sop/deploy", Some(&token), "{}", &key).await.1["status"], json!("accepted"));
     d.kill();
     let d = setup.start();
     let (status, body, _) = d.post("/sop/deploy", Some(&token), "{}", &key).await;
@@ -77,14 +65,8 @@ async fn concurrent_requests_with_one_key_start_one_run() {
     let token = d.pair().await;
     let requests = (0..16).map(|_| d.post("/sop/deploy", Some(&token), "{}", &[("X-Idempotency-Key", "race")]));
     let replies = futures::future::join_all(requests).await;
-    let accepted = replies
-        .iter()
-        .filter(|(s, b, _)| *s == 200 && b["status"] == json!("accepted"))
-        .count();
-    let duplicates = replies
-        .iter()
-        .filter(|(s, b, _)| *s == 200 && b["status"] == json!("duplicate"))
-        .count();
+    let accepted = replies.iter().filter(|(s, b, _)| *s == 200 && b["status"] == json!("accepted")).count();
+    let duplicates = replies.iter().filter(|(s, b, _)| *s == 200 && b["status"] == json!("duplicate")).count();
     assert_eq!((accepted, duplicates), (1, 15));
     assert_eq!(run_count(&d).await, 1);
 }

@@ -10,13 +10,7 @@ fn setup() -> Setup {
 }
 
 async fn pair_with(d: &Daemon, code: &str) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
-    let r = d
-        .http
-        .post(d.url("/pair"))
-        .header("X-Pairing-Code", code)
-        .send()
-        .await
-        .unwrap();
+    let r = d.http.post(d.url("/pair")).header("X-Pairing-Code", code).send().await.unwrap();
     let status = r.status().as_u16();
     let headers = r.headers().clone();
     (status, r.json().await.unwrap(), headers)
@@ -26,10 +20,7 @@ async fn pair_with(d: &Daemon, code: &str) -> (u16, serde_json::Value, reqwest::
 async fn a_pairing_code_works_once() {
     let setup = setup();
     let d = setup.start();
-    let code = d
-        .pairing_code
-        .clone()
-        .expect("daemon prints a code when no token exists");
+    let code = d.pairing_code.clone().expect("daemon prints a code when no token exists");
     assert_eq!(code.len(), 6);
     let (status, body, _) = pair_with(&d, &code).await;
     assert_eq!(status, 200);
@@ -52,11 +43,7 @@ async fn no_code_is_printed_once_a_token_exists_and_fanin_pair_prints_one_any_ti
     let out = setup.cli(&["pair"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let code = stdout
-        .trim()
-        .strip_prefix("Pairing code: ")
-        .expect("prints the code")
-        .to_string();
+    let code = stdout.trim().strip_prefix("Pairing code: ").expect("prints the code").to_string();
     let (status, body, _) = pair_with(&d, &code).await;
     assert_eq!(status, 200, "{body}");
     assert_ne!(body["token"].as_str().unwrap(), token);
@@ -95,10 +82,7 @@ async fn the_store_never_holds_a_token_in_clear() {
         }
     }
     let text = String::from_utf8_lossy(&bytes);
-    assert!(
-        !text.contains(&token[6..]),
-        "the token's secret part is in the database file"
-    );
+    assert!(!text.contains(&token[6..]), "the token's secret part is in the database file");
     let hash = hex_sha256(&token);
     assert!(text.contains(&hash), "the token's SHA-256 is what the store keeps");
 }
@@ -119,18 +103,11 @@ async fn tokens_are_listed_and_revoked_from_the_cli_while_the_daemon_runs() {
     assert!(out.status.success());
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list["tokens"][0]["prefix"], json!(&token[6..14]));
-    assert!(
-        !String::from_utf8_lossy(&out.stdout).contains(&token[14..]),
-        "list shows only the prefix"
-    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&token[14..]), "list shows only the prefix");
 
     let out = setup.cli(&["tokens", "revoke", &token[6..14]]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(
-        d.post("/sop/deploy", Some(&token), "{}", &[]).await.0,
-        401,
-        "a revoked token is refused at once"
-    );
+    assert_eq!(d.post("/sop/deploy", Some(&token), "{}", &[]).await.0, 401, "a revoked token is refused at once");
 
     let out = setup.cli(&["tokens", "revoke", "ffffffff"]);
     assert_eq!(out.status.code(), Some(1), "revoking nothing is a user error");

@@ -16,10 +16,7 @@ use crate::sop::{self, Sop, TriggerSpec};
 pub fn cross_warnings(config: &Config, sops: &[Sop]) -> Vec<String> {
     let mut warnings = Vec::new();
     let file = config.file.display();
-    let ingests = sops
-        .iter()
-        .flat_map(|s| &s.triggers)
-        .any(|t| matches!(t.spec, TriggerSpec::Webhook { .. }));
+    let ingests = sops.iter().flat_map(|s| &s.triggers).any(|t| matches!(t.spec, TriggerSpec::Webhook { .. }));
     if ingests && !config.gateway.require_pairing && config.gateway.webhook_secret.is_empty() {
         warnings.push(format!(
             "{file}: gateway: neither require_pairing nor webhook_secret is set: /sop/* and SOP-matching /webhook \
@@ -29,12 +26,7 @@ pub fn cross_warnings(config: &Config, sops: &[Sop]) -> Vec<String> {
     for sop in sops {
         for (i, t) in sop.triggers.iter().enumerate() {
             if let TriggerSpec::Mqtt { topic } = &t.spec {
-                let subscribed = config
-                    .channels_config
-                    .mqtt
-                    .as_ref()
-                    .map(|m| m.topics.as_slice())
-                    .unwrap_or(&[]);
+                let subscribed = config.channels_config.mqtt.as_ref().map(|m| m.topics.as_slice()).unwrap_or(&[]);
                 if !subscribed.iter().any(|s| filter_covers(s, topic)) {
                     warnings.push(format!(
                         "{}: triggers[{i}].topic: {topic:?} is not covered by any topic in [channels_config.mqtt] topics \
@@ -75,10 +67,7 @@ pub fn validate(config_path: &Path, json: bool) -> Result<(), Failure> {
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(Failure {
-            message: format!("{} error(s) in {}", errors.len(), config_path.display()),
-            details: errors,
-        })
+        Err(Failure { message: format!("{} error(s) in {}", errors.len(), config_path.display()), details: errors })
     }
 }
 
@@ -103,14 +92,10 @@ pub fn explain(
     timezone: Option<String>,
 ) -> Result<(), Failure> {
     let source = Source::parse(source).ok_or_else(|| {
-        Failure::new(format!(
-            "--source {source:?}: expected webhook, sop_webhook, mqtt, cron, peripheral or manual"
-        ))
+        Failure::new(format!("--source {source:?}: expected webhook, sop_webhook, mqtt, cron, peripheral or manual"))
     })?;
     let catalog = crate::dispatch::Catalog::new(load_sops(config_path)?);
-    let payload = payload.map_or(Payload::Json(serde_json::Value::Null), |p| {
-        Payload::from_bytes(p.as_bytes())
-    });
+    let payload = payload.map_or(Payload::Json(serde_json::Value::Null), |p| Payload::from_bytes(p.as_bytes()));
     let mut event = Event::new(source, topic, payload, Utc::now());
     event.timezone = timezone;
     let explanation = catalog.explain(&event);
@@ -125,10 +110,7 @@ pub fn explain(
         println!("match      {}  triggers[{}]  {}", m.sop, m.trigger_index, m.trigger);
     }
     for n in &explanation.near_misses {
-        println!(
-            "near miss  {}  triggers[{}]  {}: {}",
-            n.sop, n.trigger_index, n.trigger, n.reason
-        );
+        println!("near miss  {}  triggers[{}]  {}: {}", n.sop, n.trigger_index, n.trigger, n.reason);
     }
     Ok(())
 }
@@ -144,22 +126,15 @@ pub fn sop(config_path: &Path, json: bool, command: SopCommand) -> Result<(), Fa
                     .iter()
                     .map(|s| {
                         let triggers: Vec<String> = s.triggers.iter().map(|t| t.describe()).collect();
-                        vec![
-                            s.name.clone(),
-                            s.version.clone(),
-                            format!("{:?}", s.execution_mode),
-                            triggers.join("; "),
-                        ]
+                        vec![s.name.clone(), s.version.clone(), format!("{:?}", s.execution_mode), triggers.join("; ")]
                     })
                     .collect();
                 output::table(&["NAME", "VERSION", "MODE", "TRIGGERS"], &rows);
             }
         }
         SopCommand::Show { name } => {
-            let sop = sops
-                .iter()
-                .find(|s| s.name == name)
-                .ok_or_else(|| Failure::new(format!("no SOP named {name}")))?;
+            let sop =
+                sops.iter().find(|s| s.name == name).ok_or_else(|| Failure::new(format!("no SOP named {name}")))?;
             let mut value = summary(sop);
             value["steps"] = json!(sop.steps);
             if json {

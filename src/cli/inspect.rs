@@ -55,22 +55,11 @@ async fn fire_through_daemon(config: &Config, sop: &str, body: String) -> Result
         "::" | "[::]" => "[::1]",
         h => h,
     };
-    let host = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    };
+    let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.to_string() };
     let url = format!("http://{host}:{}/admin/sops/{sop}/run", config.gateway.port);
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(config.gateway.request_timeout_secs))
-        .build()?;
-    let response = match client
-        .post(&url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-    {
+    let client =
+        reqwest::Client::builder().timeout(Duration::from_secs(config.gateway.request_timeout_secs)).build()?;
+    let response = match client.post(&url).header("content-type", "application/json").body(body).send().await {
         Ok(r) => r,
         Err(e) if e.is_connect() => return Ok(None),
         Err(e) => return Err(Failure::new(format!("daemon at {url}: {e}"))),
@@ -78,10 +67,7 @@ async fn fire_through_daemon(config: &Config, sop: &str, body: String) -> Result
     let status = response.status();
     let reply: Value = response.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
-        let reason = reply["detail"]
-            .as_str()
-            .or(reply["error"].as_str())
-            .unwrap_or("request failed");
+        let reason = reply["detail"].as_str().or(reply["error"].as_str()).unwrap_or("request failed");
         return Err(Failure::new(format!("{sop}: {reason} (HTTP {})", status.as_u16())));
     }
     Ok(Some(reply))
@@ -93,11 +79,7 @@ async fn fire_in_process(config: &Config, sop: &str, body: &str) -> Result<Value
         details: errors,
     })?;
     let dispatcher = crate::daemon::open_dispatcher(config, catalog).await?;
-    let payload = if body.is_empty() {
-        Payload::Json(Value::Null)
-    } else {
-        Payload::from_bytes(body.as_bytes())
-    };
+    let payload = if body.is_empty() { Payload::Json(Value::Null) } else { Payload::from_bytes(body.as_bytes()) };
     let mut event = Event::new(Source::Manual, sop, payload, Utc::now());
     event.client = Some("cli".into());
     match dispatcher.dispatch(event).await? {
@@ -150,10 +132,7 @@ pub async fn runs(config_path: &Path, json: bool, command: RunsCommand) -> Resul
             }
         }
         RunsCommand::Show { id } => {
-            let run = store
-                .get_run(&id)
-                .await?
-                .ok_or_else(|| Failure::new(format!("no run {id}")))?;
+            let run = store.get_run(&id).await?.ok_or_else(|| Failure::new(format!("no run {id}")))?;
             output::json(&json!(run));
         }
     }
@@ -164,13 +143,7 @@ pub async fn audit(config_path: &Path, json: bool, follow: bool, run: Option<Str
     let store = open_store(&load_config(config_path)?)?;
     let mut after = None;
     loop {
-        let records = store
-            .audit(&AuditQuery {
-                run_id: run.clone(),
-                after_seq: after,
-                limit: 10_000,
-            })
-            .await?;
+        let records = store.audit(&AuditQuery { run_id: run.clone(), after_seq: after, limit: 10_000 }).await?;
         for r in &records {
             print_audit(r, json);
         }
@@ -228,9 +201,8 @@ pub async fn tokens(config_path: &Path, json: bool, command: TokensCommand) -> R
                 let rows: Vec<Vec<String>> = tokens
                     .iter()
                     .map(|t| {
-                        let state = t
-                            .revoked_at
-                            .map_or("active".to_string(), |at| format!("revoked {}", at.to_rfc3339()));
+                        let state =
+                            t.revoked_at.map_or("active".to_string(), |at| format!("revoked {}", at.to_rfc3339()));
                         vec![t.prefix.clone(), t.created_at.to_rfc3339(), state]
                     })
                     .collect();

@@ -17,11 +17,7 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "fanin",
-    version,
-    about = "Turns outside events into durable, audited SOP runs"
-)]
+#[command(name = "fanin", version, about = "Turns outside events into durable, audited SOP runs")]
 pub struct Cli {
     /// The config file.
     #[arg(long, global = true, default_value = "./config.toml")]
@@ -128,10 +124,7 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(message: impl Into<String>) -> Failure {
-        Failure {
-            message: message.into(),
-            details: Vec::new(),
-        }
+        Failure { message: message.into(), details: Vec::new() }
     }
 }
 
@@ -144,11 +137,7 @@ impl<E: std::error::Error> From<E> for Failure {
 /// Parses the command line, runs it, and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Daemon) {
-        "info"
-    } else {
-        "warn"
-    };
+    let default_level = if matches!(cli.command, Command::Daemon) { "info" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -156,10 +145,7 @@ pub fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
@@ -190,19 +176,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             crate::daemon::run(config, shutdown).await.map_err(|e| {
                 let mut lines = e.0.lines().map(str::to_string);
                 let first = lines.next().unwrap_or_default();
-                Failure {
-                    message: first,
-                    details: lines.collect(),
-                }
+                Failure { message: first, details: lines.collect() }
             })
         }
         Command::Validate => check::validate(&cli.config, json),
-        Command::Explain {
-            source,
-            topic,
-            payload,
-            timezone,
-        } => check::explain(&cli.config, json, &source, &topic, payload.as_deref(), timezone),
+        Command::Explain { source, topic, payload, timezone } => {
+            check::explain(&cli.config, json, &source, &topic, payload.as_deref(), timezone)
+        }
         Command::Fire { sop, payload } => inspect::fire(&cli.config, json, &sop, payload.as_deref()).await,
         Command::Sop { command } => check::sop(&cli.config, json, command),
         Command::Runs { command } => inspect::runs(&cli.config, json, command).await,

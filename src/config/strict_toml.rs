@@ -77,24 +77,14 @@ pub(crate) fn read_strict<T: DeserializeOwned>(text: &str) -> Strict<T> {
                 problems.push(problem);
             }
         }
-        return Strict {
-            value: None,
-            problems,
-            lines: KeyLines::default(),
-        };
+        return Strict { value: None, problems, lines: KeyLines::default() };
     }
     let mut lines = KeyLines::default();
     collect_lines(text, tree.get_ref(), "", &mut lines);
 
     let table: toml::Table = match toml::from_str(text) {
         Ok(table) => table,
-        Err(e) => {
-            return Strict {
-                value: None,
-                problems: vec![syntax_problem(text, &e)],
-                lines,
-            }
-        }
+        Err(e) => return Strict { value: None, problems: vec![syntax_problem(text, &e)], lines },
     };
 
     let (value, mut problems) = deserialize_table::<T>(table);
@@ -129,12 +119,7 @@ pub(crate) fn deserialize_table<T: DeserializeOwned>(mut table: toml::Table) -> 
 /// next round gets past it.
 fn classify(segments: &[Segment], message: &str) -> (TomlProblem, Vec<Segment>) {
     let key = render(segments);
-    let problem = |key: String, reason: String| TomlProblem {
-        key,
-        line: None,
-        column: None,
-        reason,
-    };
+    let problem = |key: String, reason: String| TomlProblem { key, line: None, column: None, reason };
     if let Some(rest) = message.strip_prefix("unknown field ") {
         // The path already ends with the unknown key itself.
         let reason = match rest.split_once(", ") {
@@ -146,15 +131,8 @@ fn classify(segments: &[Segment], message: &str) -> (TomlProblem, Vec<Segment>) 
     }
     if let Some(rest) = message.strip_prefix("missing field ") {
         let field = rest.trim_matches('`');
-        let key = if key.is_empty() {
-            field.to_string()
-        } else {
-            format!("{key}.{field}")
-        };
-        return (
-            problem(key, "required key is missing".into()),
-            without_trailing_index(segments),
-        );
+        let key = if key.is_empty() { field.to_string() } else { format!("{key}.{field}") };
+        return (problem(key, "required key is missing".into()), without_trailing_index(segments));
     }
     (problem(key, message.to_string()), without_trailing_index(segments))
 }
@@ -235,11 +213,7 @@ impl<'a> Target<'a> {
 
 fn collect_lines(text: &str, table: &DeTable<'_>, prefix: &str, out: &mut KeyLines) {
     for (key, value) in table.iter() {
-        let path = if prefix.is_empty() {
-            key.get_ref().to_string()
-        } else {
-            format!("{prefix}.{}", key.get_ref())
-        };
+        let path = if prefix.is_empty() { key.get_ref().to_string() } else { format!("{prefix}.{}", key.get_ref()) };
         if let Some(line) = line_at(text, key.span().start) {
             out.0.entry(path.clone()).or_insert(line);
         }
@@ -283,12 +257,7 @@ fn syntax_problem(text: &str, error: &toml::de::Error) -> TomlProblem {
         }
         None => (None, None),
     };
-    TomlProblem {
-        key: String::new(),
-        line,
-        column,
-        reason: format!("TOML syntax error: {}", error.message()),
-    }
+    TomlProblem { key: String::new(), line, column, reason: format!("TOML syntax error: {}", error.message()) }
 }
 
 #[cfg(test)]
@@ -322,11 +291,7 @@ mod tests {
     fn every_problem_is_reported_with_its_key_and_line() {
         let text = "top = 1\n[a]\nx = 300\nz = true\n\n[[list]]\nname = \"ok\"\n\n[[list]]\nnom = \"typo\"\n";
         let read = read_strict::<Doc>(text);
-        assert_eq!(
-            read.value.as_ref().map(|d| d.list.len()),
-            Some(0),
-            "the bad list is dropped"
-        );
+        assert_eq!(read.value.as_ref().map(|d| d.list.len()), Some(0), "the bad list is dropped");
         let found: Vec<(String, Option<usize>)> = read.problems.iter().map(|p| (p.key.clone(), p.line)).collect();
         assert!(found.contains(&("top".into(), Some(1))), "{found:?}");
         assert!(found.contains(&("a.x".into(), Some(3))), "{found:?}");

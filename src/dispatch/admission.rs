@@ -59,11 +59,7 @@ impl Admission {
                 },
             );
         }
-        Admission {
-            sops,
-            deferred_total,
-            max_deferred,
-        }
+        Admission { sops, deferred_total, max_deferred }
     }
 
     /// Decides for one matched trigger of `sop` and reserves what the
@@ -100,9 +96,7 @@ impl Admission {
             AdmissionPolicy::Parallel | AdmissionPolicy::Hold => {}
         }
         if self.deferred_total >= self.max_deferred {
-            return Decision::Reject {
-                reason: format!("backlog full: max_deferred = {}", self.max_deferred),
-            };
+            return Decision::Reject { reason: format!("backlog full: max_deferred = {}", self.max_deferred) };
         }
         state.deferred.push_back(run_id.to_string());
         self.deferred_total += 1;
@@ -303,12 +297,7 @@ mod tests {
     #[test]
     fn seeded_from_the_store() {
         let s = sop(AdmissionPolicy::Parallel, 1, 0);
-        let load = SopLoad {
-            sop: "s".into(),
-            active: 1,
-            last_finished_at: None,
-            deferred: vec!["old".into()],
-        };
+        let load = SopLoad { sop: "s".into(), active: 1, last_finished_at: None, deferred: vec!["old".into()] };
         let mut a = Admission::new(10, vec![load]);
         assert_eq!(a.admit(&s, "new", t(0)), Decision::Defer);
         assert_eq!(a.finish(&s, t(1)), Some("old".into()));

@@ -44,10 +44,7 @@ pub struct RunOutcome {
 #[derive(Clone, Debug, PartialEq)]
 pub enum DispatchReport {
     /// Committed. `outcomes` is empty when no SOP matched (nothing written).
-    Accepted {
-        event_id: String,
-        outcomes: Vec<RunOutcome>,
-    },
+    Accepted { event_id: String, outcomes: Vec<RunOutcome> },
     /// The idempotency key was seen within its TTL; nothing was written.
     /// `response` is `{"matched_sops", "runs"}` as the first request got it.
     Duplicate { response: Value },
@@ -60,11 +57,7 @@ pub enum DispatchError {
     #[error("no run {0}")]
     NoSuchRun(String),
     #[error("run {run_id} is {from}; it cannot become {to}")]
-    InvalidTransition {
-        run_id: String,
-        from: RunStatus,
-        to: RunStatus,
-    },
+    InvalidTransition { run_id: String, from: RunStatus, to: RunStatus },
 }
 
 #[derive(Clone, Debug)]
@@ -91,12 +84,7 @@ impl Dispatcher {
         settings: DispatchSettings,
     ) -> Result<Dispatcher, StoreError> {
         let admission = Admission::new(settings.max_deferred, store.sop_loads().await?);
-        Ok(Dispatcher {
-            catalog: RwLock::new(Arc::new(catalog)),
-            store,
-            admission: Mutex::new(admission),
-            settings,
-        })
+        Ok(Dispatcher { catalog: RwLock::new(Arc::new(catalog)), store, admission: Mutex::new(admission), settings })
     }
 
     pub fn catalog(&self) -> Arc<Catalog> {
@@ -114,12 +102,15 @@ impl Dispatcher {
     /// Matches, admits and commits one event. Returns only once the outcome
     /// is durable; on an error nothing of the event was written.
     pub async fn dispatch(&self, event: Event) -> Result<DispatchReport, DispatchError> {
+        self.dispatch_with(event, Vec::new()).await
+    }
+
+    /// `dispatch`, committing `extra` writes in the same transaction even
+    /// when nothing matches (the cron scheduler's `CronChecked`, so a fire
+    /// and its bookkeeping are durable together).
+    pub async fn dispatch_with(&self, event: Event, extra: Vec<Write>) -> Result<DispatchReport, DispatchError> {
         if let Some(idem) = &event.idempotency {
-            if let Some(response) = self
-                .store
-                .idempotency_response(&idem.scope, &idem.key, event.received_at)
-                .await?
-            {
+            if let Some(response) = self.store.idempotency_response(&idem.scope, &idem.key, event.received_at).await? {
                 return Ok(DispatchReport::Duplicate { response });
             }
         }
@@ -127,10 +118,10 @@ impl Dispatcher {
         let mut matched = Vec::new();
         catalog.matching(&event, &mut matched);
         if matched.is_empty() {
-            return Ok(DispatchReport::Accepted {
-                event_id: event.id,
-                outcomes: Vec::new(),
-            });
+            if !extra.is_empty() {
+                self.store.commit(Batch { idempotency: None, writes: extra }).await?;
+            }
+            return Ok(DispatchReport::Accepted { event_id: event.id, outcomes: Vec::new() });
         }
 
         let payload = crate::event::cap_value(event.payload.to_value(), self.settings.payload_cap);
@@ -147,6 +138,7 @@ impl Dispatcher {
                 reserved.push((sop.name.clone(), run_id, decision));
             }
         }
+        batch.writes.extend(extra);
         if let Some(idem) = &event.idempotency {
             batch.idempotency = Some(IdempotencyClaim {
                 scope: idem.scope.clone(),
@@ -169,10 +161,7 @@ impl Dispatcher {
                 for o in &outcomes {
                     metrics::counter!("fanin_runs_total", "outcome" => outcome_name(o.outcome)).increment(1);
                 }
-                Ok(DispatchReport::Accepted {
-                    event_id: event.id,
-                    outcomes,
-                })
+                Ok(DispatchReport::Accepted { event_id: event.id, outcomes })
             }
             Committed::Duplicate { response } => Ok(DispatchReport::Duplicate { response }),
         }
@@ -187,17 +176,9 @@ impl Dispatcher {
         now: DateTime<Utc>,
         reason: Option<&str>,
     ) -> Result<Option<String>, DispatchError> {
-        let run = self
-            .store
-            .get_run(run_id)
-            .await?
-            .ok_or_else(|| DispatchError::NoSuchRun(run_id.into()))?;
+        let run = self.store.get_run(run_id).await?.ok_or_else(|| DispatchError::NoSuchRun(run_id.into()))?;
         if !to.is_terminal() || !run.status.can_become(to) {
-            return Err(DispatchError::InvalidTransition {
-                run_id: run_id.into(),
-                from: run.status,
-                to,
-            });
+            return Err(DispatchError::InvalidTransition { run_id: run_id.into(), from: run.status, to });
         }
         let catalog = self.catalog();
         let sop = catalog.get(&run.sop);
@@ -213,12 +194,7 @@ impl Dispatcher {
             }
         };
         let mut batch = Batch::default();
-        batch.writes.push(Write::SetStatus {
-            run_id: run_id.into(),
-            from: run.status,
-            to,
-            at: now,
-        });
+        batch.writes.push(Write::SetStatus { run_id: run_id.into(), from: run.status, to, at: now });
         batch.writes.push(transition_audit(&run, to, now, reason));
         if let (Some(next), Some(sop)) = (&promoted, sop) {
             let status = gates::initial_status(sop);
@@ -308,11 +284,7 @@ fn plan(
                 Some(run_id),
                 start_record(sop, run_id, status, &trigger_json, event, payload),
             ));
-            let o = if status == RunStatus::Deferred {
-                Outcome::Deferred
-            } else {
-                Outcome::Started
-            };
+            let o = if status == RunStatus::Deferred { Outcome::Deferred } else { Outcome::Started };
             outcome(o, Some(run_id), None)
         }
         Decision::Coalesce { into } => {
@@ -324,9 +296,7 @@ fn plan(
                 at: event.received_at,
             });
             let detail = json!({"into": into, "trigger": trigger_json, "event_id": event.id, "source": event.source, "topic": event.topic});
-            batch
-                .writes
-                .push(audit(AuditKind::TriggerCoalesced, Some(into), detail));
+            batch.writes.push(audit(AuditKind::TriggerCoalesced, Some(into), detail));
             outcome(Outcome::Coalesced, Some(into), None)
         }
         Decision::Skip { reason } | Decision::Reject { reason } => {
@@ -404,11 +374,8 @@ mod tests {
     async fn fixture(sops: Vec<Sop>, max_deferred: usize) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("fanin.db")).unwrap());
-        let settings = DispatchSettings {
-            idempotency_ttl: chrono::Duration::seconds(300),
-            payload_cap: 1024,
-            max_deferred,
-        };
+        let settings =
+            DispatchSettings { idempotency_ttl: chrono::Duration::seconds(300), payload_cap: 1024, max_deferred };
         let dispatcher = Dispatcher::new(Catalog::new(sops), store, settings).await.unwrap();
         Fixture { _dir: dir, dispatcher }
     }
@@ -429,12 +396,7 @@ mod tests {
     }
 
     fn deploy(policy: AdmissionPolicy) -> Sop {
-        let mut s = sop_with(
-            "deploy",
-            vec![TriggerSpec::Webhook {
-                path: "/sop/deploy".into(),
-            }],
-        );
+        let mut s = sop_with("deploy", vec![TriggerSpec::Webhook { path: "/sop/deploy".into() }]);
         s.admission_policy = policy;
         s
     }
@@ -443,42 +405,17 @@ mod tests {
     async fn every_matching_sop_gets_one_run_and_one_start_record() {
         let mut twice = sop_with(
             "twice",
-            vec![
-                TriggerSpec::Webhook { path: "/sop/a".into() },
-                TriggerSpec::Webhook { path: "/sop/a".into() },
-            ],
+            vec![TriggerSpec::Webhook { path: "/sop/a".into() }, TriggerSpec::Webhook { path: "/sop/a".into() }],
         );
         twice.max_concurrent = 5;
-        let f = fixture(
-            vec![
-                twice,
-                sop_with("other", vec![TriggerSpec::Webhook { path: "/sop/a".into() }]),
-            ],
-            10,
-        )
-        .await;
+        let f = fixture(vec![twice, sop_with("other", vec![TriggerSpec::Webhook { path: "/sop/a".into() }])], 10).await;
         let out = outcomes(f.dispatcher.dispatch(hook("/sop/a", 0)).await.unwrap());
-        assert_eq!(
-            out.iter().map(|o| o.sop.as_str()).collect::<Vec<_>>(),
-            ["twice", "other"]
-        );
+        assert_eq!(out.iter().map(|o| o.sop.as_str()).collect::<Vec<_>>(), ["twice", "other"]);
         assert!(out.iter().all(|o| o.outcome == Outcome::Started));
         let store = f.dispatcher.store();
-        let runs = store
-            .list_runs(&RunQuery {
-                limit: 10,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let runs = store.list_runs(&RunQuery { limit: 10, ..Default::default() }).await.unwrap();
         assert_eq!(runs.len(), 2);
-        let audit = store
-            .audit(&AuditQuery {
-                limit: 10,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let audit = store.audit(&AuditQuery { limit: 10, ..Default::default() }).await.unwrap();
         assert_eq!(audit.iter().filter(|a| a.kind == AuditKind::RunStarted).count(), 2);
         assert!(outcomes(f.dispatcher.dispatch(hook("/sop/b", 1)).await.unwrap()).is_empty());
     }
@@ -491,26 +428,14 @@ mod tests {
         assert_eq!((first.outcome, second.outcome), (Outcome::Started, Outcome::Deferred));
         let waiting = second.run_id.unwrap();
         let store = f.dispatcher.store().clone();
-        assert_eq!(
-            store.get_run(&waiting).await.unwrap().unwrap().status,
-            RunStatus::Deferred
-        );
+        assert_eq!(store.get_run(&waiting).await.unwrap().unwrap().status, RunStatus::Deferred);
 
-        let promoted = f
-            .dispatcher
-            .finish_run(first.run_id.as_deref().unwrap(), RunStatus::Completed, at(2), None)
-            .await
-            .unwrap();
+        let promoted =
+            f.dispatcher.finish_run(first.run_id.as_deref().unwrap(), RunStatus::Completed, at(2), None).await.unwrap();
         assert_eq!(promoted.as_deref(), Some(waiting.as_str()));
-        assert_eq!(
-            store.get_run(&waiting).await.unwrap().unwrap().status,
-            RunStatus::Running
-        );
+        assert_eq!(store.get_run(&waiting).await.unwrap().unwrap().status, RunStatus::Running);
         let kinds: Vec<AuditKind> = store
-            .audit(&AuditQuery {
-                limit: 100,
-                ..Default::default()
-            })
+            .audit(&AuditQuery { limit: 100, ..Default::default() })
             .await
             .unwrap()
             .iter()
@@ -518,12 +443,7 @@ mod tests {
             .collect();
         assert_eq!(
             kinds,
-            [
-                AuditKind::RunStarted,
-                AuditKind::RunDeferred,
-                AuditKind::RunTransition,
-                AuditKind::RunPromoted
-            ]
+            [AuditKind::RunStarted, AuditKind::RunDeferred, AuditKind::RunTransition, AuditKind::RunPromoted]
         );
     }
 
@@ -531,12 +451,7 @@ mod tests {
     async fn coalesce_merges_into_the_waiting_run_and_reject_is_audited() {
         let f = fixture(
             vec![deploy(AdmissionPolicy::Coalesce), {
-                let mut s = sop_with(
-                    "full",
-                    vec![TriggerSpec::Webhook {
-                        path: "/sop/deploy".into(),
-                    }],
-                );
+                let mut s = sop_with("full", vec![TriggerSpec::Webhook { path: "/sop/deploy".into() }]);
                 s.admission_policy = AdmissionPolicy::Parallel;
                 s
             }],
@@ -555,21 +470,10 @@ mod tests {
         assert_eq!(by(2, "deploy").run_id, by(1, "deploy").run_id);
         assert_eq!(by(2, "full").outcome, Outcome::Rejected);
         assert!(by(2, "full").reason.unwrap().contains("max_deferred"));
-        let merged = store
-            .get_run(by(1, "deploy").run_id.as_deref().unwrap())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (merged.coalesced, merged.payload.clone()),
-            (1, json!({"n": 2})),
-            "the newest trigger wins"
-        );
+        let merged = store.get_run(by(1, "deploy").run_id.as_deref().unwrap()).await.unwrap().unwrap();
+        assert_eq!((merged.coalesced, merged.payload.clone()), (1, json!({"n": 2})), "the newest trigger wins");
         let kinds: Vec<AuditKind> = store
-            .audit(&AuditQuery {
-                limit: 100,
-                ..Default::default()
-            })
+            .audit(&AuditQuery { limit: 100, ..Default::default() })
             .await
             .unwrap()
             .iter()
@@ -583,10 +487,7 @@ mod tests {
         let f = fixture(vec![deploy(AdmissionPolicy::Drop)], 10).await;
         let keyed = |secs| {
             let mut e = hook("/sop/deploy", secs);
-            e.idempotency = Some(IdempotencyKey {
-                scope: "/sop/deploy".into(),
-                key: "k".into(),
-            });
+            e.idempotency = Some(IdempotencyKey { scope: "/sop/deploy".into(), key: "k".into() });
             e
         };
         let first = outcomes(f.dispatcher.dispatch(keyed(0)).await.unwrap());
@@ -594,59 +495,34 @@ mod tests {
             DispatchReport::Duplicate { response } => assert_eq!(response["runs"], json!(first)),
             other => panic!("{other:?}"),
         }
-        f.dispatcher
-            .finish_run(first[0].run_id.as_deref().unwrap(), RunStatus::Completed, at(2), None)
-            .await
-            .unwrap();
+        f.dispatcher.finish_run(first[0].run_id.as_deref().unwrap(), RunStatus::Completed, at(2), None).await.unwrap();
         // Only the first request holds a slot, so after it finishes a new run starts (drop policy would skip otherwise).
-        assert_eq!(
-            outcomes(f.dispatcher.dispatch(hook("/sop/deploy", 3)).await.unwrap())[0].outcome,
-            Outcome::Started
-        );
+        assert_eq!(outcomes(f.dispatcher.dispatch(hook("/sop/deploy", 3)).await.unwrap())[0].outcome, Outcome::Started);
     }
 
     #[tokio::test]
     async fn admission_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let settings = DispatchSettings {
-            idempotency_ttl: chrono::Duration::seconds(300),
-            payload_cap: 1024,
-            max_deferred: 10,
-        };
+        let settings =
+            DispatchSettings { idempotency_ttl: chrono::Duration::seconds(300), payload_cap: 1024, max_deferred: 10 };
         let open = || async {
             let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("fanin.db")).unwrap());
-            Dispatcher::new(
-                Catalog::new(vec![deploy(AdmissionPolicy::Parallel)]),
-                store,
-                settings.clone(),
-            )
-            .await
-            .unwrap()
+            Dispatcher::new(Catalog::new(vec![deploy(AdmissionPolicy::Parallel)]), store, settings.clone())
+                .await
+                .unwrap()
         };
         let d = open().await;
-        assert_eq!(
-            outcomes(d.dispatch(hook("/sop/deploy", 0)).await.unwrap())[0].outcome,
-            Outcome::Started
-        );
+        assert_eq!(outcomes(d.dispatch(hook("/sop/deploy", 0)).await.unwrap())[0].outcome, Outcome::Started);
         drop(d);
         let d = open().await;
-        assert_eq!(
-            outcomes(d.dispatch(hook("/sop/deploy", 1)).await.unwrap())[0].outcome,
-            Outcome::Deferred
-        );
+        assert_eq!(outcomes(d.dispatch(hook("/sop/deploy", 1)).await.unwrap())[0].outcome, Outcome::Deferred);
     }
 
     #[tokio::test]
     async fn finishing_checks_the_transition() {
         let f = fixture(vec![deploy(AdmissionPolicy::Parallel)], 10).await;
-        let run = outcomes(f.dispatcher.dispatch(hook("/sop/deploy", 0)).await.unwrap())
-            .remove(0)
-            .run_id
-            .unwrap();
-        f.dispatcher
-            .finish_run(&run, RunStatus::Completed, at(1), None)
-            .await
-            .unwrap();
+        let run = outcomes(f.dispatcher.dispatch(hook("/sop/deploy", 0)).await.unwrap()).remove(0).run_id.unwrap();
+        f.dispatcher.finish_run(&run, RunStatus::Completed, at(1), None).await.unwrap();
         let again = f.dispatcher.finish_run(&run, RunStatus::Failed, at(2), None).await;
         assert!(matches!(again, Err(DispatchError::InvalidTransition { .. })));
         assert!(matches!(

@@ -33,23 +33,16 @@ impl Index {
         let mut index = Index::default();
         for (s, sop) in sops.iter().enumerate() {
             for (t, trigger) in sop.triggers.iter().enumerate() {
-                let r = TriggerRef {
-                    sop: s as u32,
-                    trigger: t as u32,
-                };
+                let r = TriggerRef { sop: s as u32, trigger: t as u32 };
                 match &trigger.spec {
                     TriggerSpec::Webhook { path } => index.webhook.entry(path.as_str().into()).or_default().push(r),
                     TriggerSpec::Mqtt { topic } => index.mqtt.insert(topic, r),
-                    TriggerSpec::Cron(schedule) => index
-                        .cron
-                        .entry(schedule.expression.as_str().into())
-                        .or_default()
-                        .push(r),
-                    TriggerSpec::Peripheral { board, signal } => index
-                        .peripheral
-                        .entry(format!("{board}/{signal}").into())
-                        .or_default()
-                        .push(r),
+                    TriggerSpec::Cron(schedule) => {
+                        index.cron.entry(schedule.expression.as_str().into()).or_default().push(r)
+                    }
+                    TriggerSpec::Peripheral { board, signal } => {
+                        index.peripheral.entry(format!("{board}/{signal}").into()).or_default().push(r)
+                    }
                     TriggerSpec::Manual => index.manual.entry(sop.name.as_str().into()).or_default().push(r),
                 }
             }
@@ -68,14 +61,10 @@ impl Index {
             TriggerType::Manual => extend(out, self.manual.get(topic)),
             TriggerType::Cron => {
                 let Some(refs) = self.cron.get(topic) else { return };
-                out.extend(
-                    refs.iter()
-                        .copied()
-                        .filter(|r| match (&event.timezone, trigger_spec(sops, *r)) {
-                            (Some(tz), TriggerSpec::Cron(s)) => s.timezone.name() == tz,
-                            _ => true,
-                        }),
-                );
+                out.extend(refs.iter().copied().filter(|r| match (&event.timezone, trigger_spec(sops, *r)) {
+                    (Some(tz), TriggerSpec::Cron(s)) => s.timezone.name() == tz,
+                    _ => true,
+                }));
             }
             TriggerType::Mqtt => {
                 self.mqtt.matches(topic, out);
@@ -161,12 +150,7 @@ mod tests {
     use crate::sop::test_support::sop_with;
 
     fn event(source: Source, topic: &str) -> Event {
-        Event::new(
-            source,
-            topic,
-            Payload::Json(serde_json::Value::Null),
-            chrono::Utc::now(),
-        )
+        Event::new(source, topic, Payload::Json(serde_json::Value::Null), chrono::Utc::now())
     }
 
     fn mqtt_sops(filters: &[&str]) -> Vec<Sop> {
@@ -225,9 +209,8 @@ mod tests {
             "a/",
         ];
         for topic in topics {
-            let want: Vec<u32> = (0..filters.len() as u32)
-                .filter(|&i| filter_matches(filters[i as usize], topic))
-                .collect();
+            let want: Vec<u32> =
+                (0..filters.len() as u32).filter(|&i| filter_matches(filters[i as usize], topic)).collect();
             assert_eq!(matched(&index, &sops, Source::Mqtt, topic), want, "topic {topic:?}");
         }
     }
@@ -247,36 +230,14 @@ mod tests {
     #[test]
     fn exact_indexes_per_source() {
         let sops = vec![
-            sop_with(
-                "hook",
-                vec![
-                    TriggerSpec::Webhook {
-                        path: "/sop/deploy".into(),
-                    },
-                    TriggerSpec::Manual,
-                ],
-            ),
-            sop_with(
-                "hook2",
-                vec![TriggerSpec::Webhook {
-                    path: "/webhook".into(),
-                }],
-            ),
-            sop_with(
-                "button",
-                vec![TriggerSpec::Peripheral {
-                    board: "nucleo".into(),
-                    signal: "pin_3".into(),
-                }],
-            ),
+            sop_with("hook", vec![TriggerSpec::Webhook { path: "/sop/deploy".into() }, TriggerSpec::Manual]),
+            sop_with("hook2", vec![TriggerSpec::Webhook { path: "/webhook".into() }]),
+            sop_with("button", vec![TriggerSpec::Peripheral { board: "nucleo".into(), signal: "pin_3".into() }]),
         ];
         let index = Index::build(&sops);
         assert_eq!(matched(&index, &sops, Source::SopWebhook, "/sop/deploy"), vec![0]);
         assert_eq!(matched(&index, &sops, Source::Webhook, "/webhook"), vec![1]);
-        assert_eq!(
-            matched(&index, &sops, Source::SopWebhook, "/sop/deploy/"),
-            Vec::<u32>::new()
-        );
+        assert_eq!(matched(&index, &sops, Source::SopWebhook, "/sop/deploy/"), Vec::<u32>::new());
         assert_eq!(matched(&index, &sops, Source::Peripheral, "nucleo/pin_3"), vec![2]);
         assert_eq!(matched(&index, &sops, Source::Manual, "hook"), vec![0]);
         assert_eq!(matched(&index, &sops, Source::Manual, "button"), Vec::<u32>::new());

@@ -63,23 +63,14 @@ impl Catalog {
             let trigger = &sop.triggers[r.trigger as usize];
             let verdict = match &trigger.condition {
                 None => Ok(()),
-                Some(c) => c
-                    .check(&event.payload)
-                    .map_err(|miss| format!("condition `{}` is false: {miss}", c.source())),
+                Some(c) => {
+                    c.check(&event.payload).map_err(|miss| format!("condition `{}` is false: {miss}", c.source()))
+                }
             };
             let (sop, trigger_index, trigger) = (sop.name.clone(), r.trigger, trigger.describe());
             match verdict {
-                Ok(()) => explanation.matches.push(ExplainedMatch {
-                    sop,
-                    trigger_index,
-                    trigger,
-                }),
-                Err(reason) => explanation.near_misses.push(NearMiss {
-                    sop,
-                    trigger_index,
-                    trigger,
-                    reason,
-                }),
+                Ok(()) => explanation.matches.push(ExplainedMatch { sop, trigger_index, trigger }),
+                Err(reason) => explanation.near_misses.push(NearMiss { sop, trigger_index, trigger, reason }),
             }
         }
         explanation

@@ -46,12 +46,7 @@ mod tests {
 
     #[test]
     fn memory_is_always_present_and_carries_the_trigger() {
-        let e = Event::new(
-            Source::Webhook,
-            "/webhook",
-            Payload::Json(json!({"msg": "hi"})),
-            chrono::Utc::now(),
-        );
+        let e = Event::new(Source::Webhook, "/webhook", Payload::Json(json!({"msg": "hi"})), chrono::Utc::now());
         let env = build(&e, None);
         assert_eq!(env["context"]["memory"]["state"]["trigger"]["path"], json!("/webhook"));
         assert_eq!(env["context"]["memory"]["stack"], json!([]));
@@ -63,12 +58,7 @@ mod tests {
 
     #[test]
     fn non_webhook_events_name_their_topic() {
-        let e = Event::new(
-            Source::Mqtt,
-            "sensors/a/alert",
-            Payload::Text("raw".into()),
-            chrono::Utc::now(),
-        );
+        let e = Event::new(Source::Mqtt, "sensors/a/alert", Payload::Text("raw".into()), chrono::Utc::now());
         let env = build(&e, Some(&[]));
         assert_eq!(env["input"]["event"]["topic"], json!("sensors/a/alert"));
         assert_eq!(env["input"]["event"]["body"], json!("raw"));

@@ -29,10 +29,7 @@ async fn guard(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Resul
             ApiError::new(StatusCode::FORBIDDEN, "forbidden").with("detail", "/admin is served to loopback only")
         );
     }
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
     match auth::verify_bearer(state.dispatcher.store().as_ref(), bearer).await {
         Ok(Some(token)) => Ok(token.subject),
         Ok(None) => Err(ApiError::unauthorized()),
@@ -67,17 +64,8 @@ pub async fn runs(
                 .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_status").with("status", s))?,
         ),
     };
-    let query = RunQuery {
-        sop: params.sop,
-        status,
-        limit: params.limit.unwrap_or(100).min(10_000),
-    };
-    let runs = state
-        .dispatcher
-        .store()
-        .list_runs(&query)
-        .await
-        .map_err(|_| ApiError::store_unavailable())?;
+    let query = RunQuery { sop: params.sop, status, limit: params.limit.unwrap_or(100).min(10_000) };
+    let runs = state.dispatcher.store().list_runs(&query).await.map_err(|_| ApiError::store_unavailable())?;
     Ok(Json(json!({"runs": runs.iter().map(run_summary).collect::<Vec<_>>()})))
 }
 
@@ -88,13 +76,7 @@ pub async fn run(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     guard(&state, peer, &headers).await?;
-    match state
-        .dispatcher
-        .store()
-        .get_run(&id)
-        .await
-        .map_err(|_| ApiError::store_unavailable())?
-    {
+    match state.dispatcher.store().get_run(&id).await.map_err(|_| ApiError::store_unavailable())? {
         Some(run) => Ok(Json(json!(run))),
         None => Err(ApiError::new(StatusCode::NOT_FOUND, "run_not_found").with("run_id", id)),
     }
@@ -114,17 +96,9 @@ pub async fn audit(
     Query(params): Query<AuditParams>,
 ) -> Result<Json<Value>, ApiError> {
     guard(&state, peer, &headers).await?;
-    let query = AuditQuery {
-        run_id: params.run_id,
-        after_seq: params.after,
-        limit: params.limit.unwrap_or(1000).min(100_000),
-    };
-    let records = state
-        .dispatcher
-        .store()
-        .audit(&query)
-        .await
-        .map_err(|_| ApiError::store_unavailable())?;
+    let query =
+        AuditQuery { run_id: params.run_id, after_seq: params.after, limit: params.limit.unwrap_or(1000).min(100_000) };
+    let records = state.dispatcher.store().audit(&query).await.map_err(|_| ApiError::store_unavailable())?;
     Ok(Json(json!({ "records": records })))
 }
 
@@ -141,20 +115,14 @@ pub async fn fire(
     let payload = read_json(body, &headers, state.config.max_body_bytes).await?;
     let mut event = Event::new(Source::Manual, name.clone(), payload, Utc::now());
     event.client = Some(client);
-    let report = state
-        .dispatcher
-        .dispatch(event)
-        .await
-        .map_err(|_| ApiError::store_unavailable())?;
+    let report = state.dispatcher.dispatch(event).await.map_err(|_| ApiError::store_unavailable())?;
     match report {
         DispatchReport::Accepted { outcomes, .. } if outcomes.is_empty() => {
             let detail = match state.dispatcher.catalog().get(&name) {
                 Some(_) => format!("SOP {name} has no manual trigger"),
                 None => format!("no SOP named {name}"),
             };
-            Err(ApiError::new(StatusCode::NOT_FOUND, "no_matching_sop")
-                .with("sop", name)
-                .with("detail", detail))
+            Err(ApiError::new(StatusCode::NOT_FOUND, "no_matching_sop").with("sop", name).with("detail", detail))
         }
         DispatchReport::Accepted { event_id, outcomes } => {
             let mut reply = crate::dispatch::dispatcher::summary(&outcomes);

@@ -184,10 +184,7 @@ mod tests {
             assert!(l.check("a", t0).is_ok());
         }
         assert_eq!(l.fail("a", t0), Some(LOCKOUT));
-        assert_eq!(
-            l.check("a", t0 + chrono::Duration::seconds(1)),
-            Err(Duration::from_secs(299))
-        );
+        assert_eq!(l.check("a", t0 + chrono::Duration::seconds(1)), Err(Duration::from_secs(299)));
         assert!(l.check("b", t0).is_ok(), "other clients are not affected");
         assert!(l.check("a", t0 + chrono::Duration::seconds(300)).is_ok());
     }

@@ -17,11 +17,7 @@ impl ApiError {
     pub fn new(status: StatusCode, code: &str) -> ApiError {
         let mut body = Map::new();
         body.insert("error".into(), json!(code));
-        ApiError {
-            status,
-            body,
-            retry_after: None,
-        }
+        ApiError { status, body, retry_after: None }
     }
 
     /// Adds a field to the body.
@@ -55,9 +51,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(Value::Object(self.body))).into_response();
         if let Some(secs) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

@@ -38,9 +38,7 @@ pub async fn webhook(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    ingest(&state, Source::Webhook, "/webhook", peer, &headers, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    ingest(&state, Source::Webhook, "/webhook", peer, &headers, body).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Rate limit, then bearer and secret, as every authenticated ingest route
@@ -58,18 +56,12 @@ pub async fn admit_caller(state: &AppState, peer: SocketAddr, headers: &HeaderMa
         Some(t) => t.subject,
         None => format!("ip:{}", client_ip(peer, headers, state.config.trust_forwarded_headers)),
     };
-    state
-        .webhook_limit
-        .check(&key)
-        .map_err(|wait| ApiError::rate_limited(retry_after_secs(wait)))?;
+    state.webhook_limit.check(&key).map_err(|wait| ApiError::rate_limited(retry_after_secs(wait)))?;
     if state.config.require_pairing && !authenticated {
         return Err(ApiError::unauthorized());
     }
     if !state.config.webhook_secret.is_empty() {
-        let presented = headers
-            .get("x-webhook-secret")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+        let presented = headers.get("x-webhook-secret").and_then(|v| v.to_str().ok()).unwrap_or("");
         if !auth::secret_matches(presented, &state.config.webhook_secret) {
             return Err(ApiError::unauthorized());
         }
@@ -81,10 +73,8 @@ pub async fn admit_caller(state: &AppState, peer: SocketAddr, headers: &HeaderMa
 /// An empty body is JSON `null`.
 pub async fn read_json(body: Body, headers: &HeaderMap, max: usize) -> Result<Payload, ApiError> {
     let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").with("max_body_bytes", max);
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
@@ -104,14 +94,9 @@ pub fn idempotency_key(headers: &HeaderMap, scope: &str) -> Result<Option<Idempo
     };
     let invalid =
         |reason: &str| ApiError::new(StatusCode::BAD_REQUEST, "invalid_idempotency_key").with("detail", reason);
-    let key = value
-        .to_str()
-        .map_err(|_| invalid("X-Idempotency-Key is not visible ASCII"))?;
+    let key = value.to_str().map_err(|_| invalid("X-Idempotency-Key is not visible ASCII"))?;
     validate_idempotency_key(key).map_err(invalid)?;
-    Ok(Some(IdempotencyKey {
-        scope: scope.to_string(),
-        key: key.to_string(),
-    }))
+    Ok(Some(IdempotencyKey { scope: scope.to_string(), key: key.to_string() }))
 }
 
 async fn ingest(

@@ -16,9 +16,7 @@ pub struct RateLimit {
 
 impl RateLimit {
     pub fn per_minute(rate: u32) -> RateLimit {
-        RateLimit {
-            limiter: NonZeroU32::new(rate).map(|n| RateLimiter::keyed(Quota::per_minute(n))),
-        }
+        RateLimit { limiter: NonZeroU32::new(rate).map(|n| RateLimiter::keyed(Quota::per_minute(n))) }
     }
 
     /// `Err(retry_after)` when `key` is over its rate.

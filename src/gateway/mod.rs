@@ -32,6 +32,7 @@ pub use error::ApiError;
 
 use crate::config::{Config, GatewayConfig};
 use crate::dispatch::Dispatcher;
+use crate::sources::SourcesHealth;
 
 /// Where `/webhook` sends events no SOP matched.
 pub struct AgentTarget {
@@ -48,13 +49,19 @@ pub struct Gateway {
     pub pair_limit: limits::RateLimit,
     pub lockouts: auth::Lockouts,
     pub agent: Option<AgentTarget>,
+    pub health: Arc<SourcesHealth>,
     pub metrics: Option<PrometheusHandle>,
 }
 
 pub type AppState = Arc<Gateway>;
 
 impl Gateway {
-    pub fn new(config: &Config, dispatcher: Arc<Dispatcher>, metrics: Option<PrometheusHandle>) -> Gateway {
+    pub fn new(
+        config: &Config,
+        dispatcher: Arc<Dispatcher>,
+        health: Arc<SourcesHealth>,
+        metrics: Option<PrometheusHandle>,
+    ) -> Gateway {
         let g = &config.gateway;
         let agent = config.destinations.agent.as_ref().map(|a| AgentTarget {
             url: a.url.clone(),
@@ -71,6 +78,7 @@ impl Gateway {
             pair_limit: limits::RateLimit::per_minute(g.pair_rate_limit_per_minute),
             lockouts: auth::Lockouts::default(),
             agent,
+            health,
             metrics,
         }
     }
@@ -111,12 +119,9 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// The request timeout and the request counter, around every route.

@@ -18,23 +18,17 @@ pub async fn pair(
 ) -> Result<Json<Value>, ApiError> {
     let client = format!("ip:{}", client_ip(peer, &headers, state.config.trust_forwarded_headers));
     let now = Utc::now();
-    state
-        .pair_limit
-        .check(&client)
-        .map_err(|wait| ApiError::rate_limited(retry_after_secs(wait)))?;
+    state.pair_limit.check(&client).map_err(|wait| ApiError::rate_limited(retry_after_secs(wait)))?;
     state
         .lockouts
         .check(&client, now)
         .map_err(|left| ApiError::rate_limited(retry_after_secs(left)).with("error", "locked_out"))?;
-    let code = headers
-        .get("x-pairing-code")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let code = headers.get("x-pairing-code").and_then(|v| v.to_str().ok()).unwrap_or("");
     let token = match code.is_empty() {
         true => None,
-        false => auth::pair(state.dispatcher.store().as_ref(), code, now)
-            .await
-            .map_err(|_| ApiError::store_unavailable())?,
+        false => {
+            auth::pair(state.dispatcher.store().as_ref(), code, now).await.map_err(|_| ApiError::store_unavailable())?
+        }
     };
     match token {
         Some(token) => {

@@ -7,23 +7,44 @@ use axum::Json;
 use serde_json::json;
 
 use super::{ApiError, AppState};
+use crate::sources::health::Status;
 
 pub async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready when the store answers (and, as sources are wired, each source).
+/// Ready when the store answers and every source is up; otherwise 503 says
+/// which is not.
 pub async fn ready(State(state): State<AppState>) -> Response {
-    match state.dispatcher.store().ping().await {
-        Ok(()) => Json(json!({"status": "ready", "store": "ok", "sources": {"webhook": "up"}})).into_response(),
-        Err(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready")
-            .with("store", e.to_string())
-            .with("sources", json!({"webhook": "up"}))
-            .into_response(),
+    let store = state.dispatcher.store().ping().await;
+    let sources = state.health.snapshot();
+    let store_text = match &store {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e.to_string(),
+    };
+    if store.is_ok() && state.health.all_up() {
+        Json(json!({"status": "ready", "store": store_text, "sources": sources})).into_response()
+    } else {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready")
+            .with("store", store_text)
+            .with("sources", json!(sources))
+            .into_response()
     }
 }
 
+/// Prometheus text. Source gauges are set from the health snapshot at scrape
+/// time, so "age of the last event" is current when read.
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    let now = chrono::Utc::now();
+    for (name, source) in state.health.snapshot() {
+        let up = f64::from(u8::from(source.status == Status::Up));
+        metrics::gauge!("fanin_source_up", "source" => name.clone()).set(up);
+        metrics::gauge!("fanin_source_reconnects", "source" => name.clone()).set(source.reconnects as f64);
+        if let Some(at) = source.last_event_at {
+            let age = (now - at).num_milliseconds() as f64 / 1000.0;
+            metrics::gauge!("fanin_source_last_event_age_seconds", "source" => name).set(age);
+        }
+    }
     let body = state.metrics.as_ref().map(|m| m.render()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

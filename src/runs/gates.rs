@@ -50,11 +50,7 @@ mod tests {
         let mut s = sop_with("s", vec![TriggerSpec::Manual]);
         s.execution_mode = mode;
         s.priority = priority;
-        s.steps = confirms
-            .iter()
-            .enumerate()
-            .map(|(i, c)| step(i as u32 + 1, *c))
-            .collect();
+        s.steps = confirms.iter().enumerate().map(|(i, c)| step(i as u32 + 1, *c)).collect();
         s
     }
 
@@ -88,13 +84,7 @@ mod tests {
 
     #[test]
     fn initial_status_follows_the_first_gate() {
-        assert_eq!(
-            initial_status(&sop(ExecutionMode::Supervised, Priority::Low, &[])),
-            RunStatus::PendingApproval
-        );
-        assert_eq!(
-            initial_status(&sop(ExecutionMode::Auto, Priority::Low, &[])),
-            RunStatus::Running
-        );
+        assert_eq!(initial_status(&sop(ExecutionMode::Supervised, Priority::Low, &[])), RunStatus::PendingApproval);
+        assert_eq!(initial_status(&sop(ExecutionMode::Auto, Priority::Low, &[])), RunStatus::Running);
     }
 }

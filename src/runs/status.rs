@@ -48,10 +48,7 @@ impl RunStatus {
 
     /// Holds one of its SOP's `max_concurrent` slots.
     pub fn is_active(self) -> bool {
-        matches!(
-            self,
-            RunStatus::PendingApproval | RunStatus::Running | RunStatus::WaitingAgent
-        )
+        matches!(self, RunStatus::PendingApproval | RunStatus::Running | RunStatus::WaitingAgent)
     }
 
     /// Whether a run may move from `self` to `to`.

@@ -101,10 +101,7 @@ impl Condition {
     /// the byte offset where it is, never a condition that silently never matches.
     pub fn parse(text: &str) -> Result<Condition, ParseError> {
         let expr = parse::parse(text)?;
-        Ok(Condition {
-            source: text.to_string(),
-            expr,
-        })
+        Ok(Condition { source: text.to_string(), expr })
     }
 
     /// The condition as written.

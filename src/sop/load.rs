@@ -206,10 +206,7 @@ impl Issues {
         let (reason, line) = if problem.column.is_some() {
             (problem.reason_with_location(), None)
         } else {
-            (
-                problem.reason.clone(),
-                problem.line.or_else(|| self.lines.line_of(&key)),
-            )
+            (problem.reason.clone(), problem.line.or_else(|| self.lines.line_of(&key)))
         };
         let issue = self.issue(&self.toml_file.clone(), &key, reason, line);
         self.errors.push(issue);
@@ -259,11 +256,7 @@ pub fn load_dir(dir: &Path, default_mode: ExecutionMode) -> LoadReport {
                 Some(first) => errors.push(SopIssue {
                     file: toml_file.clone(),
                     key: "sop.name".into(),
-                    reason: format!(
-                        "duplicate SOP name {:?}: already defined in {}",
-                        sop.name,
-                        first.display()
-                    ),
+                    reason: format!("duplicate SOP name {:?}: already defined in {}", sop.name, first.display()),
                 }),
                 None => {
                     first_definition.insert(sop.name.clone(), toml_file.clone());
@@ -357,10 +350,7 @@ fn build_header(raw: RawSop, sop_dir: &Path, default_mode: ExecutionMode, issues
             None
         }
         Some(name) if !is_sop_name(&name) => {
-            issues.error(
-                "sop.name",
-                format!("{name:?} is not a SOP name; expected [a-z0-9][a-z0-9._-]*"),
-            );
+            issues.error("sop.name", format!("{name:?} is not a SOP name; expected [a-z0-9][a-z0-9._-]*"));
             None
         }
         Some(name) => {
@@ -368,10 +358,7 @@ fn build_header(raw: RawSop, sop_dir: &Path, default_mode: ExecutionMode, issues
             if dir_name.as_deref() != Some(name.as_str()) {
                 issues.warning(
                     "sop.name",
-                    format!(
-                        "{name:?} differs from its directory name {:?}",
-                        dir_name.unwrap_or_default()
-                    ),
+                    format!("{name:?} differs from its directory name {:?}", dir_name.unwrap_or_default()),
                 );
             }
             Some(name)
@@ -400,10 +387,7 @@ fn build_header(raw: RawSop, sop_dir: &Path, default_mode: ExecutionMode, issues
         (Some(true), Some(mode)) if mode != ExecutionMode::Deterministic => {
             issues.error(
                 "sop.deterministic",
-                format!(
-                    "deterministic = true contradicts execution_mode = {:?}; remove one of them",
-                    mode_name(mode)
-                ),
+                format!("deterministic = true contradicts execution_mode = {:?}; remove one of them", mode_name(mode)),
             );
             mode
         }
@@ -430,10 +414,7 @@ fn build_header(raw: RawSop, sop_dir: &Path, default_mode: ExecutionMode, issues
 }
 
 fn mode_name(mode: ExecutionMode) -> String {
-    serde_json::to_value(mode)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
+    serde_json::to_value(mode).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 /// SOP names appear in URLs, CLI arguments and audit records.
@@ -448,10 +429,7 @@ fn build_triggers(tables: Vec<toml::Table>, issues: &mut Issues) -> Vec<Trigger>
         let kind = match table.remove("type") {
             Some(toml::Value::String(kind)) => kind,
             Some(other) => {
-                issues.error(
-                    &format!("{prefix}.type"),
-                    format!("expected a string, found {}", other.type_str()),
-                );
+                issues.error(&format!("{prefix}.type"), format!("expected a string, found {}", other.type_str()));
                 continue;
             }
             None => {
@@ -474,32 +452,23 @@ fn build_trigger(kind: &str, table: toml::Table, prefix: &str, issues: &mut Issu
     match kind {
         "webhook" => {
             let raw: RawWebhook = typed(table, prefix, kind, issues)?;
-            let path_ok = check_webhook_path(&raw.path)
-                .map_err(|r| issues.error(&key("path"), r))
-                .is_ok();
+            let path_ok = check_webhook_path(&raw.path).map_err(|r| issues.error(&key("path"), r)).is_ok();
             let condition = parse_condition(raw.condition, prefix, issues)?;
-            path_ok.then_some(Trigger {
-                spec: TriggerSpec::Webhook { path: raw.path },
-                condition,
-            })
+            path_ok.then_some(Trigger { spec: TriggerSpec::Webhook { path: raw.path }, condition })
         }
         "mqtt" => {
             let raw: RawMqtt = typed(table, prefix, kind, issues)?;
-            let topic_ok = crate::dispatch::topic::validate_filter(&raw.topic)
-                .map_err(|r| issues.error(&key("topic"), r))
-                .is_ok();
+            let topic_ok =
+                crate::dispatch::topic::validate_filter(&raw.topic).map_err(|r| issues.error(&key("topic"), r)).is_ok();
             let condition = parse_condition(raw.condition, prefix, issues)?;
-            topic_ok.then_some(Trigger {
-                spec: TriggerSpec::Mqtt { topic: raw.topic },
-                condition,
-            })
+            topic_ok.then_some(Trigger { spec: TriggerSpec::Mqtt { topic: raw.topic }, condition })
         }
         "cron" => {
             let raw: RawCron = typed(table, prefix, kind, issues)?;
             let tz_ok = match &raw.timezone {
-                Some(tz) => crate::sources::cron::parse_timezone(tz)
-                    .map_err(|r| issues.error(&key("timezone"), r))
-                    .is_ok(),
+                Some(tz) => {
+                    crate::sources::cron::parse_timezone(tz).map_err(|r| issues.error(&key("timezone"), r)).is_ok()
+                }
                 None => true,
             };
             let expression_ok = crate::sources::cron::parse_schedule(&raw.expression, None)
@@ -511,10 +480,7 @@ fn build_trigger(kind: &str, table: toml::Table, prefix: &str, issues: &mut Issu
             let schedule = crate::sources::cron::parse_schedule(&raw.expression, raw.timezone.as_deref())
                 .map_err(|r| issues.error(&key("expression"), r))
                 .ok()?;
-            Some(Trigger {
-                spec: TriggerSpec::Cron(Box::new(schedule)),
-                condition: None,
-            })
+            Some(Trigger { spec: TriggerSpec::Cron(Box::new(schedule)), condition: None })
         }
         "peripheral" => {
             let raw: RawPeripheral = typed(table, prefix, kind, issues)?;
@@ -529,28 +495,16 @@ fn build_trigger(kind: &str, table: toml::Table, prefix: &str, issues: &mut Issu
             if !is_signal_name(&raw.signal) {
                 issues.error(
                     &key("signal"),
-                    format!(
-                        "{:?} is not a signal name: non-empty, without '/', '+', '#' or spaces",
-                        raw.signal
-                    ),
+                    format!("{:?} is not a signal name: non-empty, without '/', '+', '#' or spaces", raw.signal),
                 );
                 ok = false;
             }
             let condition = parse_condition(raw.condition, prefix, issues)?;
-            ok.then_some(Trigger {
-                spec: TriggerSpec::Peripheral {
-                    board: raw.board,
-                    signal: raw.signal,
-                },
-                condition,
-            })
+            ok.then_some(Trigger { spec: TriggerSpec::Peripheral { board: raw.board, signal: raw.signal }, condition })
         }
         "manual" => {
             let _: RawManual = typed(table, prefix, kind, issues)?;
-            Some(Trigger {
-                spec: TriggerSpec::Manual,
-                condition: None,
-            })
+            Some(Trigger { spec: TriggerSpec::Manual, condition: None })
         }
         _ if ZEROCLAW_ONLY_TRIGGER_TYPES.contains(&kind) => {
             issues.warning(
@@ -599,10 +553,7 @@ fn parse_condition(text: Option<String>, prefix: &str, issues: &mut Issues) -> O
         Some(text) => match Condition::parse(&text) {
             Ok(condition) => Some(Some(condition)),
             Err(e) => {
-                issues.error(
-                    &format!("{prefix}.condition"),
-                    format!("invalid condition {text:?}: {e}"),
-                );
+                issues.error(&format!("{prefix}.condition"), format!("invalid condition {text:?}: {e}"));
                 None
             }
         },
@@ -615,9 +566,7 @@ pub(crate) fn check_webhook_path(path: &str) -> Result<(), String> {
         return Ok(());
     }
     let Some(rest) = path.strip_prefix("/sop/") else {
-        return Err(format!(
-            "{path:?} cannot be reached: webhook paths are \"/webhook\" or start with \"/sop/\""
-        ));
+        return Err(format!("{path:?} cannot be reached: webhook paths are \"/webhook\" or start with \"/sop/\""));
     };
     if rest.is_empty() {
         return Err("\"/sop/\" needs a name after it, e.g. \"/sop/deploy\"".into());
@@ -648,10 +597,7 @@ fn build_toml_steps(raw_steps: Vec<RawStep>, issues: &mut Issues) -> Vec<Step> {
         }
         let tools = match (raw.tools, raw.suggested_tools) {
             (Some(_), Some(_)) => {
-                issues.error(
-                    &key("suggested_tools"),
-                    "set tools or suggested_tools (its ZeroClaw name), not both",
-                );
+                issues.error(&key("suggested_tools"), "set tools or suggested_tools (its ZeroClaw name), not both");
                 Vec::new()
             }
             (Some(tools), None) | (None, Some(tools)) => tools,
@@ -665,10 +611,9 @@ fn build_toml_steps(raw_steps: Vec<RawStep>, issues: &mut Issues) -> Vec<Step> {
                 &key("kind"),
                 "ignored: ZeroClaw capability steps are not run by fanin; use type = \"capability\" and ref",
             ),
-            Some(other) => issues.error(
-                &key("kind"),
-                format!("expected execute, checkpoint or capability, found {other:?}"),
-            ),
+            Some(other) => {
+                issues.error(&key("kind"), format!("expected execute, checkpoint or capability, found {other:?}"))
+            }
         }
         let title = match (raw.title, &raw.reference) {
             (Some(t), _) if !t.trim().is_empty() => t,
@@ -779,9 +724,7 @@ mod tests {
 
     impl Fixture {
         fn new() -> Self {
-            Fixture {
-                dir: tempfile::tempdir().unwrap(),
-            }
+            Fixture { dir: tempfile::tempdir().unwrap() }
         }
 
         fn sop(&self, dir_name: &str, toml: &str) -> &Self {
@@ -818,11 +761,7 @@ mod tests {
 
     #[track_caller]
     fn assert_error(report: &LoadReport, key: &str, reason: &str) {
-        assert!(
-            has(&report.errors, key, reason),
-            "no error {key}: …{reason}… in {:#?}",
-            report.errors
-        );
+        assert!(has(&report.errors, key, reason), "no error {key}: …{reason}… in {:#?}", report.errors);
         assert!(report.sops.is_empty(), "a SOP with an error must not load");
     }
 
@@ -893,21 +832,9 @@ mod tests {
         assert_error(&f.load(), "sop", "required");
         assert_error(&load_x("max_concurrent = 0\n"), "sop.max_concurrent", "at least 1");
         assert_error(&load_x("priority = \"urgent\"\n"), "sop.priority", "unknown variant");
-        assert_error(
-            &load_x("execution_mode = \"yolo\"\n"),
-            "sop.execution_mode",
-            "unknown variant",
-        );
-        assert_error(
-            &load_x("admission_policy = \"queue\"\n"),
-            "sop.admission_policy",
-            "unknown variant",
-        );
-        assert_error(
-            &load_x("destination = \"human\"\n"),
-            "sop.destination",
-            "unknown variant",
-        );
+        assert_error(&load_x("execution_mode = \"yolo\"\n"), "sop.execution_mode", "unknown variant");
+        assert_error(&load_x("admission_policy = \"queue\"\n"), "sop.admission_policy", "unknown variant");
+        assert_error(&load_x("destination = \"human\"\n"), "sop.destination", "unknown variant");
     }
 
     #[test]
@@ -942,11 +869,7 @@ mod tests {
             "triggers[0].expression",
             "unknown key",
         );
-        assert_error(
-            &load_x("[[steps]]\ntitle = \"a\"\ntitel = \"b\"\n"),
-            "steps[0].titel",
-            "unknown key",
-        );
+        assert_error(&load_x("[[steps]]\ntitle = \"a\"\ntitel = \"b\"\n"), "steps[0].titel", "unknown key");
         let report = load_x(
             "[[triggers]]\ntype = \"manual\"\n[[triggers]]\ntype = \"webhook\"\npath = \"/sop/a\"\npth = \"/x\"\n",
         );
@@ -969,57 +892,28 @@ mod tests {
              [[positions]]\nstep = 1\nx = 320.5\ny = -48.0\n",
         );
         assert!(report.errors.is_empty(), "{:?}", report.errors);
-        for key in [
-            "sop.agent",
-            "sop.max_pending_approvals",
-            "positions",
-            "steps[0].number",
-            "steps[0].agent",
-        ] {
-            assert!(
-                has(&report.warnings, key, IGNORED_ZEROCLAW_KEY),
-                "{key}: {:?}",
-                report.warnings
-            );
+        for key in ["sop.agent", "sop.max_pending_approvals", "positions", "steps[0].number", "steps[0].agent"] {
+            assert!(has(&report.warnings, key, IGNORED_ZEROCLAW_KEY), "{key}: {:?}", report.warnings);
         }
-        assert!(
-            has(&report.warnings, "triggers[1].type", "filesystem"),
-            "{:?}",
-            report.warnings
-        );
+        assert!(has(&report.warnings, "triggers[1].type", "filesystem"), "{:?}", report.warnings);
         let sop = &report.sops[0];
         assert_eq!(sop.triggers.len(), 1, "the filesystem trigger is dropped");
         assert_eq!(sop.steps[0].tools, vec!["shell"]);
-        assert!(
-            sop.steps[0].requires_confirmation,
-            "a checkpoint step keeps its approval gate"
-        );
+        assert!(sop.steps[0].requires_confirmation, "a checkpoint step keeps its approval gate");
     }
 
     #[test]
     fn deterministic_selects_the_mode_and_conflicts_are_errors() {
         let report = load_x("deterministic = true\n[[triggers]]\ntype = \"manual\"\n");
         assert_eq!(report.sops[0].execution_mode, ExecutionMode::Deterministic);
-        assert_error(
-            &load_x("deterministic = true\nexecution_mode = \"auto\"\n"),
-            "sop.deterministic",
-            "contradicts",
-        );
+        assert_error(&load_x("deterministic = true\nexecution_mode = \"auto\"\n"), "sop.deterministic", "contradicts");
     }
 
     #[test]
     fn trigger_rules() {
         let cases: &[(&str, &str, &str)] = &[
-            (
-                "type = \"cron\"\nexpression = \"* * *\"\n",
-                "triggers[0].expression",
-                "3 fields",
-            ),
-            (
-                "type = \"cron\"\nexpression = \"61 * * * * *\"\n",
-                "triggers[0].expression",
-                "invalid cron",
-            ),
+            ("type = \"cron\"\nexpression = \"* * *\"\n", "triggers[0].expression", "3 fields"),
+            ("type = \"cron\"\nexpression = \"61 * * * * *\"\n", "triggers[0].expression", "invalid cron"),
             (
                 "type = \"cron\"\nexpression = \"0 8 * * *\"\ntimezone = \"Europe/Pariss\"\n",
                 "triggers[0].timezone",
@@ -1030,25 +924,13 @@ mod tests {
                 "triggers[0].condition",
                 "no condition",
             ),
-            (
-                "type = \"manual\"\ncondition = \"> 1\"\n",
-                "triggers[0].condition",
-                "no condition",
-            ),
+            ("type = \"manual\"\ncondition = \"> 1\"\n", "triggers[0].condition", "no condition"),
             ("type = \"mqtt\"\ntopic = \"a/#/b\"\n", "triggers[0].topic", "#"),
             ("type = \"mqtt\"\ntopic = \"\"\n", "triggers[0].topic", "empty"),
             ("type = \"mqtt\"\n", "triggers[0].topic", "required key is missing"),
             ("type = \"webhook\"\n", "triggers[0].path", "required key is missing"),
-            (
-                "type = \"peripheral\"\nboard = \"Nucleo\"\nsignal = \"pin_3\"\n",
-                "triggers[0].board",
-                "board name",
-            ),
-            (
-                "type = \"peripheral\"\nboard = \"nucleo\"\nsignal = \"pin/3\"\n",
-                "triggers[0].signal",
-                "signal name",
-            ),
+            ("type = \"peripheral\"\nboard = \"Nucleo\"\nsignal = \"pin_3\"\n", "triggers[0].board", "board name"),
+            ("type = \"peripheral\"\nboard = \"nucleo\"\nsignal = \"pin/3\"\n", "triggers[0].signal", "signal name"),
             ("type = \"email\"\n", "triggers[0].type", "unknown trigger type"),
             ("path = \"/sop/a\"\n", "triggers[0].type", "required"),
         ];
@@ -1062,18 +944,9 @@ mod tests {
         for ok in ["/webhook", "/sop/deploy", "/sop/team/deploy-a", "/sop/a.b_c"] {
             assert!(check_webhook_path(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "/sop/",
-            "/sop",
-            "/deploy",
-            "webhook",
-            "/webhook/x",
-            "/sop/a?b=1",
-            "/sop/a//b",
-            "/sop/a b",
-            "/sop/a#x",
-            "",
-        ] {
+        for bad in
+            ["/sop/", "/sop", "/deploy", "webhook", "/webhook/x", "/sop/a?b=1", "/sop/a//b", "/sop/a b", "/sop/a#x", ""]
+        {
             assert!(check_webhook_path(bad).is_err(), "{bad}");
             let report = load_x(&format!("[[triggers]]\ntype = \"webhook\"\npath = \"{bad}\"\n"));
             assert_error(&report, "triggers[0].path", "");
@@ -1087,11 +960,7 @@ mod tests {
         let report = f.load();
         assert_eq!(report.sops.len(), 1);
         assert_eq!(report.sops[0].file, f.dir.path().join("a-first/SOP.toml"));
-        let err = report
-            .errors
-            .iter()
-            .find(|e| e.key == "sop.name")
-            .expect("duplicate error");
+        let err = report.errors.iter().find(|e| e.key == "sop.name").expect("duplicate error");
         assert_eq!(err.file, f.dir.path().join("b-second/SOP.toml"));
         assert!(err.reason.contains("a-first"), "{}", err.reason);
     }
@@ -1116,12 +985,7 @@ mod tests {
             "max_concurrent = 0\nowner = 1\n[[triggers]]\ntype = \"cron\"\nexpression = \"bad\"\n\
              [[triggers]]\ntype = \"mqtt\"\ntopic = \"a/#/b\"\n",
         );
-        for key in [
-            "sop.max_concurrent",
-            "sop.owner",
-            "triggers[0].expression",
-            "triggers[1].topic",
-        ] {
+        for key in ["sop.max_concurrent", "sop.owner", "triggers[0].expression", "triggers[1].topic"] {
             assert!(has(&report.errors, key, ""), "{key}: {:?}", report.errors);
         }
     }
@@ -1136,11 +1000,7 @@ mod tests {
     #[test]
     fn syntax_errors_name_file_and_line() {
         let report = load_x("cooldown_secs = = 1\n");
-        assert!(
-            report.errors.iter().any(|e| e.reason.contains("line 4")),
-            "{:?}",
-            report.errors
-        );
+        assert!(report.errors.iter().any(|e| e.reason.contains("line 4")), "{:?}", report.errors);
         assert!(report.errors[0].file.ends_with("x/SOP.toml"));
     }
 
@@ -1173,16 +1033,8 @@ mod tests {
         assert_error(&report, "steps[0].ref", "required");
         assert_error(&report, "steps[1].type", "required");
         assert_error(&report, "steps[1].ref", "required");
-        assert_error(
-            &load_x("[[steps]]\ntitle = \"a\"\nref = \"x\"\n"),
-            "steps[0].type",
-            "go together",
-        );
-        assert_error(
-            &load_x("[[steps]]\ntitle = \"a\"\ntype = \"robot\"\n"),
-            "steps[0].type",
-            "unknown variant",
-        );
+        assert_error(&load_x("[[steps]]\ntitle = \"a\"\nref = \"x\"\n"), "steps[0].type", "go together");
+        assert_error(&load_x("[[steps]]\ntitle = \"a\"\ntype = \"robot\"\n"), "steps[0].type", "unknown variant");
     }
 
     #[test]
@@ -1205,8 +1057,7 @@ mod tests {
     #[test]
     fn sop_md_without_steps_leaves_toml_steps() {
         let f = Fixture::new();
-        f.sop("x", &format!("{}[[steps]]\ntitle = \"From TOML\"\n", header("x")))
-            .md("x", "# X\n\nJust notes.\n");
+        f.sop("x", &format!("{}[[steps]]\ntitle = \"From TOML\"\n", header("x"))).md("x", "# X\n\nJust notes.\n");
         let report = f.load();
         assert_eq!(report.sops[0].steps[0].title, "From TOML");
     }
@@ -1220,22 +1071,11 @@ mod tests {
         );
         let report = f.load();
         let md = f.dir.path().join("x/SOP.md");
-        let err = report
-            .errors
-            .iter()
-            .find(|e| e.key == "steps[0].requires_confirmation")
-            .expect("bullet error");
+        let err = report.errors.iter().find(|e| e.key == "steps[0].requires_confirmation").expect("bullet error");
         assert_eq!(err.file, md);
-        let missing = report
-            .errors
-            .iter()
-            .find(|e| e.key == "steps[1].type")
-            .expect("executor error");
+        let missing = report.errors.iter().find(|e| e.key == "steps[1].type").expect("executor error");
         assert_eq!(missing.file, md);
-        assert!(report
-            .warnings
-            .iter()
-            .any(|w| w.key == "steps[1].agent" && w.file == md));
+        assert!(report.warnings.iter().any(|w| w.key == "steps[1].agent" && w.file == md));
         assert!(report.sops.is_empty());
     }
 
@@ -1246,26 +1086,14 @@ mod tests {
         assert!(report.errors.is_empty(), "{:#?}", report.errors);
         assert!(report.warnings.is_empty(), "{:#?}", report.warnings);
         let names: Vec<&str> = report.sops.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "deploy-pipeline",
-                "door-button",
-                "incident-response",
-                "morning-report",
-                "sensor-alert"
-            ]
-        );
+        assert_eq!(names, ["deploy-pipeline", "door-button", "incident-response", "morning-report", "sensor-alert"]);
         let deploy = &report.sops[0];
         assert_eq!(deploy.max_concurrent, 4);
         let incident = &report.sops[2];
         assert_eq!(incident.steps.len(), 4, "steps from SOP.md");
         assert!(incident.steps[2].requires_confirmation);
-        let mut types: Vec<String> = report
-            .sops
-            .iter()
-            .flat_map(|s| s.triggers.iter().map(|t| format!("{:?}", t.trigger_type())))
-            .collect();
+        let mut types: Vec<String> =
+            report.sops.iter().flat_map(|s| s.triggers.iter().map(|t| format!("{:?}", t.trigger_type()))).collect();
         types.sort();
         types.dedup();
         assert_eq!(types.len(), 5, "every trigger type is exercised: {types:?}");

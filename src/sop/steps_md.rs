@@ -113,10 +113,7 @@ fn is_section_heading(trimmed: &str) -> bool {
 }
 
 fn indentation(line: &str) -> usize {
-    line.chars()
-        .take_while(|c| c.is_whitespace())
-        .map(|c| if c == '\t' { 4 } else { 1 })
-        .sum()
+    line.chars().take_while(|c| c.is_whitespace()).map(|c| if c == '\t' { 4 } else { 1 }).sum()
 }
 
 /// `12. rest` → `rest`.
@@ -148,11 +145,7 @@ fn split_title(rest: &str) -> (String, String) {
     if let Some(after_open) = rest.strip_prefix("**") {
         if let Some(close) = after_open.find("**") {
             let title = after_open[..close].trim().to_string();
-            let body = after_open[close + 2..]
-                .trim_start()
-                .trim_start_matches(['—', '–', '-', ':'])
-                .trim()
-                .to_string();
+            let body = after_open[close + 2..].trim_start().trim_start_matches(['—', '–', '-', ':']).trim().to_string();
             return (title, body);
         }
     }
@@ -161,15 +154,10 @@ fn split_title(rest: &str) -> (String, String) {
 
 /// `- key: value` (or `* key: value`) with a lowercase identifier key.
 fn bullet(trimmed: &str) -> Option<(&str, &str)> {
-    let item = trimmed
-        .strip_prefix("- ")
-        .or_else(|| trimmed.strip_prefix("* "))?
-        .trim();
+    let item = trimmed.strip_prefix("- ").or_else(|| trimmed.strip_prefix("* "))?.trim();
     let (key, value) = item.split_once(':')?;
     let is_key = key.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && key
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        && key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
     is_key.then(|| (key, value.trim()))
 }
 
@@ -182,25 +170,14 @@ fn apply_bullet(step: &mut Step, key: &str, value: &str, line: usize, index: usi
         })
     };
     match key {
-        "tools" => {
-            step.tools = value
-                .split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_string)
-                .collect()
-        }
+        "tools" => step.tools = value.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect(),
         "requires_confirmation" => match parse_bool(value) {
             Some(b) => step.requires_confirmation = b,
             None => issue(key, format!("expected true or false, found {value:?}"), false),
         },
         "type" => match parse_step_kind(value) {
             Some(kind) => step.kind = Some(kind),
-            None => issue(
-                key,
-                format!("expected tool, capability or usecase, found {value:?}"),
-                false,
-            ),
+            None => issue(key, format!("expected tool, capability or usecase, found {value:?}"), false),
         },
         "ref" if !value.is_empty() => step.reference = Some(value.to_string()),
         "id" if !value.is_empty() => step.id = Some(value.to_string()),
@@ -217,20 +194,14 @@ fn apply_bullet(step: &mut Step, key: &str, value: &str, line: usize, index: usi
                 "ignored: ZeroClaw capability steps are not run by fanin; use `- type: capability` and `- ref:`".into(),
                 true,
             ),
-            _ => issue(
-                key,
-                format!("expected execute, checkpoint or capability, found {value:?}"),
-                false,
-            ),
+            _ => issue(key, format!("expected execute, checkpoint or capability, found {value:?}"), false),
         },
         _ if ZEROCLAW_IGNORED_MD_KEYS.contains(&key) => {
             issue(key, "ignored: ZeroClaw key fanin does not use".into(), true)
         }
-        _ => issue(
-            key,
-            "unknown step key; expected tools, requires_confirmation, type, ref, id or params".into(),
-            false,
-        ),
+        _ => {
+            issue(key, "unknown step key; expected tools, requires_confirmation, type, ref, id or params".into(), false)
+        }
     }
 }
 
@@ -330,12 +301,7 @@ mod tests {
     fn bad_and_unknown_bullets_are_errors_and_zeroclaw_keys_warnings() {
         let md = "## Steps\n1. **A**\n   - requires_confirmation: maybe\n   - requires_confirmaton: true\n   - type: robot\n   - params: [1]\n2. **B**\n   - agent: ops-bot\n   - when: $.x > 1\n";
         let issues = parse_steps(md).issues;
-        let find = |key: &str| {
-            issues
-                .iter()
-                .find(|i| i.key == key)
-                .unwrap_or_else(|| panic!("{key}: {issues:?}"))
-        };
+        let find = |key: &str| issues.iter().find(|i| i.key == key).unwrap_or_else(|| panic!("{key}: {issues:?}"));
         assert!(!find("steps[0].requires_confirmation").warning);
         assert!(find("steps[0].requires_confirmation").reason.contains("line 3"));
         assert!(!find("steps[0].requires_confirmaton").warning);

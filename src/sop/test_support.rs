@@ -17,10 +17,7 @@ pub fn sop_with(name: &str, specs: Vec<TriggerSpec>) -> Sop {
         max_concurrent: 1,
         admission_policy: AdmissionPolicy::Parallel,
         destination: Destination::Agent,
-        triggers: specs
-            .into_iter()
-            .map(|spec| Trigger { spec, condition: None })
-            .collect(),
+        triggers: specs.into_iter().map(|spec| Trigger { spec, condition: None }).collect(),
         steps: Vec::new(),
         file: PathBuf::from(format!("sops/{name}/SOP.toml")),
     }

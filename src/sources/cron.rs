@@ -28,11 +28,7 @@ pub fn parse_schedule(expression: &str, timezone: Option<&str>) -> Result<Schedu
         None => chrono_tz::Tz::UTC,
     };
     let cron = parse_expression(expression)?;
-    Ok(Schedule {
-        expression: expression.to_string(),
-        timezone,
-        cron,
-    })
+    Ok(Schedule { expression: expression.to_string(), timezone, cron })
 }
 
 /// An IANA zone name such as `Europe/Paris`. The error names the value.
@@ -53,9 +49,7 @@ fn parse_expression(expression: &str) -> Result<croner::Cron, String> {
     // The default builder: seconds and year optional, POSIX weekdays
     // (0 and 7 = Sunday). Never `alternative_weekdays(true)`.
     let parser = CronParser::builder().build();
-    parser
-        .parse(expression)
-        .map_err(|e| format!("invalid cron expression {expression:?}: {e}"))
+    parser.parse(expression).map_err(|e| format!("invalid cron expression {expression:?}: {e}"))
 }
 
 #[cfg(test)]
@@ -72,11 +66,7 @@ mod tests {
     fn next_after(expression: &str, tz: Option<&str>, after: DateTime<Utc>) -> DateTime<Utc> {
         let schedule = parse_schedule(expression, tz).unwrap();
         let local = after.with_timezone(&schedule.timezone);
-        schedule
-            .cron
-            .find_next_occurrence(&local, false)
-            .unwrap()
-            .with_timezone(&Utc)
+        schedule.cron.find_next_occurrence(&local, false).unwrap().with_timezone(&Utc)
     }
 
     #[test]
@@ -113,11 +103,8 @@ mod tests {
             "0 0 * * 6-7",
         ] {
             let next = next_after(expression, None, monday());
-            let expected = if expression.ends_with("6-7") {
-                Utc.with_ymd_and_hms(2024, 1, 6, 0, 0, 0).unwrap()
-            } else {
-                sunday
-            };
+            let expected =
+                if expression.ends_with("6-7") { Utc.with_ymd_and_hms(2024, 1, 6, 0, 0, 0).unwrap() } else { sunday };
             assert_eq!(next, expected, "{expression}");
         }
         // After Saturday, a 6-7 range must reach Sunday, not skip to next Saturday.

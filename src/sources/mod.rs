@@ -1,5 +1,40 @@
-//! Event sources (DESIGN §5): each receives and normalizes, nothing more.
-//! The webhook source lives in the gateway; MQTT, cron timers and serial
-//! peripherals are wired here.
+//! Event sources (DESIGN §5): each receives and normalizes, nothing more —
+//! matching, admission and audit stay in the dispatcher. The webhook source
+//! lives in the gateway; MQTT, the cron scheduler and serial peripherals are
+//! here. Each `start` returns `None` when its source is not configured.
 
 pub mod cron;
+pub mod health;
+pub mod mqtt;
+pub mod peripheral;
+pub mod scheduler;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::dispatch::Dispatcher;
+pub use health::SourcesHealth;
+
+/// What every source task is given.
+#[derive(Clone)]
+pub struct SourceContext {
+    pub config: Arc<Config>,
+    pub dispatcher: Arc<Dispatcher>,
+    pub health: Arc<SourcesHealth>,
+    pub shutdown: CancellationToken,
+}
+
+/// A running source task.
+pub type SourceTask = tokio::task::JoinHandle<()>;
+
+/// Starts every configured source. An error (unreadable CA file, …) is
+/// worded for the operator and stops the daemon before it serves.
+pub fn start_all(ctx: &SourceContext) -> Result<Vec<SourceTask>, String> {
+    let mut tasks = Vec::new();
+    tasks.extend(mqtt::start(ctx)?);
+    tasks.extend(scheduler::start(ctx)?);
+    tasks.extend(peripheral::start(ctx)?);
+    Ok(tasks)
+}

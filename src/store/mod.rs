@@ -302,11 +302,7 @@ pub fn open(url: &str, base_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
         return Ok(Arc::new(sqlite::SqliteStore::open(&path)?));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(StoreError::Invalid(
-            "store.url: the PostgreSQL store is not built yet; use sqlite://".into(),
-        ));
+        return Err(StoreError::Invalid("store.url: the PostgreSQL store is not built yet; use sqlite://".into()));
     }
-    Err(StoreError::Invalid(format!(
-        "store.url: unsupported scheme in {url:?} (expected sqlite:// or postgres://)"
-    )))
+    Err(StoreError::Invalid(format!("store.url: unsupported scheme in {url:?} (expected sqlite:// or postgres://)")))
 }

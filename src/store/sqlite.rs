@@ -73,12 +73,10 @@ impl SqliteStore {
         let counters = Arc::new(Counters::default());
         let (queue, inbox) = mpsc::channel(WRITER_QUEUE);
         let writer = Writer::new(conn, path.to_path_buf(), Arc::clone(&counters));
-        let thread = std::thread::Builder::new()
-            .name("fanin-store-writer".into())
-            .spawn(move || writer.run(inbox))
-            .map_err(|e| {
-                StoreError::Unavailable(format!("store {}: cannot start writer thread: {e}", path.display()))
-            })?;
+        let thread =
+            std::thread::Builder::new().name("fanin-store-writer".into()).spawn(move || writer.run(inbox)).map_err(
+                |e| StoreError::Unavailable(format!("store {}: cannot start writer thread: {e}", path.display())),
+            )?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
             queue: Some(queue),
@@ -101,10 +99,7 @@ impl SqliteStore {
     async fn submit(&self, op: Op) -> Result<Outcome, StoreError> {
         let queue = self.queue.as_ref().ok_or_else(|| self.writer_gone())?;
         let (reply, answer) = oneshot::channel();
-        queue
-            .send(Message::Job(Job { op, reply }))
-            .await
-            .map_err(|_| self.writer_gone())?;
+        queue.send(Message::Job(Job { op, reply })).await.map_err(|_| self.writer_gone())?;
         answer.await.map_err(|_| self.writer_gone())?
     }
 
@@ -113,21 +108,14 @@ impl SqliteStore {
     }
 
     fn unexpected(&self, doing: &str, outcome: Outcome) -> StoreError {
-        StoreError::Unavailable(format!(
-            "store {}: {doing}: the writer answered {outcome:?}",
-            self.path.display()
-        ))
+        StoreError::Unavailable(format!("store {}: {doing}: the writer answered {outcome:?}", self.path.display()))
     }
 }
 
 fn create_parent_dir(path: &Path) -> Result<(), StoreError> {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Invalid(format!(
-                "store {}: cannot create directory {}: {e}",
-                path.display(),
-                dir.display()
-            ))
+            StoreError::Invalid(format!("store {}: cannot create directory {}: {e}", path.display(), dir.display()))
         }),
         _ => Ok(()),
     }
@@ -162,11 +150,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<Option<Value>, StoreError> {
         let (scope, key) = (scope.to_owned(), key.to_owned());
-        self.readers
-            .run("read idempotency key", move |conn| {
-                reads::idempotency_response(conn, &scope, &key, now)
-            })
-            .await
+        self.readers.run("read idempotency key", move |conn| reads::idempotency_response(conn, &scope, &key, now)).await
     }
 
     async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
@@ -178,23 +162,17 @@ impl Store for SqliteStore {
 
     async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
         let run_id = run_id.to_owned();
-        self.readers
-            .run("read run", move |conn| reads::get_run(conn, &run_id))
-            .await
+        self.readers.run("read run", move |conn| reads::get_run(conn, &run_id)).await
     }
 
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, StoreError> {
         let query = query.clone();
-        self.readers
-            .run("list runs", move |conn| reads::list_runs(conn, &query))
-            .await
+        self.readers.run("list runs", move |conn| reads::list_runs(conn, &query)).await
     }
 
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         let query = query.clone();
-        self.readers
-            .run("read audit", move |conn| reads::audit(conn, &query))
-            .await
+        self.readers.run("read audit", move |conn| reads::audit(conn, &query)).await
     }
 
     async fn sop_loads(&self) -> Result<Vec<SopLoad>, StoreError> {
@@ -207,11 +185,7 @@ impl Store for SqliteStore {
         created_at: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let op = Op::AddPairingCode {
-            hash: code_hash.to_owned(),
-            created_at,
-            expires_at,
-        };
+        let op = Op::AddPairingCode { hash: code_hash.to_owned(), created_at, expires_at };
         match self.submit(op).await? {
             Outcome::Done => Ok(()),
             other => Err(self.unexpected("add pairing code", other)),
@@ -224,11 +198,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         token: &TokenRecord,
     ) -> Result<bool, StoreError> {
-        let op = Op::RedeemPairingCode {
-            hash: code_hash.to_owned(),
-            now,
-            token: token.clone(),
-        };
+        let op = Op::RedeemPairingCode { hash: code_hash.to_owned(), now, token: token.clone() };
         match self.submit(op).await? {
             Outcome::Redeemed(redeemed) => Ok(redeemed),
             other => Err(self.unexpected("redeem pairing code", other)),
@@ -237,9 +207,7 @@ impl Store for SqliteStore {
 
     async fn find_token(&self, prefix: &str) -> Result<Option<TokenRecord>, StoreError> {
         let prefix = prefix.to_owned();
-        self.readers
-            .run("find token", move |conn| reads::find_token(conn, &prefix))
-            .await
+        self.readers.run("find token", move |conn| reads::find_token(conn, &prefix)).await
     }
 
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
@@ -247,10 +215,7 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_tokens(&self, prefix: &str, at: DateTime<Utc>) -> Result<usize, StoreError> {
-        let op = Op::RevokeTokens {
-            prefix: prefix.to_owned(),
-            at,
-        };
+        let op = Op::RevokeTokens { prefix: prefix.to_owned(), at };
         match self.submit(op).await? {
             Outcome::Count(revoked) => Ok(revoked),
             other => Err(self.unexpected("revoke tokens", other)),
@@ -259,9 +224,7 @@ impl Store for SqliteStore {
 
     async fn cron_last_check(&self, key: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         let key = key.to_owned();
-        self.readers
-            .run("read cron state", move |conn| reads::cron_last_check(conn, &key))
-            .await
+        self.readers.run("read cron state", move |conn| reads::cron_last_check(conn, &key)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -53,12 +53,7 @@ impl Setup {
 
     /// Runs a `fanin` subcommand against this config.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .arg("--config")
-            .arg(self.config_path())
-            .output()
-            .expect("run fanin")
+        Command::new(BIN).args(args).arg("--config").arg(self.config_path()).output().expect("run fanin")
     }
 }
 
@@ -111,16 +106,8 @@ impl Daemon {
             }
             if let Some(addr) = line.strip_prefix("Listening on ") {
                 let base = format!("http://{}", addr.trim());
-                let http = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(30))
-                    .build()
-                    .unwrap();
-                return Daemon {
-                    child,
-                    base,
-                    pairing_code,
-                    http,
-                };
+                let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+                return Daemon { child, base, pairing_code, http };
             }
         }
     }
@@ -132,13 +119,7 @@ impl Daemon {
     /// Pairs with the start-up code and returns the token.
     pub async fn pair(&self) -> String {
         let code = self.pairing_code.clone().expect("daemon printed a pairing code");
-        let r = self
-            .http
-            .post(self.url("/pair"))
-            .header("X-Pairing-Code", code)
-            .send()
-            .await
-            .unwrap();
+        let r = self.http.post(self.url("/pair")).header("X-Pairing-Code", code).send().await.unwrap();
         assert_eq!(r.status(), 200, "pairing with the printed code");
         let body: Value = r.json().await.unwrap();
         body["token"].as_str().unwrap().to_string()
@@ -151,11 +132,7 @@ impl Daemon {
         body: &str,
         headers: &[(&str, &str)],
     ) -> (u16, Value, reqwest::header::HeaderMap) {
-        let mut req = self
-            .http
-            .post(self.url(path))
-            .header("content-type", "application/json")
-            .body(body.to_string());
+        let mut req = self.http.post(self.url(path)).header("content-type", "application/json").body(body.to_string());
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }

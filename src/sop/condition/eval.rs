@@ -65,9 +65,9 @@ pub(super) fn explain(expr: &Expr, src: &str, payload: &Payload) -> Result<(), S
             Ok(()) => Err(format!("`{}` holds, and `!` negates it", inner.span.text(src))),
             Err(_) => Ok(()),
         },
-        ExprKind::All(parts) => parts
-            .iter()
-            .try_for_each(|part| explain(part, src, payload).map_err(|why| name_part(part, src, why))),
+        ExprKind::All(parts) => {
+            parts.iter().try_for_each(|part| explain(part, src, payload).map_err(|why| name_part(part, src, why)))
+        }
         ExprKind::Any(parts) => {
             let mut whys = Vec::with_capacity(parts.len());
             for part in parts {
@@ -193,17 +193,11 @@ fn describe(comparison: &Comparison, src: &str, outcome: Outcome<'_>) -> String 
         Outcome::Unordered(value) => format!(
             "{left} is {}, and `{op}` does not order {}: only == and != apply",
             show(value),
-            if matches!(value, Operand::Json(Value::Null)) {
-                "null"
-            } else {
-                "booleans"
-            }
+            if matches!(value, Operand::Json(Value::Null)) { "null" } else { "booleans" }
         ),
-        Outcome::Mismatch(value) => format!(
-            "{left} is {} ({}), not comparable with {literal}",
-            show(value),
-            type_name(value)
-        ),
+        Outcome::Mismatch(value) => {
+            format!("{left} is {} ({}), not comparable with {literal}", show(value), type_name(value))
+        }
     }
 }
 

@@ -29,19 +29,13 @@ pub(super) struct Token {
 }
 
 pub(super) fn error(reason: impl Into<String>, offset: usize) -> ParseError {
-    ParseError {
-        reason: reason.into(),
-        offset,
-    }
+    ParseError { reason: reason.into(), offset }
 }
 
 /// The offset of the first non-whitespace byte at or after `at`.
 pub(super) fn skip_space(src: &str, at: usize) -> usize {
     let rest = &src.as_bytes()[at..];
-    at + rest
-        .iter()
-        .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-        .count()
+    at + rest.iter().take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')).count()
 }
 
 /// Every token of `src`, ending with `Tok::End`.
@@ -52,10 +46,7 @@ pub(super) fn tokenize(src: &str) -> Result<Vec<Token>, ParseError> {
         let start = skip_space(src, at);
         let (tok, end) = token_at(src, start)?;
         let done = matches!(tok, Tok::End);
-        tokens.push(Token {
-            tok,
-            span: Span { start, end },
-        });
+        tokens.push(Token { tok, span: Span { start, end } });
         if done {
             return Ok(tokens);
         }
@@ -77,10 +68,7 @@ fn token_at(src: &str, start: usize) -> Result<(Tok, usize), ParseError> {
         '!' | '=' | '<' | '>' => comparison_or_not(src, start),
         '&' | '|' => logical(src, start, c),
         'a'..='z' | 'A'..='Z' | '_' => word(src, start),
-        '\'' => Err(error(
-            "strings are double-quoted (single quotes only appear in a path, as $['name'])",
-            start,
-        )),
+        '\'' => Err(error("strings are double-quoted (single quotes only appear in a path, as $['name'])", start)),
         _ => Err(error(format!("unexpected character `{c}`"), start)),
     }
 }
@@ -102,10 +90,7 @@ fn number_literal(src: &str, start: usize) -> Result<(Tok, usize), ParseError> {
     let num = match number::scan(text.as_bytes()) {
         Some((len, integral)) if len == run => Num::from_scanned(text, integral),
         _ => {
-            return Err(error(
-                format!("bad number `{text}`: numbers are written as in JSON, e.g. 2, -1.5, 1e3"),
-                start,
-            ))
+            return Err(error(format!("bad number `{text}`: numbers are written as in JSON, e.g. 2, -1.5, 1e3"), start))
         }
     };
     match num {
@@ -122,11 +107,7 @@ fn comparison_or_not(src: &str, start: usize) -> Result<(Tok, usize), ParseError
         return Ok((Tok::Not, start + 1));
     }
     let first = usize::from(bytes[0] == b'!');
-    let run = first
-        + bytes[first..]
-            .iter()
-            .take_while(|b| matches!(b, b'=' | b'<' | b'>'))
-            .count();
+    let run = first + bytes[first..].iter().take_while(|b| matches!(b, b'=' | b'<' | b'>')).count();
     let text = &src[start..start + run];
     let op = match text {
         "==" => Op::Eq,
@@ -161,10 +142,7 @@ fn logical(src: &str, start: usize, c: char) -> Result<(Tok, usize), ParseError>
 }
 
 fn word(src: &str, start: usize) -> Result<(Tok, usize), ParseError> {
-    let len = src[start..]
-        .bytes()
-        .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
-        .count();
+    let len = src[start..].bytes().take_while(|b| b.is_ascii_alphanumeric() || *b == b'_').count();
     let text = &src[start..start + len];
     let literal = match text {
         "true" => Literal::Bool(true),
@@ -208,10 +186,7 @@ pub(super) fn scan_string(src: &str, open: usize) -> Result<(String, usize), Par
         }
         if c < ' ' {
             return Err(error(
-                format!(
-                    "control character U+{:04X} in a string: write it as an escape",
-                    u32::from(c)
-                ),
+                format!("control character U+{:04X} in a string: write it as an escape", u32::from(c)),
                 at,
             ));
         }
@@ -263,11 +238,7 @@ fn unicode_escape(src: &str, at: usize) -> Result<(char, usize), ParseError> {
 
 /// The code point of the high surrogate `high` at `at` and the low one that must follow it.
 fn surrogate_pair(src: &str, at: usize, high: u32) -> Result<u32, ParseError> {
-    let low = if src[at + 6..].starts_with("\\u") {
-        Some(hex4(src, at + 6)?)
-    } else {
-        None
-    };
+    let low = if src[at + 6..].starts_with("\\u") { Some(hex4(src, at + 6)?) } else { None };
     match low {
         Some(low @ 0xDC00..=0xDFFF) => Ok(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)),
         _ => {

@@ -95,25 +95,14 @@ pub(super) fn parse(src: &str) -> Result<Expr, ParseError> {
     if matches!(tokens[0].tok, Tok::End) {
         return Err(error("empty condition", 0));
     }
-    let mut parser = Parser {
-        src,
-        tokens,
-        at: 0,
-        depth: 0,
-    };
+    let mut parser = Parser { src, tokens, at: 0, depth: 0 };
     let expr = parser.or()?;
     let next = parser.peek();
     match next.tok {
         Tok::End => Ok(expr),
-        Tok::Close => Err(error(
-            "unbalanced parentheses: `)` has no matching `(`",
-            next.span.start,
-        )),
+        Tok::Close => Err(error("unbalanced parentheses: `)` has no matching `(`", next.span.start)),
         _ => Err(error(
-            format!(
-                "trailing input `{}`: join comparisons with && or ||",
-                parser.src[next.span.start..].trim_end()
-            ),
+            format!("trailing input `{}`: join comparisons with && or ||", parser.src[next.span.start..].trim_end()),
             next.span.start,
         )),
     }
@@ -172,10 +161,7 @@ impl Parser<'_> {
                 let not = self.bump();
                 let inner = self.nested(not.span.start, Self::unary)?;
                 Ok(Expr {
-                    span: Span {
-                        start: not.span.start,
-                        end: inner.span.end,
-                    },
+                    span: Span { start: not.span.start, end: inner.span.end },
                     kind: ExprKind::Not(Box::new(inner)),
                 })
             }
@@ -192,10 +178,7 @@ impl Parser<'_> {
                         open.span.start,
                     ));
                 }
-                inner.span = Span {
-                    start: open.span.start,
-                    end: close.span.end,
-                };
+                inner.span = Span { start: open.span.start, end: close.span.end };
                 Ok(inner)
             }
             _ => self.comparison(),
@@ -221,13 +204,7 @@ impl Parser<'_> {
                 (Left::Path(path), first.span)
             }
             // The direct form: no path, the operator comes first.
-            Tok::Cmp(_) => (
-                Left::Payload,
-                Span {
-                    start: first.span.start,
-                    end: first.span.start,
-                },
-            ),
+            Tok::Cmp(_) => (Left::Payload, Span { start: first.span.start, end: first.span.start }),
             _ => return Err(self.missing_comparison(&first)),
         };
         let op_token = self.bump();
@@ -262,17 +239,8 @@ impl Parser<'_> {
             }
         };
         Ok(Expr {
-            span: Span {
-                start: first.span.start,
-                end: literal_token.span.end,
-            },
-            kind: ExprKind::Compare(Comparison {
-                left,
-                left_span,
-                op,
-                literal,
-                literal_span: literal_token.span,
-            }),
+            span: Span { start: first.span.start, end: literal_token.span.end },
+            kind: ExprKind::Compare(Comparison { left, left_span, op, literal, literal_span: literal_token.span }),
         })
     }
 
@@ -287,11 +255,9 @@ impl Parser<'_> {
                  write the path first, e.g. `$.x > 1`",
                 self.shown(found)
             ),
-            (_, Some(before)) => format!(
-                "missing comparison after {}, found {}",
-                self.shown(before),
-                self.shown(found)
-            ),
+            (_, Some(before)) => {
+                format!("missing comparison after {}, found {}", self.shown(before), self.shown(found))
+            }
             (_, None) => format!("expected a comparison, found {}", self.shown(found)),
         };
         error(reason, found.span.start)
@@ -303,12 +269,6 @@ fn chain(mut parts: Vec<Expr>, kind: fn(Vec<Expr>) -> ExprKind) -> Expr {
     if parts.len() == 1 {
         return parts.remove(0);
     }
-    let span = Span {
-        start: parts[0].span.start,
-        end: parts[parts.len() - 1].span.end,
-    };
-    Expr {
-        kind: kind(parts),
-        span,
-    }
+    let span = Span { start: parts[0].span.start, end: parts[parts.len() - 1].span.end };
+    Expr { kind: kind(parts), span }
 }

@@ -29,13 +29,11 @@ pub(super) struct Path {
 impl Path {
     /// The value the path names in `root`, or `None` when it names nothing.
     pub(super) fn walk<'a>(&self, root: &'a Value) -> Option<&'a Value> {
-        self.segments
-            .iter()
-            .try_fold(root, |value, segment| match (segment, value) {
-                (Segment::Name(name), Value::Object(members)) => members.get(name.as_str()),
-                (Segment::Index(index), Value::Array(items)) => items.get(array_position(*index, items.len())?),
-                _ => None,
-            })
+        self.segments.iter().try_fold(root, |value, segment| match (segment, value) {
+            (Segment::Name(name), Value::Object(members)) => members.get(name.as_str()),
+            (Segment::Index(index), Value::Array(items)) => items.get(array_position(*index, items.len())?),
+            _ => None,
+        })
     }
 }
 
@@ -94,10 +92,7 @@ fn dot_segment(src: &str, dot: usize) -> Result<(Segment, usize), ParseError> {
             if src[end..].starts_with('-') {
                 // Most likely a dashed key such as `content-type`: suggest the bracket form.
                 let dashed = &rest[..rest.find(|c: char| !is_name_char(c) && c != '-').unwrap_or(rest.len())];
-                return Err(error(
-                    format!("bad path: `-` cannot appear in a .name; write ['{dashed}']"),
-                    end,
-                ));
+                return Err(error(format!("bad path: `-` cannot appear in a .name; write ['{dashed}']"), end));
             }
             Ok((Segment::Name(name.to_string()), end))
         }
@@ -122,12 +117,7 @@ fn bracket_segment(src: &str, open: usize) -> Result<(Segment, usize), ParseErro
         Some('*') => return Err(not_singular("`[*]` (a wildcard)", inside)),
         Some('?') => return Err(not_singular("`[?...]` (a filter)", inside)),
         Some(':') => return Err(not_singular("`[:...]` (a slice)", inside)),
-        Some(_) => {
-            return Err(error(
-                "bad path: expected a quoted name or an index inside `[ ]`",
-                inside,
-            ))
-        }
+        Some(_) => return Err(error("bad path: expected a quoted name or an index inside `[ ]`", inside)),
     };
     let close = skip_space(src, after);
     match src.as_bytes().get(close) {

@@ -61,11 +61,7 @@ const MATCHES: &[(&str, P, bool)] = &[
     ("$.v == -0.5", Json(r#"{"v": -0.5}"#), true),
     ("$.v < -1", Json(r#"{"v": -2}"#), true),
     ("$.v == 0", Json(r#"{"v": -0}"#), true),
-    (
-        "$.v == 18446744073709551615",
-        Json(r#"{"v": 18446744073709551615}"#),
-        true,
-    ),
+    ("$.v == 18446744073709551615", Json(r#"{"v": 18446744073709551615}"#), true),
     ("$.v == 9007199254740993", Json(r#"{"v": 9007199254740992}"#), false),
     // Strings that are not exactly one JSON number are not numeric.
     ("$.v == \"2\"", Json(r#"{"v": " 2"}"#), false),
@@ -131,47 +127,15 @@ const MATCHES: &[(&str, P, bool)] = &[
     ("! == 0", Json("1"), true),
     ("! == 0", Json("0"), false),
     // && binds tighter than ||.
-    (
-        "$.a == 1 || $.b == 1 && $.c == 1",
-        Json(r#"{"a": 1, "b": 0, "c": 0}"#),
-        true,
-    ),
-    (
-        "$.a == 1 || $.b == 1 && $.c == 1",
-        Json(r#"{"a": 0, "b": 1, "c": 1}"#),
-        true,
-    ),
-    (
-        "$.a == 1 || $.b == 1 && $.c == 1",
-        Json(r#"{"a": 0, "b": 1, "c": 0}"#),
-        false,
-    ),
-    (
-        "$.a == 1 && $.b == 1 || $.c == 1",
-        Json(r#"{"a": 0, "b": 0, "c": 1}"#),
-        true,
-    ),
+    ("$.a == 1 || $.b == 1 && $.c == 1", Json(r#"{"a": 1, "b": 0, "c": 0}"#), true),
+    ("$.a == 1 || $.b == 1 && $.c == 1", Json(r#"{"a": 0, "b": 1, "c": 1}"#), true),
+    ("$.a == 1 || $.b == 1 && $.c == 1", Json(r#"{"a": 0, "b": 1, "c": 0}"#), false),
+    ("$.a == 1 && $.b == 1 || $.c == 1", Json(r#"{"a": 0, "b": 0, "c": 1}"#), true),
     // Parentheses override it.
-    (
-        "($.a == 1 || $.b == 1) && $.c == 1",
-        Json(r#"{"a": 1, "b": 0, "c": 0}"#),
-        false,
-    ),
-    (
-        "($.a == 1 || $.b == 1) && $.c == 1",
-        Json(r#"{"a": 1, "b": 0, "c": 1}"#),
-        true,
-    ),
-    (
-        "$.a == 1 && ($.b == 2 || ($.c == 3 && !($.d == 4)))",
-        Json(r#"{"a": 1, "c": 3, "d": 5}"#),
-        true,
-    ),
-    (
-        "$.a == 1 && ($.b == 2 || ($.c == 3 && !($.d == 4)))",
-        Json(r#"{"a": 1, "c": 3, "d": 4}"#),
-        false,
-    ),
+    ("($.a == 1 || $.b == 1) && $.c == 1", Json(r#"{"a": 1, "b": 0, "c": 0}"#), false),
+    ("($.a == 1 || $.b == 1) && $.c == 1", Json(r#"{"a": 1, "b": 0, "c": 1}"#), true),
+    ("$.a == 1 && ($.b == 2 || ($.c == 3 && !($.d == 4)))", Json(r#"{"a": 1, "c": 3, "d": 5}"#), true),
+    ("$.a == 1 && ($.b == 2 || ($.c == 3 && !($.d == 4)))", Json(r#"{"a": 1, "c": 3, "d": 4}"#), false),
     ("((($.a == 1)))", Json(r#"{"a": 1}"#), true),
     // ! binds to the next comparison or parenthesis only.
     ("!$.a == 1", Json(r#"{"a": 2}"#), true),
@@ -190,11 +154,7 @@ const MATCHES: &[(&str, P, bool)] = &[
     ("$.msg == \"(x) != !y\"", Json(r#"{"msg": "(x) != !y"}"#), true),
     ("$.msg == \"$.x\"", Json(r#"{"msg": "$.x"}"#), true),
     ("$['a==b'] == 1", Json(r#"{"a==b": 1}"#), true),
-    (
-        "$[\"x)(||\"] == 1 && $['&&'] == 2",
-        Json(r#"{"x)(||": 1, "&&": 2}"#),
-        true,
-    ),
+    ("$[\"x)(||\"] == 1 && $['&&'] == 2", Json(r#"{"x)(||": 1, "&&": 2}"#), true),
     // Every escape, in literals.
     (r#"$.s == "q\"q""#, Json(r#"{"s": "q\"q"}"#), true),
     (r#"$.s == "b\\s""#, Json(r#"{"s": "b\\s"}"#), true),
@@ -236,63 +196,31 @@ fn every_row_matches_as_expected_and_check_agrees() {
         let matched = condition.matches(&payload);
         assert_eq!(matched, expected, "`{text}` on {payload:?}");
         let checked = condition.check(&payload);
-        assert_eq!(
-            checked.is_ok(),
-            matched,
-            "check and matches disagree on `{text}`: {checked:?}"
-        );
+        assert_eq!(checked.is_ok(), matched, "check and matches disagree on `{text}`: {checked:?}");
     }
 }
 
 /// (condition, payload, the exact explanation of the miss)
 const MISSES: &[(&str, P, &str)] = &[
-    (
-        "$.severity >= 2",
-        Json(r#"{"severity": 1}"#),
-        "$.severity is 1, needs >= 2",
-    ),
+    ("$.severity >= 2", Json(r#"{"severity": 1}"#), "$.severity is 1, needs >= 2"),
     ("$.severity >= 2", Json(r#"{}"#), "$.severity is missing"),
     ("$.severity >= 2", Text("hello"), "payload is not JSON"),
-    (
-        "$.name == 2",
-        Json(r#"{"name": "x"}"#),
-        r#"$.name is "x" (a string), not comparable with 2"#,
-    ),
+    ("$.name == 2", Json(r#"{"name": "x"}"#), r#"$.name is "x" (a string), not comparable with 2"#),
     ("$['a b'] == 1", Json(r#"{}"#), "$['a b'] is missing"),
     ("$.v != 1.0", Json(r#"{"v": 1}"#), "$.v is 1, needs != 1.0"),
-    (
-        "$.x == 1",
-        Json(r#"{"x": [1, 2]}"#),
-        "$.x is [1,2] (an array), not comparable with 1",
-    ),
+    ("$.x == 1", Json(r#"{"x": [1, 2]}"#), "$.x is [1,2] (an array), not comparable with 1"),
     ("> 0", Json("0"), "payload is 0, needs > 0"),
     ("== \"on\"", Text("off"), r#"payload is "off", needs == "on""#),
     ("> 0", Text("on"), r#"payload is "on" (text), not comparable with 0"#),
-    (
-        "$.on > false",
-        Json(r#"{"on": true}"#),
-        "$.on is true, and `>` does not order booleans: only == and != apply",
-    ),
-    (
-        "$.x < null",
-        Json(r#"{"x": null}"#),
-        "$.x is null, and `<` does not order null: only == and != apply",
-    ),
-    (
-        "$.a == 1 && $.b == 2",
-        Json(r#"{"a": 1, "b": 3}"#),
-        "`$.b == 2` fails: $.b is 3, needs == 2",
-    ),
+    ("$.on > false", Json(r#"{"on": true}"#), "$.on is true, and `>` does not order booleans: only == and != apply"),
+    ("$.x < null", Json(r#"{"x": null}"#), "$.x is null, and `<` does not order null: only == and != apply"),
+    ("$.a == 1 && $.b == 2", Json(r#"{"a": 1, "b": 3}"#), "`$.b == 2` fails: $.b is 3, needs == 2"),
     (
         "$.a == 1 || $.b == 2",
         Json(r#"{"a": 0}"#),
         "no side of || holds: `$.a == 1` fails: $.a is 0, needs == 1; `$.b == 2` fails: $.b is missing",
     ),
-    (
-        "!($.a == 1)",
-        Json(r#"{"a": 1}"#),
-        "`($.a == 1)` holds, and `!` negates it",
-    ),
+    ("!($.a == 1)", Json(r#"{"a": 1}"#), "`($.a == 1)` holds, and `!` negates it"),
     (
         "$.a == 1 && ($.b == 1 || $.c == 1)",
         Json(r#"{"a": 1}"#),
@@ -317,9 +245,7 @@ fn check_explains_each_miss() {
         let condition = condition(text);
         let payload = payload.payload();
         assert!(!condition.matches(&payload), "`{text}` should not match {payload:?}");
-        let miss = condition
-            .check(&payload)
-            .expect_err("check must report the miss that matches saw");
+        let miss = condition.check(&payload).expect_err("check must report the miss that matches saw");
         assert_eq!(miss.to_string(), why, "explanation of `{text}`");
     }
 }
@@ -376,11 +302,7 @@ const PARSE_ERRORS: &[(&str, &str, usize)] = &[
     ("$.a == 1 $.b == 2", "trailing input `$.b == 2`", 9),
     ("$.a == 1 2", "trailing input `2`", 9),
     ("$.a == 1 &&", "missing comparison after `&&`", 11),
-    (
-        "$.a == 1 || || $.b == 1",
-        "missing comparison after `||`, found `||`",
-        12,
-    ),
+    ("$.a == 1 || || $.b == 1", "missing comparison after `||`, found `||`", 12),
     ("!", "missing comparison after `!`", 1),
     ("($.a == 1", "unbalanced parentheses: `(` is not closed", 0),
     ("(($.a == 1)", "unbalanced parentheses: `(` is not closed", 0),
@@ -393,11 +315,7 @@ const PARSE_ERRORS: &[(&str, &str, usize)] = &[
     ("$. == 1", "bad path: `.` must be followed by a name or an index", 2),
     ("$.a. == 1", "bad path: `.` must be followed by a name or an index", 4),
     ("$.0a == 1", "bad path: `.0a` starts with a digit", 2),
-    (
-        "$.content-type == 1",
-        "bad path: `-` cannot appear in a .name; write ['content-type']",
-        9,
-    ),
+    ("$.content-type == 1", "bad path: `-` cannot appear in a .name; write ['content-type']", 9),
     ("$.a.-1 == 1", "bad path: `.` must be followed by a name or an index", 4),
     ("$[abc] == 1", "bad path: expected a quoted name or an index", 2),
     ("$[", "bad path: `[` is never closed", 1),
@@ -408,11 +326,7 @@ const PARSE_ERRORS: &[(&str, &str, usize)] = &[
     ("$[-0] == 1", "bad path: index `-0` is not allowed", 2),
     ("$[-] == 1", "bad path: `-` must be followed by the digits", 2),
     ("$[1.5] == 1", "bad path: an index must be a whole number", 3),
-    (
-        "$[9007199254740992] == 1",
-        "bad path: index `9007199254740992` is out of range",
-        2,
-    ),
+    ("$[9007199254740992] == 1", "bad path: index `9007199254740992` is out of range", 2),
     ("$[-9223372036854775808] == 1", "out of range", 2),
     // Non-singular queries.
     ("$..a == 1", "not a singular query: `..`", 1),
@@ -429,10 +343,7 @@ const PARSE_ERRORS: &[(&str, &str, usize)] = &[
 #[test]
 fn parse_errors_name_the_problem_and_its_offset() {
     for &(text, phrase, offset) in PARSE_ERRORS {
-        let ParseError {
-            reason,
-            offset: found_offset,
-        } = Condition::parse(text).expect_err(text);
+        let ParseError { reason, offset: found_offset } = Condition::parse(text).expect_err(text);
         assert!(reason.contains(phrase), "`{text}`: reason `{reason}` lacks `{phrase}`");
         assert_eq!(found_offset, offset, "`{text}`: offset of `{reason}`");
     }
@@ -440,10 +351,7 @@ fn parse_errors_name_the_problem_and_its_offset() {
 
 #[test]
 fn no_prefix_of_a_condition_panics_or_points_past_the_end() {
-    let texts = MATCHES
-        .iter()
-        .map(|row| row.0)
-        .chain(PARSE_ERRORS.iter().map(|row| row.0));
+    let texts = MATCHES.iter().map(|row| row.0).chain(PARSE_ERRORS.iter().map(|row| row.0));
     for text in texts {
         for (cut, _) in text.char_indices() {
             let prefix = &text[..cut];
@@ -475,10 +383,7 @@ fn source_is_the_text_as_written() {
 #[test]
 fn parse_error_displays_reason_and_offset() {
     let error = Condition::parse("$.a = 1").unwrap_err();
-    assert_eq!(
-        error.to_string(),
-        "unknown operator `=`: did you mean `==`? at offset 4"
-    );
+    assert_eq!(error.to_string(), "unknown operator `=`: did you mean `==`? at offset 4");
 }
 
 /// Counts this thread's allocations, to prove the hot path makes none.
@@ -524,10 +429,8 @@ mod allocations {
 
 #[test]
 fn matches_does_not_allocate() {
-    let rows: Vec<(Condition, Payload)> = MATCHES
-        .iter()
-        .map(|&(text, payload, _)| (condition(text), payload.payload()))
-        .collect();
+    let rows: Vec<(Condition, Payload)> =
+        MATCHES.iter().map(|&(text, payload, _)| (condition(text), payload.payload())).collect();
     let mut verdicts = [false; MATCHES.len()];
     let count = allocations::during(|| {
         for (verdict, (condition, payload)) in verdicts.iter_mut().zip(&rows) {

@@ -31,11 +31,7 @@ pub(super) struct Readers {
 
 impl Readers {
     pub fn new(path: PathBuf, busy_timeout: Duration) -> Readers {
-        Readers {
-            path,
-            busy_timeout,
-            idle: Mutex::new(Vec::new()),
-        }
+        Readers { path, busy_timeout, idle: Mutex::new(Vec::new()) }
     }
 
     /// Runs `read` on a pooled connection in a blocking task.
@@ -116,10 +112,7 @@ struct Filters {
 
 impl Filters {
     fn new() -> Filters {
-        Filters {
-            clauses: Vec::new(),
-            values: Vec::new(),
-        }
+        Filters { clauses: Vec::new(), values: Vec::new() }
     }
 
     fn add(&mut self, condition: &str, value: impl ToSql + 'static) {
@@ -152,10 +145,8 @@ pub(super) fn list_runs(conn: &Connection, query: &RunQuery) -> rusqlite::Result
         filters.add("status =", status.as_str());
     }
     let limit = filters.limit(query.limit);
-    let sql = format!(
-        "SELECT {RUN_COLUMNS} FROM runs {} ORDER BY started_at DESC, seq DESC {limit}",
-        filters.where_clause()
-    );
+    let sql =
+        format!("SELECT {RUN_COLUMNS} FROM runs {} ORDER BY started_at DESC, seq DESC {limit}", filters.where_clause());
     let mut statement = conn.prepare_cached(&sql)?;
     let rows = statement.query_map(params_from_iter(filters.values.iter()), run_from_row)?;
     rows.collect()
@@ -171,10 +162,7 @@ pub(super) fn audit(conn: &Connection, query: &AuditQuery) -> rusqlite::Result<V
         filters.add("seq >", after);
     }
     let limit = filters.limit(query.limit);
-    let sql = format!(
-        "SELECT {AUDIT_COLUMNS} FROM audit {} ORDER BY seq {limit}",
-        filters.where_clause()
-    );
+    let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit {} ORDER BY seq {limit}", filters.where_clause());
     let mut statement = conn.prepare_cached(&sql)?;
     let rows = statement.query_map(params_from_iter(filters.values.iter()), audit_from_row)?;
     rows.collect()
@@ -197,10 +185,7 @@ pub(super) fn sop_loads(conn: &Connection) -> rusqlite::Result<Vec<SopLoad>> {
             let count: u32 = row.get(2)?;
             let finished = opt_time_at(row, 3)?;
             if loads.last().is_none_or(|load| load.sop != sop) {
-                loads.push(SopLoad {
-                    sop,
-                    ..SopLoad::default()
-                });
+                loads.push(SopLoad { sop, ..SopLoad::default() });
             }
             let load = loads.last_mut().expect("pushed above");
             if RunStatus::parse(&status).is_some_and(RunStatus::is_active) {
@@ -232,9 +217,8 @@ pub(super) fn find_token(conn: &Connection, prefix: &str) -> rusqlite::Result<Op
 }
 
 pub(super) fn list_tokens(conn: &Connection) -> rusqlite::Result<Vec<TokenRecord>> {
-    let mut statement = conn.prepare_cached(&format!(
-        "SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, prefix"
-    ))?;
+    let mut statement =
+        conn.prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, prefix"))?;
     let rows = statement.query_map([], token_from_row)?;
     rows.collect()
 }
@@ -247,7 +231,6 @@ pub(super) fn cron_last_check(conn: &Connection, key: &str) -> rusqlite::Result<
 
 /// Touches the file's schema, not just the connection.
 pub(super) fn ping(conn: &Connection) -> rusqlite::Result<()> {
-    conn.prepare_cached("SELECT COUNT(*) FROM sqlite_master")?
-        .query_row([], |row| row.get::<_, i64>(0))?;
+    conn.prepare_cached("SELECT COUNT(*) FROM sqlite_master")?.query_row([], |row| row.get::<_, i64>(0))?;
     Ok(())
 }

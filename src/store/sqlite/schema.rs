@@ -89,8 +89,7 @@ CREATE TABLE cron_state (
 pub(super) fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
     let fail = |doing: &str, e| store_error(path, doing, e);
     let conn = Connection::open(path).map_err(|e| fail("open", e))?;
-    conn.busy_timeout(busy_timeout)
-        .map_err(|e| fail("set busy timeout", e))?;
+    conn.busy_timeout(busy_timeout).map_err(|e| fail("set busy timeout", e))?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
         .map_err(|e| fail("enable WAL", e))?;
@@ -100,10 +99,8 @@ pub(super) fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connect
             path.display()
         )));
     }
-    conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(|e| fail("set synchronous = FULL", e))?;
-    conn.pragma_update(None, "foreign_keys", "OFF")
-        .map_err(|e| fail("set foreign_keys", e))?;
+    conn.pragma_update(None, "synchronous", "FULL").map_err(|e| fail("set synchronous = FULL", e))?;
+    conn.pragma_update(None, "foreign_keys", "OFF").map_err(|e| fail("set foreign_keys", e))?;
     Ok(conn)
 }
 
@@ -112,8 +109,7 @@ pub(super) fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connect
 pub(super) fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
     let conn = Connection::open_with_flags(path, flags).map_err(|e| store_error(path, "open for reading", e))?;
-    conn.busy_timeout(busy_timeout)
-        .map_err(|e| store_error(path, "set busy timeout", e))?;
+    conn.busy_timeout(busy_timeout).map_err(|e| store_error(path, "set busy timeout", e))?;
     Ok(conn)
 }
 
@@ -121,8 +117,7 @@ pub(super) fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connect
 /// processes opening a new file at once cannot both create the tables.
 pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let fail = |doing: &str, e| store_error(path, doing, e);
-    conn.execute_batch("BEGIN IMMEDIATE")
-        .map_err(|e| fail("begin migration", e))?;
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| fail("begin migration", e))?;
     let result = migrate_in_transaction(conn, path);
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
     conn.execute_batch(end).map_err(|e| fail("end migration", e))?;
@@ -131,14 +126,12 @@ pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> 
 
 fn migrate_in_transaction(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let fail = |doing: &str, e| store_error(path, doing, e);
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(|e| fail("read user_version", e))?;
+    let version: i64 =
+        conn.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(|e| fail("read user_version", e))?;
     match version {
         0 => {
             conn.execute_batch(SCHEMA_V1).map_err(|e| fail("create schema v1", e))?;
-            conn.pragma_update(None, "user_version", SCHEMA_VERSION)
-                .map_err(|e| fail("set user_version", e))
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(|e| fail("set user_version", e))
         }
         SCHEMA_VERSION => Ok(()),
         newer => Err(StoreError::Invalid(format!(

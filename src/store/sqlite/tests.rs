@@ -59,22 +59,11 @@ fn audit_for(run: &RunRecord, kind: AuditKind) -> Write {
 /// A run and its run-start audit record, as the dispatcher writes them.
 fn start(run: RunRecord) -> Batch {
     let audit = audit_for(&run, AuditKind::RunStarted);
-    Batch {
-        idempotency: None,
-        writes: vec![Write::InsertRun(run), audit],
-    }
+    Batch { idempotency: None, writes: vec![Write::InsertRun(run), audit] }
 }
 
 fn set_status(run_id: &str, from: RunStatus, to: RunStatus, at: DateTime<Utc>) -> Batch {
-    Batch {
-        idempotency: None,
-        writes: vec![Write::SetStatus {
-            run_id: run_id.into(),
-            from,
-            to,
-            at,
-        }],
-    }
+    Batch { idempotency: None, writes: vec![Write::SetStatus { run_id: run_id.into(), from, to, at }] }
 }
 
 fn claim(scope: &str, key: &str, created_at: DateTime<Utc>, ttl_secs: i64, response: Value) -> IdempotencyClaim {
@@ -113,17 +102,8 @@ fn ids(runs: &[RunRecord]) -> Vec<&str> {
 async fn hold_writer(store: &SqliteStore) -> std::sync::mpsc::Sender<()> {
     let (entered, entered_rx) = oneshot::channel();
     let (release, release_rx) = std::sync::mpsc::channel();
-    let hold = Message::Hold {
-        entered,
-        release: release_rx,
-    };
-    store
-        .queue
-        .as_ref()
-        .expect("queue")
-        .send(hold)
-        .await
-        .expect("writer alive");
+    let hold = Message::Hold { entered, release: release_rx };
+    store.queue.as_ref().expect("queue").send(hold).await.expect("writer alive");
     entered_rx.await.expect("writer held");
     release
 }
@@ -153,25 +133,16 @@ async fn a_run_round_trips() {
 async fn times_keep_microseconds() {
     let (_dir, store) = open_temp();
     let at = DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap();
-    store
-        .commit(start(run("r1", "s", RunStatus::Running, at)))
-        .await
-        .unwrap();
+    store.commit(start(run("r1", "s", RunStatus::Running, at))).await.unwrap();
     assert_eq!(store.get_run("r1").await.unwrap().unwrap().started_at, at);
 }
 
 #[tokio::test]
 async fn inserting_a_run_id_twice_is_a_conflict() {
     let (_dir, store) = open_temp();
-    store
-        .commit(start(run("r1", "s", RunStatus::Running, t(0))))
-        .await
-        .unwrap();
+    store.commit(start(run("r1", "s", RunStatus::Running, t(0)))).await.unwrap();
     let again = store.commit(start(run("r1", "other", RunStatus::Running, t(1)))).await;
-    assert!(
-        matches!(again, Err(StoreError::Conflict(ref m)) if m.contains("r1")),
-        "{again:?}"
-    );
+    assert!(matches!(again, Err(StoreError::Conflict(ref m)) if m.contains("r1")), "{again:?}");
     assert_eq!(store.get_run("r1").await.unwrap().unwrap().sop, "s");
     assert_eq!(store.audit(&all_audit()).await.unwrap().len(), 1);
 }
@@ -192,36 +163,11 @@ async fn list_runs_is_newest_first_and_filters() {
 
     let cases: Vec<(RunQuery, Vec<&str>)> = vec![
         (all_runs(), vec!["b", "d", "c", "a", "e"]),
-        (
-            RunQuery {
-                sop: Some("deploy".into()),
-                ..all_runs()
-            },
-            vec!["d", "c", "a", "e"],
-        ),
-        (
-            RunQuery {
-                status: Some(RunStatus::Running),
-                ..all_runs()
-            },
-            vec!["b", "d", "c"],
-        ),
-        (
-            RunQuery {
-                sop: Some("deploy".into()),
-                status: Some(RunStatus::Running),
-                limit: 1,
-            },
-            vec!["d"],
-        ),
+        (RunQuery { sop: Some("deploy".into()), ..all_runs() }, vec!["d", "c", "a", "e"]),
+        (RunQuery { status: Some(RunStatus::Running), ..all_runs() }, vec!["b", "d", "c"]),
+        (RunQuery { sop: Some("deploy".into()), status: Some(RunStatus::Running), limit: 1 }, vec!["d"]),
         (RunQuery { limit: 2, ..all_runs() }, vec!["b", "d"]),
-        (
-            RunQuery {
-                sop: Some("nope".into()),
-                ..all_runs()
-            },
-            vec![],
-        ),
+        (RunQuery { sop: Some("nope".into()), ..all_runs() }, vec![]),
     ];
     for (query, expected) in cases {
         let listed = store.list_runs(&query).await.unwrap();
@@ -233,15 +179,9 @@ async fn list_runs_is_newest_first_and_filters() {
 async fn audit_is_oldest_first_with_increasing_seq_and_filters() {
     let (_dir, store) = open_temp();
     for (id, secs) in [("a", 0), ("b", 1), ("c", 2)] {
-        store
-            .commit(start(run(id, "s", RunStatus::Running, t(secs))))
-            .await
-            .unwrap();
+        store.commit(start(run(id, "s", RunStatus::Running, t(secs)))).await.unwrap();
     }
-    store
-        .commit(set_status("a", RunStatus::Running, RunStatus::Completed, t(3)))
-        .await
-        .unwrap();
+    store.commit(set_status("a", RunStatus::Running, RunStatus::Completed, t(3))).await.unwrap();
     let transition = Batch {
         idempotency: None,
         writes: vec![Write::Audit(NewAudit {
@@ -263,60 +203,31 @@ async fn audit_is_oldest_first_with_increasing_seq_and_filters() {
     assert_eq!(all[0].at, t(0));
     assert_eq!(all[0].sop.as_deref(), Some("s"));
 
-    let of_a = store
-        .audit(&AuditQuery {
-            run_id: Some("a".into()),
-            ..all_audit()
-        })
-        .await
-        .unwrap();
+    let of_a = store.audit(&AuditQuery { run_id: Some("a".into()), ..all_audit() }).await.unwrap();
     assert_eq!(of_a, vec![all[0].clone(), all[3].clone()]);
 
-    let after = store
-        .audit(&AuditQuery {
-            after_seq: Some(all[1].seq),
-            ..all_audit()
-        })
-        .await
-        .unwrap();
+    let after = store.audit(&AuditQuery { after_seq: Some(all[1].seq), ..all_audit() }).await.unwrap();
     assert_eq!(after, all[2..].to_vec());
 
-    let limited = store
-        .audit(&AuditQuery {
-            limit: 2,
-            ..all_audit()
-        })
-        .await
-        .unwrap();
+    let limited = store.audit(&AuditQuery { limit: 2, ..all_audit() }).await.unwrap();
     assert_eq!(limited, all[..2].to_vec());
 }
 
 #[tokio::test]
 async fn audit_seq_is_never_reused() {
     let (_dir, store) = open_temp();
-    store
-        .commit(start(run("a", "s", RunStatus::Running, t(0))))
-        .await
-        .unwrap();
+    store.commit(start(run("a", "s", RunStatus::Running, t(0)))).await.unwrap();
     // A refused request's audit record is rolled back with it; the next
     // committed record still gets a number above every committed one.
     let refused = Batch {
         idempotency: None,
         writes: vec![
             audit_for(&run("a", "s", RunStatus::Running, t(1)), AuditKind::RunTransition),
-            Write::SetStatus {
-                run_id: "a".into(),
-                from: RunStatus::Deferred,
-                to: RunStatus::Running,
-                at: t(1),
-            },
+            Write::SetStatus { run_id: "a".into(), from: RunStatus::Deferred, to: RunStatus::Running, at: t(1) },
         ],
     };
     assert!(store.commit(refused).await.is_err());
-    store
-        .commit(start(run("b", "s", RunStatus::Running, t(2))))
-        .await
-        .unwrap();
+    store.commit(start(run("b", "s", RunStatus::Running, t(2)))).await.unwrap();
     let seqs: Vec<i64> = store.audit(&all_audit()).await.unwrap().iter().map(|a| a.seq).collect();
     assert_eq!(seqs.len(), 2);
     assert!(seqs[0] < seqs[1]);
@@ -325,47 +236,22 @@ async fn audit_seq_is_never_reused() {
 #[tokio::test]
 async fn set_status_is_compare_and_set() {
     let (_dir, store) = open_temp();
-    store
-        .commit(start(run("r", "s", RunStatus::PendingApproval, t(0))))
-        .await
-        .unwrap();
+    store.commit(start(run("r", "s", RunStatus::PendingApproval, t(0)))).await.unwrap();
 
-    store
-        .commit(set_status("r", RunStatus::PendingApproval, RunStatus::Running, t(1)))
-        .await
-        .unwrap();
+    store.commit(set_status("r", RunStatus::PendingApproval, RunStatus::Running, t(1))).await.unwrap();
     let running = store.get_run("r").await.unwrap().unwrap();
-    assert_eq!(
-        (running.status, running.updated_at, running.finished_at),
-        (RunStatus::Running, t(1), None)
-    );
+    assert_eq!((running.status, running.updated_at, running.finished_at), (RunStatus::Running, t(1), None));
 
-    let stale = store
-        .commit(set_status("r", RunStatus::PendingApproval, RunStatus::Cancelled, t(2)))
-        .await;
-    assert!(
-        matches!(stale, Err(StoreError::Conflict(ref m)) if m.contains("running")),
-        "{stale:?}"
-    );
+    let stale = store.commit(set_status("r", RunStatus::PendingApproval, RunStatus::Cancelled, t(2))).await;
+    assert!(matches!(stale, Err(StoreError::Conflict(ref m)) if m.contains("running")), "{stale:?}");
     assert_eq!(store.get_run("r").await.unwrap().unwrap(), running);
 
-    store
-        .commit(set_status("r", RunStatus::Running, RunStatus::Completed, t(3)))
-        .await
-        .unwrap();
+    store.commit(set_status("r", RunStatus::Running, RunStatus::Completed, t(3))).await.unwrap();
     let done = store.get_run("r").await.unwrap().unwrap();
-    assert_eq!(
-        (done.status, done.updated_at, done.finished_at),
-        (RunStatus::Completed, t(3), Some(t(3)))
-    );
+    assert_eq!((done.status, done.updated_at, done.finished_at), (RunStatus::Completed, t(3), Some(t(3))));
 
-    let missing = store
-        .commit(set_status("ghost", RunStatus::Running, RunStatus::Failed, t(4)))
-        .await;
-    assert!(
-        matches!(missing, Err(StoreError::Conflict(ref m)) if m.contains("ghost")),
-        "{missing:?}"
-    );
+    let missing = store.commit(set_status("ghost", RunStatus::Running, RunStatus::Failed, t(4))).await;
+    assert!(matches!(missing, Err(StoreError::Conflict(ref m)) if m.contains("ghost")), "{missing:?}");
 }
 
 #[tokio::test]
@@ -376,12 +262,7 @@ async fn a_batch_whose_second_write_fails_leaves_no_trace() {
         idempotency: Some(claim("/webhook", "k", t(0), 300, json!({"status": "accepted"}))),
         writes: vec![
             Write::InsertRun(r.clone()),
-            Write::SetStatus {
-                run_id: "r".into(),
-                from: RunStatus::Deferred,
-                to: RunStatus::Running,
-                at: t(0),
-            },
+            Write::SetStatus { run_id: "r".into(), from: RunStatus::Deferred, to: RunStatus::Running, at: t(0) },
             audit_for(&r, AuditKind::RunStarted),
         ],
     };
@@ -395,10 +276,7 @@ async fn a_batch_whose_second_write_fails_leaves_no_trace() {
 #[tokio::test]
 async fn coalesce_replaces_the_event_of_a_deferred_run_only() {
     let (_dir, store) = open_temp();
-    store
-        .commit(start(run("r", "s", RunStatus::Deferred, t(0))))
-        .await
-        .unwrap();
+    store.commit(start(run("r", "s", RunStatus::Deferred, t(0)))).await.unwrap();
     let coalesce = |event: &str, at| Batch {
         idempotency: None,
         writes: vec![Write::Coalesce {
@@ -418,15 +296,9 @@ async fn coalesce_replaces_the_event_of_a_deferred_run_only() {
     assert_eq!(merged.coalesced, 2);
     assert_eq!((merged.started_at, merged.updated_at), (t(0), t(2)));
 
-    store
-        .commit(set_status("r", RunStatus::Deferred, RunStatus::Running, t(3)))
-        .await
-        .unwrap();
+    store.commit(set_status("r", RunStatus::Deferred, RunStatus::Running, t(3))).await.unwrap();
     let late = store.commit(coalesce("e4", t(4))).await;
-    assert!(
-        matches!(late, Err(StoreError::Conflict(ref m)) if m.contains("running")),
-        "{late:?}"
-    );
+    assert!(matches!(late, Err(StoreError::Conflict(ref m)) if m.contains("running")), "{late:?}");
     assert_eq!(store.get_run("r").await.unwrap().unwrap().event_id, "e3");
 }
 
@@ -443,76 +315,48 @@ async fn a_duplicate_key_returns_the_first_response_and_writes_nothing() {
         idempotency: Some(claim("/webhook", "k", t(10), 300, json!({"run_id": "r2"}))),
         ..start(run("r2", "s", RunStatus::Running, t(10)))
     };
-    assert_eq!(
-        store.commit(second).await.unwrap(),
-        Committed::Duplicate {
-            response: json!({"run_id": "r1"})
-        }
-    );
+    assert_eq!(store.commit(second).await.unwrap(), Committed::Duplicate { response: json!({"run_id": "r1"}) });
     assert_eq!(store.get_run("r2").await.unwrap(), None);
     assert_eq!(store.audit(&all_audit()).await.unwrap().len(), 1);
-    assert_eq!(
-        store.idempotency_response("/webhook", "k", t(299)).await.unwrap(),
-        Some(json!({"run_id": "r1"}))
-    );
+    assert_eq!(store.idempotency_response("/webhook", "k", t(299)).await.unwrap(), Some(json!({"run_id": "r1"})));
     assert_eq!(store.idempotency_response("/webhook", "k", t(300)).await.unwrap(), None);
 }
 
 #[tokio::test]
 async fn an_expired_key_can_be_claimed_again() {
     let (_dir, store) = open_temp();
-    let claim_at = |secs, response| Batch {
-        idempotency: Some(claim("/webhook", "k", t(secs), 60, response)),
-        writes: vec![],
-    };
+    let claim_at =
+        |secs, response| Batch { idempotency: Some(claim("/webhook", "k", t(secs), 60, response)), writes: vec![] };
     store.commit(claim_at(0, json!(1))).await.unwrap();
-    assert_eq!(
-        store.commit(claim_at(59, json!(2))).await.unwrap(),
-        Committed::Duplicate { response: json!(1) }
-    );
+    assert_eq!(store.commit(claim_at(59, json!(2))).await.unwrap(), Committed::Duplicate { response: json!(1) });
     assert_eq!(store.commit(claim_at(60, json!(3))).await.unwrap(), Committed::Applied);
-    assert_eq!(
-        store.idempotency_response("/webhook", "k", t(61)).await.unwrap(),
-        Some(json!(3))
-    );
+    assert_eq!(store.idempotency_response("/webhook", "k", t(61)).await.unwrap(), Some(json!(3)));
 }
 
 #[tokio::test]
 async fn idempotency_scopes_are_independent() {
     let (_dir, store) = open_temp();
     for scope in ["/webhook", "/sop/deploy"] {
-        let batch = Batch {
-            idempotency: Some(claim(scope, "same-key", t(0), 300, json!(scope))),
-            writes: vec![],
-        };
+        let batch = Batch { idempotency: Some(claim(scope, "same-key", t(0), 300, json!(scope))), writes: vec![] };
         assert_eq!(store.commit(batch).await.unwrap(), Committed::Applied, "{scope}");
     }
     for scope in ["/webhook", "/sop/deploy"] {
         let stored = store.idempotency_response(scope, "same-key", t(1)).await.unwrap();
         assert_eq!(stored, Some(json!(scope)));
     }
-    assert_eq!(
-        store.idempotency_response("/other", "same-key", t(1)).await.unwrap(),
-        None
-    );
+    assert_eq!(store.idempotency_response("/other", "same-key", t(1)).await.unwrap(), None);
 }
 
 #[tokio::test]
 async fn purge_deletes_only_expired_keys() {
     let (_dir, store) = open_temp();
     for (key, ttl) in [("short", 10), ("short2", 20), ("long", 1000)] {
-        let batch = Batch {
-            idempotency: Some(claim("/webhook", key, t(0), ttl, json!(key))),
-            writes: vec![],
-        };
+        let batch = Batch { idempotency: Some(claim("/webhook", key, t(0), ttl, json!(key))), writes: vec![] };
         store.commit(batch).await.unwrap();
     }
     assert_eq!(store.purge_idempotency(t(20)).await.unwrap(), 2);
     assert_eq!(store.purge_idempotency(t(20)).await.unwrap(), 0);
-    assert_eq!(
-        store.idempotency_response("/webhook", "long", t(20)).await.unwrap(),
-        Some(json!("long"))
-    );
+    assert_eq!(store.idempotency_response("/webhook", "long", t(20)).await.unwrap(), Some(json!("long")));
 }
 
 #[tokio::test]
@@ -546,10 +390,7 @@ async fn concurrent_commits_share_one_transaction() {
 async fn a_refused_request_does_not_affect_its_transaction_neighbours() {
     let (_dir, store) = open_temp();
     let store = Arc::new(store);
-    store
-        .commit(start(run("existing", "s", RunStatus::Running, t(0))))
-        .await
-        .unwrap();
+    store.commit(start(run("existing", "s", RunStatus::Running, t(0)))).await.unwrap();
     let before = store.stats();
     let release = hold_writer(&store).await;
 
@@ -557,19 +398,11 @@ async fn a_refused_request_does_not_affect_its_transaction_neighbours() {
         idempotency: Some(claim("/webhook", "bad", t(1), 300, json!("bad"))),
         writes: vec![
             Write::InsertRun(run("bad", "s", RunStatus::Running, t(1))),
-            Write::SetStatus {
-                run_id: "existing".into(),
-                from: RunStatus::Deferred,
-                to: RunStatus::Running,
-                at: t(1),
-            },
+            Write::SetStatus { run_id: "existing".into(), from: RunStatus::Deferred, to: RunStatus::Running, at: t(1) },
         ],
     };
-    let batches = [
-        start(run("good1", "s", RunStatus::Running, t(1))),
-        bad,
-        start(run("good2", "s", RunStatus::Running, t(2))),
-    ];
+    let batches =
+        [start(run("good1", "s", RunStatus::Running, t(1))), bad, start(run("good2", "s", RunStatus::Running, t(2)))];
     let mut tasks = Vec::new();
     for (queued, batch) in batches.into_iter().enumerate() {
         let committer = Arc::clone(&store);
@@ -610,12 +443,7 @@ async fn a_key_claimed_twice_in_one_transaction_is_a_duplicate() {
     }
     release.send(()).unwrap();
     assert_eq!(tasks.remove(0).await.unwrap().unwrap(), Committed::Applied);
-    assert_eq!(
-        tasks.remove(0).await.unwrap().unwrap(),
-        Committed::Duplicate {
-            response: json!("first")
-        }
-    );
+    assert_eq!(tasks.remove(0).await.unwrap().unwrap(), Committed::Duplicate { response: json!("first") });
     assert_eq!(store.get_run("second").await.unwrap(), None);
 }
 
@@ -628,20 +456,11 @@ async fn a_transaction_that_cannot_begin_writes_nothing_and_says_unavailable() {
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
 
     let blocked = store.commit(start(run("r", "s", RunStatus::Running, t(0)))).await;
-    assert!(
-        matches!(blocked, Err(StoreError::Unavailable(ref m)) if m.contains("fanin.db")),
-        "{blocked:?}"
-    );
+    assert!(matches!(blocked, Err(StoreError::Unavailable(ref m)) if m.contains("fanin.db")), "{blocked:?}");
     other.execute_batch("ROLLBACK").unwrap();
     assert_eq!(store.get_run("r").await.unwrap(), None);
 
-    assert_eq!(
-        store
-            .commit(start(run("r2", "s", RunStatus::Running, t(1))))
-            .await
-            .unwrap(),
-        Committed::Applied
-    );
+    assert_eq!(store.commit(start(run("r2", "s", RunStatus::Running, t(1)))).await.unwrap(), Committed::Applied);
     assert!(store.get_run("r2").await.unwrap().is_some());
 }
 
@@ -656,10 +475,7 @@ async fn committed_data_survives_closing_and_reopening() {
         writes: vec![
             Write::InsertRun(r.clone()),
             audit_for(&r, AuditKind::RunStarted),
-            Write::CronChecked {
-                key: "0 0 8 * * *@UTC".into(),
-                at: t(5),
-            },
+            Write::CronChecked { key: "0 0 8 * * *@UTC".into(), at: t(5) },
         ],
     };
     store.commit(batch).await.unwrap();
@@ -670,15 +486,9 @@ async fn committed_data_survives_closing_and_reopening() {
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.get_run("r").await.unwrap(), Some(r));
     assert_eq!(store.audit(&all_audit()).await.unwrap(), audit);
-    assert_eq!(
-        store.idempotency_response("/webhook", "k", t(1)).await.unwrap(),
-        Some(json!("first"))
-    );
+    assert_eq!(store.idempotency_response("/webhook", "k", t(1)).await.unwrap(), Some(json!("first")));
     assert_eq!(store.cron_last_check("0 0 8 * * *@UTC").await.unwrap(), Some(t(5)));
-    assert!(store
-        .redeem_pairing_code("code-hash", t(1), &token("abcd1234", t(1)))
-        .await
-        .unwrap());
+    assert!(store.redeem_pairing_code("code-hash", t(1), &token("abcd1234", t(1))).await.unwrap());
 }
 
 #[tokio::test]
@@ -688,18 +498,12 @@ async fn a_second_opener_sees_what_the_first_wrote() {
     let daemon = SqliteStore::open(&path).unwrap();
     let cli = SqliteStore::open(&path).unwrap();
 
-    daemon
-        .commit(start(run("r", "s", RunStatus::Running, t(0))))
-        .await
-        .unwrap();
+    daemon.commit(start(run("r", "s", RunStatus::Running, t(0)))).await.unwrap();
     assert!(cli.get_run("r").await.unwrap().is_some());
     assert_eq!(cli.audit(&all_audit()).await.unwrap().len(), 1);
 
     cli.add_pairing_code("code", t(0), t(300)).await.unwrap();
-    assert!(daemon
-        .redeem_pairing_code("code", t(1), &token("abcd1234", t(1)))
-        .await
-        .unwrap());
+    assert!(daemon.redeem_pairing_code("code", t(1), &token("abcd1234", t(1))).await.unwrap());
     assert_eq!(cli.find_token("abcd1234").await.unwrap(), Some(token("abcd1234", t(1))));
     cli.ping().await.unwrap();
     daemon.ping().await.unwrap();
@@ -711,22 +515,10 @@ async fn a_pairing_code_buys_one_token_while_it_lives() {
     store.add_pairing_code("live", t(0), t(300)).await.unwrap();
     store.add_pairing_code("old", t(0), t(10)).await.unwrap();
 
-    assert!(store
-        .redeem_pairing_code("live", t(1), &token("aaaa0001", t(1)))
-        .await
-        .unwrap());
-    assert!(!store
-        .redeem_pairing_code("live", t(2), &token("aaaa0002", t(2)))
-        .await
-        .unwrap());
-    assert!(!store
-        .redeem_pairing_code("old", t(10), &token("aaaa0003", t(10)))
-        .await
-        .unwrap());
-    assert!(!store
-        .redeem_pairing_code("unknown", t(1), &token("aaaa0004", t(1)))
-        .await
-        .unwrap());
+    assert!(store.redeem_pairing_code("live", t(1), &token("aaaa0001", t(1))).await.unwrap());
+    assert!(!store.redeem_pairing_code("live", t(2), &token("aaaa0002", t(2))).await.unwrap());
+    assert!(!store.redeem_pairing_code("old", t(10), &token("aaaa0003", t(10))).await.unwrap());
+    assert!(!store.redeem_pairing_code("unknown", t(1), &token("aaaa0004", t(1))).await.unwrap());
 
     assert_eq!(store.list_tokens().await.unwrap(), vec![token("aaaa0001", t(1))]);
     assert_eq!(store.find_token("aaaa0002").await.unwrap(), None);
@@ -737,32 +529,20 @@ async fn a_token_that_cannot_be_stored_leaves_the_code_unused() {
     let (_dir, store) = open_temp();
     store.add_pairing_code("c1", t(0), t(300)).await.unwrap();
     store.add_pairing_code("c2", t(0), t(300)).await.unwrap();
-    assert!(store
-        .redeem_pairing_code("c1", t(1), &token("aaaa0001", t(1)))
-        .await
-        .unwrap());
+    assert!(store.redeem_pairing_code("c1", t(1), &token("aaaa0001", t(1))).await.unwrap());
 
     let clash = store.redeem_pairing_code("c2", t(2), &token("aaaa0001", t(2))).await;
     assert!(matches!(clash, Err(StoreError::Conflict(_))), "{clash:?}");
-    assert!(store
-        .redeem_pairing_code("c2", t(3), &token("bbbb0001", t(3)))
-        .await
-        .unwrap());
+    assert!(store.redeem_pairing_code("c2", t(3), &token("bbbb0001", t(3))).await.unwrap());
 }
 
 #[tokio::test]
 async fn a_code_generated_again_is_fresh() {
     let (_dir, store) = open_temp();
     store.add_pairing_code("same", t(0), t(300)).await.unwrap();
-    assert!(store
-        .redeem_pairing_code("same", t(1), &token("aaaa0001", t(1)))
-        .await
-        .unwrap());
+    assert!(store.redeem_pairing_code("same", t(1), &token("aaaa0001", t(1))).await.unwrap());
     store.add_pairing_code("same", t(400), t(700)).await.unwrap();
-    assert!(store
-        .redeem_pairing_code("same", t(401), &token("aaaa0002", t(401)))
-        .await
-        .unwrap());
+    assert!(store.redeem_pairing_code("same", t(401), &token("aaaa0002", t(401))).await.unwrap());
 }
 
 #[tokio::test]
@@ -771,30 +551,18 @@ async fn revoke_tokens_by_prefix() {
     for (i, prefix) in ["abcd0001", "abcd0002", "ffff0001"].into_iter().enumerate() {
         let code = format!("code{i}");
         store.add_pairing_code(&code, t(0), t(300)).await.unwrap();
-        assert!(store
-            .redeem_pairing_code(&code, t(i as i64), &token(prefix, t(i as i64)))
-            .await
-            .unwrap());
+        assert!(store.redeem_pairing_code(&code, t(i as i64), &token(prefix, t(i as i64))).await.unwrap());
     }
 
     assert_eq!(store.revoke_tokens("abcd", t(10)).await.unwrap(), 2);
     assert_eq!(store.revoke_tokens("abcd", t(11)).await.unwrap(), 0, "already revoked");
     assert_eq!(store.revoke_tokens("%", t(11)).await.unwrap(), 0, "no pattern matching");
-    assert!(matches!(
-        store.revoke_tokens("", t(11)).await,
-        Err(StoreError::Invalid(_))
-    ));
+    assert!(matches!(store.revoke_tokens("", t(11)).await, Err(StoreError::Invalid(_))));
 
     let listed = store.list_tokens().await.unwrap();
     let revoked: Vec<_> = listed.iter().map(|tk| (tk.prefix.as_str(), tk.revoked_at)).collect();
-    assert_eq!(
-        revoked,
-        [("abcd0001", Some(t(10))), ("abcd0002", Some(t(10))), ("ffff0001", None)]
-    );
-    assert_eq!(
-        store.find_token("abcd0001").await.unwrap().unwrap().revoked_at,
-        Some(t(10))
-    );
+    assert_eq!(revoked, [("abcd0001", Some(t(10))), ("abcd0002", Some(t(10))), ("ffff0001", None)]);
+    assert_eq!(store.find_token("abcd0001").await.unwrap().unwrap().revoked_at, Some(t(10)));
 }
 
 #[tokio::test]
@@ -802,13 +570,7 @@ async fn cron_last_check_is_upserted() {
     let (_dir, store) = open_temp();
     assert_eq!(store.cron_last_check("k").await.unwrap(), None);
     for secs in [5, 65] {
-        let batch = Batch {
-            idempotency: None,
-            writes: vec![Write::CronChecked {
-                key: "k".into(),
-                at: t(secs),
-            }],
-        };
+        let batch = Batch { idempotency: None, writes: vec![Write::CronChecked { key: "k".into(), at: t(secs) }] };
         store.commit(batch).await.unwrap();
         assert_eq!(store.cron_last_check("k").await.unwrap(), Some(t(secs)));
     }
@@ -831,29 +593,15 @@ async fn sop_loads_count_slots_finish_times_and_backlog() {
     for (id, sop, status, secs) in rows {
         store.commit(start(run(id, sop, status, t(secs)))).await.unwrap();
     }
-    store
-        .commit(set_status("d6", RunStatus::Running, RunStatus::Completed, t(50)))
-        .await
-        .unwrap();
-    store
-        .commit(set_status("d7", RunStatus::Running, RunStatus::Failed, t(40)))
-        .await
-        .unwrap();
-    store
-        .commit(set_status("b1", RunStatus::Running, RunStatus::Cancelled, t(9)))
-        .await
-        .unwrap();
+    store.commit(set_status("d6", RunStatus::Running, RunStatus::Completed, t(50))).await.unwrap();
+    store.commit(set_status("d7", RunStatus::Running, RunStatus::Failed, t(40))).await.unwrap();
+    store.commit(set_status("b1", RunStatus::Running, RunStatus::Cancelled, t(9))).await.unwrap();
 
     let loads = store.sop_loads().await.unwrap();
     assert_eq!(
         loads,
         vec![
-            SopLoad {
-                sop: "backup".into(),
-                active: 0,
-                last_finished_at: Some(t(9)),
-                deferred: vec![],
-            },
+            SopLoad { sop: "backup".into(), active: 0, last_finished_at: Some(t(9)), deferred: vec![] },
             SopLoad {
                 sop: "deploy".into(),
                 active: 3,
@@ -878,10 +626,7 @@ async fn a_file_from_a_newer_fanin_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
     drop(SqliteStore::open(&path).unwrap());
-    rusqlite::Connection::open(&path)
-        .unwrap()
-        .pragma_update(None, "user_version", 2)
-        .unwrap();
+    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 2).unwrap();
     match SqliteStore::open(&path) {
         Err(StoreError::Invalid(m)) => assert!(m.contains("schema version 2") && m.contains("fanin.db"), "{m}"),
         Err(other) => panic!("expected Invalid, got {other:?}"),
@@ -902,10 +647,7 @@ async fn the_file_is_in_wal_mode_with_schema_version_1() {
 async fn opened_through_the_store_url() {
     let dir = tempfile::tempdir().unwrap();
     let store = crate::store::open("sqlite://data/fanin.db", dir.path()).unwrap();
-    store
-        .commit(start(run("r", "s", RunStatus::Running, t(0))))
-        .await
-        .unwrap();
+    store.commit(start(run("r", "s", RunStatus::Running, t(0)))).await.unwrap();
     assert!(store.get_run("r").await.unwrap().is_some());
     assert!(dir.path().join("data/fanin.db").exists());
 }

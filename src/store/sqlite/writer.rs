@@ -30,23 +30,10 @@ pub(super) const MAX_REQUESTS_PER_TRANSACTION: usize = 512;
 /// What a caller asks the writer to do.
 pub(super) enum Op {
     Commit(Batch),
-    AddPairingCode {
-        hash: String,
-        created_at: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-    },
-    RedeemPairingCode {
-        hash: String,
-        now: DateTime<Utc>,
-        token: TokenRecord,
-    },
-    RevokeTokens {
-        prefix: String,
-        at: DateTime<Utc>,
-    },
-    PurgeIdempotency {
-        now: DateTime<Utc>,
-    },
+    AddPairingCode { hash: String, created_at: DateTime<Utc>, expires_at: DateTime<Utc> },
+    RedeemPairingCode { hash: String, now: DateTime<Utc>, token: TokenRecord },
+    RevokeTokens { prefix: String, at: DateTime<Utc> },
+    PurgeIdempotency { now: DateTime<Utc> },
 }
 
 /// What the writer answers, one variant per kind of [`Op`].
@@ -223,11 +210,9 @@ impl Writer {
 fn apply(conn: &Connection, op: &Op) -> Result<Outcome, Failure> {
     match op {
         Op::Commit(batch) => apply_batch(conn, batch).map(Outcome::Committed),
-        Op::AddPairingCode {
-            hash,
-            created_at,
-            expires_at,
-        } => add_pairing_code(conn, hash, *created_at, *expires_at).map(|()| Outcome::Done),
+        Op::AddPairingCode { hash, created_at, expires_at } => {
+            add_pairing_code(conn, hash, *created_at, *expires_at).map(|()| Outcome::Done)
+        }
         Op::RedeemPairingCode { hash, now, token } => {
             redeem_pairing_code(conn, hash, *now, token).map(Outcome::Redeemed)
         }
@@ -254,9 +239,7 @@ fn apply_batch(conn: &Connection, batch: &Batch) -> Result<Committed, Failure> {
 fn live_claim(conn: &Connection, claim: &IdempotencyClaim) -> Result<Option<Value>, Failure> {
     let text: Option<String> = conn
         .prepare_cached("SELECT response FROM idempotency WHERE scope = ?1 AND key = ?2 AND expires_at > ?3")?
-        .query_row(params![claim.scope, claim.key, micros(claim.created_at)], |row| {
-            row.get(0)
-        })
+        .query_row(params![claim.scope, claim.key, micros(claim.created_at)], |row| row.get(0))
         .optional()?;
     match text {
         None => Ok(None),
@@ -290,13 +273,9 @@ fn apply_write(conn: &Connection, write: &Write) -> Result<(), Failure> {
     match write {
         Write::InsertRun(run) => insert_run(conn, run),
         Write::SetStatus { run_id, from, to, at } => set_status(conn, run_id, *from, *to, *at),
-        Write::Coalesce {
-            run_id,
-            event_id,
-            payload,
-            client,
-            at,
-        } => coalesce(conn, run_id, event_id, payload, client.as_deref(), *at),
+        Write::Coalesce { run_id, event_id, payload, client, at } => {
+            coalesce(conn, run_id, event_id, payload, client.as_deref(), *at)
+        }
         Write::Audit(audit) => insert_audit(conn, audit),
         Write::CronChecked { key, at } => cron_checked(conn, key, *at),
     }
@@ -329,10 +308,9 @@ fn insert_run(conn: &Connection, run: &RunRecord) -> Result<(), Failure> {
         ]);
     match result {
         Ok(_) => Ok(()),
-        Err(e) if is_constraint_violation(&e) => Err(Failure::Refused(StoreError::Conflict(format!(
-            "run {} already exists",
-            run.run_id
-        )))),
+        Err(e) if is_constraint_violation(&e) => {
+            Err(Failure::Refused(StoreError::Conflict(format!("run {} already exists", run.run_id))))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -363,9 +341,7 @@ fn set_status(
 }
 
 fn current_status(conn: &Connection, run_id: &str) -> rusqlite::Result<Option<String>> {
-    conn.prepare_cached("SELECT status FROM runs WHERE run_id = ?1")?
-        .query_row([run_id], |row| row.get(0))
-        .optional()
+    conn.prepare_cached("SELECT status FROM runs WHERE run_id = ?1")?.query_row([run_id], |row| row.get(0)).optional()
 }
 
 /// Only a run still waiting in the backlog takes a newer trigger's event.
@@ -382,14 +358,7 @@ fn coalesce(
             "UPDATE runs SET event_id = ?2, payload = ?3, client = ?4, coalesced = coalesced + 1, updated_at = ?5
              WHERE run_id = ?1 AND status = ?6",
         )?
-        .execute(params![
-            run_id,
-            event_id,
-            json_text(payload),
-            client,
-            micros(at),
-            RunStatus::Deferred.as_str()
-        ])?;
+        .execute(params![run_id, event_id, json_text(payload), client, micros(at), RunStatus::Deferred.as_str()])?;
     if changed == 1 {
         return Ok(());
     }
@@ -402,13 +371,7 @@ fn coalesce(
 
 fn insert_audit(conn: &Connection, audit: &NewAudit) -> Result<(), Failure> {
     conn.prepare_cached("INSERT INTO audit (at, kind, run_id, sop, detail) VALUES (?1, ?2, ?3, ?4, ?5)")?
-        .execute(params![
-            micros(audit.at),
-            audit.kind.as_str(),
-            audit.run_id,
-            audit.sop,
-            json_text(&audit.detail)
-        ])?;
+        .execute(params![micros(audit.at), audit.kind.as_str(), audit.run_id, audit.sop, json_text(&audit.detail)])?;
     Ok(())
 }
 
@@ -490,8 +453,6 @@ fn revoke_tokens(conn: &Connection, prefix: &str, at: DateTime<Utc>) -> Result<u
 }
 
 fn purge_idempotency(conn: &Connection, now: DateTime<Utc>) -> Result<usize, Failure> {
-    let purged = conn
-        .prepare_cached("DELETE FROM idempotency WHERE expires_at <= ?1")?
-        .execute([micros(now)])?;
+    let purged = conn.prepare_cached("DELETE FROM idempotency WHERE expires_at <= ?1")?.execute([micros(now)])?;
     Ok(purged)
 }
