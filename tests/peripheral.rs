@@ -244,3 +244,24 @@ async fn a_board_missing_at_start_is_opened_once_it_appears() {
     board.send("pin_3=5\n");
     assert_eq!(wait_for_payloads(&d, "button", 1).await, vec![json!(5)]);
 }
+
+#[tokio::test]
+async fn a_daemon_reading_a_board_stops_cleanly_on_sigterm() {
+    let setup = setup();
+    let board = FakeBoard::plug_in();
+    link_device(&device_link(&setup), &board);
+    let mut d = setup.start();
+    wait_until_up(&d).await;
+
+    let pid = d.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = d.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < DEADLINE, "the daemon did not stop while its serial reader was open");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "graceful stop exits 0: {status}");
+}
