@@ -57,11 +57,10 @@ fn parse_json_object(line: &str) -> Result<Signal, BadLine> {
     Ok(Signal { name, payload: Payload::Json(value) })
 }
 
-/// The same rule SOP triggers are held to, so every accepted signal can be
-/// named by a trigger: non-empty, without '/', '+', '#' or whitespace.
+/// The rule SOP triggers are held to, so every accepted signal can be
+/// named by a trigger.
 fn checked_signal_name(name: &str) -> Result<String, BadLine> {
-    let valid = !name.is_empty() && !name.contains(['/', '+', '#']) && !name.chars().any(char::is_whitespace);
-    if valid {
+    if crate::sop::is_signal_name(name) {
         Ok(name.to_string())
     } else {
         Err(BadLine(format!("{name:?} is not a signal name: non-empty, without '/', '+', '#' or spaces")))
