@@ -309,11 +309,17 @@ mod tests {
     /// `(count, first, last)` of a window, `None` when it holds no fire point.
     type Expected = Option<(u64, DateTime<Utc>, DateTime<Utc>)>;
 
+    /// `(name, expression, timezone, after, upto, expected)`.
+    type WindowCase = (&'static str, &'static str, Option<&'static str>, DateTime<Utc>, DateTime<Utc>, Expected);
+
+    /// `(expression, timezone, after, expected next fire point)`.
+    type NextCase = (&'static str, Option<&'static str>, DateTime<Utc>, Option<DateTime<Utc>>);
+
     #[test]
     fn fire_points_in_a_window() {
         let paris = Some("Europe/Paris");
         let ny = Some("America/New_York");
-        let cases: Vec<(&str, &str, Option<&str>, DateTime<Utc>, DateTime<Utc>, Expected)> = vec![
+        let cases: Vec<WindowCase> = vec![
             (
                 "many points: every second for ten seconds",
                 "* * * * * *",
@@ -523,7 +529,7 @@ mod tests {
     #[test]
     fn next_fire_point_after_an_instant() {
         let paris = Some("Europe/Paris");
-        let cases: Vec<(&str, Option<&str>, DateTime<Utc>, Option<DateTime<Utc>>)> = vec![
+        let cases: Vec<NextCase> = vec![
             ("* * * * * *", None, utc(2024, 1, 1, 0, 0, 0), Some(utc(2024, 1, 1, 0, 0, 1))),
             ("0 0 8 * * *", None, utc(2024, 1, 1, 8, 0, 0), Some(utc(2024, 1, 2, 8, 0, 0))),
             // A fraction of a second past a fire point: that point is behind us.
