@@ -710,4 +710,175 @@ mod tests {
         assert_eq!(past.wake_at(now), None);
         assert_eq!(sleep_for(&[past], now), CLOCK_RECHECK);
     }
+
+    /// The real task, in process, over a SQLite store that can be told to
+    /// refuse: a refused fire turns the source Down and loses nothing.
+    mod task {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+
+        use async_trait::async_trait;
+        use serde_json::Value;
+        use tokio_util::sync::CancellationToken;
+
+        use super::*;
+        use crate::config::Config;
+        use crate::dispatch::{DispatchSettings, Dispatcher};
+        use crate::sources::SourcesHealth;
+        use crate::store::sqlite::SqliteStore;
+        use crate::store::{
+            AuditQuery, AuditRecord, Committed, RunQuery, RunRecord, SopLoad, Store, StoreError, TokenRecord,
+        };
+
+        /// Delegates to SQLite; while `refuse` is set, reads of cron state
+        /// and commits fail as a full disk would.
+        struct RefusingStore {
+            inner: SqliteStore,
+            refuse: AtomicBool,
+        }
+
+        impl RefusingStore {
+            fn check(&self) -> Result<(), StoreError> {
+                match self.refuse.load(Ordering::SeqCst) {
+                    true => Err(StoreError::Unavailable("disk full (test)".into())),
+                    false => Ok(()),
+                }
+            }
+        }
+
+        #[async_trait]
+        impl Store for RefusingStore {
+            async fn commit(&self, batch: Batch) -> Result<Committed, StoreError> {
+                self.check()?;
+                self.inner.commit(batch).await
+            }
+            async fn idempotency_response(
+                &self,
+                scope: &str,
+                key: &str,
+                now: DateTime<Utc>,
+            ) -> Result<Option<Value>, StoreError> {
+                self.inner.idempotency_response(scope, key, now).await
+            }
+            async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+                self.inner.purge_idempotency(now).await
+            }
+            async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
+                self.inner.get_run(run_id).await
+            }
+            async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, StoreError> {
+                self.inner.list_runs(query).await
+            }
+            async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+                self.inner.audit(query).await
+            }
+            async fn sop_loads(&self) -> Result<Vec<SopLoad>, StoreError> {
+                self.inner.sop_loads().await
+            }
+            async fn add_pairing_code(
+                &self,
+                code_hash: &str,
+                created_at: DateTime<Utc>,
+                expires_at: DateTime<Utc>,
+            ) -> Result<(), StoreError> {
+                self.inner.add_pairing_code(code_hash, created_at, expires_at).await
+            }
+            async fn redeem_pairing_code(
+                &self,
+                code_hash: &str,
+                now: DateTime<Utc>,
+                token: &TokenRecord,
+            ) -> Result<bool, StoreError> {
+                self.inner.redeem_pairing_code(code_hash, now, token).await
+            }
+            async fn find_token(&self, prefix: &str) -> Result<Option<TokenRecord>, StoreError> {
+                self.inner.find_token(prefix).await
+            }
+            async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+                self.inner.list_tokens().await
+            }
+            async fn revoke_tokens(&self, prefix: &str, at: DateTime<Utc>) -> Result<usize, StoreError> {
+                self.inner.revoke_tokens(prefix, at).await
+            }
+            async fn cron_last_check(&self, key: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+                self.check()?;
+                self.inner.cron_last_check(key).await
+            }
+            async fn ping(&self) -> Result<(), StoreError> {
+                self.check()?;
+                self.inner.ping().await
+            }
+        }
+
+        /// `(scheduled_at, fires_in_window)` of every run, oldest first.
+        async fn fires(store: &RefusingStore) -> Vec<(DateTime<Utc>, i64)> {
+            let runs = store.inner.list_runs(&RunQuery::default()).await.unwrap();
+            let mut fires: Vec<_> = runs
+                .iter()
+                .map(|r| {
+                    let at = DateTime::parse_from_rfc3339(r.payload["scheduled_at"].as_str().unwrap()).unwrap();
+                    (at.to_utc(), r.payload["fires_in_window"].as_i64().unwrap())
+                })
+                .collect();
+            fires.sort();
+            fires
+        }
+
+        async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
+            let deadline = std::time::Instant::now() + StdDuration::from_secs(60);
+            while !done().await {
+                assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+                tokio::time::sleep(StdDuration::from_millis(50)).await;
+            }
+        }
+
+        #[tokio::test]
+        async fn a_refused_fire_is_retried_with_its_window_and_the_source_reports_down_meanwhile() {
+            let dir = tempfile::tempdir().unwrap();
+            let config_path = dir.path().join("config.toml");
+            std::fs::write(&config_path, "[store]\nurl = \"sqlite://fanin.db\"\n").unwrap();
+            let config = Arc::new(Config::load(&config_path).unwrap());
+            let inner = SqliteStore::open(&dir.path().join("fanin.db")).unwrap();
+            let store = Arc::new(RefusingStore { inner, refuse: AtomicBool::new(false) });
+            let mut sop = crate::sop::test_support::sop_with(
+                "tick",
+                vec![TriggerSpec::Cron(Box::new(parse_schedule("* * * * * *", None).unwrap()))],
+            );
+            sop.max_concurrent = 100_000;
+            let settings =
+                DispatchSettings { idempotency_ttl: TimeDelta::hours(1), payload_cap: 65_536, max_deferred: 1000 };
+            let dispatcher = Arc::new(Dispatcher::new(Catalog::new(vec![sop]), store.clone(), settings).await.unwrap());
+            let health = Arc::new(SourcesHealth::default());
+            let ctx = SourceContext { config, dispatcher, health: health.clone(), shutdown: CancellationToken::new() };
+            let task = start(&ctx).unwrap().expect("a cron trigger starts the scheduler");
+            let status = || health.snapshot().get(SOURCE).map(|s| (s.status, s.detail.clone()));
+
+            wait_until("a first fire", || async { !fires(&store).await.is_empty() }).await;
+            assert_eq!(status(), Some((Status::Up, None)));
+
+            store.refuse.store(true, Ordering::SeqCst);
+            wait_until("the source to report the store", || async {
+                matches!(status(), Some((Status::Down, Some(detail))) if detail.contains("disk full"))
+            })
+            .await;
+            let refused_from = fires(&store).await.len();
+            tokio::time::sleep(StdDuration::from_millis(2500)).await;
+            assert_eq!(fires(&store).await.len(), refused_from, "nothing is written while the store refuses");
+
+            store.refuse.store(false, Ordering::SeqCst);
+            wait_until("a fire after the store came back", || async {
+                fires(&store).await.len() > refused_from && status() == Some((Status::Up, None))
+            })
+            .await;
+            let all = fires(&store).await;
+            let retried = all[refused_from];
+            assert!(retried.1 >= 2, "the retry covers the refused window: {all:?}");
+            for pair in all.windows(2) {
+                assert_eq!((pair[1].0 - pair[0].0).num_seconds(), pair[1].1, "fires tile the timeline: {all:?}");
+            }
+
+            ctx.shutdown.cancel();
+            task.await.unwrap();
+        }
+    }
 }
