@@ -18,11 +18,11 @@
 //!   `cron_missed` (how many, first and last) and not fired. While running,
 //!   every look follows the plain window rule, whatever the window's length.
 //! - **Clock.** No polling: the task sleeps until the earliest next fire
-//!   point across keys (or shutdown). It re-reads the wall clock at least
-//!   every [`CLOCK_RECHECK`], only so that a wall clock stepped or a machine
-//!   suspended while asleep is noticed; such a wake-up with nothing due does
-//!   nothing. A clock that goes back never moves `last_check` back: nothing
-//!   fires until the clock passes it again.
+//!   point across keys, or until shutdown (DESIGN §5). The sleep is measured
+//!   on the monotonic clock, so a wall clock stepped forward while asleep is
+//!   noticed at the next wake-up, whose window then covers what was passed.
+//!   A clock that goes back never moves `last_check` back: nothing fires
+//!   until the clock passes it again.
 //! - **Failures.** If the store refuses a commit, the key's `last_check` is
 //!   not advanced, so its window still covers the fire; it is retried with
 //!   backoff (1 s doubling to 30 s) and source `cron` is Down meanwhile.
@@ -51,8 +51,6 @@ use crate::store::{AuditKind, Batch, NewAudit, Write};
 /// The source name in health reports.
 pub const SOURCE: &str = "cron";
 
-/// The longest the task sleeps without looking at the wall clock again.
-pub const CLOCK_RECHECK: StdDuration = StdDuration::from_secs(60);
 
 const RETRY_FIRST: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 const RETRY_MAX: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
@@ -275,11 +273,11 @@ impl KeyState {
     }
 }
 
-/// How long to sleep from `now`: until the earliest wake-up, at most
-/// [`CLOCK_RECHECK`].
-pub fn sleep_for(states: &[KeyState], now: DateTime<Utc>) -> StdDuration {
-    let earliest = states.iter().filter_map(|s| s.wake_at(now)).min();
-    earliest.map_or(CLOCK_RECHECK, |at| (at - now).to_std().unwrap_or(StdDuration::ZERO).min(CLOCK_RECHECK))
+/// How long to sleep from `now`: until the earliest wake-up; `None` when no
+/// key will ever fire again (sleep until shutdown).
+pub fn sleep_for(states: &[KeyState], now: DateTime<Utc>) -> Option<StdDuration> {
+    let earliest = states.iter().filter_map(|s| s.wake_at(now)).min()?;
+    Some((earliest - now).to_std().unwrap_or(StdDuration::ZERO))
 }
 
 /// `cron_catchup_window_secs` as a duration (saturating: a huge value means
@@ -320,7 +318,10 @@ async fn run(ctx: SourceContext, keys: Vec<CronKey>, catchup: chrono::TimeDelta)
             }
         }
         report_health(&ctx, &states);
-        let delay = sleep_for(&states, Utc::now());
+        let Some(delay) = sleep_for(&states, Utc::now()) else {
+            ctx.shutdown.cancelled().await;
+            return;
+        };
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
@@ -693,22 +694,22 @@ mod tests {
     }
 
     #[test]
-    fn the_task_sleeps_until_the_earliest_wake_up_and_rechecks_the_clock() {
+    fn the_task_sleeps_until_the_earliest_wake_up() {
         let now = utc(2024, 1, 1, 0, 0, 0) + ms(400);
         let mut every_second = KeyState::new(key("* * * * * *", None));
         let mut daily = KeyState::new(key("0 0 8 * * *", None));
         // Not started yet: wake at once.
-        assert_eq!(sleep_for(&[every_second.clone(), daily.clone()], now), StdDuration::ZERO);
+        assert_eq!(sleep_for(&[every_second.clone(), daily.clone()], now), Some(StdDuration::ZERO));
         every_second.committed(&every_second.plan(None, now, secs(3600)));
         daily.committed(&daily.plan(None, now, secs(3600)));
-        assert_eq!(sleep_for(&[every_second, daily.clone()], now), StdDuration::from_millis(600));
-        // Far fire points are approached in CLOCK_RECHECK steps.
-        assert_eq!(sleep_for(&[daily], now), CLOCK_RECHECK);
-        // A schedule with no future fire point only rechecks the clock.
+        assert_eq!(sleep_for(&[every_second, daily.clone()], now), Some(StdDuration::from_millis(600)));
+        // A far fire point is slept to in one go: no polling on the way.
+        assert_eq!(sleep_for(&[daily], now), Some(StdDuration::from_millis(8 * 3600 * 1000 - 400)));
+        // A schedule with no future fire point sleeps until shutdown.
         let mut past = KeyState::new(key("0 0 0 1 1 * 2020", None));
         past.committed(&past.plan(None, now, secs(3600)));
         assert_eq!(past.wake_at(now), None);
-        assert_eq!(sleep_for(&[past], now), CLOCK_RECHECK);
+        assert_eq!(sleep_for(&[past], now), None);
     }
 
     /// The real task, in process, over a SQLite store that can be told to
