@@ -51,7 +51,6 @@ use crate::store::{AuditKind, Batch, NewAudit, Write};
 /// The source name in health reports.
 pub const SOURCE: &str = "cron";
 
-
 const RETRY_FIRST: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 const RETRY_MAX: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 
