@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use common::*;
+use fanin::store::StoreError;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
@@ -491,4 +493,134 @@ async fn an_unreachable_broker_leaves_webhooks_served_and_mqtt_retrying() {
     assert_eq!(mqtt["status"], json!("down"), "{body}");
     assert!(mqtt["detail"].as_str().unwrap().contains("cannot connect"), "{body}");
     assert_eq!(body["sources"]["webhook"]["status"], json!("up"));
+}
+
+/// A store that refuses the next `refuse` commits, as a full disk would.
+struct FlakyStore {
+    inner: Arc<dyn fanin::store::Store>,
+    refuse: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl fanin::store::Store for FlakyStore {
+    async fn commit(&self, batch: fanin::store::Batch) -> Result<fanin::store::Committed, StoreError> {
+        let refused = self.refuse.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        if refused {
+            return Err(StoreError::Unavailable("disk full (test)".into()));
+        }
+        self.inner.commit(batch).await
+    }
+    async fn idempotency_response(
+        &self,
+        scope: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Value>, StoreError> {
+        self.inner.idempotency_response(scope, key, now).await
+    }
+    async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.inner.purge_idempotency(now).await
+    }
+    async fn get_run(&self, run_id: &str) -> Result<Option<fanin::store::RunRecord>, StoreError> {
+        self.inner.get_run(run_id).await
+    }
+    async fn list_runs(&self, query: &fanin::store::RunQuery) -> Result<Vec<fanin::store::RunRecord>, StoreError> {
+        self.inner.list_runs(query).await
+    }
+    async fn audit(&self, query: &fanin::store::AuditQuery) -> Result<Vec<fanin::store::AuditRecord>, StoreError> {
+        self.inner.audit(query).await
+    }
+    async fn sop_loads(&self) -> Result<Vec<fanin::store::SopLoad>, StoreError> {
+        self.inner.sop_loads().await
+    }
+    async fn add_pairing_code(
+        &self,
+        code_hash: &str,
+        created_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.inner.add_pairing_code(code_hash, created_at, expires_at).await
+    }
+    async fn redeem_pairing_code(
+        &self,
+        code_hash: &str,
+        now: DateTime<Utc>,
+        token: &fanin::store::TokenRecord,
+    ) -> Result<bool, StoreError> {
+        self.inner.redeem_pairing_code(code_hash, now, token).await
+    }
+    async fn find_token(&self, prefix: &str) -> Result<Option<fanin::store::TokenRecord>, StoreError> {
+        self.inner.find_token(prefix).await
+    }
+    async fn list_tokens(&self) -> Result<Vec<fanin::store::TokenRecord>, StoreError> {
+        self.inner.list_tokens().await
+    }
+    async fn revoke_tokens(&self, prefix: &str, at: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.inner.revoke_tokens(prefix, at).await
+    }
+    async fn cron_last_check(&self, key: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.inner.cron_last_check(key).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}
+
+/// The MQTT source in-process over a store that refuses the first commit:
+/// the refused message is not acknowledged, the connection is made again,
+/// and the broker's redelivery turns every message into a run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_store_refused_is_redelivered_not_lost() {
+    use fanin::sources::health::Status;
+    let broker = broker();
+    let prefix = unique("fanin-test/refused");
+    let block = mqtt_block(&broker.url(), &unique("fanin-refused"), &[&format!("{prefix}/#")], "");
+    let setup = Setup::new("", &block).sop("refused", &mqtt_sop("refused", &format!("{prefix}/#"), None));
+    let config = fanin::config::Config::load(&setup.config_path()).expect("config");
+    let (catalog, _) = fanin::daemon::load_catalog(&config).expect("SOPs");
+    std::fs::create_dir_all(setup.dir.path().join("data")).unwrap();
+    let sqlite = fanin::store::sqlite::SqliteStore::open(&setup.db_path()).expect("store");
+    let store = Arc::new(FlakyStore { inner: Arc::new(sqlite), refuse: 0.into() });
+    let dispatcher =
+        fanin::dispatch::Dispatcher::new(catalog, store.clone(), fanin::daemon::dispatch_settings(&config))
+            .await
+            .unwrap();
+    let ctx = fanin::sources::SourceContext {
+        config: Arc::new(config),
+        dispatcher: Arc::new(dispatcher),
+        health: Arc::new(fanin::sources::SourcesHealth::default()),
+        shutdown: CancellationToken::new(),
+    };
+    let task = fanin::sources::mqtt::start(&ctx).unwrap().expect("an MQTT block starts a listener");
+    let mqtt_state = || ctx.health.snapshot()["mqtt"].clone();
+    wait_for("mqtt up", || mqtt_state().status == Status::Up).await;
+
+    store.refuse.store(1, Ordering::SeqCst);
+    let messages: Vec<_> = (0..3).map(|i| text(&format!("{prefix}/m"), &format!(r#"{{"i": {i}}}"#))).collect();
+    publish(&broker, QoS::AtLeastOnce, &messages).await;
+
+    let query = fanin::store::RunQuery { sop: Some("refused".into()), status: None, limit: 0 };
+    let all_ran = || async {
+        let runs = store.inner.list_runs(&query).await.unwrap();
+        (0..3).all(|i| runs.iter().any(|r| r.payload == json!({"i": i})))
+    };
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while !all_ran().await {
+        assert!(tokio::time::Instant::now() < until, "a refused message was lost");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(store.refuse.load(Ordering::SeqCst), 0, "the store did refuse a commit");
+    assert!(mqtt_state().reconnects >= 1, "the connection was made again: {:?}", mqtt_state());
+
+    ctx.shutdown.cancel();
+    tokio::time::timeout(DEADLINE, task).await.expect("the listener stops on shutdown").unwrap();
+    assert_eq!(mqtt_state().status, Status::Down);
+}
+
+async fn wait_for(what: &str, check: impl Fn() -> bool) {
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while !check() {
+        assert!(tokio::time::Instant::now() < until, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
