@@ -112,7 +112,9 @@ impl Listener {
                 done = front_done(&mut in_flight) => {
                     let message = in_flight.pop_front().expect("a finished dispatch is at the front");
                     if let Err(reason) = self.acknowledge(&client, message, done) {
-                        break reason;
+                        // An ack cannot be queued once the connection died:
+                        // its own error, if already known, says more.
+                        break pending_error(&mut events, connected_at.is_some()).unwrap_or(reason);
                     }
                 }
                 event = events.recv(), if room => match event {
@@ -284,6 +286,19 @@ async fn poll_events(mut eventloop: EventLoop, events: mpsc::Sender<Result<MqttE
             return;
         }
     }
+}
+
+/// The connection error the event loop already reported, if any.
+fn pending_error(
+    events: &mut mpsc::Receiver<Result<MqttEvent, ConnectionError>>,
+    was_connected: bool,
+) -> Option<String> {
+    while let Ok(event) = events.try_recv() {
+        if let Err(error) = event {
+            return Some(describe(&error, was_connected));
+        }
+    }
+    None
 }
 
 /// The result of the oldest dispatch once it is done; never, while none.
