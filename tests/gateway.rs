@@ -326,3 +326,48 @@ async fn webhook_without_a_working_agent() {
     let (status, body, _) = d.post("/webhook", Some(&token), "{}", &[]).await;
     assert_eq!((status, body), (502, json!({"error": "agent_unavailable"})));
 }
+
+#[tokio::test]
+async fn the_peripheral_bridge_starts_runs_from_signals() {
+    let setup = Setup::new("", "[peripherals.nucleo]\ntransport = \"http\"\n").sop(
+        "door",
+        "[sop]\nname = \"door\"\ndescription = \"x\"\nexecution_mode = \"auto\"\nmax_concurrent = 100\n\
+         [[triggers]]\ntype = \"peripheral\"\nboard = \"nucleo\"\nsignal = \"pin_3\"\ncondition = \"> 0\"\n",
+    );
+    let d = setup.start();
+    let token = d.pair().await;
+
+    let (status, body, _) = d.post("/peripheral/nucleo/pin_3", Some(&token), "1", &[("X-Idempotency-Key", "p1")]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["source"], json!("peripheral"));
+    assert_eq!(body["path"], json!("/peripheral/nucleo/pin_3"));
+    assert_eq!(body["matched_sops"], json!(["door"]));
+    let run_id = body["runs"][0]["run_id"].as_str().unwrap().to_string();
+    let (_, run) = d.get(&format!("/admin/runs/{run_id}")).await;
+    assert_eq!((run["topic"].clone(), run["payload"].clone()), (json!("nucleo/pin_3"), json!(1)));
+
+    // The direct condition `> 0` is false for 0 and for text; that is not an error.
+    for value in ["0", "on"] {
+        let (status, body, _) = d.post("/peripheral/nucleo/pin_3", Some(&token), value, &[]).await;
+        assert_eq!((status, body["runs"].clone()), (200, json!([])), "{value}");
+    }
+    let (status, body, _) = d.post("/peripheral/nucleo/pin_3", Some(&token), "1", &[("X-Idempotency-Key", "p1")]).await;
+    assert_eq!((status, body["status"].clone()), (200, json!("duplicate")));
+
+    let (status, body, _) = d.post("/peripheral/ghost/pin_3", Some(&token), "1", &[]).await;
+    assert_eq!((status, body), (404, json!({"error": "unknown_board", "board": "ghost"})));
+    let (status, body, _) = d.post("/peripheral/nucleo/pin_3", None, "1", &[]).await;
+    assert_eq!((status, body), (401, json!({"error": "unauthorized"})));
+
+    let (_, runs) = d.get("/admin/runs").await;
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_peripheral_bridge_refuses_signal_names_a_trigger_could_not_name() {
+    let setup = Setup::new("", "[peripherals.nucleo]\ntransport = \"http\"\n");
+    let d = setup.start();
+    let token = d.pair().await;
+    let (status, body, _) = d.post("/peripheral/nucleo/a%20b", Some(&token), "1", &[]).await;
+    assert_eq!((status, body["error"].clone()), (400, json!("invalid_signal")));
+}

@@ -1,4 +1,5 @@
-//! The webhook source: `POST /sop/{*rest}` and `POST /webhook`.
+//! The HTTP sources: `POST /sop/{*rest}`, `POST /webhook`, and the
+//! peripheral bridge `POST /peripheral/{board}/{signal}`.
 //!
 //! Checks run in the order of DESIGN §4 — rate limit, bearer, secret, body
 //! size and JSON, idempotency key — then the event goes to the dispatcher,
@@ -7,7 +8,7 @@
 use std::net::SocketAddr;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -27,7 +28,8 @@ pub async fn sop(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    ingest(&state, Source::SopWebhook, uri.path(), peer, &headers, body)
+    let path = uri.path();
+    ingest(&state, Source::SopWebhook, path, path, peer, &headers, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -38,7 +40,9 @@ pub async fn webhook(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    ingest(&state, Source::Webhook, "/webhook", peer, &headers, body).await.unwrap_or_else(IntoResponse::into_response)
+    ingest(&state, Source::Webhook, "/webhook", "/webhook", peer, &headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Rate limit, then bearer and secret, as every authenticated ingest route
@@ -72,19 +76,24 @@ pub async fn admit_caller(state: &AppState, peer: SocketAddr, headers: &HeaderMa
 /// Reads the body within `max_body_bytes` (413) and parses it as JSON (400).
 /// An empty body is JSON `null`.
 pub async fn read_json(body: Body, headers: &HeaderMap, max: usize) -> Result<Payload, ApiError> {
-    let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").with("max_body_bytes", max);
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
-        return Err(too_large());
-    }
-    let bytes = axum::body::to_bytes(body, max).await.map_err(|_| too_large())?;
+    let bytes = read_body(body, headers, max).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Payload::Json(Value::Null));
     }
     serde_json::from_slice(&bytes)
         .map(Payload::Json)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json").with("detail", e.to_string()))
+}
+
+/// Reads the body within `max_body_bytes` (413).
+async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<axum::body::Bytes, ApiError> {
+    let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").with("max_body_bytes", max);
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, max).await.map_err(|_| too_large())
 }
 
 /// The `X-Idempotency-Key`, namespaced by `scope` (the endpoint path).
@@ -99,20 +108,55 @@ pub fn idempotency_key(headers: &HeaderMap, scope: &str) -> Result<Option<Idempo
     Ok(Some(IdempotencyKey { scope: scope.to_string(), key: key.to_string() }))
 }
 
+/// `POST /peripheral/{board}/{signal}`: a bridge reports a board's signal.
+/// The body is the value: JSON when it parses, else text. A signal no SOP
+/// listens to is accepted with no runs (boards report everything; that is
+/// not an error worth a retry).
+pub async fn peripheral(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((board, signal)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    ingest(&state, Source::Peripheral, uri.path(), &format!("{board}/{signal}"), peer, &headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// One ingest path for every HTTP source. `path` is the request path (the
+/// idempotency scope and what the reply names); `topic` is what matching
+/// sees (the path itself for webhooks, `board/signal` for peripherals).
 async fn ingest(
     state: &AppState,
     source: Source,
     path: &str,
+    topic: &str,
     peer: SocketAddr,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let caller = admit_caller(state, peer, headers).await?;
-    if source == Source::SopWebhook && !state.auth_configured() {
+    if source != Source::Webhook && !state.auth_configured() {
         return Err(ApiError::unauthorized());
     }
-    let payload = read_json(body, headers, state.config.max_body_bytes).await?;
-    let mut event = Event::new(source, path, payload, Utc::now());
+    let payload = match source {
+        Source::Peripheral => {
+            let board = topic.split('/').next().unwrap_or_default();
+            if !state.boards.contains(board) {
+                return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_board").with("board", board));
+            }
+            let signal = &topic[board.len() + 1..];
+            if !crate::sop::is_signal_name(signal) {
+                return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_signal").with("signal", signal));
+            }
+            let bytes = read_body(body, headers, state.config.max_body_bytes).await?;
+            Payload::from_bytes(bytes.trim_ascii())
+        }
+        _ => read_json(body, headers, state.config.max_body_bytes).await?,
+    };
+    let mut event = Event::new(source, topic, payload, Utc::now());
     event.client = Some(caller);
     event.idempotency = idempotency_key(headers, path)?;
 
@@ -133,15 +177,11 @@ async fn ingest(
     match report {
         DispatchReport::Accepted { outcomes, .. } if outcomes.is_empty() => match source {
             Source::Webhook => route_to_agent(state, &event).await,
+            Source::Peripheral => Ok(Json(accepted(&[], source, path, &event.id)).into_response()),
             _ => Err(ApiError::new(StatusCode::NOT_FOUND, "no_matching_sop").with("path", path)),
         },
         DispatchReport::Accepted { event_id, outcomes } => {
-            let mut reply = crate::dispatch::dispatcher::summary(&outcomes);
-            reply["status"] = json!("accepted");
-            reply["source"] = json!(source);
-            reply["path"] = json!(path);
-            reply["event_id"] = json!(event_id);
-            Ok(Json(reply).into_response())
+            Ok(Json(accepted(&outcomes, source, path, &event_id)).into_response())
         }
         DispatchReport::Duplicate { mut response } => {
             response["status"] = json!("duplicate");
@@ -151,6 +191,16 @@ async fn ingest(
             Ok(Json(response).into_response())
         }
     }
+}
+
+/// The 200 reply for a committed event.
+fn accepted(outcomes: &[crate::dispatch::RunOutcome], source: Source, path: &str, event_id: &str) -> Value {
+    let mut reply = crate::dispatch::dispatcher::summary(outcomes);
+    reply["status"] = json!("accepted");
+    reply["source"] = json!(source);
+    reply["path"] = json!(path);
+    reply["event_id"] = json!(event_id);
+    reply
 }
 
 /// `/webhook` with no matching SOP: the event goes to the Agent as a legacy

@@ -50,6 +50,8 @@ pub struct Gateway {
     pub lockouts: auth::Lockouts,
     pub agent: Option<AgentTarget>,
     pub health: Arc<SourcesHealth>,
+    /// The boards `/peripheral/{board}/…` accepts: those in `[peripherals]`.
+    pub boards: std::collections::BTreeSet<String>,
     pub metrics: Option<PrometheusHandle>,
 }
 
@@ -79,6 +81,7 @@ impl Gateway {
             lockouts: auth::Lockouts::default(),
             agent,
             health,
+            boards: config.peripherals.keys().cloned().collect(),
             metrics,
         }
     }
@@ -100,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         .route("/pair", post(pair::pair))
         .route("/webhook", post(ingest::webhook))
         .route("/sop/{*rest}", post(ingest::sop))
+        .route("/peripheral/{board}/{signal}", post(ingest::peripheral))
         .route("/health", get(probes::health))
         .route("/ready", get(probes::ready))
         .route("/metrics", get(probes::metrics))
