@@ -19,10 +19,11 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
 
-use super::backoff::{self, LinkLog, Say};
+use super::link::{self, LinkLog, Say};
 use super::{Settings, SOURCE};
 use crate::dispatch::DispatchError;
 use crate::event::{Event, Payload, Source};
+use crate::sources::backoff::Backoff;
 use crate::sources::health::Status;
 use crate::sources::SourceContext;
 
@@ -71,17 +72,16 @@ impl Listener {
 
     /// Connects, listens, reconnects, until shutdown.
     pub async fn run(mut self) {
-        let mut failures: u32 = 0;
+        let mut backoff = Backoff::new(link::INITIAL, link::CAP);
         loop {
             match self.connection().await {
                 Ended::Shutdown => break,
                 Ended::Lost { reason, stable } => {
                     self.report_lost(&reason);
                     if stable {
-                        failures = 0;
+                        backoff.reset();
                     }
-                    let wait = backoff::delay(failures, rand::random::<f64>());
-                    failures = failures.saturating_add(1);
+                    let wait = backoff.next_delay(rand::random::<f64>());
                     tokio::select! {
                         _ = self.ctx.shutdown.cancelled() => break,
                         _ = tokio::time::sleep(wait) => {}
@@ -139,7 +139,7 @@ impl Listener {
         // so the broker redelivers every message not acknowledged yet.
         poller.abort();
         settle(in_flight, &self.ctx.shutdown).await;
-        let stable = connected_at.is_some_and(|at| at.elapsed() >= backoff::STABLE_AFTER);
+        let stable = connected_at.is_some_and(|at| at.elapsed() >= link::STABLE_AFTER);
         Ended::Lost { reason, stable }
     }
 

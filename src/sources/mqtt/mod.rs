@@ -65,7 +65,7 @@
 //!
 //! Every event carries `client = "mqtt:<client_id>"`.
 
-mod backoff;
+mod link;
 mod listener;
 mod tls;
 

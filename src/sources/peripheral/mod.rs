@@ -30,7 +30,8 @@ use tokio_serial::{SerialPortBuilderExt, SerialStream};
 
 use self::framing::{Frame, LineFramer};
 pub use self::line::{parse_line, BadLine, Signal};
-use self::pacing::{Backoff, BadLineLog, BadLineNote};
+use self::pacing::{BadLineLog, BadLineNote};
+use super::backoff::Backoff;
 use super::health::Status;
 use super::{SourceContext, SourceTask};
 use crate::event::{Event, Source};

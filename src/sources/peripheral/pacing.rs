@@ -1,37 +1,7 @@
-//! The two pacing decisions of a serial reader, kept pure (time and
-//! randomness are arguments): how long to wait before reopening a port, and
-//! whether a skipped line is worth a log line or only a counter.
+//! Whether a skipped serial line is worth a log line or only a counter.
+//! Pure: time is an argument.
 
 use std::time::{Duration, Instant};
-
-/// Capped exponential backoff with jitter for reopening a port.
-#[derive(Debug)]
-pub struct Backoff {
-    initial: Duration,
-    cap: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub fn new(initial: Duration, cap: Duration) -> Backoff {
-        Backoff { initial, cap, next: initial }
-    }
-
-    /// The wait before the next attempt, then doubles the base up to the
-    /// cap. `unit` is a random number in `[0, 1)`: the wait is between half
-    /// and all of the base, so many boards unplugged together (a USB hub)
-    /// do not retry in lockstep.
-    pub fn next_delay(&mut self, unit: f64) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(self.cap);
-        base.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
-    }
-
-    /// After a port delivered data: the next loss starts from a short wait.
-    pub fn reset(&mut self) {
-        self.next = self.initial;
-    }
-}
 
 /// What to do about one skipped line.
 #[derive(Debug, PartialEq, Eq)]
@@ -77,16 +47,6 @@ impl BadLineLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_and_jitters_below_the_base() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
-        let full: Vec<u128> = (0..6).map(|_| b.next_delay(0.999_999).as_millis()).collect();
-        assert_eq!(full, vec![99, 199, 399, 799, 999, 999]);
-        b.reset();
-        assert_eq!(b.next_delay(0.0), Duration::from_millis(50), "half the base at the low end");
-        assert_eq!(b.next_delay(0.5), Duration::from_millis(150));
-    }
 
     #[test]
     fn the_first_bad_line_is_logged_then_only_summaries_at_most_once_per_period() {
