@@ -2,3 +2,4 @@
 //! pure; delivery is elsewhere.
 
 pub mod legacy;
+pub mod schema;
