@@ -194,7 +194,11 @@ mod tests {
             ("steps", json!([{"type": "script", "ref": "x", "params": {}}]), "/payload/steps/0/type"),
             ("steps", json!([{"type": "tool", "params": {}}]), "/payload/steps/0"),
             ("steps", json!([{"type": "tool", "ref": "x", "params": []}]), "/payload/steps/0/params"),
-            ("registryFiles", json!([{"category": "plugins", "ref": "x", "content": {}}]), "/payload/registryFiles/0/category"),
+            (
+                "registryFiles",
+                json!([{"category": "plugins", "ref": "x", "content": {}}]),
+                "/payload/registryFiles/0/category",
+            ),
             ("registryFiles", json!([{"category": "tools", "ref": "x"}]), "/payload/registryFiles/0"),
             ("options", json!({"fallbackRegistry": {"plugins": {}}}), "/payload/options/fallbackRegistry"),
         ];
@@ -210,7 +214,8 @@ mod tests {
     fn long_messages_are_cut() {
         let errors = errors_of(&json!({"context": "x".repeat(5000)}));
         assert!(errors[0].starts_with("/context: "), "{errors:?}");
-        assert!(errors[0].chars().count() <= MAX_LINE_CHARS + 1, "{errors:?}");
+        assert!(errors[0].ends_with("… (as legacy envelope)"), "{errors:?}");
+        assert!(errors[0].chars().count() <= MAX_LINE_CHARS + 30, "{errors:?}");
     }
 
     #[test]
