@@ -107,6 +107,7 @@ mod tests {
     use super::*;
     use crate::envelope::registry::{Category, CategoryRegistry};
     use crate::envelope::{fixtures, legacy, schema};
+    use crate::sop::StepKind;
 
     /// The example registries shipped with the repository, as local copies;
     /// tools also has a Drive copy.
@@ -215,20 +216,48 @@ mod tests {
         assert_ne!(fallback["tools"], files[0]["content"], "the fallback is the local copy, not the Drive one");
     }
 
+    fn category_of(kind: StepKind) -> Category {
+        match kind {
+            StepKind::Tool => Category::Tools,
+            StepKind::Capability => Category::Capabilities,
+            StepKind::Usecase => Category::Usecases,
+        }
+    }
+
+    /// Every example SOP, loaded by the real loader, gives envelopes the
+    /// schema accepts, and every executor step names an entry of the example
+    /// registries.
     #[test]
-    fn the_example_registries_resolve_every_ref_of_the_deploy_pipeline() {
+    fn the_example_sops_build_valid_envelopes_against_the_example_registries() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/sops");
+        let report = crate::sop::load_dir(&dir, crate::sop::ExecutionMode::Supervised);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert!(report.sops.iter().any(|sop| sop.destination == Destination::Executor));
         let registries = example_registries();
-        for step in fixtures::deploy_steps() {
-            let category = match step.kind.unwrap() {
-                crate::sop::StepKind::Tool => Category::Tools,
-                crate::sop::StepKind::Capability => Category::Capabilities,
-                crate::sop::StepKind::Usecase => Category::Usecases,
+        for sop in &report.sops {
+            // A run for the agent leaves as a legacy envelope (DESIGN §7).
+            if sop.destination == Destination::Executor {
+                let envelope = deploy_envelope(Source::Manual, sop.destination, &sop.steps, None);
+                if let Err(errors) = schema::validate(&envelope) {
+                    panic!("{}: {errors:#?}", sop.name);
+                }
+            }
+            let trigger = legacy::event_json(&fixtures::deploy_event(Source::Manual));
+            let run = Run {
+                run_id: "r",
+                sop_name: &sop.name,
+                sop_version: &sop.version,
+                source: Source::Manual,
+                trigger: &trigger,
             };
-            let local = &registries.get(category).unwrap().local;
-            let reference = step.reference.unwrap();
-            let found =
-                local[category.as_str()].as_array().unwrap().iter().any(|entry| entry["ref"] == json!(reference));
-            assert!(found, "{reference} is not in examples/registries/{}", category.file_name());
+            schema::validate(&legacy::build_for_run(&run, &sop.steps)).unwrap();
+            for step in sop.steps.iter().filter(|_| sop.destination == Destination::Executor) {
+                let category = category_of(step.kind.unwrap());
+                let reference = step.reference.as_deref().unwrap();
+                let entries = registries.get(category).unwrap().local[category.as_str()].as_array().unwrap();
+                let found = entries.iter().any(|entry| entry["ref"] == json!(reference));
+                assert!(found, "{}: {reference} is not in examples/registries/{}", sop.name, category.file_name());
+            }
         }
     }
 
