@@ -362,3 +362,12 @@ async fn the_peripheral_bridge_starts_runs_from_signals() {
     let (_, runs) = d.get("/admin/runs").await;
     assert_eq!(runs["runs"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn the_peripheral_bridge_refuses_signal_names_a_trigger_could_not_name() {
+    let setup = Setup::new("", "[peripherals.nucleo]\ntransport = \"http\"\n");
+    let d = setup.start();
+    let token = d.pair().await;
+    let (status, body, _) = d.post("/peripheral/nucleo/a%20b", Some(&token), "1", &[]).await;
+    assert_eq!((status, body["error"].clone()), (400, json!("invalid_signal")));
+}

@@ -395,6 +395,11 @@ mod tests {
         }
     }
 
+    async fn audit_kinds(store: &dyn Store) -> Vec<AuditKind> {
+        let records = store.audit(&AuditQuery { limit: 100, ..Default::default() }).await.unwrap();
+        records.iter().map(|a| a.kind).collect()
+    }
+
     fn deploy(policy: AdmissionPolicy) -> Sop {
         let mut s = sop_with("deploy", vec![TriggerSpec::Webhook { path: "/sop/deploy".into() }]);
         s.admission_policy = policy;
@@ -434,13 +439,7 @@ mod tests {
             f.dispatcher.finish_run(first.run_id.as_deref().unwrap(), RunStatus::Completed, at(2), None).await.unwrap();
         assert_eq!(promoted.as_deref(), Some(waiting.as_str()));
         assert_eq!(store.get_run(&waiting).await.unwrap().unwrap().status, RunStatus::Running);
-        let kinds: Vec<AuditKind> = store
-            .audit(&AuditQuery { limit: 100, ..Default::default() })
-            .await
-            .unwrap()
-            .iter()
-            .map(|a| a.kind)
-            .collect();
+        let kinds = audit_kinds(store.as_ref()).await;
         assert_eq!(
             kinds,
             [AuditKind::RunStarted, AuditKind::RunDeferred, AuditKind::RunTransition, AuditKind::RunPromoted]
@@ -472,13 +471,7 @@ mod tests {
         assert!(by(2, "full").reason.unwrap().contains("max_deferred"));
         let merged = store.get_run(by(1, "deploy").run_id.as_deref().unwrap()).await.unwrap().unwrap();
         assert_eq!((merged.coalesced, merged.payload.clone()), (1, json!({"n": 2})), "the newest trigger wins");
-        let kinds: Vec<AuditKind> = store
-            .audit(&AuditQuery { limit: 100, ..Default::default() })
-            .await
-            .unwrap()
-            .iter()
-            .map(|a| a.kind)
-            .collect();
+        let kinds = audit_kinds(store.as_ref()).await;
         assert!(kinds.contains(&AuditKind::TriggerCoalesced) && kinds.contains(&AuditKind::TriggerRejected));
     }
 

@@ -147,6 +147,10 @@ async fn ingest(
             if !state.boards.contains(board) {
                 return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_board").with("board", board));
             }
+            let signal = &topic[board.len() + 1..];
+            if !crate::sop::is_signal_name(signal) {
+                return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_signal").with("signal", signal));
+            }
             let bytes = read_body(body, headers, state.config.max_body_bytes).await?;
             Payload::from_bytes(bytes.trim_ascii())
         }

@@ -32,7 +32,7 @@ use serde::Deserialize;
 use super::condition::Condition;
 use super::model::*;
 use super::steps_md;
-use super::{LoadReport, SopIssue};
+use super::{is_signal_name, LoadReport, SopIssue};
 use crate::config::{deserialize_table, read_strict, KeyLines, TomlProblem};
 
 const IGNORED_ZEROCLAW_KEY: &str = "ignored: ZeroClaw key fanin does not use";
@@ -584,10 +584,6 @@ pub(crate) fn check_webhook_path(path: &str) -> Result<(), String> {
 }
 
 /// Signals form the second level of the event topic `board/signal`.
-fn is_signal_name(signal: &str) -> bool {
-    !signal.is_empty() && !signal.contains(['/', '+', '#']) && !signal.chars().any(char::is_whitespace)
-}
-
 fn build_toml_steps(raw_steps: Vec<RawStep>, issues: &mut Issues) -> Vec<Step> {
     let mut steps = Vec::new();
     for (i, raw) in raw_steps.into_iter().enumerate() {

@@ -11,6 +11,13 @@ use std::path::{Path, PathBuf};
 
 pub use model::*;
 
+/// A peripheral signal name: non-empty, without `/`, `+`, `#` or
+/// whitespace, so `board/signal` is one unambiguous topic. SOP triggers, the
+/// serial reader and the HTTP bridge all hold signals to this.
+pub fn is_signal_name(signal: &str) -> bool {
+    !signal.is_empty() && !signal.contains(['/', '+', '#']) && !signal.chars().any(char::is_whitespace)
+}
+
 /// A problem with one SOP file: the file, the key (`triggers[1].condition`)
 /// and the reason.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,6 +1,8 @@
 //! Cron expressions for cron triggers: compiling an expression and its
 //! timezone into a [`Schedule`] once, at SOP load, so a bad expression or
-//! timezone rejects the SOP instead of silently never firing.
+//! timezone rejects the SOP instead of silently never firing; and the window
+//! arithmetic the scheduler is built on (which fire points fall in a window,
+//! which comes next).
 //!
 //! Accepted forms (all through croner's default parser, which is POSIX/Vixie
 //! flavoured):
@@ -13,10 +15,34 @@
 //! enabled: it would silently shift every weekday by one. `L`, `W`, `#`,
 //! month and weekday names and `@daily`-style nicknames are croner's.
 //!
+//! # Fire points
+//!
+//! A fire point is a whole-second UTC instant whose wall clock time in the
+//! schedule's timezone matches the expression. Daylight-saving changes follow
+//! one rule for every expression: each matching local time fires at most
+//! once, and only if it exists.
+//! - Spring forward: a local time inside the gap does not exist and is
+//!   skipped. croner (Vixie-style) moves a fixed-time job such as
+//!   `0 30 2 * * *` to the first second after the gap; we drop that moved
+//!   instant because its wall clock no longer matches the expression.
+//! - Fall back: a local time inside the repeated range exists twice; it
+//!   fires at its first (earlier) instant only. croner already does this
+//!   for fixed-time jobs but repeats interval jobs (`*/15 * * * *`) in the
+//!   second pass; we drop those second-pass instants, so an interval job
+//!   pauses while the wall clock replays times it has already fired.
+//!
+//! Windows are half-open, `(after, upto]`, with both ends cut to whole
+//! seconds, so consecutive windows `(a, b]`, `(b, c]` see every fire point
+//! exactly once. Counting is bounded: at most [`FIRE_COUNT_CAP`] points are
+//! enumerated (an every-second expression over a week of downtime has
+//! 604 800); past that the count is a lower bound and says so, while the
+//! first and last points stay exact.
+//!
 //! This file is pure: no clock is read here; callers pass explicit times.
 
 use std::str::FromStr;
 
+use chrono::{DateTime, LocalResult, TimeZone, Timelike, Utc};
 use croner::parser::CronParser;
 
 use crate::sop::Schedule;
@@ -50,6 +76,113 @@ fn parse_expression(expression: &str) -> Result<croner::Cron, String> {
     // (0 and 7 = Sunday). Never `alternative_weekdays(true)`.
     let parser = CronParser::builder().build();
     parser.parse(expression).map_err(|e| format!("invalid cron expression {expression:?}: {e}"))
+}
+
+/// The most fire points one window count enumerates; past it the count is
+/// a lower bound. 100 000 croner searches take well under a second.
+pub const FIRE_COUNT_CAP: u64 = 100_000;
+
+/// How many croner candidates in a row may be rejected (second-pass or
+/// moved-out-of-gap instants) before giving up: a fold replays at most a few
+/// hours, so a whole day of every-second candidates is far beyond any zone.
+const REJECTED_CANDIDATES_LIMIT: u32 = 86_400;
+
+/// The fire points of a schedule inside one window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FireWindow {
+    /// How many fire points the window holds; a lower bound (equal to
+    /// [`FIRE_COUNT_CAP`]) when `count_is_exact` is false.
+    pub count: u64,
+    pub count_is_exact: bool,
+    /// The earliest fire point in the window.
+    pub first: DateTime<Utc>,
+    /// The latest fire point in the window.
+    pub last: DateTime<Utc>,
+}
+
+/// `t` without its fraction of a second: scheduled instants are whole seconds.
+pub fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.with_nanosecond(0).unwrap_or(t)
+}
+
+/// The fire points in `(after, upto]`, or `None` when there are none
+/// (including when `upto <= after`: a clock that went back fires nothing).
+pub fn fires_in_window(schedule: &Schedule, after: DateTime<Utc>, upto: DateTime<Utc>) -> Option<FireWindow> {
+    let (after, upto) = (whole_second(after), whole_second(upto));
+    if upto <= after {
+        return None;
+    }
+    let first = next_fire_after(schedule, after).filter(|first| *first <= upto)?;
+    // Found searching back from the end, so it is exact however long the window.
+    let last = last_fire_at_or_before(schedule, upto).filter(|last| *last >= first)?;
+    let (count, count_is_exact) = count_fires(schedule, first, last);
+    Some(FireWindow { count, count_is_exact, first, last })
+}
+
+/// The first fire point strictly after `after`, if the schedule has one
+/// (a 7-field expression whose years are past has none).
+pub fn next_fire_after(schedule: &Schedule, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let mut cursor = whole_second(after).with_timezone(&schedule.timezone);
+    for _ in 0..REJECTED_CANDIDATES_LIMIT {
+        let candidate = schedule.cron.find_next_occurrence(&cursor, false).ok()?;
+        if is_fire_point(schedule, &candidate) {
+            return Some(candidate.with_timezone(&Utc));
+        }
+        // Continue from the exact instant croner returned: it tells croner
+        // which half of a repeated range the search is on.
+        cursor = candidate;
+    }
+    None
+}
+
+/// The last fire point at or before `upto`.
+pub fn last_fire_at_or_before(schedule: &Schedule, upto: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let mut cursor = whole_second(upto).with_timezone(&schedule.timezone);
+    let mut inclusive = true;
+    for _ in 0..REJECTED_CANDIDATES_LIMIT {
+        let candidate = schedule.cron.find_previous_occurrence(&cursor, inclusive).ok()?;
+        if is_fire_point(schedule, &candidate) {
+            return Some(candidate.with_timezone(&Utc));
+        }
+        cursor = candidate;
+        inclusive = false;
+    }
+    None
+}
+
+/// Counts the fire points in `[first, last]` (both fire points), stopping at
+/// [`FIRE_COUNT_CAP`].
+fn count_fires(schedule: &Schedule, first: DateTime<Utc>, last: DateTime<Utc>) -> (u64, bool) {
+    let mut count = 1;
+    let mut cursor = first;
+    while cursor < last {
+        if count >= FIRE_COUNT_CAP {
+            return (count, false);
+        }
+        match next_fire_after(schedule, cursor) {
+            Some(next) if next <= last => {
+                count += 1;
+                cursor = next;
+            }
+            // Cannot happen (`last` is a fire point after `cursor`); a
+            // lower bound is still the honest answer if croner disagrees.
+            _ => return (count, false),
+        }
+    }
+    (count, true)
+}
+
+/// Whether an instant croner found is one we fire at: its wall clock must
+/// match the expression (croner moves fixed-time jobs out of a DST gap) and
+/// it must be the first occurrence of that wall clock time (not the replay
+/// after a fall-back).
+fn is_fire_point(schedule: &Schedule, candidate: &DateTime<chrono_tz::Tz>) -> bool {
+    let wall_clock_matches = schedule.cron.is_time_matching(candidate).unwrap_or(false);
+    let first_occurrence = match schedule.timezone.from_local_datetime(&candidate.naive_local()) {
+        LocalResult::Ambiguous(earlier, _) => earlier == *candidate,
+        _ => true,
+    };
+    wall_clock_matches && first_occurrence
 }
 
 #[cfg(test)]
@@ -167,5 +300,268 @@ mod tests {
         let err = parse_schedule("* * * * *", Some("Mars/Olympus")).unwrap_err();
         assert!(err.contains("Mars/Olympus"), "{err}");
         assert!(parse_schedule("* * * * *", Some("")).is_err());
+    }
+
+    fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, s).unwrap()
+    }
+
+    /// `(count, first, last)` of a window, `None` when it holds no fire point.
+    type Expected = Option<(u64, DateTime<Utc>, DateTime<Utc>)>;
+
+    /// `(name, expression, timezone, after, upto, expected)`.
+    type WindowCase = (&'static str, &'static str, Option<&'static str>, DateTime<Utc>, DateTime<Utc>, Expected);
+
+    /// `(expression, timezone, after, expected next fire point)`.
+    type NextCase = (&'static str, Option<&'static str>, DateTime<Utc>, Option<DateTime<Utc>>);
+
+    #[test]
+    fn fire_points_in_a_window() {
+        let paris = Some("Europe/Paris");
+        let ny = Some("America/New_York");
+        let cases: Vec<WindowCase> = vec![
+            (
+                "many points: every second for ten seconds",
+                "* * * * * *",
+                None,
+                utc(2024, 1, 1, 0, 0, 0),
+                utc(2024, 1, 1, 0, 0, 10),
+                Some((10, utc(2024, 1, 1, 0, 0, 1), utc(2024, 1, 1, 0, 0, 10))),
+            ),
+            (
+                "many points: every minute for an hour",
+                "* * * * *",
+                None,
+                utc(2024, 1, 1, 0, 0, 0),
+                utc(2024, 1, 1, 1, 0, 0),
+                Some((60, utc(2024, 1, 1, 0, 1, 0), utc(2024, 1, 1, 1, 0, 0))),
+            ),
+            (
+                "none: 08:00 is outside 09:00-10:00",
+                "0 0 8 * * *",
+                None,
+                utc(2024, 1, 1, 9, 0, 0),
+                utc(2024, 1, 1, 10, 0, 0),
+                None,
+            ),
+            (
+                "clock went back: upto before after",
+                "* * * * * *",
+                None,
+                utc(2024, 1, 1, 0, 0, 10),
+                utc(2024, 1, 1, 0, 0, 0),
+                None,
+            ),
+            (
+                "empty window: upto == after",
+                "* * * * * *",
+                None,
+                utc(2024, 1, 1, 0, 0, 10),
+                utc(2024, 1, 1, 0, 0, 10),
+                None,
+            ),
+            ("the start is excluded", "0 0 8 * * *", None, utc(2024, 1, 1, 8, 0, 0), utc(2024, 1, 1, 8, 0, 1), None),
+            (
+                "the end is included",
+                "0 0 8 * * *",
+                None,
+                utc(2024, 1, 1, 7, 59, 59),
+                utc(2024, 1, 1, 8, 0, 0),
+                Some((1, utc(2024, 1, 1, 8, 0, 0), utc(2024, 1, 1, 8, 0, 0))),
+            ),
+            (
+                "DST spring forward: 02:30 does not exist in Paris on 2024-03-31 and is skipped",
+                "0 30 2 * * *",
+                paris,
+                utc(2024, 3, 30, 0, 0, 0),
+                utc(2024, 4, 2, 0, 0, 0),
+                // 02:30 CET = 01:30Z on the 30th; 02:30 CEST = 00:30Z on 1 April.
+                Some((2, utc(2024, 3, 30, 1, 30, 0), utc(2024, 4, 1, 0, 30, 0))),
+            ),
+            (
+                "DST fall back: 02:30 happens twice in Paris on 2024-10-27 and fires once",
+                "0 30 2 * * *",
+                paris,
+                utc(2024, 10, 26, 0, 0, 0),
+                utc(2024, 10, 28, 0, 0, 0),
+                // 00:30Z on the 26th and on the 27th (CEST); not 01:30Z (the CET replay).
+                Some((2, utc(2024, 10, 26, 0, 30, 0), utc(2024, 10, 27, 0, 30, 0))),
+            ),
+            (
+                "DST fall back, interval job: the replayed half hour does not fire again",
+                "0 */30 * * * *",
+                paris,
+                utc(2024, 10, 26, 23, 0, 0),
+                utc(2024, 10, 27, 3, 0, 0),
+                // 01:30, 02:00, 02:30 CEST (23:30Z, 00:00Z, 00:30Z), then 03:00, 03:30, 04:00 CET.
+                Some((6, utc(2024, 10, 26, 23, 30, 0), utc(2024, 10, 27, 3, 0, 0))),
+            ),
+            (
+                "DST spring forward, interval job: the missing hour is skipped",
+                "0 */30 * * * *",
+                paris,
+                utc(2024, 3, 31, 0, 0, 0),
+                utc(2024, 3, 31, 2, 0, 0),
+                // 01:30 CET (00:30Z), then 03:00, 03:30, 04:00 CEST (01:00Z, 01:30Z, 02:00Z).
+                Some((4, utc(2024, 3, 31, 0, 30, 0), utc(2024, 3, 31, 2, 0, 0))),
+            ),
+            (
+                "DST in New York: 02:30 skipped on 2024-03-10, fires once on 2024-11-03",
+                "30 2 * * *",
+                ny,
+                utc(2024, 3, 9, 0, 0, 0),
+                utc(2024, 3, 11, 12, 0, 0),
+                // 02:30 EST = 07:30Z on the 9th; 02:30 EDT = 06:30Z on the 11th.
+                Some((2, utc(2024, 3, 9, 7, 30, 0), utc(2024, 3, 11, 6, 30, 0))),
+            ),
+            (
+                "DST in New York: 01:30 repeats on 2024-11-03 and fires once",
+                "30 1 * * *",
+                ny,
+                utc(2024, 11, 3, 0, 0, 0),
+                utc(2024, 11, 3, 12, 0, 0),
+                // 01:30 EDT = 05:30Z; the EST replay (06:30Z) does not fire.
+                Some((1, utc(2024, 11, 3, 5, 30, 0), utc(2024, 11, 3, 5, 30, 0))),
+            ),
+            (
+                "7 fields: only the listed years",
+                "0 0 0 1 1 * 2025-2026",
+                None,
+                utc(2024, 1, 1, 0, 0, 0),
+                utc(2030, 1, 1, 0, 0, 0),
+                Some((2, utc(2025, 1, 1, 0, 0, 0), utc(2026, 1, 1, 0, 0, 0))),
+            ),
+            (
+                "7 fields: a past year never fires",
+                "0 0 0 1 1 * 2020",
+                None,
+                utc(2024, 1, 1, 0, 0, 0),
+                utc(2030, 1, 1, 0, 0, 0),
+                None,
+            ),
+            (
+                "L: the last day of each month, leap February included",
+                "0 0 L * *",
+                None,
+                utc(2024, 1, 1, 0, 0, 0),
+                utc(2024, 4, 1, 0, 0, 0),
+                Some((3, utc(2024, 1, 31, 0, 0, 0), utc(2024, 3, 31, 0, 0, 0))),
+            ),
+            (
+                "W: the weekday nearest the 15th (Saturday 2024-06-15 -> Friday the 14th)",
+                "0 0 15W * *",
+                None,
+                utc(2024, 6, 1, 0, 0, 0),
+                utc(2024, 7, 1, 0, 0, 0),
+                Some((1, utc(2024, 6, 14, 0, 0, 0), utc(2024, 6, 14, 0, 0, 0))),
+            ),
+            (
+                "#: the second Friday",
+                "0 0 * * 5#2",
+                None,
+                utc(2024, 1, 1, 0, 0, 0),
+                utc(2024, 2, 1, 0, 0, 0),
+                Some((1, utc(2024, 1, 12, 0, 0, 0), utc(2024, 1, 12, 0, 0, 0))),
+            ),
+            (
+                "L in the weekday field: the last Friday",
+                "0 0 * * 5L",
+                None,
+                utc(2024, 1, 1, 0, 0, 0),
+                utc(2024, 2, 1, 0, 0, 0),
+                Some((1, utc(2024, 1, 26, 0, 0, 0), utc(2024, 1, 26, 0, 0, 0))),
+            ),
+            (
+                "weekday 0 is Sunday",
+                "0 0 * * 0",
+                None,
+                utc(2024, 1, 1, 0, 0, 0),
+                utc(2024, 2, 1, 0, 0, 0),
+                Some((4, utc(2024, 1, 7, 0, 0, 0), utc(2024, 1, 28, 0, 0, 0))),
+            ),
+            (
+                "weekday 7 is Sunday",
+                "0 0 0 * * 7",
+                None,
+                utc(2024, 1, 1, 0, 0, 0),
+                utc(2024, 2, 1, 0, 0, 0),
+                Some((4, utc(2024, 1, 7, 0, 0, 0), utc(2024, 1, 28, 0, 0, 0))),
+            ),
+        ];
+        for (name, expression, tz, after, upto, expected) in cases {
+            let schedule = parse_schedule(expression, tz).unwrap();
+            let got = fires_in_window(&schedule, after, upto);
+            let got = got.map(|w| {
+                assert!(w.count_is_exact, "{name}: count should be exact");
+                (w.count, w.first, w.last)
+            });
+            assert_eq!(got, expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn window_ends_are_cut_to_whole_seconds() {
+        let schedule = parse_schedule("* * * * * *", None).unwrap();
+        let after = utc(2024, 1, 1, 0, 0, 0) + chrono::Duration::milliseconds(500);
+        let upto = utc(2024, 1, 1, 0, 0, 3) + chrono::Duration::milliseconds(999);
+        let window = fires_in_window(&schedule, after, upto).unwrap();
+        assert_eq!((window.count, window.first, window.last), (3, utc(2024, 1, 1, 0, 0, 1), utc(2024, 1, 1, 0, 0, 3)));
+        // Adjacent windows share no fire point and lose none.
+        let (a, b, c) = (utc(2024, 1, 1, 0, 0, 0), utc(2024, 1, 1, 0, 0, 5), utc(2024, 1, 1, 0, 0, 9));
+        let left = fires_in_window(&schedule, a, b).unwrap();
+        let right = fires_in_window(&schedule, b, c).unwrap();
+        assert_eq!(left.count + right.count, fires_in_window(&schedule, a, c).unwrap().count);
+        assert!(left.last < right.first);
+    }
+
+    #[test]
+    fn a_long_window_is_counted_up_to_the_cap_and_says_so() {
+        let schedule = parse_schedule("* * * * * *", None).unwrap();
+        let (after, upto) = (utc(2024, 1, 1, 0, 0, 0), utc(2024, 1, 8, 0, 0, 0));
+        let window = fires_in_window(&schedule, after, upto).unwrap();
+        assert_eq!(window.count, FIRE_COUNT_CAP);
+        assert!(!window.count_is_exact);
+        // First and last stay exact however long the window.
+        assert_eq!(window.first, utc(2024, 1, 1, 0, 0, 1));
+        assert_eq!(window.last, upto);
+    }
+
+    #[test]
+    fn next_fire_point_after_an_instant() {
+        let paris = Some("Europe/Paris");
+        let cases: Vec<NextCase> = vec![
+            ("* * * * * *", None, utc(2024, 1, 1, 0, 0, 0), Some(utc(2024, 1, 1, 0, 0, 1))),
+            ("0 0 8 * * *", None, utc(2024, 1, 1, 8, 0, 0), Some(utc(2024, 1, 2, 8, 0, 0))),
+            // A fraction of a second past a fire point: that point is behind us.
+            (
+                "0 0 8 * * *",
+                None,
+                utc(2024, 1, 1, 8, 0, 0) + chrono::Duration::milliseconds(1),
+                Some(utc(2024, 1, 2, 8, 0, 0)),
+            ),
+            // Spring forward: the moved 03:00 is not a fire point; the next real 02:30 is.
+            ("0 30 2 * * *", paris, utc(2024, 3, 30, 12, 0, 0), Some(utc(2024, 4, 1, 0, 30, 0))),
+            // Fall back: after the first 02:30, the replayed 02:30 is skipped.
+            ("0 30 2 * * *", paris, utc(2024, 10, 27, 0, 30, 0), Some(utc(2024, 10, 28, 1, 30, 0))),
+            // Every second through the fold: from the last first-pass second to 03:00 CET.
+            ("* * * * * *", paris, utc(2024, 10, 27, 0, 59, 59), Some(utc(2024, 10, 27, 2, 0, 0))),
+            ("0 0 0 1 1 * 2020", None, utc(2024, 1, 1, 0, 0, 0), None),
+            ("0 0 0 1 1 * 2026", None, utc(2024, 1, 1, 0, 0, 0), Some(utc(2026, 1, 1, 0, 0, 0))),
+        ];
+        for (expression, tz, after, expected) in cases {
+            let schedule = parse_schedule(expression, tz).unwrap();
+            assert_eq!(next_fire_after(&schedule, after), expected, "{expression} after {after}");
+        }
+    }
+
+    #[test]
+    fn last_fire_point_at_or_before_an_instant() {
+        let paris = parse_schedule("0 30 2 * * *", Some("Europe/Paris")).unwrap();
+        // Searching back over the spring-forward day lands on the day before.
+        assert_eq!(last_fire_at_or_before(&paris, utc(2024, 3, 31, 12, 0, 0)), Some(utc(2024, 3, 30, 1, 30, 0)));
+        // Searching back over the fall-back day finds the first 02:30 only.
+        assert_eq!(last_fire_at_or_before(&paris, utc(2024, 10, 27, 12, 0, 0)), Some(utc(2024, 10, 27, 0, 30, 0)));
+        let daily = parse_schedule("0 0 8 * * *", None).unwrap();
+        assert_eq!(last_fire_at_or_before(&daily, utc(2024, 1, 1, 8, 0, 0)), Some(utc(2024, 1, 1, 8, 0, 0)));
     }
 }

@@ -86,6 +86,17 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
+    pub const ALL: [AuditKind; 8] = [
+        AuditKind::RunStarted,
+        AuditKind::RunDeferred,
+        AuditKind::RunPromoted,
+        AuditKind::TriggerCoalesced,
+        AuditKind::TriggerSkipped,
+        AuditKind::TriggerRejected,
+        AuditKind::RunTransition,
+        AuditKind::CronMissed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             AuditKind::RunStarted => "run_started",
@@ -100,19 +111,7 @@ impl AuditKind {
     }
 
     pub fn parse(s: &str) -> Option<AuditKind> {
-        use AuditKind::*;
-        [
-            RunStarted,
-            RunDeferred,
-            RunPromoted,
-            TriggerCoalesced,
-            TriggerSkipped,
-            TriggerRejected,
-            RunTransition,
-            CronMissed,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+        AuditKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 

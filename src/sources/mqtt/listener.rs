@@ -1,0 +1,381 @@
+//! The MQTT listener task: one connection at a time, from connect to loss,
+//! then the backoff, then the next. Within a connection, messages are
+//! dispatched concurrently and acknowledged in arrival order.
+//!
+//! rumqttc's event loop runs in a task of its own ([`poll_events`]) and is
+//! never cancelled half-way through a poll (which could lose an ack being
+//! written); a connection is abandoned by aborting that task, which drops the
+//! socket. Each connection gets a fresh client and event loop, so nothing
+//! queued for a dead connection (an ack for a message the broker will
+//! redeliver) leaks into the next one.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use chrono::Utc;
+use rumqttc::{AsyncClient, ConnectionError, Event as MqttEvent, EventLoop, Outgoing, Packet, Publish, SubAck};
+use rumqttc::{QoS, SubscribeReasonCode};
+use tokio::sync::mpsc;
+use tokio::task::{JoinError, JoinHandle};
+use tokio::time::Instant;
+
+use super::backoff::{self, LinkLog, Say};
+use super::{Settings, SOURCE};
+use crate::dispatch::DispatchError;
+use crate::event::{Event, Payload, Source};
+use crate::sources::health::Status;
+use crate::sources::SourceContext;
+
+/// How long shutdown waits for dispatches in flight (and their acks).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long shutdown waits for the DISCONNECT to be written.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
+/// Messages being dispatched at once; past it, reading pauses (QoS 0 has no
+/// broker-side flow control).
+const MAX_IN_FLIGHT: usize = 1024;
+/// rumqttc's request queue (subscriptions, acks): larger than anything that
+/// can be outstanding, so queuing an ack never blocks the listener.
+const REQUEST_CAPACITY: usize = 4 * MAX_IN_FLIGHT;
+/// Events read ahead from the event loop.
+const EVENT_BUFFER: usize = 64;
+
+pub struct Listener {
+    ctx: SourceContext,
+    settings: Settings,
+    log: LinkLog,
+}
+
+/// How one connection ended.
+enum Ended {
+    Shutdown,
+    /// Lost, refused or abandoned, with the reason, and whether the
+    /// connection had lasted long enough to count as healthy.
+    Lost {
+        reason: String,
+        stable: bool,
+    },
+}
+
+/// A message being dispatched, in arrival order.
+struct InFlight {
+    /// What to acknowledge once the dispatch is durable (QoS ≥ 1 only).
+    ack: Option<Publish>,
+    topic: String,
+    task: JoinHandle<Result<(), DispatchError>>,
+}
+
+impl Listener {
+    pub fn new(ctx: SourceContext, settings: Settings) -> Listener {
+        Listener { ctx, settings, log: LinkLog::default() }
+    }
+
+    /// Connects, listens, reconnects, until shutdown.
+    pub async fn run(mut self) {
+        let mut failures: u32 = 0;
+        loop {
+            match self.connection().await {
+                Ended::Shutdown => break,
+                Ended::Lost { reason, stable } => {
+                    self.report_lost(&reason);
+                    if stable {
+                        failures = 0;
+                    }
+                    let wait = backoff::delay(failures, rand::random::<f64>());
+                    failures = failures.saturating_add(1);
+                    tokio::select! {
+                        _ = self.ctx.shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    self.ctx.health.update(SOURCE, |s| s.reconnects += 1);
+                }
+            }
+        }
+        tracing::info!(broker = %self.settings.broker, "MQTT listener stopped");
+    }
+
+    /// One connection, from the first attempt to its end.
+    async fn connection(&mut self) -> Ended {
+        let (client, eventloop) = AsyncClient::new(self.settings.options.clone(), REQUEST_CAPACITY);
+        let (events_tx, mut events) = mpsc::channel(EVENT_BUFFER);
+        let poller = tokio::spawn(poll_events(eventloop, events_tx));
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        let mut connected_at: Option<Instant> = None;
+
+        let reason = loop {
+            let room = in_flight.len() < MAX_IN_FLIGHT;
+            tokio::select! {
+                biased;
+                _ = self.ctx.shutdown.cancelled() => {
+                    self.shut_down(client, poller, events, in_flight).await;
+                    return Ended::Shutdown;
+                }
+                done = front_done(&mut in_flight) => {
+                    let message = in_flight.pop_front().expect("a finished dispatch is at the front");
+                    if let Err(reason) = self.acknowledge(&client, message, done) {
+                        // An ack cannot be queued once the connection died:
+                        // its own error, if already known, says more.
+                        break pending_error(&mut events, connected_at.is_some()).unwrap_or(reason);
+                    }
+                }
+                event = events.recv(), if room => match event {
+                    Some(Ok(MqttEvent::Incoming(Packet::ConnAck(connack)))) => {
+                        connected_at = Some(Instant::now());
+                        if let Err(reason) = self.on_connack(&client, connack.session_present) {
+                            break reason;
+                        }
+                    }
+                    Some(Ok(MqttEvent::Incoming(Packet::SubAck(suback)))) => self.on_suback(&suback),
+                    Some(Ok(MqttEvent::Incoming(Packet::Publish(publish)))) => {
+                        in_flight.push_back(self.dispatch(publish));
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(error)) => break describe(&error, connected_at.is_some()),
+                    None => break "the MQTT event loop stopped".to_string(),
+                },
+            }
+        };
+
+        // Abandon the connection first: nothing more is acknowledged on it,
+        // so the broker redelivers every message not acknowledged yet.
+        poller.abort();
+        settle(in_flight, &self.ctx.shutdown).await;
+        let stable = connected_at.is_some_and(|at| at.elapsed() >= backoff::STABLE_AFTER);
+        Ended::Lost { reason, stable }
+    }
+
+    fn on_connack(&mut self, client: &AsyncClient, session_present: bool) -> Result<(), String> {
+        if self.log.connected() == Say::Loud {
+            tracing::info!(broker = %self.settings.broker, session_present, "MQTT connected");
+        }
+        client
+            .try_subscribe_many(self.settings.filters.clone())
+            .map_err(|e| format!("could not queue the subscriptions: {e}"))
+    }
+
+    fn on_suback(&mut self, suback: &SubAck) {
+        let refused: Vec<&str> = self
+            .settings
+            .filters
+            .iter()
+            .zip(&suback.return_codes)
+            .filter(|(_, code)| matches!(code, SubscribeReasonCode::Failure))
+            .map(|(filter, _)| filter.path.as_str())
+            .collect();
+        if refused.is_empty() {
+            self.ctx.health.set_status(SOURCE, Status::Up, None);
+            tracing::debug!(filters = self.settings.filters.len(), "MQTT subscriptions granted");
+        } else {
+            let detail = format!("the broker refused the subscription to {}", refused.join(", "));
+            tracing::error!(broker = %self.settings.broker, "{detail}; check the broker's ACL for this client");
+            self.ctx.health.set_status(SOURCE, Status::Down, Some(detail));
+        }
+    }
+
+    fn report_lost(&mut self, reason: &str) {
+        self.ctx.health.set_status(SOURCE, Status::Down, Some(reason.to_string()));
+        match self.log.lost(reason) {
+            Say::Loud => tracing::warn!(broker = %self.settings.broker, "MQTT {reason}; retrying with backoff"),
+            Say::Quiet => tracing::debug!(broker = %self.settings.broker, "MQTT {reason}; still retrying"),
+        }
+    }
+
+    /// Starts a message's dispatch; its result is collected in order.
+    fn dispatch(&self, publish: Publish) -> InFlight {
+        let received_at = Utc::now();
+        metrics::counter!("fanin_mqtt_messages_total").increment(1);
+        self.ctx.health.event_seen(SOURCE, received_at);
+        let ack = (publish.qos != QoS::AtMostOnce).then(|| ack_token(&publish));
+        let topic = publish.topic.clone();
+        let client_label = self.settings.client_label.clone();
+        let dispatcher = self.ctx.dispatcher.clone();
+        let task = tokio::spawn(async move {
+            // Parsing happens here, off the listener, so a large payload
+            // does not hold up the connection.
+            let mut event = Event::new(Source::Mqtt, publish.topic, Payload::from_bytes(&publish.payload), received_at);
+            event.client = Some(client_label);
+            dispatcher.dispatch(event).await.map(|_| ())
+        });
+        InFlight { ack, topic, task }
+    }
+
+    /// Acknowledges a message whose dispatch finished, or says why the
+    /// connection must be dropped instead.
+    fn acknowledge(
+        &self,
+        client: &AsyncClient,
+        message: InFlight,
+        done: Result<Result<(), DispatchError>, JoinError>,
+    ) -> Result<(), String> {
+        let failure = match done {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(join) => Some(format!("the dispatch task failed ({join})")),
+        };
+        if let Some(error) = failure {
+            metrics::counter!("fanin_mqtt_dispatch_failures_total").increment(1);
+            tracing::error!(topic = %message.topic, %error,
+                "MQTT message not dispatched; it stays unacknowledged and the broker will redeliver it");
+            return Err(format!("dropped the connection after a failed dispatch ({error})"));
+        }
+        match &message.ack {
+            Some(publish) => client.try_ack(publish).map_err(|e| format!("could not queue an acknowledgement: {e}")),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops reading, lets dispatches in flight finish and acknowledges
+    /// them in order, then disconnects cleanly.
+    async fn shut_down(
+        &self,
+        client: AsyncClient,
+        poller: JoinHandle<()>,
+        mut events: mpsc::Receiver<Result<MqttEvent, ConnectionError>>,
+        mut in_flight: VecDeque<InFlight>,
+    ) {
+        let deadline = tokio::time::sleep(SHUTDOWN_GRACE);
+        tokio::pin!(deadline);
+        let mut can_ack = true;
+        let mut connection_open = true;
+        while !in_flight.is_empty() {
+            tokio::select! {
+                biased;
+                _ = &mut deadline => {
+                    tracing::warn!(in_flight = in_flight.len(),
+                        "MQTT shutdown: dispatches still running are left unacknowledged; the broker will redeliver them");
+                    break;
+                }
+                done = front_done(&mut in_flight) => {
+                    let message = in_flight.pop_front().expect("a finished dispatch is at the front");
+                    if can_ack && self.acknowledge(&client, message, done).is_err() {
+                        can_ack = false;
+                    }
+                }
+                // Keep the event loop moving (it writes the acks); messages
+                // arriving now are left for the next session.
+                event = events.recv(), if connection_open => {
+                    if !matches!(event, Some(Ok(_))) {
+                        connection_open = false;
+                        can_ack = false;
+                    }
+                }
+            }
+        }
+        if connection_open && client.try_disconnect().is_ok() {
+            let disconnected = async {
+                while let Some(Ok(event)) = events.recv().await {
+                    if matches!(event, MqttEvent::Outgoing(Outgoing::Disconnect)) {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DISCONNECT_GRACE, disconnected).await;
+        }
+        poller.abort();
+        self.ctx.health.set_status(SOURCE, Status::Down, Some("shut down".into()));
+    }
+}
+
+/// Drives rumqttc's event loop until its first error, handing every event
+/// over. Polling again after an error would reconnect at once, without the
+/// backoff: the listener makes the next connection itself.
+async fn poll_events(mut eventloop: EventLoop, events: mpsc::Sender<Result<MqttEvent, ConnectionError>>) {
+    loop {
+        let event = eventloop.poll().await;
+        let failed = event.is_err();
+        if events.send(event).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// The connection error the event loop already reported, if any.
+fn pending_error(
+    events: &mut mpsc::Receiver<Result<MqttEvent, ConnectionError>>,
+    was_connected: bool,
+) -> Option<String> {
+    while let Ok(event) = events.try_recv() {
+        if let Err(error) = event {
+            return Some(describe(&error, was_connected));
+        }
+    }
+    None
+}
+
+/// The result of the oldest dispatch once it is done; never, while none.
+async fn front_done(in_flight: &mut VecDeque<InFlight>) -> Result<Result<(), DispatchError>, JoinError> {
+    match in_flight.front_mut() {
+        Some(message) => (&mut message.task).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for dispatches of an abandoned connection (they commit runs the
+/// broker will redeliver: at least once), so they do not pile up across
+/// reconnections.
+async fn settle(in_flight: VecDeque<InFlight>, shutdown: &tokio_util::sync::CancellationToken) {
+    let waiting = async {
+        for message in in_flight {
+            if let Ok(Err(error)) = message.task.await {
+                tracing::debug!(topic = %message.topic, %error, "MQTT dispatch of an abandoned connection failed");
+            }
+        }
+    };
+    tokio::select! {
+        _ = waiting => {}
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {}
+    }
+}
+
+/// What `try_ack` needs of a message (its QoS and packet id), without
+/// keeping its payload alive until the ack.
+fn ack_token(publish: &Publish) -> Publish {
+    let mut token = Publish::new(String::new(), publish.qos, Vec::new());
+    token.pkid = publish.pkid;
+    token
+}
+
+/// An operator's wording of a connection error.
+fn describe(error: &ConnectionError, was_connected: bool) -> String {
+    let text = match error {
+        ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size),
+        )) => format!(
+            "a message of {size} bytes is larger than fanin reads (16 × untrusted_payload_max_bytes, at least 1 MiB); \
+             the broker will redeliver it: raise untrusted_payload_max_bytes or lower the broker's message size limit"
+        ),
+        ConnectionError::ConnectionRefused(code) => format!("the broker refused the connection ({code:?})"),
+        other => other.to_string(),
+    };
+    if was_connected {
+        format!("connection lost: {text}")
+    } else {
+        format!("cannot connect: {text}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ack_token_keeps_qos_and_packet_id_only() {
+        let mut publish = Publish::new("a/b", QoS::ExactlyOnce, vec![1u8; 1000]);
+        publish.pkid = 42;
+        let token = ack_token(&publish);
+        assert_eq!((token.qos, token.pkid, token.payload.len()), (QoS::ExactlyOnce, 42, 0));
+    }
+
+    #[test]
+    fn errors_are_described_for_the_operator() {
+        let refused = ConnectionError::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(describe(&refused, false).starts_with("cannot connect: "));
+        assert!(describe(&refused, true).starts_with("connection lost: "));
+        let big = ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(5_000_000),
+        ));
+        let text = describe(&big, true);
+        assert!(text.contains("5000000 bytes") && text.contains("untrusted_payload_max_bytes"), "{text}");
+        let auth = ConnectionError::ConnectionRefused(rumqttc::ConnectReturnCode::NotAuthorized);
+        assert!(describe(&auth, false).contains("NotAuthorized"));
+    }
+}

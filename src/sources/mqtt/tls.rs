@@ -1,0 +1,211 @@
+//! The TLS client configuration for `mqtts://`: which roots are trusted and
+//! which client certificate is shown, built once at start so an unreadable
+//! or invalid file stops the daemon with the file, the key and the reason.
+//!
+//! Trust: the operating system's roots (`rustls-native-certs`, so a CA the
+//! operator installed system-wide is trusted), or the Mozilla roots compiled
+//! in (`webpki-roots`) when the system offers none (a bare container); plus
+//! every certificate in `ca_file`, which is *added* to those roots, never a
+//! replacement. The crypto is rustls with its `ring` provider: it builds with
+//! a C compiler alone (aws-lc-rs would want cmake here), and reqwest already
+//! uses it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore};
+
+use crate::config::{Config, ConfigError, MqttConfig};
+
+/// Where the roots came from, for the start-up log.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Trust {
+    pub system_roots: usize,
+    pub bundled_roots: usize,
+    pub ca_file_roots: usize,
+}
+
+/// Builds the client configuration. Every error names the config file, the
+/// key and the certificate file.
+pub fn client_config(config: &Config, mqtt: &MqttConfig) -> Result<(ClientConfig, Trust), String> {
+    let problem = |key: &str, path: &Path, reason: String| {
+        ConfigError {
+            file: config.file.display().to_string(),
+            key: format!("channels_config.mqtt.{key}"),
+            reason: format!("{}: {reason}", path.display()),
+        }
+        .to_string()
+    };
+
+    let mut roots = RootCertStore::empty();
+    let system_roots = add_system_roots(&mut roots);
+    let bundled_roots = if system_roots == 0 {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        webpki_roots::TLS_SERVER_ROOTS.len()
+    } else {
+        0
+    };
+    let mut ca_file_roots = 0;
+    if !mqtt.ca_file.is_empty() {
+        let path = config.resolve(&mqtt.ca_file);
+        let certs = read_certificates(&path).map_err(|reason| problem("ca_file", &path, reason))?;
+        for cert in certs {
+            roots.add(cert).map_err(|e| problem("ca_file", &path, format!("not a usable CA certificate ({e})")))?;
+            ca_file_roots += 1;
+        }
+    }
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots);
+    let client_config = if mqtt.client_cert_file.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let cert_path = config.resolve(&mqtt.client_cert_file);
+        let key_path = config.resolve(&mqtt.client_key_file);
+        let chain = read_certificates(&cert_path).map_err(|reason| problem("client_cert_file", &cert_path, reason))?;
+        let key = read_private_key(&key_path).map_err(|reason| problem("client_key_file", &key_path, reason))?;
+        builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| problem("client_key_file", &key_path, format!("does not go with client_cert_file ({e})")))?
+    };
+    Ok((client_config, Trust { system_roots, bundled_roots, ca_file_roots }))
+}
+
+/// Adds what the system trusts; certificates it cannot parse are skipped
+/// (a system store often holds a few that rustls rejects).
+fn add_system_roots(roots: &mut RootCertStore) -> usize {
+    let found = rustls_native_certs::load_native_certs();
+    for error in &found.errors {
+        tracing::debug!(%error, "a system root store could not be read");
+    }
+    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    added
+}
+
+/// Every certificate in a PEM file; none at all is an error.
+fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("is not a valid PEM file ({e})"))?;
+    if certs.is_empty() {
+        return Err("holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(certs)
+}
+
+/// The first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.
+fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let pem = read(path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => {
+            "holds no PEM private key (expected -----BEGIN PRIVATE KEY----- or similar)".to_string()
+        }
+        other => format!("is not a valid PEM private key ({other})"),
+    })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_in(dir: &Path) -> Config {
+        let file = dir.join("config.toml");
+        std::fs::write(
+            &file,
+            "[channels_config.mqtt]\nbroker_url = \"mqtts://b\"\nclient_id = \"c\"\ntopics = [\"a\"]\n",
+        )
+        .unwrap();
+        Config::load(&file).unwrap()
+    }
+
+    fn mqtt(config: &Config) -> MqttConfig {
+        config.channels_config.mqtt.clone().unwrap()
+    }
+
+    fn ca_pem() -> (String, rcgen::KeyPair) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        (params.self_signed(&key).unwrap().pem(), key)
+    }
+
+    #[test]
+    fn without_files_the_system_or_bundled_roots_are_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        let (_, trust) = client_config(&config, &mqtt(&config)).unwrap();
+        assert!(trust.system_roots + trust.bundled_roots > 0, "{trust:?}");
+        assert_eq!(trust.ca_file_roots, 0);
+    }
+
+    #[test]
+    fn a_ca_file_adds_its_certificates_relative_to_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        std::fs::write(dir.path().join("ca.pem"), ca_pem().0 + &ca_pem().0).unwrap();
+        let mut m = mqtt(&config);
+        m.ca_file = "ca.pem".into();
+        let (_, trust) = client_config(&config, &m).unwrap();
+        assert_eq!(trust.ca_file_roots, 2);
+    }
+
+    #[test]
+    fn a_client_certificate_and_its_key_are_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["fanin".to_string()]).unwrap().self_signed(&key).unwrap();
+        std::fs::write(dir.path().join("client.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("client.key"), key.serialize_pem()).unwrap();
+        let mut m = mqtt(&config);
+        m.client_cert_file = "client.pem".into();
+        m.client_key_file = "client.key".into();
+        client_config(&config, &m).unwrap();
+    }
+
+    #[test]
+    fn bad_files_are_named_with_their_key_and_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        std::fs::write(dir.path().join("empty.pem"), "").unwrap();
+        std::fs::write(dir.path().join("garbage.pem"), "-----BEGIN CERTIFICATE-----\n!!!\n").unwrap();
+        let (ca, ca_key) = ca_pem();
+        std::fs::write(dir.path().join("ca.pem"), &ca).unwrap();
+        std::fs::write(dir.path().join("other.key"), rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
+        std::fs::write(dir.path().join("ca.key"), ca_key.serialize_pem()).unwrap();
+
+        type Case = (&'static str, &'static str, &'static str, &'static str, &'static str);
+        // (ca_file, client_cert_file, client_key_file, key named, reason)
+        let cases: &[Case] = &[
+            ("missing.pem", "", "", "channels_config.mqtt.ca_file", "cannot read it"),
+            ("empty.pem", "", "", "channels_config.mqtt.ca_file", "holds no PEM certificate"),
+            ("garbage.pem", "", "", "channels_config.mqtt.ca_file", "not a valid PEM"),
+            ("", "missing.pem", "ca.key", "channels_config.mqtt.client_cert_file", "cannot read it"),
+            ("", "ca.pem", "missing.key", "channels_config.mqtt.client_key_file", "cannot read it"),
+            ("", "ca.pem", "ca.pem", "channels_config.mqtt.client_key_file", "holds no PEM private key"),
+            ("", "ca.pem", "other.key", "channels_config.mqtt.client_key_file", "does not go with"),
+        ];
+        for (ca_file, cert, key, named, reason) in cases {
+            let mut m = mqtt(&config);
+            m.ca_file = ca_file.to_string();
+            m.client_cert_file = cert.to_string();
+            m.client_key_file = key.to_string();
+            let err = client_config(&config, &m).map(|_| ()).unwrap_err();
+            assert!(err.contains(named), "{named}: {err}");
+            assert!(err.contains(reason), "{reason}: {err}");
+            assert!(err.contains("config.toml"), "the config file is named: {err}");
+            let file = [ca_file, cert, key].into_iter().find(|f| err.contains(&format!("/{f}")));
+            assert!(file.is_some(), "the certificate file is named: {err}");
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! What one serial line from a board means: `signal=value` or a JSON object
+//! `{"signal": "...", "value": ...}`. Pure code, so every accepted and
+//! refused form is pinned down by a table test.
+
+use serde_json::Value;
+
+use crate::event::Payload;
+
+/// One named value a board emitted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Signal {
+    pub name: String,
+    pub payload: Payload,
+}
+
+/// Why a line was skipped, worded for the operator's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadLine(pub String);
+
+/// Parses one line (its `\n` already removed). `Ok(None)` for a blank line,
+/// which boards send as keep-alives and which is ignored silently.
+///
+/// `signal=value`: the value is JSON when it parses as JSON (`1`, `2.5`,
+/// `true`, `"x"`), else the text. Whitespace around the whole line and
+/// around the `=` is not part of either side (`temp = 21.5` is `temp`,
+/// `21.5`), since a signal name cannot hold whitespace anyway.
+/// A line starting with `{` is only ever the JSON form.
+pub fn parse_line(line: &str) -> Result<Option<Signal>, BadLine> {
+    let line = line.trim();
+    if line.is_empty() {
+        return Ok(None);
+    }
+    if line.starts_with('{') {
+        return parse_json_object(line).map(Some);
+    }
+    let Some((name, value)) = line.split_once('=') else {
+        return Err(BadLine("expected signal=value or a JSON object {\"signal\": ..., \"value\": ...}".into()));
+    };
+    let name = checked_signal_name(name.trim())?;
+    Ok(Some(Signal { name, payload: Payload::from_bytes(value.trim().as_bytes()) }))
+}
+
+/// `{"signal": "...", "value": ...}`; other keys are ignored (a board may
+/// add a timestamp), a missing `value` is refused rather than read as null.
+fn parse_json_object(line: &str) -> Result<Signal, BadLine> {
+    let Ok(Value::Object(mut object)) = serde_json::from_str::<Value>(line) else {
+        return Err(BadLine("starts with '{' but is not a JSON object".into()));
+    };
+    let name = match object.remove("signal") {
+        Some(Value::String(name)) => checked_signal_name(&name)?,
+        Some(_) => return Err(BadLine("\"signal\" must be a string".into())),
+        None => return Err(BadLine("the JSON object has no \"signal\"".into())),
+    };
+    let Some(value) = object.remove("value") else {
+        return Err(BadLine("the JSON object has no \"value\"".into()));
+    };
+    Ok(Signal { name, payload: Payload::Json(value) })
+}
+
+/// The rule SOP triggers are held to, so every accepted signal can be
+/// named by a trigger.
+fn checked_signal_name(name: &str) -> Result<String, BadLine> {
+    if crate::sop::is_signal_name(name) {
+        Ok(name.to_string())
+    } else {
+        Err(BadLine(format!("{name:?} is not a signal name: non-empty, without '/', '+', '#' or spaces")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn json_signal(name: &str, value: Value) -> Option<Signal> {
+        Some(Signal { name: name.into(), payload: Payload::Json(value) })
+    }
+
+    fn text_signal(name: &str, value: &str) -> Option<Signal> {
+        Some(Signal { name: name.into(), payload: Payload::Text(value.into()) })
+    }
+
+    #[test]
+    fn accepted_lines() {
+        let cases: Vec<(&str, Option<Signal>)> = vec![
+            ("pin_3=1", json_signal("pin_3", json!(1))),
+            ("pin_3=0", json_signal("pin_3", json!(0))),
+            ("pin_3=on", text_signal("pin_3", "on")),
+            ("temp=21.5", json_signal("temp", json!(21.5))),
+            ("temp=-3", json_signal("temp", json!(-3))),
+            ("door=true", json_signal("door", json!(true))),
+            ("name=\"x\"", json_signal("name", json!("x"))),
+            ("reading={\"a\":[1,2]}", json_signal("reading", json!({"a": [1, 2]}))),
+            ("msg=a=b", text_signal("msg", "a=b")),
+            ("empty=", text_signal("empty", "")),
+            ("temp = 21.5", json_signal("temp", json!(21.5))),
+            ("pin_3=1\r", json_signal("pin_3", json!(1))),
+            ("  pin_3=1 \r", json_signal("pin_3", json!(1))),
+            ("sensor.t-1=ok", text_signal("sensor.t-1", "ok")),
+            ("é=ü", text_signal("é", "ü")),
+            (r#"{"signal":"pin_3","value":1}"#, json_signal("pin_3", json!(1))),
+            (r#"{"signal":"temp","value":"21.5"}"#, json_signal("temp", json!("21.5"))),
+            (r#"{"signal":"s","value":null}"#, json_signal("s", Value::Null)),
+            (r#"{"signal":"s","value":{"x":1},"ts":5}"#, json_signal("s", json!({"x": 1}))),
+            ("{\"signal\":\"pin_3\",\"value\":1}\r", json_signal("pin_3", json!(1))),
+            ("", None),
+            ("\r", None),
+            ("   \t", None),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(parse_line(line), Ok(expected), "line {line:?}");
+        }
+    }
+
+    #[test]
+    fn refused_lines_say_why() {
+        let cases = [
+            ("hello", "expected signal=value"),
+            ("=1", "not a signal name"),
+            ("pin/3=1", "not a signal name"),
+            ("pin 3=1", "not a signal name"),
+            ("sensors/#=1", "not a signal name"),
+            ("a+b=1", "not a signal name"),
+            ("{not json", "not a JSON object"),
+            ("{\"signal\":\"a\"", "not a JSON object"),
+            (r#"{"value":1}"#, "no \"signal\""),
+            (r#"{"signal":3,"value":1}"#, "must be a string"),
+            (r#"{"signal":"pin_3"}"#, "no \"value\""),
+            (r#"{"signal":"a/b","value":1}"#, "not a signal name"),
+            (r#"{"signal":"","value":1}"#, "not a signal name"),
+        ];
+        for (line, reason) in cases {
+            match parse_line(line) {
+                Err(BadLine(why)) => assert!(why.contains(reason), "line {line:?}: {why:?} lacks {reason:?}"),
+                other => panic!("line {line:?} was accepted as {other:?}"),
+            }
+        }
+    }
+}

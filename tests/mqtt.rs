@@ -1,0 +1,626 @@
+//! The MQTT source through a live daemon and a real broker: the one named by
+//! `FANIN_TEST_MQTT_URL` (CI: Mosquitto) or else a rumqttd broker embedded in
+//! this test process. The TLS test always uses the embedded broker, which
+//! also listens with TLS (certificates made here with rcgen, the client
+//! certificate required).
+//!
+//! Tests share one broker and run in parallel, so each uses its own client
+//! id and topic prefix. Nothing waits a fixed time for an outcome: each
+//! waits, up to a generous deadline, for the state it expects.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::*;
+use fanin::store::StoreError;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------- brokers --
+
+/// A plaintext broker: host and port.
+#[derive(Clone, Debug)]
+struct Broker {
+    host: String,
+    port: u16,
+}
+
+impl Broker {
+    fn url(&self) -> String {
+        format!("mqtt://{}:{}", self.host, self.port)
+    }
+}
+
+/// The broker for plaintext tests.
+fn broker() -> Broker {
+    match std::env::var("FANIN_TEST_MQTT_URL") {
+        Ok(url) if !url.trim().is_empty() => {
+            let url = url::Url::parse(url.trim()).expect("FANIN_TEST_MQTT_URL is a URL");
+            assert_eq!(url.scheme(), "mqtt", "FANIN_TEST_MQTT_URL must be a plaintext mqtt:// URL");
+            Broker { host: url.host_str().expect("a host").to_string(), port: url.port().unwrap_or(1883) }
+        }
+        _ => embedded().plain.clone(),
+    }
+}
+
+/// rumqttd in this process, with a plaintext and a mutual-TLS listener.
+struct Embedded {
+    plain: Broker,
+    tls_port: u16,
+    /// `ca.pem`, `client.pem`, `client.key` (the server's files too).
+    certs: PathBuf,
+}
+
+fn embedded() -> &'static Embedded {
+    static BROKER: OnceLock<Embedded> = OnceLock::new();
+    BROKER.get_or_init(|| {
+        let certs = tempfile::tempdir().expect("tempdir").keep();
+        write_certificates(&certs);
+        let (plain_port, tls_port) = (free_port(), free_port());
+        let file = |name: &str| certs.join(name).display().to_string();
+        let config = format!(
+            r#"
+id = 0
+[router]
+max_connections = 1000
+max_outgoing_packet_count = 200
+max_segment_size = 104857600
+max_segment_count = 10
+
+[v4.1]
+name = "plain"
+listen = "127.0.0.1:{plain_port}"
+next_connection_delay_ms = 1
+[v4.1.connections]
+connection_timeout_ms = 60000
+max_payload_size = 8388608
+max_inflight_count = 100
+dynamic_filters = true
+
+[v4.2]
+name = "tls"
+listen = "127.0.0.1:{tls_port}"
+next_connection_delay_ms = 1
+[v4.2.tls]
+capath = "{ca}"
+certpath = "{cert}"
+keypath = "{key}"
+[v4.2.connections]
+connection_timeout_ms = 60000
+max_payload_size = 8388608
+max_inflight_count = 100
+dynamic_filters = true
+"#,
+            ca = file("ca.pem"),
+            cert = file("server.pem"),
+            key = file("server.key"),
+        );
+        let config: rumqttd::Config = toml::from_str(&config).expect("rumqttd config");
+        std::thread::spawn(move || {
+            let mut broker = rumqttd::Broker::new(config);
+            if let Err(e) = broker.start() {
+                panic!("embedded broker: {e}");
+            }
+        });
+        for port in [plain_port, tls_port] {
+            wait_connectable(port);
+        }
+        Embedded { plain: Broker { host: "127.0.0.1".into(), port: plain_port }, tls_port, certs }
+    })
+}
+
+/// A test CA, a server certificate for localhost and 127.0.0.1, and a
+/// client certificate, all signed by the CA.
+fn write_certificates(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "fanin test CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+
+    let leaf = |name: &str, sans: Vec<String>| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(sans).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        if name == "server" {
+            params.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
+        }
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    };
+    leaf("server", vec!["localhost".into()]);
+    leaf("client", vec!["fanin-client".into()]);
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_connectable(port: u16) {
+    let until = std::time::Instant::now() + DEADLINE;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < until, "the embedded broker never listened on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// -------------------------------------------------------------- publishing --
+
+fn unique(label: &str) -> String {
+    format!("{label}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Publishes each `(topic, payload)` at `qos` and returns once the broker
+/// acknowledged them all (QoS 1) or they were written (QoS 0).
+async fn publish(broker: &Broker, qos: QoS, messages: &[(String, Vec<u8>)]) {
+    let mut options = MqttOptions::new(unique("fanin-test-pub"), broker.host.clone(), broker.port);
+    options.set_max_packet_size(8 << 20, 8 << 20);
+    let (client, mut eventloop) = AsyncClient::new(options, messages.len() + 10);
+    let driven = async {
+        let mut done = 0;
+        while done < messages.len() {
+            match eventloop.poll().await.expect("the test publisher's connection") {
+                Event::Incoming(Packet::ConnAck(_)) => {
+                    for (topic, payload) in messages {
+                        client.publish(topic.clone(), qos, false, payload.clone()).await.unwrap();
+                    }
+                }
+                Event::Incoming(Packet::PubAck(_)) if qos == QoS::AtLeastOnce => done += 1,
+                Event::Outgoing(rumqttc::Outgoing::Publish(_)) if qos == QoS::AtMostOnce => done += 1,
+                _ => {}
+            }
+        }
+        client.disconnect().await.unwrap();
+        while let Ok(event) = eventloop.poll().await {
+            if matches!(event, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, driven).await.expect("publishing timed out");
+}
+
+fn text(topic: &str, payload: &str) -> (String, Vec<u8>) {
+    (topic.to_string(), payload.as_bytes().to_vec())
+}
+
+// ------------------------------------------------------------ daemon setup --
+
+fn mqtt_block(broker_url: &str, client_id: &str, topics: &[&str], extra: &str) -> String {
+    let topics = topics.iter().map(|t| format!("{t:?}")).collect::<Vec<_>>().join(", ");
+    format!(
+        "[channels_config.mqtt]\nbroker_url = \"{broker_url}\"\nclient_id = \"{client_id}\"\n\
+         topics = [{topics}]\nqos = 1\n{extra}\n"
+    )
+}
+
+fn mqtt_sop(name: &str, topic: &str, condition: Option<&str>) -> String {
+    let condition = condition.map(|c| format!("condition = {c:?}\n")).unwrap_or_default();
+    format!(
+        "[sop]\nname = \"{name}\"\ndescription = \"test\"\nexecution_mode = \"auto\"\nmax_concurrent = 1000\n\n\
+         [[triggers]]\ntype = \"mqtt\"\ntopic = \"{topic}\"\n{condition}"
+    )
+}
+
+async fn ready(d: &Daemon) -> (u16, Value) {
+    d.get("/ready").await
+}
+
+/// Waits until `/ready` satisfies `check`, and returns its answer.
+async fn wait_ready(d: &Daemon, what: &str, check: impl Fn(u16, &Value) -> bool) -> (u16, Value) {
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (status, body) = ready(d).await;
+        if check(status, &body) {
+            return (status, body);
+        }
+        assert!(tokio::time::Instant::now() < until, "/ready never showed {what}: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_mqtt_up(d: &Daemon) {
+    wait_ready(d, "mqtt up", |status, body| status == 200 && body["sources"]["mqtt"]["status"] == "up").await;
+}
+
+async fn runs_of(d: &Daemon, sop: &str) -> Vec<Value> {
+    let (status, body) = d.get(&format!("/admin/runs?sop={sop}&limit=1000")).await;
+    assert_eq!(status, 200, "{body}");
+    body["runs"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits until `sop` has at least `count` runs; returns their payloads.
+async fn wait_runs(d: &Daemon, sop: &str, count: usize) -> Vec<Value> {
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let runs = runs_of(d, sop).await;
+        if runs.len() >= count {
+            let mut payloads = Vec::new();
+            for run in &runs {
+                assert_eq!(run["source"], json!("mqtt"), "{run}");
+                let (status, full) = d.get(&format!("/admin/runs/{}", run["run_id"].as_str().unwrap())).await;
+                assert_eq!(status, 200, "{full}");
+                payloads.push(full["payload"].clone());
+            }
+            return payloads;
+        }
+        assert!(tokio::time::Instant::now() < until, "{sop} has {} runs, expected {count}", runs.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn sorted(mut values: Vec<Value>) -> Vec<Value> {
+    values.sort_by_key(|v| v.to_string());
+    values
+}
+
+// ------------------------------------------------------------------ tests --
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_that_match_and_meet_the_condition_start_runs() {
+    let broker = broker();
+    let prefix = unique("fanin-test/match");
+    let setup = Setup::new("", &mqtt_block(&broker.url(), &unique("fanin-match"), &[&format!("{prefix}/#")], ""))
+        .sop("alerts", &mqtt_sop("alerts", &format!("{prefix}/sensors/+/alert"), Some("$.severity >= 2")))
+        .sop("logs", &mqtt_sop("logs", &format!("{prefix}/logs/#"), None));
+    let d = setup.start();
+    wait_mqtt_up(&d).await;
+
+    // 200 KB of binary, over the stored cap (64 KiB) and rumqttc's default
+    // packet limit (10 KiB): dispatched, stored capped.
+    let binary: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8 | 0x80).collect();
+    let messages = vec![
+        text(&format!("{prefix}/sensors/a/alert"), r#"{"severity": 3, "id": "a"}"#),
+        text(&format!("{prefix}/sensors/b/alert"), r#"{"severity": 1, "id": "low"}"#),
+        text(&format!("{prefix}/sensors/c/alert"), r#"{"id": "no severity"}"#),
+        text(&format!("{prefix}/sensors/d/alert"), "severity 5, as text"),
+        text(&format!("{prefix}/sensors/e/other"), r#"{"severity": 9, "id": "other topic"}"#),
+        text(&format!("{prefix}/sensors/f/g/alert"), r#"{"severity": 9, "id": "two levels"}"#),
+        text(&format!("{prefix}/sensors/h/alert"), r#"{"severity": "2", "id": "string number"}"#),
+        text(&format!("{prefix}/logs/app/1"), "plain text line"),
+        text(&format!("{prefix}/logs"), r#"{"parent": "level"}"#),
+        (format!("{prefix}/logs/bin"), binary),
+    ];
+    publish(&broker, QoS::AtLeastOnce, &messages).await;
+
+    let logs = wait_runs(&d, "logs", 3).await;
+    let alerts = wait_runs(&d, "alerts", 2).await;
+    assert_eq!(
+        sorted(alerts),
+        sorted(vec![json!({"severity": 3, "id": "a"}), json!({"severity": "2", "id": "string number"})])
+    );
+    let capped = logs.iter().find(|p| p["truncated"] == json!(true)).expect("the binary payload, capped");
+    assert!(capped["bytes"].as_u64().unwrap() > 200_000, "{capped}");
+    assert!(logs.contains(&json!("plain text line")), "text arrives as a JSON string: {logs:?}");
+    assert!(logs.contains(&json!({"parent": "level"})), "`#` matches the parent level too: {logs:?}");
+    assert_eq!(logs.len(), 3);
+
+    // The listener survived all of that, and what did not match never ran.
+    publish(&broker, QoS::AtLeastOnce, &[text(&format!("{prefix}/sensors/z/alert"), r#"{"severity": 2}"#)]).await;
+    assert_eq!(wait_runs(&d, "alerts", 3).await.len(), 3);
+    assert_eq!(runs_of(&d, "logs").await.len(), 3);
+    let (_, metrics) = d.get("/metrics").await;
+    let metrics = metrics.as_str().unwrap().to_string();
+    assert!(metrics.contains("fanin_mqtt_messages_total"), "{metrics}");
+}
+
+/// Sits between the daemon and the broker; can cut every connection and
+/// refuse new ones (accepting and closing at once) until restored.
+struct Proxy {
+    port: u16,
+    open: Arc<AtomicBool>,
+    cut: Arc<std::sync::Mutex<CancellationToken>>,
+}
+
+impl Proxy {
+    async fn start(upstream: Broker) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(AtomicBool::new(true));
+        let cut = Arc::new(std::sync::Mutex::new(CancellationToken::new()));
+        let (open2, cut2) = (open.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !open2.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let cancelled = cut2.lock().unwrap().clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect((upstream.host.as_str(), upstream.port)).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = cancelled.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    }
+                });
+            }
+        });
+        Proxy { port, open, cut }
+    }
+
+    fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    fn cut_and_refuse(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        let mut token = self.cut.lock().unwrap();
+        token.cancel();
+        *token = CancellationToken::new();
+    }
+
+    fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_come_back_after_the_broker_connection_does() {
+    let broker = broker();
+    let proxy = Proxy::start(broker.clone()).await;
+    let prefix = unique("fanin-test/resub");
+    // A clean session: the broker forgets the subscription with the
+    // connection, so only a resubscription brings messages back.
+    let block = mqtt_block(&proxy.url(), &unique("fanin-resub"), &[&format!("{prefix}/+")], "clean_session = true");
+    let setup = Setup::new("", &block).sop("resub", &mqtt_sop("resub", &format!("{prefix}/+"), None));
+    let d = setup.start();
+    wait_mqtt_up(&d).await;
+    publish(&broker, QoS::AtLeastOnce, &[text(&format!("{prefix}/before"), r#"{"n": 1}"#)]).await;
+    wait_runs(&d, "resub", 1).await;
+
+    proxy.cut_and_refuse();
+    let (status, body) = wait_ready(&d, "mqtt down", |_, b| b["sources"]["mqtt"]["status"] != "up").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["sources"]["webhook"]["status"], json!("up"), "{body}");
+    assert!(body["sources"]["mqtt"]["detail"].is_string(), "the reason is shown: {body}");
+    // Stay down over at least one refused retry.
+    wait_ready(&d, "a retry", |_, b| b["sources"]["mqtt"]["reconnects"].as_u64() >= Some(1)).await;
+    proxy.restore();
+
+    wait_mqtt_up(&d).await;
+    publish(&broker, QoS::AtLeastOnce, &[text(&format!("{prefix}/after"), r#"{"n": 2}"#)]).await;
+    let payloads = wait_runs(&d, "resub", 2).await;
+    assert_eq!(sorted(payloads), vec![json!({"n": 1}), json!({"n": 2})]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_published_while_the_daemon_is_stopped_start_runs_when_it_returns() {
+    let broker = broker();
+    let prefix = unique("fanin-test/session");
+    let block = mqtt_block(&broker.url(), &unique("fanin-session"), &[&format!("{prefix}/#")], "");
+    let setup = Setup::new("", &block).sop("session", &mqtt_sop("session", &format!("{prefix}/#"), None));
+    let mut d = setup.start();
+    wait_mqtt_up(&d).await;
+    d.stop();
+
+    let messages: Vec<_> = (0..5).map(|i| text(&format!("{prefix}/m"), &format!(r#"{{"i": {i}}}"#))).collect();
+    publish(&broker, QoS::AtLeastOnce, &messages).await;
+
+    let d = setup.start();
+    let payloads = wait_runs(&d, "session", 5).await;
+    assert_eq!(sorted(payloads), (0..5).map(|i| json!({"i": i})).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtts_with_a_test_ca_and_a_client_certificate_starts_runs() {
+    let broker = embedded();
+    let prefix = unique("fanin-test/tls");
+    let block = mqtt_block(
+        &format!("mqtts://localhost:{}", broker.tls_port),
+        &unique("fanin-tls"),
+        &[&format!("{prefix}/#")],
+        "ca_file = \"ca.pem\"\nclient_cert_file = \"client.pem\"\nclient_key_file = \"client.key\"",
+    );
+    let setup = Setup::new("", &block);
+    for file in ["ca.pem", "client.pem", "client.key"] {
+        std::fs::copy(broker.certs.join(file), setup.dir.path().join(file)).unwrap();
+    }
+    let setup = setup.sop("tls", &mqtt_sop("tls", &format!("{prefix}/#"), Some("$.secure == true")));
+    let d = setup.start();
+    wait_mqtt_up(&d).await;
+    publish(&broker.plain, QoS::AtLeastOnce, &[text(&format!("{prefix}/x"), r#"{"secure": true}"#)]).await;
+    assert_eq!(wait_runs(&d, "tls", 1).await, vec![json!({"secure": true})]);
+}
+
+#[tokio::test]
+async fn without_the_test_ca_the_broker_certificate_is_refused() {
+    let broker = embedded();
+    let block = mqtt_block(&format!("mqtts://localhost:{}", broker.tls_port), &unique("fanin-noca"), &["x/#"], "");
+    let setup = Setup::new("", &block);
+    let d = setup.start();
+    let (status, body) = wait_ready(&d, "a TLS failure", |_, b| b["sources"]["mqtt"]["detail"].is_string()).await;
+    assert_eq!(status, 503);
+    let detail = body["sources"]["mqtt"]["detail"].as_str().unwrap();
+    assert!(detail.contains("cannot connect") && detail.to_lowercase().contains("certificate"), "{detail}");
+}
+
+#[test]
+fn a_scheme_and_use_tls_mismatch_is_refused_by_validate_and_daemon() {
+    for (url, use_tls) in [("mqtts://broker.example.com", "false"), ("mqtt://broker.example.com", "true")] {
+        let setup = Setup::new("", &mqtt_block(url, "fanin-mismatch", &["a/#"], &format!("use_tls = {use_tls}")));
+        for command in ["validate", "daemon"] {
+            let out = setup.cli(&[command]);
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert_eq!(out.status.code(), Some(1), "{command} {url}: {err}");
+            assert!(err.contains(&setup.config_path().display().to_string()), "names the file: {err}");
+            assert!(err.contains("channels_config.mqtt.use_tls"), "names the key: {err}");
+            assert!(err.contains("contradicts"), "says why: {err}");
+        }
+    }
+}
+
+#[test]
+fn an_unreadable_ca_file_stops_the_daemon_naming_file_and_key() {
+    let block = mqtt_block("mqtts://broker.example.com", "fanin-badca", &["a/#"], "ca_file = \"missing-ca.pem\"");
+    let setup = Setup::new("", &block);
+    let out = setup.cli(&["daemon"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("channels_config.mqtt.ca_file") && err.contains("missing-ca.pem"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_leaves_webhooks_served_and_mqtt_retrying() {
+    let port = free_port();
+    let block = mqtt_block(&format!("mqtt://127.0.0.1:{port}"), &unique("fanin-unreachable"), &["a/#"], "");
+    let setup = Setup::new("", &block).sop("hook", &webhook_sop("hook", "/sop/hook", ""));
+    let d = setup.start();
+    assert_eq!(d.get("/health").await.0, 200);
+    let token = d.pair().await;
+    let (status, body, _) = d.post("/sop/hook", Some(&token), "{}", &[]).await;
+    assert_eq!(status, 200, "{body}");
+
+    let (status, body) =
+        wait_ready(&d, "two retries", |_, b| b["sources"]["mqtt"]["reconnects"].as_u64() >= Some(2)).await;
+    assert_eq!(status, 503, "{body}");
+    let mqtt = &body["sources"]["mqtt"];
+    assert_eq!(mqtt["status"], json!("down"), "{body}");
+    assert!(mqtt["detail"].as_str().unwrap().contains("cannot connect"), "{body}");
+    assert_eq!(body["sources"]["webhook"]["status"], json!("up"));
+}
+
+/// A store that refuses the next `refuse` commits, as a full disk would.
+struct FlakyStore {
+    inner: Arc<dyn fanin::store::Store>,
+    refuse: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl fanin::store::Store for FlakyStore {
+    async fn commit(&self, batch: fanin::store::Batch) -> Result<fanin::store::Committed, StoreError> {
+        let refused = self.refuse.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        if refused {
+            return Err(StoreError::Unavailable("disk full (test)".into()));
+        }
+        self.inner.commit(batch).await
+    }
+    async fn idempotency_response(
+        &self,
+        scope: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Value>, StoreError> {
+        self.inner.idempotency_response(scope, key, now).await
+    }
+    async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.inner.purge_idempotency(now).await
+    }
+    async fn get_run(&self, run_id: &str) -> Result<Option<fanin::store::RunRecord>, StoreError> {
+        self.inner.get_run(run_id).await
+    }
+    async fn list_runs(&self, query: &fanin::store::RunQuery) -> Result<Vec<fanin::store::RunRecord>, StoreError> {
+        self.inner.list_runs(query).await
+    }
+    async fn audit(&self, query: &fanin::store::AuditQuery) -> Result<Vec<fanin::store::AuditRecord>, StoreError> {
+        self.inner.audit(query).await
+    }
+    async fn sop_loads(&self) -> Result<Vec<fanin::store::SopLoad>, StoreError> {
+        self.inner.sop_loads().await
+    }
+    async fn add_pairing_code(
+        &self,
+        code_hash: &str,
+        created_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.inner.add_pairing_code(code_hash, created_at, expires_at).await
+    }
+    async fn redeem_pairing_code(
+        &self,
+        code_hash: &str,
+        now: DateTime<Utc>,
+        token: &fanin::store::TokenRecord,
+    ) -> Result<bool, StoreError> {
+        self.inner.redeem_pairing_code(code_hash, now, token).await
+    }
+    async fn find_token(&self, prefix: &str) -> Result<Option<fanin::store::TokenRecord>, StoreError> {
+        self.inner.find_token(prefix).await
+    }
+    async fn list_tokens(&self) -> Result<Vec<fanin::store::TokenRecord>, StoreError> {
+        self.inner.list_tokens().await
+    }
+    async fn revoke_tokens(&self, prefix: &str, at: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.inner.revoke_tokens(prefix, at).await
+    }
+    async fn cron_last_check(&self, key: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.inner.cron_last_check(key).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}
+
+/// The MQTT source in-process over a store that refuses the first commit:
+/// the refused message is not acknowledged, the connection is made again,
+/// and the broker's redelivery turns every message into a run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_store_refused_is_redelivered_not_lost() {
+    use fanin::sources::health::Status;
+    let broker = broker();
+    let prefix = unique("fanin-test/refused");
+    let block = mqtt_block(&broker.url(), &unique("fanin-refused"), &[&format!("{prefix}/#")], "");
+    let setup = Setup::new("", &block).sop("refused", &mqtt_sop("refused", &format!("{prefix}/#"), None));
+    let config = fanin::config::Config::load(&setup.config_path()).expect("config");
+    let (catalog, _) = fanin::daemon::load_catalog(&config).expect("SOPs");
+    std::fs::create_dir_all(setup.dir.path().join("data")).unwrap();
+    let sqlite = fanin::store::sqlite::SqliteStore::open(&setup.db_path()).expect("store");
+    let store = Arc::new(FlakyStore { inner: Arc::new(sqlite), refuse: 0.into() });
+    let dispatcher =
+        fanin::dispatch::Dispatcher::new(catalog, store.clone(), fanin::daemon::dispatch_settings(&config))
+            .await
+            .unwrap();
+    let ctx = fanin::sources::SourceContext {
+        config: Arc::new(config),
+        dispatcher: Arc::new(dispatcher),
+        health: Arc::new(fanin::sources::SourcesHealth::default()),
+        shutdown: CancellationToken::new(),
+    };
+    let task = fanin::sources::mqtt::start(&ctx).unwrap().expect("an MQTT block starts a listener");
+    let mqtt_state = || ctx.health.snapshot()["mqtt"].clone();
+    wait_for("mqtt up", || mqtt_state().status == Status::Up).await;
+
+    store.refuse.store(1, Ordering::SeqCst);
+    let messages: Vec<_> = (0..3).map(|i| text(&format!("{prefix}/m"), &format!(r#"{{"i": {i}}}"#))).collect();
+    publish(&broker, QoS::AtLeastOnce, &messages).await;
+
+    let query = fanin::store::RunQuery { sop: Some("refused".into()), status: None, limit: 0 };
+    let all_ran = || async {
+        let runs = store.inner.list_runs(&query).await.unwrap();
+        (0..3).all(|i| runs.iter().any(|r| r.payload == json!({"i": i})))
+    };
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while !all_ran().await {
+        assert!(tokio::time::Instant::now() < until, "a refused message was lost");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(store.refuse.load(Ordering::SeqCst), 0, "the store did refuse a commit");
+    assert!(mqtt_state().reconnects >= 1, "the connection was made again: {:?}", mqtt_state());
+
+    ctx.shutdown.cancel();
+    tokio::time::timeout(DEADLINE, task).await.expect("the listener stops on shutdown").unwrap();
+    assert_eq!(mqtt_state().status, Status::Down);
+}
+
+async fn wait_for(what: &str, check: impl Fn() -> bool) {
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while !check() {
+        assert!(tokio::time::Instant::now() < until, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
