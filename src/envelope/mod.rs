@@ -1,4 +1,206 @@
 //! Envelopes (DESIGN §7): how a run or an event leaves fanin. Building them is
-//! pure; delivery is elsewhere.
+//! pure (ids and times come in as arguments); delivery is elsewhere.
+//!
+//! - [`legacy`]: the `context/input/output/error` form the Agent reads.
+//! - [`execution`]: the `header/payload` form the Executor reads.
+//! - [`schema`]: the shipped JSON Schema both forms are checked against.
+//! - [`registry`]: the tools, capabilities and usecases registries an
+//!   execution envelope carries, kept fresh in the background.
+//!
+//! Both forms share one `memory`: `{session_id: <run id>, state: {trigger:
+//! <event>, sop: {name, version}}, stack: []}`, so whoever receives a run can
+//! loop back for clarification with the same session.
 
+pub mod execution;
 pub mod legacy;
+pub mod registry;
+pub mod schema;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{json, Value};
+
+use crate::event::Source;
+use crate::store::RunRecord;
+
+/// What every envelope of a run says about the run.
+#[derive(Clone, Copy, Debug)]
+pub struct Run<'a> {
+    pub run_id: &'a str,
+    pub sop_name: &'a str,
+    pub sop_version: &'a str,
+    pub source: Source,
+    /// The trigger event as envelopes carry it: [`legacy::event_json`] for a
+    /// live event, [`trigger_from_run`] for a run read back from the store.
+    pub trigger: &'a Value,
+}
+
+/// The memory both forms carry for a run.
+pub fn memory(run: &Run<'_>) -> Value {
+    json!({
+        "session_id": run.run_id,
+        "state": {
+            "trigger": run.trigger,
+            "sop": {"name": run.sop_name, "version": run.sop_version},
+        },
+        "stack": [],
+    })
+}
+
+/// The trigger event of a stored run, in the shape of [`legacy::event_json`]
+/// (the time is when the trigger was accepted; the body is the stored, capped
+/// payload). Lets a deferred run that starts later build the same envelope.
+pub fn trigger_from_run(run: &RunRecord) -> Value {
+    trigger_json(&run.event_id, run.source, &run.topic, run.started_at, run.payload.clone())
+}
+
+/// `{id, source, time, path|topic, body}`: webhooks name their path, every
+/// other source its topic.
+fn trigger_json(id: &str, source: Source, topic: &str, time: DateTime<Utc>, body: Value) -> Value {
+    let place = match source {
+        Source::Webhook | Source::SopWebhook => "path",
+        _ => "topic",
+    };
+    let mut event = json!({
+        "id": id,
+        "source": source,
+        "time": rfc3339(time),
+        "body": body,
+    });
+    event[place] = Value::String(topic.to_string());
+    event
+}
+
+/// Times in envelopes: RFC 3339, UTC, milliseconds.
+fn rfc3339(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Realistic inputs shared by the builders' tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use chrono::{TimeZone, Utc};
+    use serde_json::{json, Map, Value};
+
+    use crate::event::{Event, Payload, Source};
+    use crate::sop::{Step, StepKind};
+
+    pub fn deploy_event(source: Source) -> Event {
+        let at = Utc.with_ymd_and_hms(2025, 3, 1, 8, 0, 0).unwrap();
+        let topic = match source {
+            Source::Webhook => "/webhook",
+            Source::SopWebhook => "/sop/deploy",
+            Source::Mqtt => "ops/deploy/service-a",
+            Source::Cron => "0 0 8 * * *",
+            Source::Peripheral => "nucleo-f401re/pin_3",
+            Source::Manual => "deploy-pipeline",
+        };
+        let payload = Payload::Json(json!({"branch": "main", "build": 812, "commit": "9f2c1e0"}));
+        Event::new(source, topic, payload, at)
+    }
+
+    fn params(value: Value) -> Map<String, Value> {
+        value.as_object().cloned().unwrap()
+    }
+
+    /// The steps of examples/sops/deploy-pipeline.
+    pub fn deploy_steps() -> Vec<Step> {
+        vec![
+            Step {
+                number: 1,
+                title: "Verify build".into(),
+                body: "Check that the CI build named in the payload is green.".into(),
+                tools: vec![],
+                requires_confirmation: false,
+                kind: Some(StepKind::Tool),
+                reference: Some("ci_status".into()),
+                params: params(json!({"pipeline": "service-a"})),
+                id: Some("verify".into()),
+            },
+            Step {
+                number: 2,
+                title: "Roll out".into(),
+                body: "Roll the new image out to production, one zone at a time.".into(),
+                tools: vec![],
+                requires_confirmation: true,
+                kind: Some(StepKind::Usecase),
+                reference: Some("rolling_deploy".into()),
+                params: params(json!({"service": "service-a", "zones": ["eu-west-1a", "eu-west-1b"]})),
+                id: None,
+            },
+            Step {
+                number: 3,
+                title: "Check health".into(),
+                body: "Watch error rate and latency for ten minutes; roll back on regression.".into(),
+                tools: vec!["http_request".into()],
+                requires_confirmation: false,
+                kind: Some(StepKind::Capability),
+                reference: Some("health_watch".into()),
+                params: Map::new(),
+                id: None,
+            },
+        ]
+    }
+
+    /// Agent steps without executor fields (examples/sops/sensor-alert).
+    pub fn agent_steps() -> Vec<Step> {
+        vec![Step {
+            number: 1,
+            title: "Look at history".into(),
+            body: "Compare with the last hour of readings.".into(),
+            tools: vec!["sensor_history".into()],
+            requires_confirmation: false,
+            kind: None,
+            reference: None,
+            params: Map::new(),
+            id: None,
+        }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::runs::RunStatus;
+
+    #[test]
+    fn a_stored_run_gives_the_same_trigger_shape_as_a_live_event() {
+        let event = fixtures::deploy_event(Source::SopWebhook);
+        let record = RunRecord {
+            run_id: "run-1".into(),
+            sop: "deploy-pipeline".into(),
+            sop_version: "1.2.0".into(),
+            status: RunStatus::Running,
+            trigger_index: 0,
+            trigger: "webhook /sop/deploy".into(),
+            source: event.source,
+            topic: event.topic.clone(),
+            event_id: event.id.clone(),
+            payload: event.payload.to_value(),
+            client: None,
+            idempotency_key: None,
+            started_at: event.received_at,
+            updated_at: event.received_at,
+            finished_at: None,
+            coalesced: 0,
+        };
+        assert_eq!(trigger_from_run(&record), legacy::event_json(&event));
+    }
+
+    #[test]
+    fn memory_names_the_session_the_trigger_and_the_sop() {
+        let trigger = json!({"id": "e1"});
+        let run = Run { run_id: "run-7", sop_name: "s", sop_version: "2", source: Source::Manual, trigger: &trigger };
+        assert_eq!(
+            memory(&run),
+            json!({"session_id": "run-7", "state": {"trigger": {"id": "e1"}, "sop": {"name": "s", "version": "2"}}, "stack": []})
+        );
+    }
+
+    #[test]
+    fn times_are_utc_with_milliseconds() {
+        let t = Utc.with_ymd_and_hms(2025, 3, 1, 8, 0, 0).unwrap();
+        assert_eq!(rfc3339(t), "2025-03-01T08:00:00.000Z");
+    }
+}

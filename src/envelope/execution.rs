@@ -1,0 +1,285 @@
+//! The execution envelope (`header` + `payload`) that hands a run and its
+//! steps to the Executor, with the registries it resolves step refs against.
+//!
+//! Pure: the envelope id and timestamp come in as arguments, so the caller
+//! decides them once and a retried delivery sends the same envelope.
+//!
+//! - `header.version` is [`ENVELOPE_VERSION`], the version of this envelope
+//!   contract (the SOP's version travels in `memory.state.sop`).
+//! - `header.type` is [`ENVELOPE_TYPE`], `sop.run`: the envelope carries a
+//!   SOP run started by a trigger.
+//! - `header.source` names the trigger workflow, `so.trigger.<name>`
+//!   ([`trigger_workflow`]).
+//! - A step is `{type, ref, params, id?}`; `params` is always an object.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+
+use super::registry::RegistrySnapshot;
+use super::{memory, rfc3339, Run};
+use crate::event::Source;
+use crate::sop::{Destination, Step};
+
+/// The version of the envelope contract fanin emits.
+pub const ENVELOPE_VERSION: &str = "1.0";
+/// What an execution envelope from fanin carries: a run of a SOP.
+pub const ENVELOPE_TYPE: &str = "sop.run";
+
+/// What the header says beyond the run.
+#[derive(Clone, Copy, Debug)]
+pub struct Header<'a> {
+    /// Unique per envelope; also its delivery's `Idempotency-Key`.
+    pub id: &'a str,
+    pub timestamp: DateTime<Utc>,
+    pub destination: Destination,
+    pub trace_id: Option<&'a str>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct ExecutionInput<'a> {
+    pub header: Header<'a>,
+    pub run: Run<'a>,
+    /// The SOP's steps. For the executor each must have `type` and `ref`
+    /// (SOP validation sees to it); a step without them fails the schema.
+    pub steps: &'a [Step],
+    pub registries: &'a RegistrySnapshot,
+}
+
+/// The workflow name of a source (`so.<layer>.<name>`): both webhook routes
+/// are the webhook trigger, and cron is the schedule trigger.
+pub fn trigger_workflow(source: Source) -> &'static str {
+    match source {
+        Source::Webhook | Source::SopWebhook => "so.trigger.webhook",
+        Source::Mqtt => "so.trigger.mqtt",
+        Source::Cron => "so.trigger.schedule",
+        Source::Peripheral => "so.trigger.peripheral",
+        Source::Manual => "so.trigger.manual",
+    }
+}
+
+pub fn build(input: &ExecutionInput<'_>) -> Value {
+    let header = &input.header;
+    let mut head = json!({
+        "id": header.id,
+        "version": ENVELOPE_VERSION,
+        "timestamp": rfc3339(header.timestamp),
+        "source": trigger_workflow(input.run.source),
+        "destination": header.destination,
+        "type": ENVELOPE_TYPE,
+    });
+    if let Some(trace_id) = header.trace_id {
+        head["trace_id"] = Value::String(trace_id.to_string());
+    }
+    json!({
+        "header": head,
+        "payload": {
+            "memory": memory(&input.run),
+            "steps": input.steps.iter().map(step).collect::<Vec<_>>(),
+            "registryFiles": input.registries.registry_files(),
+            "options": {"fallbackRegistry": input.registries.fallback_registry()},
+        },
+    })
+}
+
+/// `{type, ref, params, id?}`; a missing `type` or `ref` is left out for the
+/// schema check to name.
+fn step(step: &Step) -> Value {
+    let mut out = Map::new();
+    if let Some(kind) = step.kind {
+        out.insert("type".into(), json!(kind));
+    }
+    if let Some(reference) = &step.reference {
+        out.insert("ref".into(), Value::String(reference.clone()));
+    }
+    out.insert("params".into(), Value::Object(step.params.clone()));
+    if let Some(id) = &step.id {
+        out.insert("id".into(), Value::String(id.clone()));
+    }
+    Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::envelope::registry::{Category, CategoryRegistry};
+    use crate::envelope::{fixtures, legacy, schema};
+    use crate::sop::StepKind;
+
+    /// The example registries shipped with the repository, as local copies;
+    /// tools also has a Drive copy.
+    fn example_registries() -> RegistrySnapshot {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/registries");
+        let categories = Category::ALL
+            .into_iter()
+            .map(|category| {
+                let local_path = dir.join(category.file_name());
+                let text = std::fs::read_to_string(&local_path).unwrap();
+                let local: Value = serde_json::from_str(&text).unwrap();
+                let from_drive = category == Category::Tools;
+                CategoryRegistry {
+                    category,
+                    local_path,
+                    drive: from_drive.then(|| json!({"tools": [{"ref": "ci_status"}]})),
+                    file_id: from_drive.then(|| "1DriveToolsId".to_string()),
+                    local,
+                    local_error: None,
+                    drive_error: None,
+                }
+            })
+            .collect();
+        RegistrySnapshot { categories }
+    }
+
+    fn deploy_envelope(source: Source, destination: Destination, steps: &[Step], trace_id: Option<&str>) -> Value {
+        let event = fixtures::deploy_event(source);
+        let trigger = legacy::event_json(&event);
+        let registries = example_registries();
+        let input = ExecutionInput {
+            header: Header {
+                id: "0195a1b2-0000-7000-8000-000000000001",
+                timestamp: Utc.with_ymd_and_hms(2025, 3, 1, 8, 0, 1).unwrap(),
+                destination,
+                trace_id,
+            },
+            run: Run { run_id: "run-9", sop_name: "deploy-pipeline", sop_version: "1.2.0", source, trigger: &trigger },
+            steps,
+            registries: &registries,
+        };
+        build(&input)
+    }
+
+    #[test]
+    fn sources_name_their_trigger_workflow() {
+        let table = [
+            (Source::Webhook, "so.trigger.webhook"),
+            (Source::SopWebhook, "so.trigger.webhook"),
+            (Source::Mqtt, "so.trigger.mqtt"),
+            (Source::Cron, "so.trigger.schedule"),
+            (Source::Peripheral, "so.trigger.peripheral"),
+            (Source::Manual, "so.trigger.manual"),
+        ];
+        for (source, workflow) in table {
+            assert_eq!(trigger_workflow(source), workflow, "{source:?}");
+        }
+    }
+
+    #[test]
+    fn every_source_builds_a_valid_envelope_for_the_executor() {
+        let steps = fixtures::deploy_steps();
+        for source in
+            [Source::Webhook, Source::SopWebhook, Source::Mqtt, Source::Cron, Source::Peripheral, Source::Manual]
+        {
+            let envelope = deploy_envelope(source, Destination::Executor, &steps, None);
+            if let Err(errors) = schema::validate(&envelope) {
+                panic!("{source:?}: {errors:#?}\n{envelope:#}");
+            }
+            assert_eq!(envelope["header"]["source"], json!(trigger_workflow(source)));
+        }
+    }
+
+    #[test]
+    fn the_envelope_carries_the_run_steps_and_registries() {
+        let envelope =
+            deploy_envelope(Source::SopWebhook, Destination::Executor, &fixtures::deploy_steps(), Some("trace-1"));
+        assert_eq!(
+            envelope["header"],
+            json!({
+                "id": "0195a1b2-0000-7000-8000-000000000001", "version": "1.0",
+                "timestamp": "2025-03-01T08:00:01.000Z", "source": "so.trigger.webhook",
+                "destination": "executor", "type": "sop.run", "trace_id": "trace-1",
+            })
+        );
+        let payload = &envelope["payload"];
+        assert_eq!(payload["memory"]["session_id"], json!("run-9"));
+        assert_eq!(payload["memory"]["state"]["trigger"]["path"], json!("/sop/deploy"));
+        assert_eq!(payload["memory"]["state"]["trigger"]["body"]["branch"], json!("main"));
+        assert_eq!(payload["memory"]["state"]["sop"], json!({"name": "deploy-pipeline", "version": "1.2.0"}));
+        assert_eq!(payload["memory"]["stack"], json!([]));
+        assert_eq!(
+            payload["steps"],
+            json!([
+                {"type": "tool", "ref": "ci_status", "params": {"pipeline": "service-a"}, "id": "verify"},
+                {"type": "usecase", "ref": "rolling_deploy", "params": {"service": "service-a", "zones": ["eu-west-1a", "eu-west-1b"]}},
+                {"type": "capability", "ref": "health_watch", "params": {}},
+            ])
+        );
+        let files = payload["registryFiles"].as_array().unwrap();
+        assert_eq!(files[0]["ref"], json!("1DriveToolsId"));
+        assert_eq!(files[0]["content"], json!({"tools": [{"ref": "ci_status"}]}));
+        assert!(files[1]["ref"].as_str().unwrap().ends_with("capabilities.json"));
+        let fallback = &payload["options"]["fallbackRegistry"];
+        assert_eq!(fallback.as_object().unwrap().keys().collect::<Vec<_>>(), vec!["capabilities", "tools", "usecases"]);
+        assert_ne!(fallback["tools"], files[0]["content"], "the fallback is the local copy, not the Drive one");
+    }
+
+    fn category_of(kind: StepKind) -> Category {
+        match kind {
+            StepKind::Tool => Category::Tools,
+            StepKind::Capability => Category::Capabilities,
+            StepKind::Usecase => Category::Usecases,
+        }
+    }
+
+    /// Every example SOP, loaded by the real loader, gives envelopes the
+    /// schema accepts, and every executor step names an entry of the example
+    /// registries.
+    #[test]
+    fn the_example_sops_build_valid_envelopes_against_the_example_registries() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/sops");
+        let report = crate::sop::load_dir(&dir, crate::sop::ExecutionMode::Supervised);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert!(report.sops.iter().any(|sop| sop.destination == Destination::Executor));
+        let registries = example_registries();
+        for sop in &report.sops {
+            // A run for the agent leaves as a legacy envelope (DESIGN §7).
+            if sop.destination == Destination::Executor {
+                let envelope = deploy_envelope(Source::Manual, sop.destination, &sop.steps, None);
+                if let Err(errors) = schema::validate(&envelope) {
+                    panic!("{}: {errors:#?}", sop.name);
+                }
+            }
+            let trigger = legacy::event_json(&fixtures::deploy_event(Source::Manual));
+            let run = Run {
+                run_id: "r",
+                sop_name: &sop.name,
+                sop_version: &sop.version,
+                source: Source::Manual,
+                trigger: &trigger,
+            };
+            schema::validate(&legacy::build_for_run(&run, &sop.steps)).unwrap();
+            for step in sop.steps.iter().filter(|_| sop.destination == Destination::Executor) {
+                let category = category_of(step.kind.unwrap());
+                let reference = step.reference.as_deref().unwrap();
+                let entries = registries.get(category).unwrap().local[category.as_str()].as_array().unwrap();
+                let found = entries.iter().any(|entry| entry["ref"] == json!(reference));
+                assert!(found, "{}: {reference} is not in examples/registries/{}", sop.name, category.file_name());
+            }
+        }
+    }
+
+    #[test]
+    fn a_run_for_the_agent_may_come_without_steps() {
+        let envelope = deploy_envelope(Source::Mqtt, Destination::Agent, &[], None);
+        schema::validate(&envelope).unwrap();
+        assert_eq!(envelope["payload"]["steps"], json!([]));
+    }
+
+    #[test]
+    fn the_executor_refuses_what_it_cannot_run() {
+        let envelope = deploy_envelope(Source::Manual, Destination::Executor, &[], None);
+        let errors = schema::validate(&envelope).unwrap_err();
+        assert!(errors.iter().any(|e| e.starts_with("/payload/steps")), "{errors:?}");
+
+        // An agent-only step (no type, no ref) is named by the schema check.
+        let envelope = deploy_envelope(Source::Manual, Destination::Executor, &fixtures::agent_steps(), None);
+        let errors = schema::validate(&envelope).unwrap_err();
+        assert!(
+            errors.iter().any(|e| e.starts_with("/payload/steps/0: \"type\" is a required property")),
+            "{errors:?}"
+        );
+    }
+}
