@@ -93,6 +93,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         shutdown: shutdown.clone(),
     };
     let mut tasks = sources::start_all(&ctx).map_err(StartError)?;
+    tasks.push(tokio::spawn(reload_on_hangup(config.clone(), ctx.dispatcher.clone(), shutdown.clone())));
     tasks.push(tokio::spawn(purge_idempotency_keys(
         store.clone(),
         config.gateway.idempotency_ttl_secs,
@@ -108,6 +109,43 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     served.map_err(|e| StartError(format!("gateway: {e}")))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP reloads the SOP directory. A set with any error is refused whole
+/// (each error logged) and the running set stays: never half a reload.
+/// `config.toml` itself is read at start only.
+async fn reload_on_hangup(config: Arc<Config>, dispatcher: Arc<Dispatcher>, shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else { return };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                Some(()) = hangups.recv() => {}
+            }
+            match load_catalog(&config) {
+                Ok((catalog, warnings)) => {
+                    for w in &warnings {
+                        tracing::warn!("{w}");
+                    }
+                    tracing::info!(sops = catalog.sops.len(), "SOPs reloaded");
+                    dispatcher.replace_catalog(catalog);
+                }
+                Err(errors) => {
+                    for e in &errors {
+                        tracing::error!("{e}");
+                    }
+                    tracing::error!(errors = errors.len(), "SOP reload refused; the running SOPs stay");
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (config, dispatcher);
+        shutdown.cancelled().await;
+    }
 }
 
 /// Expired idempotency keys are dead weight: remove them once per TTL.

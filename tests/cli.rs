@@ -139,3 +139,25 @@ async fn fire_runs_and_audit_through_the_cli() {
     let out = setup.cli(&["runs", "show", "nope"]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn validate_warns_about_mqtt_filters_no_subscription_delivers() {
+    let setup = Setup::new(
+        "",
+        "[channels_config.mqtt]\nbroker_url = \"mqtt://127.0.0.1:1883\"\nclient_id = \"t\"\ntopics = [\"ops/#\"]\n",
+    )
+    .sop(
+        "covered",
+        "[sop]\nname = \"covered\"\ndescription = \"x\"\n[[triggers]]\ntype = \"mqtt\"\ntopic = \"ops/deploy/+\"\n",
+    )
+    .sop(
+        "orphan",
+        "[sop]\nname = \"orphan\"\ndescription = \"x\"\n[[triggers]]\ntype = \"mqtt\"\ntopic = \"sensors/+/alert\"\n",
+    );
+    let out = setup.cli(&["validate"]);
+    assert!(out.status.success(), "a warning is not an error: {}", stderr(&out));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let warnings: Vec<&str> = stdout.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{stdout}");
+    assert!(warnings[0].contains("orphan/SOP.toml") && warnings[0].contains("triggers[0].topic"), "{}", warnings[0]);
+}

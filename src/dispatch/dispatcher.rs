@@ -70,6 +70,9 @@ pub struct DispatchSettings {
 
 pub struct Dispatcher {
     catalog: RwLock<Arc<Catalog>>,
+    /// Bumped on every catalog replacement, so sources that derive state
+    /// from the SOPs (the cron keys) rebuild it.
+    catalog_version: tokio::sync::watch::Sender<u64>,
     store: Arc<dyn Store>,
     admission: Mutex<Admission>,
     settings: DispatchSettings,
@@ -84,11 +87,29 @@ impl Dispatcher {
         settings: DispatchSettings,
     ) -> Result<Dispatcher, StoreError> {
         let admission = Admission::new(settings.max_deferred, store.sop_loads().await?);
-        Ok(Dispatcher { catalog: RwLock::new(Arc::new(catalog)), store, admission: Mutex::new(admission), settings })
+        Ok(Dispatcher {
+            catalog: RwLock::new(Arc::new(catalog)),
+            catalog_version: tokio::sync::watch::Sender::new(0),
+            store,
+            admission: Mutex::new(admission),
+            settings,
+        })
     }
 
     pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog.read().expect("catalog lock").clone()
+    }
+
+    /// Swaps in a reloaded SOP set. Events already matching finish against
+    /// the set they started with; admission state carries over by SOP name.
+    pub fn replace_catalog(&self, catalog: Catalog) {
+        *self.catalog.write().expect("catalog lock") = Arc::new(catalog);
+        self.catalog_version.send_modify(|v| *v += 1);
+    }
+
+    /// Changes whenever `replace_catalog` runs.
+    pub fn watch_catalog(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.catalog_version.subscribe()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -285,12 +285,10 @@ pub fn catchup_window(secs: u64) -> chrono::TimeDelta {
     i64::try_from(secs).ok().and_then(chrono::TimeDelta::try_seconds).unwrap_or(chrono::TimeDelta::MAX)
 }
 
-/// Starts the scheduler when any SOP has a cron trigger.
+/// Starts the scheduler. It runs even with no cron trigger yet, idle, so a
+/// SOP reload that adds one is scheduled without a restart.
 pub fn start(ctx: &SourceContext) -> Result<Option<SourceTask>, String> {
     let keys = cron_keys(&ctx.dispatcher.catalog());
-    if keys.is_empty() {
-        return Ok(None);
-    }
     metrics::describe_histogram!(
         "fanin_cron_lateness_seconds",
         metrics::Unit::Seconds,
@@ -305,6 +303,7 @@ pub fn start(ctx: &SourceContext) -> Result<Option<SourceTask>, String> {
 
 async fn run(ctx: SourceContext, keys: Vec<CronKey>, catchup: chrono::TimeDelta) {
     let mut states: Vec<KeyState> = keys.into_iter().map(KeyState::new).collect();
+    let mut reloads = ctx.dispatcher.watch_catalog();
     loop {
         let now = Utc::now();
         for state in states.iter_mut().filter(|s| s.is_due(now)) {
@@ -317,15 +316,39 @@ async fn run(ctx: SourceContext, keys: Vec<CronKey>, catchup: chrono::TimeDelta)
             }
         }
         report_health(&ctx, &states);
-        let Some(delay) = sleep_for(&states, Utc::now()) else {
-            ctx.shutdown.cancelled().await;
-            return;
+        let delay = sleep_for(&states, Utc::now());
+        let sleep = async {
+            match delay {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => std::future::pending().await,
+            }
         };
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+            _ = sleep => {}
+            Ok(()) = reloads.changed() => {
+                states = rekey(states, cron_keys(&ctx.dispatcher.catalog()));
+                tracing::info!(keys = states.len(), "cron keys reloaded");
+            }
         }
     }
+}
+
+/// The key states after a SOP reload: keys that stay keep their
+/// `last_check` (their windows go on), new keys start like at start-up (from
+/// the store), removed keys are dropped.
+pub fn rekey(old: Vec<KeyState>, keys: Vec<CronKey>) -> Vec<KeyState> {
+    let mut old: std::collections::HashMap<String, KeyState> =
+        old.into_iter().map(|s| (s.key.key.clone(), s)).collect();
+    keys.into_iter()
+        .map(|key| match old.remove(&key.key) {
+            Some(mut state) => {
+                state.key = key;
+                state
+            }
+            None => KeyState::new(key),
+        })
+        .collect()
 }
 
 /// Plans one key at `now` and commits the plan.
@@ -880,5 +903,18 @@ mod tests {
             ctx.shutdown.cancel();
             task.await.unwrap();
         }
+    }
+
+    #[test]
+    fn a_reload_keeps_the_windows_of_keys_that_stay() {
+        let now = utc(2024, 1, 1, 0, 0, 0);
+        let mut stays = KeyState::new(key("0 0 8 * * *", None));
+        stays.committed(&stays.plan(None, now, secs(3600)));
+        let gone = KeyState::new(key("0 0 9 * * *", None));
+        let states = rekey(vec![stays, gone], vec![key("0 0 8 * * *", None), key("*/5 * * * * *", None)]);
+        let names: Vec<&str> = states.iter().map(|s| s.key.schedule.expression.as_str()).collect();
+        assert_eq!(names, ["0 0 8 * * *", "*/5 * * * * *"]);
+        assert_eq!(states[0].last_check(), Some(now), "an existing key goes on from its last check");
+        assert_eq!(states[1].last_check(), None, "a new key starts like at start-up");
     }
 }

@@ -1,0 +1,61 @@
+//! SIGHUP reloads the SOP directory: new SOPs (webhook and cron) take effect
+//! without a restart, and a set with an error is refused whole.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+fn hangup(d: &Daemon) {
+    let status = std::process::Command::new("kill").arg("-HUP").arg(d.child.id().to_string()).status().unwrap();
+    assert!(status.success());
+}
+
+/// Polls `probe` until it holds, for at most 20 s.
+async fn eventually<F: std::future::Future<Output = bool>>(mut probe: impl FnMut() -> F) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if probe().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn sighup_loads_new_sops_and_refuses_a_broken_set_whole() {
+    let setup = Setup::new("", "").sop("a", &webhook_sop("a", "/sop/a", ""));
+    let d = setup.start();
+    let token = d.pair().await;
+    assert_eq!(d.post("/sop/b", Some(&token), "{}", &[]).await.0, 404);
+
+    let setup = setup
+        .sop("b", &webhook_sop("b", "/sop/b", ""))
+        .sop("tick", "[sop]\nname = \"tick\"\ndescription = \"x\"\nexecution_mode = \"auto\"\nmax_concurrent = 1000\n[[triggers]]\ntype = \"cron\"\nexpression = \"* * * * * *\"\n");
+    hangup(&d);
+    assert!(eventually(|| async { d.post("/sop/b", Some(&token), "{}", &[]).await.0 == 200 }).await);
+    let cron_ran = eventually(|| async {
+        let (_, runs) = d.get("/admin/runs?sop=tick").await;
+        !runs["runs"].as_array().unwrap().is_empty()
+    })
+    .await;
+    assert!(cron_ran, "a cron trigger added by a reload is scheduled");
+
+    // A broken SOP refuses the whole new set: `c` does not appear, `b` stays.
+    let setup = setup.sop("c", &webhook_sop("c", "/sop/c", "")).sop(
+        "broken",
+        "[sop]\nname = \"broken\"\ndescription = \"x\"\n[[triggers]]\ntype = \"mqtt\"\ntopic = \"a/#/b\"\n",
+    );
+    hangup(&d);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        d.post("/sop/c", Some(&token), "{}", &[]).await.1,
+        json!({"error": "no_matching_sop", "path": "/sop/c"})
+    );
+    assert_eq!(d.post("/sop/b", Some(&token), "{}", &[]).await.0, 200);
+    assert_eq!(d.get("/health").await.0, 200);
+    drop(setup);
+}
