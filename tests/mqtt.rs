@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::*;
-use fanin::store::StoreError;
+use fanin::store::{OutboxRecord, OutboxStatus, StepRecord, StoreError};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
@@ -563,6 +563,24 @@ impl fanin::store::Store for FlakyStore {
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
+    }
+    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
+        self.inner.steps(run_id).await
+    }
+    async fn next_leasable_step(&self, now: DateTime<Utc>) -> Result<Option<StepRecord>, StoreError> {
+        self.inner.next_leasable_step(now).await
+    }
+    async fn outbox_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+        self.inner.outbox_due(now, limit).await
+    }
+    async fn outbox_next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.inner.outbox_next_due().await
+    }
+    async fn outbox_list(&self, status: Option<OutboxStatus>, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+        self.inner.outbox_list(status, limit).await
+    }
+    async fn outbox_get(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError> {
+        self.inner.outbox_get(id).await
     }
 }
 

@@ -299,6 +299,7 @@ fn plan(
                 updated_at: event.received_at,
                 finished_at: None,
                 coalesced: 0,
+                step: 0,
             }));
             batch.writes.push(audit(
                 kind,

@@ -184,6 +184,7 @@ mod tests {
             updated_at: event.received_at,
             finished_at: None,
             coalesced: 0,
+            step: 0,
         };
         assert_eq!(trigger_from_run(&record), legacy::event_json(&event));
     }

@@ -46,9 +46,12 @@ impl RunStatus {
         matches!(self, RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled)
     }
 
-    /// Holds one of its SOP's `max_concurrent` slots.
+    /// Holds one of its SOP's `max_concurrent` slots: a run waiting for an
+    /// approval or being delivered. A run waiting for the agent loop to take
+    /// its step does not: fanin never executes steps, and a headless step
+    /// must not hold a slot forever (DESIGN §6).
     pub fn is_active(self) -> bool {
-        matches!(self, RunStatus::PendingApproval | RunStatus::Running | RunStatus::WaitingAgent)
+        matches!(self, RunStatus::PendingApproval | RunStatus::Running)
     }
 
     /// Whether a run may move from `self` to `to`.

@@ -750,7 +750,8 @@ mod tests {
         use crate::sources::SourcesHealth;
         use crate::store::sqlite::SqliteStore;
         use crate::store::{
-            AuditQuery, AuditRecord, Committed, RunQuery, RunRecord, SopLoad, Store, StoreError, TokenRecord,
+            AuditQuery, AuditRecord, Committed, OutboxRecord, OutboxStatus, RunQuery, RunRecord, SopLoad, StepRecord,
+            Store, StoreError, TokenRecord,
         };
 
         /// Delegates to SQLite; while `refuse` is set, reads of cron state
@@ -830,6 +831,28 @@ mod tests {
             async fn ping(&self) -> Result<(), StoreError> {
                 self.check()?;
                 self.inner.ping().await
+            }
+            async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
+                self.inner.steps(run_id).await
+            }
+            async fn next_leasable_step(&self, now: DateTime<Utc>) -> Result<Option<StepRecord>, StoreError> {
+                self.inner.next_leasable_step(now).await
+            }
+            async fn outbox_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+                self.inner.outbox_due(now, limit).await
+            }
+            async fn outbox_next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+                self.inner.outbox_next_due().await
+            }
+            async fn outbox_list(
+                &self,
+                status: Option<OutboxStatus>,
+                limit: usize,
+            ) -> Result<Vec<OutboxRecord>, StoreError> {
+                self.inner.outbox_list(status, limit).await
+            }
+            async fn outbox_get(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError> {
+                self.inner.outbox_get(id).await
             }
         }
 

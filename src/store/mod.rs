@@ -61,6 +61,66 @@ pub struct RunRecord {
     pub finished_at: Option<DateTime<Utc>>,
     /// How many later triggers were merged into this one (coalesce policy).
     pub coalesced: u32,
+    /// 0-based index of the step the run is at: the one waiting for
+    /// approval, pending for an agent, or being executed. Equal to the number
+    /// of steps once they are all done. Runs delivered as one envelope stay 0.
+    pub step: u32,
+}
+
+/// One ExecuteStep of a run handed to the agent loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Waiting for an agent to lease it (also: a lease that expired).
+    Pending,
+    Leased,
+    Completed,
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub run_id: String,
+    /// 0-based index in the SOP's steps.
+    pub index: u32,
+    pub status: StepStatus,
+    pub lease_id: Option<String>,
+    /// A `Leased` step whose lease ended counts as pending again.
+    pub leased_until: Option<DateTime<Utc>>,
+    /// How many times it was leased.
+    pub attempts: u32,
+    /// What the agent reported.
+    pub output: Option<Value>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxStatus {
+    Pending,
+    Delivered,
+    /// Gave up after `[delivery].max_attempts`; kept, listed, retryable.
+    Dead,
+}
+
+/// An envelope waiting for (or done with) delivery to a destination.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutboxRecord {
+    /// The envelope id, also the `Idempotency-Key` of every attempt.
+    pub id: String,
+    /// Assigned by the store: the order entries were written in.
+    pub seq: i64,
+    pub run_id: String,
+    /// `agent` or `executor`.
+    pub destination: String,
+    pub envelope: Value,
+    pub status: OutboxStatus,
+    pub attempts: u32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
 }
 
 /// What an audit record is about.
@@ -83,10 +143,24 @@ pub enum AuditKind {
     RunTransition,
     /// A cron fire point older than the catch-up window.
     CronMissed,
+    /// An ExecuteStep became pending for the agent loop (headless or not).
+    StepPending,
+    /// An agent leased a step.
+    StepLeased,
+    /// An agent reported a step completed or failed.
+    StepReported,
+    /// An operator approved or denied a gate.
+    Approval,
+    /// An envelope was written to the outbox.
+    EnvelopeQueued,
+    /// An envelope reached its destination.
+    EnvelopeDelivered,
+    /// An envelope gave up (dead letter), or failed schema validation.
+    EnvelopeFailed,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 8] = [
+    pub const ALL: [AuditKind; 15] = [
         AuditKind::RunStarted,
         AuditKind::RunDeferred,
         AuditKind::RunPromoted,
@@ -95,6 +169,13 @@ impl AuditKind {
         AuditKind::TriggerRejected,
         AuditKind::RunTransition,
         AuditKind::CronMissed,
+        AuditKind::StepPending,
+        AuditKind::StepLeased,
+        AuditKind::StepReported,
+        AuditKind::Approval,
+        AuditKind::EnvelopeQueued,
+        AuditKind::EnvelopeDelivered,
+        AuditKind::EnvelopeFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -107,6 +188,13 @@ impl AuditKind {
             AuditKind::TriggerRejected => "trigger_rejected",
             AuditKind::RunTransition => "run_transition",
             AuditKind::CronMissed => "cron_missed",
+            AuditKind::StepPending => "step_pending",
+            AuditKind::StepLeased => "step_leased",
+            AuditKind::StepReported => "step_reported",
+            AuditKind::Approval => "approval",
+            AuditKind::EnvelopeQueued => "envelope_queued",
+            AuditKind::EnvelopeDelivered => "envelope_delivered",
+            AuditKind::EnvelopeFailed => "envelope_failed",
         }
     }
 
@@ -162,6 +250,69 @@ pub enum Write {
     /// The cron scheduler has looked at every fire point up to `at` for `key`.
     CronChecked {
         key: String,
+        at: DateTime<Utc>,
+    },
+    /// Compare-and-set on the run's step index (`from` must hold).
+    SetStep {
+        run_id: String,
+        from: u32,
+        to: u32,
+        at: DateTime<Utc>,
+    },
+    /// A step becomes pending for the agent loop. `Conflict` if that step of
+    /// that run already has a record.
+    PendStep {
+        run_id: String,
+        index: u32,
+        at: DateTime<Utc>,
+    },
+    /// Leases a step that is `Pending`, or `Leased` with `leased_until <= at`
+    /// (an expired lease); `attempts += 1`. `Conflict` otherwise.
+    LeaseStep {
+        run_id: String,
+        index: u32,
+        lease_id: String,
+        until: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    /// Ends a leased step as `Completed` or `Failed` with the agent's output.
+    /// The step must be `Leased` under `lease_id` (expired or not, as long as
+    /// nobody leased it since), else `Conflict`.
+    FinishStep {
+        run_id: String,
+        index: u32,
+        lease_id: String,
+        status: StepStatus,
+        output: Value,
+        at: DateTime<Utc>,
+    },
+    /// A new outbox entry (`seq` is assigned; the given one is ignored).
+    /// `Conflict` if the id exists.
+    Enqueue(OutboxRecord),
+    /// `Pending` → `Delivered`; `Conflict` otherwise.
+    Delivered {
+        id: String,
+        attempts: u32,
+        at: DateTime<Utc>,
+    },
+    /// A failed attempt: stays `Pending` until `next_attempt_at`.
+    Reschedule {
+        id: String,
+        attempts: u32,
+        next_attempt_at: DateTime<Utc>,
+        error: String,
+    },
+    /// `Pending` → `Dead` after the last attempt; `Conflict` otherwise.
+    DeadLetter {
+        id: String,
+        attempts: u32,
+        error: String,
+        at: DateTime<Utc>,
+    },
+    /// `Dead` → `Pending`, due at `at`, attempts reset to 0 (`fanin outbox
+    /// retry`); `Conflict` otherwise.
+    Revive {
+        id: String,
         at: DateTime<Utc>,
     },
 }
@@ -288,6 +439,28 @@ pub trait Store: Send + Sync + 'static {
 
     /// Cheap liveness probe for `/ready`.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Every step record of a run, by index.
+    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError>;
+
+    /// The oldest step an agent may lease at `now`: `Pending`, or `Leased`
+    /// with `leased_until <= now`; oldest by the time it became pending.
+    async fn next_leasable_step(&self, now: DateTime<Utc>) -> Result<Option<StepRecord>, StoreError>;
+
+    /// Pending outbox entries due at `now` (`next_attempt_at <= now`) that are
+    /// the oldest undelivered entry of their run (delivery is in order per
+    /// run; a dead entry blocks the later ones of its run), by `seq`, at most
+    /// `limit`.
+    async fn outbox_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxRecord>, StoreError>;
+
+    /// The earliest `next_attempt_at` among the entries `outbox_due` could
+    /// return at some time (pending heads of their runs).
+    async fn outbox_next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Outbox entries, oldest first, optionally of one status; 0 = no limit.
+    async fn outbox_list(&self, status: Option<OutboxStatus>, limit: usize) -> Result<Vec<OutboxRecord>, StoreError>;
+
+    async fn outbox_get(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError>;
 }
 
 /// Opens the store named by `[store].url`. Relative SQLite paths resolve

@@ -233,4 +233,24 @@ impl Store for SqliteStore {
         }
         self.readers.run("ping", reads::ping).await
     }
+
+    // Issue 4 reads: being implemented (schema v2).
+    async fn steps(&self, _run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn next_leasable_step(&self, _now: DateTime<Utc>) -> Result<Option<StepRecord>, StoreError> {
+        Ok(None)
+    }
+    async fn outbox_due(&self, _now: DateTime<Utc>, _limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn outbox_next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(None)
+    }
+    async fn outbox_list(&self, _status: Option<OutboxStatus>, _limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn outbox_get(&self, _id: &str) -> Result<Option<OutboxRecord>, StoreError> {
+        Ok(None)
+    }
 }

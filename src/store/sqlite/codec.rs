@@ -75,6 +75,7 @@ pub(super) fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
         updated_at: time_at(row, 13)?,
         finished_at: opt_time_at(row, 14)?,
         coalesced: row.get(15)?,
+        step: 0,
     })
 }
 

@@ -43,6 +43,7 @@ fn run(run_id: &str, sop: &str, status: RunStatus, started_at: DateTime<Utc>) ->
         updated_at: started_at,
         finished_at: None,
         coalesced: 0,
+        step: 0,
     }
 }
 

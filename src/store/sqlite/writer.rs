@@ -278,6 +278,8 @@ fn apply_write(conn: &Connection, write: &Write) -> Result<(), Failure> {
         }
         Write::Audit(audit) => insert_audit(conn, audit),
         Write::CronChecked { key, at } => cron_checked(conn, key, *at),
+        // Issue 4 writes: being implemented (schema v2).
+        _ => Err(Failure::Refused(StoreError::Conflict("this write is not supported by the store yet".into()))),
     }
 }
 
