@@ -605,7 +605,8 @@ async fn sop_loads_count_slots_finish_times_and_backlog() {
             SopLoad { sop: "backup".into(), active: 0, last_finished_at: Some(t(9)), deferred: vec![] },
             SopLoad {
                 sop: "deploy".into(),
-                active: 3,
+                // d1 and d2; d3 waits for the agent loop and holds no slot.
+                active: 2,
                 last_finished_at: Some(t(50)),
                 deferred: vec!["d5".into(), "d4".into()],
             },
