@@ -43,6 +43,7 @@ pub fn dispatch_settings(config: &Config) -> DispatchSettings {
         idempotency_ttl: chrono::Duration::seconds(config.gateway.idempotency_ttl_secs as i64),
         payload_cap: config.sop.untrusted_payload_max_bytes,
         max_deferred: config.sop.max_deferred as usize,
+        agent_loop_grace: chrono::Duration::seconds(config.sop.agent_loop_grace_secs as i64),
     }
 }
 

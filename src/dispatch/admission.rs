@@ -105,23 +105,40 @@ impl Admission {
 
     /// Gives back what `admit` reserved, when its commit did not happen.
     pub fn release(&mut self, sop: &str, run_id: &str, decision: &Decision) {
-        let Some(state) = self.sops.get_mut(sop) else { return };
         match decision {
-            Decision::Start => state.active = state.active.saturating_sub(1),
+            Decision::Start => self.release_slot(sop),
             Decision::Defer => self.remove_deferred(sop, run_id),
             _ => {}
         }
     }
 
-    /// A run of `sop` left its slot (reached a terminal state) at `now`.
-    /// Returns the deferred run to promote into the freed slot, already
-    /// counted as active; the caller commits the promotion or calls
-    /// `unpromote`.
+    /// A run of `sop` left its slot by finishing at `now`: `record_finish`
+    /// and `free_slot` together.
     pub fn finish(&mut self, sop: &Sop, now: DateTime<Utc>) -> Option<String> {
-        let state = self.sops.entry(sop.name.clone()).or_default();
-        state.active = state.active.saturating_sub(1);
-        state.last_finished_at = Some(now);
+        self.record_finish(&sop.name, now);
+        self.free_slot(sop)
+    }
+
+    /// A run of `sop` reached a terminal state at `now`: cooldown counts
+    /// from here.
+    pub fn record_finish(&mut self, sop: &str, now: DateTime<Utc>) {
+        self.sops.entry(sop.to_string()).or_default().last_finished_at = Some(now);
+    }
+
+    /// A run of `sop` gave its slot back. Returns the deferred run to promote
+    /// into it, already counted as active; the caller commits the promotion
+    /// or calls `unpromote`.
+    pub fn free_slot(&mut self, sop: &Sop) -> Option<String> {
+        self.release_slot(&sop.name);
         self.promote(sop)
+    }
+
+    /// A slot of `sop` is given back, with no promotion (the SOP is gone, or
+    /// a commit that took the slot failed).
+    pub fn release_slot(&mut self, sop: &str) {
+        if let Some(state) = self.sops.get_mut(sop) {
+            state.active = state.active.saturating_sub(1);
+        }
     }
 
     /// Promotes the oldest deferred run of `sop` if a slot is free.
@@ -149,10 +166,17 @@ impl Admission {
         }
     }
 
-    /// Undoes `finish` for a run whose terminal commit failed: it holds its
-    /// slot again.
+    /// A run of `sop` takes a slot without admission (a run going back to an
+    /// approval gate), or a freed slot is taken back after a failed commit.
     pub fn reoccupy(&mut self, sop: &str) {
         self.sops.entry(sop.to_string()).or_default().active += 1;
+    }
+
+    /// Puts a deferred run back at the head of its backlog (its removal was
+    /// not committed).
+    pub fn requeue(&mut self, sop: &str, run_id: &str) {
+        self.sops.entry(sop.to_string()).or_default().deferred.push_front(run_id.to_string());
+        self.deferred_total += 1;
     }
 
     /// A deferred run left the backlog without starting (cancelled).

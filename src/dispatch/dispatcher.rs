@@ -3,20 +3,26 @@
 //! `dispatch` matches an event against the current catalog, asks admission
 //! what each matching SOP does with it, and commits the runs, the backlog
 //! entries and their audit records (with the idempotency key that guards
-//! them) as one store batch. Only a committed batch is reported back, so a
-//! source acknowledges nothing that is not durable.
+//! them), plus the first move of every started run (its outbox envelope or
+//! its pending step), as one store batch. Only a committed batch is reported
+//! back, so a source acknowledges nothing that is not durable. What happens
+//! to a run after its start is in `advance.rs`.
 
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
+use tokio::sync::Notify;
 
 use super::admission::{Admission, Decision};
 use super::index::TriggerRef;
 use super::matching::{Catalog, Explanation};
+use crate::envelope::registry::{Registries, RegistrySnapshot};
+use crate::envelope::{self, Run};
 use crate::event::Event;
-use crate::runs::{gates, RunStatus};
+use crate::runs::lifecycle::{self, Effects, MoveContext};
+use crate::runs::RunStatus;
 use crate::sop::Sop;
 use crate::store::{AuditKind, Batch, Committed, IdempotencyClaim, NewAudit, RunRecord, Store, StoreError, Write};
 
@@ -58,6 +64,10 @@ pub enum DispatchError {
     NoSuchRun(String),
     #[error("run {run_id} is {from}; it cannot become {to}")]
     InvalidTransition { run_id: String, from: RunStatus, to: RunStatus },
+    /// The run is not where the request assumes (approving a run that is not
+    /// waiting, reporting a step that is not leased): HTTP 409.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 #[derive(Clone, Debug)]
@@ -66,6 +76,9 @@ pub struct DispatchSettings {
     /// `untrusted_payload_max_bytes`: payloads are stored capped to this.
     pub payload_cap: usize,
     pub max_deferred: usize,
+    /// `agent_loop_grace_secs`: an agent loop that polled this recently is
+    /// attached; a step pended without one is headless.
+    pub agent_loop_grace: chrono::Duration,
 }
 
 pub struct Dispatcher {
@@ -73,9 +86,16 @@ pub struct Dispatcher {
     /// Bumped on every catalog replacement, so sources that derive state
     /// from the SOPs (the cron keys) rebuild it.
     catalog_version: tokio::sync::watch::Sender<u64>,
-    store: Arc<dyn Store>,
-    admission: Mutex<Admission>,
-    settings: DispatchSettings,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) admission: Mutex<Admission>,
+    pub(super) settings: DispatchSettings,
+    registries: Option<Arc<Registries>>,
+    /// When an agent loop last asked for work.
+    last_agent_poll: Mutex<Option<DateTime<Utc>>>,
+    /// Wakes agent loops waiting in a long poll when a step becomes pending.
+    pub step_ready: Notify,
+    /// Wakes the delivery worker when an envelope is queued.
+    pub outbox_ready: Notify,
 }
 
 impl Dispatcher {
@@ -93,7 +113,21 @@ impl Dispatcher {
             store,
             admission: Mutex::new(admission),
             settings,
+            registries: None,
+            last_agent_poll: Mutex::new(None),
+            step_ready: Notify::new(),
+            outbox_ready: Notify::new(),
         })
+    }
+
+    /// The registries execution envelopes carry (none: empty registries).
+    pub fn with_registries(mut self, registries: Arc<Registries>) -> Dispatcher {
+        self.registries = Some(registries);
+        self
+    }
+
+    pub fn registries(&self) -> Option<&Arc<Registries>> {
+        self.registries.as_ref()
     }
 
     pub fn catalog(&self) -> Arc<Catalog> {
@@ -118,6 +152,17 @@ impl Dispatcher {
 
     pub fn explain(&self, event: &Event) -> Explanation {
         self.catalog().explain(event)
+    }
+
+    /// An agent loop asked for work at `now`.
+    pub fn agent_polled(&self, now: DateTime<Utc>) {
+        *self.last_agent_poll.lock().expect("poll lock") = Some(now);
+    }
+
+    /// Whether an agent loop polled within the grace period before `now`.
+    pub fn agent_attached(&self, now: DateTime<Utc>) -> bool {
+        let last = *self.last_agent_poll.lock().expect("poll lock");
+        last.is_some_and(|at| now - at <= self.settings.agent_loop_grace)
     }
 
     /// Matches, admits and commits one event. Returns only once the outcome
@@ -146,16 +191,29 @@ impl Dispatcher {
         }
 
         let payload = crate::event::cap_value(event.payload.to_value(), self.settings.payload_cap);
+        let registries = self.registry_snapshot();
+        let agent_attached = self.agent_attached(event.received_at);
         let mut batch = Batch::default();
         let mut outcomes = Vec::with_capacity(matched.len());
         let mut reserved = Vec::with_capacity(matched.len());
+        let mut effects = Effects::default();
         {
             let mut admission = self.admission.lock().expect("admission lock");
             for &r in &matched {
                 let sop = catalog.sop(r);
                 let run_id = uuid::Uuid::now_v7().to_string();
-                let decision = admission.admit(sop, &run_id, event.received_at);
-                outcomes.push(plan(&mut batch, sop, r, &run_id, &decision, &event, &payload));
+                let mut decision = admission.admit(sop, &run_id, event.received_at);
+                let planned = Planned { sop, r, run_id: &run_id, event: &event, payload: &payload };
+                let (outcome, fx) = planned.write(&mut batch, &decision, &registries, agent_attached);
+                if decision == Decision::Start && !fx.holds_slot {
+                    // Started straight into a state that holds no slot
+                    // (waiting for the agent loop, or failed): give it back
+                    // now, and remember there is nothing left to give back.
+                    admission.release(&sop.name, &run_id, &decision);
+                    decision = Decision::Skip { reason: String::new() };
+                }
+                effects.absorb(fx.effects);
+                outcomes.push(outcome);
                 reserved.push((sop.name.clone(), run_id, decision));
             }
         }
@@ -182,183 +240,218 @@ impl Dispatcher {
                 for o in &outcomes {
                     metrics::counter!("fanin_runs_total", "outcome" => outcome_name(o.outcome)).increment(1);
                 }
+                self.announce(&effects);
                 Ok(DispatchReport::Accepted { event_id: event.id, outcomes })
             }
             Committed::Duplicate { response } => Ok(DispatchReport::Duplicate { response }),
         }
     }
 
-    /// Ends a run (`completed`, `failed` or `cancelled`), audits it, and in
-    /// the same commit promotes the oldest deferred run into the freed slot.
-    pub async fn finish_run(
-        &self,
-        run_id: &str,
-        to: RunStatus,
-        now: DateTime<Utc>,
-        reason: Option<&str>,
-    ) -> Result<Option<String>, DispatchError> {
-        let run = self.store.get_run(run_id).await?.ok_or_else(|| DispatchError::NoSuchRun(run_id.into()))?;
-        if !to.is_terminal() || !run.status.can_become(to) {
-            return Err(DispatchError::InvalidTransition { run_id: run_id.into(), from: run.status, to });
+    /// The registries to put in an execution envelope now.
+    pub(super) fn registry_snapshot(&self) -> Arc<RegistrySnapshot> {
+        match &self.registries {
+            Some(r) => r.snapshot(),
+            None => Arc::new(RegistrySnapshot { categories: Vec::new() }),
         }
-        let catalog = self.catalog();
-        let sop = catalog.get(&run.sop);
-        let promoted = {
-            let mut admission = self.admission.lock().expect("admission lock");
-            match sop {
-                Some(sop) if run.status.is_active() => admission.finish(sop, now),
-                _ if run.status == RunStatus::Deferred => {
-                    admission.remove_deferred(&run.sop, run_id);
-                    None
-                }
-                _ => None,
-            }
-        };
-        let mut batch = Batch::default();
-        batch.writes.push(Write::SetStatus { run_id: run_id.into(), from: run.status, to, at: now });
-        batch.writes.push(transition_audit(&run, to, now, reason));
-        if let (Some(next), Some(sop)) = (&promoted, sop) {
-            let status = gates::initial_status(sop);
-            batch.writes.push(Write::SetStatus {
-                run_id: next.clone(),
-                from: RunStatus::Deferred,
-                to: status,
-                at: now,
-            });
-            batch.writes.push(Write::Audit(NewAudit {
-                at: now,
-                kind: AuditKind::RunPromoted,
-                run_id: Some(next.clone()),
-                sop: Some(sop.name.clone()),
-                detail: json!({"status": status, "slot_freed_by": run_id}),
-            }));
+    }
+
+    /// After a commit: wake whoever waits for what it produced.
+    pub(super) fn announce(&self, effects: &Effects) {
+        if effects.step_pended {
+            self.step_ready.notify_waiters();
         }
-        if let Err(e) = self.store.commit(batch).await {
-            let mut admission = self.admission.lock().expect("admission lock");
-            if let Some(next) = &promoted {
-                admission.unpromote(&run.sop, next);
-            }
-            // The finishing run holds its slot again until a retry succeeds.
-            if let (Some(sop), true) = (sop, run.status.is_active()) {
-                admission.reoccupy(&sop.name);
-            }
-            return Err(e.into());
+        if effects.enqueued {
+            self.outbox_ready.notify_one();
         }
-        Ok(promoted)
     }
 }
 
-/// Adds the writes for one admission decision to `batch` and says what the
-/// caller is told.
-fn plan(
-    batch: &mut Batch,
+/// Carries out `mv` for `run`: the status and step it ends at, and the
+/// writes. A delivery whose envelope the schema refuses fails the run.
+pub(super) fn take_move(
+    mv: lifecycle::Move,
     sop: &Sop,
+    run: &RunRecord,
+    now: DateTime<Utc>,
+    registries: &RegistrySnapshot,
+    agent_attached: bool,
+) -> (RunStatus, u32, Effects) {
+    let trigger = envelope::trigger_from_run(run);
+    let envelope_id = uuid::Uuid::now_v7().to_string();
+    let ctx = MoveContext {
+        run: Run {
+            run_id: &run.run_id,
+            sop_name: &sop.name,
+            sop_version: &sop.version,
+            source: run.source,
+            trigger: &trigger,
+        },
+        sop,
+        now,
+        envelope_id: &envelope_id,
+        registries,
+        agent_attached,
+    };
+    let fx = lifecycle::effects(mv, &ctx);
+    if fx.headless {
+        tracing::warn!(run_id = %run.run_id, sop = %sop.name, step = mv.step(sop.steps.len()) + 1,
+            "no agent loop attached: step recorded as pending, not executed");
+    }
+    let status = if fx.invalid_envelope.is_some() { RunStatus::Failed } else { mv.status() };
+    (status, mv.step(sop.steps.len()), fx)
+}
+
+impl Effects {
+    /// Merges what another move produced.
+    pub fn absorb(&mut self, other: Effects) {
+        self.writes.extend(other.writes);
+        self.step_pended |= other.step_pended;
+        self.enqueued |= other.enqueued;
+        self.headless |= other.headless;
+    }
+}
+
+/// One matched SOP of an event, being written into the batch.
+struct Planned<'a> {
+    sop: &'a Sop,
     r: TriggerRef,
-    run_id: &str,
-    decision: &Decision,
-    event: &Event,
-    payload: &Value,
-) -> RunOutcome {
-    let trigger = &sop.triggers[r.trigger as usize];
-    let trigger_json = json!({"index": r.trigger, "type": trigger.trigger_type(), "description": trigger.describe()});
-    let outcome = |outcome, run_id: Option<&str>, reason: Option<&str>| RunOutcome {
-        sop: sop.name.clone(),
-        run_id: run_id.map(str::to_string),
-        outcome,
-        reason: reason.map(str::to_string),
-    };
-    let audit = |kind, run_id: Option<&str>, detail: Value| {
-        Write::Audit(NewAudit {
-            at: event.received_at,
-            kind,
+    run_id: &'a str,
+    event: &'a Event,
+    payload: &'a Value,
+}
+
+/// What planning one matched SOP produced beyond its outcome.
+struct PlannedEffects {
+    effects: Effects,
+    /// The run (if one started) is in a state that holds a slot.
+    holds_slot: bool,
+}
+
+impl Planned<'_> {
+    /// Adds the writes for one admission decision to `batch` and says what the
+    /// caller is told.
+    fn write(
+        &self,
+        batch: &mut Batch,
+        decision: &Decision,
+        registries: &RegistrySnapshot,
+        agent_attached: bool,
+    ) -> (RunOutcome, PlannedEffects) {
+        let (sop, event) = (self.sop, self.event);
+        let trigger = &sop.triggers[self.r.trigger as usize];
+        let trigger_json =
+            json!({"index": self.r.trigger, "type": trigger.trigger_type(), "description": trigger.describe()});
+        let mut planned = PlannedEffects { effects: Effects::default(), holds_slot: false };
+        let outcome = |outcome, run_id: Option<&str>, reason: Option<&str>| RunOutcome {
+            sop: sop.name.clone(),
             run_id: run_id.map(str::to_string),
-            sop: Some(sop.name.clone()),
-            detail,
-        })
-    };
-    match decision {
-        Decision::Start | Decision::Defer => {
-            let (status, kind) = match decision {
-                Decision::Start => (gates::initial_status(sop), AuditKind::RunStarted),
-                _ => (RunStatus::Deferred, AuditKind::RunDeferred),
-            };
-            batch.writes.push(Write::InsertRun(RunRecord {
-                run_id: run_id.to_string(),
-                sop: sop.name.clone(),
-                sop_version: sop.version.clone(),
-                status,
-                trigger_index: r.trigger,
-                trigger: trigger.describe(),
-                source: event.source,
-                topic: event.topic.clone(),
-                event_id: event.id.clone(),
-                payload: payload.clone(),
-                client: event.client.clone(),
-                idempotency_key: event.idempotency.as_ref().map(|i| i.key.clone()),
-                started_at: event.received_at,
-                updated_at: event.received_at,
-                finished_at: None,
-                coalesced: 0,
-                step: 0,
-            }));
-            batch.writes.push(audit(
-                kind,
-                Some(run_id),
-                start_record(sop, run_id, status, &trigger_json, event, payload),
-            ));
-            let o = if status == RunStatus::Deferred { Outcome::Deferred } else { Outcome::Started };
-            outcome(o, Some(run_id), None)
-        }
-        Decision::Coalesce { into } => {
-            batch.writes.push(Write::Coalesce {
-                run_id: into.clone(),
-                event_id: event.id.clone(),
-                payload: payload.clone(),
-                client: event.client.clone(),
+            outcome,
+            reason: reason.map(str::to_string),
+        };
+        let audit = |kind, run_id: Option<&str>, detail: Value| {
+            Write::Audit(NewAudit {
                 at: event.received_at,
-            });
-            let detail = json!({"into": into, "trigger": trigger_json, "event_id": event.id, "source": event.source, "topic": event.topic});
-            batch.writes.push(audit(AuditKind::TriggerCoalesced, Some(into), detail));
-            outcome(Outcome::Coalesced, Some(into), None)
-        }
-        Decision::Skip { reason } | Decision::Reject { reason } => {
-            let (kind, o) = match decision {
-                Decision::Skip { .. } => (AuditKind::TriggerSkipped, Outcome::Skipped),
-                _ => (AuditKind::TriggerRejected, Outcome::Rejected),
-            };
-            let detail = json!({"reason": reason, "trigger": trigger_json, "event_id": event.id,
-                "source": event.source, "topic": event.topic, "client": event.client});
-            batch.writes.push(audit(kind, None, detail));
-            outcome(o, None, Some(reason))
+                kind,
+                run_id: run_id.map(str::to_string),
+                sop: Some(sop.name.clone()),
+                detail,
+            })
+        };
+        match decision {
+            Decision::Start | Decision::Defer => {
+                let mut run = RunRecord {
+                    run_id: self.run_id.to_string(),
+                    sop: sop.name.clone(),
+                    sop_version: sop.version.clone(),
+                    status: RunStatus::Deferred,
+                    trigger_index: self.r.trigger,
+                    trigger: trigger.describe(),
+                    source: event.source,
+                    topic: event.topic.clone(),
+                    event_id: event.id.clone(),
+                    payload: self.payload.clone(),
+                    client: event.client.clone(),
+                    idempotency_key: event.idempotency.as_ref().map(|i| i.key.clone()),
+                    started_at: event.received_at,
+                    updated_at: event.received_at,
+                    finished_at: None,
+                    coalesced: 0,
+                    step: 0,
+                };
+                let kind = if *decision == Decision::Start {
+                    let (status, step, fx) = start_move(sop, &run, event.received_at, registries, agent_attached);
+                    run.status = status;
+                    run.step = step;
+                    if status.is_terminal() {
+                        run.finished_at = Some(event.received_at);
+                    }
+                    planned.holds_slot = status.is_active();
+                    planned.effects = fx;
+                    AuditKind::RunStarted
+                } else {
+                    AuditKind::RunDeferred
+                };
+                let record = start_record(sop, &run, &trigger_json, event);
+                let o = if run.status == RunStatus::Deferred { Outcome::Deferred } else { Outcome::Started };
+                batch.writes.push(Write::InsertRun(run));
+                batch.writes.push(audit(kind, Some(self.run_id), record));
+                batch.writes.append(&mut planned.effects.writes);
+                (outcome(o, Some(self.run_id), None), planned)
+            }
+            Decision::Coalesce { into } => {
+                batch.writes.push(Write::Coalesce {
+                    run_id: into.clone(),
+                    event_id: event.id.clone(),
+                    payload: self.payload.clone(),
+                    client: event.client.clone(),
+                    at: event.received_at,
+                });
+                let detail = json!({"into": into, "trigger": trigger_json, "event_id": event.id,
+                    "source": event.source, "topic": event.topic});
+                batch.writes.push(audit(AuditKind::TriggerCoalesced, Some(into), detail));
+                (outcome(Outcome::Coalesced, Some(into), None), planned)
+            }
+            Decision::Skip { reason } | Decision::Reject { reason } => {
+                let (kind, o) = match decision {
+                    Decision::Skip { .. } => (AuditKind::TriggerSkipped, Outcome::Skipped),
+                    _ => (AuditKind::TriggerRejected, Outcome::Rejected),
+                };
+                let detail = json!({"reason": reason, "trigger": trigger_json, "event_id": event.id,
+                    "source": event.source, "topic": event.topic, "client": event.client});
+                batch.writes.push(audit(kind, None, detail));
+                (outcome(o, None, Some(reason)), planned)
+            }
         }
     }
+}
+
+/// The first move of a run that starts or leaves the backlog.
+pub(super) fn start_move(
+    sop: &Sop,
+    run: &RunRecord,
+    now: DateTime<Utc>,
+    registries: &RegistrySnapshot,
+    agent_attached: bool,
+) -> (RunStatus, u32, Effects) {
+    take_move(lifecycle::next_move(sop, 0, false), sop, run, now, registries, agent_attached)
 }
 
 /// The run-start audit record (DESIGN §6).
-fn start_record(sop: &Sop, run_id: &str, status: RunStatus, trigger: &Value, event: &Event, payload: &Value) -> Value {
+fn start_record(sop: &Sop, run: &RunRecord, trigger: &Value, event: &Event) -> Value {
     json!({
-        "run_id": run_id,
+        "run_id": run.run_id,
         "sop": sop.name,
         "sop_version": sop.version,
-        "status": status,
+        "status": run.status,
+        "step": run.step,
         "trigger": trigger,
         "event_id": event.id,
         "source": event.source,
         "topic": event.topic,
-        "payload": payload,
+        "payload": run.payload,
         "client": event.client,
         "idempotency_key": event.idempotency.as_ref().map(|i| &i.key),
         "received_at": event.received_at,
-    })
-}
-
-fn transition_audit(run: &RunRecord, to: RunStatus, at: DateTime<Utc>, reason: Option<&str>) -> Write {
-    Write::Audit(NewAudit {
-        at,
-        kind: AuditKind::RunTransition,
-        run_id: Some(run.run_id.clone()),
-        sop: Some(run.sop.clone()),
-        detail: json!({"from": run.status, "to": to, "reason": reason}),
     })
 }
 
@@ -396,8 +489,12 @@ mod tests {
     async fn fixture(sops: Vec<Sop>, max_deferred: usize) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("fanin.db")).unwrap());
-        let settings =
-            DispatchSettings { idempotency_ttl: chrono::Duration::seconds(300), payload_cap: 1024, max_deferred };
+        let settings = DispatchSettings {
+            idempotency_ttl: chrono::Duration::seconds(300),
+            payload_cap: 1024,
+            max_deferred,
+            agent_loop_grace: chrono::Duration::seconds(60),
+        };
         let dispatcher = Dispatcher::new(Catalog::new(sops), store, settings).await.unwrap();
         Fixture { _dir: dir, dispatcher }
     }
@@ -518,8 +615,12 @@ mod tests {
     #[tokio::test]
     async fn admission_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let settings =
-            DispatchSettings { idempotency_ttl: chrono::Duration::seconds(300), payload_cap: 1024, max_deferred: 10 };
+        let settings = DispatchSettings {
+            idempotency_ttl: chrono::Duration::seconds(300),
+            payload_cap: 1024,
+            max_deferred: 10,
+            agent_loop_grace: chrono::Duration::seconds(60),
+        };
         let open = || async {
             let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("fanin.db")).unwrap());
             Dispatcher::new(Catalog::new(vec![deploy(AdmissionPolicy::Parallel)]), store, settings.clone())

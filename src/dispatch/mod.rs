@@ -7,10 +7,12 @@
 //! Everything but `dispatcher` is pure.
 
 pub mod admission;
+pub mod advance;
 pub mod dispatcher;
 pub mod index;
 pub mod matching;
 pub mod topic;
 
+pub use advance::{Advanced, Lease, RunInput};
 pub use dispatcher::{DispatchError, DispatchReport, DispatchSettings, Dispatcher, Outcome, RunOutcome};
 pub use matching::{Catalog, Explanation};

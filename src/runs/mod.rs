@@ -3,6 +3,7 @@
 //! agent loop, headless pending steps) builds on this.
 
 pub mod gates;
+pub mod lifecycle;
 pub mod status;
 
 pub use status::RunStatus;

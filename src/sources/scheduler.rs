@@ -746,7 +746,7 @@ mod tests {
 
         use super::*;
         use crate::config::Config;
-        use crate::dispatch::{DispatchSettings, Dispatcher};
+        use crate::dispatch::Dispatcher;
         use crate::sources::SourcesHealth;
         use crate::store::sqlite::SqliteStore;
         use crate::store::{
@@ -891,8 +891,7 @@ mod tests {
                 vec![TriggerSpec::Cron(Box::new(parse_schedule("* * * * * *", None).unwrap()))],
             );
             sop.max_concurrent = 100_000;
-            let settings =
-                DispatchSettings { idempotency_ttl: TimeDelta::hours(1), payload_cap: 65_536, max_deferred: 1000 };
+            let settings = crate::daemon::dispatch_settings(&config);
             let dispatcher = Arc::new(Dispatcher::new(Catalog::new(vec![sop]), store.clone(), settings).await.unwrap());
             let health = Arc::new(SourcesHealth::default());
             let ctx = SourceContext { config, dispatcher, health: health.clone(), shutdown: CancellationToken::new() };
