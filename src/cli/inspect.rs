@@ -14,11 +14,12 @@ use super::{load_config, output, Failure, RunsCommand, TokensCommand};
 use crate::config::Config;
 use crate::dispatch::DispatchReport;
 use crate::event::{Event, Payload, Source};
+use crate::gateway::approvals::Decision;
 use crate::gateway::auth;
 use crate::runs::RunStatus;
 use crate::store::{AuditQuery, AuditRecord, RunQuery, Store};
 
-fn open_store(config: &Config) -> Result<Arc<dyn Store>, Failure> {
+pub(super) fn open_store(config: &Config) -> Result<Arc<dyn Store>, Failure> {
     crate::store::open(&config.store.url, &config.base_dir)
         .map_err(|e| Failure::new(format!("{}: store.url: {e}", config.file.display())))
 }
@@ -50,13 +51,30 @@ pub async fn fire(config_path: &Path, json: bool, sop: &str, payload: Option<&st
 
 /// `Ok(None)` when no daemon listens at the configured address.
 async fn fire_through_daemon(config: &Config, sop: &str, body: String) -> Result<Option<Value>, Failure> {
+    let Some((status, reply)) = post_to_daemon(config, &format!("/admin/sops/{sop}/run"), body).await? else {
+        return Ok(None);
+    };
+    if !status.is_success() {
+        let reason = reply["detail"].as_str().or(reply["error"].as_str()).unwrap_or("request failed");
+        return Err(Failure::new(format!("{sop}: {reason} (HTTP {})", status.as_u16())));
+    }
+    Ok(Some(reply))
+}
+
+/// POSTs `body` (JSON) to `path` of the daemon at the configured address;
+/// `Ok(None)` when no daemon listens there.
+pub(super) async fn post_to_daemon(
+    config: &Config,
+    path: &str,
+    body: String,
+) -> Result<Option<(reqwest::StatusCode, Value)>, Failure> {
     let host = match config.gateway.host.as_str() {
         "0.0.0.0" => "127.0.0.1",
         "::" | "[::]" => "[::1]",
         h => h,
     };
     let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.to_string() };
-    let url = format!("http://{host}:{}/admin/sops/{sop}/run", config.gateway.port);
+    let url = format!("http://{host}:{}{path}", config.gateway.port);
     let client =
         reqwest::Client::builder().timeout(Duration::from_secs(config.gateway.request_timeout_secs)).build()?;
     let response = match client.post(&url).header("content-type", "application/json").body(body).send().await {
@@ -66,11 +84,7 @@ async fn fire_through_daemon(config: &Config, sop: &str, body: String) -> Result
     };
     let status = response.status();
     let reply: Value = response.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        let reason = reply["detail"].as_str().or(reply["error"].as_str()).unwrap_or("request failed");
-        return Err(Failure::new(format!("{sop}: {reason} (HTTP {})", status.as_u16())));
-    }
-    Ok(Some(reply))
+    Ok(Some((status, reply)))
 }
 
 async fn fire_in_process(config: &Config, sop: &str, body: &str) -> Result<Value, Failure> {
@@ -101,7 +115,8 @@ async fn fire_in_process(config: &Config, sop: &str, body: &str) -> Result<Value
 }
 
 pub async fn runs(config_path: &Path, json: bool, command: RunsCommand) -> Result<(), Failure> {
-    let store = open_store(&load_config(config_path)?)?;
+    let config = load_config(config_path)?;
+    let store = || open_store(&config);
     match command {
         RunsCommand::List { sop, status, limit } => {
             let status = match status {
@@ -110,7 +125,7 @@ pub async fn runs(config_path: &Path, json: bool, command: RunsCommand) -> Resul
                     Some(RunStatus::parse(&s).ok_or_else(|| Failure::new(format!("--status {s:?}: unknown status")))?)
                 }
             };
-            let runs = store.list_runs(&RunQuery { sop, status, limit }).await?;
+            let runs = store()?.list_runs(&RunQuery { sop, status, limit }).await?;
             if json {
                 let list: Vec<Value> = runs.iter().map(crate::gateway::run_summary).collect();
                 output::json(&json!({ "runs": list }));
@@ -132,9 +147,14 @@ pub async fn runs(config_path: &Path, json: bool, command: RunsCommand) -> Resul
             }
         }
         RunsCommand::Show { id } => {
-            let run = store.get_run(&id).await?.ok_or_else(|| Failure::new(format!("no run {id}")))?;
+            let run = store()?.get_run(&id).await?.ok_or_else(|| Failure::new(format!("no run {id}")))?;
             output::json(&json!(run));
         }
+        RunsCommand::Pending => super::approvals::pending(&config, store()?.as_ref(), json).await?,
+        RunsCommand::Approve { id, reason } => {
+            super::approvals::decide(&config, json, Decision::Approve, id, reason).await?
+        }
+        RunsCommand::Deny { id, reason } => super::approvals::decide(&config, json, Decision::Deny, id, reason).await?,
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! Exit codes: 0 success, 1 a user error (its one-line reason printed first),
 //! 2 a usage error (clap's own).
 
+mod approvals;
 pub mod check;
 mod inspect;
 mod output;
@@ -103,6 +104,20 @@ pub enum RunsCommand {
     },
     Show {
         id: String,
+    },
+    /// Runs waiting for an approval, oldest first.
+    Pending,
+    /// Approve the gate a run waits at (through the running daemon when there is one).
+    Approve {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Deny it: the run is cancelled.
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 

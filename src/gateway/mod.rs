@@ -1,5 +1,5 @@
-//! The HTTP gateway (DESIGN §4): the webhook source, pairing, probes and the
-//! admin API, on axum.
+//! The HTTP gateway (DESIGN §4): the webhook source, pairing, probes, the
+//! admin API (runs, approvals, audit) and the agent loop (DESIGN §6), on axum.
 //!
 //! Handlers stay thin: they check who is calling and what they sent, turn the
 //! request into an [`Event`](crate::event::Event), and hand it to the one
@@ -7,12 +7,15 @@
 //! dispatcher's commit returned.
 
 mod admin;
+mod agent_loop;
+pub mod approvals;
 pub mod auth;
 mod error;
 mod ingest;
 pub mod limits;
 mod pair;
 mod probes;
+pub mod untrusted;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,6 +56,8 @@ pub struct Gateway {
     /// The boards `/peripheral/{board}/…` accepts: those in `[peripherals]`.
     pub boards: std::collections::BTreeSet<String>,
     pub metrics: Option<PrometheusHandle>,
+    /// When the agent-loop leases this process granted end.
+    pub lease_clock: agent_loop::LeaseClock,
 }
 
 pub type AppState = Arc<Gateway>;
@@ -83,6 +88,7 @@ impl Gateway {
             health,
             boards: config.peripherals.keys().cloned().collect(),
             metrics,
+            lease_clock: agent_loop::LeaseClock::default(),
         }
     }
 
@@ -111,6 +117,11 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/runs/{id}", get(admin::run))
         .route("/admin/audit", get(admin::audit))
         .route("/admin/sops/{name}/run", post(admin::fire))
+        .route("/admin/sop/pending", get(approvals::pending))
+        .route("/admin/sop/approve", post(approvals::approve))
+        .route("/admin/sop/deny", post(approvals::deny))
+        .route("/v1/agent/next", get(agent_loop::next))
+        .route("/v1/runs/{run_id}/steps/{n}", post(agent_loop::report))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), request_guard))
