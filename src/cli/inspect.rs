@@ -18,7 +18,7 @@ use crate::gateway::auth;
 use crate::runs::RunStatus;
 use crate::store::{AuditQuery, AuditRecord, RunQuery, Store};
 
-fn open_store(config: &Config) -> Result<Arc<dyn Store>, Failure> {
+pub(super) fn open_store(config: &Config) -> Result<Arc<dyn Store>, Failure> {
     crate::store::open(&config.store.url, &config.base_dir)
         .map_err(|e| Failure::new(format!("{}: store.url: {e}", config.file.display())))
 }
@@ -50,13 +50,25 @@ pub async fn fire(config_path: &Path, json: bool, sop: &str, payload: Option<&st
 
 /// `Ok(None)` when no daemon listens at the configured address.
 async fn fire_through_daemon(config: &Config, sop: &str, body: String) -> Result<Option<Value>, Failure> {
+    call_daemon(config, &format!("/admin/sops/{sop}/run"), body, sop).await
+}
+
+/// POSTs to the running daemon's admin API on its configured address.
+/// `Ok(None)` when no daemon listens there; a refusal is a `Failure` whose
+/// message starts with `subject`.
+pub(super) async fn call_daemon(
+    config: &Config,
+    path: &str,
+    body: String,
+    subject: &str,
+) -> Result<Option<Value>, Failure> {
     let host = match config.gateway.host.as_str() {
         "0.0.0.0" => "127.0.0.1",
         "::" | "[::]" => "[::1]",
         h => h,
     };
     let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.to_string() };
-    let url = format!("http://{host}:{}/admin/sops/{sop}/run", config.gateway.port);
+    let url = format!("http://{host}:{}{path}", config.gateway.port);
     let client =
         reqwest::Client::builder().timeout(Duration::from_secs(config.gateway.request_timeout_secs)).build()?;
     let response = match client.post(&url).header("content-type", "application/json").body(body).send().await {
@@ -68,7 +80,7 @@ async fn fire_through_daemon(config: &Config, sop: &str, body: String) -> Result
     let reply: Value = response.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
         let reason = reply["detail"].as_str().or(reply["error"].as_str()).unwrap_or("request failed");
-        return Err(Failure::new(format!("{sop}: {reason} (HTTP {})", status.as_u16())));
+        return Err(Failure::new(format!("{subject}: {reason} (HTTP {})", status.as_u16())));
     }
     Ok(Some(reply))
 }

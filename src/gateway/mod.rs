@@ -11,6 +11,7 @@ pub mod auth;
 mod error;
 mod ingest;
 pub mod limits;
+mod outbox;
 mod pair;
 mod probes;
 
@@ -29,6 +30,7 @@ use tokio::net::TcpListener;
 
 pub use admin::run_summary;
 pub use error::ApiError;
+pub use outbox::parse_status as parse_outbox_status;
 
 use crate::config::{Config, GatewayConfig};
 use crate::dispatch::Dispatcher;
@@ -111,6 +113,8 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/runs/{id}", get(admin::run))
         .route("/admin/audit", get(admin::audit))
         .route("/admin/sops/{name}/run", post(admin::fire))
+        .route("/admin/outbox", get(outbox::list))
+        .route("/admin/outbox/{id}/retry", post(outbox::retry))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), request_guard))
