@@ -95,9 +95,13 @@ CREATE TABLE cron_state (
 /// from version 1, so both hold the very same tables.
 ///
 /// `run_steps`: only `pending` and `leased` steps can be leased, so the
-/// leasing index holds just those, in the order they became pending.
-/// `outbox`: `seq` orders delivery; the two partial indexes hold only the
-/// entries not yet delivered, which is what the due query walks.
+/// leasing index holds just those, in the order they became pending (ties
+/// go to SQLite's rowid, the order they were written in).
+/// `outbox`: `seq` orders delivery. The due query walks the pending entries
+/// by `seq` (`outbox_by_status`, which also serves listing) and asks of each
+/// whether an earlier entry of its run is still undelivered, which the
+/// partial index `outbox_undelivered_by_run` answers from undelivered
+/// entries alone.
 const V2_TABLES: &str = "
 CREATE TABLE run_steps (
     run_id       TEXT    NOT NULL,
