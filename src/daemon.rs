@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::dispatch::{Catalog, DispatchSettings, Dispatcher};
+use crate::envelope::registry::{Registries, RegistryEnv, RegistrySettings};
 use crate::gateway::{self, auth, Gateway};
 use crate::sop;
 use crate::sources::health::Status;
@@ -51,9 +52,17 @@ pub fn dispatch_settings(config: &Config) -> DispatchSettings {
 pub async fn open_dispatcher(config: &Config, catalog: Catalog) -> Result<Arc<Dispatcher>, StartError> {
     let store = crate::store::open(&config.store.url, &config.base_dir)
         .map_err(|e| StartError(format!("{}: store.url: {e}", config.file.display())))?;
-    let dispatcher = Dispatcher::new(catalog, store, dispatch_settings(config))
+    // Registries travel only in execution envelopes: load them (from Drive
+    // or the local copies) only when some SOP sends to the executor.
+    let needs_registries = catalog.sops.iter().any(|s| s.destination == crate::sop::Destination::Executor);
+    let mut dispatcher = Dispatcher::new(catalog, store, dispatch_settings(config))
         .await
         .map_err(|e| StartError(format!("store: {e}")))?;
+    if needs_registries {
+        let settings = RegistrySettings::from_config(config, RegistryEnv::from_process_env());
+        let registries = Registries::load(settings).await.map_err(|e| StartError(format!("registries: {e}")))?;
+        dispatcher = dispatcher.with_registries(Arc::new(registries));
+    }
     Ok(Arc::new(dispatcher))
 }
 
@@ -95,6 +104,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     };
     let mut tasks = sources::start_all(&ctx).map_err(StartError)?;
     tasks.push(tokio::spawn(reload_on_hangup(config.clone(), ctx.dispatcher.clone(), shutdown.clone())));
+    tasks.push(crate::deliver::start(&config, dispatcher.clone(), shutdown.clone()));
+    tasks.extend(dispatcher.registries().and_then(|r| r.spawn_refresh(shutdown.clone())));
     tasks.push(tokio::spawn(purge_idempotency_keys(
         store.clone(),
         config.gateway.idempotency_ttl_secs,

@@ -7,9 +7,11 @@
 //! `store` makes them durable, `runs` and `envelope` carry them onward,
 //! `cli` operates all of it.
 
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod deliver;
 pub mod dispatch;
 pub mod envelope;
 pub mod event;

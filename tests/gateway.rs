@@ -272,7 +272,13 @@ async fn webhook_tries_sops_first_then_the_agent() {
     let agent = Agent::start(200, json!({"reply": "hello"})).await;
     let setup =
         Setup::new("", &format!("[destinations.agent]\nurl = \"{}\"\nbearer_token = \"agent-secret\"\n", agent.url))
-            .sop("hook", &(webhook_sop("hook", "/webhook", "") + "condition = '$.kind == \"deploy\"'\n"));
+            // Supervised: the run waits for approval, so the only thing the
+            // agent could receive here is the fallback call.
+            .sop(
+                "hook",
+                "[sop]\nname = \"hook\"\ndescription = \"x\"\nexecution_mode = \"supervised\"\n\
+                 [[triggers]]\ntype = \"webhook\"\npath = \"/webhook\"\ncondition = '$.kind == \"deploy\"'\n",
+            );
     let d = setup.start();
     let token = d.pair().await;
 

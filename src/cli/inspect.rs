@@ -51,18 +51,30 @@ pub async fn fire(config_path: &Path, json: bool, sop: &str, payload: Option<&st
 
 /// `Ok(None)` when no daemon listens at the configured address.
 async fn fire_through_daemon(config: &Config, sop: &str, body: String) -> Result<Option<Value>, Failure> {
-    let Some((status, reply)) = post_to_daemon(config, &format!("/admin/sops/{sop}/run"), body).await? else {
+    call_daemon(config, &format!("/admin/sops/{sop}/run"), body, sop).await
+}
+
+/// POSTs to the running daemon's admin API on its configured address.
+/// `Ok(None)` when no daemon listens there; a refusal is a `Failure` whose
+/// message starts with `subject`.
+pub(super) async fn call_daemon(
+    config: &Config,
+    path: &str,
+    body: String,
+    subject: &str,
+) -> Result<Option<Value>, Failure> {
+    let Some((status, reply)) = post_to_daemon(config, path, body).await? else {
         return Ok(None);
     };
     if !status.is_success() {
         let reason = reply["detail"].as_str().or(reply["error"].as_str()).unwrap_or("request failed");
-        return Err(Failure::new(format!("{sop}: {reason} (HTTP {})", status.as_u16())));
+        return Err(Failure::new(format!("{subject}: {reason} (HTTP {})", status.as_u16())));
     }
     Ok(Some(reply))
 }
 
-/// POSTs `body` (JSON) to `path` of the daemon at the configured address;
-/// `Ok(None)` when no daemon listens there.
+/// POSTs `body` (JSON) to `path` of the daemon at the configured address and
+/// returns its status and reply; `Ok(None)` when no daemon listens there.
 pub(super) async fn post_to_daemon(
     config: &Config,
     path: &str,

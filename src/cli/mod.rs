@@ -8,6 +8,7 @@
 mod approvals;
 pub mod check;
 mod inspect;
+mod outbox;
 mod output;
 
 use std::path::PathBuf;
@@ -84,6 +85,25 @@ pub enum Command {
         #[command(subcommand)]
         command: TokensCommand,
     },
+    /// Envelopes on their way to the Executor and the Agent.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OutboxCommand {
+    /// Oldest first.
+    List {
+        /// pending | delivered | dead
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Queue a dead letter for delivery again.
+    Retry { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -204,5 +224,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Audit { follow, run } => inspect::audit(&cli.config, json, follow, run).await,
         Command::Pair => inspect::pair(&cli.config, json).await,
         Command::Tokens { command } => inspect::tokens(&cli.config, json, command).await,
+        Command::Outbox { command } => outbox::outbox(&cli.config, json, command).await,
     }
 }

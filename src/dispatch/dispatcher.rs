@@ -559,9 +559,17 @@ mod tests {
         assert_eq!(promoted.as_deref(), Some(waiting.as_str()));
         assert_eq!(store.get_run(&waiting).await.unwrap().unwrap().status, RunStatus::Running);
         let kinds = audit_kinds(store.as_ref()).await;
+        // Each run queues its envelope as it starts (a stepless agent SOP).
         assert_eq!(
             kinds,
-            [AuditKind::RunStarted, AuditKind::RunDeferred, AuditKind::RunTransition, AuditKind::RunPromoted]
+            [
+                AuditKind::RunStarted,
+                AuditKind::EnvelopeQueued,
+                AuditKind::RunDeferred,
+                AuditKind::RunTransition,
+                AuditKind::RunPromoted,
+                AuditKind::EnvelopeQueued
+            ]
         );
     }
 

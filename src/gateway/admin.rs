@@ -19,8 +19,8 @@ use crate::event::{Event, Source};
 use crate::runs::RunStatus;
 use crate::store::{AuditQuery, RunQuery, RunRecord};
 
-/// Loopback, or (with `allow_remote_admin`) a valid bearer token; returns
-/// the caller identity audit records name.
+/// Loopback, or a remote caller with a bearer when `allow_remote_admin`:
+/// returns who is calling.
 pub(super) async fn guard(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<String, ApiError> {
     let ip = client_ip(peer, headers, state.config.trust_forwarded_headers);
     if ip.is_loopback() {

@@ -13,6 +13,7 @@ pub mod auth;
 mod error;
 mod ingest;
 pub mod limits;
+mod outbox;
 mod pair;
 mod probes;
 pub mod untrusted;
@@ -32,6 +33,7 @@ use tokio::net::TcpListener;
 
 pub use admin::run_summary;
 pub use error::ApiError;
+pub use outbox::parse_status as parse_outbox_status;
 
 use crate::config::{Config, GatewayConfig};
 use crate::dispatch::Dispatcher;
@@ -122,6 +124,8 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/sop/deny", post(approvals::deny))
         .route("/v1/agent/next", get(agent_loop::next))
         .route("/v1/runs/{run_id}/steps/{n}", post(agent_loop::report))
+        .route("/admin/outbox", get(outbox::list))
+        .route("/admin/outbox/{id}/retry", post(outbox::retry))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), request_guard))

@@ -22,12 +22,17 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         Ok(()) => "ok".to_string(),
         Err(e) => e.to_string(),
     };
+    // Registries never make fanin unready (the local copies always work);
+    // they say which copy each category uses.
+    let registries = state.dispatcher.registries().map(|r| json!(r.status()));
     if store.is_ok() && state.health.all_up() {
-        Json(json!({"status": "ready", "store": store_text, "sources": sources})).into_response()
+        Json(json!({"status": "ready", "store": store_text, "sources": sources, "registries": registries}))
+            .into_response()
     } else {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready")
             .with("store", store_text)
             .with("sources", json!(sources))
+            .with("registries", registries)
             .into_response()
     }
 }

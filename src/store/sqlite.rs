@@ -234,23 +234,29 @@ impl Store for SqliteStore {
         self.readers.run("ping", reads::ping).await
     }
 
-    // Issue 4 reads: being implemented (schema v2).
-    async fn steps(&self, _run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
-        Ok(Vec::new())
+    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
+        let run_id = run_id.to_owned();
+        self.readers.run("read steps", move |conn| reads::steps(conn, &run_id)).await
     }
-    async fn next_leasable_step(&self, _now: DateTime<Utc>) -> Result<Option<StepRecord>, StoreError> {
-        Ok(None)
+
+    async fn next_leasable_step(&self, now: DateTime<Utc>) -> Result<Option<StepRecord>, StoreError> {
+        self.readers.run("find a leasable step", move |conn| reads::next_leasable_step(conn, now)).await
     }
-    async fn outbox_due(&self, _now: DateTime<Utc>, _limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
-        Ok(Vec::new())
+
+    async fn outbox_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+        self.readers.run("read due outbox entries", move |conn| reads::outbox_due(conn, now, limit)).await
     }
+
     async fn outbox_next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        Ok(None)
+        self.readers.run("read next outbox due time", reads::outbox_next_due).await
     }
-    async fn outbox_list(&self, _status: Option<OutboxStatus>, _limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
-        Ok(Vec::new())
+
+    async fn outbox_list(&self, status: Option<OutboxStatus>, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+        self.readers.run("list outbox", move |conn| reads::outbox_list(conn, status, limit)).await
     }
-    async fn outbox_get(&self, _id: &str) -> Result<Option<OutboxRecord>, StoreError> {
-        Ok(None)
+
+    async fn outbox_get(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError> {
+        let id = id.to_owned();
+        self.readers.run("read outbox entry", move |conn| reads::outbox_get(conn, &id)).await
     }
 }

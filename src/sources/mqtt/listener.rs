@@ -21,9 +21,9 @@ use tokio::time::Instant;
 
 use super::link::{self, LinkLog, Say};
 use super::{Settings, SOURCE};
+use crate::backoff::Backoff;
 use crate::dispatch::DispatchError;
 use crate::event::{Event, Payload, Source};
-use crate::sources::backoff::Backoff;
 use crate::sources::health::Status;
 use crate::sources::SourceContext;
 

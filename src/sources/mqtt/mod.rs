@@ -23,7 +23,7 @@
 //!   `Up` once the broker granted them all; a filter the broker refuses
 //!   leaves it `Down` with the filter named.
 //! - **Reconnection** uses capped exponential backoff with jitter
-//!   ([`crate::sources::backoff`], [`link`]: 0.5 s doubling to 30 s, drawn in the upper half of each
+//!   ([`crate::backoff`], [`link`]: 0.5 s doubling to 30 s, drawn in the upper half of each
 //!   step). Every state change is logged once (connected; lost or refused,
 //!   with the reason); further failed retries for the same reason log at
 //!   debug only. Health: `Connecting` until the first attempt ends, `Up` when

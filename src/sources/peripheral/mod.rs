@@ -31,9 +31,9 @@ use tokio_serial::{SerialPortBuilderExt, SerialStream};
 use self::framing::{Frame, LineFramer};
 pub use self::line::{parse_line, BadLine, Signal};
 use self::pacing::{BadLineLog, BadLineNote};
-use super::backoff::Backoff;
 use super::health::Status;
 use super::{SourceContext, SourceTask};
+use crate::backoff::Backoff;
 use crate::event::{Event, Source};
 
 const REOPEN_INITIAL: Duration = Duration::from_millis(250);

@@ -14,7 +14,9 @@ use serde_json::Value;
 
 use crate::event::Source;
 use crate::runs::RunStatus;
-use crate::store::{AuditKind, AuditRecord, RunRecord, StoreError, TokenRecord};
+use crate::store::{
+    AuditKind, AuditRecord, OutboxRecord, OutboxStatus, RunRecord, StepRecord, StepStatus, StoreError, TokenRecord,
+};
 
 /// A time as stored. Sub-microsecond digits are dropped.
 pub(super) fn micros(t: DateTime<Utc>) -> i64 {
@@ -47,6 +49,13 @@ pub(super) fn json_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<Value> {
     serde_json::from_str(&text).map_err(|e| unreadable(idx, format!("invalid JSON: {e}")))
 }
 
+pub(super) fn opt_json_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<Value>> {
+    match row.get::<_, Option<String>>(idx)? {
+        None => Ok(None),
+        Some(_) => json_at(row, idx).map(Some),
+    }
+}
+
 /// A text column holding one of a closed set of names.
 fn named_at<T>(row: &Row<'_>, idx: usize, what: &str, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
     let text: String = row.get(idx)?;
@@ -55,7 +64,7 @@ fn named_at<T>(row: &Row<'_>, idx: usize, what: &str, parse: fn(&str) -> Option<
 
 /// The columns [`run_from_row`] reads, in its order.
 pub(super) const RUN_COLUMNS: &str = "run_id, sop, sop_version, status, trigger_index, trigger_desc, source, topic, \
-     event_id, payload, client, idempotency_key, started_at, updated_at, finished_at, coalesced";
+     event_id, payload, client, idempotency_key, started_at, updated_at, finished_at, coalesced, step";
 
 pub(super) fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
     Ok(RunRecord {
@@ -75,7 +84,76 @@ pub(super) fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
         updated_at: time_at(row, 13)?,
         finished_at: opt_time_at(row, 14)?,
         coalesced: row.get(15)?,
-        step: 0,
+        step: row.get(16)?,
+    })
+}
+
+/// A step status as stored.
+pub(super) fn step_status_name(status: StepStatus) -> &'static str {
+    match status {
+        StepStatus::Pending => "pending",
+        StepStatus::Leased => "leased",
+        StepStatus::Completed => "completed",
+        StepStatus::Failed => "failed",
+    }
+}
+
+fn parse_step_status(name: &str) -> Option<StepStatus> {
+    [StepStatus::Pending, StepStatus::Leased, StepStatus::Completed, StepStatus::Failed]
+        .into_iter()
+        .find(|s| step_status_name(*s) == name)
+}
+
+/// The columns [`step_from_row`] reads, in its order.
+pub(super) const STEP_COLUMNS: &str =
+    "run_id, step_index, status, lease_id, leased_until, attempts, output, created_at, updated_at";
+
+pub(super) fn step_from_row(row: &Row<'_>) -> rusqlite::Result<StepRecord> {
+    Ok(StepRecord {
+        run_id: row.get(0)?,
+        index: row.get(1)?,
+        status: named_at(row, 2, "step status", parse_step_status)?,
+        lease_id: row.get(3)?,
+        leased_until: opt_time_at(row, 4)?,
+        attempts: row.get(5)?,
+        output: opt_json_at(row, 6)?,
+        created_at: time_at(row, 7)?,
+        updated_at: time_at(row, 8)?,
+    })
+}
+
+/// An outbox status as stored.
+pub(super) fn outbox_status_name(status: OutboxStatus) -> &'static str {
+    match status {
+        OutboxStatus::Pending => "pending",
+        OutboxStatus::Delivered => "delivered",
+        OutboxStatus::Dead => "dead",
+    }
+}
+
+fn parse_outbox_status(name: &str) -> Option<OutboxStatus> {
+    [OutboxStatus::Pending, OutboxStatus::Delivered, OutboxStatus::Dead]
+        .into_iter()
+        .find(|s| outbox_status_name(*s) == name)
+}
+
+/// The columns [`outbox_from_row`] reads, in its order.
+pub(super) const OUTBOX_COLUMNS: &str = "id, seq, run_id, destination, envelope, status, attempts, next_attempt_at, \
+     last_error, created_at, delivered_at";
+
+pub(super) fn outbox_from_row(row: &Row<'_>) -> rusqlite::Result<OutboxRecord> {
+    Ok(OutboxRecord {
+        id: row.get(0)?,
+        seq: row.get(1)?,
+        run_id: row.get(2)?,
+        destination: row.get(3)?,
+        envelope: json_at(row, 4)?,
+        status: named_at(row, 5, "outbox status", parse_outbox_status)?,
+        attempts: row.get(6)?,
+        next_attempt_at: time_at(row, 7)?,
+        last_error: row.get(8)?,
+        created_at: time_at(row, 9)?,
+        delivered_at: opt_time_at(row, 10)?,
     })
 }
 

@@ -13,12 +13,15 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use serde_json::Value;
 
 use super::codec::{
-    audit_from_row, json_at, micros, opt_time_at, run_from_row, store_error, time_at, token_from_row, AUDIT_COLUMNS,
-    RUN_COLUMNS, TOKEN_COLUMNS,
+    audit_from_row, json_at, micros, opt_time_at, outbox_from_row, outbox_status_name, run_from_row, step_from_row,
+    store_error, time_at, token_from_row, AUDIT_COLUMNS, OUTBOX_COLUMNS, RUN_COLUMNS, STEP_COLUMNS, TOKEN_COLUMNS,
 };
 use super::schema::open_reader;
 use crate::runs::RunStatus;
-use crate::store::{AuditQuery, AuditRecord, RunQuery, RunRecord, SopLoad, StoreError, TokenRecord};
+use crate::store::{
+    AuditQuery, AuditRecord, OutboxRecord, OutboxStatus, RunQuery, RunRecord, SopLoad, StepRecord, StoreError,
+    TokenRecord,
+};
 
 /// Idle connections kept for reuse; more may be open while busy.
 const MAX_IDLE_READERS: usize = 4;
@@ -233,4 +236,69 @@ pub(super) fn cron_last_check(conn: &Connection, key: &str) -> rusqlite::Result<
 pub(super) fn ping(conn: &Connection) -> rusqlite::Result<()> {
     conn.prepare_cached("SELECT COUNT(*) FROM sqlite_master")?.query_row([], |row| row.get::<_, i64>(0))?;
     Ok(())
+}
+
+pub(super) fn steps(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec<StepRecord>> {
+    let mut statement =
+        conn.prepare_cached(&format!("SELECT {STEP_COLUMNS} FROM run_steps WHERE run_id = ?1 ORDER BY step_index"))?;
+    let rows = statement.query_map([run_id], step_from_row)?;
+    rows.collect()
+}
+
+/// The statuses are literals, not parameters, so SQLite can use the partial
+/// index that holds only open steps; ties on `created_at` go to the step
+/// written first.
+pub(super) fn next_leasable_step(conn: &Connection, now: DateTime<Utc>) -> rusqlite::Result<Option<StepRecord>> {
+    conn.prepare_cached(&format!(
+        "SELECT {STEP_COLUMNS} FROM run_steps
+         WHERE status IN ('pending', 'leased') AND (status = 'pending' OR leased_until <= ?1)
+         ORDER BY created_at, rowid LIMIT 1"
+    ))?
+    .query_row([micros(now)], step_from_row)
+    .optional()
+}
+
+/// `o` is the head of its run: no entry of the run written before it is
+/// still undelivered (pending or dead). The statuses are literals so the
+/// partial index of undelivered entries serves the probe.
+const OUTBOX_RUN_HEAD: &str = "NOT EXISTS (SELECT 1 FROM outbox AS earlier
+    WHERE earlier.run_id = o.run_id AND earlier.status IN ('pending', 'dead') AND earlier.seq < o.seq)";
+
+pub(super) fn outbox_due(conn: &Connection, now: DateTime<Utc>, limit: usize) -> rusqlite::Result<Vec<OutboxRecord>> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {OUTBOX_COLUMNS} FROM outbox AS o
+         WHERE o.status = 'pending' AND o.next_attempt_at <= ?1 AND {OUTBOX_RUN_HEAD}
+         ORDER BY o.seq LIMIT ?2"
+    ))?;
+    let rows = statement.query_map(params![micros(now), sql_limit(limit)], outbox_from_row)?;
+    rows.collect()
+}
+
+pub(super) fn outbox_next_due(conn: &Connection) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    conn.prepare_cached(&format!(
+        "SELECT MIN(o.next_attempt_at) FROM outbox AS o WHERE o.status = 'pending' AND {OUTBOX_RUN_HEAD}"
+    ))?
+    .query_row([], |row| opt_time_at(row, 0))
+}
+
+pub(super) fn outbox_list(
+    conn: &Connection,
+    status: Option<OutboxStatus>,
+    limit: usize,
+) -> rusqlite::Result<Vec<OutboxRecord>> {
+    let mut filters = Filters::new();
+    if let Some(status) = status {
+        filters.add("status =", outbox_status_name(status));
+    }
+    let limit = filters.limit(limit);
+    let sql = format!("SELECT {OUTBOX_COLUMNS} FROM outbox {} ORDER BY seq {limit}", filters.where_clause());
+    let mut statement = conn.prepare_cached(&sql)?;
+    let rows = statement.query_map(params_from_iter(filters.values.iter()), outbox_from_row)?;
+    rows.collect()
+}
+
+pub(super) fn outbox_get(conn: &Connection, id: &str) -> rusqlite::Result<Option<OutboxRecord>> {
+    conn.prepare_cached(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = ?1"))?
+        .query_row([id], outbox_from_row)
+        .optional()
 }

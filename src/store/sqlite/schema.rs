@@ -13,13 +13,19 @@ use super::codec::store_error;
 use crate::store::StoreError;
 
 /// The schema this code reads and writes.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
-/// Version 1. `seq` columns are `AUTOINCREMENT`, so a number is never handed
-/// out twice even after rows are deleted; audit readers follow the trail by
-/// `seq`. No foreign keys: an audit record must never be refused because
-/// what it names is gone or was never a run (skipped triggers).
-const SCHEMA_V1: &str = "
+/// The current schema of the tables version 1 had, for a new file, which
+/// then gets [`V2_TABLES`] too. A file of an older version gets there
+/// through [`UPGRADES`] instead; a test checks both roads end in the same
+/// tables, columns and indexes.
+///
+/// `seq` columns are `AUTOINCREMENT`, so a number is never handed out twice
+/// even after rows are deleted; audit readers follow the trail by `seq`, the
+/// outbox delivers each run's entries in `seq` order. No foreign keys: an
+/// audit record must never be refused because what it names is gone or was
+/// never a run (skipped triggers).
+const SCHEMA: &str = "
 CREATE TABLE runs (
     seq             INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id          TEXT    NOT NULL UNIQUE,
@@ -37,7 +43,8 @@ CREATE TABLE runs (
     started_at      INTEGER NOT NULL,
     updated_at      INTEGER NOT NULL,
     finished_at     INTEGER,
-    coalesced       INTEGER NOT NULL DEFAULT 0
+    coalesced       INTEGER NOT NULL DEFAULT 0,
+    step            INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX runs_by_start ON runs (started_at DESC, seq DESC);
 CREATE INDEX runs_by_sop_status ON runs (sop, status, started_at, seq);
@@ -82,6 +89,58 @@ CREATE TABLE cron_state (
     last_check INTEGER NOT NULL
 );
 ";
+
+/// What version 2 added: the run's step index, the agent loop's step
+/// records and the outbox. Shared by [`SCHEMA`] (new files) and the upgrade
+/// from version 1, so both hold the very same tables.
+///
+/// `run_steps`: only `pending` and `leased` steps can be leased, so the
+/// leasing index holds just those, in the order they became pending (ties
+/// go to SQLite's rowid, the order they were written in).
+/// `outbox`: `seq` orders delivery. The due query walks the pending entries
+/// by `seq` (`outbox_by_status`, which also serves listing) and asks of each
+/// whether an earlier entry of its run is still undelivered, which the
+/// partial index `outbox_undelivered_by_run` answers from undelivered
+/// entries alone.
+const V2_TABLES: &str = "
+CREATE TABLE run_steps (
+    run_id       TEXT    NOT NULL,
+    step_index   INTEGER NOT NULL,
+    status       TEXT    NOT NULL,
+    lease_id     TEXT,
+    leased_until INTEGER,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    output       TEXT,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    PRIMARY KEY (run_id, step_index)
+);
+CREATE INDEX run_steps_leasable ON run_steps (created_at) WHERE status IN ('pending', 'leased');
+
+CREATE TABLE outbox (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              TEXT    NOT NULL UNIQUE,
+    run_id          TEXT    NOT NULL,
+    destination     TEXT    NOT NULL,
+    envelope        TEXT    NOT NULL,
+    status          TEXT    NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_error      TEXT,
+    created_at      INTEGER NOT NULL,
+    delivered_at    INTEGER
+);
+CREATE INDEX outbox_by_status ON outbox (status, seq);
+CREATE INDEX outbox_undelivered_by_run ON outbox (run_id, seq) WHERE status IN ('pending', 'dead');
+";
+
+/// Version 1 → 2. Existing runs are at step 0, which is what a run
+/// delivered as one envelope keeps.
+const UPGRADE_V1_TO_V2: &str = "ALTER TABLE runs ADD COLUMN step INTEGER NOT NULL DEFAULT 0;";
+
+/// `UPGRADES[i]` brings a file from version `i + 1` to `i + 2`; each one's
+/// statements run in order.
+const UPGRADES: &[&[&str]] = &[&[UPGRADE_V1_TO_V2, V2_TABLES]];
 
 /// The connection the writer thread owns: WAL so readers (here and in other
 /// processes) run beside it, and `synchronous = FULL` so a commit that was
@@ -130,13 +189,37 @@ fn migrate_in_transaction(conn: &Connection, path: &Path) -> Result<(), StoreErr
         conn.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(|e| fail("read user_version", e))?;
     match version {
         0 => {
-            conn.execute_batch(SCHEMA_V1).map_err(|e| fail("create schema v1", e))?;
-            conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(|e| fail("set user_version", e))
+            conn.execute_batch(SCHEMA).map_err(|e| fail("create schema", e))?;
+            conn.execute_batch(V2_TABLES).map_err(|e| fail("create schema", e))?;
         }
-        SCHEMA_VERSION => Ok(()),
-        newer => Err(StoreError::Invalid(format!(
-            "store {}: schema version {newer} is newer than this fanin understands ({SCHEMA_VERSION}); upgrade fanin",
-            path.display()
-        ))),
+        SCHEMA_VERSION => return Ok(()),
+        older @ 1..SCHEMA_VERSION => upgrade(conn, path, older)?,
+        newer if newer > SCHEMA_VERSION => {
+            return Err(StoreError::Invalid(format!(
+                "store {}: schema version {newer} is newer than this fanin understands ({SCHEMA_VERSION}); \
+                 upgrade fanin",
+                path.display()
+            )))
+        }
+        unknown => {
+            return Err(StoreError::Invalid(format!(
+                "store {}: schema version {unknown} is not one fanin ever wrote",
+                path.display()
+            )))
+        }
     }
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(|e| fail("set user_version", e))
+}
+
+/// Applies every upgrade from `from` on, keeping the data.
+fn upgrade(conn: &Connection, path: &Path, from: i64) -> Result<(), StoreError> {
+    for (version, statements) in (from..SCHEMA_VERSION).zip(&UPGRADES[(from - 1) as usize..]) {
+        for sql in *statements {
+            conn.execute_batch(sql).map_err(|e| {
+                store_error(path, &format!("upgrade schema from version {version} to {}", version + 1), e)
+            })?;
+        }
+        tracing::info!(store = %path.display(), from = version, to = version + 1, "store schema upgraded");
+    }
+    Ok(())
 }

@@ -9,6 +9,10 @@ use super::*;
 use crate::event::Source;
 use crate::runs::RunStatus;
 
+mod migration;
+mod outbox;
+mod steps;
+
 /// Whole seconds past a fixed instant: stored times round-trip exactly.
 fn t(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_700_000_000 + secs, 0).expect("valid time")
@@ -124,6 +128,7 @@ async fn a_run_round_trips() {
     r.idempotency_key = Some("k-1".into());
     r.finished_at = Some(t(9));
     r.coalesced = 2;
+    r.step = 3;
     assert_eq!(store.commit(start(r.clone())).await.unwrap(), Committed::Applied);
 
     assert_eq!(store.get_run("r1").await.unwrap(), Some(r));
@@ -628,21 +633,21 @@ async fn a_file_from_a_newer_fanin_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
     drop(SqliteStore::open(&path).unwrap());
-    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 2).unwrap();
+    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 3).unwrap();
     match SqliteStore::open(&path) {
-        Err(StoreError::Invalid(m)) => assert!(m.contains("schema version 2") && m.contains("fanin.db"), "{m}"),
+        Err(StoreError::Invalid(m)) => assert!(m.contains("schema version 3") && m.contains("fanin.db"), "{m}"),
         Err(other) => panic!("expected Invalid, got {other:?}"),
         Ok(_) => panic!("a newer schema was opened"),
     }
 }
 
 #[tokio::test]
-async fn the_file_is_in_wal_mode_with_schema_version_1() {
+async fn the_file_is_in_wal_mode_with_schema_version_2() {
     let (dir, _store) = open_temp();
     let conn = rusqlite::Connection::open(db_path(&dir)).unwrap();
     let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!((mode.as_str(), version), ("wal", 1));
+    assert_eq!((mode.as_str(), version), ("wal", 2));
 }
 
 #[tokio::test]

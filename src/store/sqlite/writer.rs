@@ -19,9 +19,12 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use super::codec::{is_constraint_violation, json_text, micros, store_error};
+use super::codec::{is_constraint_violation, json_text, micros, outbox_status_name, step_status_name, store_error};
 use crate::runs::RunStatus;
-use crate::store::{Batch, Committed, IdempotencyClaim, NewAudit, RunRecord, StoreError, TokenRecord, Write};
+use crate::store::{
+    Batch, Committed, IdempotencyClaim, NewAudit, OutboxRecord, OutboxStatus, RunRecord, StepStatus, StoreError,
+    TokenRecord, Write,
+};
 
 /// At most this many requests share one transaction, so that a flood of
 /// requests still gets answered in bounded steps.
@@ -278,8 +281,21 @@ fn apply_write(conn: &Connection, write: &Write) -> Result<(), Failure> {
         }
         Write::Audit(audit) => insert_audit(conn, audit),
         Write::CronChecked { key, at } => cron_checked(conn, key, *at),
-        // Issue 4 writes: being implemented (schema v2).
-        _ => Err(Failure::Refused(StoreError::Conflict("this write is not supported by the store yet".into()))),
+        Write::SetStep { run_id, from, to, at } => set_step(conn, run_id, *from, *to, *at),
+        Write::PendStep { run_id, index, at } => pend_step(conn, run_id, *index, *at),
+        Write::LeaseStep { run_id, index, lease_id, until, at } => {
+            lease_step(conn, run_id, *index, lease_id, *until, *at)
+        }
+        Write::FinishStep { run_id, index, lease_id, status, output, at } => {
+            finish_step(conn, run_id, *index, lease_id, *status, output, *at)
+        }
+        Write::Enqueue(entry) => enqueue(conn, entry),
+        Write::Delivered { id, attempts, at } => delivered(conn, id, *attempts, *at),
+        Write::Reschedule { id, attempts, next_attempt_at, error } => {
+            reschedule(conn, id, *attempts, *next_attempt_at, error)
+        }
+        Write::DeadLetter { id, attempts, error, at: _ } => dead_letter(conn, id, *attempts, error),
+        Write::Revive { id, at } => revive(conn, id, *at),
     }
 }
 
@@ -287,8 +303,8 @@ fn insert_run(conn: &Connection, run: &RunRecord) -> Result<(), Failure> {
     let result = conn
         .prepare_cached(
             "INSERT INTO runs (run_id, sop, sop_version, status, trigger_index, trigger_desc, source, topic,
-                 event_id, payload, client, idempotency_key, started_at, updated_at, finished_at, coalesced)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                 event_id, payload, client, idempotency_key, started_at, updated_at, finished_at, coalesced, step)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         )?
         .execute(params![
             run.run_id,
@@ -307,6 +323,7 @@ fn insert_run(conn: &Connection, run: &RunRecord) -> Result<(), Failure> {
             micros(run.updated_at),
             run.finished_at.map(micros),
             run.coalesced,
+            run.step,
         ]);
     match result {
         Ok(_) => Ok(()),
@@ -384,6 +401,265 @@ fn cron_checked(conn: &Connection, key: &str, at: DateTime<Utc>) -> Result<(), F
     )?
     .execute(params![key, micros(at)])?;
     Ok(())
+}
+
+fn conflict(message: String) -> Failure {
+    Failure::Refused(StoreError::Conflict(message))
+}
+
+/// Compare-and-set on the run's step index.
+fn set_step(conn: &Connection, run_id: &str, from: u32, to: u32, at: DateTime<Utc>) -> Result<(), Failure> {
+    let changed = conn
+        .prepare_cached("UPDATE runs SET step = ?3, updated_at = ?4 WHERE run_id = ?1 AND step = ?2")?
+        .execute(params![run_id, from, to, micros(at)])?;
+    if changed == 1 {
+        return Ok(());
+    }
+    let found: Option<u32> = conn
+        .prepare_cached("SELECT step FROM runs WHERE run_id = ?1")?
+        .query_row([run_id], |row| row.get(0))
+        .optional()?;
+    Err(conflict(match found {
+        Some(step) => format!("run {run_id}: step is {step}, expected {from} (to become {to})"),
+        None => format!("run {run_id}: no such run (expected step {from})"),
+    }))
+}
+
+/// A step record as the compare-and-set messages describe it.
+struct StepState {
+    status: String,
+    lease_id: Option<String>,
+    leased_until: Option<i64>,
+}
+
+fn step_state(conn: &Connection, run_id: &str, index: u32) -> rusqlite::Result<Option<StepState>> {
+    conn.prepare_cached("SELECT status, lease_id, leased_until FROM run_steps WHERE run_id = ?1 AND step_index = ?2")?
+        .query_row(params![run_id, index], |row| {
+            Ok(StepState { status: row.get(0)?, lease_id: row.get(1)?, leased_until: row.get(2)? })
+        })
+        .optional()
+}
+
+/// A stored time for a message; the raw number if it is out of range.
+fn time_text(us: Option<i64>) -> String {
+    match us.and_then(DateTime::<Utc>::from_timestamp_micros) {
+        Some(t) => t.to_rfc3339(),
+        None => format!("{us:?}"),
+    }
+}
+
+fn pend_step(conn: &Connection, run_id: &str, index: u32, at: DateTime<Utc>) -> Result<(), Failure> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO run_steps (run_id, step_index, status, attempts, created_at, updated_at)
+             VALUES (?1, ?2, ?3, 0, ?4, ?4)",
+        )?
+        .execute(params![run_id, index, step_status_name(StepStatus::Pending), micros(at)]);
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(e) if is_constraint_violation(&e) => {
+            let status = step_state(conn, run_id, index)?.map_or_else(|| "unknown".to_owned(), |s| s.status);
+            Err(conflict(format!("run {run_id} step {index}: already has a record ({status}); cannot pend it again")))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A pending step, or one whose lease ended at or before `at`, takes the
+/// new lease.
+fn lease_step(
+    conn: &Connection,
+    run_id: &str,
+    index: u32,
+    lease_id: &str,
+    until: DateTime<Utc>,
+    at: DateTime<Utc>,
+) -> Result<(), Failure> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE run_steps SET status = ?3, lease_id = ?4, leased_until = ?5, attempts = attempts + 1,
+                 updated_at = ?6
+             WHERE run_id = ?1 AND step_index = ?2 AND (status = ?7 OR (status = ?3 AND leased_until <= ?6))",
+        )?
+        .execute(params![
+            run_id,
+            index,
+            step_status_name(StepStatus::Leased),
+            lease_id,
+            micros(until),
+            micros(at),
+            step_status_name(StepStatus::Pending),
+        ])?;
+    if changed == 1 {
+        return Ok(());
+    }
+    let what = format!("run {run_id} step {index}");
+    Err(conflict(match step_state(conn, run_id, index)? {
+        None => format!("{what}: no such step to lease"),
+        Some(s) if s.status == step_status_name(StepStatus::Leased) => format!(
+            "{what}: leased under {} until {}, later than {}",
+            s.lease_id.as_deref().unwrap_or("?"),
+            time_text(s.leased_until),
+            at.to_rfc3339()
+        ),
+        Some(s) => format!("{what}: is {}, not pending; cannot lease it", s.status),
+    }))
+}
+
+/// Only the holder of the latest lease may report, even after the lease
+/// ended, as long as nobody leased the step since.
+fn finish_step(
+    conn: &Connection,
+    run_id: &str,
+    index: u32,
+    lease_id: &str,
+    status: StepStatus,
+    output: &Value,
+    at: DateTime<Utc>,
+) -> Result<(), Failure> {
+    let what = format!("run {run_id} step {index}");
+    if !matches!(status, StepStatus::Completed | StepStatus::Failed) {
+        return Err(Failure::Refused(StoreError::Invalid(format!(
+            "{what}: a step finishes as completed or failed, not {}",
+            step_status_name(status)
+        ))));
+    }
+    let changed = conn
+        .prepare_cached(
+            "UPDATE run_steps SET status = ?3, output = ?4, updated_at = ?5
+             WHERE run_id = ?1 AND step_index = ?2 AND status = ?6 AND lease_id = ?7",
+        )?
+        .execute(params![
+            run_id,
+            index,
+            step_status_name(status),
+            json_text(output),
+            micros(at),
+            step_status_name(StepStatus::Leased),
+            lease_id,
+        ])?;
+    if changed == 1 {
+        return Ok(());
+    }
+    Err(conflict(match step_state(conn, run_id, index)? {
+        None => format!("{what}: no such step to finish"),
+        Some(s) if s.status == step_status_name(StepStatus::Leased) => format!(
+            "{what}: leased under {}, not {lease_id} (the lease was taken over)",
+            s.lease_id.as_deref().unwrap_or("?")
+        ),
+        Some(s) => format!("{what}: is {}, not leased under {lease_id}", s.status),
+    }))
+}
+
+/// The store numbers entries in the order they are written; the record's
+/// own `seq` is ignored.
+fn enqueue(conn: &Connection, entry: &OutboxRecord) -> Result<(), Failure> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO outbox (id, run_id, destination, envelope, status, attempts, next_attempt_at, last_error,
+                 created_at, delivered_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            entry.id,
+            entry.run_id,
+            entry.destination,
+            json_text(&entry.envelope),
+            outbox_status_name(entry.status),
+            entry.attempts,
+            micros(entry.next_attempt_at),
+            entry.last_error,
+            micros(entry.created_at),
+            entry.delivered_at.map(micros),
+        ]);
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(e) if is_constraint_violation(&e) => Err(conflict(format!("outbox entry {} already exists", entry.id))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Runs an `UPDATE outbox ... WHERE id = ?1 AND status = ?2` (the remaining
+/// parameters follow) and turns "no row changed" into a conflict that says
+/// what the entry was instead.
+fn update_outbox(
+    conn: &Connection,
+    sql: &str,
+    id: &str,
+    expected: OutboxStatus,
+    doing: &str,
+    rest: &[&dyn rusqlite::ToSql],
+) -> Result<(), Failure> {
+    let expected = outbox_status_name(expected);
+    let mut values: Vec<&dyn rusqlite::ToSql> = vec![&id, &expected];
+    values.extend_from_slice(rest);
+    let changed = conn.prepare_cached(sql)?.execute(values.as_slice())?;
+    if changed == 1 {
+        return Ok(());
+    }
+    let found: Option<String> =
+        conn.prepare_cached("SELECT status FROM outbox WHERE id = ?1")?.query_row([id], |row| row.get(0)).optional()?;
+    Err(conflict(match found {
+        Some(status) => format!("outbox entry {id}: is {status}, expected {expected}; cannot {doing}"),
+        None => format!("outbox entry {id}: no such entry; cannot {doing}"),
+    }))
+}
+
+fn delivered(conn: &Connection, id: &str, attempts: u32, at: DateTime<Utc>) -> Result<(), Failure> {
+    let to = outbox_status_name(OutboxStatus::Delivered);
+    update_outbox(
+        conn,
+        "UPDATE outbox SET status = ?3, attempts = ?4, delivered_at = ?5 WHERE id = ?1 AND status = ?2",
+        id,
+        OutboxStatus::Pending,
+        "mark it delivered",
+        &[&to, &attempts, &micros(at)],
+    )
+}
+
+fn reschedule(
+    conn: &Connection,
+    id: &str,
+    attempts: u32,
+    next_attempt_at: DateTime<Utc>,
+    error: &str,
+) -> Result<(), Failure> {
+    update_outbox(
+        conn,
+        "UPDATE outbox SET attempts = ?3, next_attempt_at = ?4, last_error = ?5 WHERE id = ?1 AND status = ?2",
+        id,
+        OutboxStatus::Pending,
+        "reschedule it",
+        &[&attempts, &micros(next_attempt_at), &error],
+    )
+}
+
+/// The outbox has no column for when it gave up; the `envelope_failed`
+/// audit record written beside it carries that time.
+fn dead_letter(conn: &Connection, id: &str, attempts: u32, error: &str) -> Result<(), Failure> {
+    let to = outbox_status_name(OutboxStatus::Dead);
+    update_outbox(
+        conn,
+        "UPDATE outbox SET status = ?3, attempts = ?4, last_error = ?5 WHERE id = ?1 AND status = ?2",
+        id,
+        OutboxStatus::Pending,
+        "dead-letter it",
+        &[&to, &attempts, &error],
+    )
+}
+
+/// The last error stays until the next attempt replaces it, so an operator
+/// still sees why the entry had died.
+fn revive(conn: &Connection, id: &str, at: DateTime<Utc>) -> Result<(), Failure> {
+    let to = outbox_status_name(OutboxStatus::Pending);
+    update_outbox(
+        conn,
+        "UPDATE outbox SET status = ?3, attempts = 0, next_attempt_at = ?4 WHERE id = ?1 AND status = ?2",
+        id,
+        OutboxStatus::Dead,
+        "revive it",
+        &[&to, &micros(at)],
+    )
 }
 
 /// Six-digit codes repeat over time; a code generated again is a fresh,

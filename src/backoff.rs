@@ -1,6 +1,7 @@
-//! When to try again: capped exponential backoff with jitter, shared by the
-//! sources that reconnect (MQTT, serial ports) or retry a dispatch. Pure: the
-//! random draw is an argument.
+//! When to try again: capped exponential backoff with jitter, shared by
+//! everything that retries — sources reconnecting (MQTT, serial ports) or
+//! retrying a dispatch, and the outbox redelivering. Pure: the random draw
+//! is an argument.
 
 use std::time::Duration;
 
@@ -9,12 +10,12 @@ use std::time::Duration;
 pub struct Backoff {
     initial: Duration,
     cap: Duration,
-    next: Duration,
+    failures: u32,
 }
 
 impl Backoff {
     pub fn new(initial: Duration, cap: Duration) -> Backoff {
-        Backoff { initial, cap, next: initial }
+        Backoff { initial, cap, failures: 0 }
     }
 
     /// The wait before the next attempt, then doubles the base up to the
@@ -22,14 +23,22 @@ impl Backoff {
     /// and all of the base, so peers that failed together (boards on one USB
     /// hub, replicas that lost one broker) do not retry in lockstep.
     pub fn next_delay(&mut self, unit: f64) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(self.cap);
-        base.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
+        let delay = Backoff::nth(self.initial, self.cap, self.failures, unit);
+        self.failures = self.failures.saturating_add(1);
+        delay
     }
 
     /// After a healthy spell: the next failure starts from a short wait.
     pub fn reset(&mut self) {
-        self.next = self.initial;
+        self.failures = 0;
+    }
+
+    /// The wait after `failures` failures, for callers that keep the count
+    /// themselves (the outbox stores it): `initial * 2^failures`, capped,
+    /// scaled into its upper half by `unit`.
+    pub fn nth(initial: Duration, cap: Duration, failures: u32, unit: f64) -> Duration {
+        let base = initial.saturating_mul(2u32.saturating_pow(failures.min(31))).min(cap);
+        base.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
     }
 }
 

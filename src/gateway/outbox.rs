@@ -1,0 +1,78 @@
+//! `/admin/outbox`: the envelopes waiting, delivered or dead, and a retry for
+//! dead letters (`fanin outbox list|retry`).
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::admin::guard;
+use super::{ApiError, AppState};
+use crate::store::{Batch, OutboxStatus, StoreError, Write};
+
+#[derive(Deserialize)]
+pub struct ListParams {
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+pub fn parse_status(s: &str) -> Option<OutboxStatus> {
+    match s {
+        "pending" => Some(OutboxStatus::Pending),
+        "delivered" => Some(OutboxStatus::Delivered),
+        "dead" => Some(OutboxStatus::Dead),
+        _ => None,
+    }
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(params): Query<ListParams>,
+) -> Result<Json<Value>, ApiError> {
+    guard(&state, peer, &headers).await?;
+    let status = match params.status.as_deref() {
+        None => None,
+        Some(s) => Some(
+            parse_status(s)
+                .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_status").with("status", s))?,
+        ),
+    };
+    let entries = state
+        .dispatcher
+        .store()
+        .outbox_list(status, params.limit.unwrap_or(1000))
+        .await
+        .map_err(|_| ApiError::store_unavailable())?;
+    Ok(Json(json!({ "outbox": entries })))
+}
+
+/// Dead → pending, due now; the worker is woken.
+pub async fn retry(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    guard(&state, peer, &headers).await?;
+    let store = state.dispatcher.store();
+    if store.outbox_get(&id).await.map_err(|_| ApiError::store_unavailable())?.is_none() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "envelope_not_found").with("id", id));
+    }
+    let revive = Batch { idempotency: None, writes: vec![Write::Revive { id: id.clone(), at: Utc::now() }] };
+    match store.commit(revive).await {
+        Ok(_) => {
+            state.dispatcher.outbox_ready.notify_one();
+            Ok(Json(json!({"id": id, "status": "pending"})))
+        }
+        Err(StoreError::Conflict(reason)) => {
+            Err(ApiError::new(StatusCode::CONFLICT, "not_dead").with("id", id).with("detail", reason))
+        }
+        Err(_) => Err(ApiError::store_unavailable()),
+    }
+}

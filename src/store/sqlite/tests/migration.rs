@@ -1,0 +1,218 @@
+//! Schema versions: a version-1 file is upgraded in place and keeps its
+//! data; a new file and an upgraded one end with the same schema.
+
+use rusqlite::Connection;
+
+use crate::store::sqlite::codec::micros;
+
+use super::*;
+
+/// The schema fanin wrote as version 1, kept verbatim so the upgrade is
+/// tested against what is really on disk out there.
+const SCHEMA_V1: &str = "
+CREATE TABLE runs (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id          TEXT    NOT NULL UNIQUE,
+    sop             TEXT    NOT NULL,
+    sop_version     TEXT    NOT NULL,
+    status          TEXT    NOT NULL,
+    trigger_index   INTEGER NOT NULL,
+    trigger_desc    TEXT    NOT NULL,
+    source          TEXT    NOT NULL,
+    topic           TEXT    NOT NULL,
+    event_id        TEXT    NOT NULL,
+    payload         TEXT    NOT NULL,
+    client          TEXT,
+    idempotency_key TEXT,
+    started_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    finished_at     INTEGER,
+    coalesced       INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX runs_by_start ON runs (started_at DESC, seq DESC);
+CREATE INDEX runs_by_sop_status ON runs (sop, status, started_at, seq);
+
+CREATE TABLE audit (
+    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    at     INTEGER NOT NULL,
+    kind   TEXT    NOT NULL,
+    run_id TEXT,
+    sop    TEXT,
+    detail TEXT    NOT NULL
+);
+CREATE INDEX audit_by_run ON audit (run_id, seq);
+
+CREATE TABLE idempotency (
+    scope      TEXT    NOT NULL,
+    key        TEXT    NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    response   TEXT    NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+CREATE INDEX idempotency_by_expiry ON idempotency (expires_at);
+
+CREATE TABLE tokens (
+    prefix     TEXT    NOT NULL PRIMARY KEY,
+    hash       TEXT    NOT NULL UNIQUE,
+    subject    TEXT    NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+
+CREATE TABLE pairing_codes (
+    hash       TEXT    NOT NULL PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at    INTEGER
+);
+
+CREATE TABLE cron_state (
+    key        TEXT    NOT NULL PRIMARY KEY,
+    last_check INTEGER NOT NULL
+);
+PRAGMA user_version = 1;
+";
+
+/// A version-1 file holding one finished run, its audit record, a token
+/// and a cron check, written as fanin 1 wrote them.
+fn write_v1_file(path: &std::path::Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let conn = Connection::open(path).unwrap();
+    conn.execute_batch(SCHEMA_V1).unwrap();
+    conn.execute(
+        "INSERT INTO runs (run_id, sop, sop_version, status, trigger_index, trigger_desc, source, topic,
+             event_id, payload, client, idempotency_key, started_at, updated_at, finished_at, coalesced)
+         VALUES ('old', 'deploy', '1.0.0', 'completed', 0, 'webhook /sop/deploy', 'webhook', '/sop/deploy',
+             'e-old', '{\"v\":1}', 'ip:127.0.0.1', 'k-old', ?1, ?2, ?2, 1)",
+        [micros(t(0)), micros(t(5))],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO audit (at, kind, run_id, sop, detail) VALUES (?1, 'run_started', 'old', 'deploy', '{}')",
+        [micros(t(0))],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO tokens (prefix, hash, subject, created_at) VALUES ('abcd1234', 'abcd1234-hash', 'token:abcd1234', ?1)",
+        [micros(t(1))],
+    )
+    .unwrap();
+    conn.execute("INSERT INTO cron_state (key, last_check) VALUES ('cron-key', ?1)", [micros(t(2))]).unwrap();
+}
+
+fn user_version(path: &std::path::Path) -> i64 {
+    Connection::open(path).unwrap().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap()
+}
+
+#[tokio::test]
+async fn a_version_1_file_is_upgraded_in_place_and_keeps_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    write_v1_file(&path);
+
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(user_version(&path), 2);
+    let old = store.get_run("old").await.unwrap().expect("the v1 run is still there");
+    assert_eq!((old.status, old.finished_at, old.coalesced, old.step), (RunStatus::Completed, Some(t(5)), 1, 0));
+    assert_eq!((old.payload, old.client.as_deref()), (json!({"v": 1}), Some("ip:127.0.0.1")));
+    let audit = store.audit(&all_audit()).await.unwrap();
+    assert_eq!((audit.len(), audit[0].kind), (1, AuditKind::RunStarted));
+    assert_eq!(store.find_token("abcd1234").await.unwrap(), Some(token("abcd1234", t(1))));
+    assert_eq!(store.cron_last_check("cron-key").await.unwrap(), Some(t(2)));
+
+    // The new tables and column are usable, and the run table still
+    // numbers after the old rows.
+    let mut r = run("new", "deploy", RunStatus::WaitingAgent, t(10));
+    r.step = 1;
+    let batch = Batch {
+        idempotency: None,
+        writes: vec![
+            Write::InsertRun(r.clone()),
+            Write::PendStep { run_id: "new".into(), index: 1, at: t(10) },
+            Write::SetStep { run_id: "old".into(), from: 0, to: 2, at: t(11) },
+        ],
+    };
+    store.commit(batch).await.unwrap();
+    assert_eq!(store.get_run("new").await.unwrap(), Some(r));
+    assert_eq!(store.get_run("old").await.unwrap().unwrap().step, 2);
+    assert_eq!(store.steps("new").await.unwrap().len(), 1);
+    drop(store);
+
+    // Opening again is a no-op: the version is current.
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(user_version(&path), 2);
+    assert_eq!(store.list_runs(&all_runs()).await.unwrap().len(), 2);
+}
+
+/// Every table's columns and every index, as SQLite describes them.
+fn schema_shape(path: &std::path::Path) -> Vec<String> {
+    let conn = Connection::open(path).unwrap();
+    let mut shape = Vec::new();
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for table in tables {
+        let mut info = conn.prepare(&format!("PRAGMA table_info({table})")).unwrap();
+        let columns = info
+            .query_map([], |r| {
+                Ok(format!(
+                    "{table}.{}: {} notnull={} default={:?} pk={}",
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, i64>(5)?
+                ))
+            })
+            .unwrap();
+        shape.extend(columns.map(Result::unwrap));
+    }
+    let mut indexes =
+        conn.prepare("SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'index' ORDER BY name").unwrap();
+    let indexes = indexes
+        .query_map([], |r| {
+            Ok(format!(
+                "index {} on {}: {:?}",
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?
+            ))
+        })
+        .unwrap();
+    shape.extend(indexes.map(Result::unwrap));
+    shape
+}
+
+#[tokio::test]
+async fn a_new_file_and_an_upgraded_one_have_the_same_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh/fanin.db");
+    let upgraded = dir.path().join("upgraded/fanin.db");
+    drop(SqliteStore::open(&fresh).unwrap());
+    write_v1_file(&upgraded);
+    drop(SqliteStore::open(&upgraded).unwrap());
+
+    let fresh_shape = schema_shape(&fresh);
+    assert!(fresh_shape.iter().any(|c| c.starts_with("runs.step: INTEGER notnull=1")), "{fresh_shape:#?}");
+    assert!(fresh_shape.iter().any(|c| c.starts_with("outbox.")), "{fresh_shape:#?}");
+    assert!(fresh_shape.iter().any(|c| c.starts_with("run_steps.")), "{fresh_shape:#?}");
+    assert_eq!(fresh_shape, schema_shape(&upgraded));
+}
+
+#[tokio::test]
+async fn a_version_fanin_never_wrote_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    drop(SqliteStore::open(&path).unwrap());
+    Connection::open(&path).unwrap().pragma_update(None, "user_version", -1).unwrap();
+    match SqliteStore::open(&path) {
+        Err(StoreError::Invalid(m)) => assert!(m.contains("schema version -1") && m.contains("fanin.db"), "{m}"),
+        Err(other) => panic!("expected Invalid, got {other:?}"),
+        Ok(_) => panic!("an unknown schema was opened"),
+    }
+}
