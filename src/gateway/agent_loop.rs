@@ -353,6 +353,74 @@ mod tests {
         assert_eq!(clock.next_after(at(31)), None);
     }
 
+    fn lease_of(run_step: u32) -> Lease {
+        let at = Utc.timestamp_opt(1_700_000_000, 0).unwrap();
+        let run = crate::store::RunRecord {
+            run_id: "run-1".into(),
+            sop: "s".into(),
+            sop_version: "1.2.0".into(),
+            status: RunStatus::WaitingAgent,
+            trigger_index: 0,
+            trigger: "manual".into(),
+            source: crate::event::Source::Manual,
+            topic: "s".into(),
+            event_id: "e1".into(),
+            payload: json!({"note": "bell\u{7}"}),
+            client: None,
+            idempotency_key: None,
+            started_at: at,
+            updated_at: at,
+            finished_at: None,
+            coalesced: 0,
+            step: run_step,
+        };
+        let step = crate::store::StepRecord {
+            run_id: "run-1".into(),
+            index: run_step,
+            status: crate::store::StepStatus::Leased,
+            lease_id: Some("lease-1".into()),
+            leased_until: Some(at + chrono::Duration::seconds(300)),
+            attempts: 2,
+            output: None,
+            created_at: at,
+            updated_at: at,
+        };
+        Lease { run, step }
+    }
+
+    #[test]
+    fn a_lease_describes_the_step_the_run_and_the_framed_trigger() {
+        use crate::sop::{Step, StepKind, TriggerSpec};
+        let mut sop = crate::sop::test_support::sop_with("s", vec![TriggerSpec::Manual]);
+        sop.steps = (1..=2)
+            .map(|n| Step {
+                number: n,
+                title: format!("Step {n}"),
+                body: "do it".into(),
+                tools: vec!["shell".into()],
+                requires_confirmation: false,
+                kind: (n == 2).then_some(StepKind::Tool),
+                reference: (n == 2).then(|| "restart".to_string()),
+                params: Default::default(),
+                id: None,
+            })
+            .collect();
+        let body = lease_body(&lease_of(1), &sop, "n0nce").unwrap();
+        assert_eq!(body["run_id"], json!("run-1"));
+        assert_eq!(body["sop_version"], json!("1.2.0"));
+        assert_eq!(body["total_steps"], json!(2));
+        assert_eq!((body["lease_id"].clone(), body["attempt"].clone()), (json!("lease-1"), json!(2)));
+        let step = &body["step"];
+        assert_eq!((step["number"].clone(), step["index"].clone()), (json!(2), json!(1)));
+        assert_eq!((step["title"].clone(), step["tools"].clone()), (json!("Step 2"), json!(["shell"])));
+        assert_eq!((step["type"].clone(), step["ref"].clone()), (json!("tool"), json!("restart")));
+        let trigger = body["trigger"].as_str().unwrap();
+        assert!(trigger.starts_with("<<<UNTRUSTED-EVENT n0nce>>>\n"), "{trigger}");
+        assert!(trigger.ends_with("\n<<<END-UNTRUSTED-EVENT n0nce>>>"), "{trigger}");
+        assert!(trigger.contains("bell") && !trigger.contains('\u{7}'), "{trigger}");
+        assert_eq!(lease_body(&lease_of(2), &sop, "n"), None, "a step the SOP no longer has");
+    }
+
     #[test]
     fn step_numbers_start_at_one() {
         assert_eq!(step_number("1"), Ok(1));

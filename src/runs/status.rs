@@ -59,8 +59,8 @@ impl RunStatus {
         use RunStatus::*;
         matches!(
             (self, to),
-            (Deferred, PendingApproval | Running | Cancelled)
-                | (PendingApproval, Running | Cancelled | Failed)
+            (Deferred, PendingApproval | Running | WaitingAgent | Cancelled)
+                | (PendingApproval, Running | WaitingAgent | Cancelled | Failed)
                 | (Running, PendingApproval | WaitingAgent | Completed | Failed | Cancelled)
                 | (WaitingAgent, Running | PendingApproval | Completed | Failed | Cancelled)
         )
@@ -99,5 +99,11 @@ mod tests {
         assert!(RunStatus::Deferred.can_become(RunStatus::PendingApproval));
         assert!(RunStatus::Deferred.can_become(RunStatus::Running));
         assert!(!RunStatus::Deferred.can_become(RunStatus::Completed));
+    }
+
+    #[test]
+    fn an_approved_or_promoted_run_can_hand_its_step_to_the_agent_loop() {
+        assert!(RunStatus::PendingApproval.can_become(RunStatus::WaitingAgent));
+        assert!(RunStatus::Deferred.can_become(RunStatus::WaitingAgent));
     }
 }
