@@ -136,6 +136,10 @@ async fn execution_and_legacy_envelopes_arrive_valid_and_complete_their_runs() {
         .sop("deploy", EXECUTOR_SOP)
         .sop("notify", AGENT_SOP);
     let d = setup.start();
+    let (_, ready) = d.get("/ready").await;
+    let copies: Vec<&str> =
+        ready["registries"].as_array().unwrap().iter().map(|c| c["copy"].as_str().unwrap()).collect();
+    assert_eq!(copies, ["local", "local", "local"], "no Drive file ids: every category uses its local copy");
     let deploy = fire(&d, "deploy", r#"{"branch":"main"}"#).await;
     let notify = fire(&d, "notify", r#"{"text":"hi"}"#).await;
     eventually("both envelopes", || async { executor.accepted().len() == 1 && agent.accepted().len() == 1 }).await;
