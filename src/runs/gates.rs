@@ -29,22 +29,8 @@ pub fn initial_status(sop: &Sop) -> RunStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sop::test_support::sop_with;
-    use crate::sop::{Step, TriggerSpec};
-
-    fn step(n: u32, confirm: bool) -> Step {
-        Step {
-            number: n,
-            title: format!("step {n}"),
-            body: String::new(),
-            tools: vec![],
-            requires_confirmation: confirm,
-            kind: None,
-            reference: None,
-            params: Default::default(),
-            id: None,
-        }
-    }
+    use crate::sop::test_support::{sop_with, step};
+    use crate::sop::TriggerSpec;
 
     fn sop(mode: ExecutionMode, priority: Priority, confirms: &[bool]) -> Sop {
         let mut s = sop_with("s", vec![TriggerSpec::Manual]);

@@ -206,22 +206,8 @@ fn build_envelope(destination: Destination, ctx: &MoveContext<'_>) -> Value {
 mod tests {
     use super::*;
     use crate::event::Source;
-    use crate::sop::test_support::sop_with;
-    use crate::sop::{ExecutionMode, Priority, Step, StepKind, TriggerSpec};
-
-    fn step(n: u32, confirm: bool) -> Step {
-        Step {
-            number: n,
-            title: format!("step {n}"),
-            body: "do it".into(),
-            tools: vec![],
-            requires_confirmation: confirm,
-            kind: Some(StepKind::Tool),
-            reference: Some(format!("tool_{n}")),
-            params: Default::default(),
-            id: None,
-        }
-    }
+    use crate::sop::test_support::{sop_with, step};
+    use crate::sop::{ExecutionMode, Priority, TriggerSpec};
 
     fn sop(destination: Destination, mode: ExecutionMode, confirms: &[bool]) -> Sop {
         let mut s = sop_with("s", vec![TriggerSpec::Manual]);

@@ -22,3 +22,19 @@ pub fn sop_with(name: &str, specs: Vec<TriggerSpec>) -> Sop {
         file: PathBuf::from(format!("sops/{name}/SOP.toml")),
     }
 }
+
+/// Step `n` (1-based) of a test SOP: an executor-ready tool step named
+/// `tool_<n>`, gated when `confirm`.
+pub fn step(n: u32, confirm: bool) -> Step {
+    Step {
+        number: n,
+        title: format!("step {n}"),
+        body: "do it".into(),
+        tools: vec![],
+        requires_confirmation: confirm,
+        kind: Some(StepKind::Tool),
+        reference: Some(format!("tool_{n}")),
+        params: Default::default(),
+        id: None,
+    }
+}

@@ -47,8 +47,15 @@ impl Setup {
         self.dir.path().join("data/fanin.db")
     }
 
+    /// Starts the daemon. The config then names the port it took, so CLI
+    /// commands that talk to a running daemon (`fire`, `outbox retry`) find
+    /// it, and a restart takes the same port.
     pub fn start(&self) -> Daemon {
-        Daemon::start(&self.config_path())
+        let d = Daemon::start(&self.config_path());
+        let port = d.base.rsplit(':').next().unwrap();
+        let config = std::fs::read_to_string(self.config_path()).unwrap();
+        std::fs::write(self.config_path(), config.replacen("port = 0\n", &format!("port = {port}\n"), 1)).unwrap();
+        d
     }
 
     /// Runs a `fanin` subcommand against this config.

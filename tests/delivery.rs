@@ -1,0 +1,278 @@
+//! Runs reach the Executor and the Agent through the durable outbox: schema
+//! valid envelopes, a stable `Idempotency-Key` across retries, dead letters
+//! and their retry, and a restart with envelopes still queued.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// A destination: a real HTTP server that refuses the first `refuse`
+/// requests with 500, then accepts, recording every request.
+struct Destination {
+    url: String,
+    port: u16,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    refuse: Arc<AtomicUsize>,
+}
+
+#[derive(Clone, Debug)]
+struct Seen {
+    idempotency_key: Option<String>,
+    authorization: Option<String>,
+    envelope: Value,
+    accepted: bool,
+}
+
+impl Destination {
+    async fn start(refuse: usize) -> Destination {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Destination::serve(listener, refuse)
+    }
+
+    /// Serves on `port` (a port a previous test step left free).
+    async fn start_on(port: u16) -> Destination {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        Destination::serve(listener, 0)
+    }
+
+    fn serve(listener: tokio::net::TcpListener, refuse: usize) -> Destination {
+        use axum::routing::post;
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let refuse = Arc::new(AtomicUsize::new(refuse));
+        let (log, left) = (seen.clone(), refuse.clone());
+        let app = axum::Router::new().route(
+            "/in",
+            post(move |headers: axum::http::HeaderMap, body: axum::Json<Value>| {
+                let (log, left) = (log.clone(), left.clone());
+                async move {
+                    let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_string());
+                    let accepted = left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_err();
+                    log.lock().unwrap().push(Seen {
+                        idempotency_key: header("idempotency-key"),
+                        authorization: header("authorization"),
+                        envelope: body.0,
+                        accepted,
+                    });
+                    if accepted {
+                        axum::http::StatusCode::OK
+                    } else {
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                    }
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Destination { url: format!("http://127.0.0.1:{port}/in"), port, seen, refuse }
+    }
+
+    fn accepted(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().iter().filter(|s| s.accepted).cloned().collect()
+    }
+}
+
+/// Polls `probe` until it holds, for at most 20 s.
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut probe: impl FnMut() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if probe().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn delivery(max_attempts: u32) -> String {
+    format!("[delivery]\nmax_attempts = {max_attempts}\nbackoff_initial_ms = 20\nbackoff_cap_secs = 1\n")
+}
+
+fn destinations(executor: &str, agent: &str) -> String {
+    format!(
+        "[destinations.executor]\nurl = \"{executor}\"\nbearer_token = \"exec-secret\"\n\
+         [destinations.agent]\nurl = \"{agent}\"\n"
+    )
+}
+
+/// A registries directory beside the config, from the shipped examples.
+fn with_registries(setup: Setup) -> Setup {
+    let dir = setup.dir.path().join("registries");
+    std::fs::create_dir_all(&dir).unwrap();
+    for category in ["tools", "capabilities", "usecases"] {
+        let example = format!("{}/examples/registries/{category}.json", env!("CARGO_MANIFEST_DIR"));
+        std::fs::copy(example, dir.join(format!("{category}.json"))).unwrap();
+    }
+    setup
+}
+
+const EXECUTOR_SOP: &str = "[sop]\nname = \"deploy\"\ndescription = \"x\"\nexecution_mode = \"auto\"\n\
+    destination = \"executor\"\nmax_concurrent = 100\n[[triggers]]\ntype = \"manual\"\n\
+    [[steps]]\ntitle = \"Check\"\nbody = \"b\"\ntype = \"tool\"\nref = \"ci_status\"\n\
+    [[steps]]\ntitle = \"Roll\"\nbody = \"b\"\ntype = \"usecase\"\nref = \"rolling_deploy\"\nparams = { zones = 2 }\n";
+
+const AGENT_SOP: &str = "[sop]\nname = \"notify\"\ndescription = \"x\"\nexecution_mode = \"auto\"\n\
+    max_concurrent = 100\n[[triggers]]\ntype = \"manual\"\n";
+
+async fn fire(d: &Daemon, sop: &str, payload: &str) -> String {
+    let (status, body, _) = d.post(&format!("/admin/sops/{sop}/run"), None, payload, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    body["runs"][0]["run_id"].as_str().unwrap().to_string()
+}
+
+async fn run_status(d: &Daemon, run_id: &str) -> Value {
+    d.get(&format!("/admin/runs/{run_id}")).await.1["status"].clone()
+}
+
+#[tokio::test]
+async fn execution_and_legacy_envelopes_arrive_valid_and_complete_their_runs() {
+    let executor = Destination::start(0).await;
+    let agent = Destination::start(0).await;
+    let setup = with_registries(Setup::new("", &(destinations(&executor.url, &agent.url) + &delivery(5))))
+        .sop("deploy", EXECUTOR_SOP)
+        .sop("notify", AGENT_SOP);
+    let d = setup.start();
+    let (_, ready) = d.get("/ready").await;
+    let copies: Vec<&str> =
+        ready["registries"].as_array().unwrap().iter().map(|c| c["copy"].as_str().unwrap()).collect();
+    assert_eq!(copies, ["local", "local", "local"], "no Drive file ids: every category uses its local copy");
+    let deploy = fire(&d, "deploy", r#"{"branch":"main"}"#).await;
+    let notify = fire(&d, "notify", r#"{"text":"hi"}"#).await;
+    eventually("both envelopes", || async { executor.accepted().len() == 1 && agent.accepted().len() == 1 }).await;
+
+    let exec = &executor.accepted()[0];
+    fanin::envelope::schema::validate(&exec.envelope).expect("execution envelope matches the shipped schema");
+    let header = &exec.envelope["header"];
+    assert_eq!(exec.idempotency_key.as_deref(), header["id"].as_str(), "Idempotency-Key is the envelope id");
+    assert_eq!(exec.authorization.as_deref(), Some("Bearer exec-secret"));
+    assert_eq!(
+        (header["source"].clone(), header["destination"].clone()),
+        (json!("so.trigger.manual"), json!("executor"))
+    );
+    let payload = &exec.envelope["payload"];
+    assert_eq!(payload["memory"]["session_id"], json!(deploy));
+    assert_eq!(payload["memory"]["state"]["trigger"]["body"], json!({"branch": "main"}));
+    let refs: Vec<&str> = payload["steps"].as_array().unwrap().iter().map(|s| s["ref"].as_str().unwrap()).collect();
+    assert_eq!(refs, ["ci_status", "rolling_deploy"]);
+    assert_eq!(payload["registryFiles"].as_array().unwrap().len(), 3);
+    assert!(
+        payload["options"]["fallbackRegistry"]["tools"].is_object()
+            || payload["options"]["fallbackRegistry"]["tools"].is_array()
+    );
+
+    let legacy = &agent.accepted()[0];
+    fanin::envelope::schema::validate(&legacy.envelope).expect("legacy envelope matches the shipped schema");
+    assert_eq!(legacy.envelope["context"]["memory"]["session_id"], json!(notify));
+    assert_eq!(legacy.envelope["input"]["event"]["body"], json!({"text": "hi"}));
+    assert!(legacy.envelope["input"].get("steps").is_none(), "a stepless SOP sends the event alone");
+    assert_eq!(legacy.authorization, None);
+
+    for run in [&deploy, &notify] {
+        eventually("the run to complete", || async { run_status(&d, run).await == json!("completed") }).await;
+        let (_, audit) = d.get(&format!("/admin/audit?run_id={run}")).await;
+        let kinds: Vec<&str> =
+            audit["records"].as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["run_started", "envelope_queued", "envelope_delivered", "run_transition"]);
+    }
+}
+
+#[tokio::test]
+async fn a_destination_that_refuses_at_first_gets_each_envelope_with_a_stable_key() {
+    let agent = Destination::start(5).await;
+    let setup =
+        Setup::new("", &(destinations("http://127.0.0.1:9/none", &agent.url) + &delivery(20))).sop("notify", AGENT_SOP);
+    let d = setup.start();
+    let runs = [fire(&d, "notify", r#"{"n":1}"#).await, fire(&d, "notify", r#"{"n":2}"#).await];
+    eventually("both envelopes accepted", || async { agent.accepted().len() == 2 }).await;
+
+    let seen = agent.seen.lock().unwrap().clone();
+    assert!(seen.len() >= 7, "5 refusals and 2 acceptances: {}", seen.len());
+    for run in &runs {
+        let keys: std::collections::HashSet<_> = seen
+            .iter()
+            .filter(|s| s.envelope["context"]["memory"]["session_id"] == json!(run))
+            .map(|s| s.idempotency_key.clone().expect("every attempt has an Idempotency-Key"))
+            .collect();
+        assert_eq!(keys.len(), 1, "one key across all attempts of run {run}");
+        eventually("the run to complete", || async { run_status(&d, run).await == json!("completed") }).await;
+    }
+    let out = setup.cli(&["outbox", "list", "--json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let attempts: u64 = list["outbox"].as_array().unwrap().iter().map(|e| e["attempts"].as_u64().unwrap()).sum();
+    assert_eq!(attempts, seen.len() as u64, "every attempt is counted");
+}
+
+#[tokio::test]
+async fn a_restart_with_a_full_outbox_delivers_the_rest() {
+    // A port nobody listens on yet: the destination is down.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/in");
+    let setup =
+        Setup::new("", &(destinations("http://127.0.0.1:9/none", &url) + &delivery(1000))).sop("notify", AGENT_SOP);
+    let mut d = setup.start();
+    let mut runs = Vec::new();
+    for n in 0..3 {
+        runs.push(fire(&d, "notify", &format!(r#"{{"n":{n}}}"#)).await);
+    }
+    eventually("failed attempts to be recorded", || async {
+        let list: Value = serde_json::from_slice(&setup.cli(&["outbox", "list", "--json"]).stdout).unwrap();
+        list["outbox"].as_array().unwrap().iter().all(|e| e["attempts"].as_u64().unwrap() >= 1)
+    })
+    .await;
+    d.kill();
+
+    let agent = Destination::start_on(port).await;
+    let d = setup.start();
+    eventually("all three envelopes", || async { agent.accepted().len() == 3 }).await;
+    let mut sessions: Vec<String> = agent
+        .accepted()
+        .iter()
+        .map(|s| s.envelope["context"]["memory"]["session_id"].as_str().unwrap().to_string())
+        .collect();
+    sessions.sort();
+    runs.sort();
+    assert_eq!(sessions, runs, "each queued envelope arrives exactly once after the restart");
+    for run in &runs {
+        eventually("the run to complete", || async { run_status(&d, run).await == json!("completed") }).await;
+    }
+    assert_eq!(agent.refuse.load(Ordering::SeqCst), 0);
+    let _ = agent.port;
+}
+
+#[tokio::test]
+async fn dead_letters_fail_their_run_and_can_be_retried() {
+    let agent = Destination::start(usize::MAX).await;
+    let setup =
+        Setup::new("", &(destinations("http://127.0.0.1:9/none", &agent.url) + &delivery(2))).sop("notify", AGENT_SOP);
+    let d = setup.start();
+    let run = fire(&d, "notify", "{}").await;
+    eventually("the run to fail", || async { run_status(&d, &run).await == json!("failed") }).await;
+    assert_eq!(agent.seen.lock().unwrap().len(), 2, "max_attempts = 2");
+
+    let out = setup.cli(&["outbox", "list", "--status", "dead", "--json"]);
+    assert!(out.status.success());
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dead = &list["outbox"][0];
+    assert_eq!((dead["run_id"].clone(), dead["status"].clone()), (json!(run), json!("dead")));
+    let (_, audit) = d.get(&format!("/admin/audit?run_id={run}")).await;
+    assert!(audit["records"].as_array().unwrap().iter().any(|r| r["kind"] == json!("envelope_failed")));
+
+    // The destination recovers; the operator retries the dead letter.
+    agent.refuse.store(0, Ordering::SeqCst);
+    let out = setup.cli(&["outbox", "retry", dead["id"].as_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    eventually("the retried envelope", || async { agent.accepted().len() == 1 }).await;
+    assert_eq!(agent.accepted()[0].idempotency_key.as_deref(), dead["id"].as_str(), "the same key as before");
+    eventually("the entry to be delivered", || async {
+        let list: Value = serde_json::from_slice(&setup.cli(&["outbox", "list", "--json"]).stdout).unwrap();
+        list["outbox"][0]["status"] == json!("delivered")
+    })
+    .await;
+    assert_eq!(run_status(&d, &run).await, json!("failed"), "the run keeps how it ended");
+    let out = setup.cli(&["outbox", "retry", dead["id"].as_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "only a dead letter can be retried");
+}
