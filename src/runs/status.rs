@@ -59,7 +59,7 @@ impl RunStatus {
         use RunStatus::*;
         matches!(
             (self, to),
-            (Deferred, PendingApproval | Running | WaitingAgent | Cancelled)
+            (Deferred, PendingApproval | Running | WaitingAgent | Cancelled | Failed)
                 | (PendingApproval, Running | WaitingAgent | Cancelled | Failed)
                 | (Running, PendingApproval | WaitingAgent | Completed | Failed | Cancelled)
                 | (WaitingAgent, Running | PendingApproval | Completed | Failed | Cancelled)

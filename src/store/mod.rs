@@ -444,7 +444,9 @@ pub trait Store: Send + Sync + 'static {
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError>;
 
     /// The oldest step an agent may lease at `now`: `Pending`, or `Leased`
-    /// with `leased_until <= now`; oldest by the time it became pending.
+    /// with `leased_until <= now`, of a run that is `waiting_agent` at that
+    /// step (a run ended by an operator leaves nothing to lease); oldest by
+    /// the time it became pending.
     async fn next_leasable_step(&self, now: DateTime<Utc>) -> Result<Option<StepRecord>, StoreError>;
 
     /// Pending outbox entries due at `now` (`next_attempt_at <= now`) that are

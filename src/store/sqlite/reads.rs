@@ -252,6 +252,8 @@ pub(super) fn next_leasable_step(conn: &Connection, now: DateTime<Utc>) -> rusql
     conn.prepare_cached(&format!(
         "SELECT {STEP_COLUMNS} FROM run_steps
          WHERE status IN ('pending', 'leased') AND (status = 'pending' OR leased_until <= ?1)
+           AND EXISTS (SELECT 1 FROM runs WHERE runs.run_id = run_steps.run_id
+                       AND runs.status = 'waiting_agent' AND runs.step = run_steps.step_index)
          ORDER BY created_at, rowid LIMIT 1"
     ))?
     .query_row([micros(now)], step_from_row)

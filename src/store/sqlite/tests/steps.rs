@@ -24,6 +24,12 @@ fn set_step(run_id: &str, from: u32, to: u32, at: DateTime<Utc>) -> Batch {
     one(Write::SetStep { run_id: run_id.into(), from, to, at })
 }
 
+/// A run waiting for the agent loop at step 0, whose step is pending.
+async fn waiting(store: &SqliteStore, run_id: &str, at: DateTime<Utc>) {
+    store.commit(start(run(run_id, "s", RunStatus::WaitingAgent, at))).await.unwrap();
+    store.commit(pend(run_id, 0, at)).await.unwrap();
+}
+
 /// A conflict whose message names every one of `words`.
 fn assert_conflict(result: Result<Committed, StoreError>, words: &[&str]) {
     match result {
@@ -86,7 +92,7 @@ async fn steps_are_listed_by_index_per_run() {
 #[tokio::test]
 async fn a_lease_holds_until_it_ends_then_the_step_is_leasable_again() {
     let (_dir, store) = open_temp();
-    store.commit(pend("r", 0, t(0))).await.unwrap();
+    waiting(&store, "r", t(0)).await;
     assert_eq!(store.next_leasable_step(t(1)).await.unwrap().map(|s| s.index), Some(0));
 
     store.commit(lease("r", 0, "lease-a", t(60), t(1))).await.unwrap();
@@ -179,7 +185,7 @@ async fn the_oldest_pending_or_expired_step_is_leased_first() {
     let (_dir, store) = open_temp();
     // Written in this order; b0 and c0 became pending at the same instant.
     for (run_id, secs) in [("a", 5), ("b", 2), ("c", 2), ("d", 1)] {
-        store.commit(pend(run_id, 0, t(secs))).await.unwrap();
+        waiting(&store, run_id, t(secs)).await;
     }
     store.commit(lease("d", 0, "ld", t(100), t(6))).await.unwrap();
     store.commit(lease("b", 0, "lb", t(50), t(6))).await.unwrap();
@@ -191,6 +197,18 @@ async fn the_oldest_pending_or_expired_step_is_leased_first() {
     assert_eq!(next_run(&store, t(10)).await.as_deref(), Some("a"));
     // Once d's lease ends, d is older than a.
     assert_eq!(next_run(&store, t(100)).await.as_deref(), Some("d"));
+}
+
+#[tokio::test]
+async fn only_a_run_waiting_at_that_step_offers_it() {
+    let (_dir, store) = open_temp();
+    // A step record with no run, and one whose run an operator ended.
+    store.commit(pend("orphan", 0, t(0))).await.unwrap();
+    waiting(&store, "ended", t(1)).await;
+    store.commit(set_status("ended", RunStatus::WaitingAgent, RunStatus::Cancelled, t(2))).await.unwrap();
+    assert_eq!(next_run(&store, t(3)).await, None);
+    waiting(&store, "live", t(4)).await;
+    assert_eq!(next_run(&store, t(5)).await.as_deref(), Some("live"));
 }
 
 #[tokio::test]
