@@ -15,9 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use common::*;
-use fanin::store::{OutboxRecord, OutboxStatus, StepRecord, StoreError};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
@@ -495,95 +493,6 @@ async fn an_unreachable_broker_leaves_webhooks_served_and_mqtt_retrying() {
     assert_eq!(body["sources"]["webhook"]["status"], json!("up"));
 }
 
-/// A store that refuses the next `refuse` commits, as a full disk would.
-struct FlakyStore {
-    inner: Arc<dyn fanin::store::Store>,
-    refuse: std::sync::atomic::AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl fanin::store::Store for FlakyStore {
-    async fn commit(&self, batch: fanin::store::Batch) -> Result<fanin::store::Committed, StoreError> {
-        let refused = self.refuse.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
-        if refused {
-            return Err(StoreError::Unavailable("disk full (test)".into()));
-        }
-        self.inner.commit(batch).await
-    }
-    async fn idempotency_response(
-        &self,
-        scope: &str,
-        key: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Option<Value>, StoreError> {
-        self.inner.idempotency_response(scope, key, now).await
-    }
-    async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        self.inner.purge_idempotency(now).await
-    }
-    async fn get_run(&self, run_id: &str) -> Result<Option<fanin::store::RunRecord>, StoreError> {
-        self.inner.get_run(run_id).await
-    }
-    async fn list_runs(&self, query: &fanin::store::RunQuery) -> Result<Vec<fanin::store::RunRecord>, StoreError> {
-        self.inner.list_runs(query).await
-    }
-    async fn audit(&self, query: &fanin::store::AuditQuery) -> Result<Vec<fanin::store::AuditRecord>, StoreError> {
-        self.inner.audit(query).await
-    }
-    async fn sop_loads(&self) -> Result<Vec<fanin::store::SopLoad>, StoreError> {
-        self.inner.sop_loads().await
-    }
-    async fn add_pairing_code(
-        &self,
-        code_hash: &str,
-        created_at: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        self.inner.add_pairing_code(code_hash, created_at, expires_at).await
-    }
-    async fn redeem_pairing_code(
-        &self,
-        code_hash: &str,
-        now: DateTime<Utc>,
-        token: &fanin::store::TokenRecord,
-    ) -> Result<bool, StoreError> {
-        self.inner.redeem_pairing_code(code_hash, now, token).await
-    }
-    async fn find_token(&self, prefix: &str) -> Result<Option<fanin::store::TokenRecord>, StoreError> {
-        self.inner.find_token(prefix).await
-    }
-    async fn list_tokens(&self) -> Result<Vec<fanin::store::TokenRecord>, StoreError> {
-        self.inner.list_tokens().await
-    }
-    async fn revoke_tokens(&self, prefix: &str, at: DateTime<Utc>) -> Result<usize, StoreError> {
-        self.inner.revoke_tokens(prefix, at).await
-    }
-    async fn cron_last_check(&self, key: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.inner.cron_last_check(key).await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
-    }
-    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
-        self.inner.steps(run_id).await
-    }
-    async fn next_leasable_step(&self, now: DateTime<Utc>) -> Result<Option<StepRecord>, StoreError> {
-        self.inner.next_leasable_step(now).await
-    }
-    async fn outbox_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
-        self.inner.outbox_due(now, limit).await
-    }
-    async fn outbox_next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.inner.outbox_next_due().await
-    }
-    async fn outbox_list(&self, status: Option<OutboxStatus>, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
-        self.inner.outbox_list(status, limit).await
-    }
-    async fn outbox_get(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError> {
-        self.inner.outbox_get(id).await
-    }
-}
-
 /// The MQTT source in-process over a store that refuses the first commit:
 /// the refused message is not acknowledged, the connection is made again,
 /// and the broker's redelivery turns every message into a run.
@@ -598,7 +507,7 @@ async fn a_message_the_store_refused_is_redelivered_not_lost() {
     let (catalog, _) = fanin::daemon::load_catalog(&config).expect("SOPs");
     std::fs::create_dir_all(setup.dir.path().join("data")).unwrap();
     let sqlite = fanin::store::sqlite::SqliteStore::open(&setup.db_path()).expect("store");
-    let store = Arc::new(FlakyStore { inner: Arc::new(sqlite), refuse: 0.into() });
+    let store = Arc::new(fanin::store::faults::FaultyStore::new(Arc::new(sqlite)));
     let dispatcher =
         fanin::dispatch::Dispatcher::new(catalog, store.clone(), fanin::daemon::dispatch_settings(&config))
             .await
@@ -613,13 +522,13 @@ async fn a_message_the_store_refused_is_redelivered_not_lost() {
     let mqtt_state = || ctx.health.snapshot()["mqtt"].clone();
     wait_for("mqtt up", || mqtt_state().status == Status::Up).await;
 
-    store.refuse.store(1, Ordering::SeqCst);
+    store.refuse_next_commits(1);
     let messages: Vec<_> = (0..3).map(|i| text(&format!("{prefix}/m"), &format!(r#"{{"i": {i}}}"#))).collect();
     publish(&broker, QoS::AtLeastOnce, &messages).await;
 
     let query = fanin::store::RunQuery { sop: Some("refused".into()), status: None, limit: 0 };
     let all_ran = || async {
-        let runs = store.inner.list_runs(&query).await.unwrap();
+        let runs = store.inner().list_runs(&query).await.unwrap();
         (0..3).all(|i| runs.iter().any(|r| r.payload == json!({"i": i})))
     };
     let until = tokio::time::Instant::now() + DEADLINE;
@@ -627,7 +536,7 @@ async fn a_message_the_store_refused_is_redelivered_not_lost() {
         assert!(tokio::time::Instant::now() < until, "a refused message was lost");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(store.refuse.load(Ordering::SeqCst), 0, "the store did refuse a commit");
+    assert_eq!(store.refusals_left(), 0, "the store did refuse a commit");
     assert!(mqtt_state().reconnects >= 1, "the connection was made again: {:?}", mqtt_state());
 
     ctx.shutdown.cancel();

@@ -737,128 +737,21 @@ mod tests {
     /// The real task, in process, over a SQLite store that can be told to
     /// refuse: a refused fire turns the source Down and loses nothing.
     mod task {
-        use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::Arc;
 
-        use async_trait::async_trait;
-        use serde_json::Value;
         use tokio_util::sync::CancellationToken;
 
         use super::*;
         use crate::config::Config;
         use crate::dispatch::Dispatcher;
         use crate::sources::SourcesHealth;
+        use crate::store::faults::FaultyStore;
         use crate::store::sqlite::SqliteStore;
-        use crate::store::{
-            AuditQuery, AuditRecord, Committed, OutboxRecord, OutboxStatus, RunQuery, RunRecord, SopLoad, StepRecord,
-            Store, StoreError, TokenRecord,
-        };
-
-        /// Delegates to SQLite; while `refuse` is set, reads of cron state
-        /// and commits fail as a full disk would.
-        struct RefusingStore {
-            inner: SqliteStore,
-            refuse: AtomicBool,
-        }
-
-        impl RefusingStore {
-            fn check(&self) -> Result<(), StoreError> {
-                match self.refuse.load(Ordering::SeqCst) {
-                    true => Err(StoreError::Unavailable("disk full (test)".into())),
-                    false => Ok(()),
-                }
-            }
-        }
-
-        #[async_trait]
-        impl Store for RefusingStore {
-            async fn commit(&self, batch: Batch) -> Result<Committed, StoreError> {
-                self.check()?;
-                self.inner.commit(batch).await
-            }
-            async fn idempotency_response(
-                &self,
-                scope: &str,
-                key: &str,
-                now: DateTime<Utc>,
-            ) -> Result<Option<Value>, StoreError> {
-                self.inner.idempotency_response(scope, key, now).await
-            }
-            async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-                self.inner.purge_idempotency(now).await
-            }
-            async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
-                self.inner.get_run(run_id).await
-            }
-            async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, StoreError> {
-                self.inner.list_runs(query).await
-            }
-            async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
-                self.inner.audit(query).await
-            }
-            async fn sop_loads(&self) -> Result<Vec<SopLoad>, StoreError> {
-                self.inner.sop_loads().await
-            }
-            async fn add_pairing_code(
-                &self,
-                code_hash: &str,
-                created_at: DateTime<Utc>,
-                expires_at: DateTime<Utc>,
-            ) -> Result<(), StoreError> {
-                self.inner.add_pairing_code(code_hash, created_at, expires_at).await
-            }
-            async fn redeem_pairing_code(
-                &self,
-                code_hash: &str,
-                now: DateTime<Utc>,
-                token: &TokenRecord,
-            ) -> Result<bool, StoreError> {
-                self.inner.redeem_pairing_code(code_hash, now, token).await
-            }
-            async fn find_token(&self, prefix: &str) -> Result<Option<TokenRecord>, StoreError> {
-                self.inner.find_token(prefix).await
-            }
-            async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-                self.inner.list_tokens().await
-            }
-            async fn revoke_tokens(&self, prefix: &str, at: DateTime<Utc>) -> Result<usize, StoreError> {
-                self.inner.revoke_tokens(prefix, at).await
-            }
-            async fn cron_last_check(&self, key: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
-                self.check()?;
-                self.inner.cron_last_check(key).await
-            }
-            async fn ping(&self) -> Result<(), StoreError> {
-                self.check()?;
-                self.inner.ping().await
-            }
-            async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
-                self.inner.steps(run_id).await
-            }
-            async fn next_leasable_step(&self, now: DateTime<Utc>) -> Result<Option<StepRecord>, StoreError> {
-                self.inner.next_leasable_step(now).await
-            }
-            async fn outbox_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
-                self.inner.outbox_due(now, limit).await
-            }
-            async fn outbox_next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-                self.inner.outbox_next_due().await
-            }
-            async fn outbox_list(
-                &self,
-                status: Option<OutboxStatus>,
-                limit: usize,
-            ) -> Result<Vec<OutboxRecord>, StoreError> {
-                self.inner.outbox_list(status, limit).await
-            }
-            async fn outbox_get(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError> {
-                self.inner.outbox_get(id).await
-            }
-        }
+        use crate::store::RunQuery;
 
         /// `(scheduled_at, fires_in_window)` of every run, oldest first.
-        async fn fires(store: &RefusingStore) -> Vec<(DateTime<Utc>, i64)> {
-            let runs = store.inner.list_runs(&RunQuery::default()).await.unwrap();
+        async fn fires(store: &FaultyStore) -> Vec<(DateTime<Utc>, i64)> {
+            let runs = store.inner().list_runs(&RunQuery::default()).await.unwrap();
             let mut fires: Vec<_> = runs
                 .iter()
                 .map(|r| {
@@ -885,7 +778,7 @@ mod tests {
             std::fs::write(&config_path, "[store]\nurl = \"sqlite://fanin.db\"\n").unwrap();
             let config = Arc::new(Config::load(&config_path).unwrap());
             let inner = SqliteStore::open(&dir.path().join("fanin.db")).unwrap();
-            let store = Arc::new(RefusingStore { inner, refuse: AtomicBool::new(false) });
+            let store = Arc::new(FaultyStore::new(Arc::new(inner)));
             let mut sop = crate::sop::test_support::sop_with(
                 "tick",
                 vec![TriggerSpec::Cron(Box::new(parse_schedule("* * * * * *", None).unwrap()))],
@@ -901,7 +794,7 @@ mod tests {
             wait_until("a first fire", || async { !fires(&store).await.is_empty() }).await;
             assert_eq!(status(), Some((Status::Up, None)));
 
-            store.refuse.store(true, Ordering::SeqCst);
+            store.set_down(true);
             wait_until("the source to report the store", || async {
                 matches!(status(), Some((Status::Down, Some(detail))) if detail.contains("disk full"))
             })
@@ -910,7 +803,7 @@ mod tests {
             tokio::time::sleep(StdDuration::from_millis(2500)).await;
             assert_eq!(fires(&store).await.len(), refused_from, "nothing is written while the store refuses");
 
-            store.refuse.store(false, Ordering::SeqCst);
+            store.set_down(false);
             wait_until("a fire after the store came back", || async {
                 fires(&store).await.len() > refused_from && status() == Some((Status::Up, None))
             })

@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::event::Source;
 use crate::runs::RunStatus;
 
+pub mod faults;
 pub mod sqlite;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,154 @@
+//! A store that fails on demand, wrapped around a real one: how tests (unit
+//! and whole-daemon) show that a source loses nothing when the store cannot
+//! take a write — the same errors a full disk or a lost database gives.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::*;
+
+pub struct FaultyStore {
+    inner: Arc<dyn Store>,
+    /// While set, every call fails.
+    down: AtomicBool,
+    /// This many next commits fail.
+    refuse_commits: AtomicUsize,
+}
+
+impl FaultyStore {
+    pub fn new(inner: Arc<dyn Store>) -> FaultyStore {
+        FaultyStore { inner, down: AtomicBool::new(false), refuse_commits: AtomicUsize::new(0) }
+    }
+
+    /// Every call fails while `down` is true.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// The next `n` commits fail; later ones go through.
+    pub fn refuse_next_commits(&self, n: usize) {
+        self.refuse_commits.store(n, Ordering::SeqCst);
+    }
+
+    /// How many of the refusals asked for are still to come.
+    pub fn refusals_left(&self) -> usize {
+        self.refuse_commits.load(Ordering::SeqCst)
+    }
+
+    pub fn inner(&self) -> &Arc<dyn Store> {
+        &self.inner
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        match self.down.load(Ordering::SeqCst) {
+            true => Err(StoreError::Unavailable("disk full (injected fault)".into())),
+            false => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for FaultyStore {
+    async fn commit(&self, batch: Batch) -> Result<Committed, StoreError> {
+        self.check()?;
+        if self.refuse_commits.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(StoreError::Unavailable("disk full (injected fault)".into()));
+        }
+        self.inner.commit(batch).await
+    }
+    async fn idempotency_response(
+        &self,
+        scope: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Value>, StoreError> {
+        self.check()?;
+        self.inner.idempotency_response(scope, key, now).await
+    }
+    async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.check()?;
+        self.inner.purge_idempotency(now).await
+    }
+    async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
+        self.check()?;
+        self.inner.get_run(run_id).await
+    }
+    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, StoreError> {
+        self.check()?;
+        self.inner.list_runs(query).await
+    }
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        self.check()?;
+        self.inner.audit(query).await
+    }
+    async fn sop_loads(&self) -> Result<Vec<SopLoad>, StoreError> {
+        self.check()?;
+        self.inner.sop_loads().await
+    }
+    async fn add_pairing_code(
+        &self,
+        code_hash: &str,
+        created_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.add_pairing_code(code_hash, created_at, expires_at).await
+    }
+    async fn redeem_pairing_code(
+        &self,
+        code_hash: &str,
+        now: DateTime<Utc>,
+        token: &TokenRecord,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.redeem_pairing_code(code_hash, now, token).await
+    }
+    async fn find_token(&self, prefix: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.check()?;
+        self.inner.find_token(prefix).await
+    }
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.check()?;
+        self.inner.list_tokens().await
+    }
+    async fn revoke_tokens(&self, prefix: &str, at: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.check()?;
+        self.inner.revoke_tokens(prefix, at).await
+    }
+    async fn cron_last_check(&self, key: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.check()?;
+        self.inner.cron_last_check(key).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.ping().await
+    }
+    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
+        self.check()?;
+        self.inner.steps(run_id).await
+    }
+    async fn next_leasable_step(&self, now: DateTime<Utc>) -> Result<Option<StepRecord>, StoreError> {
+        self.check()?;
+        self.inner.next_leasable_step(now).await
+    }
+    async fn outbox_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+        self.check()?;
+        self.inner.outbox_due(now, limit).await
+    }
+    async fn outbox_next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.check()?;
+        self.inner.outbox_next_due().await
+    }
+    async fn outbox_list(&self, status: Option<OutboxStatus>, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+        self.check()?;
+        self.inner.outbox_list(status, limit).await
+    }
+    async fn outbox_get(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError> {
+        self.check()?;
+        self.inner.outbox_get(id).await
+    }
+}
