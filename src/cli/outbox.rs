@@ -8,8 +8,7 @@ use serde_json::json;
 
 use super::inspect::{call_daemon, open_store};
 use super::{load_config, output, Failure, OutboxCommand};
-use crate::gateway::parse_outbox_status;
-use crate::store::{Batch, StoreError, Write};
+use crate::store::{Batch, OutboxStatus, StoreError, Write};
 
 pub async fn outbox(config_path: &Path, json: bool, command: OutboxCommand) -> Result<(), Failure> {
     let config = load_config(config_path)?;
@@ -18,7 +17,7 @@ pub async fn outbox(config_path: &Path, json: bool, command: OutboxCommand) -> R
             let status = match status {
                 None => None,
                 Some(s) => Some(
-                    parse_outbox_status(&s)
+                    OutboxStatus::parse(&s)
                         .ok_or_else(|| Failure::new(format!("--status {s:?}: expected pending, delivered or dead")))?,
                 ),
             };
@@ -33,7 +32,7 @@ pub async fn outbox(config_path: &Path, json: bool, command: OutboxCommand) -> R
                             e.id.clone(),
                             e.run_id.clone(),
                             e.destination.clone(),
-                            format!("{:?}", e.status).to_lowercase(),
+                            e.status.as_str().to_string(),
                             e.attempts.to_string(),
                             e.last_error.clone().unwrap_or_default(),
                         ]

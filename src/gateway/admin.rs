@@ -46,6 +46,13 @@ pub struct RunsParams {
     limit: Option<usize>,
 }
 
+/// A `status` query parameter: absent, or a name `parse` knows (else 400).
+pub(super) fn status_param<T>(value: Option<&str>, parse: fn(&str) -> Option<T>) -> Result<Option<T>, ApiError> {
+    value
+        .map(|s| parse(s).ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_status").with("status", s)))
+        .transpose()
+}
+
 /// The fields a run list shows.
 pub fn run_summary(r: &RunRecord) -> Value {
     json!({"run_id": r.run_id, "sop": r.sop, "status": r.status, "source": r.source,
@@ -59,13 +66,7 @@ pub async fn runs(
     Query(params): Query<RunsParams>,
 ) -> Result<Json<Value>, ApiError> {
     guard(&state, peer, &headers).await?;
-    let status = match params.status.as_deref() {
-        None => None,
-        Some(s) => Some(
-            RunStatus::parse(s)
-                .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_status").with("status", s))?,
-        ),
-    };
+    let status = status_param(params.status.as_deref(), RunStatus::parse)?;
     let query = RunQuery { sop: params.sop, status, limit: params.limit.unwrap_or(100).min(10_000) };
     let runs = state.dispatcher.store().list_runs(&query).await.map_err(|_| ApiError::store_unavailable())?;
     Ok(Json(json!({"runs": runs.iter().map(run_summary).collect::<Vec<_>>()})))

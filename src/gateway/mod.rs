@@ -33,7 +33,6 @@ use tokio::net::TcpListener;
 
 pub use admin::run_summary;
 pub use error::ApiError;
-pub use outbox::parse_status as parse_outbox_status;
 
 use crate::config::{Config, GatewayConfig};
 use crate::dispatch::Dispatcher;

@@ -10,7 +10,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::admin::guard;
+use super::admin::{guard, status_param};
 use super::{ApiError, AppState};
 use crate::store::{Batch, OutboxStatus, StoreError, Write};
 
@@ -20,15 +20,6 @@ pub struct ListParams {
     limit: Option<usize>,
 }
 
-pub fn parse_status(s: &str) -> Option<OutboxStatus> {
-    match s {
-        "pending" => Some(OutboxStatus::Pending),
-        "delivered" => Some(OutboxStatus::Delivered),
-        "dead" => Some(OutboxStatus::Dead),
-        _ => None,
-    }
-}
-
 pub async fn list(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -36,13 +27,7 @@ pub async fn list(
     Query(params): Query<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
     guard(&state, peer, &headers).await?;
-    let status = match params.status.as_deref() {
-        None => None,
-        Some(s) => Some(
-            parse_status(s)
-                .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_status").with("status", s))?,
-        ),
-    };
+    let status = status_param(params.status.as_deref(), OutboxStatus::parse)?;
     let entries = state
         .dispatcher
         .store()

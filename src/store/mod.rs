@@ -105,6 +105,22 @@ pub enum OutboxStatus {
     Dead,
 }
 
+impl OutboxStatus {
+    pub const ALL: [OutboxStatus; 3] = [OutboxStatus::Pending, OutboxStatus::Delivered, OutboxStatus::Dead];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxStatus::Pending => "pending",
+            OutboxStatus::Delivered => "delivered",
+            OutboxStatus::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OutboxStatus> {
+        OutboxStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
 /// An envelope waiting for (or done with) delivery to a destination.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OutboxRecord {

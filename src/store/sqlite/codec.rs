@@ -122,21 +122,6 @@ pub(super) fn step_from_row(row: &Row<'_>) -> rusqlite::Result<StepRecord> {
     })
 }
 
-/// An outbox status as stored.
-pub(super) fn outbox_status_name(status: OutboxStatus) -> &'static str {
-    match status {
-        OutboxStatus::Pending => "pending",
-        OutboxStatus::Delivered => "delivered",
-        OutboxStatus::Dead => "dead",
-    }
-}
-
-fn parse_outbox_status(name: &str) -> Option<OutboxStatus> {
-    [OutboxStatus::Pending, OutboxStatus::Delivered, OutboxStatus::Dead]
-        .into_iter()
-        .find(|s| outbox_status_name(*s) == name)
-}
-
 /// The columns [`outbox_from_row`] reads, in its order.
 pub(super) const OUTBOX_COLUMNS: &str = "id, seq, run_id, destination, envelope, status, attempts, next_attempt_at, \
      last_error, created_at, delivered_at";
@@ -148,7 +133,7 @@ pub(super) fn outbox_from_row(row: &Row<'_>) -> rusqlite::Result<OutboxRecord> {
         run_id: row.get(2)?,
         destination: row.get(3)?,
         envelope: json_at(row, 4)?,
-        status: named_at(row, 5, "outbox status", parse_outbox_status)?,
+        status: named_at(row, 5, "outbox status", OutboxStatus::parse)?,
         attempts: row.get(6)?,
         next_attempt_at: time_at(row, 7)?,
         last_error: row.get(8)?,

@@ -13,8 +13,8 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use serde_json::Value;
 
 use super::codec::{
-    audit_from_row, json_at, micros, opt_time_at, outbox_from_row, outbox_status_name, run_from_row, step_from_row,
-    store_error, time_at, token_from_row, AUDIT_COLUMNS, OUTBOX_COLUMNS, RUN_COLUMNS, STEP_COLUMNS, TOKEN_COLUMNS,
+    audit_from_row, json_at, micros, opt_time_at, outbox_from_row, run_from_row, step_from_row, store_error, time_at,
+    token_from_row, AUDIT_COLUMNS, OUTBOX_COLUMNS, RUN_COLUMNS, STEP_COLUMNS, TOKEN_COLUMNS,
 };
 use super::schema::open_reader;
 use crate::runs::RunStatus;
@@ -290,7 +290,7 @@ pub(super) fn outbox_list(
 ) -> rusqlite::Result<Vec<OutboxRecord>> {
     let mut filters = Filters::new();
     if let Some(status) = status {
-        filters.add("status =", outbox_status_name(status));
+        filters.add("status =", status.as_str());
     }
     let limit = filters.limit(limit);
     let sql = format!("SELECT {OUTBOX_COLUMNS} FROM outbox {} ORDER BY seq {limit}", filters.where_clause());

@@ -19,7 +19,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use super::codec::{is_constraint_violation, json_text, micros, outbox_status_name, step_status_name, store_error};
+use super::codec::{is_constraint_violation, json_text, micros, step_status_name, store_error};
 use crate::runs::RunStatus;
 use crate::store::{
     Batch, Committed, IdempotencyClaim, NewAudit, OutboxRecord, OutboxStatus, RunRecord, StepStatus, StoreError,
@@ -565,7 +565,7 @@ fn enqueue(conn: &Connection, entry: &OutboxRecord) -> Result<(), Failure> {
             entry.run_id,
             entry.destination,
             json_text(&entry.envelope),
-            outbox_status_name(entry.status),
+            entry.status.as_str(),
             entry.attempts,
             micros(entry.next_attempt_at),
             entry.last_error,
@@ -590,7 +590,7 @@ fn update_outbox(
     doing: &str,
     rest: &[&dyn rusqlite::ToSql],
 ) -> Result<(), Failure> {
-    let expected = outbox_status_name(expected);
+    let expected = expected.as_str();
     let mut values: Vec<&dyn rusqlite::ToSql> = vec![&id, &expected];
     values.extend_from_slice(rest);
     let changed = conn.prepare_cached(sql)?.execute(values.as_slice())?;
@@ -606,7 +606,7 @@ fn update_outbox(
 }
 
 fn delivered(conn: &Connection, id: &str, attempts: u32, at: DateTime<Utc>) -> Result<(), Failure> {
-    let to = outbox_status_name(OutboxStatus::Delivered);
+    let to = OutboxStatus::Delivered.as_str();
     update_outbox(
         conn,
         "UPDATE outbox SET status = ?3, attempts = ?4, delivered_at = ?5 WHERE id = ?1 AND status = ?2",
@@ -637,7 +637,7 @@ fn reschedule(
 /// The outbox has no column for when it gave up; the `envelope_failed`
 /// audit record written beside it carries that time.
 fn dead_letter(conn: &Connection, id: &str, attempts: u32, error: &str) -> Result<(), Failure> {
-    let to = outbox_status_name(OutboxStatus::Dead);
+    let to = OutboxStatus::Dead.as_str();
     update_outbox(
         conn,
         "UPDATE outbox SET status = ?3, attempts = ?4, last_error = ?5 WHERE id = ?1 AND status = ?2",
@@ -651,7 +651,7 @@ fn dead_letter(conn: &Connection, id: &str, attempts: u32, error: &str) -> Resul
 /// The last error stays until the next attempt replaces it, so an operator
 /// still sees why the entry had died.
 fn revive(conn: &Connection, id: &str, at: DateTime<Utc>) -> Result<(), Failure> {
-    let to = outbox_status_name(OutboxStatus::Pending);
+    let to = OutboxStatus::Pending.as_str();
     update_outbox(
         conn,
         "UPDATE outbox SET status = ?3, attempts = 0, next_attempt_at = ?4 WHERE id = ?1 AND status = ?2",
