@@ -67,6 +67,16 @@ async fn an_accepted_webhook_is_a_stored_run_with_its_audit_record() {
     assert_eq!(detail["idempotency_key"], json!("k-1"));
     assert!(detail["client"].as_str().unwrap().starts_with("token:"));
     assert!(detail["event_id"].is_string() && detail["trigger"]["type"] == json!("webhook"));
+
+    // Group commit is observable: transactions and the requests they carried.
+    let (_, metrics) = d.get("/metrics").await;
+    let text = metrics.as_str().expect("metrics are text");
+    let value = |name: &str| -> u64 {
+        let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in {text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let (transactions, requests) = (value("fanin_store_transactions_total"), value("fanin_store_requests_total"));
+    assert!(transactions >= 1 && requests >= transactions, "{transactions} transactions, {requests} requests");
 }
 
 #[tokio::test]

@@ -175,15 +175,20 @@ impl Dispatcher {
     /// when nothing matches (the cron scheduler's `CronChecked`, so a fire
     /// and its bookkeeping are durable together).
     pub async fn dispatch_with(&self, event: Event, extra: Vec<Write>) -> Result<DispatchReport, DispatchError> {
-        if let Some(idem) = &event.idempotency {
-            if let Some(response) = self.store.idempotency_response(&idem.scope, &idem.key, event.received_at).await? {
-                return Ok(DispatchReport::Duplicate { response });
-            }
-        }
         let catalog = self.catalog();
         let mut matched = Vec::new();
         catalog.matching(&event, &mut matched);
         if matched.is_empty() {
+            // The commit below claims a key atomically, so a matching event
+            // needs no look first. One that matches nothing commits no
+            // claim; its key may still name an earlier event that matched
+            // (before a reload), whose answer a retry must get again.
+            if let Some(idem) = &event.idempotency {
+                let earlier = self.store.idempotency_response(&idem.scope, &idem.key, event.received_at).await?;
+                if let Some(response) = earlier {
+                    return Ok(DispatchReport::Duplicate { response });
+                }
+            }
             if !extra.is_empty() {
                 self.store.commit(Batch { idempotency: None, writes: extra }).await?;
             }
@@ -294,11 +299,41 @@ pub(super) fn take_move(
     };
     let fx = lifecycle::effects(mv, &ctx);
     if fx.headless {
-        tracing::warn!(run_id = %run.run_id, sop = %sop.name, step = mv.step(sop.steps.len()) + 1,
-            "no agent loop attached: step recorded as pending, not executed");
+        log_headless(&run.run_id, &sop.name, mv.step(sop.steps.len()) + 1);
     }
     let status = if fx.invalid_envelope.is_some() { RunStatus::Failed } else { mv.status() };
     (status, mv.step(sop.steps.len()), fx)
+}
+
+/// Log lines per second for headless steps, beyond which they are counted
+/// instead of written.
+const HEADLESS_LINES_PER_SEC: u32 = 20;
+
+/// Logs a step recorded pending with no agent loop attached (DESIGN §6),
+/// one line per step, within `HEADLESS_LINES_PER_SEC`: a flood of events
+/// with no agent loop would otherwise cost more in log lines than in runs.
+/// The next line written says how many were left out; the audit (a
+/// `step_pending` record with `"agent_loop": "absent"`) has every one.
+fn log_headless(run_id: &str, sop: &str, step: u32) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::LazyLock;
+    static BUDGET: LazyLock<governor::DefaultDirectRateLimiter> = LazyLock::new(|| {
+        governor::RateLimiter::direct(governor::Quota::per_second(
+            std::num::NonZeroU32::new(HEADLESS_LINES_PER_SEC).expect("non-zero"),
+        ))
+    });
+    static LEFT_OUT: AtomicU64 = AtomicU64::new(0);
+    if BUDGET.check().is_err() {
+        LEFT_OUT.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let left_out = LEFT_OUT.swap(0, Ordering::Relaxed);
+    if left_out == 0 {
+        tracing::warn!(run_id, sop, step, "no agent loop attached: step recorded as pending, not executed");
+    } else {
+        tracing::warn!(run_id, sop, step, not_logged_since = left_out,
+            "no agent loop attached: step recorded as pending, not executed (more such steps were not logged; see the audit)");
+    }
 }
 
 impl Effects {

@@ -207,7 +207,7 @@ impl Store for SqliteStore {
 
     async fn find_token(&self, prefix: &str) -> Result<Option<TokenRecord>, StoreError> {
         let prefix = prefix.to_owned();
-        self.readers.run("find token", move |conn| reads::find_token(conn, &prefix)).await
+        self.readers.run_point("find token", move |conn| reads::find_token(conn, &prefix)).await
     }
 
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {

@@ -4,11 +4,12 @@
 //! Every durable change must be fsynced before it is acknowledged, and an
 //! fsync costs the same for one request as for hundreds. So the thread
 //! blocks for one request, takes everything already queued behind it, and
-//! commits all of it in one transaction: each request inside its own
-//! SAVEPOINT, so a request that is refused (a failed compare-and-set) is
-//! undone alone while the others still commit. Nobody is answered before
-//! the COMMIT returned; if the transaction itself fails, nobody's request
-//! was written and everybody is told so.
+//! commits all of it in one transaction. A request that is refused (a
+//! failed compare-and-set) is undone alone while the others still commit:
+//! the group is then applied again with each request in its own SAVEPOINT
+//! (groups with no refusal, the common case, pay for no savepoint). Nobody
+//! is answered before the COMMIT returned; if the transaction itself fails,
+//! nobody's request was written and everybody is told so.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,6 +76,23 @@ pub(super) struct Counters {
     pub requests: AtomicU64,
 }
 
+/// How the requests of a group are kept apart inside its transaction.
+#[derive(Clone, Copy)]
+enum Isolation {
+    /// Applied one after the other; a refusal undoes the whole group.
+    Straight,
+    /// Each in its own SAVEPOINT; a refusal undoes that request alone.
+    Savepoints,
+}
+
+/// Why a group's transaction did not commit.
+enum GroupFailure {
+    /// A request was refused while applied straight: apply again with savepoints.
+    Refused,
+    /// The database failed while doing this: nobody's request was written.
+    Broken(&'static str, rusqlite::Error),
+}
+
 /// Why one request could not be applied.
 enum Failure {
     /// This request alone is refused; its savepoint is rolled back and the
@@ -129,36 +147,62 @@ impl Writer {
     }
 
     /// One transaction for all `jobs`; answers each only after COMMIT.
+    ///
+    /// Most groups have no refused request, so a group is first applied
+    /// straight, without savepoints (each costs two statements and a copy of
+    /// every page it touches). If a request is refused, the whole group is
+    /// rolled back and applied again with each request in its own savepoint,
+    /// so the refused one is undone alone.
     fn transact(&self, jobs: Vec<Job>) {
         if jobs.is_empty() {
             return;
         }
-        if let Err(e) = self.exec("BEGIN IMMEDIATE") {
-            return self.fail_all(jobs, "begin transaction", e);
-        }
-        let count = jobs.len() as u64;
-        let mut answers = Vec::with_capacity(jobs.len());
-        let mut jobs = jobs.into_iter();
-        while let Some(job) = jobs.next() {
-            match self.apply_in_savepoint(&job.op) {
-                Ok(result) => answers.push((job.reply, result)),
-                Err(e) => {
-                    self.rollback();
-                    let lost = answers.into_iter().map(|(reply, _)| reply);
-                    let all = lost.chain(std::iter::once(job.reply)).chain(jobs.map(|j| j.reply));
-                    return self.tell_all(all.collect(), "write", e);
+        let ops: Vec<&Op> = jobs.iter().map(|job| &job.op).collect();
+        let applied = match self.apply_group(&ops, Isolation::Straight) {
+            Err(GroupFailure::Refused) => self.apply_group(&ops, Isolation::Savepoints),
+            other => other,
+        };
+        let replies = jobs.into_iter().map(|job| job.reply);
+        match applied {
+            Ok(results) => {
+                self.counters.transactions.fetch_add(1, Ordering::Relaxed);
+                self.counters.requests.fetch_add(results.len() as u64, Ordering::Relaxed);
+                metrics::counter!("fanin_store_transactions_total").increment(1);
+                metrics::counter!("fanin_store_requests_total").increment(results.len() as u64);
+                for (reply, result) in replies.zip(results) {
+                    let _ = reply.send(result);
                 }
             }
+            Err(GroupFailure::Broken(doing, e)) => self.tell_all(replies.collect(), doing, e),
+            Err(GroupFailure::Refused) => unreachable!("with savepoints a refusal is one request's answer"),
         }
-        if let Err(e) = self.exec("COMMIT") {
+    }
+
+    /// BEGIN, every op, COMMIT. On an error nothing of the group is written
+    /// (the transaction is rolled back).
+    fn apply_group(&self, ops: &[&Op], isolation: Isolation) -> Result<Vec<Result<Outcome, StoreError>>, GroupFailure> {
+        let broken = |doing, e| {
             self.rollback();
-            return self.tell_all(answers.into_iter().map(|(reply, _)| reply).collect(), "commit", e);
+            GroupFailure::Broken(doing, e)
+        };
+        self.exec("BEGIN IMMEDIATE").map_err(|e| broken("begin transaction", e))?;
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            let result = match isolation {
+                Isolation::Savepoints => self.apply_in_savepoint(op).map_err(|e| broken("write", e))?,
+                Isolation::Straight => match apply(&self.conn, op) {
+                    Ok(outcome) => Ok(outcome),
+                    Err(Failure::Refused(_)) => {
+                        self.rollback();
+                        return Err(GroupFailure::Refused);
+                    }
+                    Err(Failure::Broken(e)) => return Err(broken("write", e)),
+                },
+            };
+            results.push(result);
         }
-        self.counters.transactions.fetch_add(1, Ordering::Relaxed);
-        self.counters.requests.fetch_add(count, Ordering::Relaxed);
-        for (reply, result) in answers {
-            let _ = reply.send(result);
-        }
+        self.exec("COMMIT").map_err(|e| broken("commit", e))?;
+        Ok(results)
     }
 
     /// `Ok(Err(_))`: this request was refused and undone alone.
@@ -192,10 +236,6 @@ impl Writer {
                 tracing::error!(store = %self.path.display(), error = %e, "rollback failed");
             }
         }
-    }
-
-    fn fail_all(&self, jobs: Vec<Job>, doing: &str, e: rusqlite::Error) {
-        self.tell_all(jobs.into_iter().map(|j| j.reply).collect(), doing, e)
     }
 
     /// Every request of a lost transaction hears `Unavailable`.
