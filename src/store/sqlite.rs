@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::*;
 use reads::Readers;
-use writer::{Counters, Job, Message, Op, Outcome, Writer};
+use writer::{Counters, EncodedBatch, Job, Message, Op, Outcome, Writer};
 
 /// How long a connection waits for another process's lock before the
 /// request fails as `Unavailable`.
@@ -137,7 +137,8 @@ impl Drop for SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn commit(&self, batch: Batch) -> Result<Committed, StoreError> {
-        match self.submit(Op::Commit(batch)).await? {
+        let encoded = Arc::new(EncodedBatch::new(batch));
+        match self.submit(Op::Commit(Arc::clone(&encoded))).await? {
             Outcome::Committed(committed) => Ok(committed),
             other => Err(self.unexpected("commit", other)),
         }

@@ -33,11 +33,50 @@ pub(super) const MAX_REQUESTS_PER_TRANSACTION: usize = 512;
 
 /// What a caller asks the writer to do.
 pub(super) enum Op {
-    Commit(Batch),
+    Commit(Arc<EncodedBatch>),
     AddPairingCode { hash: String, created_at: DateTime<Utc>, expires_at: DateTime<Utc> },
     RedeemPairingCode { hash: String, now: DateTime<Utc>, token: TokenRecord },
     RevokeTokens { prefix: String, at: DateTime<Utc> },
     PurgeIdempotency { now: DateTime<Utc> },
+}
+
+/// A batch with its JSON values already written out as text. The caller's
+/// thread encodes it (and, holding the other `Arc`, frees it after the
+/// reply), so the writer thread, which every commit waits for, only runs
+/// SQL.
+pub(super) struct EncodedBatch {
+    pub batch: Batch,
+    claim_response: Option<String>,
+    /// One entry per write of `batch`: the text of its JSON value, if it has one.
+    texts: Vec<Option<String>>,
+}
+
+impl EncodedBatch {
+    pub fn new(batch: Batch) -> EncodedBatch {
+        let claim_response = batch.idempotency.as_ref().map(|claim| json_text(&claim.response));
+        let texts = batch.writes.iter().map(|write| json_value(write).map(json_text)).collect();
+        EncodedBatch { batch, claim_response, texts }
+    }
+}
+
+/// The JSON value a write stores, if any: what [`EncodedBatch`] encodes.
+fn json_value(write: &Write) -> Option<&Value> {
+    match write {
+        Write::InsertRun(run) => Some(&run.payload),
+        Write::Coalesce { payload, .. } => Some(payload),
+        Write::Audit(audit) => Some(&audit.detail),
+        Write::FinishStep { output, .. } => Some(output),
+        Write::Enqueue(entry) => Some(&entry.envelope),
+        Write::SetStatus { .. }
+        | Write::CronChecked { .. }
+        | Write::SetStep { .. }
+        | Write::PendStep { .. }
+        | Write::LeaseStep { .. }
+        | Write::Delivered { .. }
+        | Write::Reschedule { .. }
+        | Write::DeadLetter { .. }
+        | Write::Revive { .. } => None,
+    }
 }
 
 /// What the writer answers, one variant per kind of [`Op`].
@@ -162,18 +201,21 @@ impl Writer {
             Err(GroupFailure::Refused) => self.apply_group(&ops, Isolation::Savepoints),
             other => other,
         };
-        let replies = jobs.into_iter().map(|job| job.reply);
+        let jobs = jobs.into_iter();
         match applied {
             Ok(results) => {
                 self.counters.transactions.fetch_add(1, Ordering::Relaxed);
                 self.counters.requests.fetch_add(results.len() as u64, Ordering::Relaxed);
                 metrics::counter!("fanin_store_transactions_total").increment(1);
                 metrics::counter!("fanin_store_requests_total").increment(results.len() as u64);
-                for (reply, result) in replies.zip(results) {
-                    let _ = reply.send(result);
+                for (job, result) in jobs.zip(results) {
+                    // The caller holds the other reference to a batch: let
+                    // go of ours first, so the batch is freed on its side.
+                    drop(job.op);
+                    let _ = job.reply.send(result);
                 }
             }
-            Err(GroupFailure::Broken(doing, e)) => self.tell_all(replies.collect(), doing, e),
+            Err(GroupFailure::Broken(doing, e)) => self.tell_all(jobs.map(|job| job.reply).collect(), doing, e),
             Err(GroupFailure::Refused) => unreachable!("with savepoints a refusal is one request's answer"),
         }
     }
@@ -252,7 +294,7 @@ impl Writer {
 
 fn apply(conn: &Connection, op: &Op) -> Result<Outcome, Failure> {
     match op {
-        Op::Commit(batch) => apply_batch(conn, batch).map(Outcome::Committed),
+        Op::Commit(encoded) => apply_batch(conn, encoded).map(Outcome::Committed),
         Op::AddPairingCode { hash, created_at, expires_at } => {
             add_pairing_code(conn, hash, *created_at, *expires_at).map(|()| Outcome::Done)
         }
@@ -264,15 +306,16 @@ fn apply(conn: &Connection, op: &Op) -> Result<Outcome, Failure> {
     }
 }
 
-fn apply_batch(conn: &Connection, batch: &Batch) -> Result<Committed, Failure> {
+fn apply_batch(conn: &Connection, encoded: &EncodedBatch) -> Result<Committed, Failure> {
+    let batch = &encoded.batch;
     if let Some(claim) = &batch.idempotency {
         if let Some(response) = live_claim(conn, claim)? {
             return Ok(Committed::Duplicate { response });
         }
-        store_claim(conn, claim)?;
+        store_claim(conn, claim, encoded.claim_response.as_deref().unwrap_or("null"))?;
     }
-    for write in &batch.writes {
-        apply_write(conn, write)?;
+    for (write, text) in batch.writes.iter().zip(&encoded.texts) {
+        apply_write(conn, write, text.as_deref().unwrap_or("null"))?;
     }
     Ok(Committed::Applied)
 }
@@ -296,7 +339,7 @@ fn live_claim(conn: &Connection, claim: &IdempotencyClaim) -> Result<Option<Valu
 }
 
 /// Inserts the claim, replacing an expired one on the same key.
-fn store_claim(conn: &Connection, claim: &IdempotencyClaim) -> Result<(), Failure> {
+fn store_claim(conn: &Connection, claim: &IdempotencyClaim, response: &str) -> Result<(), Failure> {
     conn.prepare_cached(
         "INSERT INTO idempotency (scope, key, created_at, expires_at, response) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (scope, key) DO UPDATE SET created_at = excluded.created_at,
@@ -307,29 +350,30 @@ fn store_claim(conn: &Connection, claim: &IdempotencyClaim) -> Result<(), Failur
         claim.key,
         micros(claim.created_at),
         micros(claim.expires_at),
-        json_text(&claim.response)
+        response
     ])?;
     Ok(())
 }
 
-fn apply_write(conn: &Connection, write: &Write) -> Result<(), Failure> {
+/// `json`: the text of the write's JSON value (see [`json_value`]).
+fn apply_write(conn: &Connection, write: &Write, json: &str) -> Result<(), Failure> {
     match write {
-        Write::InsertRun(run) => insert_run(conn, run),
+        Write::InsertRun(run) => insert_run(conn, run, json),
         Write::SetStatus { run_id, from, to, at } => set_status(conn, run_id, *from, *to, *at),
-        Write::Coalesce { run_id, event_id, payload, client, at } => {
-            coalesce(conn, run_id, event_id, payload, client.as_deref(), *at)
+        Write::Coalesce { run_id, event_id, payload: _, client, at } => {
+            coalesce(conn, run_id, event_id, json, client.as_deref(), *at)
         }
-        Write::Audit(audit) => insert_audit(conn, audit),
+        Write::Audit(audit) => insert_audit(conn, audit, json),
         Write::CronChecked { key, at } => cron_checked(conn, key, *at),
         Write::SetStep { run_id, from, to, at } => set_step(conn, run_id, *from, *to, *at),
         Write::PendStep { run_id, index, at } => pend_step(conn, run_id, *index, *at),
         Write::LeaseStep { run_id, index, lease_id, until, at } => {
             lease_step(conn, run_id, *index, lease_id, *until, *at)
         }
-        Write::FinishStep { run_id, index, lease_id, status, output, at } => {
-            finish_step(conn, run_id, *index, lease_id, *status, output, *at)
+        Write::FinishStep { run_id, index, lease_id, status, output: _, at } => {
+            finish_step(conn, run_id, *index, lease_id, *status, json, *at)
         }
-        Write::Enqueue(entry) => enqueue(conn, entry),
+        Write::Enqueue(entry) => enqueue(conn, entry, json),
         Write::Delivered { id, attempts, at } => delivered(conn, id, *attempts, *at),
         Write::Reschedule { id, attempts, next_attempt_at, error } => {
             reschedule(conn, id, *attempts, *next_attempt_at, error)
@@ -339,7 +383,7 @@ fn apply_write(conn: &Connection, write: &Write) -> Result<(), Failure> {
     }
 }
 
-fn insert_run(conn: &Connection, run: &RunRecord) -> Result<(), Failure> {
+fn insert_run(conn: &Connection, run: &RunRecord, payload: &str) -> Result<(), Failure> {
     let result = conn
         .prepare_cached(
             "INSERT INTO runs (run_id, sop, sop_version, status, trigger_index, trigger_desc, source, topic,
@@ -356,7 +400,7 @@ fn insert_run(conn: &Connection, run: &RunRecord) -> Result<(), Failure> {
             run.source.as_str(),
             run.topic,
             run.event_id,
-            json_text(&run.payload),
+            payload,
             run.client,
             run.idempotency_key,
             micros(run.started_at),
@@ -408,7 +452,7 @@ fn coalesce(
     conn: &Connection,
     run_id: &str,
     event_id: &str,
-    payload: &Value,
+    payload: &str,
     client: Option<&str>,
     at: DateTime<Utc>,
 ) -> Result<(), Failure> {
@@ -417,7 +461,7 @@ fn coalesce(
             "UPDATE runs SET event_id = ?2, payload = ?3, client = ?4, coalesced = coalesced + 1, updated_at = ?5
              WHERE run_id = ?1 AND status = ?6",
         )?
-        .execute(params![run_id, event_id, json_text(payload), client, micros(at), RunStatus::Deferred.as_str()])?;
+        .execute(params![run_id, event_id, payload, client, micros(at), RunStatus::Deferred.as_str()])?;
     if changed == 1 {
         return Ok(());
     }
@@ -428,9 +472,9 @@ fn coalesce(
     })))
 }
 
-fn insert_audit(conn: &Connection, audit: &NewAudit) -> Result<(), Failure> {
+fn insert_audit(conn: &Connection, audit: &NewAudit, detail: &str) -> Result<(), Failure> {
     conn.prepare_cached("INSERT INTO audit (at, kind, run_id, sop, detail) VALUES (?1, ?2, ?3, ?4, ?5)")?
-        .execute(params![micros(audit.at), audit.kind.as_str(), audit.run_id, audit.sop, json_text(&audit.detail)])?;
+        .execute(params![micros(audit.at), audit.kind.as_str(), audit.run_id, audit.sop, detail])?;
     Ok(())
 }
 
@@ -554,7 +598,7 @@ fn finish_step(
     index: u32,
     lease_id: &str,
     status: StepStatus,
-    output: &Value,
+    output: &str,
     at: DateTime<Utc>,
 ) -> Result<(), Failure> {
     let what = format!("run {run_id} step {index}");
@@ -573,7 +617,7 @@ fn finish_step(
             run_id,
             index,
             step_status_name(status),
-            json_text(output),
+            output,
             micros(at),
             step_status_name(StepStatus::Leased),
             lease_id,
@@ -593,7 +637,7 @@ fn finish_step(
 
 /// The store numbers entries in the order they are written; the record's
 /// own `seq` is ignored.
-fn enqueue(conn: &Connection, entry: &OutboxRecord) -> Result<(), Failure> {
+fn enqueue(conn: &Connection, entry: &OutboxRecord, envelope: &str) -> Result<(), Failure> {
     let inserted = conn
         .prepare_cached(
             "INSERT INTO outbox (id, run_id, destination, envelope, status, attempts, next_attempt_at, last_error,
@@ -604,7 +648,7 @@ fn enqueue(conn: &Connection, entry: &OutboxRecord) -> Result<(), Failure> {
             entry.id,
             entry.run_id,
             entry.destination,
-            json_text(&entry.envelope),
+            envelope,
             entry.status.as_str(),
             entry.attempts,
             micros(entry.next_attempt_at),
