@@ -658,31 +658,3 @@ async fn opened_through_the_store_url() {
     assert!(store.get_run("r").await.unwrap().is_some());
     assert!(dir.path().join("data/fanin.db").exists());
 }
-
-#[tokio::test]
-async fn the_checkpoint_thread_copies_the_log_back_into_the_database_file() {
-    let (dir, store) = open_temp();
-    let path = db_path(&dir);
-    let db_pages = || std::fs::metadata(&path).expect("database file").len() / 4096;
-    let before = db_pages();
-    // Each run carries 16 KiB of payload: 300 of them are well over the
-    // 1 000 pages (4 KiB each) that ask for a checkpoint.
-    for i in 0..300 {
-        let mut r = run(&format!("r{i}"), "s", RunStatus::Running, t(i));
-        r.payload = json!({"blob": "x".repeat(16 * 1024)});
-        store.commit(start(r)).await.unwrap();
-    }
-    // The checkpoint runs on its own thread: wait for it, without asserting
-    // on how long it takes.
-    let mut waited = 0;
-    while db_pages() < before + super::checkpoint::CHECKPOINT_PAGES as u64 && waited < 600 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        waited += 1;
-    }
-    assert!(
-        db_pages() >= before + super::checkpoint::CHECKPOINT_PAGES as u64,
-        "the database file holds {} pages, {before} before the writes: the log was not copied back",
-        db_pages()
-    );
-    assert_eq!(store.list_runs(&all_runs()).await.unwrap().len(), 300);
-}
