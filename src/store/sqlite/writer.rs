@@ -345,13 +345,7 @@ fn store_claim(conn: &Connection, claim: &IdempotencyClaim, response: &str) -> R
          ON CONFLICT (scope, key) DO UPDATE SET created_at = excluded.created_at,
              expires_at = excluded.expires_at, response = excluded.response",
     )?
-    .execute(params![
-        claim.scope,
-        claim.key,
-        micros(claim.created_at),
-        micros(claim.expires_at),
-        response
-    ])?;
+    .execute(params![claim.scope, claim.key, micros(claim.created_at), micros(claim.expires_at), response])?;
     Ok(())
 }
 
