@@ -469,21 +469,14 @@ fn build_trigger(kind: &str, table: toml::Table, prefix: &str, issues: &mut Issu
         }
         "cron" => {
             let raw: RawCron = typed(table, prefix, kind, issues)?;
-            let tz_ok = match &raw.timezone {
-                Some(tz) => {
-                    crate::sources::cron::parse_timezone(tz).map_err(|r| issues.error(&key("timezone"), r)).is_ok()
-                }
-                None => true,
+            // Both checked, so one SOP.toml reports both problems at once.
+            let timezone = match &raw.timezone {
+                Some(tz) => crate::sources::cron::parse_timezone(tz).map_err(|r| issues.error(&key("timezone"), r)),
+                None => Ok(chrono_tz::Tz::UTC),
             };
-            let expression_ok = crate::sources::cron::parse_schedule(&raw.expression, None)
-                .map_err(|r| issues.error(&key("expression"), r))
-                .is_ok();
-            if !(tz_ok && expression_ok) {
-                return None;
-            }
-            let schedule = crate::sources::cron::parse_schedule(&raw.expression, raw.timezone.as_deref())
-                .map_err(|r| issues.error(&key("expression"), r))
-                .ok()?;
+            let schedule = crate::sources::cron::parse_schedule(&raw.expression, None)
+                .map_err(|r| issues.error(&key("expression"), r));
+            let schedule = schedule.ok()?.in_timezone(timezone.ok()?);
             Some(Trigger { spec: TriggerSpec::Cron(Box::new(schedule)), condition: None })
         }
         "peripheral" => {
@@ -937,6 +930,10 @@ mod tests {
         for (trigger, key, reason) in cases {
             assert_error(&load_x(&format!("[[triggers]]\n{trigger}")), key, reason);
         }
+        // A bad expression and a bad timezone in one trigger: both reported.
+        let both = load_x("[[triggers]]\ntype = \"cron\"\nexpression = \"* * *\"\ntimezone = \"Mars/Olympus\"\n");
+        assert_error(&both, "triggers[0].expression", "3 fields");
+        assert_error(&both, "triggers[0].timezone", "Mars/Olympus");
     }
 
     #[test]

@@ -70,6 +70,11 @@ impl Schedule {
         self.timezone
     }
 
+    /// The same expression read in another timezone.
+    pub fn in_timezone(self, timezone: chrono_tz::Tz) -> Schedule {
+        Schedule { timezone, ..self }
+    }
+
     /// croner's form of the expression, for searching fire points.
     pub fn compile(&self) -> Compiled {
         let cron = parse_expression(&self.expression)
@@ -307,6 +312,7 @@ mod tests {
         let schedule = parse_schedule("0 8 * * *", Some("Europe/Paris")).unwrap();
         assert_eq!(schedule.timezone(), chrono_tz::Europe::Paris);
         assert_eq!(schedule.expression(), "0 8 * * *");
+        assert_eq!(parse_schedule("0 8 * * *", None).unwrap().in_timezone(chrono_tz::Europe::Paris), schedule);
     }
 
     #[test]
