@@ -1,13 +1,15 @@
 //! Cron arithmetic (DESIGN §5): the next fire point, the fire points of a
 //! window (what every scheduler look computes), and the next fire of
-//! 10 000 schedules (what the scheduler plans at start and on reload).
+//! 10 000 schedules (what the scheduler plans at start and on reload), with
+//! and without compiling each schedule first (a look compiles its schedule:
+//! compiled forms are not kept, see `src/sources/cron.rs`).
 
 use std::hint::black_box;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use fanin::sop::Schedule;
-use fanin::sources::cron::{fires_in_window, next_fire_after, parse_schedule};
+use fanin::sources::cron::{fires_in_window, next_fire_after, parse_schedule, Compiled};
 
 fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, mo, d, h, mi, s).unwrap()
@@ -39,7 +41,7 @@ fn bench_parse(c: &mut Criterion) {
 fn bench_next_fire(c: &mut Criterion) {
     let mut group = c.benchmark_group("cron_next_fire");
     for (name, expression, tz, from) in schedules() {
-        let schedule = parse_schedule(expression, Some(tz)).unwrap();
+        let schedule = parse_schedule(expression, Some(tz)).unwrap().compile();
         assert!(next_fire_after(&schedule, from).is_some(), "{name} has a next fire");
         group.bench_with_input(BenchmarkId::from_parameter(name), &from, |b, from| {
             b.iter(|| black_box(next_fire_after(&schedule, black_box(*from))))
@@ -60,7 +62,7 @@ fn bench_window(c: &mut Criterion) {
         ("every_minute_1day", "* * * * *", TimeDelta::days(1)),
     ];
     for (name, expression, span) in cases {
-        let schedule = parse_schedule(expression, Some("Europe/Paris")).unwrap();
+        let schedule = parse_schedule(expression, Some("Europe/Paris")).unwrap().compile();
         group.bench_with_input(BenchmarkId::from_parameter(name), &span, |b, span| {
             b.iter(|| black_box(fires_in_window(&schedule, black_box(from), from + *span)))
         });
@@ -83,9 +85,13 @@ fn bench_many(c: &mut Criterion) {
     let mut group = c.benchmark_group("cron_10000_schedules");
     group.sample_size(10);
     let schedules = ten_thousand();
+    let compiled: Vec<Compiled> = schedules.iter().map(Schedule::compile).collect();
     let from = at(2025, 3, 1, 9, 0, 0);
     group.bench_function("next_fire_of_each", |b| {
-        b.iter(|| schedules.iter().filter_map(|s| next_fire_after(s, black_box(from))).min())
+        b.iter(|| compiled.iter().filter_map(|s| next_fire_after(s, black_box(from))).min())
+    });
+    group.bench_function("compile_and_next_fire_of_each", |b| {
+        b.iter(|| schedules.iter().filter_map(|s| next_fire_after(&s.compile(), black_box(from))).min())
     });
     group.finish();
 }

@@ -37,9 +37,7 @@ impl Index {
                 match &trigger.spec {
                     TriggerSpec::Webhook { path } => index.webhook.entry(path.as_str().into()).or_default().push(r),
                     TriggerSpec::Mqtt { topic } => index.mqtt.insert(topic, r),
-                    TriggerSpec::Cron(schedule) => {
-                        index.cron.entry(schedule.expression.as_str().into()).or_default().push(r)
-                    }
+                    TriggerSpec::Cron(schedule) => index.cron.entry(schedule.expression().into()).or_default().push(r),
                     TriggerSpec::Peripheral { board, signal } => {
                         index.peripheral.entry(format!("{board}/{signal}").into()).or_default().push(r)
                     }
@@ -62,7 +60,7 @@ impl Index {
             TriggerType::Cron => {
                 let Some(refs) = self.cron.get(topic) else { return };
                 out.extend(refs.iter().copied().filter(|r| match (&event.timezone, trigger_spec(sops, *r)) {
-                    (Some(tz), TriggerSpec::Cron(s)) => s.timezone.name() == tz,
+                    (Some(tz), TriggerSpec::Cron(s)) => s.timezone().name() == tz,
                     _ => true,
                 }));
             }

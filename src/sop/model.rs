@@ -1,7 +1,7 @@
 //! The loaded, validated form of a SOP directory (DESIGN §2.2).
 //!
 //! Everything here has already passed validation: conditions are parsed,
-//! cron expressions compiled, topic filters and paths checked. Code that holds
+//! cron expressions checked, topic filters and paths checked. Code that holds
 //! a `Sop` never re-validates.
 
 use std::path::PathBuf;
@@ -10,6 +10,9 @@ use serde::Serialize;
 
 use super::condition::Condition;
 use crate::event::TriggerType;
+/// A cron trigger's checked expression and timezone; defined beside the
+/// parser, which is the only place that builds one.
+pub use crate::sources::cron::Schedule;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -79,15 +82,6 @@ pub struct Step {
     pub id: Option<String>,
 }
 
-/// A cron trigger's compiled schedule.
-#[derive(Clone, Debug)]
-pub struct Schedule {
-    /// The expression as written in SOP.toml (also the cron event's topic).
-    pub expression: String,
-    pub timezone: chrono_tz::Tz,
-    pub cron: croner::Cron,
-}
-
 #[derive(Clone, Debug)]
 pub enum TriggerSpec {
     /// `path` is exact: `/webhook` or a path under `/sop/`.
@@ -128,7 +122,7 @@ impl Trigger {
         let base = match &self.spec {
             TriggerSpec::Webhook { path } => format!("webhook {path}"),
             TriggerSpec::Mqtt { topic } => format!("mqtt {topic}"),
-            TriggerSpec::Cron(s) => format!("cron {} ({})", s.expression, s.timezone.name()),
+            TriggerSpec::Cron(s) => format!("cron {} ({})", s.expression(), s.timezone().name()),
             TriggerSpec::Peripheral { board, signal } => format!("peripheral {board}/{signal}"),
             TriggerSpec::Manual => "manual".to_string(),
         };

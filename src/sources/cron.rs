@@ -1,8 +1,16 @@
-//! Cron expressions for cron triggers: compiling an expression and its
+//! Cron expressions for cron triggers: checking an expression and its
 //! timezone into a [`Schedule`] once, at SOP load, so a bad expression or
 //! timezone rejects the SOP instead of silently never firing; and the window
 //! arithmetic the scheduler is built on (which fire points fall in a window,
 //! which comes next).
+//!
+//! A [`Schedule`] keeps only the expression and the zone. croner's compiled
+//! form ([`Compiled`]) is rebuilt for each scheduler look, because it holds a
+//! byte for every year up to 5000 (5 KB): kept per trigger (twice, in the SOP
+//! and in the scheduler's key) it was 100 MB at 10 000 cron SOPs, while
+//! compiling again costs about 12 µs per look. A `Schedule` is
+//! only ever built by [`parse_schedule`] after its expression compiled, so
+//! compiling it again cannot fail.
 //!
 //! Accepted forms (all through croner's default parser, which is POSIX/Vixie
 //! flavoured):
@@ -45,16 +53,53 @@ use std::str::FromStr;
 use chrono::{DateTime, LocalResult, TimeZone, Timelike, Utc};
 use croner::parser::CronParser;
 
-use crate::sop::Schedule;
+/// A cron trigger's checked schedule: an expression that compiles, and its
+/// timezone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    expression: String,
+    timezone: chrono_tz::Tz,
+}
 
-/// Compiles an expression in a timezone (`None` = UTC). The error says why.
+impl Schedule {
+    /// The expression as written in SOP.toml (also the cron event's topic).
+    pub fn expression(&self) -> &str {
+        &self.expression
+    }
+
+    pub fn timezone(&self) -> chrono_tz::Tz {
+        self.timezone
+    }
+
+    /// The same expression read in another timezone.
+    pub fn in_timezone(self, timezone: chrono_tz::Tz) -> Schedule {
+        Schedule { timezone, ..self }
+    }
+
+    /// croner's form of the expression, for searching fire points.
+    pub fn compile(&self) -> Compiled {
+        let cron = parse_expression(&self.expression)
+            .expect("a Schedule's expression compiled when parse_schedule built it, with the same parser");
+        Compiled { cron, timezone: self.timezone }
+    }
+}
+
+/// A schedule compiled for searching; built per look by [`Schedule::compile`]
+/// and dropped after it (see the module doc for why it is not kept).
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    cron: croner::Cron,
+    timezone: chrono_tz::Tz,
+}
+
+/// Checks an expression in a timezone (`None` = UTC). The error says why.
 pub fn parse_schedule(expression: &str, timezone: Option<&str>) -> Result<Schedule, String> {
     let timezone = match timezone {
         Some(name) => parse_timezone(name)?,
         None => chrono_tz::Tz::UTC,
     };
-    let cron = parse_expression(expression)?;
-    Ok(Schedule { expression: expression.to_string(), timezone, cron })
+    parse_expression(expression)?;
+    Ok(Schedule { expression: expression.to_string(), timezone })
 }
 
 /// An IANA zone name such as `Europe/Paris`. The error names the value.
@@ -107,7 +152,7 @@ pub fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
 
 /// The fire points in `(after, upto]`, or `None` when there are none
 /// (including when `upto <= after`: a clock that went back fires nothing).
-pub fn fires_in_window(schedule: &Schedule, after: DateTime<Utc>, upto: DateTime<Utc>) -> Option<FireWindow> {
+pub fn fires_in_window(schedule: &Compiled, after: DateTime<Utc>, upto: DateTime<Utc>) -> Option<FireWindow> {
     let (after, upto) = (whole_second(after), whole_second(upto));
     if upto <= after {
         return None;
@@ -121,7 +166,7 @@ pub fn fires_in_window(schedule: &Schedule, after: DateTime<Utc>, upto: DateTime
 
 /// The first fire point strictly after `after`, if the schedule has one
 /// (a 7-field expression whose years are past has none).
-pub fn next_fire_after(schedule: &Schedule, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub fn next_fire_after(schedule: &Compiled, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let mut cursor = whole_second(after).with_timezone(&schedule.timezone);
     for _ in 0..REJECTED_CANDIDATES_LIMIT {
         let candidate = schedule.cron.find_next_occurrence(&cursor, false).ok()?;
@@ -136,7 +181,7 @@ pub fn next_fire_after(schedule: &Schedule, after: DateTime<Utc>) -> Option<Date
 }
 
 /// The last fire point at or before `upto`.
-pub fn last_fire_at_or_before(schedule: &Schedule, upto: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub fn last_fire_at_or_before(schedule: &Compiled, upto: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let mut cursor = whole_second(upto).with_timezone(&schedule.timezone);
     let mut inclusive = true;
     for _ in 0..REJECTED_CANDIDATES_LIMIT {
@@ -152,7 +197,7 @@ pub fn last_fire_at_or_before(schedule: &Schedule, upto: DateTime<Utc>) -> Optio
 
 /// Counts the fire points in `[first, last]` (both fire points), stopping at
 /// [`FIRE_COUNT_CAP`].
-fn count_fires(schedule: &Schedule, first: DateTime<Utc>, last: DateTime<Utc>) -> (u64, bool) {
+fn count_fires(schedule: &Compiled, first: DateTime<Utc>, last: DateTime<Utc>) -> (u64, bool) {
     let mut count = 1;
     let mut cursor = first;
     while cursor < last {
@@ -176,7 +221,7 @@ fn count_fires(schedule: &Schedule, first: DateTime<Utc>, last: DateTime<Utc>) -
 /// match the expression (croner moves fixed-time jobs out of a DST gap) and
 /// it must be the first occurrence of that wall clock time (not the replay
 /// after a fall-back).
-fn is_fire_point(schedule: &Schedule, candidate: &DateTime<chrono_tz::Tz>) -> bool {
+fn is_fire_point(schedule: &Compiled, candidate: &DateTime<chrono_tz::Tz>) -> bool {
     let wall_clock_matches = schedule.cron.is_time_matching(candidate).unwrap_or(false);
     let first_occurrence = match schedule.timezone.from_local_datetime(&candidate.naive_local()) {
         LocalResult::Ambiguous(earlier, _) => earlier == *candidate,
@@ -197,9 +242,9 @@ mod tests {
     }
 
     fn next_after(expression: &str, tz: Option<&str>, after: DateTime<Utc>) -> DateTime<Utc> {
-        let schedule = parse_schedule(expression, tz).unwrap();
-        let local = after.with_timezone(&schedule.timezone);
-        schedule.cron.find_next_occurrence(&local, false).unwrap().with_timezone(&Utc)
+        let compiled = parse_schedule(expression, tz).unwrap().compile();
+        let local = after.with_timezone(&compiled.timezone);
+        compiled.cron.find_next_occurrence(&local, false).unwrap().with_timezone(&Utc)
     }
 
     #[test]
@@ -266,13 +311,14 @@ mod tests {
         let next = next_after("0 0 8 * * *", Some("Europe/Paris"), monday());
         assert_eq!(next, Utc.with_ymd_and_hms(2024, 1, 1, 7, 0, 0).unwrap());
         let schedule = parse_schedule("0 8 * * *", Some("Europe/Paris")).unwrap();
-        assert_eq!(schedule.timezone, chrono_tz::Europe::Paris);
-        assert_eq!(schedule.expression, "0 8 * * *");
+        assert_eq!(schedule.timezone(), chrono_tz::Europe::Paris);
+        assert_eq!(schedule.expression(), "0 8 * * *");
+        assert_eq!(parse_schedule("0 8 * * *", None).unwrap().in_timezone(chrono_tz::Europe::Paris), schedule);
     }
 
     #[test]
     fn missing_timezone_is_utc() {
-        assert_eq!(parse_schedule("* * * * *", None).unwrap().timezone, chrono_tz::UTC);
+        assert_eq!(parse_schedule("* * * * *", None).unwrap().timezone(), chrono_tz::UTC);
     }
 
     #[test]
@@ -300,6 +346,32 @@ mod tests {
         let err = parse_schedule("* * * * *", Some("Mars/Olympus")).unwrap_err();
         assert!(err.contains("Mars/Olympus"), "{err}");
         assert!(parse_schedule("* * * * *", Some("")).is_err());
+    }
+
+    #[test]
+    fn every_accepted_form_compiles_again_the_same() {
+        // `Schedule::compile` relies on this: what `parse_schedule` accepted
+        // compiles again, to the same schedule croner parsed the first time.
+        let parser = CronParser::builder().build();
+        let after = utc(2024, 1, 1, 0, 0, 0);
+        for (expression, tz) in [
+            ("*/15 * * * *", None),
+            ("0 30 2 * * *", Some("Europe/Paris")),
+            ("0 0 0 1 1 * 2025-2026", None),
+            ("0 0 L * *", None),
+            ("0 0 15W * *", Some("America/New_York")),
+            ("0 0 * * 5#2", None),
+            ("0 0 * * 5L", None),
+            ("0 0 9 * JAN-MAR MON-FRI", Some("Asia/Tokyo")),
+            ("@daily", None),
+            ("@hourly", Some("Europe/Paris")),
+        ] {
+            let schedule = parse_schedule(expression, tz).unwrap();
+            let compiled = schedule.compile();
+            assert_eq!(compiled.cron, parser.parse(expression).unwrap(), "{expression}");
+            assert_eq!(compiled.timezone, schedule.timezone(), "{expression}");
+            assert!(next_fire_after(&compiled, after).is_some(), "{expression}");
+        }
     }
 
     fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
@@ -489,7 +561,7 @@ mod tests {
             ),
         ];
         for (name, expression, tz, after, upto, expected) in cases {
-            let schedule = parse_schedule(expression, tz).unwrap();
+            let schedule = parse_schedule(expression, tz).unwrap().compile();
             let got = fires_in_window(&schedule, after, upto);
             let got = got.map(|w| {
                 assert!(w.count_is_exact, "{name}: count should be exact");
@@ -501,7 +573,7 @@ mod tests {
 
     #[test]
     fn window_ends_are_cut_to_whole_seconds() {
-        let schedule = parse_schedule("* * * * * *", None).unwrap();
+        let schedule = parse_schedule("* * * * * *", None).unwrap().compile();
         let after = utc(2024, 1, 1, 0, 0, 0) + chrono::Duration::milliseconds(500);
         let upto = utc(2024, 1, 1, 0, 0, 3) + chrono::Duration::milliseconds(999);
         let window = fires_in_window(&schedule, after, upto).unwrap();
@@ -516,7 +588,7 @@ mod tests {
 
     #[test]
     fn a_long_window_is_counted_up_to_the_cap_and_says_so() {
-        let schedule = parse_schedule("* * * * * *", None).unwrap();
+        let schedule = parse_schedule("* * * * * *", None).unwrap().compile();
         let (after, upto) = (utc(2024, 1, 1, 0, 0, 0), utc(2024, 1, 8, 0, 0, 0));
         let window = fires_in_window(&schedule, after, upto).unwrap();
         assert_eq!(window.count, FIRE_COUNT_CAP);
@@ -549,19 +621,19 @@ mod tests {
             ("0 0 0 1 1 * 2026", None, utc(2024, 1, 1, 0, 0, 0), Some(utc(2026, 1, 1, 0, 0, 0))),
         ];
         for (expression, tz, after, expected) in cases {
-            let schedule = parse_schedule(expression, tz).unwrap();
+            let schedule = parse_schedule(expression, tz).unwrap().compile();
             assert_eq!(next_fire_after(&schedule, after), expected, "{expression} after {after}");
         }
     }
 
     #[test]
     fn last_fire_point_at_or_before_an_instant() {
-        let paris = parse_schedule("0 30 2 * * *", Some("Europe/Paris")).unwrap();
+        let paris = parse_schedule("0 30 2 * * *", Some("Europe/Paris")).unwrap().compile();
         // Searching back over the spring-forward day lands on the day before.
         assert_eq!(last_fire_at_or_before(&paris, utc(2024, 3, 31, 12, 0, 0)), Some(utc(2024, 3, 30, 1, 30, 0)));
         // Searching back over the fall-back day finds the first 02:30 only.
         assert_eq!(last_fire_at_or_before(&paris, utc(2024, 10, 27, 12, 0, 0)), Some(utc(2024, 10, 27, 0, 30, 0)));
-        let daily = parse_schedule("0 0 8 * * *", None).unwrap();
+        let daily = parse_schedule("0 0 8 * * *", None).unwrap().compile();
         assert_eq!(last_fire_at_or_before(&daily, utc(2024, 1, 1, 8, 0, 0)), Some(utc(2024, 1, 1, 8, 0, 0)));
     }
 }

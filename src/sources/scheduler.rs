@@ -65,7 +65,7 @@ pub struct CronKey {
 
 /// The store key of a schedule.
 pub fn key_of(schedule: &Schedule) -> String {
-    format!("{}|{}", schedule.timezone.name(), schedule.expression)
+    format!("{}|{}", schedule.timezone().name(), schedule.expression())
 }
 
 /// Every cron key of a catalog, in key order.
@@ -105,6 +105,10 @@ pub struct Plan {
     pub check_to: DateTime<Utc>,
     /// Whether `check_to` is written (false: nothing happened, nothing changes).
     pub persist: bool,
+    /// The first fire point after `check_to`: when the key next needs a look
+    /// once the plan is committed. Found with the same compiled schedule as
+    /// the plan, so a look compiles its expression once.
+    pub next_fire: Option<DateTime<Utc>>,
 }
 
 /// The start-up look at a key whose stored `last_check` is `stored`.
@@ -114,9 +118,16 @@ pub fn plan_start(
     now: DateTime<Utc>,
     catchup: chrono::TimeDelta,
 ) -> Plan {
+    let schedule = schedule.compile();
     let now = whole_second(now);
     let Some(last_check) = stored else {
-        return Plan { fire: None, missed: None, check_to: now, persist: true };
+        return Plan {
+            fire: None,
+            missed: None,
+            check_to: now,
+            persist: true,
+            next_fire: next_fire_after(&schedule, now),
+        };
     };
     // Points strictly before `cutoff` are missed: the older part ends one
     // second before it, the catch-up part starts there. No cutoff (a window
@@ -125,33 +136,36 @@ pub fn plan_start(
         .checked_sub_signed(catchup)
         .and_then(|cutoff| Some((cutoff, cutoff.checked_sub_signed(chrono::TimeDelta::seconds(1))?.min(now))));
     let missed = older_end.and_then(|(cutoff, end)| {
-        fires_in_window(schedule, last_check, end).map(|points| Missed { points, before: cutoff })
+        fires_in_window(&schedule, last_check, end).map(|points| Missed { points, before: cutoff })
     });
     let fire_after = older_end.map_or(last_check, |(_, end)| last_check.max(end));
-    let fire = fires_in_window(schedule, fire_after, now);
-    Plan { fire, missed, check_to: last_check.max(now), persist: true }
+    let fire = fires_in_window(&schedule, fire_after, now);
+    let check_to = last_check.max(now);
+    Plan { fire, missed, check_to, persist: true, next_fire: next_fire_after(&schedule, check_to) }
 }
 
 /// A running look at a key: the plain window rule over `(last_check, now]`.
 pub fn plan_tick(schedule: &Schedule, last_check: DateTime<Utc>, now: DateTime<Utc>) -> Plan {
-    match fires_in_window(schedule, last_check, now) {
-        Some(fire) => Plan { fire: Some(fire), missed: None, check_to: whole_second(now), persist: true },
-        None => Plan { fire: None, missed: None, check_to: last_check, persist: false },
-    }
+    let schedule = schedule.compile();
+    let (fire, check_to, persist) = match fires_in_window(&schedule, last_check, now) {
+        Some(fire) => (Some(fire), whole_second(now), true),
+        None => (None, last_check, false),
+    };
+    Plan { fire, missed: None, check_to, persist, next_fire: next_fire_after(&schedule, check_to) }
 }
 
 impl Plan {
     /// The one cron event of this plan, if it fires.
     pub fn event(&self, key: &CronKey, now: DateTime<Utc>) -> Option<Event> {
         let fire = self.fire?;
-        let timezone = key.schedule.timezone.name();
+        let timezone = key.schedule.timezone().name();
         let payload = json!({
             "scheduled_at": rfc3339(fire.last),
-            "expression": key.schedule.expression,
+            "expression": key.schedule.expression(),
             "timezone": timezone,
             "fires_in_window": fire.count,
         });
-        let mut event = Event::new(Source::Cron, key.schedule.expression.clone(), Payload::Json(payload), now);
+        let mut event = Event::new(Source::Cron, key.schedule.expression().to_string(), Payload::Json(payload), now);
         event.timezone = Some(timezone.to_string());
         event.client = Some("cron".to_string());
         Some(event)
@@ -179,8 +193,8 @@ impl Plan {
 fn missed_detail(key: &CronKey, missed: &Missed) -> Value {
     json!({
         "key": key.key,
-        "expression": key.schedule.expression,
-        "timezone": key.schedule.timezone.name(),
+        "expression": key.schedule.expression(),
+        "timezone": key.schedule.timezone().name(),
         "sops": key.sops,
         "missed": missed.points.count,
         "count_is_exact": missed.points.count_is_exact,
@@ -254,11 +268,16 @@ impl KeyState {
         }
     }
 
-    /// Records a committed plan. `last_check` never moves back.
+    /// Records a committed plan. `last_check` never moves back; when it
+    /// stays (a plan behind it), so does the fire point after it.
     pub fn committed(&mut self, plan: &Plan) {
-        let last_check = self.last_check.map_or(plan.check_to, |old| old.max(plan.check_to));
-        self.last_check = Some(last_check);
-        self.next_fire = next_fire_after(&self.key.schedule, last_check);
+        match self.last_check {
+            Some(old) if old > plan.check_to => {}
+            _ => {
+                self.last_check = Some(plan.check_to);
+                self.next_fire = plan.next_fire;
+            }
+        }
         self.retry = None;
     }
 
@@ -696,6 +715,27 @@ mod tests {
     }
 
     #[test]
+    fn a_plan_carries_the_fire_point_after_it() {
+        let k = key("0 0 8 * * *", None);
+        let now = utc(2024, 1, 1, 9, 0, 0) + ms(300);
+        let tomorrow = Some(utc(2024, 1, 2, 8, 0, 0));
+        assert_eq!(plan_start(&k.schedule, None, now, secs(3600)).next_fire, tomorrow, "first start");
+        let caught_up = plan_start(&k.schedule, Some(utc(2024, 1, 1, 7, 0, 0)), now, secs(7200));
+        assert_eq!((caught_up.fire.map(|f| f.last), caught_up.next_fire), (Some(utc(2024, 1, 1, 8, 0, 0)), tomorrow));
+        let nothing = plan_tick(&k.schedule, utc(2024, 1, 1, 9, 0, 0), now);
+        assert_eq!((nothing.persist, nothing.next_fire), (false, tomorrow));
+        let fired = plan_tick(&k.schedule, utc(2024, 1, 2, 7, 0, 0), utc(2024, 1, 2, 8, 0, 0) + ms(5));
+        assert_eq!(fired.next_fire, Some(utc(2024, 1, 3, 8, 0, 0)));
+        // A plan behind the key's last check (planned before a later commit)
+        // moves neither the check nor the wake-up.
+        let mut state = KeyState::new(k.clone());
+        state.committed(&fired);
+        state.committed(&nothing);
+        assert_eq!(state.last_check(), Some(utc(2024, 1, 2, 8, 0, 0)));
+        assert_eq!(state.wake_at(now), Some(utc(2024, 1, 3, 8, 0, 0)));
+    }
+
+    #[test]
     fn a_clock_that_goes_back_fires_nothing_until_it_passes_last_check() {
         let mut state = KeyState::new(key("* * * * * *", None));
         let t0 = utc(2024, 1, 1, 12, 0, 0);
@@ -827,7 +867,7 @@ mod tests {
         stays.committed(&stays.plan(None, now, secs(3600)));
         let gone = KeyState::new(key("0 0 9 * * *", None));
         let states = rekey(vec![stays, gone], vec![key("0 0 8 * * *", None), key("*/5 * * * * *", None)]);
-        let names: Vec<&str> = states.iter().map(|s| s.key.schedule.expression.as_str()).collect();
+        let names: Vec<&str> = states.iter().map(|s| s.key.schedule.expression()).collect();
         assert_eq!(names, ["0 0 8 * * *", "*/5 * * * * *"]);
         assert_eq!(states[0].last_check(), Some(now), "an existing key goes on from its last check");
         assert_eq!(states[1].last_check(), None, "a new key starts like at start-up");
