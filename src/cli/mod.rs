@@ -173,18 +173,12 @@ impl<E: std::error::Error> From<E> for Failure {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, Command::Daemon) { "info" } else { "warn" };
-    // Log lines are written by a thread of their own, so a request that
-    // logs does not wait for stderr. Never lossy: when the queue is full the
-    // logging thread blocks instead of dropping lines. `_log_writer` flushes
-    // what is queued when `main` returns.
-    let (log_writer, _log_writer) =
-        tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
-        .with_writer(log_writer)
+        .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
