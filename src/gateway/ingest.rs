@@ -170,15 +170,18 @@ async fn ingest(
         }
     }
     let idempotency_key = event.idempotency.as_ref().map(|k| k.key.clone());
-    let report = state.dispatcher.dispatch(event.clone()).await.map_err(|e| {
+    // Only `/webhook` hands an event nothing matched to the Agent; the other
+    // routes need no copy of it after the dispatch.
+    let for_agent = (source == Source::Webhook).then(|| event.clone());
+    let report = state.dispatcher.dispatch(event).await.map_err(|e| {
         tracing::error!(error = %e, path, "dispatch failed; request not acknowledged");
         ApiError::store_unavailable()
     })?;
     match report {
-        DispatchReport::Accepted { outcomes, .. } if outcomes.is_empty() => match source {
-            Source::Webhook => route_to_agent(state, &event).await,
-            Source::Peripheral => Ok(Json(accepted(&[], source, path, &event.id)).into_response()),
-            _ => Err(ApiError::new(StatusCode::NOT_FOUND, "no_matching_sop").with("path", path)),
+        DispatchReport::Accepted { outcomes, event_id } if outcomes.is_empty() => match for_agent {
+            Some(event) => route_to_agent(state, &event).await,
+            None if source == Source::Peripheral => Ok(Json(accepted(&[], source, path, &event_id)).into_response()),
+            None => Err(ApiError::new(StatusCode::NOT_FOUND, "no_matching_sop").with("path", path)),
         },
         DispatchReport::Accepted { event_id, outcomes } => {
             Ok(Json(accepted(&outcomes, source, path, &event_id)).into_response())
