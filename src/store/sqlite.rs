@@ -9,6 +9,7 @@
 //! processes (the `fanin` CLI) may open the same file while the daemon runs;
 //! SQLite's locking and a busy timeout serialise their writers with ours.
 
+mod checkpoint;
 mod codec;
 mod reads;
 mod schema;
@@ -29,6 +30,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::*;
+use checkpoint::Checkpointer;
 use reads::Readers;
 use writer::{Counters, EncodedBatch, Job, Message, Op, Outcome, Writer};
 
@@ -55,6 +57,7 @@ pub struct SqliteStore {
     /// `None` only while dropping: closing the channel stops the writer.
     queue: Option<mpsc::Sender<Message>>,
     writer: Option<JoinHandle<()>>,
+    checkpointer: Option<Checkpointer>,
     counters: Arc<Counters>,
     readers: Arc<Readers>,
 }
@@ -68,8 +71,9 @@ impl SqliteStore {
 
     fn open_with(path: &Path, busy_timeout: Duration) -> Result<SqliteStore, StoreError> {
         create_parent_dir(path)?;
-        let conn = schema::open_writer(path, busy_timeout)?;
+        let mut conn = schema::open_writer(path, busy_timeout)?;
         schema::migrate(&conn, path)?;
+        let checkpointer = Checkpointer::start(path, busy_timeout, &mut conn)?;
         let counters = Arc::new(Counters::default());
         let (queue, inbox) = mpsc::channel(WRITER_QUEUE);
         let writer = Writer::new(conn, path.to_path_buf(), Arc::clone(&counters));
@@ -81,6 +85,7 @@ impl SqliteStore {
             path: path.to_path_buf(),
             queue: Some(queue),
             writer: Some(thread),
+            checkpointer: Some(checkpointer),
             counters,
             readers: Arc::new(Readers::new(path.to_path_buf(), busy_timeout)),
         })
@@ -130,6 +135,11 @@ impl Drop for SqliteStore {
             if thread.join().is_err() {
                 tracing::error!(store = %self.path.display(), "store writer thread panicked");
             }
+        }
+        // The writer's connection is closed now, and with it what signals
+        // the checkpoint thread: it stops.
+        if let Some(checkpointer) = self.checkpointer.take() {
+            checkpointer.join(&self.path);
         }
     }
 }

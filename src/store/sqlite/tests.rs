@@ -658,3 +658,64 @@ async fn opened_through_the_store_url() {
     assert!(store.get_run("r").await.unwrap().is_some());
     assert!(dir.path().join("data/fanin.db").exists());
 }
+
+/// Commits `n` runs of 16 KiB of payload each (about ten log pages a run).
+async fn commit_large_runs(store: &SqliteStore, n: i64) {
+    for i in 0..n {
+        let mut r = run(&format!("r{i}"), "s", RunStatus::Running, t(i));
+        r.payload = json!({"blob": "x".repeat(16 * 1024)});
+        store.commit(start(r)).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_log_is_copied_back_into_the_database_file() {
+    use super::checkpoint::CHECKPOINT_PAGES;
+    let (dir, store) = open_temp();
+    let path = db_path(&dir);
+    let db_pages = || std::fs::metadata(&path).expect("database file").len() / 4096;
+    let before = db_pages();
+    commit_large_runs(&store, 300).await;
+    // The checkpoint thread copies beside the commits: wait for it, without
+    // asserting on how long it takes.
+    let mut waited = 0;
+    while db_pages() < before + CHECKPOINT_PAGES as u64 && waited < 600 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    assert!(
+        db_pages() >= before + CHECKPOINT_PAGES as u64,
+        "the database file holds {} pages, {before} before the writes: the log was not copied back",
+        db_pages()
+    );
+    assert_eq!(store.list_runs(&all_runs()).await.unwrap().len(), 300);
+}
+
+#[tokio::test]
+async fn the_log_starts_over_under_steady_writes() {
+    use super::checkpoint::{CHECKPOINT_PAGES, FINISH_PAGES};
+    let (dir, store) = open_temp();
+    let wal = db_path(&dir).with_extension("db-wal");
+    // About 30 000 pages of log from 32 committers at once, so that the
+    // writer is seldom idle: many times the bound.
+    let store = Arc::new(store);
+    let mut committers = Vec::new();
+    for c in 0..32 {
+        let store = Arc::clone(&store);
+        committers.push(tokio::spawn(async move {
+            for i in 0..94 {
+                let mut r = run(&format!("r{c}-{i}"), "s", RunStatus::Running, t(i));
+                r.payload = json!({"blob": "x".repeat(16 * 1024)});
+                store.commit(start(r)).await.unwrap();
+            }
+        }));
+    }
+    for committer in committers {
+        committer.await.unwrap();
+    }
+    let frames = std::fs::metadata(&wal).expect("log file").len() / (4096 + 24);
+    // About FINISH_PAGES here; a log that never starts over holds ~20 000.
+    let bound = (FINISH_PAGES + 2 * CHECKPOINT_PAGES) as u64;
+    assert!(frames <= bound, "the log holds {frames} frames, more than {bound}: it never started over");
+    assert_eq!(store.list_runs(&all_runs()).await.unwrap().len(), 32 * 94);
+}
