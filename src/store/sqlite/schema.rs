@@ -160,10 +160,11 @@ pub(super) fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connect
     }
     conn.pragma_update(None, "synchronous", "FULL").map_err(|e| fail("set synchronous = FULL", e))?;
     conn.pragma_update(None, "foreign_keys", "OFF").map_err(|e| fail("set foreign_keys", e))?;
-    // Every request of a group commit runs in its own SAVEPOINT, whose undo
-    // pages (the statement journal) would otherwise spill to a temporary
-    // file past 64 KiB: two write(2) calls per page touched, per request.
-    // Kept in memory, they are a copy. Durability is the WAL's, unchanged.
+    // A group commit redone with a SAVEPOINT per request (one of them was
+    // refused) keeps each savepoint's undo pages in a statement journal,
+    // which would otherwise spill to a temporary file past 64 KiB: two
+    // write(2) calls per page touched, per request. Kept in memory, they are
+    // a copy. Durability is the WAL's, unchanged.
     conn.pragma_update(None, "temp_store", "MEMORY").map_err(|e| fail("set temp_store = MEMORY", e))?;
     Ok(conn)
 }
