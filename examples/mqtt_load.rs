@@ -8,7 +8,9 @@
 //! - `count URL FILTER EXPECT IDLE_SECS`: a bare subscriber (QoS 1, clean
 //!   session, automatic acks) that only counts messages; prints `ready` once
 //!   subscribed, then, when EXPECT arrived or nothing came for IDLE_SECS,
-//!   `received=… seconds=… rate=…` (seconds from the first to the last).
+//!   `received=… seconds=… rate=…` (seconds from the first to the last). It
+//!   speaks MQTT 5 and announces the Receive Maximum fanin announces, so
+//!   both take the same window of unacknowledged messages from the broker.
 //!
 //! Pacing: the publisher keeps `sent = RATE × elapsed`, publishing in bursts
 //! and sleeping a millisecond when ahead, so the offered rate is fixed
@@ -19,6 +21,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+
+/// fanin's Receive Maximum (`sources::mqtt::protocol::RECEIVE_MAXIMUM`).
+const RECEIVE_MAXIMUM: u16 = 1024;
 
 const USAGE: &str = "usage: mqtt_load publish URL PREFIX COUNT RATE | count URL FILTER EXPECT IDLE_SECS";
 
@@ -45,15 +50,18 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Options for `mqtt://host:port` with a client id unique to this process.
-fn options(url: &str, role: &str) -> Result<MqttOptions, String> {
+/// Host, port and a client id unique to this process, for `mqtt://host:port`.
+fn endpoint(url: &str, role: &str) -> Result<(String, String, u16), String> {
     let url = url::Url::parse(url).map_err(|e| format!("{url:?}: {e}"))?;
     if url.scheme() != "mqtt" {
         return Err(format!("{url}: only mqtt:// (plaintext) is supported here"));
     }
     let host = url.host_str().ok_or_else(|| format!("{url}: no host"))?.to_string();
-    let port = url.port().unwrap_or(1883);
-    let id = format!("fanin-bench-{role}-{}", std::process::id());
+    Ok((format!("fanin-bench-{role}-{}", std::process::id()), host, url.port().unwrap_or(1883)))
+}
+
+fn options(url: &str, role: &str) -> Result<MqttOptions, String> {
+    let (id, host, port) = endpoint(url, role)?;
     let mut options = MqttOptions::new(id, host, port);
     options.set_keep_alive(Duration::from_secs(30)).set_clean_session(true).set_inflight(1000);
     Ok(options)
@@ -113,8 +121,16 @@ async fn publish(url: &str, prefix: &str, count: u64, rate: u64) -> Result<(), S
 }
 
 async fn count(url: &str, filter: &str, expect: u64, idle: Duration) -> Result<(), String> {
-    let (client, mut events) = AsyncClient::new(options(url, "sub")?, 100);
-    connected(&mut events).await?;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{mqttbytes::QoS, Event};
+    let (id, host, port) = endpoint(url, "sub")?;
+    let mut options = rumqttc::v5::MqttOptions::new(id, host, port);
+    options
+        .set_keep_alive(Duration::from_secs(30))
+        .set_clean_start(true)
+        .set_receive_maximum(Some(RECEIVE_MAXIMUM))
+        .set_max_packet_size(Some(1 << 20));
+    let (client, mut events) = rumqttc::v5::AsyncClient::new(options, 100);
     client.subscribe(filter, QoS::AtLeastOnce).await.map_err(|e| e.to_string())?;
     loop {
         if let Event::Incoming(Packet::SubAck(_)) = events.poll().await.map_err(|e| format!("broker: {e}"))? {

@@ -100,6 +100,20 @@ pub struct MqttConfig {
     pub keep_alive_secs: u64,
     #[serde(default)]
     pub clean_session: bool,
+    #[serde(default)]
+    pub protocol: MqttProtocol,
+}
+
+/// The MQTT version the listener speaks (`protocol = "5"` or `"3.1.1"`).
+/// 5 is the default because only it lets fanin tell the broker how many
+/// unacknowledged messages it takes (see `sources::mqtt::protocol`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub enum MqttProtocol {
+    #[serde(rename = "3.1.1")]
+    V311,
+    #[default]
+    #[serde(rename = "5")]
+    V5,
 }
 
 fn default_qos() -> u8 {
@@ -575,6 +589,7 @@ mod tests {
         assert_eq!(mqtt.qos, 1);
         assert_eq!(mqtt.keep_alive_secs, 30);
         assert!(!mqtt.clean_session);
+        assert_eq!(mqtt.protocol, MqttProtocol::V5);
         assert_eq!(mqtt.use_tls, None);
         let endpoint = mqtt.endpoint().unwrap();
         assert_eq!(endpoint, MqttEndpoint { host: "broker.local".into(), port: 1883, tls: false });
@@ -602,6 +617,7 @@ mod tests {
                 client_key_file: String::new(),
                 keep_alive_secs: 30,
                 clean_session: false,
+                protocol: MqttProtocol::V5,
             };
             let e = mqtt.endpoint().unwrap();
             assert_eq!((e.host.as_str(), e.port, e.tls), (host, port, tls), "{url}");
@@ -617,6 +633,7 @@ mod tests {
             ("broker_url = \"mqtt://b\"\nuse_tls = true\n", "channels_config.mqtt.use_tls", "use an mqtts:// URL"),
             ("broker_url = \"mqtt://b\"\nqos = 3\n", "channels_config.mqtt.qos", "0, 1 or 2"),
             ("broker_url = \"mqtt://b\"\nkeep_alive_secs = 0\n", "channels_config.mqtt.keep_alive_secs", "between 1"),
+            ("broker_url = \"mqtt://b\"\nprotocol = \"4\"\n", "channels_config.mqtt.protocol", "`3.1.1` or `5`"),
             (
                 "broker_url = \"mqtts://b\"\nclient_cert_file = \"c.pem\"\n",
                 "channels_config.mqtt.client_key_file",

@@ -38,22 +38,42 @@ impl Broker {
     }
 }
 
-/// The broker for plaintext tests.
-fn broker() -> Broker {
+/// The MQTT versions fanin speaks, as `protocol` is set in its config.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Protocol {
+    V5,
+    V311,
+}
+
+impl Protocol {
+    /// The line of fanin's MQTT block that selects it.
+    fn config_line(self) -> &'static str {
+        match self {
+            Protocol::V5 => "protocol = \"5\"",
+            Protocol::V311 => "protocol = \"3.1.1\"",
+        }
+    }
+}
+
+/// The broker for plaintext tests in `protocol`.
+fn broker(protocol: Protocol) -> Broker {
     match std::env::var("FANIN_TEST_MQTT_URL") {
         Ok(url) if !url.trim().is_empty() => {
             let url = url::Url::parse(url.trim()).expect("FANIN_TEST_MQTT_URL is a URL");
             assert_eq!(url.scheme(), "mqtt", "FANIN_TEST_MQTT_URL must be a plaintext mqtt:// URL");
             Broker { host: url.host_str().expect("a host").to_string(), port: url.port().unwrap_or(1883) }
         }
-        _ => embedded().plain.clone(),
+        _ => embedded().plain(protocol),
     }
 }
 
-/// rumqttd in this process, with a plaintext and a mutual-TLS listener.
+/// rumqttd in this process, with a plaintext and a mutual-TLS listener for
+/// each version: rumqttd serves one version per listener.
 struct Embedded {
-    plain: Broker,
-    tls_port: u16,
+    plain_5: u16,
+    plain_311: u16,
+    tls_5: u16,
+    tls_311: u16,
     /// `ca.pem`, `client.pem`, `client.key` (the server's files too).
     certs: PathBuf,
 }
@@ -63,45 +83,45 @@ fn embedded() -> &'static Embedded {
     BROKER.get_or_init(|| {
         let certs = tempfile::tempdir().expect("tempdir").keep();
         write_certificates(&certs);
-        let (plain_port, tls_port) = (free_port(), free_port());
-        let file = |name: &str| certs.join(name).display().to_string();
-        let config = format!(
-            r#"
-id = 0
-[router]
-max_connections = 1000
-max_outgoing_packet_count = 200
-max_segment_size = 104857600
-max_segment_count = 10
-
-[v4.1]
-name = "plain"
-listen = "127.0.0.1:{plain_port}"
+        let broker =
+            Embedded { plain_5: free_port(), plain_311: free_port(), tls_5: free_port(), tls_311: free_port(), certs };
+        let file = |name: &str| broker.certs.join(name).display().to_string();
+        let listener = |version: &str, name: &str, port: u16, tls: bool| {
+            let tls = if tls {
+                format!(
+                    "[{version}.{name}.tls]\ncapath = \"{}\"\ncertpath = \"{}\"\nkeypath = \"{}\"\n",
+                    file("ca.pem"),
+                    file("server.pem"),
+                    file("server.key")
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                r#"
+[{version}.{name}]
+name = "{version}-{name}"
+listen = "127.0.0.1:{port}"
 next_connection_delay_ms = 1
-[v4.1.connections]
+{tls}
+[{version}.{name}.connections]
 connection_timeout_ms = 60000
 max_payload_size = 8388608
 max_inflight_count = 100
 dynamic_filters = true
-
-[v4.2]
-name = "tls"
-listen = "127.0.0.1:{tls_port}"
-next_connection_delay_ms = 1
-[v4.2.tls]
-capath = "{ca}"
-certpath = "{cert}"
-keypath = "{key}"
-[v4.2.connections]
-connection_timeout_ms = 60000
-max_payload_size = 8388608
-max_inflight_count = 100
-dynamic_filters = true
-"#,
-            ca = file("ca.pem"),
-            cert = file("server.pem"),
-            key = file("server.key"),
-        );
+"#
+            )
+        };
+        let config = [
+            "id = 0\n[router]\nmax_connections = 1000\nmax_outgoing_packet_count = 200\n\
+             max_segment_size = 104857600\nmax_segment_count = 10\n"
+                .to_string(),
+            listener("v5", "plain", broker.plain_5, false),
+            listener("v4", "plain", broker.plain_311, false),
+            listener("v5", "tls", broker.tls_5, true),
+            listener("v4", "tls", broker.tls_311, true),
+        ]
+        .concat();
         let config: rumqttd::Config = toml::from_str(&config).expect("rumqttd config");
         std::thread::spawn(move || {
             let mut broker = rumqttd::Broker::new(config);
@@ -109,11 +129,28 @@ dynamic_filters = true
                 panic!("embedded broker: {e}");
             }
         });
-        for port in [plain_port, tls_port] {
+        for port in [broker.plain_5, broker.plain_311, broker.tls_5, broker.tls_311] {
             wait_connectable(port);
         }
-        Embedded { plain: Broker { host: "127.0.0.1".into(), port: plain_port }, tls_port, certs }
+        broker
     })
+}
+
+impl Embedded {
+    fn plain(&self, protocol: Protocol) -> Broker {
+        let port = match protocol {
+            Protocol::V5 => self.plain_5,
+            Protocol::V311 => self.plain_311,
+        };
+        Broker { host: "127.0.0.1".into(), port }
+    }
+
+    fn tls_port(&self, protocol: Protocol) -> u16 {
+        match protocol {
+            Protocol::V5 => self.tls_5,
+            Protocol::V311 => self.tls_311,
+        }
+    }
 }
 
 /// A test CA, a server certificate for localhost and 127.0.0.1, and a
@@ -162,7 +199,8 @@ fn unique(label: &str) -> String {
 }
 
 /// Publishes each `(topic, payload)` at `qos` and returns once the broker
-/// acknowledged them all (QoS 1) or they were written (QoS 0).
+/// acknowledged them all (QoS 1) or they were written (QoS 0). The test
+/// publisher speaks 3.1.1, so `broker` must serve it.
 async fn publish(broker: &Broker, qos: QoS, messages: &[(String, Vec<u8>)]) {
     let mut options = MqttOptions::new(unique("fanin-test-pub"), broker.host.clone(), broker.port);
     options.set_max_packet_size(8 << 20, 8 << 20);
@@ -268,10 +306,20 @@ fn sorted(mut values: Vec<Value>) -> Vec<Value> {
 // ------------------------------------------------------------------ tests --
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn messages_that_match_and_meet_the_condition_start_runs() {
-    let broker = broker();
+async fn messages_that_match_and_meet_the_condition_start_runs_in_mqtt_5() {
+    messages_that_match_and_meet_the_condition_start_runs(Protocol::V5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_that_match_and_meet_the_condition_start_runs_in_mqtt_3_1_1() {
+    messages_that_match_and_meet_the_condition_start_runs(Protocol::V311).await;
+}
+
+async fn messages_that_match_and_meet_the_condition_start_runs(protocol: Protocol) {
+    let (broker, publisher) = (broker(protocol), broker(Protocol::V311));
     let prefix = unique("fanin-test/match");
-    let setup = Setup::new("", &mqtt_block(&broker.url(), &unique("fanin-match"), &[&format!("{prefix}/#")], ""))
+    let block = mqtt_block(&broker.url(), &unique("fanin-match"), &[&format!("{prefix}/#")], protocol.config_line());
+    let setup = Setup::new("", &block)
         .sop("alerts", &mqtt_sop("alerts", &format!("{prefix}/sensors/+/alert"), Some("$.severity >= 2")))
         .sop("logs", &mqtt_sop("logs", &format!("{prefix}/logs/#"), None));
     let d = setup.start();
@@ -292,7 +340,7 @@ async fn messages_that_match_and_meet_the_condition_start_runs() {
         text(&format!("{prefix}/logs"), r#"{"parent": "level"}"#),
         (format!("{prefix}/logs/bin"), binary),
     ];
-    publish(&broker, QoS::AtLeastOnce, &messages).await;
+    publish(&publisher, QoS::AtLeastOnce, &messages).await;
 
     let logs = wait_runs(&d, "logs", 3).await;
     let alerts = wait_runs(&d, "alerts", 2).await;
@@ -307,12 +355,41 @@ async fn messages_that_match_and_meet_the_condition_start_runs() {
     assert_eq!(logs.len(), 3);
 
     // The listener survived all of that, and what did not match never ran.
-    publish(&broker, QoS::AtLeastOnce, &[text(&format!("{prefix}/sensors/z/alert"), r#"{"severity": 2}"#)]).await;
+    publish(&publisher, QoS::AtLeastOnce, &[text(&format!("{prefix}/sensors/z/alert"), r#"{"severity": 2}"#)]).await;
     assert_eq!(wait_runs(&d, "alerts", 3).await.len(), 3);
     assert_eq!(runs_of(&d, "logs").await.len(), 3);
     let (_, metrics) = d.get("/metrics").await;
     let metrics = metrics.as_str().unwrap().to_string();
     assert!(metrics.contains("fanin_mqtt_messages_total"), "{metrics}");
+}
+
+/// MQTT 5 tells the broker the largest packet fanin reads, so the broker
+/// discards a larger message instead of sending it (over 3.1.1 it would be
+/// redelivered after every reconnection): the messages after it flow on, on
+/// the same connection. The discarding is the broker's part (MQTT 5
+/// §3.1.2.11.4): Mosquitto does it, the embedded rumqttd does not, so this
+/// runs against `FANIN_TEST_MQTT_URL` only (CI sets it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_larger_than_fanin_reads_is_discarded_by_the_broker_in_mqtt_5() {
+    if std::env::var("FANIN_TEST_MQTT_URL").map_or(true, |url| url.trim().is_empty()) {
+        eprintln!("skipped: needs a broker that honours Maximum Packet Size (FANIN_TEST_MQTT_URL)");
+        return;
+    }
+    let (broker, publisher) = (broker(Protocol::V5), broker(Protocol::V311));
+    let prefix = unique("fanin-test/large");
+    let block = mqtt_block(&broker.url(), &unique("fanin-large"), &[&format!("{prefix}/#")], "");
+    let setup = Setup::new("", &block).sop("large", &mqtt_sop("large", &format!("{prefix}/#"), None));
+    let d = setup.start();
+    wait_mqtt_up(&d).await;
+
+    // fanin reads at most 1 MiB with the default payload cap.
+    let too_large = (format!("{prefix}/big"), vec![b'x'; (1 << 20) + 1]);
+    publish(&publisher, QoS::AtLeastOnce, &[too_large, text(&format!("{prefix}/after"), r#"{"n": 1}"#)]).await;
+    assert_eq!(wait_runs(&d, "large", 1).await, vec![json!({"n": 1})]);
+    let (_, body) = ready(&d).await;
+    assert_eq!(body["sources"]["mqtt"]["status"], json!("up"), "{body}");
+    assert_eq!(body["sources"]["mqtt"]["reconnects"], json!(0), "the connection was never dropped: {body}");
+    assert_eq!(runs_of(&d, "large").await.len(), 1, "the large message never ran");
 }
 
 /// Sits between the daemon and the broker; can cut every connection and
@@ -370,7 +447,7 @@ impl Proxy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_come_back_after_the_broker_connection_does() {
-    let broker = broker();
+    let (broker, publisher) = (broker(Protocol::V5), broker(Protocol::V311));
     let proxy = Proxy::start(broker.clone()).await;
     let prefix = unique("fanin-test/resub");
     // A clean session: the broker forgets the subscription with the
@@ -379,7 +456,7 @@ async fn subscriptions_come_back_after_the_broker_connection_does() {
     let setup = Setup::new("", &block).sop("resub", &mqtt_sop("resub", &format!("{prefix}/+"), None));
     let d = setup.start();
     wait_mqtt_up(&d).await;
-    publish(&broker, QoS::AtLeastOnce, &[text(&format!("{prefix}/before"), r#"{"n": 1}"#)]).await;
+    publish(&publisher, QoS::AtLeastOnce, &[text(&format!("{prefix}/before"), r#"{"n": 1}"#)]).await;
     wait_runs(&d, "resub", 1).await;
 
     proxy.cut_and_refuse();
@@ -392,23 +469,32 @@ async fn subscriptions_come_back_after_the_broker_connection_does() {
     proxy.restore();
 
     wait_mqtt_up(&d).await;
-    publish(&broker, QoS::AtLeastOnce, &[text(&format!("{prefix}/after"), r#"{"n": 2}"#)]).await;
+    publish(&publisher, QoS::AtLeastOnce, &[text(&format!("{prefix}/after"), r#"{"n": 2}"#)]).await;
     let payloads = wait_runs(&d, "resub", 2).await;
     assert_eq!(sorted(payloads), vec![json!({"n": 1}), json!({"n": 2})]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn messages_published_while_the_daemon_is_stopped_start_runs_when_it_returns() {
-    let broker = broker();
+async fn messages_published_while_the_daemon_is_stopped_start_runs_when_it_returns_in_mqtt_5() {
+    messages_published_while_the_daemon_is_stopped_start_runs_when_it_returns(Protocol::V5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_published_while_the_daemon_is_stopped_start_runs_when_it_returns_in_mqtt_3_1_1() {
+    messages_published_while_the_daemon_is_stopped_start_runs_when_it_returns(Protocol::V311).await;
+}
+
+async fn messages_published_while_the_daemon_is_stopped_start_runs_when_it_returns(protocol: Protocol) {
+    let (broker, publisher) = (broker(protocol), broker(Protocol::V311));
     let prefix = unique("fanin-test/session");
-    let block = mqtt_block(&broker.url(), &unique("fanin-session"), &[&format!("{prefix}/#")], "");
+    let block = mqtt_block(&broker.url(), &unique("fanin-session"), &[&format!("{prefix}/#")], protocol.config_line());
     let setup = Setup::new("", &block).sop("session", &mqtt_sop("session", &format!("{prefix}/#"), None));
     let mut d = setup.start();
     wait_mqtt_up(&d).await;
     d.stop();
 
     let messages: Vec<_> = (0..5).map(|i| text(&format!("{prefix}/m"), &format!(r#"{{"i": {i}}}"#))).collect();
-    publish(&broker, QoS::AtLeastOnce, &messages).await;
+    publish(&publisher, QoS::AtLeastOnce, &messages).await;
 
     let d = setup.start();
     let payloads = wait_runs(&d, "session", 5).await;
@@ -420,7 +506,7 @@ async fn mqtts_with_a_test_ca_and_a_client_certificate_starts_runs() {
     let broker = embedded();
     let prefix = unique("fanin-test/tls");
     let block = mqtt_block(
-        &format!("mqtts://localhost:{}", broker.tls_port),
+        &format!("mqtts://localhost:{}", broker.tls_port(Protocol::V5)),
         &unique("fanin-tls"),
         &[&format!("{prefix}/#")],
         "ca_file = \"ca.pem\"\nclient_cert_file = \"client.pem\"\nclient_key_file = \"client.key\"",
@@ -432,20 +518,39 @@ async fn mqtts_with_a_test_ca_and_a_client_certificate_starts_runs() {
     let setup = setup.sop("tls", &mqtt_sop("tls", &format!("{prefix}/#"), Some("$.secure == true")));
     let d = setup.start();
     wait_mqtt_up(&d).await;
-    publish(&broker.plain, QoS::AtLeastOnce, &[text(&format!("{prefix}/x"), r#"{"secure": true}"#)]).await;
+    publish(&broker.plain(Protocol::V311), QoS::AtLeastOnce, &[text(&format!("{prefix}/x"), r#"{"secure": true}"#)])
+        .await;
     assert_eq!(wait_runs(&d, "tls", 1).await, vec![json!({"secure": true})]);
 }
 
 #[tokio::test]
 async fn without_the_test_ca_the_broker_certificate_is_refused() {
     let broker = embedded();
-    let block = mqtt_block(&format!("mqtts://localhost:{}", broker.tls_port), &unique("fanin-noca"), &["x/#"], "");
+    let block = mqtt_block(
+        &format!("mqtts://localhost:{}", broker.tls_port(Protocol::V5)),
+        &unique("fanin-noca"),
+        &["x/#"],
+        "",
+    );
     let setup = Setup::new("", &block);
     let d = setup.start();
     let (status, body) = wait_ready(&d, "a TLS failure", |_, b| b["sources"]["mqtt"]["detail"].is_string()).await;
     assert_eq!(status, 503);
     let detail = body["sources"]["mqtt"]["detail"].as_str().unwrap();
     assert!(detail.contains("cannot connect") && detail.to_lowercase().contains("certificate"), "{detail}");
+}
+
+/// MQTT 5 is the default; a broker that speaks only 3.1.1 (rumqttd serves
+/// one version per listener) leaves the source down with the key to set.
+#[tokio::test]
+async fn a_broker_without_mqtt_5_is_reported_with_the_protocol_key_to_set() {
+    let only_311 = embedded().plain(Protocol::V311);
+    let setup = Setup::new("", &mqtt_block(&only_311.url(), &unique("fanin-old"), &["x/#"], ""));
+    let d = setup.start();
+    let (status, body) = wait_ready(&d, "a refusal", |_, b| b["sources"]["mqtt"]["detail"].is_string()).await;
+    assert_eq!(status, 503);
+    let detail = body["sources"]["mqtt"]["detail"].as_str().unwrap();
+    assert!(detail.contains("cannot connect") && detail.contains("protocol = \"3.1.1\""), "{detail}");
 }
 
 #[test]
@@ -497,11 +602,20 @@ async fn an_unreachable_broker_leaves_webhooks_served_and_mqtt_retrying() {
 /// the refused message is not acknowledged, the connection is made again,
 /// and the broker's redelivery turns every message into a run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_the_store_refused_is_redelivered_not_lost() {
+async fn a_message_the_store_refused_is_redelivered_not_lost_in_mqtt_5() {
+    a_message_the_store_refused_is_redelivered_not_lost(Protocol::V5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_store_refused_is_redelivered_not_lost_in_mqtt_3_1_1() {
+    a_message_the_store_refused_is_redelivered_not_lost(Protocol::V311).await;
+}
+
+async fn a_message_the_store_refused_is_redelivered_not_lost(protocol: Protocol) {
     use fanin::sources::health::Status;
-    let broker = broker();
+    let (broker, publisher) = (broker(protocol), broker(Protocol::V311));
     let prefix = unique("fanin-test/refused");
-    let block = mqtt_block(&broker.url(), &unique("fanin-refused"), &[&format!("{prefix}/#")], "");
+    let block = mqtt_block(&broker.url(), &unique("fanin-refused"), &[&format!("{prefix}/#")], protocol.config_line());
     let setup = Setup::new("", &block).sop("refused", &mqtt_sop("refused", &format!("{prefix}/#"), None));
     let config = fanin::config::Config::load(&setup.config_path()).expect("config");
     let (catalog, _) = fanin::daemon::load_catalog(&config).expect("SOPs");
@@ -524,7 +638,7 @@ async fn a_message_the_store_refused_is_redelivered_not_lost() {
 
     store.refuse_next_commits(1);
     let messages: Vec<_> = (0..3).map(|i| text(&format!("{prefix}/m"), &format!(r#"{{"i": {i}}}"#))).collect();
-    publish(&broker, QoS::AtLeastOnce, &messages).await;
+    publish(&publisher, QoS::AtLeastOnce, &messages).await;
 
     let query = fanin::store::RunQuery { sop: Some("refused".into()), status: None, limit: 0 };
     let all_ran = || async {

@@ -8,6 +8,9 @@
 #
 #   scripts/bench/mqtt_ingest.sh        from the repository root
 #
+# fanin speaks PROTOCOL (default 5, its own default; or 3.1.1). The bare
+# subscriber always speaks 5 with fanin's Receive Maximum.
+#
 # Broker: FANIN_TEST_MQTT_URL, else mqtt://127.0.0.1:1883 (plaintext). All
 # topics are under a prefix unique to the run and every client uses a clean
 # session, so nothing is left on the broker.
@@ -25,6 +28,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 URL=${FANIN_TEST_MQTT_URL:-mqtt://127.0.0.1:1883}
+PROTOCOL=${PROTOCOL:-5}
 RATES=${RATES:-1000 2000 5000 10000 15000 20000 30000 40000}
 STEP_SECONDS=${STEP_SECONDS:-3}
 IDLE_SECS=${IDLE_SECS:-3}
@@ -58,13 +62,14 @@ for rate in $RATES; do
 done
 
 # ---- fanin ------------------------------------------------------------------
-say "fanin"
+say "fanin (MQTT $PROTOCOL)"
 dir=$(new_config mqtt '' "[channels_config.mqtt]
 broker_url = \"$URL\"
 client_id = \"fanin-bench-$$\"
 topics = [\"$PREFIX/fanin/#\"]
 qos = 1
-clean_session = true")
+clean_session = true
+protocol = \"$PROTOCOL\"")
 mkdir -p "$dir/sops/bench-mqtt"
 cat >"$dir/sops/bench-mqtt/SOP.toml" <<EOF
 [sop]

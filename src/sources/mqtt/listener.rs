@@ -13,13 +13,12 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use chrono::Utc;
-use rumqttc::{AsyncClient, ConnectionError, Event as MqttEvent, EventLoop, Outgoing, Packet, Publish, SubAck};
-use rumqttc::{QoS, SubscribeReasonCode};
 use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
 
 use super::link::{self, LinkLog, Say};
+use super::protocol::{AckToken, Client, Connection, Failure, Heard, Message, RECEIVE_MAXIMUM};
 use super::{Settings, SOURCE};
 use crate::backoff::Backoff;
 use crate::dispatch::DispatchError;
@@ -32,8 +31,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long shutdown waits for the DISCONNECT to be written.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
 /// Messages being dispatched at once; past it, reading pauses (QoS 0 has no
-/// broker-side flow control).
-const MAX_IN_FLIGHT: usize = 1024;
+/// broker-side flow control). As many as an MQTT 5 broker may send us
+/// unacknowledged.
+const MAX_IN_FLIGHT: usize = RECEIVE_MAXIMUM as usize;
 /// rumqttc's request queue (subscriptions, acks): larger than anything that
 /// can be outstanding, so queuing an ack never blocks the listener.
 const REQUEST_CAPACITY: usize = 4 * MAX_IN_FLIGHT;
@@ -60,7 +60,7 @@ enum Ended {
 /// A message being dispatched, in arrival order.
 struct InFlight {
     /// What to acknowledge once the dispatch is durable (QoS ≥ 1 only).
-    ack: Option<Publish>,
+    ack: Option<AckToken>,
     topic: String,
     task: JoinHandle<Result<(), DispatchError>>,
 }
@@ -95,11 +95,12 @@ impl Listener {
 
     /// One connection, from the first attempt to its end.
     async fn connection(&mut self) -> Ended {
-        let (client, eventloop) = AsyncClient::new(self.settings.options.clone(), REQUEST_CAPACITY);
+        let (client, eventloop) = self.settings.options.connect(REQUEST_CAPACITY);
         let (events_tx, mut events) = mpsc::channel(EVENT_BUFFER);
         let poller = tokio::spawn(poll_events(eventloop, events_tx));
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         let mut connected_at: Option<Instant> = None;
+        let mut subscribed = false;
 
         let reason = loop {
             let room = in_flight.len() < MAX_IN_FLIGHT;
@@ -114,22 +115,23 @@ impl Listener {
                     if let Err(reason) = self.acknowledge(&client, message, done) {
                         // An ack cannot be queued once the connection died:
                         // its own error, if already known, says more.
-                        break pending_error(&mut events, connected_at.is_some()).unwrap_or(reason);
+                        break pending_error(&mut events, connected_at.is_some(), subscribed).unwrap_or(reason);
                     }
                 }
                 event = events.recv(), if room => match event {
-                    Some(Ok(MqttEvent::Incoming(Packet::ConnAck(connack)))) => {
+                    Some(Ok(Heard::Connected { session_present })) => {
                         connected_at = Some(Instant::now());
-                        if let Err(reason) = self.on_connack(&client, connack.session_present) {
+                        if let Err(reason) = self.on_connack(&client, session_present) {
                             break reason;
                         }
                     }
-                    Some(Ok(MqttEvent::Incoming(Packet::SubAck(suback)))) => self.on_suback(&suback),
-                    Some(Ok(MqttEvent::Incoming(Packet::Publish(publish)))) => {
-                        in_flight.push_back(self.dispatch(publish));
+                    Some(Ok(Heard::Subscribed { refused })) => {
+                        subscribed = true;
+                        self.on_suback(&refused);
                     }
-                    Some(Ok(_)) => {}
-                    Some(Err(error)) => break describe(&error, connected_at.is_some()),
+                    Some(Ok(Heard::Message(message))) => in_flight.push_back(self.dispatch(message)),
+                    Some(Ok(Heard::DisconnectSent | Heard::Other)) => {}
+                    Some(Err(failure)) => break describe(&failure, connected_at.is_some(), subscribed),
                     None => break "the MQTT event loop stopped".to_string(),
                 },
             }
@@ -143,23 +145,26 @@ impl Listener {
         Ended::Lost { reason, stable }
     }
 
-    fn on_connack(&mut self, client: &AsyncClient, session_present: bool) -> Result<(), String> {
+    fn on_connack(&mut self, client: &Client, session_present: bool) -> Result<(), String> {
         if self.log.connected() == Say::Loud {
-            tracing::info!(broker = %self.settings.broker, session_present, "MQTT connected");
+            let protocol = self.settings.options.protocol();
+            tracing::info!(broker = %self.settings.broker, ?protocol, session_present, "MQTT connected");
         }
         client
-            .try_subscribe_many(self.settings.filters.clone())
+            .try_subscribe(&self.settings.filters, self.settings.qos)
             .map_err(|e| format!("could not queue the subscriptions: {e}"))
     }
 
-    fn on_suback(&mut self, suback: &SubAck) {
-        let refused: Vec<&str> = self
-            .settings
-            .filters
+    fn on_suback(&mut self, refused: &[(usize, Option<String>)]) {
+        let refused: Vec<String> = refused
             .iter()
-            .zip(&suback.return_codes)
-            .filter(|(_, code)| matches!(code, SubscribeReasonCode::Failure))
-            .map(|(filter, _)| filter.path.as_str())
+            .map(|(i, reason)| {
+                let filter = self.settings.filters.get(*i).map_or("?", String::as_str);
+                match reason {
+                    Some(reason) => format!("{filter} ({reason})"),
+                    None => filter.to_string(),
+                }
+            })
             .collect();
         if refused.is_empty() {
             self.ctx.health.set_status(SOURCE, Status::Up, None);
@@ -180,18 +185,18 @@ impl Listener {
     }
 
     /// Starts a message's dispatch; its result is collected in order.
-    fn dispatch(&self, publish: Publish) -> InFlight {
+    fn dispatch(&self, message: Message) -> InFlight {
         let received_at = Utc::now();
         metrics::counter!("fanin_mqtt_messages_total").increment(1);
         self.ctx.health.event_seen(SOURCE, received_at);
-        let ack = (publish.qos != QoS::AtMostOnce).then(|| ack_token(&publish));
-        let topic = publish.topic.clone();
+        let Message { topic, payload, ack } = message;
+        let event_topic = topic.clone();
         let client_label = self.settings.client_label.clone();
         let dispatcher = self.ctx.dispatcher.clone();
         let task = tokio::spawn(async move {
             // Parsing happens here, off the listener, so a large payload
             // does not hold up the connection.
-            let mut event = Event::new(Source::Mqtt, publish.topic, Payload::from_bytes(&publish.payload), received_at);
+            let mut event = Event::new(Source::Mqtt, event_topic, Payload::from_bytes(&payload), received_at);
             event.client = Some(client_label);
             dispatcher.dispatch(event).await.map(|_| ())
         });
@@ -202,7 +207,7 @@ impl Listener {
     /// connection must be dropped instead.
     fn acknowledge(
         &self,
-        client: &AsyncClient,
+        client: &Client,
         message: InFlight,
         done: Result<Result<(), DispatchError>, JoinError>,
     ) -> Result<(), String> {
@@ -218,7 +223,7 @@ impl Listener {
             return Err(format!("dropped the connection after a failed dispatch ({error})"));
         }
         match &message.ack {
-            Some(publish) => client.try_ack(publish).map_err(|e| format!("could not queue an acknowledgement: {e}")),
+            Some(token) => client.try_ack(*token).map_err(|e| format!("could not queue an acknowledgement: {e}")),
             None => Ok(()),
         }
     }
@@ -227,9 +232,9 @@ impl Listener {
     /// them in order, then disconnects cleanly.
     async fn shut_down(
         &self,
-        client: AsyncClient,
+        client: Client,
         poller: JoinHandle<()>,
-        mut events: mpsc::Receiver<Result<MqttEvent, ConnectionError>>,
+        mut events: mpsc::Receiver<Result<Heard, Failure>>,
         mut in_flight: VecDeque<InFlight>,
     ) {
         let deadline = tokio::time::sleep(SHUTDOWN_GRACE);
@@ -263,7 +268,7 @@ impl Listener {
         if connection_open && client.try_disconnect().is_ok() {
             let disconnected = async {
                 while let Some(Ok(event)) = events.recv().await {
-                    if matches!(event, MqttEvent::Outgoing(Outgoing::Disconnect)) {
+                    if matches!(event, Heard::DisconnectSent) {
                         break;
                     }
                 }
@@ -278,7 +283,7 @@ impl Listener {
 /// Drives rumqttc's event loop until its first error, handing every event
 /// over. Polling again after an error would reconnect at once, without the
 /// backoff: the listener makes the next connection itself.
-async fn poll_events(mut eventloop: EventLoop, events: mpsc::Sender<Result<MqttEvent, ConnectionError>>) {
+async fn poll_events(mut eventloop: Connection, events: mpsc::Sender<Result<Heard, Failure>>) {
     loop {
         let event = eventloop.poll().await;
         let failed = event.is_err();
@@ -290,12 +295,13 @@ async fn poll_events(mut eventloop: EventLoop, events: mpsc::Sender<Result<MqttE
 
 /// The connection error the event loop already reported, if any.
 fn pending_error(
-    events: &mut mpsc::Receiver<Result<MqttEvent, ConnectionError>>,
+    events: &mut mpsc::Receiver<Result<Heard, Failure>>,
     was_connected: bool,
+    subscribed: bool,
 ) -> Option<String> {
     while let Ok(event) = events.try_recv() {
-        if let Err(error) = event {
-            return Some(describe(&error, was_connected));
+        if let Err(failure) = event {
+            return Some(describe(&failure, was_connected, subscribed));
         }
     }
     None
@@ -326,56 +332,12 @@ async fn settle(in_flight: VecDeque<InFlight>, shutdown: &tokio_util::sync::Canc
     }
 }
 
-/// What `try_ack` needs of a message (its QoS and packet id), without
-/// keeping its payload alive until the ack.
-fn ack_token(publish: &Publish) -> Publish {
-    let mut token = Publish::new(String::new(), publish.qos, Vec::new());
-    token.pkid = publish.pkid;
-    token
-}
-
-/// An operator's wording of a connection error.
-fn describe(error: &ConnectionError, was_connected: bool) -> String {
-    let text = match error {
-        ConnectionError::MqttState(rumqttc::StateError::Deserialization(
-            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size),
-        )) => format!(
-            "a message of {size} bytes is larger than fanin reads (16 × untrusted_payload_max_bytes, at least 1 MiB); \
-             the broker will redeliver it: raise untrusted_payload_max_bytes or lower the broker's message size limit"
-        ),
-        ConnectionError::ConnectionRefused(code) => format!("the broker refused the connection ({code:?})"),
-        other => other.to_string(),
-    };
+/// Says whether the connection had been up.
+fn describe(failure: &Failure, was_connected: bool, subscribed: bool) -> String {
+    let reason = failure.worded(subscribed);
     if was_connected {
-        format!("connection lost: {text}")
+        format!("connection lost: {reason}")
     } else {
-        format!("cannot connect: {text}")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_ack_token_keeps_qos_and_packet_id_only() {
-        let mut publish = Publish::new("a/b", QoS::ExactlyOnce, vec![1u8; 1000]);
-        publish.pkid = 42;
-        let token = ack_token(&publish);
-        assert_eq!((token.qos, token.pkid, token.payload.len()), (QoS::ExactlyOnce, 42, 0));
-    }
-
-    #[test]
-    fn errors_are_described_for_the_operator() {
-        let refused = ConnectionError::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
-        assert!(describe(&refused, false).starts_with("cannot connect: "));
-        assert!(describe(&refused, true).starts_with("connection lost: "));
-        let big = ConnectionError::MqttState(rumqttc::StateError::Deserialization(
-            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(5_000_000),
-        ));
-        let text = describe(&big, true);
-        assert!(text.contains("5000000 bytes") && text.contains("untrusted_payload_max_bytes"), "{text}");
-        let auth = ConnectionError::ConnectionRefused(rumqttc::ConnectReturnCode::NotAuthorized);
-        assert!(describe(&auth, false).contains("NotAuthorized"));
+        format!("cannot connect: {reason}")
     }
 }

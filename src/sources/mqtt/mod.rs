@@ -67,12 +67,13 @@
 
 mod link;
 mod listener;
+mod protocol;
 mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{MqttOptions, QoS, SubscribeFilter, TlsConfiguration, Transport};
+use rumqttc::{QoS, TlsConfiguration, Transport};
 
 use super::{SourceContext, SourceTask};
 use crate::config::{Config, ConfigError, MqttConfig};
@@ -97,8 +98,9 @@ pub fn start(ctx: &SourceContext) -> Result<Option<SourceTask>, String> {
 
 /// Everything the listener needs, checked.
 pub(crate) struct Settings {
-    pub options: MqttOptions,
-    pub filters: Vec<SubscribeFilter>,
+    pub options: protocol::Options,
+    pub filters: Vec<String>,
+    pub qos: QoS,
     /// `mqtt://host:port` or `mqtts://…`, for log lines.
     pub broker: String,
     /// `mqtt:<client_id>`, the `client` of every event.
@@ -119,27 +121,33 @@ fn settings(config: &Config, mqtt: &MqttConfig) -> Result<Settings, String> {
         ));
     }
 
-    let mut options = MqttOptions::new(mqtt.client_id.clone(), endpoint.host.clone(), endpoint.port);
-    let keep_alive = mqtt.keep_alive_secs.clamp(1, u64::from(u16::MAX));
-    options
-        .set_keep_alive(Duration::from_secs(keep_alive))
-        .set_clean_session(mqtt.clean_session)
-        .set_manual_acks(true)
-        .set_max_packet_size(max_packet_bytes(config.sop.untrusted_payload_max_bytes), MIN_PACKET);
-    if !mqtt.username.is_empty() {
-        options.set_credentials(mqtt.username.clone(), mqtt.password.clone());
-    }
-    if endpoint.tls {
+    let transport = if endpoint.tls {
         let (client_config, trust) = tls::client_config(config, mqtt)?;
         tracing::debug!(?trust, "MQTT TLS roots");
-        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(client_config))));
-    }
+        Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(client_config)))
+    } else {
+        Transport::Tcp
+    };
+    let options = protocol::Options::new(
+        mqtt.protocol,
+        protocol::Connect {
+            client_id: mqtt.client_id.clone(),
+            host: endpoint.host.clone(),
+            port: endpoint.port,
+            keep_alive: Duration::from_secs(mqtt.keep_alive_secs.clamp(1, u64::from(u16::MAX))),
+            clean_session: mqtt.clean_session,
+            credentials: (!mqtt.username.is_empty()).then(|| (mqtt.username.clone(), mqtt.password.clone())),
+            max_packet_bytes: max_packet_bytes(config.sop.untrusted_payload_max_bytes),
+            transport,
+        },
+    );
 
     let scheme = if endpoint.tls { "mqtts" } else { "mqtt" };
     let host = if endpoint.host.contains(':') { format!("[{}]", endpoint.host) } else { endpoint.host.clone() };
     Ok(Settings {
         options,
-        filters: mqtt.topics.iter().map(|t| SubscribeFilter::new(t.clone(), qos)).collect(),
+        filters: mqtt.topics.clone(),
+        qos,
         broker: format!("{scheme}://{host}:{}", endpoint.port),
         client_label: format!("mqtt:{}", mqtt.client_id),
     })
@@ -184,40 +192,56 @@ mod tests {
     }
 
     #[test]
-    fn options_carry_the_config() {
+    fn options_carry_the_config_in_mqtt_5() {
         let config = load(
             "broker_url = \"mqtt://[::1]:1884\"\ntopics = [\"a/#\", \"b/+\"]\nqos = 2\n\
              username = \"u\"\npassword = \"p\"\nkeep_alive_secs = 7\nclean_session = true\n",
         );
         let s = settings(&config, config.channels_config.mqtt.as_ref().unwrap()).unwrap();
-        assert_eq!(s.options.broker_address(), ("::1".to_string(), 1884));
-        assert_eq!(s.options.client_id(), "fanin-1");
-        assert_eq!(s.options.keep_alive(), Duration::from_secs(7));
-        assert!(s.options.clean_session());
-        assert!(s.options.manual_acks());
-        assert_eq!(s.options.max_packet_size(), 1 << 20);
-        assert_eq!(s.options.credentials().map(|l| (l.username, l.password)), Some(("u".into(), "p".into())));
-        assert!(matches!(s.options.transport(), Transport::Tcp));
-        assert_eq!(
-            s.filters,
-            vec![
-                SubscribeFilter::new("a/#".into(), QoS::ExactlyOnce),
-                SubscribeFilter::new("b/+".into(), QoS::ExactlyOnce)
-            ]
-        );
+        let protocol::Options::V5(o) = &s.options else { panic!("MQTT 5 by default: {:?}", s.options) };
+        assert_eq!(o.broker_address(), ("::1".to_string(), 1884));
+        assert_eq!(o.client_id(), "fanin-1");
+        assert_eq!(o.keep_alive(), Duration::from_secs(7));
+        assert!(o.clean_start());
+        assert_eq!(o.session_expiry_interval(), None, "a clean session ends with the connection");
+        assert!(o.manual_acks());
+        assert_eq!(o.receive_maximum(), Some(protocol::RECEIVE_MAXIMUM));
+        assert_eq!(o.max_packet_size(), Some(1 << 20));
+        assert_eq!(o.credentials().map(|l| (l.username, l.password)), Some(("u".into(), "p".into())));
+        assert!(matches!(o.transport(), Transport::Tcp));
+        assert_eq!(s.filters, vec!["a/#".to_string(), "b/+".to_string()]);
+        assert_eq!(s.qos, QoS::ExactlyOnce);
         assert_eq!(s.broker, "mqtt://[::1]:1884");
         assert_eq!(s.client_label, "mqtt:fanin-1");
+    }
+
+    #[test]
+    fn options_carry_the_config_in_mqtt_3_1_1() {
+        let config = load(
+            "broker_url = \"mqtt://b:1884\"\ntopics = [\"a/#\"]\nprotocol = \"3.1.1\"\n\
+             username = \"u\"\npassword = \"p\"\nkeep_alive_secs = 7\n",
+        );
+        let s = settings(&config, config.channels_config.mqtt.as_ref().unwrap()).unwrap();
+        let protocol::Options::V311(o) = &s.options else { panic!("3.1.1 as configured: {:?}", s.options) };
+        assert_eq!(o.broker_address(), ("b".to_string(), 1884));
+        assert_eq!(o.keep_alive(), Duration::from_secs(7));
+        assert!(!o.clean_session(), "persistent session by default");
+        assert!(o.manual_acks());
+        assert_eq!(o.max_packet_size(), 1 << 20);
+        assert_eq!(o.credentials().map(|l| (l.username, l.password)), Some(("u".into(), "p".into())));
     }
 
     #[test]
     fn defaults_keep_the_session_and_use_tls_for_mqtts() {
         let config = load("broker_url = \"mqtts://broker.example.com\"\ntopics = [\"a\"]\n");
         let s = settings(&config, config.channels_config.mqtt.as_ref().unwrap()).unwrap();
-        assert!(!s.options.clean_session(), "persistent session by default");
-        assert_eq!(s.options.broker_address(), ("broker.example.com".to_string(), 8883));
-        assert!(matches!(s.options.transport(), Transport::Tls(_)));
-        assert!(s.options.credentials().is_none());
-        assert_eq!(s.filters[0].qos, QoS::AtLeastOnce);
+        let protocol::Options::V5(o) = &s.options else { panic!("MQTT 5 by default: {:?}", s.options) };
+        assert!(!o.clean_start(), "persistent session by default");
+        assert_eq!(o.session_expiry_interval(), Some(u32::MAX), "kept as long as the broker allows");
+        assert_eq!(o.broker_address(), ("broker.example.com".to_string(), 8883));
+        assert!(matches!(o.transport(), Transport::Tls(_)));
+        assert!(o.credentials().is_none());
+        assert_eq!(s.qos, QoS::AtLeastOnce);
     }
 
     #[test]
