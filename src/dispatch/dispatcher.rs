@@ -20,7 +20,7 @@ use super::index::TriggerRef;
 use super::matching::{Catalog, Explanation};
 use crate::envelope::registry::{Registries, RegistrySnapshot};
 use crate::envelope::{self, Run};
-use crate::event::Event;
+use crate::event::{Event, Source};
 use crate::runs::lifecycle::{self, Effects, MoveContext};
 use crate::runs::RunStatus;
 use crate::sop::Sop;
@@ -233,7 +233,13 @@ impl Dispatcher {
             });
         }
 
-        let committed = self.store.commit(batch).await;
+        // The MQTT source keeps a window of messages in flight, so its
+        // commits can wait a moment to share an fsync; everyone else has a
+        // caller waiting (HTTP) or is rare (cron, peripherals).
+        let committed = match event.source {
+            Source::Mqtt => self.store.commit_pipelined(batch).await,
+            _ => self.store.commit(batch).await,
+        };
         if !matches!(committed, Ok(Committed::Applied)) {
             let mut admission = self.admission.lock().expect("admission lock");
             for (sop, run_id, decision) in &reserved {

@@ -412,6 +412,15 @@ pub trait Store: Send + Sync + 'static {
     /// commit); each call returns only after its batch is durable.
     async fn commit(&self, batch: Batch) -> Result<Committed, StoreError>;
 
+    /// [`commit`](Store::commit) for a caller that keeps many commits in
+    /// flight (the MQTT source, within the broker's window) and so can wait
+    /// a moment longer for each answer. A store may hold such a commit
+    /// briefly to share it with more (fewer fsyncs and pages per request);
+    /// a caller someone is waiting on (an HTTP request) uses `commit`.
+    async fn commit_pipelined(&self, batch: Batch) -> Result<Committed, StoreError> {
+        self.commit(batch).await
+    }
+
     /// The stored response of a live (unexpired) idempotency key.
     async fn idempotency_response(
         &self,

@@ -27,7 +27,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::*;
 use checkpoint::Checkpointer;
@@ -55,7 +55,7 @@ pub struct WriterStats {
 pub struct SqliteStore {
     path: PathBuf,
     /// `None` only while dropping: closing the channel stops the writer.
-    queue: Option<mpsc::Sender<Message>>,
+    queue: Option<flume::Sender<Message>>,
     writer: Option<JoinHandle<()>>,
     checkpointer: Option<Checkpointer>,
     counters: Arc<Counters>,
@@ -75,7 +75,7 @@ impl SqliteStore {
         schema::migrate(&conn, path)?;
         let checkpointer = Checkpointer::start(path, busy_timeout, &mut conn)?;
         let counters = Arc::new(Counters::default());
-        let (queue, inbox) = mpsc::channel(WRITER_QUEUE);
+        let (queue, inbox) = flume::bounded(WRITER_QUEUE);
         let writer = Writer::new(conn, path.to_path_buf(), Arc::clone(&counters));
         let thread =
             std::thread::Builder::new().name("fanin-store-writer".into()).spawn(move || writer.run(inbox)).map_err(
@@ -102,14 +102,28 @@ impl SqliteStore {
     /// Hands `op` to the writer and waits until its transaction committed
     /// (or failed).
     async fn submit(&self, op: Op) -> Result<Outcome, StoreError> {
+        self.submit_with(op, false).await
+    }
+
+    /// `patient`: the caller can wait for the writer to gather a larger
+    /// group (see `Store::commit_pipelined`).
+    async fn submit_with(&self, op: Op, patient: bool) -> Result<Outcome, StoreError> {
         let queue = self.queue.as_ref().ok_or_else(|| self.writer_gone())?;
         let (reply, answer) = oneshot::channel();
-        queue.send(Message::Job(Job { op, reply })).await.map_err(|_| self.writer_gone())?;
+        queue.send_async(Message::Job(Job { op, reply, patient })).await.map_err(|_| self.writer_gone())?;
         answer.await.map_err(|_| self.writer_gone())?
     }
 
     fn writer_gone(&self) -> StoreError {
         StoreError::Unavailable(format!("store {}: the writer thread has stopped", self.path.display()))
+    }
+
+    async fn commit_with(&self, batch: Batch, patient: bool) -> Result<Committed, StoreError> {
+        let encoded = Arc::new(EncodedBatch::new(batch));
+        match self.submit_with(Op::Commit(Arc::clone(&encoded)), patient).await? {
+            Outcome::Committed(committed) => Ok(committed),
+            other => Err(self.unexpected("commit", other)),
+        }
     }
 
     fn unexpected(&self, doing: &str, outcome: Outcome) -> StoreError {
@@ -147,11 +161,11 @@ impl Drop for SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn commit(&self, batch: Batch) -> Result<Committed, StoreError> {
-        let encoded = Arc::new(EncodedBatch::new(batch));
-        match self.submit(Op::Commit(Arc::clone(&encoded))).await? {
-            Outcome::Committed(committed) => Ok(committed),
-            other => Err(self.unexpected("commit", other)),
-        }
+        self.commit_with(batch, false).await
+    }
+
+    async fn commit_pipelined(&self, batch: Batch) -> Result<Committed, StoreError> {
+        self.commit_with(batch, true).await
     }
 
     async fn idempotency_response(
@@ -239,7 +253,7 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        if self.queue.as_ref().is_none_or(|queue| queue.is_closed()) {
+        if self.queue.as_ref().is_none_or(|queue| queue.is_disconnected()) {
             return Err(self.writer_gone());
         }
         self.readers.run("ping", reads::ping).await

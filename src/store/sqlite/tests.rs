@@ -108,7 +108,7 @@ async fn hold_writer(store: &SqliteStore) -> std::sync::mpsc::Sender<()> {
     let (entered, entered_rx) = oneshot::channel();
     let (release, release_rx) = std::sync::mpsc::channel();
     let hold = Message::Hold { entered, release: release_rx };
-    store.queue.as_ref().expect("queue").send(hold).await.expect("writer alive");
+    store.queue.as_ref().expect("queue").send_async(hold).await.expect("writer alive");
     entered_rx.await.expect("writer held");
     release
 }
@@ -116,7 +116,7 @@ async fn hold_writer(store: &SqliteStore) -> std::sync::mpsc::Sender<()> {
 /// Waits (without a clock) until `n` requests sit in the writer's queue.
 async fn wait_until_queued(store: &SqliteStore, n: usize) {
     let queue = store.queue.as_ref().expect("queue");
-    while queue.max_capacity() - queue.capacity() < n {
+    while queue.len() < n {
         tokio::task::yield_now().await;
     }
 }
@@ -367,6 +367,22 @@ async fn purge_deletes_only_expired_keys() {
 
 #[tokio::test]
 async fn concurrent_commits_share_one_transaction() {
+    concurrent_commits_share_one_transaction_when(|_| false).await;
+}
+
+/// A group of patient commits waits a moment for more (none come here) and
+/// then commits like any other: once, all of it.
+#[tokio::test]
+async fn concurrent_pipelined_commits_share_one_transaction() {
+    concurrent_commits_share_one_transaction_when(|_| true).await;
+}
+
+#[tokio::test]
+async fn pipelined_and_immediate_commits_share_one_transaction() {
+    concurrent_commits_share_one_transaction_when(|i| i % 2 == 0).await;
+}
+
+async fn concurrent_commits_share_one_transaction_when(pipelined: impl Fn(usize) -> bool) {
     let (_dir, store) = open_temp();
     let store = Arc::new(store);
     let before = store.stats();
@@ -377,7 +393,13 @@ async fn concurrent_commits_share_one_transaction() {
     for i in 0..N {
         let store = Arc::clone(&store);
         let r = run(&format!("r{i}"), "s", RunStatus::Running, t(i as i64));
-        tasks.push(tokio::spawn(async move { store.commit(start(r)).await }));
+        let patient = pipelined(i);
+        tasks.push(tokio::spawn(async move {
+            match patient {
+                true => store.commit_pipelined(start(r)).await,
+                false => store.commit(start(r)).await,
+            }
+        }));
     }
     wait_until_queued(&store, N).await;
     release.send(()).unwrap();

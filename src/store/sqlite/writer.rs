@@ -4,7 +4,11 @@
 //! Every durable change must be fsynced before it is acknowledged, and an
 //! fsync costs the same for one request as for hundreds. So the thread
 //! blocks for one request, takes everything already queued behind it, and
-//! commits all of it in one transaction. A request that is refused (a
+//! commits all of it in one transaction. When every request of a group
+//! comes from a caller that can wait (`Store::commit_pipelined`), it
+//! lingers briefly for more (see [`LINGER_GAP`]): a transaction writes every
+//! page it touched whole, so the pages and fsyncs per request fall as groups
+//! grow. Anyone waiting on an answer (an HTTP caller) is never held. A request that is refused (a
 //! failed compare-and-set) is undone alone while the others still commit:
 //! the group is then applied again with each request in its own SAVEPOINT
 //! (groups with no refusal, the common case, pay for no savepoint). Nobody
@@ -18,7 +22,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::codec::{is_constraint_violation, json_text, micros, step_status_name, store_error};
 use crate::runs::RunStatus;
@@ -30,6 +34,16 @@ use crate::store::{
 /// At most this many requests share one transaction, so that a flood of
 /// requests still gets answered in bounded steps.
 pub(super) const MAX_REQUESTS_PER_TRANSACTION: usize = 512;
+
+/// A group of patient requests at least this large is a sign of load: the
+/// writer then waits for more before committing. A lone request commits at
+/// once, so a quiet daemon pays no latency for this.
+const LINGER_FROM: usize = 2;
+/// While lingering, the writer commits as soon as no request came for this
+/// long (arrivals have stopped: everyone who was coming is in the group)…
+pub(super) const LINGER_GAP: std::time::Duration = std::time::Duration::from_micros(100);
+/// …and in any case this long after the group's first request.
+const LINGER_MAX: std::time::Duration = std::time::Duration::from_micros(1000);
 
 /// What a caller asks the writer to do.
 pub(super) enum Op {
@@ -93,6 +107,13 @@ pub(super) type Reply = oneshot::Sender<Result<Outcome, StoreError>>;
 pub(super) struct Job {
     pub op: Op,
     pub reply: Reply,
+    /// The caller can wait for a larger group (`Store::commit_pipelined`).
+    pub patient: bool,
+}
+
+/// Whether a group of `len` requests waits for more before committing.
+fn lingers(len: usize, all_patient: bool) -> bool {
+    all_patient && (LINGER_FROM..MAX_REQUESTS_PER_TRANSACTION).contains(&len)
 }
 
 /// What travels over the writer's channel.
@@ -163,22 +184,37 @@ impl Writer {
     }
 
     /// Runs until every sender is gone and the queue is empty.
-    pub fn run(self, mut queue: mpsc::Receiver<Message>) {
-        while let Some(first) = queue.blocking_recv() {
+    pub fn run(self, queue: flume::Receiver<Message>) {
+        while let Ok(first) = queue.recv() {
+            let until = std::time::Instant::now() + LINGER_MAX;
             let mut jobs = Vec::new();
+            let mut all_patient = true;
             let mut next = Some(first);
-            while let Some(message) = next.take() {
-                match message {
-                    Message::Job(job) => jobs.push(job),
-                    #[cfg(test)]
-                    Message::Hold { entered, release } => {
-                        self.transact(std::mem::take(&mut jobs));
-                        let _ = entered.send(());
-                        let _ = release.recv();
+            loop {
+                while let Some(message) = next.take() {
+                    match message {
+                        Message::Job(job) => {
+                            all_patient &= job.patient;
+                            jobs.push(job);
+                        }
+                        #[cfg(test)]
+                        Message::Hold { entered, release } => {
+                            self.transact(std::mem::take(&mut jobs));
+                            let _ = entered.send(());
+                            let _ = release.recv();
+                        }
+                    }
+                    if jobs.len() < MAX_REQUESTS_PER_TRANSACTION {
+                        next = queue.try_recv().ok();
                     }
                 }
-                if jobs.len() < MAX_REQUESTS_PER_TRANSACTION {
-                    next = queue.try_recv().ok();
+                if !lingers(jobs.len(), all_patient) {
+                    break;
+                }
+                let deadline = (std::time::Instant::now() + LINGER_GAP).min(until);
+                match queue.recv_deadline(deadline) {
+                    Ok(message) => next = Some(message),
+                    Err(_) => break,
                 }
             }
             self.transact(jobs);
@@ -811,4 +847,17 @@ fn revoke_tokens(conn: &Connection, prefix: &str, at: DateTime<Utc>) -> Result<u
 fn purge_idempotency(conn: &Connection, now: DateTime<Utc>) -> Result<usize, Failure> {
     let purged = conn.prepare_cached("DELETE FROM idempotency WHERE expires_at <= ?1")?.execute([micros(now)])?;
     Ok(purged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_group_of_patient_requests_waits_for_more() {
+        assert!(!lingers(1, true), "a lone request commits at once");
+        assert!(lingers(LINGER_FROM, true));
+        assert!(!lingers(LINGER_FROM, false), "a caller is waiting on one of them");
+        assert!(!lingers(MAX_REQUESTS_PER_TRANSACTION, true), "a full group commits");
+    }
 }
