@@ -320,7 +320,11 @@ macro_rules! in_both_protocols {
     };
 }
 
-in_both_protocols!(messages_that_match_and_meet_the_condition_start_runs: messages_that_match_and_meet_the_condition_start_runs_in_mqtt_5, messages_that_match_and_meet_the_condition_start_runs_in_mqtt_3_1_1);
+in_both_protocols!(
+    messages_that_match_and_meet_the_condition_start_runs:
+    messages_that_match_and_meet_the_condition_start_runs_in_mqtt_5,
+    messages_that_match_and_meet_the_condition_start_runs_in_mqtt_3_1_1
+);
 
 async fn messages_that_match_and_meet_the_condition_start_runs(protocol: Protocol) {
     let (broker, publisher) = (broker(protocol), broker(Protocol::V311));
@@ -481,7 +485,11 @@ async fn subscriptions_come_back_after_the_broker_connection_does() {
     assert_eq!(sorted(payloads), vec![json!({"n": 1}), json!({"n": 2})]);
 }
 
-in_both_protocols!(messages_published_while_the_daemon_is_stopped_start_runs_when_it_returns: messages_published_while_the_daemon_is_stopped_start_runs_when_it_returns_in_mqtt_5, messages_published_while_the_daemon_is_stopped_start_runs_when_it_returns_in_mqtt_3_1_1);
+in_both_protocols!(
+    messages_published_while_the_daemon_is_stopped_start_runs_when_it_returns:
+    messages_published_while_the_daemon_is_stopped_start_runs_when_it_returns_in_mqtt_5,
+    messages_published_while_the_daemon_is_stopped_start_runs_when_it_returns_in_mqtt_3_1_1
+);
 
 async fn messages_published_while_the_daemon_is_stopped_start_runs_when_it_returns(protocol: Protocol) {
     let (broker, publisher) = (broker(protocol), broker(Protocol::V311));
@@ -597,11 +605,15 @@ async fn an_unreachable_broker_leaves_webhooks_served_and_mqtt_retrying() {
     assert_eq!(body["sources"]["webhook"]["status"], json!("up"));
 }
 
+in_both_protocols!(
+    a_message_the_store_refused_is_redelivered_not_lost:
+    a_message_the_store_refused_is_redelivered_not_lost_in_mqtt_5,
+    a_message_the_store_refused_is_redelivered_not_lost_in_mqtt_3_1_1
+);
+
 /// The MQTT source in-process over a store that refuses the first commit:
 /// the refused message is not acknowledged, the connection is made again,
 /// and the broker's redelivery turns every message into a run.
-in_both_protocols!(a_message_the_store_refused_is_redelivered_not_lost: a_message_the_store_refused_is_redelivered_not_lost_in_mqtt_5, a_message_the_store_refused_is_redelivered_not_lost_in_mqtt_3_1_1);
-
 async fn a_message_the_store_refused_is_redelivered_not_lost(protocol: Protocol) {
     use fanin::sources::health::Status;
     let (broker, publisher) = (broker(protocol), broker(Protocol::V311));
