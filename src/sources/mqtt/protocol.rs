@@ -61,7 +61,9 @@ impl Options {
                 o.set_keep_alive(c.keep_alive)
                     .set_clean_session(c.clean_session)
                     .set_manual_acks(true)
-                    .set_max_packet_size(c.max_packet_bytes, MIN_OUTGOING_PACKET)
+                    // fanin publishes nothing: its own packets (subscribe,
+                    // acks) are small, so the floor of the read limit does.
+                    .set_max_packet_size(c.max_packet_bytes, super::MIN_PACKET)
                     .set_transport(c.transport);
                 if let Some((user, password)) = c.credentials {
                     o.set_credentials(user, password);
@@ -108,9 +110,6 @@ impl Options {
         }
     }
 }
-
-/// fanin publishes nothing; its outgoing packets (subscribe, acks) are small.
-const MIN_OUTGOING_PACKET: usize = 1 << 20;
 
 /// What a connection reports, in either version.
 #[derive(Debug)]

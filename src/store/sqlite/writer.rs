@@ -8,16 +8,19 @@
 //! comes from a caller that can wait (`Store::commit_pipelined`), it
 //! lingers briefly for more (see [`LINGER_GAP`]): a transaction writes every
 //! page it touched whole, so the pages and fsyncs per request fall as groups
-//! grow. Anyone waiting on an answer (an HTTP caller) is never held. A request that is refused (a
-//! failed compare-and-set) is undone alone while the others still commit:
-//! the group is then applied again with each request in its own SAVEPOINT
-//! (groups with no refusal, the common case, pay for no savepoint). Nobody
-//! is answered before the COMMIT returned; if the transaction itself fails,
-//! nobody's request was written and everybody is told so.
+//! grow. Anyone waiting on an answer (an HTTP caller) is never held.
+//!
+//! A request that is refused (a failed compare-and-set) is undone alone
+//! while the others still commit: the group is then applied again with each
+//! request in its own SAVEPOINT (groups with no refusal, the common case,
+//! pay for no savepoint). Nobody is answered before the COMMIT returned; if
+//! the transaction itself fails, nobody's request was written and everybody
+//! is told so.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -41,9 +44,9 @@ pub(super) const MAX_REQUESTS_PER_TRANSACTION: usize = 512;
 const LINGER_FROM: usize = 2;
 /// While lingering, the writer commits as soon as no request came for this
 /// long (arrivals have stopped: everyone who was coming is in the group)…
-pub(super) const LINGER_GAP: std::time::Duration = std::time::Duration::from_micros(100);
+const LINGER_GAP: Duration = Duration::from_micros(100);
 /// …and in any case this long after the group's first request.
-const LINGER_MAX: std::time::Duration = std::time::Duration::from_micros(1000);
+const LINGER_MAX: Duration = Duration::from_micros(1000);
 
 /// What a caller asks the writer to do.
 pub(super) enum Op {
@@ -186,7 +189,7 @@ impl Writer {
     /// Runs until every sender is gone and the queue is empty.
     pub fn run(self, queue: flume::Receiver<Message>) {
         while let Ok(first) = queue.recv() {
-            let until = std::time::Instant::now() + LINGER_MAX;
+            let until = Instant::now() + LINGER_MAX;
             let mut jobs = Vec::new();
             let mut all_patient = true;
             let mut next = Some(first);
@@ -211,7 +214,7 @@ impl Writer {
                 if !lingers(jobs.len(), all_patient) {
                     break;
                 }
-                let deadline = (std::time::Instant::now() + LINGER_GAP).min(until);
+                let deadline = (Instant::now() + LINGER_GAP).min(until);
                 match queue.recv_deadline(deadline) {
                     Ok(message) => next = Some(message),
                     Err(_) => break,
