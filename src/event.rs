@@ -162,19 +162,31 @@ pub fn cap_value(value: Value, cap: usize) -> Value {
     let text = match &value {
         Value::String(s) if s.len() <= cap => return value,
         Value::String(s) => s.clone(),
-        _ => {
-            let text = value.to_string();
-            if text.len() <= cap {
-                return value;
-            }
-            text
-        }
+        _ if fits_as_json(&value, cap) => return value,
+        _ => value.to_string(),
     };
     let mut end = cap.min(text.len());
     while !text.is_char_boundary(end) {
         end -= 1;
     }
     serde_json::json!({"truncated": true, "bytes": text.len(), "preview": &text[..end]})
+}
+
+/// Whether `value` written as JSON takes at most `cap` bytes. Counts
+/// instead of writing the text out, and stops at the first byte past `cap`:
+/// every event that matches pays this, almost always for a small payload.
+fn fits_as_json(value: &Value, cap: usize) -> bool {
+    struct Budget(usize);
+    impl std::io::Write for Budget {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.checked_sub(bytes.len()).ok_or(std::io::ErrorKind::FileTooLarge)?;
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    serde_json::to_writer(Budget(cap), value).is_ok()
 }
 
 #[cfg(test)]
@@ -196,6 +208,11 @@ mod tests {
         let capped = cap_value(json!({"text": "x".repeat(50)}), 10);
         assert_eq!(capped["truncated"], json!(true));
         assert_eq!(capped["preview"].as_str().unwrap().len(), 10);
+        // The cap is on the JSON text: exactly at it is kept, a byte more is not.
+        let value = json!({"a": "bc"});
+        let len = value.to_string().len();
+        assert_eq!(cap_value(value.clone(), len), value);
+        assert_eq!(cap_value(value.clone(), len - 1)["truncated"], json!(true));
         // Never cut inside a character.
         let capped = cap_value(json!("ééééé"), 3);
         assert_eq!(capped["preview"], json!("é"));

@@ -287,8 +287,11 @@ pub(super) fn take_move(
     registries: &RegistrySnapshot,
     agent_attached: bool,
 ) -> (RunStatus, u32, Effects) {
-    let trigger = envelope::trigger_from_run(run);
-    let envelope_id = uuid::Uuid::now_v7().to_string();
+    // Only a delivery builds an envelope; the trigger event (a copy of the
+    // payload) and the envelope id are not made for any other move.
+    let delivers = matches!(mv, lifecycle::Move::Deliver { .. });
+    let trigger = if delivers { envelope::trigger_from_run(run) } else { Value::Null };
+    let envelope_id = if delivers { uuid::Uuid::now_v7().to_string() } else { String::new() };
     let ctx = MoveContext {
         run: Run {
             run_id: &run.run_id,
@@ -434,7 +437,7 @@ impl Planned<'_> {
                 };
                 let record = start_record(sop, &run, &trigger_json, event);
                 let o = if run.status == RunStatus::Deferred { Outcome::Deferred } else { Outcome::Started };
-                batch.writes.push(Write::InsertRun(run));
+                batch.writes.push(Write::InsertRun(Box::new(run)));
                 batch.writes.push(audit(kind, Some(self.run_id), record));
                 batch.writes.append(&mut planned.effects.writes);
                 (outcome(o, Some(self.run_id), None), planned)

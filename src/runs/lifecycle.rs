@@ -97,6 +97,7 @@ pub fn next_move(sop: &Sop, step: u32, approved: bool) -> Move {
 
 /// Everything a move needs from outside.
 pub struct MoveContext<'a> {
+    /// Its `trigger` is read only by a move that delivers an envelope.
     pub run: Run<'a>,
     pub sop: &'a Sop,
     pub now: DateTime<Utc>,
@@ -162,7 +163,7 @@ pub fn effects(mv: Move, ctx: &MoveContext<'_>) -> Effects {
                 Destination::Agent => "agent",
                 Destination::Executor => "executor",
             };
-            fx.writes.push(Write::Enqueue(OutboxRecord {
+            fx.writes.push(Write::Enqueue(Box::new(OutboxRecord {
                 id: ctx.envelope_id.to_string(),
                 seq: 0,
                 run_id: ctx.run.run_id.to_string(),
@@ -174,7 +175,7 @@ pub fn effects(mv: Move, ctx: &MoveContext<'_>) -> Effects {
                 last_error: None,
                 created_at: ctx.now,
                 delivered_at: None,
-            }));
+            })));
             fx.writes.push(audit(
                 AuditKind::EnvelopeQueued,
                 json!({"envelope_id": ctx.envelope_id, "destination": destination}),

@@ -241,10 +241,12 @@ pub struct AuditRecord {
     pub detail: Value,
 }
 
-/// One write inside a [`Batch`].
+/// One write inside a [`Batch`]. The two large records are boxed, so a
+/// write is about a hundred bytes and a run's few writes fit in one small
+/// allocation.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Write {
-    InsertRun(RunRecord),
+    InsertRun(Box<RunRecord>),
     /// Compare-and-set: moves the run to `to` only if it is `from` now, else
     /// the whole batch fails with [`StoreError::Conflict`]. Entering a terminal
     /// state sets `finished_at = at`.
@@ -305,7 +307,7 @@ pub enum Write {
     },
     /// A new outbox entry (`seq` is assigned; the given one is ignored).
     /// `Conflict` if the id exists.
-    Enqueue(OutboxRecord),
+    Enqueue(Box<OutboxRecord>),
     /// `Pending` → `Delivered`; `Conflict` otherwise.
     Delivered {
         id: String,

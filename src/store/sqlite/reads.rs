@@ -272,15 +272,15 @@ pub(super) fn steps(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec<Ste
 }
 
 /// The statuses are literals, not parameters, so SQLite can use the partial
-/// index that holds only open steps; ties on `created_at` go to the step
-/// written first.
+/// index that holds only open steps; ties on `created_at` go to the older
+/// run (run ids are UUIDv7, in creation order), then the lower step.
 pub(super) fn next_leasable_step(conn: &Connection, now: DateTime<Utc>) -> rusqlite::Result<Option<StepRecord>> {
     conn.prepare_cached(&format!(
         "SELECT {STEP_COLUMNS} FROM run_steps
          WHERE status IN ('pending', 'leased') AND (status = 'pending' OR leased_until <= ?1)
            AND EXISTS (SELECT 1 FROM runs WHERE runs.run_id = run_steps.run_id
                        AND runs.status = 'waiting_agent' AND runs.step = run_steps.step_index)
-         ORDER BY created_at, rowid LIMIT 1"
+         ORDER BY created_at, run_id, step_index LIMIT 1"
     ))?
     .query_row([micros(now)], step_from_row)
     .optional()

@@ -13,21 +13,18 @@ use super::codec::store_error;
 use crate::store::StoreError;
 
 /// The schema this code reads and writes.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
-/// The current schema of the tables version 1 had, for a new file, which
-/// then gets [`V2_TABLES`] too. A file of an older version gets there
-/// through [`UPGRADES`] instead; a test checks both roads end in the same
-/// tables, columns and indexes.
+/// Runs, keyed by `seq`, the order they were written in.
 ///
-/// `seq` columns are `AUTOINCREMENT`, so a number is never handed out twice
-/// even after rows are deleted; audit readers follow the trail by `seq`, the
-/// outbox delivers each run's entries in `seq` order. No foreign keys: an
-/// audit record must never be refused because what it names is gone or was
-/// never a run (skipped triggers).
-const SCHEMA: &str = "
+/// No `AUTOINCREMENT` on `runs` and `audit` (version 3): rows are never
+/// deleted, so a plain `INTEGER PRIMARY KEY` already never hands out a
+/// number twice, without a `sqlite_sequence` update per insert. No foreign
+/// keys: an audit record must never be refused because what it names is
+/// gone or was never a run (skipped triggers).
+const RUNS: &str = "
 CREATE TABLE runs (
-    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq             INTEGER PRIMARY KEY,
     run_id          TEXT    NOT NULL UNIQUE,
     sop             TEXT    NOT NULL,
     sop_version     TEXT    NOT NULL,
@@ -45,20 +42,29 @@ CREATE TABLE runs (
     finished_at     INTEGER,
     coalesced       INTEGER NOT NULL DEFAULT 0,
     step            INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX runs_by_start ON runs (started_at DESC, seq DESC);
-CREATE INDEX runs_by_sop_status ON runs (sop, status, started_at, seq);
+);";
 
+/// Listing newest first; and the backlog, which admission reads back at
+/// start. Only deferred runs are in `runs_deferred`, so a run that starts
+/// at once never touches it (version 2 had an index on every run's SOP and
+/// status instead).
+const RUNS_INDEXES: &str = "
+CREATE INDEX runs_by_start ON runs (started_at DESC, seq DESC);
+CREATE INDEX runs_deferred ON runs (sop, started_at, seq) WHERE status = 'deferred';";
+
+/// Audit readers follow the trail by `seq`.
+const AUDIT: &str = "
 CREATE TABLE audit (
-    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq    INTEGER PRIMARY KEY,
     at     INTEGER NOT NULL,
     kind   TEXT    NOT NULL,
     run_id TEXT,
     sop    TEXT,
     detail TEXT    NOT NULL
 );
-CREATE INDEX audit_by_run ON audit (run_id, seq);
+CREATE INDEX audit_by_run ON audit (run_id, seq);";
 
+const OTHER_V1_TABLES: &str = "
 CREATE TABLE idempotency (
     scope      TEXT    NOT NULL,
     key        TEXT    NOT NULL,
@@ -87,22 +93,14 @@ CREATE TABLE pairing_codes (
 CREATE TABLE cron_state (
     key        TEXT    NOT NULL PRIMARY KEY,
     last_check INTEGER NOT NULL
-);
-";
+);";
 
-/// What version 2 added: the run's step index, the agent loop's step
-/// records and the outbox. Shared by [`SCHEMA`] (new files) and the upgrade
-/// from version 1, so both hold the very same tables.
-///
-/// `run_steps`: only `pending` and `leased` steps can be leased, so the
-/// leasing index holds just those, in the order they became pending (ties
-/// go to SQLite's rowid, the order they were written in).
-/// `outbox`: `seq` orders delivery. The due query walks the pending entries
-/// by `seq` (`outbox_by_status`, which also serves listing) and asks of each
-/// whether an earlier entry of its run is still undelivered, which the
-/// partial index `outbox_undelivered_by_run` answers from undelivered
-/// entries alone.
-const V2_TABLES: &str = "
+/// The agent loop's step records (version 2), stored in their primary key's
+/// order (`WITHOUT ROWID`, version 3: one b-tree instead of a table and its
+/// key's index). Only `pending` and `leased` steps can be leased, so the
+/// leasing index holds just those, in the order they became pending; ties
+/// go to the run id, a UUIDv7 and so the order runs were created in.
+const RUN_STEPS: &str = "
 CREATE TABLE run_steps (
     run_id       TEXT    NOT NULL,
     step_index   INTEGER NOT NULL,
@@ -114,9 +112,16 @@ CREATE TABLE run_steps (
     created_at   INTEGER NOT NULL,
     updated_at   INTEGER NOT NULL,
     PRIMARY KEY (run_id, step_index)
-);
-CREATE INDEX run_steps_leasable ON run_steps (created_at) WHERE status IN ('pending', 'leased');
+) WITHOUT ROWID;
+CREATE INDEX run_steps_leasable ON run_steps (created_at) WHERE status IN ('pending', 'leased');";
 
+/// The outbox (version 2). `seq` orders delivery and stays `AUTOINCREMENT`:
+/// delivered entries may one day be pruned, and a number must not come
+/// back. The due query walks the pending entries by `seq`
+/// (`outbox_by_status`, which also serves listing) and asks of each whether
+/// an earlier entry of its run is still undelivered, which the partial
+/// index `outbox_undelivered_by_run` answers from undelivered entries alone.
+const OUTBOX: &str = "
 CREATE TABLE outbox (
     seq             INTEGER PRIMARY KEY AUTOINCREMENT,
     id              TEXT    NOT NULL UNIQUE,
@@ -131,16 +136,38 @@ CREATE TABLE outbox (
     delivered_at    INTEGER
 );
 CREATE INDEX outbox_by_status ON outbox (status, seq);
-CREATE INDEX outbox_undelivered_by_run ON outbox (run_id, seq) WHERE status IN ('pending', 'dead');
-";
+CREATE INDEX outbox_undelivered_by_run ON outbox (run_id, seq) WHERE status IN ('pending', 'dead');";
 
-/// Version 1 → 2. Existing runs are at step 0, which is what a run
-/// delivered as one envelope keeps.
-const UPGRADE_V1_TO_V2: &str = "ALTER TABLE runs ADD COLUMN step INTEGER NOT NULL DEFAULT 0;";
+/// A new file: every table in its current form. A file of an older version
+/// gets there through [`UPGRADES`] instead; a test checks both roads end in
+/// the same tables, columns and indexes.
+const SCHEMA: &[&str] = &[RUNS, RUNS_INDEXES, AUDIT, OTHER_V1_TABLES, RUN_STEPS, OUTBOX];
+
+/// Version 1 → 2: the run's step index (existing runs are at step 0, which
+/// is what a run delivered as one envelope keeps), the agent loop's step
+/// records and the outbox.
+const UPGRADE_V1_TO_V2: &[&str] = &["ALTER TABLE runs ADD COLUMN step INTEGER NOT NULL DEFAULT 0;", RUN_STEPS, OUTBOX];
+
+/// Version 2 → 3: `runs`, `audit` and `run_steps` rebuilt in their current
+/// form (fewer b-trees written per run), rows and `seq` numbers kept. Each
+/// keeps its columns in the same order, so rows copy over as they are; the
+/// old table's indexes go with it and the new ones are built after.
+const UPGRADE_V2_TO_V3: &[&str] = &[
+    "ALTER TABLE runs RENAME TO runs_v2;",
+    RUNS,
+    "INSERT INTO runs SELECT * FROM runs_v2; DROP TABLE runs_v2;",
+    RUNS_INDEXES,
+    "ALTER TABLE audit RENAME TO audit_v2; DROP INDEX audit_by_run;",
+    AUDIT,
+    "INSERT INTO audit SELECT * FROM audit_v2; DROP TABLE audit_v2;",
+    "ALTER TABLE run_steps RENAME TO run_steps_v2; DROP INDEX run_steps_leasable;",
+    RUN_STEPS,
+    "INSERT INTO run_steps SELECT * FROM run_steps_v2; DROP TABLE run_steps_v2;",
+];
 
 /// `UPGRADES[i]` brings a file from version `i + 1` to `i + 2`; each one's
 /// statements run in order.
-const UPGRADES: &[&[&str]] = &[&[UPGRADE_V1_TO_V2, V2_TABLES]];
+const UPGRADES: &[&[&str]] = &[UPGRADE_V1_TO_V2, UPGRADE_V2_TO_V3];
 
 /// The connection the writer thread owns: WAL so readers (here and in other
 /// processes) run beside it, and `synchronous = FULL` so a commit that was
@@ -195,8 +222,9 @@ fn migrate_in_transaction(conn: &Connection, path: &Path) -> Result<(), StoreErr
         conn.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(|e| fail("read user_version", e))?;
     match version {
         0 => {
-            conn.execute_batch(SCHEMA).map_err(|e| fail("create schema", e))?;
-            conn.execute_batch(V2_TABLES).map_err(|e| fail("create schema", e))?;
+            for sql in SCHEMA {
+                conn.execute_batch(sql).map_err(|e| fail("create schema", e))?;
+            }
         }
         SCHEMA_VERSION => return Ok(()),
         older @ 1..SCHEMA_VERSION => upgrade(conn, path, older)?,

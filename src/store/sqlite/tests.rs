@@ -64,7 +64,7 @@ fn audit_for(run: &RunRecord, kind: AuditKind) -> Write {
 /// A run and its run-start audit record, as the dispatcher writes them.
 fn start(run: RunRecord) -> Batch {
     let audit = audit_for(&run, AuditKind::RunStarted);
-    Batch { idempotency: None, writes: vec![Write::InsertRun(run), audit] }
+    Batch { idempotency: None, writes: vec![Write::InsertRun(Box::new(run)), audit] }
 }
 
 fn set_status(run_id: &str, from: RunStatus, to: RunStatus, at: DateTime<Utc>) -> Batch {
@@ -267,7 +267,7 @@ async fn a_batch_whose_second_write_fails_leaves_no_trace() {
     let batch = Batch {
         idempotency: Some(claim("/webhook", "k", t(0), 300, json!({"status": "accepted"}))),
         writes: vec![
-            Write::InsertRun(r.clone()),
+            Write::InsertRun(Box::new(r.clone())),
             Write::SetStatus { run_id: "r".into(), from: RunStatus::Deferred, to: RunStatus::Running, at: t(0) },
             audit_for(&r, AuditKind::RunStarted),
         ],
@@ -425,7 +425,7 @@ async fn a_refused_request_does_not_affect_its_transaction_neighbours() {
     let bad = Batch {
         idempotency: Some(claim("/webhook", "bad", t(1), 300, json!("bad"))),
         writes: vec![
-            Write::InsertRun(run("bad", "s", RunStatus::Running, t(1))),
+            Write::InsertRun(Box::new(run("bad", "s", RunStatus::Running, t(1)))),
             Write::SetStatus { run_id: "existing".into(), from: RunStatus::Deferred, to: RunStatus::Running, at: t(1) },
         ],
     };
@@ -501,7 +501,7 @@ async fn committed_data_survives_closing_and_reopening() {
     let batch = Batch {
         idempotency: Some(claim("/webhook", "k", t(0), 300, json!("first"))),
         writes: vec![
-            Write::InsertRun(r.clone()),
+            Write::InsertRun(Box::new(r.clone())),
             audit_for(&r, AuditKind::RunStarted),
             Write::CronChecked { key: "0 0 8 * * *@UTC".into(), at: t(5) },
         ],
@@ -655,21 +655,21 @@ async fn a_file_from_a_newer_fanin_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
     drop(SqliteStore::open(&path).unwrap());
-    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 3).unwrap();
+    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 4).unwrap();
     match SqliteStore::open(&path) {
-        Err(StoreError::Invalid(m)) => assert!(m.contains("schema version 3") && m.contains("fanin.db"), "{m}"),
+        Err(StoreError::Invalid(m)) => assert!(m.contains("schema version 4") && m.contains("fanin.db"), "{m}"),
         Err(other) => panic!("expected Invalid, got {other:?}"),
         Ok(_) => panic!("a newer schema was opened"),
     }
 }
 
 #[tokio::test]
-async fn the_file_is_in_wal_mode_with_schema_version_2() {
+async fn the_file_is_in_wal_mode_with_schema_version_3() {
     let (dir, _store) = open_temp();
     let conn = rusqlite::Connection::open(db_path(&dir)).unwrap();
     let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!((mode.as_str(), version), ("wal", 2));
+    assert_eq!((mode.as_str(), version), ("wal", 3));
 }
 
 #[tokio::test]
@@ -697,7 +697,9 @@ async fn the_log_is_copied_back_into_the_database_file() {
     let path = db_path(&dir);
     let db_pages = || std::fs::metadata(&path).expect("database file").len() / 4096;
     let before = db_pages();
-    commit_large_runs(&store, 300).await;
+    // About twice the checkpoint threshold in log pages, so that a copy
+    // holds more distinct pages than the threshold.
+    commit_large_runs(&store, 600).await;
     // The checkpoint thread copies beside the commits: wait for it, without
     // asserting on how long it takes.
     let mut waited = 0;
@@ -710,7 +712,7 @@ async fn the_log_is_copied_back_into_the_database_file() {
         "the database file holds {} pages, {before} before the writes: the log was not copied back",
         db_pages()
     );
-    assert_eq!(store.list_runs(&all_runs()).await.unwrap().len(), 300);
+    assert_eq!(store.list_runs(&all_runs()).await.unwrap().len(), 600);
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
-//! Schema versions: a version-1 file is upgraded in place and keeps its
-//! data; a new file and an upgraded one end with the same schema.
+//! Schema versions: files of versions 1 and 2 are upgraded in place and
+//! keep their data; a new file and upgraded ones end with the same schema.
 
 use rusqlite::Connection;
 
@@ -74,6 +74,75 @@ CREATE TABLE cron_state (
 PRAGMA user_version = 1;
 ";
 
+/// What version 2 added to version 1, verbatim as fanin wrote it.
+const UPGRADE_TO_V2: &str = "
+ALTER TABLE runs ADD COLUMN step INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE run_steps (
+    run_id       TEXT    NOT NULL,
+    step_index   INTEGER NOT NULL,
+    status       TEXT    NOT NULL,
+    lease_id     TEXT,
+    leased_until INTEGER,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    output       TEXT,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    PRIMARY KEY (run_id, step_index)
+);
+CREATE INDEX run_steps_leasable ON run_steps (created_at) WHERE status IN ('pending', 'leased');
+
+CREATE TABLE outbox (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              TEXT    NOT NULL UNIQUE,
+    run_id          TEXT    NOT NULL,
+    destination     TEXT    NOT NULL,
+    envelope        TEXT    NOT NULL,
+    status          TEXT    NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_error      TEXT,
+    created_at      INTEGER NOT NULL,
+    delivered_at    INTEGER
+);
+CREATE INDEX outbox_by_status ON outbox (status, seq);
+CREATE INDEX outbox_undelivered_by_run ON outbox (run_id, seq) WHERE status IN ('pending', 'dead');
+PRAGMA user_version = 2;
+";
+
+/// A version-2 file: the version-1 file's rows, then a run waiting in the
+/// backlog, its step records (one leased, one pending) and an outbox entry,
+/// written as fanin 2 wrote them.
+fn write_v2_file(path: &std::path::Path) {
+    write_v1_file(path);
+    let conn = Connection::open(path).unwrap();
+    conn.execute_batch(UPGRADE_TO_V2).unwrap();
+    conn.execute(
+        "INSERT INTO runs (run_id, sop, sop_version, status, trigger_index, trigger_desc, source, topic,
+             event_id, payload, client, idempotency_key, started_at, updated_at, finished_at, coalesced, step)
+         VALUES ('waiting', 'deploy', '1.0.0', 'deferred', 0, 'webhook /sop/deploy', 'webhook', '/sop/deploy',
+             'e-waiting', '{\"v\":2}', NULL, NULL, ?1, ?1, NULL, 0, 0)",
+        [micros(t(20))],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO audit (at, kind, run_id, sop, detail) VALUES (?1, 'run_deferred', 'waiting', 'deploy', '{}')",
+        [micros(t(20))],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO run_steps (run_id, step_index, status, lease_id, leased_until, attempts, created_at, updated_at)
+         VALUES ('old', 1, 'leased', 'lease-1', ?2, 1, ?1, ?1), ('old', 2, 'pending', NULL, NULL, 0, ?1, ?1)",
+        [micros(t(21)), micros(t(99))],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO outbox (id, run_id, destination, envelope, status, next_attempt_at, created_at)
+         VALUES ('env-1', 'old', 'agent', '{}', 'pending', ?1, ?1)",
+        [micros(t(22))],
+    )
+    .unwrap();
+}
+
 /// A version-1 file holding one finished run, its audit record, a token
 /// and a cron check, written as fanin 1 wrote them.
 fn write_v1_file(path: &std::path::Path) {
@@ -112,7 +181,7 @@ async fn a_version_1_file_is_upgraded_in_place_and_keeps_its_data() {
     write_v1_file(&path);
 
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&path), 2);
+    assert_eq!(user_version(&path), 3);
     let old = store.get_run("old").await.unwrap().expect("the v1 run is still there");
     assert_eq!((old.status, old.finished_at, old.coalesced, old.step), (RunStatus::Completed, Some(t(5)), 1, 0));
     assert_eq!((old.payload, old.client.as_deref()), (json!({"v": 1}), Some("ip:127.0.0.1")));
@@ -128,7 +197,7 @@ async fn a_version_1_file_is_upgraded_in_place_and_keeps_its_data() {
     let batch = Batch {
         idempotency: None,
         writes: vec![
-            Write::InsertRun(r.clone()),
+            Write::InsertRun(Box::new(r.clone())),
             Write::PendStep { run_id: "new".into(), index: 1, at: t(10) },
             Write::SetStep { run_id: "old".into(), from: 0, to: 2, at: t(11) },
         ],
@@ -141,7 +210,7 @@ async fn a_version_1_file_is_upgraded_in_place_and_keeps_its_data() {
 
     // Opening again is a no-op: the version is current.
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&path), 2);
+    assert_eq!(user_version(&path), 3);
     assert_eq!(store.list_runs(&all_runs()).await.unwrap().len(), 2);
 }
 
@@ -157,6 +226,10 @@ fn schema_shape(path: &std::path::Path) -> Vec<String> {
         .collect::<Result<_, _>>()
         .unwrap();
     for table in tables {
+        // The statement shows what `table_info` does not: AUTOINCREMENT, WITHOUT ROWID.
+        let sql: String =
+            conn.query_row("SELECT sql FROM sqlite_master WHERE name = ?1", [&table], |r| r.get(0)).unwrap();
+        shape.push(format!("table {table}: {sql}"));
         let mut info = conn.prepare(&format!("PRAGMA table_info({table})")).unwrap();
         let columns = info
             .query_map([], |r| {
@@ -192,16 +265,64 @@ fn schema_shape(path: &std::path::Path) -> Vec<String> {
 async fn a_new_file_and_an_upgraded_one_have_the_same_schema() {
     let dir = tempfile::tempdir().unwrap();
     let fresh = dir.path().join("fresh/fanin.db");
-    let upgraded = dir.path().join("upgraded/fanin.db");
+    let from_v1 = dir.path().join("from-v1/fanin.db");
+    let from_v2 = dir.path().join("from-v2/fanin.db");
     drop(SqliteStore::open(&fresh).unwrap());
-    write_v1_file(&upgraded);
-    drop(SqliteStore::open(&upgraded).unwrap());
+    write_v1_file(&from_v1);
+    drop(SqliteStore::open(&from_v1).unwrap());
+    write_v2_file(&from_v2);
+    drop(SqliteStore::open(&from_v2).unwrap());
 
     let fresh_shape = schema_shape(&fresh);
     assert!(fresh_shape.iter().any(|c| c.starts_with("runs.step: INTEGER notnull=1")), "{fresh_shape:#?}");
     assert!(fresh_shape.iter().any(|c| c.starts_with("outbox.")), "{fresh_shape:#?}");
     assert!(fresh_shape.iter().any(|c| c.starts_with("run_steps.")), "{fresh_shape:#?}");
-    assert_eq!(fresh_shape, schema_shape(&upgraded));
+    assert!(fresh_shape.iter().any(|c| c.contains("WITHOUT ROWID")), "{fresh_shape:#?}");
+    assert_eq!(fresh_shape, schema_shape(&from_v1));
+    assert_eq!(fresh_shape, schema_shape(&from_v2));
+}
+
+#[tokio::test]
+async fn a_version_2_file_is_upgraded_in_place_and_keeps_its_data_and_numbering() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    write_v2_file(&path);
+
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(user_version(&path), 3);
+    let runs = store.list_runs(&all_runs()).await.unwrap();
+    let ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!(ids, ["waiting", "old"], "newest first");
+    assert_eq!((runs[0].status, &runs[0].payload), (RunStatus::Deferred, &json!({"v": 2})));
+    assert_eq!(runs[1].finished_at, Some(t(5)));
+    let audit = store.audit(&all_audit()).await.unwrap();
+    let kinds: Vec<(i64, AuditKind)> = audit.iter().map(|a| (a.seq, a.kind)).collect();
+    assert_eq!(kinds, [(1, AuditKind::RunStarted), (2, AuditKind::RunDeferred)]);
+    let steps = store.steps("old").await.unwrap();
+    let steps: Vec<(u32, StepStatus, Option<&str>)> =
+        steps.iter().map(|s| (s.index, s.status, s.lease_id.as_deref())).collect();
+    assert_eq!(steps, [(1, StepStatus::Leased, Some("lease-1")), (2, StepStatus::Pending, None)]);
+    // Admission reads the backlog back through the new partial index.
+    let loads = store.sop_loads().await.unwrap();
+    assert_eq!(
+        loads.iter().map(|l| (l.sop.as_str(), l.deferred.clone())).collect::<Vec<_>>(),
+        [("deploy", vec!["waiting".to_string()])]
+    );
+    assert_eq!(store.outbox_get("env-1").await.unwrap().map(|e| e.seq), Some(1));
+
+    // New rows number after the old ones, in every rebuilt table.
+    let r = run("new", "deploy", RunStatus::WaitingAgent, t(30));
+    let audit_new = Write::Audit(NewAudit {
+        at: t(30),
+        kind: AuditKind::RunStarted,
+        run_id: Some("new".into()),
+        sop: Some("deploy".into()),
+        detail: json!({}),
+    });
+    store.commit(Batch { idempotency: None, writes: vec![Write::InsertRun(Box::new(r)), audit_new] }).await.unwrap();
+    let audit = store.audit(&all_audit()).await.unwrap();
+    assert_eq!(audit.last().map(|a| a.seq), Some(3));
+    assert_eq!(store.list_runs(&all_runs()).await.unwrap()[0].run_id, "new");
 }
 
 #[tokio::test]

@@ -25,7 +25,7 @@ fn one(write: Write) -> Batch {
 }
 
 async fn enqueue(store: &SqliteStore, entry: OutboxRecord) {
-    store.commit(one(Write::Enqueue(entry))).await.unwrap();
+    store.commit(one(Write::Enqueue(Box::new(entry)))).await.unwrap();
 }
 
 fn delivered(id: &str, attempts: u32, at: DateTime<Utc>) -> Batch {
@@ -79,7 +79,7 @@ async fn an_entry_round_trips_with_a_store_assigned_seq() {
 async fn an_id_is_enqueued_once_and_seq_is_never_reused() {
     let (_dir, store) = open_temp();
     enqueue(&store, entry("e1", "r", t(0))).await;
-    let again = store.commit(one(Write::Enqueue(entry("e1", "other", t(1))))).await;
+    let again = store.commit(one(Write::Enqueue(Box::new(entry("e1", "other", t(1)))))).await;
     assert!(matches!(again, Err(StoreError::Conflict(ref m)) if m.contains("e1") && m.contains("exists")), "{again:?}");
     assert_eq!(get(&store, "e1").await.run_id, "r");
 

@@ -244,7 +244,7 @@ async fn a_failing_write_undoes_its_whole_batch() {
                 Write::SetStep { run_id: "r".into(), from: 0, to: 1, at: t(1) },
                 Write::PendStep { run_id: "r".into(), index: 1, at: t(1) },
                 Write::LeaseStep { run_id: "r".into(), index: 0, lease_id: "l".into(), until: t(9), at: t(1) },
-                Write::Enqueue(super::outbox::entry("e1", "r", t(1))),
+                Write::Enqueue(Box::new(super::outbox::entry("e1", "r", t(1)))),
                 failing,
             ],
         };
