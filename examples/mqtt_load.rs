@@ -5,12 +5,13 @@
 //!   `PREFIX/dev-<n>/alert` at RATE messages/s, every second one with
 //!   `severity` 3 (matches `$.severity >= 2`) and the others with 1; waits
 //!   for every PUBACK and prints `sent=… matching=… seconds=… rate=…`.
-//! - `count URL FILTER EXPECT IDLE_SECS`: a bare subscriber (QoS 1, clean
+//! - `count URL FILTER EXPECT IDLE_SECS [RECEIVE_MAXIMUM]`: a bare subscriber (QoS 1, clean
 //!   session, automatic acks) that only counts messages; prints `ready` once
 //!   subscribed, then, when EXPECT arrived or nothing came for IDLE_SECS,
 //!   `received=… seconds=… rate=…` (seconds from the first to the last). It
-//!   speaks MQTT 5 and announces the Receive Maximum fanin announces, so
-//!   both take the same window of unacknowledged messages from the broker.
+//!   speaks MQTT 5 and announces fanin's default Receive Maximum (or the one
+//!   given), so both take the same window of unacknowledged messages from
+//!   the broker.
 //!
 //! Pacing: the publisher keeps `sent = RATE × elapsed`, publishing in bursts
 //! and sleeping a millisecond when ahead, so the offered rate is fixed
@@ -20,12 +21,11 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use fanin::config::DEFAULT_RECEIVE_MAXIMUM;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 
-/// fanin's Receive Maximum (`sources::mqtt::protocol::RECEIVE_MAXIMUM`).
-const RECEIVE_MAXIMUM: u16 = 1024;
-
-const USAGE: &str = "usage: mqtt_load publish URL PREFIX COUNT RATE | count URL FILTER EXPECT IDLE_SECS";
+const USAGE: &str =
+    "usage: mqtt_load publish URL PREFIX COUNT RATE | count URL FILTER EXPECT IDLE_SECS [RECEIVE_MAXIMUM]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -35,19 +35,30 @@ async fn main() -> ExitCode {
             (Ok(count), Ok(rate)) => publish(url, prefix, count, rate).await,
             _ => Err(USAGE.to_string()),
         },
-        ["count", url, filter, expect, idle] => match (expect.parse(), idle.parse()) {
-            (Ok(expect), Ok(idle)) => count(url, filter, expect, Duration::from_secs(idle)).await,
-            _ => Err(USAGE.to_string()),
-        },
+        ["count", url, filter, expect, idle, window @ ..] => {
+            let window = match window {
+                [] => Ok(DEFAULT_RECEIVE_MAXIMUM),
+                [n] => n.parse(),
+                _ => return fail(USAGE),
+            };
+            match (expect.parse(), idle.parse(), window) {
+                (Ok(expect), Ok(idle), Ok(window)) => {
+                    count(url, filter, expect, Duration::from_secs(idle), window).await
+                }
+                _ => Err(USAGE.to_string()),
+            }
+        }
         _ => Err(USAGE.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(reason) => {
-            eprintln!("mqtt_load: {reason}");
-            ExitCode::FAILURE
-        }
+        Err(reason) => fail(&reason),
     }
+}
+
+fn fail(reason: &str) -> ExitCode {
+    eprintln!("mqtt_load: {reason}");
+    ExitCode::FAILURE
 }
 
 /// Host, port and a client id unique to this process, for `mqtt://host:port`.
@@ -120,7 +131,7 @@ async fn publish(url: &str, prefix: &str, count: u64, rate: u64) -> Result<(), S
     Ok(())
 }
 
-async fn count(url: &str, filter: &str, expect: u64, idle: Duration) -> Result<(), String> {
+async fn count(url: &str, filter: &str, expect: u64, idle: Duration, window: u16) -> Result<(), String> {
     use rumqttc::v5::mqttbytes::v5::Packet;
     use rumqttc::v5::{mqttbytes::QoS, Event};
     let (id, host, port) = endpoint(url, "sub")?;
@@ -128,7 +139,7 @@ async fn count(url: &str, filter: &str, expect: u64, idle: Duration) -> Result<(
     options
         .set_keep_alive(Duration::from_secs(30))
         .set_clean_start(true)
-        .set_receive_maximum(Some(RECEIVE_MAXIMUM))
+        .set_receive_maximum(Some(window))
         .set_max_packet_size(Some(1 << 20));
     let (client, mut events) = rumqttc::v5::AsyncClient::new(options, 100);
     client.subscribe(filter, QoS::AtLeastOnce).await.map_err(|e| e.to_string())?;

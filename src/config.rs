@@ -102,7 +102,14 @@ pub struct MqttConfig {
     pub clean_session: bool,
     #[serde(default)]
     pub protocol: MqttProtocol,
+    /// Messages dispatched at once; with MQTT 5 also the Receive Maximum
+    /// announced to the broker (see `sources::mqtt::protocol`).
+    #[serde(default = "default_receive_maximum")]
+    pub receive_maximum: u32,
 }
+
+/// `receive_maximum` unless configured.
+pub const DEFAULT_RECEIVE_MAXIMUM: u16 = 1024;
 
 /// The MQTT version the listener speaks (`protocol = "5"` or `"3.1.1"`).
 /// 5 is the default because only it lets fanin tell the broker how many
@@ -121,6 +128,9 @@ fn default_qos() -> u8 {
 }
 fn default_keep_alive() -> u64 {
     30
+}
+fn default_receive_maximum() -> u32 {
+    u32::from(DEFAULT_RECEIVE_MAXIMUM)
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -431,6 +441,9 @@ fn validate_mqtt(mqtt: &MqttConfig, problems: &mut Problems) {
     if mqtt.keep_alive_secs == 0 || mqtt.keep_alive_secs > u64::from(u16::MAX) {
         problems.push((key("keep_alive_secs"), "must be between 1 and 65535".into()));
     }
+    if mqtt.receive_maximum == 0 || mqtt.receive_maximum > u32::from(u16::MAX) {
+        problems.push((key("receive_maximum"), "must be between 1 and 65535 (MQTT 5 Receive Maximum)".into()));
+    }
 }
 
 fn validate_sop(sop: &SopConfig, problems: &mut Problems) {
@@ -590,6 +603,7 @@ mod tests {
         assert_eq!(mqtt.keep_alive_secs, 30);
         assert!(!mqtt.clean_session);
         assert_eq!(mqtt.protocol, MqttProtocol::V5);
+        assert_eq!(mqtt.receive_maximum, 1024);
         assert_eq!(mqtt.use_tls, None);
         let endpoint = mqtt.endpoint().unwrap();
         assert_eq!(endpoint, MqttEndpoint { host: "broker.local".into(), port: 1883, tls: false });
@@ -618,6 +632,7 @@ mod tests {
                 keep_alive_secs: 30,
                 clean_session: false,
                 protocol: MqttProtocol::V5,
+                receive_maximum: 1024,
             };
             let e = mqtt.endpoint().unwrap();
             assert_eq!((e.host.as_str(), e.port, e.tls), (host, port, tls), "{url}");
@@ -634,6 +649,8 @@ mod tests {
             ("broker_url = \"mqtt://b\"\nqos = 3\n", "channels_config.mqtt.qos", "0, 1 or 2"),
             ("broker_url = \"mqtt://b\"\nkeep_alive_secs = 0\n", "channels_config.mqtt.keep_alive_secs", "between 1"),
             ("broker_url = \"mqtt://b\"\nprotocol = \"4\"\n", "channels_config.mqtt.protocol", "`3.1.1` or `5`"),
+            ("broker_url = \"mqtt://b\"\nreceive_maximum = 0\n", "channels_config.mqtt.receive_maximum", "between 1"),
+            ("broker_url = \"mqtt://b\"\nreceive_maximum = 65536\n", "channels_config.mqtt.receive_maximum", "65535"),
             (
                 "broker_url = \"mqtts://b\"\nclient_cert_file = \"c.pem\"\n",
                 "channels_config.mqtt.client_key_file",

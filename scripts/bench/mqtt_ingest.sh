@@ -9,7 +9,8 @@
 #   scripts/bench/mqtt_ingest.sh        from the repository root
 #
 # fanin speaks PROTOCOL (default 5, its own default; or 3.1.1). The bare
-# subscriber always speaks 5 with fanin's Receive Maximum.
+# subscriber always speaks 5 with fanin's Receive Maximum: RECEIVE_MAXIMUM
+# when set (fanin's `receive_maximum`), else fanin's default.
 #
 # Broker: FANIN_TEST_MQTT_URL, else mqtt://127.0.0.1:1883 (plaintext). All
 # topics are under a prefix unique to the run and every client uses a clean
@@ -29,6 +30,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 URL=${FANIN_TEST_MQTT_URL:-mqtt://127.0.0.1:1883}
 PROTOCOL=${PROTOCOL:-5}
+RECEIVE_MAXIMUM=${RECEIVE_MAXIMUM:-}
 RATES=${RATES:-1000 2000 5000 10000 15000 20000 30000 40000}
 STEP_SECONDS=${STEP_SECONDS:-3}
 IDLE_SECS=${IDLE_SECS:-3}
@@ -47,7 +49,7 @@ say "bare subscriber (counts only, automatic acks)"
 sub_best=0 sub_best_rate=0
 for rate in $RATES; do
     n=$((rate * STEP_SECONDS))
-    start "sub-$rate" "$LOAD" count "$URL" "$PREFIX/sub/r$rate/#" "$n" "$IDLE_SECS"
+    start "sub-$rate" "$LOAD" count "$URL" "$PREFIX/sub/r$rate/#" "$n" "$IDLE_SECS" $RECEIVE_MAXIMUM
     sub_pid=$PID
     wait_line "sub-$rate" ready 10 >/dev/null
     pub=$("$LOAD" publish "$URL" "$PREFIX/sub/r$rate" "$n" "$rate")
@@ -62,14 +64,15 @@ for rate in $RATES; do
 done
 
 # ---- fanin ------------------------------------------------------------------
-say "fanin (MQTT $PROTOCOL)"
+say "fanin (MQTT $PROTOCOL, receive_maximum ${RECEIVE_MAXIMUM:-default})"
 dir=$(new_config mqtt '' "[channels_config.mqtt]
 broker_url = \"$URL\"
 client_id = \"fanin-bench-$$\"
 topics = [\"$PREFIX/fanin/#\"]
 qos = 1
 clean_session = true
-protocol = \"$PROTOCOL\"")
+protocol = \"$PROTOCOL\"
+${RECEIVE_MAXIMUM:+receive_maximum = $RECEIVE_MAXIMUM}")
 mkdir -p "$dir/sops/bench-mqtt"
 cat >"$dir/sops/bench-mqtt/SOP.toml" <<EOF
 [sop]

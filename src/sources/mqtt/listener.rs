@@ -19,7 +19,7 @@ use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
 
 use super::link::{self, LinkLog, Say};
-use super::protocol::{AckToken, Client, Connection, Failure, Heard, Message, RECEIVE_MAXIMUM};
+use super::protocol::{AckToken, Client, Connection, Failure, Heard, Message};
 use super::{Settings, SOURCE};
 use crate::backoff::Backoff;
 use crate::dispatch::DispatchError;
@@ -31,13 +31,6 @@ use crate::sources::SourceContext;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long shutdown waits for the DISCONNECT to be written.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
-/// Messages being dispatched at once; past it, reading pauses (QoS 0 has no
-/// broker-side flow control). As many as an MQTT 5 broker may send us
-/// unacknowledged.
-const MAX_IN_FLIGHT: usize = RECEIVE_MAXIMUM as usize;
-/// rumqttc's request queue (subscriptions, acks): larger than anything that
-/// can be outstanding, so queuing an ack never blocks the listener.
-const REQUEST_CAPACITY: usize = 4 * MAX_IN_FLIGHT;
 /// Events read ahead from the event loop.
 const EVENT_BUFFER: usize = 64;
 
@@ -96,7 +89,12 @@ impl Listener {
 
     /// One connection, from the first attempt to its end.
     async fn connection(&mut self) -> Ended {
-        let (client, eventloop) = self.settings.options.connect(REQUEST_CAPACITY);
+        // Past `max_in_flight` dispatches reading pauses (QoS 0 has no
+        // broker-side flow control). rumqttc's request queue (subscriptions,
+        // acks) is larger than anything that can be outstanding, so queuing
+        // an ack never blocks the listener.
+        let max_in_flight = self.settings.max_in_flight;
+        let (client, eventloop) = self.settings.options.connect(4 * max_in_flight);
         let (events_tx, mut events) = mpsc::channel(EVENT_BUFFER);
         let poller = tokio::spawn(poll_events(eventloop, events_tx));
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
@@ -106,7 +104,7 @@ impl Listener {
         // queued events), not one item: at tens of thousands of messages a
         // second this task is the one serial step of the source.
         let reason = loop {
-            let room = in_flight.len() < MAX_IN_FLIGHT;
+            let room = in_flight.len() < max_in_flight;
             tokio::select! {
                 biased;
                 _ = self.ctx.shutdown.cancelled() => {
@@ -125,7 +123,7 @@ impl Listener {
                     let mut outcome = Ok(());
                     while let Some(event) = next.take() {
                         outcome = self.on_event(&client, event, &mut in_flight, &mut progress);
-                        if outcome.is_err() || in_flight.len() >= MAX_IN_FLIGHT {
+                        if outcome.is_err() || in_flight.len() >= max_in_flight {
                             break;
                         }
                         next = events.try_recv().ok().map(Some);

@@ -105,6 +105,9 @@ pub(crate) struct Settings {
     pub broker: String,
     /// `mqtt:<client_id>`, the `client` of every event.
     pub client_label: String,
+    /// Messages dispatched at once (`receive_maximum`); past it, reading
+    /// pauses.
+    pub max_in_flight: usize,
 }
 
 fn settings(config: &Config, mqtt: &MqttConfig) -> Result<Settings, String> {
@@ -121,6 +124,11 @@ fn settings(config: &Config, mqtt: &MqttConfig) -> Result<Settings, String> {
         ));
     }
 
+    // Validated with the config; a programmatic one is held to the same range.
+    let receive_maximum = u16::try_from(mqtt.receive_maximum)
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| problem("receive_maximum", "must be between 1 and 65535".into()))?;
     let transport = if endpoint.tls {
         let (client_config, trust) = tls::client_config(config, mqtt)?;
         tracing::debug!(?trust, "MQTT TLS roots");
@@ -138,6 +146,7 @@ fn settings(config: &Config, mqtt: &MqttConfig) -> Result<Settings, String> {
             clean_session: mqtt.clean_session,
             credentials: (!mqtt.username.is_empty()).then(|| (mqtt.username.clone(), mqtt.password.clone())),
             max_packet_bytes: max_packet_bytes(config.sop.untrusted_payload_max_bytes),
+            receive_maximum,
             transport,
         },
     );
@@ -150,6 +159,7 @@ fn settings(config: &Config, mqtt: &MqttConfig) -> Result<Settings, String> {
         qos,
         broker: format!("{scheme}://{host}:{}", endpoint.port),
         client_label: format!("mqtt:{}", mqtt.client_id),
+        max_in_flight: usize::from(receive_maximum),
     })
 }
 
@@ -205,7 +215,8 @@ mod tests {
         assert!(o.clean_start());
         assert_eq!(o.session_expiry_interval(), None, "a clean session ends with the connection");
         assert!(o.manual_acks());
-        assert_eq!(o.receive_maximum(), Some(protocol::RECEIVE_MAXIMUM));
+        assert_eq!(o.receive_maximum(), Some(crate::config::DEFAULT_RECEIVE_MAXIMUM));
+        assert_eq!(s.max_in_flight, 1024);
         assert_eq!(o.max_packet_size(), Some(1 << 20));
         assert_eq!(o.credentials().map(|l| (l.username, l.password)), Some(("u".into(), "p".into())));
         assert!(matches!(o.transport(), Transport::Tcp));
@@ -213,6 +224,19 @@ mod tests {
         assert_eq!(s.qos, QoS::ExactlyOnce);
         assert_eq!(s.broker, "mqtt://[::1]:1884");
         assert_eq!(s.client_label, "mqtt:fanin-1");
+    }
+
+    #[test]
+    fn receive_maximum_is_announced_and_bounds_the_dispatches_in_flight() {
+        let config = load("broker_url = \"mqtt://b\"\ntopics = [\"a/#\"]\nreceive_maximum = 4096\n");
+        let s = settings(&config, config.channels_config.mqtt.as_ref().unwrap()).unwrap();
+        let protocol::Options::V5(o) = &s.options else { panic!("MQTT 5 by default: {:?}", s.options) };
+        assert_eq!((o.receive_maximum(), s.max_in_flight), (Some(4096), 4096));
+        // 3.1.1 cannot announce it; fanin still dispatches no more at once.
+        let config =
+            load("broker_url = \"mqtt://b\"\ntopics = [\"a/#\"]\nprotocol = \"3.1.1\"\nreceive_maximum = 64\n");
+        let s = settings(&config, config.channels_config.mqtt.as_ref().unwrap()).unwrap();
+        assert_eq!(s.max_in_flight, 64);
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! (Mosquitto: `max_inflight_messages`, 20 by default), and with acks sent
 //! only once runs are durable that window caps the rate at 20 per commit.
 //! A 5 client announces Receive Maximum on connect; fanin announces
-//! [`RECEIVE_MAXIMUM`], as many as it dispatches at once. MQTT 5 also lets
+//! `channels_config.mqtt.receive_maximum`, as many as it dispatches at once.
+//! MQTT 5 also lets
 //! fanin announce its Maximum Packet Size, so the broker discards a message
 //! too large to read instead of redelivering it forever.
 
@@ -22,10 +23,6 @@ use rumqttc::v5::mqttbytes::v5 as packets5;
 use rumqttc::{Outgoing, Transport};
 
 use crate::config::MqttProtocol;
-
-/// Messages the broker may send before the first is acknowledged (MQTT 5
-/// Receive Maximum). The listener dispatches as many at once.
-pub const RECEIVE_MAXIMUM: u16 = 1024;
 
 /// MQTT 5 Session Expiry Interval meaning "never" (as a 3.1.1 persistent
 /// session): the broker's own limit, if any, still applies (Mosquitto:
@@ -41,6 +38,10 @@ pub struct Connect {
     pub clean_session: bool,
     pub credentials: Option<(String, String)>,
     pub max_packet_bytes: usize,
+    /// MQTT 5 Receive Maximum: messages the broker may send before the
+    /// first is acknowledged. (3.1.1 has no such field: the broker's own
+    /// setting applies.)
+    pub receive_maximum: u16,
     pub transport: Transport,
 }
 
@@ -76,7 +77,7 @@ impl Options {
                 o.set_keep_alive(c.keep_alive)
                     .set_clean_start(c.clean_session)
                     .set_session_expiry_interval(expiry)
-                    .set_receive_maximum(Some(RECEIVE_MAXIMUM))
+                    .set_receive_maximum(Some(c.receive_maximum))
                     .set_max_packet_size(Some(u32::try_from(c.max_packet_bytes).unwrap_or(u32::MAX)))
                     .set_manual_acks(true)
                     .set_transport(c.transport);
