@@ -124,11 +124,8 @@ fn settings(config: &Config, mqtt: &MqttConfig) -> Result<Settings, String> {
         ));
     }
 
-    // Validated with the config; a programmatic one is held to the same range.
-    let receive_maximum = u16::try_from(mqtt.receive_maximum)
-        .ok()
-        .filter(|&n| n > 0)
-        .ok_or_else(|| problem("receive_maximum", "must be between 1 and 65535".into()))?;
+    // Checked with the config, like `keep_alive_secs`; clamped here the same way.
+    let receive_maximum = u16::try_from(mqtt.receive_maximum.clamp(1, u32::from(u16::MAX))).expect("clamped");
     let transport = if endpoint.tls {
         let (client_config, trust) = tls::client_config(config, mqtt)?;
         tracing::debug!(?trust, "MQTT TLS roots");

@@ -64,6 +64,7 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_by_run ON audit (run_id, seq);";
 
+/// The tables version 1 had that no later version changed.
 const OTHER_V1_TABLES: &str = "
 CREATE TABLE idempotency (
     scope      TEXT    NOT NULL,
