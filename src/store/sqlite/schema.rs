@@ -61,8 +61,9 @@ CREATE TABLE audit (
     run_id TEXT,
     sop    TEXT,
     detail TEXT    NOT NULL
-);
-CREATE INDEX audit_by_run ON audit (run_id, seq);";
+);";
+
+const AUDIT_INDEXES: &str = "CREATE INDEX audit_by_run ON audit (run_id, seq);";
 
 /// The tables version 1 had that no later version changed.
 const OTHER_V1_TABLES: &str = "
@@ -113,8 +114,10 @@ CREATE TABLE run_steps (
     created_at   INTEGER NOT NULL,
     updated_at   INTEGER NOT NULL,
     PRIMARY KEY (run_id, step_index)
-) WITHOUT ROWID;
-CREATE INDEX run_steps_leasable ON run_steps (created_at) WHERE status IN ('pending', 'leased');";
+) WITHOUT ROWID;";
+
+const RUN_STEPS_INDEXES: &str =
+    "CREATE INDEX run_steps_leasable ON run_steps (created_at) WHERE status IN ('pending', 'leased');";
 
 /// The outbox (version 2). `seq` orders delivery and stays `AUTOINCREMENT`:
 /// delivered entries may one day be pruned, and a number must not come
@@ -142,28 +145,33 @@ CREATE INDEX outbox_undelivered_by_run ON outbox (run_id, seq) WHERE status IN (
 /// A new file: every table in its current form. A file of an older version
 /// gets there through [`UPGRADES`] instead; a test checks both roads end in
 /// the same tables, columns and indexes.
-const SCHEMA: &[&str] = &[RUNS, RUNS_INDEXES, AUDIT, OTHER_V1_TABLES, RUN_STEPS, OUTBOX];
+const SCHEMA: &[&str] =
+    &[RUNS, RUNS_INDEXES, AUDIT, AUDIT_INDEXES, OTHER_V1_TABLES, RUN_STEPS, RUN_STEPS_INDEXES, OUTBOX];
 
 /// Version 1 → 2: the run's step index (existing runs are at step 0, which
 /// is what a run delivered as one envelope keeps), the agent loop's step
 /// records and the outbox.
-const UPGRADE_V1_TO_V2: &[&str] = &["ALTER TABLE runs ADD COLUMN step INTEGER NOT NULL DEFAULT 0;", RUN_STEPS, OUTBOX];
+const UPGRADE_V1_TO_V2: &[&str] =
+    &["ALTER TABLE runs ADD COLUMN step INTEGER NOT NULL DEFAULT 0;", RUN_STEPS, RUN_STEPS_INDEXES, OUTBOX];
 
 /// Version 2 → 3: `runs`, `audit` and `run_steps` rebuilt in their current
 /// form (fewer b-trees written per run), rows and `seq` numbers kept. Each
-/// keeps its columns in the same order, so rows copy over as they are; the
-/// old table's indexes go with it and the new ones are built after.
+/// table the same way: the old one is renamed, the new one created and
+/// filled (columns in the same order, so rows copy over as they are), the
+/// old one dropped with its indexes, then the new indexes built.
 const UPGRADE_V2_TO_V3: &[&str] = &[
     "ALTER TABLE runs RENAME TO runs_v2;",
     RUNS,
     "INSERT INTO runs SELECT * FROM runs_v2; DROP TABLE runs_v2;",
     RUNS_INDEXES,
-    "ALTER TABLE audit RENAME TO audit_v2; DROP INDEX audit_by_run;",
+    "ALTER TABLE audit RENAME TO audit_v2;",
     AUDIT,
     "INSERT INTO audit SELECT * FROM audit_v2; DROP TABLE audit_v2;",
-    "ALTER TABLE run_steps RENAME TO run_steps_v2; DROP INDEX run_steps_leasable;",
+    AUDIT_INDEXES,
+    "ALTER TABLE run_steps RENAME TO run_steps_v2;",
     RUN_STEPS,
     "INSERT INTO run_steps SELECT * FROM run_steps_v2; DROP TABLE run_steps_v2;",
+    RUN_STEPS_INDEXES,
 ];
 
 /// `UPGRADES[i]` brings a file from version `i + 1` to `i + 2`; each one's
