@@ -6,7 +6,6 @@ mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
@@ -74,18 +73,6 @@ impl Destination {
     fn accepted(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().iter().filter(|s| s.accepted).cloned().collect()
     }
-}
-
-/// Polls `probe` until it holds, for at most 20 s.
-async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut probe: impl FnMut() -> F) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if probe().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 fn delivery(max_attempts: u32) -> String {

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -62,6 +62,19 @@ impl Setup {
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(BIN).args(args).arg("--config").arg(self.config_path()).output().expect("run fanin")
     }
+}
+
+/// Polls `probe` until it holds, for at most 20 s, then fails the test
+/// naming `what`. The one way a whole-daemon test waits for a signal.
+pub async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut probe: impl FnMut() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if probe().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
 }
 
 /// A webhook SOP in `auto` mode (runs start `running`).
