@@ -46,6 +46,9 @@ pub struct GatewayConfig {
     pub pair_rate_limit_per_minute: u32,
     pub idempotency_ttl_secs: u64,
     pub max_body_bytes: usize,
+    /// Arrays and objects a payload may nest; deeper ones are refused by
+    /// every source.
+    pub max_payload_depth: usize,
     pub request_timeout_secs: u64,
     pub trust_forwarded_headers: bool,
     pub allow_remote_admin: bool,
@@ -62,6 +65,7 @@ impl Default for GatewayConfig {
             pair_rate_limit_per_minute: 10,
             idempotency_ttl_secs: 300,
             max_body_bytes: 65536,
+            max_payload_depth: crate::event::DEFAULT_MAX_PAYLOAD_DEPTH,
             request_timeout_secs: 30,
             trust_forwarded_headers: false,
             allow_remote_admin: false,
@@ -366,6 +370,16 @@ fn validate_gateway(gateway: &GatewayConfig, problems: &mut Problems) {
     if gateway.request_timeout_secs == 0 {
         problems.push(("gateway.request_timeout_secs".into(), "must be greater than 0".into()));
     }
+    let depth_limit = crate::event::MAX_PAYLOAD_DEPTH_LIMIT;
+    if !(1..=depth_limit).contains(&gateway.max_payload_depth) {
+        problems.push((
+            "gateway.max_payload_depth".into(),
+            format!(
+                "must be between 1 and {depth_limit} (fanin stores a payload a few levels deeper than it \
+                 arrived, and must be able to read it back)"
+            ),
+        ));
+    }
 }
 
 /// RFC 1123 hostname: dot-separated labels of letters, digits and inner
@@ -568,6 +582,7 @@ mod tests {
         assert_eq!(g.pair_rate_limit_per_minute, 10);
         assert_eq!(g.idempotency_ttl_secs, 300);
         assert_eq!(g.max_body_bytes, 65536);
+        assert_eq!(g.max_payload_depth, 64);
         assert_eq!(g.request_timeout_secs, 30);
         assert!(!g.trust_forwarded_headers);
         assert!(!g.allow_remote_admin);
@@ -705,6 +720,9 @@ mod tests {
             ("[gateway]\nhost = \"not a host!\"\n", "gateway.host", "neither"),
             ("[gateway]\nmax_body_bytes = 0\n", "gateway.max_body_bytes", "greater than 0"),
             ("[gateway]\nrequest_timeout_secs = 0\n", "gateway.request_timeout_secs", "greater than 0"),
+            ("[gateway]\nmax_payload_depth = 0\n", "gateway.max_payload_depth", "between 1 and 100"),
+            ("[gateway]\nmax_payload_depth = 101\n", "gateway.max_payload_depth", "between 1 and 100"),
+            ("[gateway]\nmax_payload_depth = -1\n", "gateway.max_payload_depth", "invalid value"),
             ("[store]\nurl = \"mysql://x\"\n", "store.url", "sqlite://"),
             ("[store]\nurl = \"sqlite://\"\n", "store.url", "sqlite://"),
             ("[peripherals.uno]\ntransport = \"serial\"\n", "peripherals.uno.path", "required"),

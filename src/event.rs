@@ -88,15 +88,90 @@ pub enum Payload {
     Text(String),
 }
 
-impl Payload {
-    /// Parses bytes as JSON when they are JSON, else keeps them as (lossy) text.
-    pub fn from_bytes(bytes: &[u8]) -> Payload {
-        match serde_json::from_slice(bytes) {
-            Ok(v) => Payload::Json(v),
-            Err(_) => Payload::Text(String::from_utf8_lossy(bytes).into_owned()),
+/// The nesting a payload may have when `[gateway] max_payload_depth` is not
+/// set: arrays and objects inside each other, a scalar being depth 0.
+pub const DEFAULT_MAX_PAYLOAD_DEPTH: usize = 64;
+
+/// The highest `max_payload_depth` accepted. serde_json refuses to read back
+/// JSON nested 128 deep, and fanin stores a payload inside envelopes and
+/// audit records a few levels deeper than it arrived; this leaves that room
+/// with a wide margin, so nothing a source accepted is unreadable later.
+pub const MAX_PAYLOAD_DEPTH_LIMIT: usize = 100;
+
+/// A payload whose arrays and objects nest deeper than the limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the payload nests arrays and objects deeper than {limit} levels (max_payload_depth)")]
+pub struct TooDeep {
+    pub limit: usize,
+}
+
+impl TooDeep {
+    /// The error code every source reports it under.
+    pub const CODE: &'static str = "payload_too_deep";
+}
+
+/// Why bytes that had to be JSON were not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum JsonError {
+    #[error(transparent)]
+    TooDeep(#[from] TooDeep),
+    #[error("{0}")]
+    Invalid(#[from] serde_json::Error),
+}
+
+/// Bytes that must be JSON (webhook bodies): the value, or why not. The
+/// nesting is checked before parsing, so the parser never recurses deeper
+/// than `max_depth`.
+pub fn parse_json(bytes: &[u8], max_depth: usize) -> Result<Value, JsonError> {
+    if nests_deeper_than(bytes, max_depth) {
+        return Err(TooDeep { limit: max_depth }.into());
+    }
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+/// Bytes that may be JSON (MQTT messages, peripheral values): JSON when
+/// they parse as JSON, else the (lossy) text. Bytes nesting brackets deeper
+/// than `max_depth` are refused even when they would not parse: telling
+/// would take the very recursion the limit exists to avoid.
+pub fn parse_payload(bytes: &[u8], max_depth: usize) -> Result<Payload, TooDeep> {
+    match parse_json(bytes, max_depth) {
+        Ok(value) => Ok(Payload::Json(value)),
+        Err(JsonError::TooDeep(too_deep)) => Err(too_deep),
+        Err(JsonError::Invalid(_)) => Ok(Payload::Text(String::from_utf8_lossy(bytes).into_owned())),
+    }
+}
+
+/// Whether `[` and `{` outside JSON strings nest deeper than `limit`. One
+/// pass in constant memory, stopping at the first level too many; for JSON
+/// it is exactly the nesting of its arrays and objects.
+fn nests_deeper_than(bytes: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &byte in bytes {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
         }
     }
+    false
+}
 
+impl Payload {
     pub fn json(&self) -> Option<&Value> {
         match self {
             Payload::Json(v) => Some(v),
@@ -194,12 +269,34 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn payload(bytes: &[u8]) -> Result<Payload, TooDeep> {
+        parse_payload(bytes, DEFAULT_MAX_PAYLOAD_DEPTH)
+    }
+
     #[test]
     fn payloads_parse_as_json_or_stay_text() {
-        assert_eq!(Payload::from_bytes(br#"{"a":1}"#), Payload::Json(json!({"a": 1})));
-        assert_eq!(Payload::from_bytes(b"42"), Payload::Json(json!(42)));
-        assert_eq!(Payload::from_bytes(b"on"), Payload::Text("on".into()));
-        assert_eq!(Payload::from_bytes(&[0xff, b'a']), Payload::Text("\u{fffd}a".into()));
+        assert_eq!(payload(br#"{"a":1}"#), Ok(Payload::Json(json!({"a": 1}))));
+        assert_eq!(payload(b"42"), Ok(Payload::Json(json!(42))));
+        assert_eq!(payload(b"on"), Ok(Payload::Text("on".into())));
+        assert_eq!(payload(&[0xff, b'a']), Ok(Payload::Text("\u{fffd}a".into())));
+        assert_eq!(payload(b"[warning] disk"), Ok(Payload::Text("[warning] disk".into())));
+    }
+
+    #[test]
+    fn depth_counts_arrays_and_objects_but_not_brackets_in_strings() {
+        assert!(parse_json(b"1", 0).is_ok(), "a scalar has depth 0");
+        assert!(matches!(parse_json(b"[]", 0), Err(JsonError::TooDeep(TooDeep { limit: 0 }))));
+        assert_eq!(parse_json(br#"{"a":[1]}"#, 2).unwrap(), json!({"a": [1]}));
+        assert!(matches!(parse_json(br#"{"a":[[1]]}"#, 2), Err(JsonError::TooDeep(_))));
+        // Siblings do not add up; only nesting does.
+        assert!(parse_json(b"[[1],[2],{\"a\":3}]", 2).is_ok());
+        assert_eq!(parse_json(br#"["[[[[{{{{"]"#, 1).unwrap(), json!(["[[[[{{{{"]));
+        assert_eq!(parse_json(br#"["\"[[[[", "\\"]"#, 1).unwrap(), json!(["\"[[[[", "\\"]));
+        assert!(matches!(parse_json(br#"["\\", [[1]]]"#, 2), Err(JsonError::TooDeep(_))));
+        // Refused before parsing, even far beyond what the parser could read.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(payload(deep.as_bytes()), Err(TooDeep { limit: DEFAULT_MAX_PAYLOAD_DEPTH }));
+        assert!(matches!(parse_json(b"{not json", 64), Err(JsonError::Invalid(_))));
     }
 
     #[test]
@@ -216,5 +313,105 @@ mod tests {
         // Never cut inside a character.
         let capped = cap_value(json!("ééééé"), 3);
         assert_eq!(capped["preview"], json!("é"));
+    }
+
+    /// The nesting of a parsed value (recursive: only for values this
+    /// module let through, so bounded by the limits tested).
+    fn depth(value: &Value) -> usize {
+        match value {
+            Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+            Value::Object(fields) => 1 + fields.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// JSON that round-trips exactly: no floats (their text form need
+        /// not come back bit for bit), strings full of brackets and quotes.
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(|n| json!(n)),
+                any::<u64>().prop_map(|n| json!(n)),
+                "[\\[\\]{}\"\\\\a-zé ]{0,12}".prop_map(Value::String),
+                any::<String>().prop_map(Value::String),
+            ];
+            leaf.prop_recursive(8, 64, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    prop::collection::btree_map("[\\[{\"a-z]{0,6}", inner, 0..6)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// Text nested exactly `depth` levels: a random container at each
+        /// level, with strings full of brackets beside the nesting.
+        fn nested(kinds: &[bool], noise: &str) -> String {
+            let noise = serde_json::to_string(noise).unwrap();
+            let mut text = String::from("0");
+            for &object in kinds.iter().rev() {
+                text = if object { format!("{{\"k\":{text},\"n\":{noise}}}") } else { format!("[{noise},{text}]") };
+            }
+            text
+        }
+
+        /// Bytes that are mostly structure: brackets, quotes and escapes
+        /// nest and unbalance far more often than in uniform bytes.
+        fn structural_bytes() -> impl Strategy<Value = Vec<u8>> {
+            prop::collection::vec(prop::sample::select(b"[]{}\"\\,:a1 \xff".to_vec()), 0..700)
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_never_panic_and_never_reach_the_parsers_limit(
+                bytes in prop_oneof![prop::collection::vec(any::<u8>(), 0..512), structural_bytes()],
+                limit in 0usize..=MAX_PAYLOAD_DEPTH_LIMIT,
+            ) {
+                match parse_json(&bytes, limit) {
+                    Ok(value) => prop_assert!(depth(&value) <= limit),
+                    Err(JsonError::TooDeep(TooDeep { limit: l })) => prop_assert_eq!(l, limit),
+                    Err(JsonError::Invalid(e)) => {
+                        prop_assert!(!e.to_string().contains("recursion limit"), "{}", e)
+                    }
+                }
+                match parse_payload(&bytes, limit) {
+                    Ok(Payload::Json(value)) => prop_assert!(depth(&value) <= limit),
+                    Ok(Payload::Text(text)) => prop_assert_eq!(text, String::from_utf8_lossy(&bytes)),
+                    Err(TooDeep { limit: l }) => prop_assert_eq!(l, limit),
+                }
+            }
+
+            #[test]
+            fn nesting_exactly_at_the_limit_is_accepted_and_one_more_refused(
+                kinds in prop::collection::vec(any::<bool>(), 1..=MAX_PAYLOAD_DEPTH_LIMIT + 1),
+                noise in "[\\[\\]{}\"\\\\ ]{0,8}",
+            ) {
+                let text = nested(&kinds, &noise);
+                let at = kinds.len();
+                let value = parse_json(text.as_bytes(), at).expect("at the limit");
+                prop_assert_eq!(depth(&value), at);
+                prop_assert_eq!(parse_payload(text.as_bytes(), at), Ok(Payload::Json(value)));
+                let below = at - 1;
+                prop_assert!(matches!(parse_json(text.as_bytes(), below), Err(JsonError::TooDeep(_))));
+                prop_assert_eq!(parse_payload(text.as_bytes(), below), Err(TooDeep { limit: below }));
+            }
+
+            #[test]
+            fn json_round_trips(value in json_value(), pretty in any::<bool>()) {
+                let text = if pretty {
+                    serde_json::to_string_pretty(&value).unwrap()
+                } else {
+                    serde_json::to_string(&value).unwrap()
+                };
+                let limit = depth(&value);
+                prop_assert_eq!(&parse_json(text.as_bytes(), limit).unwrap(), &value);
+                prop_assert_eq!(parse_payload(text.as_bytes(), limit), Ok(Payload::Json(value)));
+            }
+        }
     }
 }

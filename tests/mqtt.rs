@@ -668,3 +668,64 @@ async fn wait_for(what: &str, check: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+in_both_protocols!(
+    a_message_nested_too_deep_is_acknowledged_and_audited_as_refused:
+    a_message_nested_too_deep_is_acknowledged_and_audited_as_refused_in_mqtt_5,
+    a_message_nested_too_deep_is_acknowledged_and_audited_as_refused_in_mqtt_3_1_1
+);
+
+/// A payload nested deeper than `max_payload_depth` (default 64) starts
+/// nothing; it is audited as `event_refused` and acknowledged, so neither
+/// the messages after it nor a restart bring it back.
+async fn a_message_nested_too_deep_is_acknowledged_and_audited_as_refused(protocol: Protocol) {
+    let (broker, publisher) = (broker(protocol), broker(Protocol::V311));
+    let prefix = unique("fanin-test/deep");
+    let block = mqtt_block(&broker.url(), &unique("fanin-deep"), &[&format!("{prefix}/#")], protocol.config_line());
+    let setup = Setup::new("", &block).sop("deep", &mqtt_sop("deep", &format!("{prefix}/#"), None));
+    let mut d = setup.start();
+    wait_mqtt_up(&d).await;
+
+    let nested = |depth: usize| format!("{}0{}", "[".repeat(depth), "]".repeat(depth));
+    let deep_topic = format!("{prefix}/deep");
+    let messages = [
+        text(&deep_topic, &nested(65)),
+        text(&format!("{prefix}/limit"), &nested(64)),
+        text(&format!("{prefix}/ok"), r#"{"n": 1}"#),
+    ];
+    publish(&publisher, QoS::AtLeastOnce, &messages).await;
+    let payloads = wait_runs(&d, "deep", 2).await;
+    let at_limit: Value = serde_json::from_str(&nested(64)).unwrap();
+    assert_eq!(sorted(payloads), sorted(vec![at_limit, json!({"n": 1})]));
+
+    let records = refused(&d).await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    let detail = &records[0]["detail"];
+    assert_eq!(detail["source"], json!("mqtt"));
+    assert_eq!(detail["topic"], json!(deep_topic));
+    assert_eq!(detail["reason"], json!("payload_too_deep"));
+    assert!(detail["detail"].as_str().unwrap().contains("deeper than 64"), "{detail}");
+    assert_eq!(detail["bytes"], json!(nested(65).len()));
+    let (_, metrics) = d.get("/metrics").await;
+    let counted =
+        metrics.as_str().unwrap().lines().any(|l| {
+            l.starts_with("fanin_events_refused_total{") && l.contains("source=\"mqtt\"") && l.ends_with(" 1")
+        });
+    assert!(counted, "{metrics}");
+
+    // Unacknowledged, the broker would hand the message over again on the
+    // next session, before anything published after it.
+    d.stop();
+    let d = setup.start();
+    wait_mqtt_up(&d).await;
+    publish(&publisher, QoS::AtLeastOnce, &[text(&format!("{prefix}/ok"), r#"{"n": 2}"#)]).await;
+    wait_runs(&d, "deep", 3).await;
+    assert_eq!(refused(&d).await.len(), 1, "the refused message came back");
+}
+
+/// The `event_refused` audit records.
+async fn refused(d: &Daemon) -> Vec<Value> {
+    let (status, audit) = d.get("/admin/audit?limit=10000").await;
+    assert_eq!(status, 200, "{audit}");
+    audit["records"].as_array().unwrap().iter().filter(|r| r["kind"] == json!("event_refused")).cloned().collect()
+}

@@ -265,3 +265,32 @@ async fn a_daemon_reading_a_board_stops_cleanly_on_sigterm() {
     };
     assert!(status.success(), "graceful stop exits 0: {status}");
 }
+
+#[tokio::test]
+async fn values_nested_deeper_than_the_limit_are_bad_lines() {
+    let setup = Setup::new(
+        "max_payload_depth = 3",
+        &format!("[peripherals.{BOARD}]\ntransport = \"serial\"\npath = \"board-tty\"\nbaud = 115200\n"),
+    )
+    .sop("thermo", &peripheral_sop("thermo", "temp", None));
+    let mut board = FakeBoard::plug_in();
+    link_device(&device_link(&setup), &board);
+    let d = setup.start();
+    wait_until_up(&d).await;
+
+    board.send("temp=[[[[1]]]]\n");
+    board.send("{\"signal\": \"temp\", \"value\": [[[[1]]]]}\n");
+    board.send(&format!("temp={}1{}\n", "[".repeat(5000), "]".repeat(5000)));
+    board.send("temp=[[[1]]]\n");
+    board.send("{\"signal\": \"temp\", \"value\": {\"a\": [[2]]}}\n");
+
+    assert_eq!(wait_for_payloads(&d, "thermo", 2).await, vec![json!([[[1]]]), json!({"a": [[2]]})]);
+    let (_, metrics) = d.get("/metrics").await;
+    let metrics = metrics.as_str().unwrap();
+    let bad = metrics
+        .lines()
+        .find(|l| l.starts_with("fanin_peripheral_bad_lines_total{board=\"nucleo\"}"))
+        .unwrap_or_else(|| panic!("no bad-line counter in {metrics}"));
+    assert!(bad.ends_with(" 3"), "the three lines nested too deep are bad lines: {bad}");
+    assert_eq!(port_state(&d).await["status"], json!("up"));
+}

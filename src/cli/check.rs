@@ -94,8 +94,14 @@ pub fn explain(
     let source = Source::parse(source).ok_or_else(|| {
         Failure::new(format!("--source {source:?}: expected webhook, sop_webhook, mqtt, cron, peripheral or manual"))
     })?;
+    let max_depth = load_config(config_path)?.gateway.max_payload_depth;
+    let payload = match payload {
+        Some(p) => {
+            crate::event::parse_payload(p.as_bytes(), max_depth).map_err(|e| Failure::new(format!("--payload: {e}")))?
+        }
+        None => Payload::Json(serde_json::Value::Null),
+    };
     let catalog = crate::dispatch::Catalog::new(load_sops(config_path)?);
-    let payload = payload.map_or(Payload::Json(serde_json::Value::Null), |p| Payload::from_bytes(p.as_bytes()));
     let mut event = Event::new(source, topic, payload, Utc::now());
     event.timezone = timezone;
     let explanation = catalog.explain(&event);

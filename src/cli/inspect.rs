@@ -27,12 +27,14 @@ pub(super) fn open_store(config: &Config) -> Result<Arc<dyn Store>, Failure> {
 pub async fn fire(config_path: &Path, json: bool, sop: &str, payload: Option<&str>) -> Result<(), Failure> {
     let config = load_config(config_path)?;
     let body = payload.unwrap_or("").to_string();
-    if let Some(payload) = payload {
-        serde_json::from_str::<Value>(payload).map_err(|e| Failure::new(format!("--payload is not JSON: {e}")))?;
-    }
-    let reply = match fire_through_daemon(&config, sop, body.clone()).await? {
+    let value = match payload {
+        Some(payload) => crate::event::parse_json(payload.as_bytes(), config.gateway.max_payload_depth)
+            .map_err(|e| Failure::new(format!("--payload is not JSON fanin takes: {e}")))?,
+        None => Value::Null,
+    };
+    let reply = match fire_through_daemon(&config, sop, body).await? {
         Some(reply) => reply,
-        None => fire_in_process(&config, sop, &body).await?,
+        None => fire_in_process(&config, sop, value).await?,
     };
     if json {
         output::json(&reply);
@@ -99,14 +101,13 @@ pub(super) async fn post_to_daemon(
     Ok(Some((status, reply)))
 }
 
-async fn fire_in_process(config: &Config, sop: &str, body: &str) -> Result<Value, Failure> {
+async fn fire_in_process(config: &Config, sop: &str, payload: Value) -> Result<Value, Failure> {
     let (catalog, _) = crate::daemon::load_catalog(config).map_err(|errors| Failure {
         message: format!("{} SOP error(s); run `fanin validate`", errors.len()),
         details: errors,
     })?;
     let dispatcher = crate::daemon::open_dispatcher(config, catalog).await?;
-    let payload = if body.is_empty() { Payload::Json(Value::Null) } else { Payload::from_bytes(body.as_bytes()) };
-    let mut event = Event::new(Source::Manual, sop, payload, Utc::now());
+    let mut event = Event::new(Source::Manual, sop, Payload::Json(payload), Utc::now());
     event.client = Some("cli".into());
     match dispatcher.dispatch(event).await? {
         DispatchReport::Accepted { outcomes, .. } if outcomes.is_empty() => {

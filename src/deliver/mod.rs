@@ -15,6 +15,10 @@
 //! its run has failed; if it arrives, that is audited and the run keeps its
 //! failed record. Envelopes of a cancelled run are never sent.
 //!
+//! An entry that cannot be sent at all, because its stored envelope (or
+//! its run) cannot be read back, is dead-lettered at once with the reason,
+//! and the rest go on.
+//!
 //! An envelope for a destination that is not configured waits (attempts
 //! are not spent) and is retried at the backoff cap: configuring the
 //! destination and restarting delivers it.
@@ -33,7 +37,7 @@ use crate::backoff::Backoff;
 use crate::config::{Config, DeliveryConfig, DestinationConfig};
 use crate::dispatch::{DispatchError, Dispatcher, RunInput};
 use crate::runs::RunStatus;
-use crate::store::{AuditKind, Batch, NewAudit, OutboxRecord, Write};
+use crate::store::{unreadable_reason, AuditKind, Batch, NewAudit, OutboxRecord, StoreError, Write};
 use serde_json::json;
 
 /// How many entries one round sends at once (different runs, so order per
@@ -120,6 +124,7 @@ impl Worker {
     async fn deliver(&self, entry: OutboxRecord) {
         let run = match self.dispatcher.store().get_run(&entry.run_id).await {
             Ok(run) => run,
+            Err(StoreError::Invalid(e)) => return self.retire(&entry, format!("its run cannot be read: {e}")).await,
             Err(e) => return tracing::warn!(envelope = %entry.id, error = %e, "outbox: cannot read its run"),
         };
         let run_status = run.as_ref().map(|r| r.status);
@@ -127,9 +132,18 @@ impl Worker {
             // The run was cancelled by an operator: its envelope must not go
             // out any more.
             let why = run.map_or("its run is gone".to_string(), |r| format!("its run is {}", r.status));
-            let write =
-                Write::DeadLetter { id: entry.id.clone(), attempts: entry.attempts, error: why, at: Utc::now() };
-            if let Err(e) = self.dispatcher.store().commit(Batch { idempotency: None, writes: vec![write] }).await {
+            return self.retire(&entry, why).await;
+        }
+        if let Some(reason) = unreadable_reason(&entry.envelope) {
+            // Every attempt would fail the same way: it is the last one now.
+            let error = format!("the stored envelope cannot be read ({reason})");
+            tracing::warn!(envelope = %entry.id, run_id = %entry.run_id, %error, "outbox: dead letter");
+            metrics::counter!("fanin_outbox_dead_total", "destination" => entry.destination.clone()).increment(1);
+            if run_status != Some(RunStatus::Running) {
+                return self.retire(&entry, error).await;
+            }
+            let input = RunInput::DeliveryFailed { envelope_id: entry.id.clone(), attempts: entry.attempts, error };
+            if let Err(e) = self.dispatcher.advance(&entry.run_id, input, Utc::now()).await {
                 tracing::warn!(envelope = %entry.id, error = %e, "outbox: cannot retire an envelope");
             }
             return;
@@ -183,6 +197,15 @@ impl Worker {
         };
         if let Err(e) = result {
             tracing::warn!(envelope = %entry.id, error = %e, "outbox: outcome not recorded; the attempt will repeat");
+        }
+    }
+
+    /// Dead-letters an entry that must not or cannot be sent, its run left
+    /// as it is.
+    async fn retire(&self, entry: &OutboxRecord, why: String) {
+        let write = Write::DeadLetter { id: entry.id.clone(), attempts: entry.attempts, error: why, at: Utc::now() };
+        if let Err(e) = self.dispatcher.store().commit(Batch { idempotency: None, writes: vec![write] }).await {
+            tracing::warn!(envelope = %entry.id, error = %e, "outbox: cannot retire an envelope");
         }
     }
 

@@ -56,6 +56,21 @@ pub enum DispatchReport {
     Duplicate { response: Value },
 }
 
+/// An event a source refused but must acknowledge all the same (an MQTT
+/// message: unacknowledged, the broker would redeliver it forever).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refusal {
+    pub source: Source,
+    pub topic: String,
+    pub client: Option<String>,
+    /// The error code (`payload_too_deep`) and its wording.
+    pub reason: &'static str,
+    pub detail: String,
+    /// The size of what arrived.
+    pub bytes: usize,
+    pub received_at: DateTime<Utc>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
     #[error(transparent)]
@@ -256,6 +271,30 @@ impl Dispatcher {
             }
             Committed::Duplicate { response } => Ok(DispatchReport::Duplicate { response }),
         }
+    }
+
+    /// Audits a refused event (`event_refused`). Returns once the record is
+    /// durable, so the source acknowledges only what left a trace.
+    pub async fn refuse(&self, refusal: Refusal) -> Result<(), DispatchError> {
+        let detail = json!({
+            "source": refusal.source,
+            "topic": refusal.topic,
+            "client": refusal.client,
+            "reason": refusal.reason,
+            "detail": refusal.detail,
+            "bytes": refusal.bytes,
+            "received_at": refusal.received_at,
+        });
+        let record =
+            NewAudit { at: refusal.received_at, kind: AuditKind::EventRefused, run_id: None, sop: None, detail };
+        let batch = Batch { idempotency: None, writes: vec![Write::Audit(record)] };
+        match refusal.source {
+            Source::Mqtt => self.store.commit_pipelined(batch).await?,
+            _ => self.store.commit(batch).await?,
+        };
+        metrics::counter!("fanin_events_refused_total", "source" => refusal.source.as_str(), "reason" => refusal.reason)
+            .increment(1);
+        Ok(())
     }
 
     /// The registries to put in an execution envelope now.

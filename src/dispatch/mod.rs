@@ -14,5 +14,5 @@ pub mod matching;
 pub mod topic;
 
 pub use advance::{Advanced, Lease, RunInput};
-pub use dispatcher::{DispatchError, DispatchReport, DispatchSettings, Dispatcher, Outcome, RunOutcome};
+pub use dispatcher::{DispatchError, DispatchReport, DispatchSettings, Dispatcher, Outcome, Refusal, RunOutcome};
 pub use matching::{Catalog, Explanation};

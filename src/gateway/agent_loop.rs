@@ -287,7 +287,7 @@ pub async fn report(
 ) -> Result<Json<Value>, ApiError> {
     admit(&state, peer, &headers).await?;
     let number = step_number(&n).map_err(|detail| bad_request("invalid_step", detail))?;
-    let payload = read_json(body, &headers, state.config.max_body_bytes).await?;
+    let payload = read_json(body, &headers, &state.config).await?;
     let report = parse_report(payload.to_value()).map_err(|detail| bad_request("invalid_body", detail))?;
     let input = RunInput::StepDone {
         index: number - 1,

@@ -194,7 +194,7 @@ async fn decide_route(
     decision: Decision,
 ) -> Result<Json<Value>, ApiError> {
     let by = guard(state, peer, headers).await?;
-    let request = parse_request(read_json(body, headers, state.config.max_body_bytes).await?)?;
+    let request = parse_request(read_json(body, headers, &state.config).await?)?;
     Ok(Json(decide(&state.dispatcher, decision, request, by).await?))
 }
 

@@ -17,9 +17,10 @@ use serde_json::{json, Value};
 
 use super::limits::{client_ip, retry_after_secs, validate_idempotency_key};
 use super::{auth, ApiError, AppState};
+use crate::config::GatewayConfig;
 use crate::dispatch::DispatchReport;
 use crate::envelope::legacy;
-use crate::event::{Event, IdempotencyKey, Payload, Source};
+use crate::event::{self, Event, IdempotencyKey, JsonError, Payload, Source, TooDeep};
 
 pub async fn sop(
     State(state): State<AppState>,
@@ -73,16 +74,29 @@ pub async fn admit_caller(state: &AppState, peer: SocketAddr, headers: &HeaderMa
     Ok(key)
 }
 
-/// Reads the body within `max_body_bytes` (413) and parses it as JSON (400).
-/// An empty body is JSON `null`.
-pub async fn read_json(body: Body, headers: &HeaderMap, max: usize) -> Result<Payload, ApiError> {
-    let bytes = read_body(body, headers, max).await?;
+/// Reads the body within `max_body_bytes` (413) and parses it as JSON
+/// (400 `invalid_json`) nested at most `max_payload_depth` deep (400
+/// `payload_too_deep`). An empty body is JSON `null`.
+pub async fn read_json(body: Body, headers: &HeaderMap, config: &GatewayConfig) -> Result<Payload, ApiError> {
+    let bytes = read_body(body, headers, config.max_body_bytes).await?;
+    json_body(&bytes, config.max_payload_depth)
+}
+
+/// A body that must be JSON, as [`read_json`] takes it.
+fn json_body(bytes: &[u8], max_depth: usize) -> Result<Payload, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Payload::Json(Value::Null));
     }
-    serde_json::from_slice(&bytes)
-        .map(Payload::Json)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json").with("detail", e.to_string()))
+    event::parse_json(bytes, max_depth).map(Payload::Json).map_err(|e| match e {
+        JsonError::TooDeep(too_deep) => refused_as_too_deep(too_deep),
+        JsonError::Invalid(e) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_json").with("detail", e.to_string()),
+    })
+}
+
+fn refused_as_too_deep(too_deep: TooDeep) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, TooDeep::CODE)
+        .with("max_payload_depth", too_deep.limit)
+        .with("detail", too_deep.to_string())
 }
 
 /// Reads the body within `max_body_bytes` (413).
@@ -141,20 +155,22 @@ async fn ingest(
     if source != Source::Webhook && !state.auth_configured() {
         return Err(ApiError::unauthorized());
     }
-    let payload = match source {
-        Source::Peripheral => {
-            let board = topic.split('/').next().unwrap_or_default();
-            if !state.boards.contains(board) {
-                return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_board").with("board", board));
-            }
-            let signal = &topic[board.len() + 1..];
-            if !crate::sop::is_signal_name(signal) {
-                return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_signal").with("signal", signal));
-            }
-            let bytes = read_body(body, headers, state.config.max_body_bytes).await?;
-            Payload::from_bytes(bytes.trim_ascii())
+    if source == Source::Peripheral {
+        let board = topic.split('/').next().unwrap_or_default();
+        if !state.boards.contains(board) {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_board").with("board", board));
         }
-        _ => read_json(body, headers, state.config.max_body_bytes).await?,
+        let signal = &topic[board.len() + 1..];
+        if !crate::sop::is_signal_name(signal) {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_signal").with("signal", signal));
+        }
+    }
+    let bytes = read_body(body, headers, state.config.max_body_bytes).await?;
+    let max_depth = state.config.max_payload_depth;
+    let payload = match source {
+        // A board's value: JSON when it is JSON, else its text.
+        Source::Peripheral => event::parse_payload(bytes.trim_ascii(), max_depth).map_err(refused_as_too_deep)?,
+        _ => json_body(&bytes, max_depth)?,
     };
     let mut event = Event::new(source, topic, payload, Utc::now());
     event.client = Some(caller);

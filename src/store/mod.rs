@@ -174,10 +174,13 @@ pub enum AuditKind {
     EnvelopeDelivered,
     /// An envelope gave up (dead letter), or failed schema validation.
     EnvelopeFailed,
+    /// A source refused an event it still had to acknowledge (an MQTT
+    /// message too deeply nested): the record is all that is left of it.
+    EventRefused,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 15] = [
+    pub const ALL: [AuditKind; 16] = [
         AuditKind::RunStarted,
         AuditKind::RunDeferred,
         AuditKind::RunPromoted,
@@ -193,6 +196,7 @@ impl AuditKind {
         AuditKind::EnvelopeQueued,
         AuditKind::EnvelopeDelivered,
         AuditKind::EnvelopeFailed,
+        AuditKind::EventRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -212,6 +216,7 @@ impl AuditKind {
             AuditKind::EnvelopeQueued => "envelope_queued",
             AuditKind::EnvelopeDelivered => "envelope_delivered",
             AuditKind::EnvelopeFailed => "envelope_failed",
+            AuditKind::EventRefused => "event_refused",
         }
     }
 
@@ -491,6 +496,25 @@ pub trait Store: Send + Sync + 'static {
     async fn outbox_list(&self, status: Option<OutboxStatus>, limit: usize) -> Result<Vec<OutboxRecord>, StoreError>;
 
     async fn outbox_get(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError>;
+}
+
+/// What a reader hands back in place of a stored value it cannot read (JSON
+/// nested beyond what the parser takes, text that is not JSON, a row with a
+/// column fanin never writes that way): `{"unreadable": "<why>",
+/// "stored_bytes": n}`. The record around it still lists, so one bad row
+/// never hides the others, and the outbox worker dead-letters an envelope
+/// that reads as this instead of trying it forever.
+pub fn unreadable(reason: String, stored_bytes: usize) -> Value {
+    serde_json::json!({"unreadable": reason, "stored_bytes": stored_bytes})
+}
+
+/// Why the value was unreadable, when `value` is [`unreadable`]'s stand-in.
+pub fn unreadable_reason(value: &Value) -> Option<&str> {
+    let fields = value.as_object()?;
+    if fields.len() != 2 || !fields.get("stored_bytes")?.is_u64() {
+        return None;
+    }
+    fields.get("unreadable")?.as_str()
 }
 
 /// Opens the store named by `[store].url`. Relative SQLite paths resolve

@@ -22,8 +22,8 @@ use super::link::{self, LinkLog, Say};
 use super::protocol::{AckToken, Client, Connection, Failure, Heard, Message};
 use super::{Settings, SOURCE};
 use crate::backoff::Backoff;
-use crate::dispatch::DispatchError;
-use crate::event::{Event, Payload, Source};
+use crate::dispatch::{DispatchError, Refusal};
+use crate::event::{self, Event, Source, TooDeep};
 use crate::sources::health::Status;
 use crate::sources::SourceContext;
 
@@ -220,10 +220,29 @@ impl Listener {
         let event_topic = topic.clone();
         let client_label = self.settings.client_label.clone();
         let dispatcher = self.ctx.dispatcher.clone();
+        let max_depth = self.ctx.config.gateway.max_payload_depth;
         let task = tokio::spawn(async move {
             // Parsing happens here, off the listener, so a large payload
             // does not hold up the connection.
-            let mut event = Event::new(Source::Mqtt, event_topic, Payload::from_bytes(&payload), received_at);
+            let parsed = match event::parse_payload(&payload, max_depth) {
+                Ok(parsed) => parsed,
+                Err(too_deep) => {
+                    // Acknowledged once audited: a broker redelivers what is
+                    // not, and this message would be refused every time.
+                    tracing::debug!(topic = %event_topic, %too_deep, "MQTT message refused");
+                    let refusal = Refusal {
+                        source: Source::Mqtt,
+                        topic: event_topic,
+                        client: Some(client_label),
+                        reason: TooDeep::CODE,
+                        detail: too_deep.to_string(),
+                        bytes: payload.len(),
+                        received_at,
+                    };
+                    return Box::pin(dispatcher.refuse(refusal)).await;
+                }
+            };
+            let mut event = Event::new(Source::Mqtt, event_topic, parsed, received_at);
             event.client = Some(client_label);
             // Boxed so the task itself stays small: a task allocation over
             // 1 KiB made glibc merge its free lists on every message

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::event::Payload;
+use crate::event::{self, JsonError, Payload, TooDeep};
 
 /// One named value a board emitted.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,27 +24,33 @@ pub struct BadLine(pub String);
 /// `true`, `"x"`), else the text. Whitespace around the whole line and
 /// around the `=` is not part of either side (`temp = 21.5` is `temp`,
 /// `21.5`), since a signal name cannot hold whitespace anyway.
-/// A line starting with `{` is only ever the JSON form.
-pub fn parse_line(line: &str) -> Result<Option<Signal>, BadLine> {
+/// A line starting with `{` is only ever the JSON form. Either way a value
+/// nested deeper than `max_depth` (`[gateway] max_payload_depth`) is
+/// refused, as every source refuses it.
+pub fn parse_line(line: &str, max_depth: usize) -> Result<Option<Signal>, BadLine> {
     let line = line.trim();
     if line.is_empty() {
         return Ok(None);
     }
     if line.starts_with('{') {
-        return parse_json_object(line).map(Some);
+        return parse_json_object(line, max_depth).map(Some);
     }
     let Some((name, value)) = line.split_once('=') else {
         return Err(BadLine("expected signal=value or a JSON object {\"signal\": ..., \"value\": ...}".into()));
     };
     let name = checked_signal_name(name.trim())?;
-    Ok(Some(Signal { name, payload: Payload::from_bytes(value.trim().as_bytes()) }))
+    let payload = event::parse_payload(value.trim().as_bytes(), max_depth).map_err(|e| BadLine(e.to_string()))?;
+    Ok(Some(Signal { name, payload }))
 }
 
 /// `{"signal": "...", "value": ...}`; other keys are ignored (a board may
 /// add a timestamp), a missing `value` is refused rather than read as null.
-fn parse_json_object(line: &str) -> Result<Signal, BadLine> {
-    let Ok(Value::Object(mut object)) = serde_json::from_str::<Value>(line) else {
-        return Err(BadLine("starts with '{' but is not a JSON object".into()));
+/// The object itself is one level around the value.
+fn parse_json_object(line: &str, max_depth: usize) -> Result<Signal, BadLine> {
+    let mut object = match event::parse_json(line.as_bytes(), max_depth.saturating_add(1)) {
+        Ok(Value::Object(object)) => object,
+        Err(JsonError::TooDeep(_)) => return Err(BadLine(TooDeep { limit: max_depth }.to_string())),
+        Ok(_) | Err(JsonError::Invalid(_)) => return Err(BadLine("starts with '{' but is not a JSON object".into())),
     };
     let name = match object.remove("signal") {
         Some(Value::String(name)) => checked_signal_name(&name)?,
@@ -108,7 +114,7 @@ mod tests {
             ("   \t", None),
         ];
         for (line, expected) in cases {
-            assert_eq!(parse_line(line), Ok(expected), "line {line:?}");
+            assert_eq!(parse_line(line, 64), Ok(expected), "line {line:?}");
         }
     }
 
@@ -130,9 +136,34 @@ mod tests {
             (r#"{"signal":"","value":1}"#, "not a signal name"),
         ];
         for (line, reason) in cases {
-            match parse_line(line) {
+            match parse_line(line, 64) {
                 Err(BadLine(why)) => assert!(why.contains(reason), "line {line:?}: {why:?} lacks {reason:?}"),
                 other => panic!("line {line:?} was accepted as {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn values_nested_deeper_than_the_limit_are_refused() {
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        assert_eq!(parse_line(&format!("v={}", nested(3)), 3).unwrap().unwrap().payload, Payload::Json(json!([[[]]])));
+        let object = |depth: usize| format!("{{\"signal\":\"v\",\"value\":{}}}", nested(depth));
+        assert_eq!(parse_line(&object(3), 3).unwrap().unwrap().payload, Payload::Json(json!([[[]]])));
+        for line in [format!("v={}", nested(4)), object(4), format!("v={}", nested(200)), object(200)] {
+            match parse_line(&line, 3) {
+                Err(BadLine(why)) => assert!(why.contains("deeper than 3"), "{line}: {why}"),
+                other => panic!("{line}: accepted as {other:?}"),
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_line_is_a_signal_nothing_or_a_reason(line in "[a-z_=\\[\\]{}\":,0-9 \\\\]{0,300}|\\PC{0,200}") {
+            match parse_line(&line, 8) {
+                Ok(Some(signal)) => proptest::prop_assert!(crate::sop::is_signal_name(&signal.name)),
+                Ok(None) => proptest::prop_assert!(line.trim().is_empty()),
+                Err(BadLine(why)) => proptest::prop_assert!(!why.is_empty()),
             }
         }
     }

@@ -64,6 +64,7 @@ pub fn start(ctx: &SourceContext) -> Result<Vec<SourceTask>, String> {
             path,
             baud: peripheral.baud,
             max_line_bytes: ctx.config.sop.untrusted_payload_max_bytes,
+            max_payload_depth: ctx.config.gateway.max_payload_depth,
         };
         ctx.health.set_status(&port.health_name(), Status::Connecting, None);
         tasks.push(tokio::spawn(run_board(ctx.clone(), port)));
@@ -77,6 +78,7 @@ struct SerialBoard {
     path: String,
     baud: u32,
     max_line_bytes: usize,
+    max_payload_depth: usize,
 }
 
 impl SerialBoard {
@@ -196,7 +198,7 @@ async fn read_port(
         };
         delivered_data = true;
         let outcome = match frame {
-            Frame::Line(text) => match parse_line(&text) {
+            Frame::Line(text) => match parse_line(&text, port.max_payload_depth) {
                 Ok(None) => continue,
                 Ok(Some(signal)) => Ok(signal),
                 Err(BadLine(reason)) => Err((reason, Some(text))),
@@ -223,7 +225,7 @@ fn note_bad_line(port: &SerialBoard, bad_lines: &mut BadLineLog, reason: &str, t
         BadLineNote::LogFirst => {
             let preview: String = text.unwrap_or("").chars().take(LOG_PREVIEW_CHARS).collect();
             tracing::warn!(board = %port.board, reason, line = %preview,
-                "skipped a serial line that is not signal=value or a JSON object; \
+                "skipped a bad serial line; \
                  further ones are counted in fanin_peripheral_bad_lines_total");
         }
         BadLineNote::LogSummary { skipped } => {

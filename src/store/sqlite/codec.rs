@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use rusqlite::types::Type;
+use rusqlite::types::{Type, ValueRef};
 use rusqlite::{ErrorCode, Row};
 use serde_json::Value;
 
@@ -44,16 +44,49 @@ pub(super) fn opt_time_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<
     }
 }
 
+/// A JSON column. Never an error: what cannot be read back (nested deeper
+/// than serde_json reads, not JSON, not text) comes back as the
+/// [`store::unreadable`](crate::store::unreadable) stand-in saying why, so
+/// the row it is part of still reads.
 pub(super) fn json_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<Value> {
-    let text: String = row.get(idx)?;
-    serde_json::from_str(&text).map_err(|e| unreadable(idx, format!("invalid JSON: {e}")))
+    Ok(match row.get_ref(idx)? {
+        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => json_or_unreadable(bytes),
+        other => crate::store::unreadable(format!("stored as {}, not JSON text", other.data_type()), 0),
+    })
+}
+
+/// Stored JSON text as a value, or the stand-in saying why it is not one.
+pub(super) fn json_or_unreadable(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|e| crate::store::unreadable(format!("stored JSON cannot be read: {e}"), bytes.len()))
 }
 
 pub(super) fn opt_json_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<Value>> {
-    match row.get::<_, Option<String>>(idx)? {
-        None => Ok(None),
-        Some(_) => json_at(row, idx).map(Some),
+    match row.get_ref(idx)? {
+        ValueRef::Null => Ok(None),
+        _ => json_at(row, idx).map(Some),
     }
+}
+
+/// A text column as text, whatever it holds (for naming a bad row).
+pub(super) fn lossy_text_at(row: &Row<'_>, idx: usize) -> String {
+    match row.get_ref(idx) {
+        Ok(ValueRef::Text(bytes) | ValueRef::Blob(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+        Ok(ValueRef::Integer(n)) => n.to_string(),
+        Ok(ValueRef::Real(x)) => x.to_string(),
+        Ok(ValueRef::Null) | Err(_) => String::new(),
+    }
+}
+
+/// Whether `e` says a row holds something its decoder cannot turn into a
+/// record (as opposed to the database failing).
+pub(super) fn is_undecodable(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+    )
 }
 
 /// A text column holding one of a closed set of names.
@@ -126,6 +159,29 @@ pub(super) fn step_from_row(row: &Row<'_>) -> rusqlite::Result<StepRecord> {
 pub(super) const OUTBOX_COLUMNS: &str = "id, seq, run_id, destination, envelope, status, attempts, next_attempt_at, \
      last_error, created_at, delivered_at";
 
+/// [`outbox_from_row`] for the delivery worker: a pending entry whose row
+/// cannot be decoded comes back with its id, its run and an
+/// [`unreadable`](crate::store::unreadable) envelope saying why, so the
+/// worker dead-letters it rather than meeting it again on every round.
+pub(super) fn due_outbox_from_row(row: &Row<'_>) -> rusqlite::Result<OutboxRecord> {
+    match outbox_from_row(row) {
+        Err(e) if is_undecodable(&e) => Ok(OutboxRecord {
+            id: row.get(0)?,
+            seq: row.get(1)?,
+            run_id: lossy_text_at(row, 2),
+            destination: lossy_text_at(row, 3),
+            envelope: crate::store::unreadable(format!("outbox row cannot be read: {e}"), 0),
+            status: OutboxStatus::Pending,
+            attempts: row.get(6).unwrap_or(0),
+            next_attempt_at: DateTime::UNIX_EPOCH,
+            last_error: None,
+            created_at: DateTime::UNIX_EPOCH,
+            delivered_at: None,
+        }),
+        other => other,
+    }
+}
+
 pub(super) fn outbox_from_row(row: &Row<'_>) -> rusqlite::Result<OutboxRecord> {
     Ok(OutboxRecord {
         id: row.get(0)?,
@@ -179,9 +235,7 @@ pub(super) fn is_constraint_violation(e: &rusqlite::Error) -> bool {
 pub(super) fn store_error(path: &Path, doing: &str, e: rusqlite::Error) -> StoreError {
     let message = format!("store {}: {doing}: {e}", path.display());
     match e {
-        rusqlite::Error::FromSqlConversionFailure(..)
-        | rusqlite::Error::InvalidColumnType(..)
-        | rusqlite::Error::IntegralValueOutOfRange(..) => StoreError::Invalid(message),
+        _ if is_undecodable(&e) => StoreError::Invalid(message),
         rusqlite::Error::SqliteFailure(ref err, _) if err.code == ErrorCode::NotADatabase => {
             StoreError::Invalid(message)
         }

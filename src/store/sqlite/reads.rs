@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rusqlite::types::ToSql;
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::Value;
 
 use super::codec::{
-    audit_from_row, json_at, micros, opt_time_at, outbox_from_row, run_from_row, step_from_row, store_error, time_at,
-    token_from_row, AUDIT_COLUMNS, OUTBOX_COLUMNS, RUN_COLUMNS, STEP_COLUMNS, TOKEN_COLUMNS,
+    audit_from_row, due_outbox_from_row, is_undecodable, json_at, lossy_text_at, micros, opt_time_at, outbox_from_row,
+    run_from_row, step_from_row, store_error, time_at, token_from_row, AUDIT_COLUMNS, OUTBOX_COLUMNS, RUN_COLUMNS,
+    STEP_COLUMNS, TOKEN_COLUMNS,
 };
 use super::schema::open_reader;
 use crate::runs::RunStatus;
@@ -123,6 +124,45 @@ pub(super) fn get_run(conn: &Connection, run_id: &str) -> rusqlite::Result<Optio
         .optional()
 }
 
+/// A row of a list its decoder could not read, named by `key`.
+struct Skipped {
+    key: String,
+    error: rusqlite::Error,
+}
+
+/// Decodes each row of a list on its own: `decode` failing on what a row
+/// holds (as opposed to the database failing) yields a [`Skipped`] naming
+/// the row by its column `key`, and the list goes on.
+fn per_row<T>(
+    decode: fn(&Row<'_>) -> rusqlite::Result<T>,
+    key: usize,
+) -> impl FnMut(&Row<'_>) -> rusqlite::Result<Result<T, Skipped>> {
+    move |row| match decode(row) {
+        Ok(record) => Ok(Ok(record)),
+        Err(error) if is_undecodable(&error) => Ok(Err(Skipped { key: lossy_text_at(row, key), error })),
+        Err(error) => Err(error),
+    }
+}
+
+/// The readable rows of a list. Each one left out is logged: a JSON value
+/// that cannot be read never gets here (it reads as a stand-in), so these
+/// are rows with a column fanin never writes that way.
+fn readable<T>(
+    rows: impl Iterator<Item = rusqlite::Result<Result<T, Skipped>>>,
+    table: &'static str,
+) -> rusqlite::Result<Vec<T>> {
+    let mut records = Vec::new();
+    for row in rows {
+        match row? {
+            Ok(record) => records.push(record),
+            Err(Skipped { key, error }) => {
+                tracing::warn!(table, row = %key, %error, "store: left out a row that cannot be read")
+            }
+        }
+    }
+    Ok(records)
+}
+
 /// SQLite reads a negative LIMIT as "no limit"; a zero limit (the
 /// `Default` of a query) means no limit too.
 fn sql_limit(limit: usize) -> i64 {
@@ -177,8 +217,8 @@ pub(super) fn list_runs(conn: &Connection, query: &RunQuery) -> rusqlite::Result
     let sql =
         format!("SELECT {RUN_COLUMNS} FROM runs {} ORDER BY started_at DESC, seq DESC {limit}", filters.where_clause());
     let mut statement = conn.prepare_cached(&sql)?;
-    let rows = statement.query_map(params_from_iter(filters.values.iter()), run_from_row)?;
-    rows.collect()
+    let rows = statement.query_map(params_from_iter(filters.values.iter()), per_row(run_from_row, 0))?;
+    readable(rows, "runs")
 }
 
 /// Oldest first, by the sequence number the store assigned.
@@ -193,8 +233,8 @@ pub(super) fn audit(conn: &Connection, query: &AuditQuery) -> rusqlite::Result<V
     let limit = filters.limit(query.limit);
     let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit {} ORDER BY seq {limit}", filters.where_clause());
     let mut statement = conn.prepare_cached(&sql)?;
-    let rows = statement.query_map(params_from_iter(filters.values.iter()), audit_from_row)?;
-    rows.collect()
+    let rows = statement.query_map(params_from_iter(filters.values.iter()), per_row(audit_from_row, 0))?;
+    readable(rows, "audit")
 }
 
 /// Counts per SOP and status in SQL, then folds the statuses that hold a
@@ -248,8 +288,8 @@ pub(super) fn find_token(conn: &Connection, prefix: &str) -> rusqlite::Result<Op
 pub(super) fn list_tokens(conn: &Connection) -> rusqlite::Result<Vec<TokenRecord>> {
     let mut statement =
         conn.prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, prefix"))?;
-    let rows = statement.query_map([], token_from_row)?;
-    rows.collect()
+    let rows = statement.query_map([], per_row(token_from_row, 0))?;
+    readable(rows, "tokens")
 }
 
 pub(super) fn cron_last_check(conn: &Connection, key: &str) -> rusqlite::Result<Option<DateTime<Utc>>> {
@@ -267,8 +307,8 @@ pub(super) fn ping(conn: &Connection) -> rusqlite::Result<()> {
 pub(super) fn steps(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec<StepRecord>> {
     let mut statement =
         conn.prepare_cached(&format!("SELECT {STEP_COLUMNS} FROM run_steps WHERE run_id = ?1 ORDER BY step_index"))?;
-    let rows = statement.query_map([run_id], step_from_row)?;
-    rows.collect()
+    let rows = statement.query_map([run_id], per_row(step_from_row, 1))?;
+    readable(rows, "run_steps")
 }
 
 /// The statuses are literals, not parameters, so SQLite can use the partial
@@ -298,8 +338,8 @@ pub(super) fn outbox_due(conn: &Connection, now: DateTime<Utc>, limit: usize) ->
          WHERE o.status = 'pending' AND o.next_attempt_at <= ?1 AND {OUTBOX_RUN_HEAD}
          ORDER BY o.seq LIMIT ?2"
     ))?;
-    let rows = statement.query_map(params![micros(now), sql_limit(limit)], outbox_from_row)?;
-    rows.collect()
+    let rows = statement.query_map(params![micros(now), sql_limit(limit)], per_row(due_outbox_from_row, 1))?;
+    readable(rows, "outbox")
 }
 
 pub(super) fn outbox_next_due(conn: &Connection) -> rusqlite::Result<Option<DateTime<Utc>>> {
@@ -321,8 +361,8 @@ pub(super) fn outbox_list(
     let limit = filters.limit(limit);
     let sql = format!("SELECT {OUTBOX_COLUMNS} FROM outbox {} ORDER BY seq {limit}", filters.where_clause());
     let mut statement = conn.prepare_cached(&sql)?;
-    let rows = statement.query_map(params_from_iter(filters.values.iter()), outbox_from_row)?;
-    rows.collect()
+    let rows = statement.query_map(params_from_iter(filters.values.iter()), per_row(outbox_from_row, 1))?;
+    readable(rows, "outbox")
 }
 
 pub(super) fn outbox_get(conn: &Connection, id: &str) -> rusqlite::Result<Option<OutboxRecord>> {

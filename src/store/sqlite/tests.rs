@@ -12,6 +12,7 @@ use crate::runs::RunStatus;
 mod migration;
 mod outbox;
 mod steps;
+mod unreadable;
 
 /// Whole seconds past a fixed instant: stored times round-trip exactly.
 fn t(secs: i64) -> DateTime<Utc> {

@@ -27,7 +27,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::codec::{is_constraint_violation, json_text, micros, step_status_name, store_error};
+use super::codec::{is_constraint_violation, json_at, json_text, micros, step_status_name, store_error};
 use crate::runs::RunStatus;
 use crate::store::{
     Batch, Committed, IdempotencyClaim, NewAudit, OutboxRecord, OutboxStatus, RunRecord, StepStatus, StoreError,
@@ -360,21 +360,13 @@ fn apply_batch(conn: &Connection, encoded: &EncodedBatch) -> Result<Committed, F
 }
 
 /// The response of a claim on the same key that is still live when this
-/// claim is made.
+/// claim is made (a stored response that cannot be read comes back as the
+/// unreadable stand-in: the key still holds).
 fn live_claim(conn: &Connection, claim: &IdempotencyClaim) -> Result<Option<Value>, Failure> {
-    let text: Option<String> = conn
+    Ok(conn
         .prepare_cached("SELECT response FROM idempotency WHERE scope = ?1 AND key = ?2 AND expires_at > ?3")?
-        .query_row(params![claim.scope, claim.key, micros(claim.created_at)], |row| row.get(0))
-        .optional()?;
-    match text {
-        None => Ok(None),
-        Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
-            Failure::Refused(StoreError::Invalid(format!(
-                "idempotency key {:?} in scope {:?}: stored response is not JSON: {e}",
-                claim.key, claim.scope
-            )))
-        }),
-    }
+        .query_row(params![claim.scope, claim.key, micros(claim.created_at)], |row| json_at(row, 0))
+        .optional()?)
 }
 
 /// Inserts the claim, replacing an expired one on the same key.
