@@ -204,15 +204,47 @@ pub struct Event {
     pub received_at: DateTime<Utc>,
     /// Who sent it: a token subject, a peer address, `cli`, a broker client.
     pub client: Option<String>,
-    /// `X-Idempotency-Key` with the endpoint path it is namespaced by.
+    /// `X-Idempotency-Key`, scoped by caller and endpoint path.
     pub idempotency: Option<IdempotencyKey>,
 }
 
+/// An `X-Idempotency-Key` as the dispatcher claims it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdempotencyKey {
-    /// The endpoint path the key is namespaced by (`/webhook`, `/sop/deploy`).
+    /// Who sent it and where: the caller (token subject, else client
+    /// address) and the endpoint path. A key is only ever a retry of the
+    /// same caller's request to the same endpoint, so one caller can never
+    /// learn or suppress another's runs by guessing its keys.
     pub scope: String,
     pub key: String,
+    /// SHA-256 (hex) of the raw request body: a retry sends the same bytes,
+    /// and the same key on other bytes is a client bug to report, not a
+    /// duplicate to swallow.
+    pub fingerprint: String,
+}
+
+impl IdempotencyKey {
+    /// The field of a claim's stored response that keeps its fingerprint.
+    pub const FINGERPRINT_FIELD: &'static str = "request_sha256";
+
+    pub fn new(caller: &str, path: &str, key: &str, body: &[u8]) -> IdempotencyKey {
+        use sha2::{Digest, Sha256};
+        IdempotencyKey {
+            scope: format!("{caller} {path}"),
+            key: key.to_string(),
+            fingerprint: hex::encode(Sha256::digest(body)),
+        }
+    }
+
+    /// Whether `stored`, the response of an earlier claim on this key, was
+    /// given to this same request. A response without a fingerprint (one
+    /// stored before fingerprints were) counts as the same.
+    pub fn same_request(&self, stored: &Value) -> bool {
+        match stored.get(Self::FINGERPRINT_FIELD).and_then(Value::as_str) {
+            Some(fingerprint) => fingerprint == self.fingerprint,
+            None => true,
+        }
+    }
 }
 
 impl Event {
@@ -297,6 +329,20 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert_eq!(payload(deep.as_bytes()), Err(TooDeep { limit: DEFAULT_MAX_PAYLOAD_DEPTH }));
         assert!(matches!(parse_json(b"{not json", 64), Err(JsonError::Invalid(_))));
+    }
+
+    #[test]
+    fn a_key_is_the_same_request_only_with_the_same_body() {
+        let key = IdempotencyKey::new("token:abcd1234", "/sop/deploy", "k", b"{\"n\":1}");
+        assert_eq!(key.scope, "token:abcd1234 /sop/deploy");
+        assert_eq!(key.fingerprint.len(), 64);
+        let stored = json!({"runs": [], IdempotencyKey::FINGERPRINT_FIELD: key.fingerprint});
+        assert!(key.same_request(&stored));
+        let other = IdempotencyKey::new("token:abcd1234", "/sop/deploy", "k", b"{\"n\":2}");
+        assert!(!other.same_request(&stored));
+        assert!(other.same_request(&json!({"runs": []})), "a response stored without a fingerprint");
+        let elsewhere = IdempotencyKey::new("ip:10.0.0.1", "/sop/deploy", "k", b"{\"n\":1}");
+        assert_ne!(elsewhere.scope, key.scope);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use super::index::TriggerRef;
 use super::matching::{Catalog, Explanation};
 use crate::envelope::registry::{Registries, RegistrySnapshot};
 use crate::envelope::{self, Run};
-use crate::event::{Event, Source};
+use crate::event::{Event, IdempotencyKey, Source};
 use crate::runs::lifecycle::{self, Effects, MoveContext};
 use crate::runs::RunStatus;
 use crate::sop::Sop;
@@ -52,7 +52,8 @@ pub enum DispatchReport {
     /// Committed. `outcomes` is empty when no SOP matched (nothing written).
     Accepted { event_id: String, outcomes: Vec<RunOutcome> },
     /// The idempotency key was seen within its TTL; nothing was written.
-    /// `response` is `{"matched_sops", "runs"}` as the first request got it.
+    /// `response` is `{"matched_sops", "runs"}` as the first request got it,
+    /// with that request's fingerprint (`IdempotencyKey::same_request`).
     Duplicate { response: Value },
 }
 
@@ -239,12 +240,16 @@ impl Dispatcher {
         }
         batch.writes.extend(extra);
         if let Some(idem) = &event.idempotency {
+            // The fingerprint rides in the stored response, so a later use
+            // of the key can tell a retry from a different request.
+            let mut response = summary(&outcomes);
+            response[IdempotencyKey::FINGERPRINT_FIELD] = Value::String(idem.fingerprint.clone());
             batch.idempotency = Some(IdempotencyClaim {
                 scope: idem.scope.clone(),
                 key: idem.key.clone(),
                 created_at: event.received_at,
                 expires_at: event.received_at + self.settings.idempotency_ttl,
-                response: summary(&outcomes),
+                response,
             });
         }
 
@@ -557,7 +562,7 @@ fn outcome_name(o: Outcome) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{IdempotencyKey, Payload, Source};
+    use crate::event::{Payload, Source};
     use crate::sop::test_support::sop_with;
     use crate::sop::{AdmissionPolicy, TriggerSpec};
     use crate::store::sqlite::SqliteStore;
@@ -690,12 +695,18 @@ mod tests {
         let f = fixture(vec![deploy(AdmissionPolicy::Drop)], 10).await;
         let keyed = |secs| {
             let mut e = hook("/sop/deploy", secs);
-            e.idempotency = Some(IdempotencyKey { scope: "/sop/deploy".into(), key: "k".into() });
+            e.idempotency = Some(IdempotencyKey::new("token:t", "/sop/deploy", "k", b"{}"));
             e
         };
         let first = outcomes(f.dispatcher.dispatch(keyed(0)).await.unwrap());
         match f.dispatcher.dispatch(keyed(1)).await.unwrap() {
-            DispatchReport::Duplicate { response } => assert_eq!(response["runs"], json!(first)),
+            DispatchReport::Duplicate { response } => {
+                assert_eq!(response["runs"], json!(first));
+                assert_eq!(
+                    response[IdempotencyKey::FINGERPRINT_FIELD],
+                    json!(keyed(1).idempotency.unwrap().fingerprint)
+                );
+            }
             other => panic!("{other:?}"),
         }
         f.dispatcher.finish_run(first[0].run_id.as_deref().unwrap(), RunStatus::Completed, at(2), None).await.unwrap();

@@ -110,8 +110,14 @@ async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<axum::
     axum::body::to_bytes(body, max).await.map_err(|_| too_large())
 }
 
-/// The `X-Idempotency-Key`, namespaced by `scope` (the endpoint path).
-pub fn idempotency_key(headers: &HeaderMap, scope: &str) -> Result<Option<IdempotencyKey>, ApiError> {
+/// The `X-Idempotency-Key`, scoped by `caller` and the endpoint `path`, with
+/// the fingerprint of `body`.
+pub fn idempotency_key(
+    headers: &HeaderMap,
+    caller: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<Option<IdempotencyKey>, ApiError> {
     let Some(value) = headers.get("x-idempotency-key") else {
         return Ok(None);
     };
@@ -119,7 +125,7 @@ pub fn idempotency_key(headers: &HeaderMap, scope: &str) -> Result<Option<Idempo
         |reason: &str| ApiError::new(StatusCode::BAD_REQUEST, "invalid_idempotency_key").with("detail", reason);
     let key = value.to_str().map_err(|_| invalid("X-Idempotency-Key is not visible ASCII"))?;
     validate_idempotency_key(key).map_err(invalid)?;
-    Ok(Some(IdempotencyKey { scope: scope.to_string(), key: key.to_string() }))
+    Ok(Some(IdempotencyKey::new(caller, path, key, body)))
 }
 
 /// `POST /peripheral/{board}/{signal}`: a bridge reports a board's signal.
@@ -172,9 +178,10 @@ async fn ingest(
         Source::Peripheral => event::parse_payload(bytes.trim_ascii(), max_depth).map_err(refused_as_too_deep)?,
         _ => json_body(&bytes, max_depth)?,
     };
+    let idempotency = idempotency_key(headers, &caller, path, &bytes)?;
     let mut event = Event::new(source, topic, payload, Utc::now());
     event.client = Some(caller);
-    event.idempotency = idempotency_key(headers, path)?;
+    event.idempotency = idempotency.clone();
 
     if source == Source::Webhook && !state.auth_configured() {
         // Starting a run authorizes side effects: with no way to
@@ -185,7 +192,6 @@ async fn ingest(
             return Err(ApiError::unauthorized());
         }
     }
-    let idempotency_key = event.idempotency.as_ref().map(|k| k.key.clone());
     // Only `/webhook` hands an event nothing matched to the Agent; the other
     // routes need no copy of it after the dispatch.
     let for_agent = (source == Source::Webhook).then(|| event.clone());
@@ -203,10 +209,18 @@ async fn ingest(
             Ok(Json(accepted(&outcomes, source, path, &event_id)).into_response())
         }
         DispatchReport::Duplicate { mut response } => {
+            if let Some(key) = idempotency.as_ref().filter(|key| !key.same_request(&response)) {
+                return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+                    .with("idempotency_key", key.key.as_str())
+                    .with("detail", "this key was already used for a request with a different body"));
+            }
+            if let Some(fields) = response.as_object_mut() {
+                fields.remove(IdempotencyKey::FINGERPRINT_FIELD);
+            }
             response["status"] = json!("duplicate");
             response["source"] = json!(source);
             response["path"] = json!(path);
-            response["idempotency_key"] = json!(idempotency_key);
+            response["idempotency_key"] = json!(idempotency.map(|key| key.key));
             Ok(Json(response).into_response())
         }
     }
