@@ -2,8 +2,9 @@
 //! explicitly.
 //!
 //! Start-up refuses on any configuration or SOP error (fail closed). Order:
-//! config → SOPs → store → dispatcher (admission seeded from the store) →
-//! pairing code → gateway listener. Shutdown: a signal cancels the token,
+//! config → SOPs → the store's daemon lock (one daemon per store) → store →
+//! dispatcher (admission seeded from the store) → pairing key and code →
+//! gateway listener. Shutdown: a signal cancels the token,
 //! the gateway stops accepting and finishes in-flight requests (each of which
 //! either committed or was not acknowledged), background tasks end.
 
@@ -73,13 +74,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         tracing::warn!("{w}");
     }
     tracing::info!(sops = catalog.sops.len(), "SOPs loaded");
+    let store_error = |e: crate::store::StoreError| StartError(format!("{}: store.url: {e}", config.file.display()));
+    let db = crate::store::local_path(&config.store.url, &config.base_dir).map_err(store_error)?;
+    // Held until this function returns: two daemons on one store would run
+    // two schedulers, two outbox workers and two admission counts.
+    let _lock = crate::store::files::DaemonLock::acquire(&db).map_err(store_error)?;
     let dispatcher = open_dispatcher(&config, catalog).await?;
     let store = dispatcher.store().clone();
+    let pairing_key = auth::PairingKey::for_store(&db).map_err(|e| StartError(e.to_string()))?;
 
     if config.gateway.require_pairing {
         let tokens = store.list_tokens().await.map_err(|e| StartError(format!("store: {e}")))?;
         if tokens.iter().all(|t| t.revoked_at.is_some()) {
-            let code = auth::issue_pairing_code(store.as_ref(), Utc::now())
+            let code = auth::issue_pairing_code(store.as_ref(), &pairing_key, Utc::now())
                 .await
                 .map_err(|e| StartError(format!("store: {e}")))?;
             println!("Pairing code: {code}");
@@ -111,7 +118,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         config.gateway.idempotency_ttl_secs,
         shutdown.clone(),
     )));
-    let state = Arc::new(Gateway::new(&config, dispatcher, health, metrics));
+    let state = Arc::new(Gateway::new(&config, dispatcher, health, metrics, pairing_key));
     let stop = shutdown.clone();
     let served = gateway::serve(listener, state, async move { stop.cancelled().await }).await;
     shutdown.cancel();

@@ -161,3 +161,63 @@ fn validate_warns_about_mqtt_filters_no_subscription_delivers() {
     assert_eq!(warnings.len(), 1, "{stdout}");
     assert!(warnings[0].contains("orphan/SOP.toml") && warnings[0].contains("triggers[0].topic"), "{}", warnings[0]);
 }
+
+#[test]
+fn validate_warns_about_a_peripheral_trigger_on_a_board_not_declared() {
+    let peripheral = |name: &str, board: &str| {
+        format!(
+            "[sop]\nname = \"{name}\"\ndescription = \"x\"\n[[triggers]]\ntype = \"peripheral\"\nboard = \"{board}\"\n\
+             signal = \"pin_3\"\n"
+        )
+    };
+    let setup = Setup::new("", "[peripherals.uno]\ntransport = \"http\"\n")
+        .sop("declared", &peripheral("declared", "uno"))
+        .sop("orphan", &peripheral("orphan", "nano"));
+    let out = setup.cli(&["validate"]);
+    assert!(out.status.success(), "a warning is not an error: {}", stderr(&out));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let warnings: Vec<&str> = stdout.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{stdout}");
+    for part in ["orphan/SOP.toml", "triggers[0].board", "\"nano\"", "[peripherals]", "never fire"] {
+        assert!(warnings[0].contains(part), "{part} missing: {}", warnings[0]);
+    }
+}
+
+#[test]
+fn a_read_command_on_a_store_never_written_says_so_and_creates_nothing() {
+    let setup = Setup::new("", "");
+    let out = setup.cli(&["runs", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("data/fanin.db") && err.contains("no such file"), "{err}");
+    assert!(!setup.dir.path().join("data").exists(), "a read created the store");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_command_whose_output_is_closed_early_ends_quietly_by_sigpipe() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::ExitStatusExt;
+    let setup = Setup::new("", "").sop("deploy", &webhook_sop("deploy", "/sop/deploy", ""));
+    let mut d = setup.start();
+    d.pair().await;
+    d.stop();
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills both descriptors, each then owned exactly once.
+    let (reader, writer) = unsafe {
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+        (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+    };
+    // The reader is gone before anything is written, as `| head` that has
+    // read its lines.
+    drop(reader);
+    let out = std::process::Command::new(BIN)
+        .args(["runs", "list", "--config"])
+        .arg(setup.config_path())
+        .stdout(std::process::Stdio::from(writer))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}: {err}", out.status);
+}

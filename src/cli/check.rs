@@ -25,6 +25,16 @@ pub fn cross_warnings(config: &Config, sops: &[Sop]) -> Vec<String> {
     }
     for sop in sops {
         for (i, t) in sop.triggers.iter().enumerate() {
+            // `/peripheral/{board}/…` and the serial bridge serve declared boards only.
+            if let TriggerSpec::Peripheral { board, signal } = &t.spec {
+                if !config.peripherals.contains_key(board) {
+                    warnings.push(format!(
+                        "{}: triggers[{i}].board: board {board:?} (signal {signal:?}) is not declared in [peripherals] \
+                         of {file}; this trigger will never fire",
+                        sop.file.display()
+                    ));
+                }
+            }
             if let TriggerSpec::Mqtt { topic } = &t.spec {
                 let subscribed = config.channels_config.mqtt.as_ref().map(|m| m.topics.as_slice()).unwrap_or(&[]);
                 if !subscribed.iter().any(|s| filter_covers(s, topic)) {

@@ -1,7 +1,9 @@
 //! Commands that read or write the store: `fire`, `runs`, `audit`, `pair`,
 //! `tokens`. They open the store named in the config directly (SQLite's WAL
 //! lets them run beside a daemon), except `fire`, which goes through the
-//! running daemon so its admission bookkeeping stays the only one.
+//! running daemon so its admission bookkeeping stays the only one. Those
+//! that only read open it read-only: they never wait for a write lock, so
+//! they answer even while a daemon is stuck in the middle of a commit.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,8 +21,15 @@ use crate::gateway::auth;
 use crate::runs::RunStatus;
 use crate::store::{AuditQuery, AuditRecord, RunQuery, Store};
 
+/// The store, for a command that writes it.
 pub(super) fn open_store(config: &Config) -> Result<Arc<dyn Store>, Failure> {
     crate::store::open(&config.store.url, &config.base_dir)
+        .map_err(|e| Failure::new(format!("{}: store.url: {e}", config.file.display())))
+}
+
+/// The store, for a command that only reads it.
+pub(super) fn open_store_to_read(config: &Config) -> Result<Arc<dyn Store>, Failure> {
+    crate::store::open_read_only(&config.store.url, &config.base_dir)
         .map_err(|e| Failure::new(format!("{}: store.url: {e}", config.file.display())))
 }
 
@@ -129,7 +138,7 @@ async fn fire_in_process(config: &Config, sop: &str, payload: Value) -> Result<V
 
 pub async fn runs(config_path: &Path, json: bool, command: RunsCommand) -> Result<(), Failure> {
     let config = load_config(config_path)?;
-    let store = || open_store(&config);
+    let store = || open_store_to_read(&config);
     match command {
         RunsCommand::List { sop, status, limit } => {
             let status = match status {
@@ -173,7 +182,7 @@ pub async fn runs(config_path: &Path, json: bool, command: RunsCommand) -> Resul
 }
 
 pub async fn audit(config_path: &Path, json: bool, follow: bool, run: Option<String>) -> Result<(), Failure> {
-    let store = open_store(&load_config(config_path)?)?;
+    let store = open_store_to_read(&load_config(config_path)?)?;
     let mut after = None;
     loop {
         let records = store.audit(&AuditQuery { run_id: run.clone(), after_seq: after, limit: 10_000 }).await?;
@@ -209,8 +218,11 @@ fn print_audit(r: &AuditRecord, json: bool) {
 }
 
 pub async fn pair(config_path: &Path, json: bool) -> Result<(), Failure> {
-    let store = open_store(&load_config(config_path)?)?;
-    let code = auth::issue_pairing_code(store.as_ref(), Utc::now()).await?;
+    let config = load_config(config_path)?;
+    let store = open_store(&config)?;
+    let db = crate::store::local_path(&config.store.url, &config.base_dir)?;
+    let key = auth::PairingKey::for_store(&db)?;
+    let code = auth::issue_pairing_code(store.as_ref(), &key, Utc::now()).await?;
     if json {
         output::json(&json!({"pairing_code": code, "expires_in_secs": auth::PAIRING_CODE_TTL.as_secs()}));
     } else {
@@ -220,10 +232,10 @@ pub async fn pair(config_path: &Path, json: bool) -> Result<(), Failure> {
 }
 
 pub async fn tokens(config_path: &Path, json: bool, command: TokensCommand) -> Result<(), Failure> {
-    let store = open_store(&load_config(config_path)?)?;
+    let config = load_config(config_path)?;
     match command {
         TokensCommand::List => {
-            let tokens = store.list_tokens().await?;
+            let tokens = open_store_to_read(&config)?.list_tokens().await?;
             if json {
                 let list: Vec<Value> = tokens
                     .iter()
@@ -248,7 +260,7 @@ pub async fn tokens(config_path: &Path, json: bool, command: TokensCommand) -> R
                     "a prefix needs at least 4 characters, so one typo cannot revoke every token",
                 ));
             }
-            let n = store.revoke_tokens(&prefix, Utc::now()).await?;
+            let n = open_store(&config)?.revoke_tokens(&prefix, Utc::now()).await?;
             if n == 0 {
                 return Err(Failure::new(format!("no active token starts with {prefix}")));
             }

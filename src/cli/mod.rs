@@ -3,7 +3,9 @@
 //! open the store named in the config, also while a daemon runs on it.
 //!
 //! Exit codes: 0 success, 1 a user error (its one-line reason printed first),
-//! 2 a usage error (clap's own).
+//! 2 a usage error (clap's own). A command whose output is closed early
+//! (`fanin runs list | head`) ends as killed by SIGPIPE, silently, like
+//! coreutils do; the daemon alone keeps ignoring SIGPIPE.
 
 mod approvals;
 pub mod check;
@@ -172,6 +174,7 @@ impl<E: std::error::Error> From<E> for Failure {
 /// Parses the command line, runs it, and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    prepare_process(&cli.command);
     let default_level = if matches!(cli.command, Command::Daemon) { "info" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -191,6 +194,27 @@ pub fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// What every command sets before it does anything.
+fn prepare_process(command: &Command) {
+    #[cfg(unix)]
+    // SAFETY: both calls only change process attributes, before any other
+    // thread exists.
+    unsafe {
+        // Everything fanin creates (the store, its log and index, the
+        // pairing key, the lock) is for its owner only.
+        libc::umask(0o077);
+        // Rust ignores SIGPIPE, so a closed stdout is an error every print
+        // would have to handle; the default action ends a command quietly
+        // instead. The daemon writes to sockets and keeps ignoring it.
+        if !matches!(command, Command::Daemon) {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = command;
+    crate::store::sqlite::report_sigbus();
 }
 
 /// Loads the config, listing every problem on failure.

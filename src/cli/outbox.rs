@@ -6,7 +6,7 @@ use std::path::Path;
 use chrono::Utc;
 use serde_json::json;
 
-use super::inspect::{call_daemon, open_store};
+use super::inspect::{call_daemon, open_store, open_store_to_read};
 use super::{load_config, output, Failure, OutboxCommand};
 use crate::store::{Batch, OutboxStatus, StoreError, Write};
 
@@ -21,7 +21,7 @@ pub async fn outbox(config_path: &Path, json: bool, command: OutboxCommand) -> R
                         .ok_or_else(|| Failure::new(format!("--status {s:?}: expected pending, delivered or dead")))?,
                 ),
             };
-            let entries = open_store(&config)?.outbox_list(status, limit).await?;
+            let entries = open_store_to_read(&config)?.outbox_list(status, limit).await?;
             if json {
                 output::json(&json!({ "outbox": entries }));
             } else {

@@ -50,8 +50,9 @@ pub struct Gateway {
     pub config: GatewayConfig,
     pub dispatcher: Arc<Dispatcher>,
     pub webhook_limit: limits::RateLimit,
+    /// Wrong pairing codes per client per minute.
     pub pair_limit: limits::RateLimit,
-    pub lockouts: auth::Lockouts,
+    pub pairing: auth::Pairing,
     pub agent: Option<AgentTarget>,
     pub health: Arc<SourcesHealth>,
     /// The boards `/peripheral/{board}/…` accepts: those in `[peripherals]`.
@@ -69,6 +70,7 @@ impl Gateway {
         dispatcher: Arc<Dispatcher>,
         health: Arc<SourcesHealth>,
         metrics: Option<PrometheusHandle>,
+        pairing_key: auth::PairingKey,
     ) -> Gateway {
         let g = &config.gateway;
         let agent = config.destinations.agent.as_ref().map(|a| AgentTarget {
@@ -84,7 +86,7 @@ impl Gateway {
             dispatcher,
             webhook_limit: limits::RateLimit::per_minute(g.webhook_rate_limit_per_minute),
             pair_limit: limits::RateLimit::per_minute(g.pair_rate_limit_per_minute),
-            lockouts: auth::Lockouts::default(),
+            pairing: auth::Pairing::new(pairing_key),
             agent,
             health,
             boards: config.peripherals.keys().cloned().collect(),

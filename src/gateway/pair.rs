@@ -1,4 +1,7 @@
-//! `POST /pair`: trades a one-time pairing code for a bearer token.
+//! `POST /pair`: trades a one-time pairing code for a bearer token. The
+//! rules (a live code always pairs; wrong codes are charged to every live
+//! code's budget, and a client's repeated wrong codes get 429) are
+//! [`auth::Pairing`]'s.
 
 use std::net::SocketAddr;
 
@@ -8,8 +11,9 @@ use axum::Json;
 use chrono::Utc;
 use serde_json::{json, Value};
 
+use super::auth::PairingOutcome;
 use super::limits::{client_ip, retry_after_secs};
-use super::{auth, ApiError, AppState};
+use super::{ApiError, AppState};
 
 pub async fn pair(
     State(state): State<AppState>,
@@ -17,29 +21,24 @@ pub async fn pair(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let client = format!("ip:{}", client_ip(peer, &headers, state.config.trust_forwarded_headers));
-    let now = Utc::now();
-    state.pair_limit.check(&client).map_err(|wait| ApiError::rate_limited(retry_after_secs(wait)))?;
-    state
-        .lockouts
-        .check(&client, now)
-        .map_err(|left| ApiError::rate_limited(retry_after_secs(left)).with("error", "locked_out"))?;
     let code = headers.get("x-pairing-code").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let token = match code.is_empty() {
-        true => None,
-        false => {
-            auth::pair(state.dispatcher.store().as_ref(), code, now).await.map_err(|_| ApiError::store_unavailable())?
-        }
-    };
-    match token {
-        Some(token) => {
-            state.lockouts.succeed(&client);
+    let store = state.dispatcher.store();
+    let outcome = state
+        .pairing
+        .attempt(store.as_ref(), &client, code, Utc::now())
+        .await
+        .map_err(|_| ApiError::store_unavailable())?;
+    match outcome {
+        PairingOutcome::Paired(token) => {
             tracing::info!(client, "paired a new token");
             Ok(Json(json!({"paired": true, "token": token})))
         }
-        None => {
-            if state.lockouts.fail(&client, now).is_some() {
-                tracing::warn!(client, "locked out after repeated wrong pairing codes");
-            }
+        PairingOutcome::Refused { locked_out: Some(left) } => {
+            Err(ApiError::rate_limited(retry_after_secs(left)).with("error", "locked_out"))
+        }
+        PairingOutcome::Refused { locked_out: None } => {
+            // The rate counts wrong codes only: a live code is never held up.
+            state.pair_limit.check(&client).map_err(|wait| ApiError::rate_limited(retry_after_secs(wait)))?;
             Err(ApiError::new(StatusCode::FORBIDDEN, "invalid_pairing_code"))
         }
     }

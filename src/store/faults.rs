@@ -98,6 +98,14 @@ impl Store for FaultyStore {
         self.check()?;
         self.inner.add_pairing_code(code_hash, created_at, expires_at).await
     }
+    async fn pairing_lookup(&self, code_mac: &str, now: DateTime<Utc>) -> Result<PairingLookup, StoreError> {
+        self.check()?;
+        self.inner.pairing_lookup(code_mac, now).await
+    }
+    async fn charge_pairing_guess(&self, now: DateTime<Utc>, budget: u32) -> Result<usize, StoreError> {
+        self.check()?;
+        self.inner.charge_pairing_guess(now, budget).await
+    }
     async fn redeem_pairing_code(
         &self,
         code_hash: &str,

@@ -19,6 +19,7 @@ use crate::event::Source;
 use crate::runs::RunStatus;
 
 pub mod faults;
+pub mod files;
 pub mod sqlite;
 
 #[derive(Debug, thiserror::Error)]
@@ -177,10 +178,13 @@ pub enum AuditKind {
     /// A source refused an event it still had to acknowledge (an MQTT
     /// message too deeply nested): the record is all that is left of it.
     EventRefused,
+    /// A pairing code absorbed its budget of wrong guesses and can no
+    /// longer be redeemed.
+    PairingCodeRetired,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 16] = [
+    pub const ALL: [AuditKind; 17] = [
         AuditKind::RunStarted,
         AuditKind::RunDeferred,
         AuditKind::RunPromoted,
@@ -197,6 +201,7 @@ impl AuditKind {
         AuditKind::EnvelopeDelivered,
         AuditKind::EnvelopeFailed,
         AuditKind::EventRefused,
+        AuditKind::PairingCodeRetired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -217,6 +222,7 @@ impl AuditKind {
             AuditKind::EnvelopeDelivered => "envelope_delivered",
             AuditKind::EnvelopeFailed => "envelope_failed",
             AuditKind::EventRefused => "event_refused",
+            AuditKind::PairingCodeRetired => "pairing_code_retired",
         }
     }
 
@@ -400,6 +406,16 @@ pub struct SopLoad {
     pub deferred: Vec<String>,
 }
 
+/// What a presented pairing code (by its MAC) finds in the store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PairingLookup {
+    /// A live code (unused, unexpired, not retired) has this MAC.
+    pub matches: bool,
+    /// How many codes are live and were issued at or before the time asked
+    /// about: those a wrong guess at that time is charged to.
+    pub live: u32,
+}
+
 /// A bearer token as stored: never the token itself.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TokenRecord {
@@ -446,22 +462,31 @@ pub trait Store: Send + Sync + 'static {
     /// Per-SOP load for every SOP that has runs.
     async fn sop_loads(&self) -> Result<Vec<SopLoad>, StoreError>;
 
-    /// Stores the hash of a one-time pairing code.
+    /// Stores the MAC of a one-time pairing code (a code drawn again is a
+    /// fresh one, with its whole budget). Codes expired by `created_at` are
+    /// removed.
     async fn add_pairing_code(
         &self,
-        code_hash: &str,
+        code_mac: &str,
         created_at: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<(), StoreError>;
+    /// Whether a live code has this MAC at `now`, and how many are live.
+    async fn pairing_lookup(&self, code_mac: &str, now: DateTime<Utc>) -> Result<PairingLookup, StoreError>;
     /// Atomically uses up a live pairing code and stores the token it buys.
-    /// False (and nothing written) when no live code has that hash;
+    /// False (and nothing written) when no live code has that MAC;
     /// `Conflict` (code still unused) when the token's prefix is taken.
     async fn redeem_pairing_code(
         &self,
-        code_hash: &str,
+        code_mac: &str,
         now: DateTime<Utc>,
         token: &TokenRecord,
     ) -> Result<bool, StoreError>;
+    /// Charges one wrong guess to every code live at `now` and issued at or
+    /// before it; those that have absorbed `budget` wrong guesses are
+    /// retired, each with a `pairing_code_retired` audit record, in the same
+    /// transaction. Returns how many were retired.
+    async fn charge_pairing_guess(&self, now: DateTime<Utc>, budget: u32) -> Result<usize, StoreError>;
     async fn find_token(&self, prefix: &str) -> Result<Option<TokenRecord>, StoreError>;
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
     /// Revokes every live token whose prefix starts with `prefix`; returns how
@@ -517,18 +542,29 @@ pub fn unreadable_reason(value: &Value) -> Option<&str> {
     fields.get("unreadable")?.as_str()
 }
 
-/// Opens the store named by `[store].url`. Relative SQLite paths resolve
-/// against `base_dir` (the directory holding config.toml).
-pub fn open(url: &str, base_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+/// The SQLite file a `[store].url` names. Relative paths resolve against
+/// `base_dir` (the directory holding config.toml). The files fanin keeps
+/// beside the store ([`files`]) are found from it.
+pub fn local_path(url: &str, base_dir: &Path) -> Result<std::path::PathBuf, StoreError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         if path.is_empty() {
             return Err(StoreError::Invalid("store.url: sqlite:// needs a file path".into()));
         }
-        let path = base_dir.join(path);
-        return Ok(Arc::new(sqlite::SqliteStore::open(&path)?));
+        return Ok(base_dir.join(path));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Err(StoreError::Invalid("store.url: the PostgreSQL store is not built yet; use sqlite://".into()));
     }
     Err(StoreError::Invalid(format!("store.url: unsupported scheme in {url:?} (expected sqlite:// or postgres://)")))
+}
+
+/// Opens the store named by `[store].url`, creating or upgrading it.
+pub fn open(url: &str, base_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(sqlite::SqliteStore::open(&local_path(url, base_dir)?)?))
+}
+
+/// Opens the existing store named by `[store].url` for reading only (see
+/// [`sqlite::SqliteStore::open_read_only`]).
+pub fn open_read_only(url: &str, base_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(sqlite::SqliteStore::open_read_only(&local_path(url, base_dir)?)?))
 }

@@ -8,11 +8,15 @@
 //! was being written, which is what keeps throughput up under load. Other
 //! processes (the `fanin` CLI) may open the same file while the daemon runs;
 //! SQLite's locking and a busy timeout serialise their writers with ours.
+//! A process that only reads opens the store read-only
+//! ([`SqliteStore::open_read_only`]): no writer, no checkpoints, no lock it
+//! could wait for, so it reads while a writer elsewhere is stuck mid-commit.
 
 mod checkpoint;
 mod codec;
 mod reads;
 mod schema;
+mod shm;
 mod writer;
 
 #[cfg(test)]
@@ -30,8 +34,11 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::*;
+use crate::store::files;
 use checkpoint::Checkpointer;
 use reads::Readers;
+pub use shm::report_sigbus;
+use shm::ShmGuard;
 use writer::{Counters, EncodedBatch, Job, Message, Op, Outcome, Writer};
 
 /// How long a connection waits for another process's lock before the
@@ -60,23 +67,30 @@ pub struct SqliteStore {
     checkpointer: Option<Checkpointer>,
     counters: Arc<Counters>,
     readers: Arc<Readers>,
+    /// Opened with [`SqliteStore::open_read_only`]: there is no writer.
+    read_only: bool,
 }
 
 impl SqliteStore {
     /// Opens (creating it and its directories if needed) the store at `path`
-    /// and starts its writer thread.
+    /// and starts its writer thread. A store that others may read is made
+    /// owner-only (with a warning); one that cannot be written is refused.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         SqliteStore::open_with(path, BUSY_TIMEOUT)
     }
 
     fn open_with(path: &Path, busy_timeout: Duration) -> Result<SqliteStore, StoreError> {
-        create_parent_dir(path)?;
+        files::create_store_dir(path)?;
+        files::create_private_db(path)?;
+        make_owner_only(path);
+        files::check_store_writable(path)?;
+        let guard = Arc::new(ShmGuard::new(path));
         let mut conn = schema::open_writer(path, busy_timeout)?;
         schema::migrate(&conn, path)?;
-        let checkpointer = Checkpointer::start(path, busy_timeout, &mut conn)?;
+        let checkpointer = Checkpointer::start(path, busy_timeout, &mut conn, Arc::clone(&guard))?;
         let counters = Arc::new(Counters::default());
         let (queue, inbox) = flume::bounded(WRITER_QUEUE);
-        let writer = Writer::new(conn, path.to_path_buf(), Arc::clone(&counters));
+        let writer = Writer::new(conn, path.to_path_buf(), Arc::clone(&counters), Arc::clone(&guard));
         let thread =
             std::thread::Builder::new().name("fanin-store-writer".into()).spawn(move || writer.run(inbox)).map_err(
                 |e| StoreError::Unavailable(format!("store {}: cannot start writer thread: {e}", path.display())),
@@ -87,7 +101,39 @@ impl SqliteStore {
             writer: Some(thread),
             checkpointer: Some(checkpointer),
             counters,
-            readers: Arc::new(Readers::new(path.to_path_buf(), busy_timeout)),
+            readers: Arc::new(Readers::new(path.to_path_buf(), busy_timeout, Some(guard))),
+            read_only: false,
+        })
+    }
+
+    /// Opens the existing store at `path` for reading only: nothing is
+    /// created, upgraded or written, and no write lock is ever taken, so
+    /// this works beside a daemon that is stuck (stopped, or mid-commit on a
+    /// slow disk). Writes answer `Invalid`. The file must be at the current
+    /// schema version.
+    pub fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Invalid(format!(
+                "store {}: no such file; nothing was ever written to this store (is store.url right?)",
+                path.display()
+            )));
+        }
+        // A -shm that cannot be written now SQLite maps read-only and never
+        // writes (reading still works); one it can write must stay so.
+        let guard = ShmGuard::new(path);
+        let guard = guard.check().is_ok().then(|| Arc::new(guard));
+        let conn = schema::open_reader(path, BUSY_TIMEOUT)?;
+        schema::check_version(&conn, path)?;
+        let readers = Arc::new(Readers::new(path.to_path_buf(), BUSY_TIMEOUT, guard));
+        readers.give_back(conn);
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            queue: None,
+            writer: None,
+            checkpointer: None,
+            counters: Arc::new(Counters::default()),
+            readers,
+            read_only: true,
         })
     }
 
@@ -115,6 +161,9 @@ impl SqliteStore {
     }
 
     fn writer_gone(&self) -> StoreError {
+        if self.read_only {
+            return StoreError::Invalid(format!("store {}: opened read-only, it takes no writes", self.path.display()));
+        }
         StoreError::Unavailable(format!("store {}: the writer thread has stopped", self.path.display()))
     }
 
@@ -131,12 +180,20 @@ impl SqliteStore {
     }
 }
 
-fn create_parent_dir(path: &Path) -> Result<(), StoreError> {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Invalid(format!("store {}: cannot create directory {}: {e}", path.display(), dir.display()))
-        }),
-        _ => Ok(()),
+/// Tightens a store that others may read or write, saying so once.
+fn make_owner_only(path: &Path) {
+    let (tightened, failed) = files::tighten(path);
+    if !tightened.is_empty() {
+        let list: Vec<String> = tightened.iter().map(|f| f.display().to_string()).collect();
+        tracing::warn!(
+            store = %path.display(),
+            files = %list.join(", "),
+            "the store's files were open to group or others (they hold token hashes and pairing codes); made them \
+             owner-only"
+        );
+    }
+    if !failed.is_empty() {
+        tracing::warn!(store = %path.display(), problems = %failed.join("; "), "could not make the store's files owner-only");
     }
 }
 
@@ -206,27 +263,39 @@ impl Store for SqliteStore {
 
     async fn add_pairing_code(
         &self,
-        code_hash: &str,
+        code_mac: &str,
         created_at: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let op = Op::AddPairingCode { hash: code_hash.to_owned(), created_at, expires_at };
+        let op = Op::AddPairingCode { hash: code_mac.to_owned(), created_at, expires_at };
         match self.submit(op).await? {
             Outcome::Done => Ok(()),
             other => Err(self.unexpected("add pairing code", other)),
         }
     }
 
+    async fn pairing_lookup(&self, code_mac: &str, now: DateTime<Utc>) -> Result<PairingLookup, StoreError> {
+        let mac = code_mac.to_owned();
+        self.readers.run("look up a pairing code", move |conn| reads::pairing_lookup(conn, &mac, now)).await
+    }
+
     async fn redeem_pairing_code(
         &self,
-        code_hash: &str,
+        code_mac: &str,
         now: DateTime<Utc>,
         token: &TokenRecord,
     ) -> Result<bool, StoreError> {
-        let op = Op::RedeemPairingCode { hash: code_hash.to_owned(), now, token: token.clone() };
+        let op = Op::RedeemPairingCode { hash: code_mac.to_owned(), now, token: token.clone() };
         match self.submit(op).await? {
             Outcome::Redeemed(redeemed) => Ok(redeemed),
             other => Err(self.unexpected("redeem pairing code", other)),
+        }
+    }
+
+    async fn charge_pairing_guess(&self, now: DateTime<Utc>, budget: u32) -> Result<usize, StoreError> {
+        match self.submit(Op::ChargePairingGuess { now, budget }).await? {
+            Outcome::Count(retired) => Ok(retired),
+            other => Err(self.unexpected("charge a wrong pairing code", other)),
         }
     }
 
@@ -253,7 +322,7 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        if self.queue.as_ref().is_none_or(|queue| queue.is_disconnected()) {
+        if !self.read_only && self.queue.as_ref().is_none_or(|queue| queue.is_disconnected()) {
             return Err(self.writer_gone());
         }
         self.readers.run("ping", reads::ping).await

@@ -18,12 +18,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, TrySendError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::Connection;
 
 use super::codec::store_error;
+use super::shm::ShmGuard;
 use crate::store::StoreError;
 
 /// Log size (in pages) that asks this thread for a checkpoint: SQLite's own
@@ -41,7 +43,12 @@ impl Checkpointer {
     /// Opens the checkpointing connection, starts its thread, and hands the
     /// writer connection's WAL hook over to it (which turns SQLite's
     /// automatic checkpoint off for that connection).
-    pub fn start(path: &Path, busy_timeout: Duration, writer: &mut Connection) -> Result<Checkpointer, StoreError> {
+    pub fn start(
+        path: &Path,
+        busy_timeout: Duration,
+        writer: &mut Connection,
+        guard: Arc<ShmGuard>,
+    ) -> Result<Checkpointer, StoreError> {
         let fail = |doing: &str, e| store_error(path, doing, e);
         let conn = Connection::open(path).map_err(|e| fail("open for checkpoints", e))?;
         conn.busy_timeout(busy_timeout).map_err(|e| fail("set busy timeout", e))?;
@@ -49,7 +56,7 @@ impl Checkpointer {
         let owned = path.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("fanin-store-checkpoint".into())
-            .spawn(move || run(conn, owned, wake))
+            .spawn(move || run(conn, owned, wake, guard))
             .map_err(|e| {
                 StoreError::Unavailable(format!("store {}: cannot start checkpoint thread: {e}", path.display()))
             })?;
@@ -83,8 +90,13 @@ impl Checkpointer {
     }
 }
 
-fn run(conn: Connection, path: PathBuf, wake: Receiver<()>) {
+fn run(conn: Connection, path: PathBuf, wake: Receiver<()>, guard: Arc<ShmGuard>) {
     while wake.recv().is_ok() {
+        // A checkpoint records its progress in the -shm.
+        if let Err(e) = guard.check() {
+            tracing::warn!(error = %e, "checkpoint skipped; retried at the next signal");
+            continue;
+        }
         let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
             Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
         });

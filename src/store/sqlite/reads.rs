@@ -18,10 +18,11 @@ use super::codec::{
     STEP_COLUMNS, TOKEN_COLUMNS,
 };
 use super::schema::open_reader;
+use super::shm::ShmGuard;
 use crate::runs::RunStatus;
 use crate::store::{
-    AuditQuery, AuditRecord, OutboxRecord, OutboxStatus, RunQuery, RunRecord, SopLoad, StepRecord, StoreError,
-    TokenRecord,
+    AuditQuery, AuditRecord, OutboxRecord, OutboxStatus, PairingLookup, RunQuery, RunRecord, SopLoad, StepRecord,
+    StoreError, TokenRecord,
 };
 
 /// Idle connections kept for reuse; more may be open while busy.
@@ -31,11 +32,13 @@ pub(super) struct Readers {
     path: PathBuf,
     busy_timeout: Duration,
     idle: Mutex<Vec<Connection>>,
+    /// Checked before every read: a read may write its mark into the -shm.
+    guard: Option<Arc<ShmGuard>>,
 }
 
 impl Readers {
-    pub fn new(path: PathBuf, busy_timeout: Duration) -> Readers {
-        Readers { path, busy_timeout, idle: Mutex::new(Vec::new()) }
+    pub fn new(path: PathBuf, busy_timeout: Duration, guard: Option<Arc<ShmGuard>>) -> Readers {
+        Readers { path, busy_timeout, idle: Mutex::new(Vec::new()), guard }
     }
 
     /// Runs `read` on a pooled connection in a blocking task.
@@ -83,6 +86,12 @@ impl Readers {
         doing: &str,
         read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
+        if let Some(guard) = &self.guard {
+            if let Err(e) = guard.check_for_read() {
+                self.give_back(conn);
+                return Err(e);
+            }
+        }
         let result = read(&conn);
         // A connection that hit a database error is not trusted again.
         if !matches!(result, Err(rusqlite::Error::SqliteFailure(..))) {
@@ -99,7 +108,7 @@ impl Readers {
         }
     }
 
-    fn give_back(&self, conn: Connection) {
+    pub fn give_back(&self, conn: Connection) {
         let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if idle.len() < MAX_IDLE_READERS {
             idle.push(conn);
@@ -299,6 +308,17 @@ pub(super) fn cron_last_check(conn: &Connection, key: &str) -> rusqlite::Result<
 }
 
 /// Touches the file's schema, not just the connection.
+/// Live: unused, unexpired and not retired at `?2`.
+pub(super) fn pairing_lookup(conn: &Connection, mac: &str, now: DateTime<Utc>) -> rusqlite::Result<PairingLookup> {
+    conn.prepare_cached(
+        "SELECT COALESCE(SUM(hash = ?1), 0), COALESCE(SUM(created_at <= ?2), 0) FROM pairing_codes
+         WHERE used_at IS NULL AND retired_at IS NULL AND expires_at > ?2",
+    )?
+    .query_row(params![mac, micros(now)], |row| {
+        Ok(PairingLookup { matches: row.get::<_, i64>(0)? > 0, live: row.get::<_, u32>(1)? })
+    })
+}
+
 pub(super) fn ping(conn: &Connection) -> rusqlite::Result<()> {
     conn.prepare_cached("SELECT COUNT(*) FROM sqlite_master")?.query_row([], |row| row.get::<_, i64>(0))?;
     Ok(())

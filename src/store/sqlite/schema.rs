@@ -13,7 +13,7 @@ use super::codec::store_error;
 use crate::store::StoreError;
 
 /// The schema this code reads and writes.
-pub(super) const SCHEMA_VERSION: i64 = 3;
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 /// Runs, keyed by `seq`, the order they were written in.
 ///
@@ -85,16 +85,23 @@ CREATE TABLE tokens (
     revoked_at INTEGER
 );
 
-CREATE TABLE pairing_codes (
-    hash       TEXT    NOT NULL PRIMARY KEY,
-    created_at INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    used_at    INTEGER
-);
-
 CREATE TABLE cron_state (
     key        TEXT    NOT NULL PRIMARY KEY,
     last_check INTEGER NOT NULL
+);";
+
+/// One-time pairing codes (version 4). `hash` is the code's HMAC-SHA256
+/// under the pairing key kept beside the store, so the file alone does not
+/// give a code away. `wrong_guesses` counts the wrong codes presented while
+/// this one was live; at the budget the code is retired (`retired_at`).
+const PAIRING_CODES: &str = "
+CREATE TABLE pairing_codes (
+    hash          TEXT    NOT NULL PRIMARY KEY,
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    used_at       INTEGER,
+    wrong_guesses INTEGER NOT NULL DEFAULT 0,
+    retired_at    INTEGER
 );";
 
 /// The agent loop's step records (version 2), stored in their primary key's
@@ -146,7 +153,7 @@ CREATE INDEX outbox_undelivered_by_run ON outbox (run_id, seq) WHERE status IN (
 /// gets there through [`UPGRADES`] instead; a test checks both roads end in
 /// the same tables, columns and indexes.
 const SCHEMA: &[&str] =
-    &[RUNS, RUNS_INDEXES, AUDIT, AUDIT_INDEXES, OTHER_V1_TABLES, RUN_STEPS, RUN_STEPS_INDEXES, OUTBOX];
+    &[RUNS, RUNS_INDEXES, AUDIT, AUDIT_INDEXES, OTHER_V1_TABLES, PAIRING_CODES, RUN_STEPS, RUN_STEPS_INDEXES, OUTBOX];
 
 /// Version 1 → 2: the run's step index (existing runs are at step 0, which
 /// is what a run delivered as one envelope keeps), the agent loop's step
@@ -174,9 +181,15 @@ const UPGRADE_V2_TO_V3: &[&str] = &[
     RUN_STEPS_INDEXES,
 ];
 
+/// Version 3 → 4: pairing codes are verified by HMAC and carry a guess
+/// budget. The codes stored so far are SHA-256 digests no key can match
+/// (and which give their six digits away to anyone who reads the file);
+/// they live an hour at most, so they are dropped rather than carried over.
+const UPGRADE_V3_TO_V4: &[&str] = &["DROP TABLE pairing_codes;", PAIRING_CODES];
+
 /// `UPGRADES[i]` brings a file from version `i + 1` to `i + 2`; each one's
 /// statements run in order.
-const UPGRADES: &[&[&str]] = &[UPGRADE_V1_TO_V2, UPGRADE_V2_TO_V3];
+const UPGRADES: &[&[&str]] = &[UPGRADE_V1_TO_V2, UPGRADE_V2_TO_V3, UPGRADE_V3_TO_V4];
 
 /// The connection the writer thread owns: WAL so readers (here and in other
 /// processes) run beside it, and `synchronous = FULL` so a commit that was
@@ -237,21 +250,40 @@ fn migrate_in_transaction(conn: &Connection, path: &Path) -> Result<(), StoreErr
         }
         SCHEMA_VERSION => return Ok(()),
         older @ 1..SCHEMA_VERSION => upgrade(conn, path, older)?,
-        newer if newer > SCHEMA_VERSION => {
-            return Err(StoreError::Invalid(format!(
-                "store {}: schema version {newer} is newer than this fanin understands ({SCHEMA_VERSION}); \
-                 upgrade fanin",
-                path.display()
-            )))
-        }
-        unknown => {
-            return Err(StoreError::Invalid(format!(
-                "store {}: schema version {unknown} is not one fanin ever wrote",
-                path.display()
-            )))
-        }
+        other => return Err(version_refused(path, other)),
     }
     conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(|e| fail("set user_version", e))
+}
+
+/// A store opened read-only cannot be upgraded: its file must already be
+/// at [`SCHEMA_VERSION`].
+pub(super) fn check_version(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|e| store_error(path, "read user_version", e))?;
+    match version {
+        SCHEMA_VERSION => Ok(()),
+        0 => Err(StoreError::Invalid(format!("store {}: the file holds no fanin store yet", path.display()))),
+        older @ 1..SCHEMA_VERSION => Err(StoreError::Invalid(format!(
+            "store {}: schema version {older} is older than this fanin's ({SCHEMA_VERSION}); start the daemon \
+             once to upgrade it",
+            path.display()
+        ))),
+        other => Err(version_refused(path, other)),
+    }
+}
+
+/// Why a file of a version this fanin never wrote is not opened.
+fn version_refused(path: &Path, version: i64) -> StoreError {
+    if version > SCHEMA_VERSION {
+        StoreError::Invalid(format!(
+            "store {}: schema version {version} is newer than this fanin understands ({SCHEMA_VERSION}); \
+             upgrade fanin",
+            path.display()
+        ))
+    } else {
+        StoreError::Invalid(format!("store {}: schema version {version} is not one fanin ever wrote", path.display()))
+    }
 }
 
 /// Applies every upgrade from `from` on, keeping the data.

@@ -8,6 +8,7 @@ use tempfile::TempDir;
 use super::*;
 use crate::event::Source;
 use crate::runs::RunStatus;
+use crate::store::sqlite::codec::micros;
 
 mod migration;
 mod outbox;
@@ -574,6 +575,131 @@ async fn a_code_generated_again_is_fresh() {
     assert!(store.redeem_pairing_code("same", t(401), &token("aaaa0002", t(401))).await.unwrap());
 }
 
+/// Wrong guesses made so far against the code with this MAC.
+fn wrong_guesses(dir: &TempDir, mac: &str) -> (i64, Option<i64>) {
+    rusqlite::Connection::open(db_path(dir))
+        .unwrap()
+        .query_row("SELECT wrong_guesses, retired_at FROM pairing_codes WHERE hash = ?1", [mac], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_wrong_guess_is_charged_to_every_code_live_when_it_was_made() {
+    let (dir, store) = open_temp();
+    store.add_pairing_code("early", t(0), t(300)).await.unwrap();
+    store.add_pairing_code("late", t(10), t(300)).await.unwrap();
+    store.add_pairing_code("short", t(0), t(8)).await.unwrap();
+    assert_eq!(store.pairing_lookup("early", t(5)).await.unwrap(), PairingLookup { matches: true, live: 2 });
+
+    assert_eq!(store.charge_pairing_guess(t(5), 3).await.unwrap(), 0);
+    assert_eq!(wrong_guesses(&dir, "early"), (1, None));
+    assert_eq!(wrong_guesses(&dir, "late").0, 0, "issued after the guess");
+    assert_eq!(wrong_guesses(&dir, "short").0, 1);
+    assert_eq!(store.charge_pairing_guess(t(20), 3).await.unwrap(), 0);
+    assert_eq!(wrong_guesses(&dir, "short").0, 1, "an expired code is not charged");
+
+    assert_eq!(store.charge_pairing_guess(t(21), 3).await.unwrap(), 1, "the budget is spent: retired");
+    assert_eq!(wrong_guesses(&dir, "early"), (3, Some(micros(t(21)))));
+    assert_eq!(wrong_guesses(&dir, "late"), (2, None));
+    assert_eq!(store.pairing_lookup("early", t(22)).await.unwrap(), PairingLookup { matches: false, live: 1 });
+    assert!(!store.redeem_pairing_code("early", t(22), &token("aaaa0001", t(22))).await.unwrap());
+    assert!(store.redeem_pairing_code("late", t(23), &token("aaaa0002", t(23))).await.unwrap());
+    assert_eq!(store.pairing_lookup("late", t(24)).await.unwrap(), PairingLookup::default(), "used");
+    assert_eq!(store.charge_pairing_guess(t(25), 3).await.unwrap(), 0, "a used code is not charged");
+
+    let audit = store.audit(&all_audit()).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!((audit[0].kind, audit[0].at, audit[0].run_id.as_deref()), (AuditKind::PairingCodeRetired, t(21), None));
+    assert_eq!(audit[0].detail["wrong_guesses"], json!(3));
+    assert_eq!(audit[0].detail["issued_at"], json!(t(0).to_rfc3339()));
+}
+
+#[tokio::test]
+async fn a_code_drawn_again_gets_its_whole_budget_and_expired_codes_go() {
+    let (dir, store) = open_temp();
+    store.add_pairing_code("same", t(0), t(300)).await.unwrap();
+    store.add_pairing_code("gone", t(0), t(100)).await.unwrap();
+    store.charge_pairing_guess(t(1), 1).await.unwrap();
+    assert!(wrong_guesses(&dir, "same").1.is_some(), "retired");
+    store.add_pairing_code("same", t(200), t(500)).await.unwrap();
+    assert_eq!(wrong_guesses(&dir, "same"), (0, None));
+    assert!(store.pairing_lookup("same", t(201)).await.unwrap().matches);
+    let left: i64 = rusqlite::Connection::open(db_path(&dir))
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM pairing_codes", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 1, "the code that expired before the new one was issued is removed");
+}
+
+#[tokio::test]
+async fn a_read_only_store_reads_and_takes_no_writes() {
+    let (dir, store) = open_temp();
+    store.commit(start(run("r", "s", RunStatus::Running, t(0)))).await.unwrap();
+    let reader = SqliteStore::open_read_only(&db_path(&dir)).unwrap();
+    assert!(reader.get_run("r").await.unwrap().is_some());
+    reader.ping().await.unwrap();
+    store.commit(start(run("r2", "s", RunStatus::Running, t(1)))).await.unwrap();
+    assert_eq!(reader.list_runs(&all_runs()).await.unwrap().len(), 2, "it sees later commits");
+    match reader.commit(start(run("r3", "s", RunStatus::Running, t(2)))).await {
+        Err(StoreError::Invalid(m)) => assert!(m.contains("read-only"), "{m}"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    assert!(matches!(reader.add_pairing_code("c", t(0), t(1)).await, Err(StoreError::Invalid(_))));
+}
+
+#[tokio::test]
+async fn a_read_only_store_reads_while_another_process_holds_the_write_lock() {
+    let (dir, store) = open_temp();
+    store.commit(start(run("r", "s", RunStatus::Running, t(0)))).await.unwrap();
+    // A writer stuck in the middle of its transaction (as a daemon stopped
+    // mid-commit is): it holds SQLite's write lock.
+    let stuck = rusqlite::Connection::open(db_path(&dir)).unwrap();
+    stuck.execute_batch("BEGIN IMMEDIATE; UPDATE runs SET topic = 'x';").unwrap();
+    let begun = std::time::Instant::now();
+    let reader = SqliteStore::open_read_only(&db_path(&dir)).unwrap();
+    let runs = reader.list_runs(&all_runs()).await.unwrap();
+    assert_eq!(runs[0].topic, "sensors/a/alert", "the last committed state");
+    assert!(begun.elapsed() < BUSY_TIMEOUT / 2, "no lock was waited for: {:?}", begun.elapsed());
+    stuck.execute_batch("ROLLBACK").unwrap();
+}
+
+#[tokio::test]
+async fn only_an_existing_current_store_is_opened_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    match SqliteStore::open_read_only(&path) {
+        Err(StoreError::Invalid(m)) => assert!(m.contains("no such file") && m.contains("fanin.db"), "{m}"),
+        other => panic!("expected Invalid, got {:?}", other.map(|_| ())),
+    }
+    assert!(!path.exists(), "nothing was created");
+    drop(SqliteStore::open(&path).unwrap());
+    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 3).unwrap();
+    match SqliteStore::open_read_only(&path) {
+        Err(StoreError::Invalid(m)) => assert!(m.contains("schema version 3 is older"), "{m}"),
+        other => panic!("expected Invalid, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_store_is_owner_only_and_an_open_one_is_tightened() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let (dir, store) = open_temp();
+    store.commit(start(run("r", "s", RunStatus::Running, t(0)))).await.unwrap();
+    let db = db_path(&dir);
+    assert_eq!(mode(db.parent().unwrap()), 0o700);
+    for file in [db.clone(), files::shm_path(&db), PathBuf::from(format!("{}-wal", db.display()))] {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    drop(store);
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    drop(SqliteStore::open(&db).unwrap());
+    assert_eq!(mode(&db), 0o600);
+}
+
 #[tokio::test]
 async fn revoke_tokens_by_prefix() {
     let (_dir, store) = open_temp();
@@ -656,21 +782,21 @@ async fn a_file_from_a_newer_fanin_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
     drop(SqliteStore::open(&path).unwrap());
-    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 4).unwrap();
+    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 5).unwrap();
     match SqliteStore::open(&path) {
-        Err(StoreError::Invalid(m)) => assert!(m.contains("schema version 4") && m.contains("fanin.db"), "{m}"),
+        Err(StoreError::Invalid(m)) => assert!(m.contains("schema version 5") && m.contains("fanin.db"), "{m}"),
         Err(other) => panic!("expected Invalid, got {other:?}"),
         Ok(_) => panic!("a newer schema was opened"),
     }
 }
 
 #[tokio::test]
-async fn the_file_is_in_wal_mode_with_schema_version_3() {
+async fn the_file_is_in_wal_mode_with_schema_version_4() {
     let (dir, _store) = open_temp();
     let conn = rusqlite::Connection::open(db_path(&dir)).unwrap();
     let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!((mode.as_str(), version), ("wal", 3));
+    assert_eq!((mode.as_str(), version), ("wal", 4));
 }
 
 #[tokio::test]

@@ -28,10 +28,11 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::codec::{is_constraint_violation, json_at, json_text, micros, step_status_name, store_error};
+use super::shm::ShmGuard;
 use crate::runs::RunStatus;
 use crate::store::{
-    Batch, Committed, IdempotencyClaim, NewAudit, OutboxRecord, OutboxStatus, RunRecord, StepStatus, StoreError,
-    TokenRecord, Write,
+    AuditKind, Batch, Committed, IdempotencyClaim, NewAudit, OutboxRecord, OutboxStatus, RunRecord, StepStatus,
+    StoreError, TokenRecord, Write,
 };
 
 /// At most this many requests share one transaction, so that a flood of
@@ -53,6 +54,7 @@ pub(super) enum Op {
     Commit(Arc<EncodedBatch>),
     AddPairingCode { hash: String, created_at: DateTime<Utc>, expires_at: DateTime<Utc> },
     RedeemPairingCode { hash: String, now: DateTime<Utc>, token: TokenRecord },
+    ChargePairingGuess { now: DateTime<Utc>, budget: u32 },
     RevokeTokens { prefix: String, at: DateTime<Utc> },
     PurgeIdempotency { now: DateTime<Utc> },
 }
@@ -179,11 +181,12 @@ pub(super) struct Writer {
     conn: Connection,
     path: PathBuf,
     counters: Arc<Counters>,
+    guard: Arc<ShmGuard>,
 }
 
 impl Writer {
-    pub fn new(conn: Connection, path: PathBuf, counters: Arc<Counters>) -> Writer {
-        Writer { conn, path, counters }
+    pub fn new(conn: Connection, path: PathBuf, counters: Arc<Counters>, guard: Arc<ShmGuard>) -> Writer {
+        Writer { conn, path, counters, guard }
     }
 
     /// Runs until every sender is gone and the queue is empty.
@@ -233,6 +236,16 @@ impl Writer {
     /// so the refused one is undone alone.
     fn transact(&self, jobs: Vec<Job>) {
         if jobs.is_empty() {
+            return;
+        }
+        // A transaction writes the -shm; see `shm` for why this is asked first.
+        if let Err(StoreError::Unavailable(message) | StoreError::Invalid(message) | StoreError::Conflict(message)) =
+            self.guard.check()
+        {
+            tracing::error!(requests = jobs.len(), "{message}; transaction refused");
+            for job in jobs {
+                let _ = job.reply.send(Err(StoreError::Unavailable(message.clone())));
+            }
             return;
         }
         let ops: Vec<&Op> = jobs.iter().map(|job| &job.op).collect();
@@ -340,6 +353,7 @@ fn apply(conn: &Connection, op: &Op) -> Result<Outcome, Failure> {
         Op::RedeemPairingCode { hash, now, token } => {
             redeem_pairing_code(conn, hash, *now, token).map(Outcome::Redeemed)
         }
+        Op::ChargePairingGuess { now, budget } => charge_pairing_guess(conn, *now, *budget).map(Outcome::Count),
         Op::RevokeTokens { prefix, at } => revoke_tokens(conn, prefix, *at).map(Outcome::Count),
         Op::PurgeIdempotency { now } => purge_idempotency(conn, *now).map(Outcome::Count),
     }
@@ -771,18 +785,20 @@ fn revive(conn: &Connection, id: &str, at: DateTime<Utc>) -> Result<(), Failure>
     )
 }
 
-/// Six-digit codes repeat over time; a code generated again is a fresh,
-/// unused code.
+/// Six-digit codes repeat over time; a code drawn again is a fresh, unused
+/// code with its whole budget. Expired codes are of no use to anyone and go.
 fn add_pairing_code(
     conn: &Connection,
     hash: &str,
     created_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
 ) -> Result<(), Failure> {
+    conn.prepare_cached("DELETE FROM pairing_codes WHERE expires_at <= ?1")?.execute([micros(created_at)])?;
     conn.prepare_cached(
-        "INSERT INTO pairing_codes (hash, created_at, expires_at, used_at) VALUES (?1, ?2, ?3, NULL)
+        "INSERT INTO pairing_codes (hash, created_at, expires_at, used_at, wrong_guesses, retired_at)
+             VALUES (?1, ?2, ?3, NULL, 0, NULL)
          ON CONFLICT (hash) DO UPDATE SET created_at = excluded.created_at,
-             expires_at = excluded.expires_at, used_at = NULL",
+             expires_at = excluded.expires_at, used_at = NULL, wrong_guesses = 0, retired_at = NULL",
     )?
     .execute(params![hash, micros(created_at), micros(expires_at)])?;
     Ok(())
@@ -798,7 +814,8 @@ fn redeem_pairing_code(
 ) -> Result<bool, Failure> {
     let used = conn
         .prepare_cached(
-            "UPDATE pairing_codes SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL AND expires_at > ?2",
+            "UPDATE pairing_codes SET used_at = ?2
+             WHERE hash = ?1 AND used_at IS NULL AND retired_at IS NULL AND expires_at > ?2",
         )?
         .execute(params![hash, micros(now)])?;
     if used == 0 {
@@ -823,6 +840,42 @@ fn redeem_pairing_code(
         )))),
         Err(e) => Err(e.into()),
     }
+}
+
+/// One wrong guess, charged to every code it could have been a guess at:
+/// those live now and issued no later. The ones that reach `budget` are
+/// retired and audited; the record names a code by when it was issued.
+fn charge_pairing_guess(conn: &Connection, now: DateTime<Utc>, budget: u32) -> Result<usize, Failure> {
+    let now_us = micros(now);
+    conn.prepare_cached(
+        "UPDATE pairing_codes SET wrong_guesses = wrong_guesses + 1
+         WHERE used_at IS NULL AND retired_at IS NULL AND expires_at > ?1 AND created_at <= ?1",
+    )?
+    .execute([now_us])?;
+    let retired: Vec<(i64, i64, i64)> = conn
+        .prepare_cached(
+            "UPDATE pairing_codes SET retired_at = ?1
+             WHERE used_at IS NULL AND retired_at IS NULL AND expires_at > ?1 AND wrong_guesses >= ?2
+             RETURNING created_at, expires_at, wrong_guesses",
+        )?
+        .query_map(params![now_us, budget], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (created_at, expires_at, wrong_guesses) in &retired {
+        let at = |us: i64| DateTime::<Utc>::from_timestamp_micros(us).map(|t| t.to_rfc3339());
+        let audit = NewAudit {
+            at: now,
+            kind: AuditKind::PairingCodeRetired,
+            run_id: None,
+            sop: None,
+            detail: serde_json::json!({
+                "issued_at": at(*created_at),
+                "expires_at": at(*expires_at),
+                "wrong_guesses": wrong_guesses,
+            }),
+        };
+        insert_audit(conn, &audit, &json_text(&audit.detail))?;
+    }
+    Ok(retired.len())
 }
 
 fn revoke_tokens(conn: &Connection, prefix: &str, at: DateTime<Utc>) -> Result<usize, Failure> {

@@ -1,5 +1,6 @@
-//! Schema versions: files of versions 1 and 2 are upgraded in place and
-//! keep their data; a new file and upgraded ones end with the same schema.
+//! Schema versions: files of versions 1, 2 and 3 are upgraded in place and
+//! keep their data (but for version 3's pairing codes, which no key can
+//! verify); a new file and upgraded ones end with the same schema.
 
 use rusqlite::Connection;
 
@@ -170,6 +171,31 @@ fn write_v1_file(path: &std::path::Path) {
     conn.execute("INSERT INTO cron_state (key, last_check) VALUES ('cron-key', ?1)", [micros(t(2))]).unwrap();
 }
 
+/// The `pairing_codes` table of versions 1 to 3, verbatim.
+const PAIRING_CODES_V1: &str = "
+CREATE TABLE pairing_codes (
+    hash       TEXT    NOT NULL PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at    INTEGER
+);";
+
+/// A version-3 file: version 4 differs only in `pairing_codes`, so a new
+/// file with that table put back as version 3 had it is one. It holds a
+/// run and a live code stored, as version 3 stored codes, as SHA-256.
+async fn write_v3_file(path: &std::path::Path) {
+    let store = SqliteStore::open(path).unwrap();
+    store.commit(start(run("kept", "deploy", RunStatus::Running, t(0)))).await.unwrap();
+    drop(store);
+    let conn = Connection::open(path).unwrap();
+    conn.execute_batch(&format!("DROP TABLE pairing_codes; {PAIRING_CODES_V1} PRAGMA user_version = 3;")).unwrap();
+    conn.execute(
+        "INSERT INTO pairing_codes (hash, created_at, expires_at) VALUES (?1, ?2, ?3)",
+        rusqlite::params![crate::gateway::auth::sha256_hex("123456"), micros(t(0)), micros(t(3600))],
+    )
+    .unwrap();
+}
+
 fn user_version(path: &std::path::Path) -> i64 {
     Connection::open(path).unwrap().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap()
 }
@@ -181,7 +207,7 @@ async fn a_version_1_file_is_upgraded_in_place_and_keeps_its_data() {
     write_v1_file(&path);
 
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&path), 3);
+    assert_eq!(user_version(&path), 4);
     let old = store.get_run("old").await.unwrap().expect("the v1 run is still there");
     assert_eq!((old.status, old.finished_at, old.coalesced, old.step), (RunStatus::Completed, Some(t(5)), 1, 0));
     assert_eq!((old.payload, old.client.as_deref()), (json!({"v": 1}), Some("ip:127.0.0.1")));
@@ -210,7 +236,7 @@ async fn a_version_1_file_is_upgraded_in_place_and_keeps_its_data() {
 
     // Opening again is a no-op: the version is current.
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&path), 3);
+    assert_eq!(user_version(&path), 4);
     assert_eq!(store.list_runs(&all_runs()).await.unwrap().len(), 2);
 }
 
@@ -267,7 +293,10 @@ async fn a_new_file_and_an_upgraded_one_have_the_same_schema() {
     let fresh = dir.path().join("fresh/fanin.db");
     let from_v1 = dir.path().join("from-v1/fanin.db");
     let from_v2 = dir.path().join("from-v2/fanin.db");
+    let from_v3 = dir.path().join("from-v3/fanin.db");
     drop(SqliteStore::open(&fresh).unwrap());
+    write_v3_file(&from_v3).await;
+    drop(SqliteStore::open(&from_v3).unwrap());
     write_v1_file(&from_v1);
     drop(SqliteStore::open(&from_v1).unwrap());
     write_v2_file(&from_v2);
@@ -280,6 +309,23 @@ async fn a_new_file_and_an_upgraded_one_have_the_same_schema() {
     assert!(fresh_shape.iter().any(|c| c.contains("WITHOUT ROWID")), "{fresh_shape:#?}");
     assert_eq!(fresh_shape, schema_shape(&from_v1));
     assert_eq!(fresh_shape, schema_shape(&from_v2));
+    assert_eq!(fresh_shape, schema_shape(&from_v3));
+}
+
+#[tokio::test]
+async fn a_version_3_file_is_upgraded_and_its_unkeyed_pairing_codes_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    write_v3_file(&path).await;
+
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(user_version(&path), 4);
+    assert!(store.get_run("kept").await.unwrap().is_some());
+    let count: i64 =
+        Connection::open(&path).unwrap().query_row("SELECT COUNT(*) FROM pairing_codes", [], |r| r.get(0)).unwrap();
+    assert_eq!(count, 0, "a SHA-256 code can neither be verified nor left readable");
+    store.add_pairing_code("mac", t(1), t(100)).await.unwrap();
+    assert!(store.pairing_lookup("mac", t(2)).await.unwrap().matches);
 }
 
 #[tokio::test]
@@ -289,7 +335,7 @@ async fn a_version_2_file_is_upgraded_in_place_and_keeps_its_data_and_numbering(
     write_v2_file(&path);
 
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&path), 3);
+    assert_eq!(user_version(&path), 4);
     let runs = store.list_runs(&all_runs()).await.unwrap();
     let ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
     assert_eq!(ids, ["waiting", "old"], "newest first");
