@@ -16,7 +16,7 @@ pub async fn pair(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let client = format!("ip:{}", client_ip(peer, &headers, state.config.trust_forwarded_headers));
+    let client = format!("ip:{}", client_ip(peer, &headers, &state.forwarding));
     let now = Utc::now();
     state.pair_limit.check(&client).map_err(|wait| ApiError::rate_limited(retry_after_secs(wait)))?;
     state
