@@ -51,7 +51,17 @@ pub struct GatewayConfig {
     pub max_payload_depth: usize,
     pub request_timeout_secs: u64,
     pub trust_forwarded_headers: bool,
+    /// CIDRs (or single addresses) of the proxies whose `X-Forwarded-For`
+    /// is believed; see `gateway::limits::Forwarding`.
+    pub trusted_proxies: Vec<String>,
     pub allow_remote_admin: bool,
+    /// From accepting a connection, or from the first byte of a later
+    /// request, until its head (request line and headers) is complete.
+    pub header_read_timeout_secs: u64,
+    /// How long a kept-alive connection may wait for its next request.
+    pub idle_timeout_secs: u64,
+    /// Open connections at most; absent = derived from the descriptor limit.
+    pub max_connections: Option<usize>,
 }
 
 impl Default for GatewayConfig {
@@ -68,7 +78,11 @@ impl Default for GatewayConfig {
             max_payload_depth: crate::event::DEFAULT_MAX_PAYLOAD_DEPTH,
             request_timeout_secs: 30,
             trust_forwarded_headers: false,
+            trusted_proxies: Vec::new(),
             allow_remote_admin: false,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections: None,
         }
     }
 }
@@ -349,12 +363,38 @@ impl Config {
                 if let Err(reason) = check_http_url(&destination.url) {
                     problems.push((format!("destinations.{name}.url"), reason));
                 }
+                if let Some(reason) = header_secret_problem(&destination.bearer_token) {
+                    problems.push((format!("destinations.{name}.bearer_token"), reason));
+                }
             }
         }
         if let Err(reason) = check_http_url(&self.registries.drive_base_url) {
             problems.push(("registries.drive_base_url".into(), reason));
         }
         problems
+    }
+}
+
+impl Config {
+    /// What loads but is likely not what the operator meant, one line each
+    /// naming the file and key.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let file = self.file.display();
+        let g = &self.gateway;
+        if g.trust_forwarded_headers && g.trusted_proxies.is_empty() {
+            warnings.push(format!(
+                "{file}: gateway.trusted_proxies: empty, so X-Forwarded-For is believed only from a proxy on loopback \
+                 (127.0.0.0/8, ::1); list your proxies if they run elsewhere"
+            ));
+        }
+        if !g.trust_forwarded_headers && !g.trusted_proxies.is_empty() {
+            warnings.push(format!(
+                "{file}: gateway.trusted_proxies: ignored while trust_forwarded_headers = false (every client is its \
+                 TCP peer)"
+            ));
+        }
+        warnings
     }
 }
 
@@ -380,6 +420,50 @@ fn validate_gateway(gateway: &GatewayConfig, problems: &mut Problems) {
             ),
         ));
     }
+    for (key, secs) in [
+        ("header_read_timeout_secs", gateway.header_read_timeout_secs),
+        ("idle_timeout_secs", gateway.idle_timeout_secs),
+    ] {
+        if secs == 0 {
+            problems.push((format!("gateway.{key}"), "must be greater than 0".into()));
+        }
+    }
+    if gateway.max_connections == Some(0) {
+        problems.push((
+            "gateway.max_connections".into(),
+            "must be at least 1 (leave it out for the default derived from the descriptor limit)".into(),
+        ));
+    }
+    for (i, text) in gateway.trusted_proxies.iter().enumerate() {
+        if let Err(reason) = crate::gateway::limits::parse_proxy_net(text) {
+            problems.push((format!("gateway.trusted_proxies[{i}]"), reason));
+        }
+    }
+    if let Some(reason) = header_secret_problem(&gateway.webhook_secret) {
+        problems.push(("gateway.webhook_secret".into(), reason));
+    }
+}
+
+/// Why a secret that travels in an HTTP header could never arrive intact,
+/// if it could not: HTTP drops whitespace around a header value, and only
+/// visible ASCII, spaces and tabs survive as text. Empty means unset.
+fn header_secret_problem(secret: &str) -> Option<String> {
+    if secret.is_empty() {
+        return None;
+    }
+    if secret.trim().is_empty() {
+        return Some("is only whitespace, which no request can send (HTTP trims header values); set a real secret or leave it empty".into());
+    }
+    if secret.trim() != secret {
+        return Some("has leading or trailing whitespace, which HTTP trims from header values, so no request could match it; remove the whitespace".into());
+    }
+    if !secret.chars().all(|c| c == ' ' || c == '\t' || c.is_ascii_graphic()) {
+        return Some(
+            "must be visible ASCII (spaces and tabs inside are fine): other characters cannot be sent as header text"
+                .into(),
+        );
+    }
+    None
 }
 
 /// RFC 1123 hostname: dot-separated labels of letters, digits and inner
@@ -585,7 +669,11 @@ mod tests {
         assert_eq!(g.max_payload_depth, 64);
         assert_eq!(g.request_timeout_secs, 30);
         assert!(!g.trust_forwarded_headers);
+        assert!(g.trusted_proxies.is_empty());
         assert!(!g.allow_remote_admin);
+        assert_eq!(g.header_read_timeout_secs, 10);
+        assert_eq!(g.idle_timeout_secs, 60);
+        assert_eq!(g.max_connections, None);
         assert!(c.channels_config.mqtt.is_none());
         assert_eq!(c.sop.sops_dir, "sops");
         assert_eq!(c.sop.default_execution_mode, ExecutionMode::Supervised);
@@ -734,10 +822,54 @@ mod tests {
             ("[destinations.agent]\nurl = \"not a url\"\n", "destinations.agent.url", "not a URL"),
             ("[sop]\ndefault_execution_mode = \"fast\"\n", "sop.default_execution_mode", "unknown variant"),
             ("[gateway]\nport = \"3000\"\n", "gateway.port", "invalid type"),
+            ("[gateway]\nheader_read_timeout_secs = 0\n", "gateway.header_read_timeout_secs", "greater than 0"),
+            ("[gateway]\nidle_timeout_secs = 0\n", "gateway.idle_timeout_secs", "greater than 0"),
+            ("[gateway]\nmax_connections = 0\n", "gateway.max_connections", "at least 1"),
+            ("[gateway]\nmax_connections = -1\n", "gateway.max_connections", "invalid value"),
+            (
+                "[gateway]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\n",
+                "gateway.trusted_proxies[1]",
+                "not a CIDR",
+            ),
+            ("[gateway]\ntrusted_proxies = [\"proxy.local\"]\n", "gateway.trusted_proxies[0]", "not a CIDR"),
         ];
         for (text, key, reason) in cases {
             assert_error(text, key, reason);
         }
+    }
+
+    #[test]
+    fn secrets_sent_in_headers_must_survive_the_trip() {
+        for (secret, reason) in [
+            ("   ", "only whitespace"),
+            ("\\t", "only whitespace"),
+            (" s3cret", "leading or trailing whitespace"),
+            ("s3cret\\n", "leading or trailing whitespace"),
+            ("s3cr\\u0000et", "visible ASCII"),
+            ("sécret", "visible ASCII"),
+        ] {
+            assert_error(&format!("[gateway]\nwebhook_secret = \"{secret}\"\n"), "gateway.webhook_secret", reason);
+            assert_error(
+                &format!("[destinations.agent]\nurl = \"http://a/b\"\nbearer_token = \"{secret}\"\n"),
+                "destinations.agent.bearer_token",
+                reason,
+            );
+        }
+        for fine in ["", "s3cret", "two words", "a\\tb", "!#$%&'*+-.^_`|~"] {
+            let (_d, result) = load_text(&format!("[gateway]\nwebhook_secret = \"{fine}\"\n"));
+            assert!(result.is_ok(), "{fine:?}: {result:?}");
+        }
+    }
+
+    #[test]
+    fn forwarding_settings_that_do_nothing_are_warned_about() {
+        let warnings = |text: &str| load_text(text).1.unwrap().warnings();
+        let w = warnings("[gateway]\ntrust_forwarded_headers = true\n");
+        assert!(w.len() == 1 && w[0].contains("gateway.trusted_proxies: empty") && w[0].contains("loopback"), "{w:?}");
+        let w = warnings("[gateway]\ntrusted_proxies = [\"10.0.0.0/8\"]\n");
+        assert!(w.len() == 1 && w[0].contains("ignored while trust_forwarded_headers = false"), "{w:?}");
+        assert!(warnings("[gateway]\ntrust_forwarded_headers = true\ntrusted_proxies = [\"10.0.0.1\"]\n").is_empty());
+        assert!(warnings("").is_empty());
     }
 
     #[test]

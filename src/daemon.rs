@@ -69,6 +69,9 @@ pub async fn open_dispatcher(config: &Config, catalog: Catalog) -> Result<Arc<Di
 
 /// Runs the daemon until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    // Before anything opens descriptors; the gateway sizes its connection
+    // limit from what this leaves.
+    gateway::raise_descriptor_limit();
     let (catalog, warnings) = load_catalog(&config).map_err(|errors| StartError(errors.join("\n")))?;
     for w in &warnings {
         tracing::warn!("{w}");

@@ -12,9 +12,10 @@ use crate::dispatch::topic::filter_covers;
 use crate::event::{Event, Payload, Source};
 use crate::sop::{self, Sop, TriggerSpec};
 
-/// Warnings that need both the config and the SOPs.
+/// The config's own warnings, and those that need both the config and the
+/// SOPs.
 pub fn cross_warnings(config: &Config, sops: &[Sop]) -> Vec<String> {
-    let mut warnings = Vec::new();
+    let mut warnings = config.warnings();
     let file = config.file.display();
     let ingests = sops.iter().flat_map(|s| &s.triggers).any(|t| matches!(t.spec, TriggerSpec::Webhook { .. }));
     if ingests && !config.gateway.require_pairing && config.gateway.webhook_secret.is_empty() {

@@ -4,13 +4,14 @@
 use std::net::SocketAddr;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::extract::{Path, Query};
 use super::ingest::read_json;
 use super::limits::client_ip;
 use super::{auth, ApiError, AppState};
@@ -22,7 +23,7 @@ use crate::store::{AuditQuery, RunQuery, RunRecord};
 /// Loopback, or a remote caller with a bearer when `allow_remote_admin`:
 /// returns who is calling.
 pub(super) async fn guard(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<String, ApiError> {
-    let ip = client_ip(peer, headers, state.config.trust_forwarded_headers);
+    let ip = client_ip(peer, headers, &state.forwarding);
     if ip.is_loopback() {
         return Ok(format!("admin:{ip}"));
     }

@@ -39,7 +39,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -48,6 +48,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use super::extract::{Path, Query};
 use super::ingest::{admit_caller, read_json};
 use super::{untrusted, ApiError, AppState};
 use crate::dispatch::{DispatchError, Lease, RunInput};

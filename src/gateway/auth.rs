@@ -244,9 +244,18 @@ impl Pairing {
     }
 }
 
+/// The credentials of an `Authorization` value using the Bearer scheme,
+/// the one parser of that header. The scheme is case-insensitive and
+/// separated from the credentials by one or more spaces (RFC 9110 §11.4).
+pub fn bearer_credentials(header: &str) -> Option<&str> {
+    let (scheme, rest) = header.trim().split_once(' ')?;
+    let credentials = rest.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !credentials.is_empty()).then_some(credentials)
+}
+
 /// The live token an `Authorization: Bearer …` header value carries, if any.
 pub async fn verify_bearer(store: &dyn Store, header: &str) -> Result<Option<TokenRecord>, StoreError> {
-    let Some(token) = header.strip_prefix("Bearer ").map(str::trim) else {
+    let Some(token) = bearer_credentials(header) else {
         return Ok(None);
     };
     let Some(body) = token.strip_prefix(TOKEN_PREFIX) else {
@@ -338,6 +347,26 @@ mod tests {
             let code = new_pairing_code();
             assert_eq!(code.len(), 6);
             assert!(code.bytes().all(|b| b.is_ascii_digit()));
+        }
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let rows = [
+            ("Bearer fanin_x", Some("fanin_x")),
+            ("bearer fanin_x", Some("fanin_x")),
+            ("BEARER fanin_x", Some("fanin_x")),
+            ("bEaReR   fanin_x", Some("fanin_x")),
+            ("  Bearer fanin_x  ", Some("fanin_x")),
+            ("Bearer", None),
+            ("Bearer ", None),
+            ("Bearerfanin_x", None),
+            ("Basic fanin_x", None),
+            ("Bearer\tfanin_x", None),
+            ("", None),
+        ];
+        for (header, want) in rows {
+            assert_eq!(bearer_credentials(header), want, "{header:?}");
         }
     }
 

@@ -8,13 +8,14 @@
 use std::net::SocketAddr;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use serde_json::{json, Value};
 
+use super::extract::Path;
 use super::limits::{client_ip, retry_after_secs, validate_idempotency_key};
 use super::{auth, ApiError, AppState};
 use crate::config::GatewayConfig;
@@ -29,8 +30,9 @@ pub async fn sop(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let path = uri.path();
-    ingest(&state, Source::SopWebhook, path, path, peer, &headers, body)
+    // Matching, the idempotency scope and the reply see the path as text.
+    let path = super::path::text(uri.path());
+    ingest(&state, Source::SopWebhook, &path, &path, peer, &headers, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -59,7 +61,7 @@ pub async fn admit_caller(state: &AppState, peer: SocketAddr, headers: &HeaderMa
     let authenticated = token.is_some();
     let key = match token {
         Some(t) => t.subject,
-        None => format!("ip:{}", client_ip(peer, headers, state.config.trust_forwarded_headers)),
+        None => format!("ip:{}", client_ip(peer, headers, &state.forwarding)),
     };
     state.webhook_limit.check(&key).map_err(|wait| ApiError::rate_limited(retry_after_secs(wait)))?;
     if state.config.require_pairing && !authenticated {
@@ -140,7 +142,8 @@ pub async fn peripheral(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    ingest(&state, Source::Peripheral, uri.path(), &format!("{board}/{signal}"), peer, &headers, body)
+    let path = super::path::text(uri.path());
+    ingest(&state, Source::Peripheral, &path, &format!("{board}/{signal}"), peer, &headers, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }

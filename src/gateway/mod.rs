@@ -1,5 +1,6 @@
 //! The HTTP gateway (DESIGN §4): the webhook source, pairing, probes, the
-//! admin API (runs, approvals, audit) and the agent loop (DESIGN §6), on axum.
+//! admin API (runs, approvals, audit) and the agent loop (DESIGN §6), on axum
+//! behind its own accept loop ([`server`]).
 //!
 //! Handlers stay thin: they check who is calling and what they sent, turn the
 //! request into an [`Event`](crate::event::Event), and hand it to the one
@@ -11,28 +12,34 @@ mod agent_loop;
 pub mod approvals;
 pub mod auth;
 mod error;
+mod extract;
 mod ingest;
 pub mod limits;
 mod outbox;
 mod pair;
+pub mod path;
 mod probes;
+pub mod server;
 pub mod untrusted;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 pub use admin::run_summary;
 pub use error::ApiError;
+pub use server::raise_descriptor_limit;
 
 use crate::config::{Config, GatewayConfig};
 use crate::dispatch::Dispatcher;
@@ -53,6 +60,8 @@ pub struct Gateway {
     /// Wrong pairing codes per client per minute.
     pub pair_limit: limits::RateLimit,
     pub pairing: auth::Pairing,
+    /// Whose `X-Forwarded-For` is believed (see [`limits::client_ip`]).
+    pub forwarding: limits::Forwarding,
     pub agent: Option<AgentTarget>,
     pub health: Arc<SourcesHealth>,
     /// The boards `/peripheral/{board}/…` accepts: those in `[peripherals]`.
@@ -87,6 +96,7 @@ impl Gateway {
             webhook_limit: limits::RateLimit::per_minute(g.webhook_rate_limit_per_minute),
             pair_limit: limits::RateLimit::per_minute(g.pair_rate_limit_per_minute),
             pairing: auth::Pairing::new(pairing_key),
+            forwarding: limits::Forwarding::new(g.trust_forwarded_headers, &g.trusted_proxies),
             agent,
             health,
             boards: config.peripherals.keys().cloned().collect(),
@@ -134,14 +144,65 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves until `shutdown` resolves, then finishes in-flight requests.
+/// Connections are held to `[gateway]`'s header-read and idle timeouts and
+/// its connection limit (see [`server`]).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    let descriptors = server::descriptor_limit();
+    let limits = server::ConnectionLimits::new(&state.config, descriptors);
+    let budget = server::default_max_connections(descriptors);
+    if limits.max_connections > budget {
+        tracing::warn!(
+            max_connections = limits.max_connections,
+            descriptor_limit = descriptors,
+            budget,
+            "gateway.max_connections is more than the descriptor limit leaves room for; \
+             expect accept errors (too many open files) under load"
+        );
+    }
+    tracing::info!(
+        max_connections = limits.max_connections,
+        descriptor_limit = descriptors,
+        header_read_timeout = ?limits.header_read_timeout,
+        idle_timeout = ?limits.idle_timeout,
+        "gateway connection limits"
+    );
+    let app = router(state);
+    server::serve(listener, limits, move |peer, request| handle(app.clone(), peer, request), shutdown).await
+}
+
+/// Each request, before routing: its path in its one spelling (see
+/// [`path`]), and the peer for the handlers.
+async fn handle(app: Router, peer: SocketAddr, mut request: Request<Incoming>) -> Response {
+    if let Err(e) = canonical_path(&mut request) {
+        return e.into_response();
+    }
+    request.extensions_mut().insert(ConnectInfo(peer));
+    match app.oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+/// Rewrites the request's path into its canonical form, or refuses it.
+fn canonical_path<B>(request: &mut Request<B>) -> Result<(), ApiError> {
+    let refuse = |reason: &str| ApiError::new(StatusCode::BAD_REQUEST, "invalid_path").with("detail", reason);
+    let canonical = match path::normalise(request.uri().path()) {
+        Ok(None) => return Ok(()),
+        Ok(Some(canonical)) => canonical,
+        Err(e) => return Err(refuse(e.reason()).with("path", request.uri().path())),
+    };
+    let path_and_query = match request.uri().query() {
+        Some(query) => format!("{canonical}?{query}"),
+        None => canonical,
+    };
+    let mut parts = request.uri().clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().map_err(|_| refuse("the path cannot be normalised"))?);
+    *request.uri_mut() = Uri::from_parts(parts).map_err(|_| refuse("the path cannot be normalised"))?;
+    Ok(())
 }
 
 /// The request timeout and the request counter, around every route.

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use chrono::Utc;
@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::admin::{guard, status_param};
+use super::extract::{Path, Query};
 use super::{ApiError, AppState};
 use crate::store::{Batch, OutboxStatus, StoreError, Write};
 

@@ -20,7 +20,7 @@ pub async fn pair(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let client = format!("ip:{}", client_ip(peer, &headers, state.config.trust_forwarded_headers));
+    let client = format!("ip:{}", client_ip(peer, &headers, &state.forwarding));
     let code = headers.get("x-pairing-code").and_then(|v| v.to_str().ok()).unwrap_or("");
     let store = state.dispatcher.store();
     let outcome = state

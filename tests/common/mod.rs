@@ -94,15 +94,22 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(config: &Path) -> Daemon {
-        let mut child = Command::new(BIN)
+        Daemon::start_with(config, |_| {})
+    }
+
+    /// As [`Daemon::start`], with `adjust` applied to the command first
+    /// (environment, resource limits in `pre_exec`).
+    pub fn start_with(config: &Path, adjust: impl FnOnce(&mut Command)) -> Daemon {
+        let mut command = Command::new(BIN);
+        command
             .arg("daemon")
             .arg("--config")
             .arg(config)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn fanin daemon");
+            .stderr(Stdio::inherit());
+        adjust(&mut command);
+        let mut child = command.spawn().expect("spawn fanin daemon");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
