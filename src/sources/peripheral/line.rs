@@ -136,4 +136,101 @@ mod tests {
             }
         }
     }
+
+    /// A value nested past what JSON parsing allows is never read as JSON
+    /// (nor overflows the stack trying).
+    #[test]
+    fn a_value_nested_past_the_json_limit_is_not_json() {
+        let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+        let parsed = parse_line(&format!("s={deep}"));
+        assert!(!matches!(parsed, Ok(Some(Signal { payload: Payload::Json(_), .. }))));
+        let object = format!("{{\"signal\":\"s\",\"value\":{deep}}}");
+        assert!(parse_line(&object).is_err());
+    }
+
+    mod props {
+        use proptest::prelude::*;
+        use serde_json::{Map, Value};
+
+        use super::*;
+        use crate::proptest_support::{config, hostile_text, json_value, token_soup};
+
+        const PIECES: &[&str] = &[
+            "{",
+            "}",
+            "\"signal\"",
+            "\"value\"",
+            ":",
+            ",",
+            "=",
+            "pin_3",
+            "1",
+            "\"x\"",
+            " ",
+            "\r",
+            "/",
+            "#",
+            "+",
+            "é",
+            "[",
+            "]",
+            "null",
+        ];
+
+        fn blank() -> impl Strategy<Value = &'static str> {
+            prop::sample::select(vec!["", " ", "\t", "  ", "\r"])
+        }
+
+        proptest! {
+            #![proptest_config(config(512))]
+
+            /// Any line is a signal with a valid name, nothing (blank), or a
+            /// reason; never a panic.
+            #[test]
+            fn any_line_is_a_signal_nothing_or_a_reason(line in prop_oneof![hostile_text(80), token_soup(PIECES, 20)]) {
+                match parse_line(&line) {
+                    Ok(Some(signal)) => prop_assert!(crate::sop::is_signal_name(&signal.name), "{:?}", signal),
+                    Ok(None) => prop_assert!(line.trim().is_empty()),
+                    Err(BadLine(reason)) => prop_assert!(!reason.is_empty()),
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config(256))]
+
+            /// `name=value` and `{"signal": name, "value": value}` say the
+            /// same, for every JSON value, around any blanks.
+            #[test]
+            fn both_forms_carry_any_json_value(
+                name in "[A-Za-z0-9_.:é=-]{1,12}",
+                value in json_value(4, 24),
+                extra in prop::collection::vec(("[a-z]{1,6}", json_value(1, 4)), 0..3),
+                blanks in (blank(), blank(), blank(), blank()),
+            ) {
+                let want = Some(Signal { name: name.clone(), payload: Payload::Json(value.clone()) });
+                let json = serde_json::to_string(&value).unwrap();
+                // `=` ends the name in the text form, so only a name without one can use it.
+                if !name.contains('=') {
+                    let (a, b, c, d) = blanks;
+                    let line = format!("{a}{name}{b}={c}{json}{d}");
+                    prop_assert_eq!(parse_line(&line), Ok(want.clone()), "{:?}", line);
+                }
+                let mut object: Map<String, Value> =
+                    extra.into_iter().filter(|(k, _)| k != "signal" && k != "value").collect();
+                object.insert("signal".into(), Value::String(name));
+                object.insert("value".into(), value);
+                let line = serde_json::to_string(&object).unwrap();
+                prop_assert_eq!(parse_line(&line), Ok(want), "{:?}", line);
+            }
+
+            /// The JSON form accepts exactly the names triggers can name.
+            #[test]
+            fn a_json_signal_name_is_accepted_exactly_when_triggers_can_name_it(name in hostile_text(10)) {
+                let line = serde_json::json!({"signal": name, "value": 1}).to_string();
+                let parsed = parse_line(&line);
+                prop_assert_eq!(parsed.is_ok(), crate::sop::is_signal_name(&name), "{:?}: {:?}", name, parsed);
+            }
+        }
+    }
 }
