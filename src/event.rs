@@ -460,4 +460,66 @@ mod tests {
             }
         }
     }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::proptest_support::{config, hostile_text, json_value};
+
+        /// Bytes as sources receive them: JSON, nearly JSON, text, garbage.
+        fn body() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                json_value(4, 24).prop_map(|v| serde_json::to_vec(&v).unwrap()),
+                json_value(3, 12).prop_map(|v| {
+                    let mut text = serde_json::to_vec(&v).unwrap();
+                    text.truncate(text.len() / 2);
+                    text
+                }),
+                hostile_text(40).prop_map(String::into_bytes),
+                prop::collection::vec(any::<u8>(), 0..64),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(config(512))]
+
+            /// Every body is a payload: JSON exactly when it parses, else its
+            /// text; and a payload stored as JSON reads back the same.
+            #[test]
+            fn any_bytes_are_json_or_their_text(bytes in body()) {
+                match parse_payload(&bytes, DEFAULT_MAX_PAYLOAD_DEPTH).expect("generated bodies nest shallowly") {
+                    Payload::Json(value) => {
+                        prop_assert_eq!(Some(value.clone()), serde_json::from_slice::<Value>(&bytes).ok());
+                        let stored = serde_json::to_vec(&value).unwrap();
+                        prop_assert_eq!(serde_json::from_slice::<Value>(&stored).unwrap(), value);
+                    }
+                    Payload::Text(text) => {
+                        prop_assert!(serde_json::from_slice::<Value>(&bytes).is_err());
+                        prop_assert_eq!(text, String::from_utf8_lossy(&bytes).into_owned());
+                    }
+                }
+            }
+
+            /// Capping keeps what fits and otherwise says how big it was,
+            /// with the longest preview that fits, cut between characters.
+            #[test]
+            fn capping_keeps_what_fits_and_previews_the_rest(value in json_value(4, 24), cap in 0usize..300) {
+                let text = match &value {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let capped = cap_value(value.clone(), cap);
+                if text.len() <= cap {
+                    prop_assert_eq!(capped, value);
+                } else {
+                    prop_assert_eq!(&capped["truncated"], &json!(true));
+                    prop_assert_eq!(&capped["bytes"], &json!(text.len()));
+                    let preview = capped["preview"].as_str().unwrap();
+                    prop_assert!(text.starts_with(preview) && preview.len() <= cap);
+                    prop_assert!(cap - preview.len() < text[preview.len()..].chars().next().map_or(1, char::len_utf8));
+                }
+            }
+        }
+    }
 }

@@ -16,6 +16,8 @@ pub mod dispatch;
 pub mod envelope;
 pub mod event;
 pub mod gateway;
+#[cfg(test)]
+pub(crate) mod proptest_support;
 pub mod runs;
 pub mod sop;
 pub mod sources;

@@ -282,4 +282,62 @@ mod tests {
             "{errors:?}"
         );
     }
+
+    mod props {
+        use chrono::TimeZone;
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::proptest_support::{config, hostile_text};
+
+        fn id() -> impl Strategy<Value = String> {
+            hostile_text(12).prop_filter("ids are never empty", |s| !s.is_empty())
+        }
+
+        proptest! {
+            #![proptest_config(config(64))]
+
+            /// For any event, steps and header, the envelope passes the
+            /// shipped schema and reads back from its text unchanged.
+            #[test]
+            fn any_run_gives_a_valid_envelope_that_reads_back(
+                (destination, steps) in prop::sample::select(vec![Destination::Agent, Destination::Executor])
+                    .prop_flat_map(|d| (Just(d), fixtures::any_steps(d == Destination::Executor)
+                        .prop_map(|steps| steps.into_iter().filter(|s| s.kind.is_some()).collect::<Vec<_>>())
+                        .prop_filter("the executor gets steps", move |s| d == Destination::Agent || !s.is_empty()))),
+                event in fixtures::any_event(),
+                (envelope_id, run_id, trace_id) in (id(), id(), prop::option::of(id())),
+                millis in 0i64..253_402_300_799_999,
+                sop_version in hostile_text(8),
+                with_registries in any::<bool>(),
+            ) {
+                let trigger = legacy::event_json(&event);
+                let registries =
+                    if with_registries { example_registries() } else { RegistrySnapshot { categories: Vec::new() } };
+                let input = ExecutionInput {
+                    header: Header {
+                        id: &envelope_id,
+                        timestamp: Utc.timestamp_millis_opt(millis).unwrap(),
+                        destination,
+                        trace_id: trace_id.as_deref(),
+                    },
+                    run: Run {
+                        run_id: &run_id,
+                        sop_name: "s",
+                        sop_version: &sop_version,
+                        source: event.source,
+                        trigger: &trigger,
+                    },
+                    steps: &steps,
+                    registries: &registries,
+                };
+                let envelope = build(&input);
+                prop_assert!(schema::validate(&envelope).is_ok(), "{:?}", schema::validate(&envelope));
+                let text = serde_json::to_string(&envelope).unwrap();
+                prop_assert_eq!(&serde_json::from_str::<Value>(&text).unwrap(), &envelope);
+                prop_assert_eq!(&envelope["payload"]["memory"]["state"]["trigger"]["body"], &event.payload.to_value());
+                prop_assert_eq!(envelope["payload"]["steps"].as_array().map(Vec::len), Some(steps.len()));
+            }
+        }
+    }
 }

@@ -137,4 +137,67 @@ mod tests {
         assert!(env["input"].get("steps").is_none());
         assert_eq!(env["input"]["event"]["topic"], json!("0 0 8 * * *"));
     }
+
+    /// Written JSON is read back with a nesting limit (serde_json's 128):
+    /// the envelope's own levels must leave room for the payload.
+    #[test]
+    fn a_payload_64_levels_deep_still_reads_back_inside_its_envelope() {
+        let payload = (0..64).fold(json!(1), |inner, _| json!([inner]));
+        let e = Event::new(Source::Mqtt, "t", Payload::Json(payload), chrono::Utc::now());
+        let env = build(&e, None);
+        let text = serde_json::to_string(&env).unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), env);
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::proptest_support::{config, hostile_text};
+
+        /// Valid, and read back from its text as the same value.
+        fn check(envelope: &Value) -> Result<(), TestCaseError> {
+            prop_assert!(schema::validate(envelope).is_ok(), "{:?}", schema::validate(envelope));
+            let text = serde_json::to_string(envelope).unwrap();
+            prop_assert_eq!(&serde_json::from_str::<Value>(&text).unwrap(), envelope);
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(config(128))]
+
+            #[test]
+            fn an_event_alone_gives_a_valid_envelope_that_reads_back(
+                event in fixtures::any_event(),
+                steps in prop::option::of(fixtures::any_steps(false)),
+            ) {
+                let envelope = build(&event, steps.as_deref());
+                check(&envelope)?;
+                prop_assert_eq!(&envelope["input"]["event"]["body"], &event.payload.to_value());
+                prop_assert_eq!(&envelope["context"]["memory"]["state"]["trigger"], &envelope["input"]["event"]);
+            }
+
+            #[test]
+            fn a_run_gives_a_valid_envelope_that_reads_back(
+                event in fixtures::any_event(),
+                steps in fixtures::any_steps(false),
+                run_id in hostile_text(12).prop_filter("ids are never empty", |s| !s.is_empty()),
+                sop_name in "[a-z0-9][a-z0-9._-]{0,12}",
+                sop_version in hostile_text(8),
+            ) {
+                let trigger = event_json(&event);
+                let run = Run {
+                    run_id: &run_id,
+                    sop_name: &sop_name,
+                    sop_version: &sop_version,
+                    source: event.source,
+                    trigger: &trigger,
+                };
+                let envelope = build_for_run(&run, &steps);
+                check(&envelope)?;
+                prop_assert_eq!(&envelope["input"]["event"]["body"], &event.payload.to_value());
+                prop_assert_eq!(envelope["input"].get("steps").is_some(), !steps.is_empty());
+            }
+        }
+    }
 }

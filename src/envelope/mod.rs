@@ -79,9 +79,11 @@ fn rfc3339(time: DateTime<Utc>) -> String {
 #[cfg(test)]
 pub(crate) mod fixtures {
     use chrono::{TimeZone, Utc};
+    use proptest::prelude::*;
     use serde_json::{json, Map, Value};
 
     use crate::event::{Event, Payload, Source};
+    use crate::proptest_support::{hostile_text, json_object, json_value};
     use crate::sop::{Step, StepKind};
 
     pub fn deploy_event(source: Source) -> Event {
@@ -139,6 +141,58 @@ pub(crate) mod fixtures {
                 id: None,
             },
         ]
+    }
+
+    /// Any event a source can hand over: any source, topic and payload, at
+    /// any millisecond from 1970 to 9999.
+    pub fn any_event() -> impl Strategy<Value = Event> {
+        let source = prop::sample::select(vec![
+            Source::Webhook,
+            Source::SopWebhook,
+            Source::Mqtt,
+            Source::Cron,
+            Source::Peripheral,
+            Source::Manual,
+        ]);
+        let payload = prop_oneof![
+            3 => json_value(5, 40).prop_map(Payload::Json),
+            1 => hostile_text(30).prop_map(Payload::Text),
+        ];
+        (source, hostile_text(20), payload, 0i64..253_402_300_799_999).prop_map(|(source, topic, payload, millis)| {
+            Event::new(source, topic, payload, Utc.timestamp_millis_opt(millis).unwrap())
+        })
+    }
+
+    /// Steps as the loaders can produce them: any text, and for the
+    /// executor always a `type` and a non-empty `ref`.
+    pub fn any_steps(for_executor: bool) -> impl Strategy<Value = Vec<Step>> {
+        let kind = prop::sample::select(vec![StepKind::Tool, StepKind::Capability, StepKind::Usecase]);
+        let target = (kind, hostile_text(10).prop_filter("a ref is never blank", |r| !r.trim().is_empty()));
+        let target = if for_executor { target.prop_map(Some).boxed() } else { prop::option::of(target).boxed() };
+        let step = (
+            (hostile_text(12), hostile_text(40), prop::collection::vec(hostile_text(8), 0..3), any::<bool>()),
+            target,
+            json_object(2, 8),
+            prop::option::of(hostile_text(8).prop_filter("an id is never blank", |id| !id.trim().is_empty())),
+        );
+        let min = usize::from(for_executor);
+        prop::collection::vec(step, min..4).prop_map(|steps| {
+            steps
+                .into_iter()
+                .enumerate()
+                .map(|(i, ((title, body, tools, requires_confirmation), target, params, id))| Step {
+                    number: i as u32 + 1,
+                    title,
+                    body,
+                    tools,
+                    requires_confirmation,
+                    kind: target.as_ref().map(|(kind, _)| *kind),
+                    reference: target.map(|(_, reference)| reference),
+                    params,
+                    id,
+                })
+                .collect()
+        })
     }
 
     /// Agent steps without executor fields (examples/sops/sensor-alert).

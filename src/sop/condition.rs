@@ -67,6 +67,8 @@ mod number;
 mod parse;
 mod path;
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
 
 use crate::event::Payload;

@@ -616,6 +616,13 @@ fn build_toml_steps(raw_steps: Vec<RawStep>, issues: &mut Issues) -> Vec<Step> {
                 String::new()
             }
         };
+        // As in SOP.md: an empty `ref` or `id` names nothing, and every
+        // envelope carrying it would fail the schema.
+        for (field, value) in [("ref", &raw.reference), ("id", &raw.id)] {
+            if value.as_ref().is_some_and(|v| v.trim().is_empty()) {
+                issues.error(&key(field), "must not be empty");
+            }
+        }
         let params = match raw.params {
             None => serde_json::Map::new(),
             Some(table) => match serde_json::to_value(table) {
@@ -706,6 +713,9 @@ fn check_steps(steps: &[Step], file: &Path, destination: Destination, issues: &m
         }
     }
 }
+
+#[cfg(test)]
+mod props;
 
 #[cfg(test)]
 mod tests {
@@ -1032,6 +1042,16 @@ mod tests {
         assert_error(&report, "steps[1].ref", "required");
         assert_error(&load_x("[[steps]]\ntitle = \"a\"\nref = \"x\"\n"), "steps[0].type", "go together");
         assert_error(&load_x("[[steps]]\ntitle = \"a\"\ntype = \"robot\"\n"), "steps[0].type", "unknown variant");
+    }
+
+    /// The envelope schema needs a non-empty `ref` and `id`: a SOP with a
+    /// blank one would load and then fail every run.
+    #[test]
+    fn a_blank_ref_or_id_is_refused_as_in_sop_md() {
+        let report = load_x("[[steps]]\ntitle = \"a\"\ntype = \"tool\"\nref = \"\"\n");
+        assert_error(&report, "steps[0].ref", "must not be empty");
+        let report = load_x("destination = \"executor\"\n[[steps]]\ntype = \"tool\"\nref = \"x\"\nid = \"  \"\n");
+        assert_error(&report, "steps[0].id", "must not be empty");
     }
 
     #[test]

@@ -317,4 +317,255 @@ mod tests {
         let s = parse_steps("## Steps\n1. **A**\n   - Check the dashboard: all green\n").steps;
         assert_eq!(s[0].body, "- Check the dashboard: all green");
     }
+
+    mod props {
+        use proptest::prelude::*;
+        use serde_json::{Map, Value};
+
+        use super::super::*;
+        use crate::proptest_support::{config, hostile_text, json_object, token_soup};
+
+        const PIECES: &[&str] = &[
+            "## Steps",
+            "## steps",
+            "# Title",
+            "### Sub",
+            "\n",
+            "\n",
+            "\n",
+            "1. ",
+            "12. ",
+            "1.",
+            " ",
+            "   ",
+            "\t",
+            "**",
+            "Bold",
+            "—",
+            "–",
+            "-",
+            ":",
+            "- ",
+            "* ",
+            "tools: ",
+            "requires_confirmation: ",
+            "true",
+            "maybe",
+            "type: ",
+            "tool",
+            "robot",
+            "ref: ",
+            "id: ",
+            "params: ",
+            "{\"a\": 1}",
+            "[1]",
+            "kind: ",
+            "checkpoint",
+            "capability",
+            "agent: ",
+            "```",
+            "~~~",
+            "é",
+            ",",
+            "\r\n",
+        ];
+
+        proptest! {
+            #![proptest_config(config(256))]
+
+            /// Whatever the text, steps are numbered 1, 2, 3… and every
+            /// problem names a step that exists and a line of the text.
+            #[test]
+            fn any_text_gives_numbered_steps_and_located_issues(
+                text in prop_oneof![hostile_text(200), token_soup(PIECES, 60)],
+            ) {
+                let parsed = parse_steps(&text);
+                for (i, step) in parsed.steps.iter().enumerate() {
+                    prop_assert_eq!(step.number as usize, i + 1);
+                }
+                let lines = text.lines().count();
+                for issue in &parsed.issues {
+                    let index: usize = issue.key.strip_prefix("steps[").and_then(|k| k.split_once(']'))
+                        .and_then(|(i, _)| i.parse().ok()).expect("issue keys are steps[i].key");
+                    prop_assert!(index < parsed.steps.len(), "{:?}", issue);
+                    let line: usize = issue.reason.rsplit_once("(line ").and_then(|(_, l)| l.strip_suffix(')'))
+                        .and_then(|l| l.parse().ok()).expect("issues name their line");
+                    prop_assert!((1..=lines).contains(&line), "{:?} in {} lines", issue, lines);
+                }
+            }
+        }
+
+        /// One step as an author writes it in SOP.md.
+        #[derive(Clone, Debug)]
+        struct Written {
+            number: u16,
+            indent: &'static str,
+            title: String,
+            bold: bool,
+            separator: &'static str,
+            first_line: String,
+            body: Vec<String>,
+            fenced: Vec<String>,
+            tools: Option<Vec<String>>,
+            confirmation: Option<(bool, &'static str)>,
+            zeroclaw_kind: Option<&'static str>,
+            kind: Option<(StepKind, &'static str)>,
+            reference: Option<String>,
+            id: Option<String>,
+            params: Option<Map<String, Value>>,
+        }
+
+        fn prose() -> impl Strategy<Value = String> {
+            "[A-Za-z][A-Za-z0-9 ,.;!?()'éß]{0,30}".prop_map(|s| s.trim().to_string())
+        }
+
+        fn written() -> impl Strategy<Value = Written> {
+            let fenced = prop::collection::vec(
+                hostile_text(30)
+                    .prop_map(|s| s.replace('\n', " "))
+                    .prop_filter("not a fence", |s| !s.trim().starts_with("```") && !s.trim().starts_with("~~~")),
+                0..3,
+            );
+            let kinds =
+                vec![(StepKind::Tool, "tool"), (StepKind::Capability, "capability"), (StepKind::Usecase, "usecase")];
+            (
+                (any::<u16>(), prop::sample::select(vec!["", " "]), prose(), any::<bool>()),
+                (
+                    prop::sample::select(vec!["", " — ", " - ", ": ", " – ", " "]),
+                    prose(),
+                    prop::collection::vec(prose(), 0..3),
+                    fenced,
+                ),
+                (
+                    prop::option::of(prop::collection::vec("[a-z_]{1,8}", 0..4)),
+                    prop::option::of((any::<bool>(), prop::sample::select(vec!["", "upper", "title"]))),
+                    prop::option::of(prop::sample::select(vec!["execute", "checkpoint", "approval", "Checkpoint"])),
+                ),
+                (
+                    prop::option::of(prop::sample::select(kinds)),
+                    prop::option::of("[A-Za-z0-9_./:-]{1,16}"),
+                    prop::option::of("[A-Za-z0-9_./:-]{1,16}"),
+                    prop::option::of(json_object(2, 8)),
+                ),
+            )
+                .prop_map(
+                    |(
+                        (number, indent, title, bold),
+                        (separator, first_line, body, fenced),
+                        (tools, confirmation, zeroclaw_kind),
+                        (kind, reference, id, params),
+                    )| Written {
+                        number,
+                        indent,
+                        title,
+                        bold,
+                        separator,
+                        first_line,
+                        body,
+                        fenced,
+                        tools,
+                        confirmation,
+                        zeroclaw_kind,
+                        kind,
+                        reference,
+                        id,
+                        params,
+                    },
+                )
+        }
+
+        fn render(steps: &[Written], heading: &str) -> String {
+            let mut md = format!("# A SOP\n\nWhat it is for.\n\n{heading}\n\nBefore the first step.\n\n");
+            for w in steps {
+                if w.bold {
+                    md.push_str(&format!("{}{}. **{}**{}{}\n", w.indent, w.number, w.title, w.separator, w.first_line));
+                } else {
+                    md.push_str(&format!("{}{}. {}\n", w.indent, w.number, w.title));
+                }
+                for line in &w.body {
+                    md.push_str(&format!("   {line}\n"));
+                }
+                if !w.fenced.is_empty() {
+                    md.push_str("   ```\n");
+                    for line in &w.fenced {
+                        md.push_str(&format!("{line}\n"));
+                    }
+                    md.push_str("   ```\n");
+                }
+                if let Some(tools) = &w.tools {
+                    md.push_str(&format!("   - tools: {}\n", tools.join(", ")));
+                }
+                if let Some((value, case)) = w.confirmation {
+                    let text = match case {
+                        "upper" => value.to_string().to_uppercase(),
+                        "title" if value => "True".into(),
+                        "title" => "False".into(),
+                        _ => value.to_string(),
+                    };
+                    md.push_str(&format!("   * requires_confirmation: {text}\n"));
+                }
+                if let Some(kind) = w.zeroclaw_kind {
+                    md.push_str(&format!("   - kind: {kind}\n"));
+                }
+                if let Some((_, name)) = w.kind {
+                    md.push_str(&format!("   - type: {name}\n"));
+                }
+                if let Some(reference) = &w.reference {
+                    md.push_str(&format!("   - ref: {reference}\n"));
+                }
+                if let Some(id) = &w.id {
+                    md.push_str(&format!("   - id: {id}\n"));
+                }
+                if let Some(params) = &w.params {
+                    md.push_str(&format!("   - params: {}\n", serde_json::to_string(params).unwrap()));
+                }
+                md.push('\n');
+            }
+            md.push_str("## Notes\n\n1. **Not a step** after the section.\n");
+            md
+        }
+
+        /// The step `w` describes, as the documented grammar reads it.
+        fn expected(w: &Written, number: u32) -> Step {
+            let (title, mut body) = if w.bold {
+                (w.title.clone(), if w.first_line.is_empty() { vec![] } else { vec![w.first_line.clone()] })
+            } else {
+                (w.title.clone(), vec![])
+            };
+            body.extend(w.body.iter().cloned());
+            if !w.fenced.is_empty() {
+                body.push("```".into());
+                body.extend(w.fenced.iter().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()));
+                body.push("```".into());
+            }
+            let gate = matches!(w.zeroclaw_kind, Some(k) if k.eq_ignore_ascii_case("checkpoint") || k == "approval");
+            Step {
+                number,
+                title,
+                body: body.join("\n"),
+                tools: w.tools.clone().unwrap_or_default(),
+                requires_confirmation: w.confirmation.is_some_and(|(value, _)| value) || gate,
+                kind: w.kind.map(|(kind, _)| kind),
+                reference: w.reference.clone(),
+                params: w.params.clone().unwrap_or_default(),
+                id: w.id.clone(),
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config(128))]
+
+            #[test]
+            fn written_steps_are_read_back_as_written(
+                steps in prop::collection::vec(written(), 1..5),
+                heading in prop::sample::select(vec!["## Steps", "## steps", "## STEPS"]),
+            ) {
+                let md = render(&steps, heading);
+                let parsed = parse_steps(&md);
+                prop_assert!(parsed.issues.is_empty(), "{:?}\n{}", parsed.issues, md);
+                let want: Vec<Step> = steps.iter().enumerate().map(|(i, w)| expected(w, i as u32 + 1)).collect();
+                prop_assert_eq!(parsed.steps, want, "{}", md);
+            }
+        }
+    }
 }

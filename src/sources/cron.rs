@@ -636,4 +636,130 @@ mod tests {
         let daily = parse_schedule("0 0 8 * * *", None).unwrap().compile();
         assert_eq!(last_fire_at_or_before(&daily, utc(2024, 1, 1, 8, 0, 0)), Some(utc(2024, 1, 1, 8, 0, 0)));
     }
+
+    mod props {
+        use chrono::{Duration, Timelike};
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::proptest_support::{config, hostile_text, token_soup};
+
+        const PIECES: &[&str] = &[
+            "*",
+            "*",
+            " ",
+            " ",
+            " ",
+            "/",
+            ",",
+            "-",
+            "0",
+            "1",
+            "5",
+            "7",
+            "12",
+            "23",
+            "29",
+            "30",
+            "31",
+            "59",
+            "60",
+            "L",
+            "W",
+            "#",
+            "?",
+            "MON",
+            "jan",
+            "@daily",
+            "@reboot",
+            "99999999999",
+            "1-5/2",
+            "2030",
+            "\t",
+            "é",
+        ];
+
+        /// Any instant from 1970 to 2100, to the millisecond.
+        fn instant() -> impl Strategy<Value = DateTime<Utc>> {
+            (0i64..4_102_444_800_000).prop_map(|ms| Utc.timestamp_millis_opt(ms).unwrap())
+        }
+
+        proptest! {
+            #![proptest_config(config(256))]
+
+            /// Any text is a schedule or a reason; a schedule compiles again,
+            /// and the next fire point it finds really is one, later.
+            #[test]
+            fn any_text_is_a_schedule_or_a_reason(
+                text in prop_oneof![hostile_text(30), token_soup(PIECES, 14)],
+                timezone in prop::option::of(prop_oneof![
+                    hostile_text(12),
+                    prop::sample::select(vec!["Europe/Paris", "Australia/Lord_Howe", "America/St_Johns"])
+                        .prop_map(str::to_string),
+                ]),
+                after in instant(),
+            ) {
+                let schedule = match parse_schedule(&text, timezone.as_deref()) {
+                    Ok(schedule) => schedule,
+                    Err(reason) => {
+                        prop_assert!(!reason.is_empty());
+                        return Ok(());
+                    }
+                };
+                prop_assert_eq!(schedule.expression(), text.as_str());
+                let compiled = schedule.compile();
+                if let Some(next) = next_fire_after(&compiled, after) {
+                    prop_assert!(next > after && next.nanosecond() == 0, "{} after {}", next, after);
+                    let local = next.with_timezone(&compiled.timezone);
+                    prop_assert!(compiled.cron.is_time_matching(&local).unwrap_or(false), "{} does not match", local);
+                }
+                if let Some(last) = last_fire_at_or_before(&compiled, after) {
+                    prop_assert!(last <= after && last.nanosecond() == 0, "{} before {}", last, after);
+                }
+            }
+
+            /// `s m h * * *` in UTC fires once a day at h:m:s, first after `after`.
+            #[test]
+            fn a_daily_time_fires_at_that_time(
+                second in 0u32..60,
+                minute in 0u32..60,
+                hour in 0u32..24,
+                after in instant(),
+            ) {
+                let compiled = parse_schedule(&format!("{second} {minute} {hour} * * *"), None).unwrap().compile();
+                let same_day = after.date_naive().and_hms_opt(hour, minute, second).unwrap().and_utc();
+                let want = if same_day > after { same_day } else { same_day + Duration::days(1) };
+                prop_assert_eq!(next_fire_after(&compiled, after), Some(want));
+                prop_assert_eq!(last_fire_at_or_before(&compiled, want), Some(want));
+            }
+
+            /// `*/n * * * * *` over a window: the count, first and last are
+            /// those of the whole seconds in `(after, upto]` whose second is
+            /// a multiple of n.
+            #[test]
+            fn an_interval_window_counts_what_a_plain_scan_counts(
+                n in 1u32..60,
+                after in instant(),
+                length_ms in 0i64..3_600_000,
+            ) {
+                let compiled = parse_schedule(&format!("*/{n} * * * * *"), None).unwrap().compile();
+                let upto = after + Duration::milliseconds(length_ms);
+                let (start, end) = (whole_second(after), whole_second(upto));
+                let points: Vec<DateTime<Utc>> = (1..=(end - start).num_seconds())
+                    .map(|k| start + Duration::seconds(k))
+                    .filter(|t| t.second() % n == 0)
+                    .collect();
+                let want = match (points.first(), points.last()) {
+                    (Some(first), Some(last)) => Some(FireWindow {
+                        count: points.len() as u64,
+                        count_is_exact: true,
+                        first: *first,
+                        last: *last,
+                    }),
+                    _ => None,
+                };
+                prop_assert_eq!(fires_in_window(&compiled, after, upto), want);
+            }
+        }
+    }
 }

@@ -109,4 +109,160 @@ mod tests {
         writer.await.unwrap();
         assert_eq!(out, vec![Frame::TooLong, line("ok=1")]);
     }
+
+    mod props {
+        use std::pin::Pin;
+        use std::task::{Context, Poll};
+
+        use futures::FutureExt;
+        use proptest::prelude::*;
+        use tokio::io::ReadBuf;
+
+        use super::super::*;
+        use crate::proptest_support::config;
+
+        /// Hands out `data` in reads of the sizes in `sizes` (cycled), and
+        /// says "not yet" before every read whose turn `pending` marks.
+        struct Chunked {
+            data: Vec<u8>,
+            at: usize,
+            sizes: Vec<usize>,
+            pending: Vec<bool>,
+            turn: usize,
+            /// The "not yet" for this turn was already said.
+            waited: bool,
+        }
+
+        impl Chunked {
+            fn new(data: Vec<u8>, sizes: Vec<usize>, pending: Vec<bool>) -> Chunked {
+                Chunked { data, at: 0, sizes, pending, turn: 0, waited: false }
+            }
+        }
+
+        impl AsyncRead for Chunked {
+            fn poll_read(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<std::io::Result<()>> {
+                let this = &mut *self;
+                let turn = this.turn;
+                if !this.waited && this.pending.get(turn % this.pending.len().max(1)).copied().unwrap_or(false) {
+                    this.waited = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                this.waited = false;
+                this.turn += 1;
+                let size = this.sizes[turn % this.sizes.len()].max(1);
+                let n = size.min(this.data.len() - this.at).min(buf.remaining());
+                buf.put_slice(&this.data[this.at..this.at + n]);
+                this.at += n;
+                Poll::Ready(Ok(()))
+            }
+        }
+
+        /// The documented framing, written plainly over the whole input.
+        fn model(input: &[u8], max_len: usize) -> Vec<Frame> {
+            let mut frames = Vec::new();
+            let mut rest = input;
+            while let Some(newline) = rest.iter().position(|b| *b == b'\n') {
+                let line = &rest[..newline];
+                rest = &rest[newline + 1..];
+                frames.push(if line.len() > max_len {
+                    Frame::TooLong
+                } else {
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    std::str::from_utf8(line).map_or(Frame::NotUtf8, |s| Frame::Line(s.to_string()))
+                });
+            }
+            // A partial last line is dropped, but one already past the cap was reported.
+            if rest.len() > max_len {
+                frames.push(Frame::TooLong);
+            }
+            frames
+        }
+
+        /// Every frame of `reader`, checking that memory stays bounded by the
+        /// cap, never by the input. Each poll that is not ready drops the
+        /// future, as `select!` does on shutdown: nothing may be lost.
+        fn frames(mut reader: Chunked, max_len: usize) -> Vec<Frame> {
+            let bound = 4 * (1024 + max_len);
+            let mut framer = LineFramer::new(max_len);
+            let mut out = Vec::new();
+            loop {
+                let polled = framer.next_frame(&mut reader).now_or_never();
+                assert!(framer.buffer.capacity() <= bound, "buffer {} > {bound}", framer.buffer.capacity());
+                match polled {
+                    None => continue,
+                    Some(Ok(Some(frame))) => out.push(frame),
+                    Some(Ok(None)) => return out,
+                    Some(Err(e)) => panic!("{e}"),
+                }
+            }
+        }
+
+        /// Lines of every kind: short, at the cap, past it, with `\r`, not UTF-8.
+        fn stream() -> impl Strategy<Value = Vec<u8>> {
+            let piece = prop_oneof![
+                4 => "[a-z_0-9]{0,8}=[ -~]{0,12}".prop_map(String::into_bytes),
+                1 => prop::collection::vec(any::<u8>(), 0..40),
+                1 => (1usize..200).prop_map(|n| vec![b'x'; n]),
+                1 => Just(b"\r".to_vec()),
+                1 => Just("é€😀".as_bytes().to_vec()),
+                1 => Just(vec![0xff, 0xfe]),
+            ];
+            let line = (prop::collection::vec(piece, 0..4), any::<bool>()).prop_map(|(pieces, newline)| {
+                let mut line = pieces.concat();
+                if newline {
+                    line.push(b'\n');
+                }
+                line
+            });
+            prop::collection::vec(line, 0..24).prop_map(|lines| lines.concat())
+        }
+
+        proptest! {
+            #![proptest_config(config(256))]
+
+            #[test]
+            fn framing_is_the_model_whatever_the_chunking(
+                input in stream(),
+                max_len in 0usize..64,
+                sizes in prop::collection::vec(1usize..300, 1..8),
+                pending in prop::collection::vec(any::<bool>(), 0..8),
+            ) {
+                let want = model(&input, max_len);
+                let got = frames(Chunked::new(input.clone(), sizes, pending), max_len);
+                prop_assert_eq!(&got, &want);
+                // And the same as one read of everything.
+                let whole = frames(Chunked::new(input.clone(), vec![input.len().max(1)], vec![]), max_len);
+                prop_assert_eq!(&whole, &want);
+                for frame in &got {
+                    if let Frame::Line(line) = frame {
+                        prop_assert!(line.len() <= max_len);
+                    }
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config(16))]
+
+            /// A board that never sends a newline costs the cap, not the stream.
+            #[test]
+            fn an_endless_line_is_bounded(
+                length in 10_000usize..200_000,
+                max_len in 1usize..4096,
+                sizes in prop::collection::vec(1usize..8192, 1..4),
+            ) {
+                let mut input = vec![b'y'; length];
+                input.extend_from_slice(b"\nok=1\n");
+                let got = frames(Chunked::new(input, sizes, vec![]), max_len);
+                let after = if max_len >= 4 { Frame::Line("ok=1".into()) } else { Frame::TooLong };
+                let want = vec![Frame::TooLong, after];
+                prop_assert_eq!(got, want);
+            }
+        }
+    }
 }

@@ -76,6 +76,7 @@ fn checked_signal_name(name: &str) -> Result<String, BadLine> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::DEFAULT_MAX_PAYLOAD_DEPTH;
     use serde_json::json;
 
     fn json_signal(name: &str, value: Value) -> Option<Signal> {
@@ -157,13 +158,99 @@ mod tests {
         }
     }
 
-    proptest::proptest! {
-        #[test]
-        fn any_line_is_a_signal_nothing_or_a_reason(line in "[a-z_=\\[\\]{}\":,0-9 \\\\]{0,300}|\\PC{0,200}") {
-            match parse_line(&line, 8) {
-                Ok(Some(signal)) => proptest::prop_assert!(crate::sop::is_signal_name(&signal.name)),
-                Ok(None) => proptest::prop_assert!(line.trim().is_empty()),
-                Err(BadLine(why)) => proptest::prop_assert!(!why.is_empty()),
+    /// A value nested far past the limit is never read as JSON (nor
+    /// overflows the stack trying).
+    #[test]
+    fn a_value_nested_past_the_json_limit_is_not_json() {
+        let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+        let parsed = parse_line(&format!("s={deep}"), DEFAULT_MAX_PAYLOAD_DEPTH);
+        assert!(!matches!(parsed, Ok(Some(Signal { payload: Payload::Json(_), .. }))));
+        let object = format!("{{\"signal\":\"s\",\"value\":{deep}}}");
+        assert!(parse_line(&object, DEFAULT_MAX_PAYLOAD_DEPTH).is_err());
+    }
+
+    mod props {
+        use proptest::prelude::*;
+        use serde_json::{Map, Value};
+
+        use super::*;
+        use crate::proptest_support::{config, hostile_text, json_value, token_soup};
+
+        const PIECES: &[&str] = &[
+            "{",
+            "}",
+            "\"signal\"",
+            "\"value\"",
+            ":",
+            ",",
+            "=",
+            "pin_3",
+            "1",
+            "\"x\"",
+            " ",
+            "\r",
+            "/",
+            "#",
+            "+",
+            "é",
+            "[",
+            "]",
+            "null",
+        ];
+
+        fn blank() -> impl Strategy<Value = &'static str> {
+            prop::sample::select(vec!["", " ", "\t", "  ", "\r"])
+        }
+
+        proptest! {
+            #![proptest_config(config(512))]
+
+            /// Any line is a signal with a valid name, nothing (blank), or a
+            /// reason; never a panic.
+            #[test]
+            fn any_line_is_a_signal_nothing_or_a_reason(line in prop_oneof![hostile_text(80), token_soup(PIECES, 20)]) {
+                match parse_line(&line, DEFAULT_MAX_PAYLOAD_DEPTH) {
+                    Ok(Some(signal)) => prop_assert!(crate::sop::is_signal_name(&signal.name), "{:?}", signal),
+                    Ok(None) => prop_assert!(line.trim().is_empty()),
+                    Err(BadLine(reason)) => prop_assert!(!reason.is_empty()),
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config(256))]
+
+            /// `name=value` and `{"signal": name, "value": value}` say the
+            /// same, for every JSON value, around any blanks.
+            #[test]
+            fn both_forms_carry_any_json_value(
+                name in "[A-Za-z0-9_.:é=-]{1,12}",
+                value in json_value(4, 24),
+                extra in prop::collection::vec(("[a-z]{1,6}", json_value(1, 4)), 0..3),
+                blanks in (blank(), blank(), blank(), blank()),
+            ) {
+                let want = Some(Signal { name: name.clone(), payload: Payload::Json(value.clone()) });
+                let json = serde_json::to_string(&value).unwrap();
+                // `=` ends the name in the text form, so only a name without one can use it.
+                if !name.contains('=') {
+                    let (a, b, c, d) = blanks;
+                    let line = format!("{a}{name}{b}={c}{json}{d}");
+                    prop_assert_eq!(parse_line(&line, DEFAULT_MAX_PAYLOAD_DEPTH), Ok(want.clone()), "{:?}", line);
+                }
+                let mut object: Map<String, Value> =
+                    extra.into_iter().filter(|(k, _)| k != "signal" && k != "value").collect();
+                object.insert("signal".into(), Value::String(name));
+                object.insert("value".into(), value);
+                let line = serde_json::to_string(&object).unwrap();
+                prop_assert_eq!(parse_line(&line, DEFAULT_MAX_PAYLOAD_DEPTH), Ok(want), "{:?}", line);
+            }
+
+            /// The JSON form accepts exactly the names triggers can name.
+            #[test]
+            fn a_json_signal_name_is_accepted_exactly_when_triggers_can_name_it(name in hostile_text(10)) {
+                let line = serde_json::json!({"signal": name, "value": 1}).to_string();
+                let parsed = parse_line(&line, DEFAULT_MAX_PAYLOAD_DEPTH);
+                prop_assert_eq!(parsed.is_ok(), crate::sop::is_signal_name(&name), "{:?}: {:?}", name, parsed);
             }
         }
     }
