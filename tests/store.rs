@@ -160,7 +160,12 @@ impl Drop for Immutable {
 
 #[tokio::test]
 async fn an_unwritable_shm_makes_the_store_unavailable_instead_of_killing_the_daemon() {
-    let setup = setup();
+    // A SOP with a step: its runs wait for an agent and queue no envelope, so
+    // no delivery writes the store behind the test's back while the file is
+    // made unwritable (a write already past its check is the window the
+    // check cannot close).
+    let sop = format!("{}\n[[steps]]\ntitle = \"Check\"\nbody = \"Look\"\n", webhook_sop("deploy", "/sop/deploy", ""));
+    let setup = Setup::new("webhook_rate_limit_per_minute = 0", "").sop("deploy", &sop);
     let mut d = setup.start();
     let token = d.pair().await;
     assert_eq!(d.post("/sop/deploy", Some(&token), "{}", &[]).await.0, 200);
