@@ -77,15 +77,16 @@ fn op() -> impl Strategy<Value = Op> {
     prop::sample::select(OPS.to_vec())
 }
 
-fn holds(op: Op, order: Option<Ordering>) -> bool {
-    let Some(order) = order else { return false };
+/// The reference reading of an operator: Rust's own comparison operators,
+/// not the evaluator's mapping from an ordering.
+fn holds<T: PartialOrd + ?Sized>(op: Op, left: &T, right: &T) -> bool {
     match op {
-        Op::Eq => order == Ordering::Equal,
-        Op::Ne => order != Ordering::Equal,
-        Op::Gt => order == Ordering::Greater,
-        Op::Ge => order != Ordering::Less,
-        Op::Lt => order == Ordering::Less,
-        Op::Le => order != Ordering::Greater,
+        Op::Eq => left == right,
+        Op::Ne => left != right,
+        Op::Gt => left > right,
+        Op::Ge => left >= right,
+        Op::Lt => left < right,
+        Op::Le => left <= right,
     }
 }
 
@@ -528,9 +529,9 @@ fn model(tree: &Tree<NumericComparison>, held: &[Held]) -> bool {
         Tree::Leaf(c) => {
             let quoted = c.notation >= 4;
             match &held[c.key] {
-                Held::Int(v) | Held::NumberText(v) => holds(c.op, f64::from(*v).partial_cmp(&f64::from(c.number))),
-                Held::Half(v) => holds(c.op, (f64::from(*v) + 0.5).partial_cmp(&f64::from(c.number))),
-                Held::Word(w) if quoted => holds(c.op, Some(w.as_str().cmp(c.number.to_string().as_str()))),
+                Held::Int(v) | Held::NumberText(v) => holds(c.op, &f64::from(*v), &f64::from(c.number)),
+                Held::Half(v) => holds(c.op, &(f64::from(*v) + 0.5), &f64::from(c.number)),
+                Held::Word(w) if quoted => holds(c.op, w.as_str(), c.number.to_string().as_str()),
                 _ => false,
             }
         }
