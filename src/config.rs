@@ -5,6 +5,11 @@
 //! every validation problem are all reported together, each naming the file,
 //! the dotted key and the reason. Relative paths resolve against the
 //! directory holding `config.toml`.
+//!
+//! The MQTT block is read in a second step (`read_mqtt`), because where it
+//! sits decides how: `[channels_config.mqtt]`, or ZeroClaw's later names for
+//! it, `[channels.mqtt]` and `[channels.mqtt.<alias>]`, so a block copied from
+//! a ZeroClaw config loads as it is.
 
 mod strict_toml;
 
@@ -21,6 +26,9 @@ use serde::Deserialize;
 pub struct Config {
     pub gateway: GatewayConfig,
     pub channels_config: ChannelsConfig,
+    /// ZeroClaw's later name for `[channels_config]`; read into
+    /// `channels_config` at load.
+    channels: ZeroClawChannels,
     pub sop: SopConfig,
     pub store: StoreConfig,
     pub peripherals: BTreeMap<String, PeripheralConfig>,
@@ -33,6 +41,10 @@ pub struct Config {
     /// The file this was loaded from (for messages).
     #[serde(skip)]
     pub file: PathBuf,
+    /// Warnings found while reading the file (key, reason), reported by
+    /// `warnings` with the rest.
+    #[serde(skip)]
+    load_warnings: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -90,12 +102,32 @@ impl Default for GatewayConfig {
 #[derive(Clone, Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChannelsConfig {
+    /// The MQTT source: the one enabled MQTT block, wherever it was written.
+    #[serde(skip)]
     pub mqtt: Option<MqttConfig>,
+    /// `[channels_config.mqtt]` as written, read into `mqtt` at load.
+    #[serde(rename = "mqtt")]
+    mqtt_table: Option<toml::Table>,
 }
+
+/// `[channels]`, where ZeroClaw moved `[channels_config]`: only its MQTT
+/// block means anything to fanin.
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct ZeroClawChannels {
+    mqtt: Option<toml::Table>,
+}
+
+/// Where `[channels_config.mqtt]` keys are named in messages.
+pub const MQTT_TABLE: &str = "channels_config.mqtt";
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
+    /// `false` parks the block: no connection, and only its key names are
+    /// checked (ZeroClaw's key; absent means on).
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
     pub broker_url: String,
     pub client_id: String,
     pub topics: Vec<String>,
@@ -124,6 +156,16 @@ pub struct MqttConfig {
     /// announced to the broker (see `sources::mqtt::protocol`).
     #[serde(default = "default_receive_maximum")]
     pub receive_maximum: u32,
+    /// ZeroClaw's list of tools its model may not call for messages of this
+    /// channel. fanin hands runs on and exposes no tools, so the key is
+    /// accepted, whatever its value, and ignored with a warning.
+    #[serde(default)]
+    pub excluded_tools: Option<toml::Value>,
+    /// The dotted table the block was read from (`channels_config.mqtt`,
+    /// `channels.mqtt` or `channels.mqtt.<alias>`): messages name its keys
+    /// as the operator wrote them.
+    #[serde(skip, default = "default_mqtt_table")]
+    pub table: String,
 }
 
 /// `receive_maximum` unless configured.
@@ -141,6 +183,12 @@ pub enum MqttProtocol {
     V5,
 }
 
+fn default_enabled() -> bool {
+    true
+}
+fn default_mqtt_table() -> String {
+    MQTT_TABLE.into()
+}
 fn default_qos() -> u8 {
     1
 }
@@ -267,6 +315,11 @@ pub struct MqttEndpoint {
 }
 
 impl MqttConfig {
+    /// The dotted name of one of this block's keys, as messages print it.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}.{name}", self.table)
+    }
+
     /// Host, port (default 1883 for `mqtt://`, 8883 for `mqtts://`) and TLS
     /// from `broker_url`. The error says what is wrong with the URL.
     pub fn endpoint(&self) -> Result<MqttEndpoint, String> {
@@ -320,7 +373,9 @@ impl Config {
         };
         config.base_dir = base_dir;
         config.file = path.to_path_buf();
-        for (key, reason) in config.validate() {
+        let mut problems = config.read_mqtt();
+        problems.extend(config.validate());
+        for (key, reason) in problems {
             let reason = match read.lines.line_of(&key) {
                 Some(line) => format!("{reason} (line {line})"),
                 None => reason,
@@ -349,9 +404,6 @@ impl Config {
     fn validate(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
         validate_gateway(&self.gateway, &mut problems);
-        if let Some(mqtt) = &self.channels_config.mqtt {
-            validate_mqtt(mqtt, &mut problems);
-        }
         validate_sop(&self.sop, &mut problems);
         validate_store(&self.store, &mut problems);
         for (board, peripheral) in &self.peripherals {
@@ -394,7 +446,99 @@ impl Config {
                  TCP peer)"
             ));
         }
+        warnings.extend(self.load_warnings.iter().map(|(key, reason)| format!("{file}: {key}: {reason}")));
         warnings
+    }
+
+    /// Reads the MQTT block into `channels_config.mqtt`: from
+    /// `[channels_config.mqtt]`, or from ZeroClaw's `[channels.mqtt]` (one
+    /// block) or `[channels.mqtt.<alias>]` (one block per alias, every value
+    /// a table). A block with `enabled = false` is parked. At most one
+    /// block may be enabled: fanin keeps one broker connection. Returns the
+    /// problems as (dotted key, reason); warnings go to `load_warnings`.
+    fn read_mqtt(&mut self) -> Problems {
+        let mut problems = Vec::new();
+        let native = self.channels_config.mqtt_table.take();
+        let zeroclaw = self.channels.mqtt.take();
+        let blocks: Vec<(String, toml::Table)> = match (native, zeroclaw) {
+            (Some(_), Some(_)) => {
+                problems.push((
+                    "channels.mqtt".into(),
+                    "[channels.mqtt] and [channels_config.mqtt] both configure the MQTT source; fanin reads \
+                     [channels.mqtt] (ZeroClaw's name) as [channels_config.mqtt]: keep one of the two"
+                        .into(),
+                ));
+                return problems;
+            }
+            (Some(table), None) => vec![(MQTT_TABLE.to_string(), table)],
+            (None, Some(table)) if !table.is_empty() && table.values().all(toml::Value::is_table) => table
+                .into_iter()
+                .filter_map(|(alias, value)| match value {
+                    toml::Value::Table(t) => Some((format!("channels.mqtt.{alias}"), t)),
+                    _ => None,
+                })
+                .collect(),
+            (None, Some(table)) => vec![("channels.mqtt".to_string(), table)],
+            (None, None) => return problems,
+        };
+        let mut enabled = Vec::new();
+        let mut enabled_paths = Vec::new();
+        for (path, table) in blocks {
+            let parked = matches!(table.get("enabled"), Some(toml::Value::Boolean(false)));
+            let says_enabled = table.contains_key("enabled");
+            let (value, found) = deserialize_table::<MqttConfig>(table);
+            let key = |k: &str| if k.is_empty() { path.clone() } else { format!("{path}.{k}") };
+            if parked {
+                // A parked block may be half written; a misspelt key is still
+                // refused, so it cannot wait hidden for the day it is enabled.
+                problems.extend(
+                    found
+                        .iter()
+                        .filter(|p| p.reason.starts_with("unknown key"))
+                        .map(|p| (key(&p.key), p.reason.clone())),
+                );
+                self.load_warnings.push((
+                    path.clone(),
+                    "enabled = false: fanin makes no MQTT connection for this block, and checks only its key names"
+                        .into(),
+                ));
+                continue;
+            }
+            problems.extend(found.iter().map(|p| (key(&p.key), p.reason.clone())));
+            enabled_paths.push(path.clone());
+            let Some(mut mqtt) = value else { continue };
+            mqtt.table = path.clone();
+            if mqtt.excluded_tools.is_some() {
+                self.load_warnings.push((
+                    mqtt.key("excluded_tools"),
+                    "ignored: ZeroClaw key; fanin exposes no tools to a model, so there is nothing to exclude".into(),
+                ));
+            }
+            if !says_enabled && path != MQTT_TABLE {
+                self.load_warnings.push((
+                    path.clone(),
+                    "no `enabled` key: fanin connects with this block, where ZeroClaw leaves a block without \
+                     `enabled = true` off; write enabled = true (or false) to say which"
+                        .into(),
+                ));
+            }
+            validate_mqtt(&mqtt, &mut problems);
+            enabled.push(mqtt);
+        }
+        if enabled_paths.len() > 1 {
+            problems.push((
+                "channels.mqtt".into(),
+                format!(
+                    "{} MQTT blocks are enabled ({}); fanin keeps one broker connection: set enabled = false on all \
+                     but one",
+                    enabled_paths.len(),
+                    enabled_paths.join(", ")
+                ),
+            ));
+            return problems;
+        }
+        self.channels_config.mqtt = enabled.pop();
+        problems
     }
 }
 
@@ -482,7 +626,7 @@ fn is_hostname(host: &str) -> bool {
 }
 
 fn validate_mqtt(mqtt: &MqttConfig, problems: &mut Problems) {
-    let key = |k: &str| format!("channels_config.mqtt.{k}");
+    let key = |k: &str| mqtt.key(k);
     match mqtt.endpoint() {
         Err(reason) => problems.push((key("broker_url"), reason)),
         Ok(endpoint) => match (endpoint.tls, mqtt.use_tls) {
@@ -523,7 +667,7 @@ fn validate_mqtt(mqtt: &MqttConfig, problems: &mut Problems) {
     }
     for (i, topic) in mqtt.topics.iter().enumerate() {
         if let Err(reason) = crate::dispatch::topic::validate_filter(topic) {
-            problems.push((format!("channels_config.mqtt.topics[{i}]"), reason));
+            problems.push((mqtt.key(&format!("topics[{i}]")), reason));
         }
     }
     if mqtt.client_id.trim().is_empty() {
@@ -736,6 +880,9 @@ mod tests {
                 clean_session: false,
                 protocol: MqttProtocol::V5,
                 receive_maximum: 1024,
+                enabled: true,
+                excluded_tools: None,
+                table: MQTT_TABLE.into(),
             };
             let e = mqtt.endpoint().unwrap();
             assert_eq!((e.host.as_str(), e.port, e.tls), (host, port, tls), "{url}");
@@ -788,6 +935,124 @@ mod tests {
             "channels_config.mqtt.broker_url",
             "required key is missing",
         );
+    }
+
+    /// The MQTT block of ZeroClaw's first config layout, key for key.
+    const ZEROCLAW_V1_MQTT: &str = "[channels_config.mqtt]\nenabled = true\n\
+        broker_url = \"mqtt://broker.example.com:1883\"\nclient_id = \"zeroclaw-1\"\n\
+        topics = [\"zeroclaw/sop/v1\"]\nqos = 1\nuse_tls = false\nkeep_alive_secs = 30\n";
+
+    /// A block in ZeroClaw's current layout: one table per alias, with the
+    /// keys its schema has.
+    fn zeroclaw_mqtt(alias: &str, enabled: &str, extra: &str) -> String {
+        format!(
+            "[channels.mqtt.{alias}]\n{enabled}broker_url = \"mqtts://broker.example.com:8883\"\n\
+             client_id = \"zeroclaw-{alias}\"\ntopics = [\"sensors/#\", \"alerts/+/critical\"]\nqos = 1\n\
+             username = \"zc\"\npassword = \"secret\"\nuse_tls = true\nkeep_alive_secs = 30\n\
+             excluded_tools = [\"shell\", \"file_write\"]\n{extra}"
+        )
+    }
+
+    fn mqtt_of(text: &str) -> (Option<MqttConfig>, Vec<String>) {
+        let (_d, result) = load_text(text);
+        let c = result.unwrap_or_else(|e| panic!("{text}\n{e:#?}"));
+        let warnings = c.warnings();
+        (c.channels_config.mqtt, warnings)
+    }
+
+    #[test]
+    fn zeroclaw_first_layout_mqtt_block_loads_as_written() {
+        let (mqtt, warnings) = mqtt_of(ZEROCLAW_V1_MQTT);
+        let mqtt = mqtt.expect("enabled = true is an MQTT source");
+        assert!(mqtt.enabled);
+        assert_eq!(mqtt.table, "channels_config.mqtt");
+        assert_eq!(mqtt.topics, ["zeroclaw/sop/v1"]);
+        assert_eq!(mqtt.use_tls, Some(false));
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
+    fn zeroclaw_current_layout_loads_and_excluded_tools_is_warned_about() {
+        let (mqtt, warnings) = mqtt_of(&zeroclaw_mqtt("default", "enabled = true\n", ""));
+        let mqtt = mqtt.expect("the enabled alias is the MQTT source");
+        assert_eq!(mqtt.table, "channels.mqtt.default");
+        assert_eq!(mqtt.key("qos"), "channels.mqtt.default.qos");
+        assert_eq!(mqtt.username, "zc");
+        assert_eq!(mqtt.endpoint().unwrap().port, 8883);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("config.toml: channels.mqtt.default.excluded_tools: ignored"),
+            "names the file and key: {warnings:?}"
+        );
+    }
+
+    #[test]
+    fn zeroclaw_single_block_layout_is_an_alias_of_channels_config() {
+        let text =
+            "[channels.mqtt]\nenabled = true\nbroker_url = \"mqtt://b\"\nclient_id = \"c\"\ntopics = [\"a/#\"]\n";
+        let (mqtt, warnings) = mqtt_of(text);
+        assert_eq!(mqtt.expect("[channels.mqtt] is the MQTT source").table, "channels.mqtt");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        // Its keys are checked, and named, as under [channels_config.mqtt].
+        assert_error(&text.replace("topics", "topix"), "channels.mqtt.topix", "unknown key");
+        assert_error(&format!("{text}qos = 3\n"), "channels.mqtt.qos", "line 6");
+        assert_error(&text.replace("mqtt://b", "tcp://b"), "channels.mqtt.broker_url", "mqtt://");
+    }
+
+    #[test]
+    fn both_mqtt_tables_at_once_are_refused_naming_both() {
+        let text = format!("{ZEROCLAW_V1_MQTT}{}", zeroclaw_mqtt("default", "enabled = true\n", ""));
+        let errors = errors_of(&text);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        let e = &errors[0];
+        assert_eq!(e.key, "channels.mqtt");
+        assert!(e.reason.contains("[channels_config.mqtt]") && e.reason.contains("keep one"), "{e}");
+    }
+
+    #[test]
+    fn a_block_without_enabled_connects_and_zeroclaw_layouts_say_so() {
+        let (mqtt, warnings) = mqtt_of(&format!("{MQTT}broker_url = \"mqtt://b\"\n"));
+        assert!(mqtt.is_some() && warnings.is_empty(), "fanin's own layout: present is on, {warnings:?}");
+        let (mqtt, warnings) = mqtt_of(&zeroclaw_mqtt("edge", "", ""));
+        assert!(mqtt.is_some(), "present is on in every layout");
+        assert!(
+            warnings.iter().any(|w| w.contains("channels.mqtt.edge: no `enabled` key") && w.contains("ZeroClaw")),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn enabled_false_parks_the_block_and_checks_only_key_names() {
+        let parked = "[channels.mqtt.old]\nenabled = false\nbroker_url = \"not a url\"\nqos = 9\n";
+        let (mqtt, warnings) = mqtt_of(parked);
+        assert!(mqtt.is_none(), "a parked block is no MQTT source");
+        assert!(warnings.len() == 1 && warnings[0].contains("channels.mqtt.old: enabled = false"), "{warnings:?}");
+        let (mqtt, _) = mqtt_of("[channels_config.mqtt]\nenabled = false\n");
+        assert!(mqtt.is_none());
+        assert_error(&format!("{parked}brokr_url = \"x\"\n"), "channels.mqtt.old.brokr_url", "unknown key");
+        assert_error("[channels_config.mqtt]\nenabled = \"no\"\n", "channels_config.mqtt.enabled", "invalid type");
+    }
+
+    #[test]
+    fn one_enabled_alias_among_parked_ones_is_the_source_two_are_refused() {
+        let text =
+            format!("{}{}", zeroclaw_mqtt("a", "enabled = false\n", ""), zeroclaw_mqtt("b", "enabled = true\n", ""));
+        let (mqtt, _) = mqtt_of(&text);
+        assert_eq!(mqtt.unwrap().client_id, "zeroclaw-b");
+        let text =
+            format!("{}{}", zeroclaw_mqtt("a", "enabled = true\n", ""), zeroclaw_mqtt("b", "enabled = true\n", ""));
+        assert_error(&text, "channels.mqtt", "2 MQTT blocks are enabled (channels.mqtt.a, channels.mqtt.b)");
+        assert_error(
+            &zeroclaw_mqtt("a", "enabled = true\n", "receive_maximum = 0\n"),
+            "channels.mqtt.a.receive_maximum",
+            "line 12",
+        );
+    }
+
+    #[test]
+    fn other_zeroclaw_channels_are_unknown_keys() {
+        assert_error("[channels.webhook]\nport = 8080\n", "channels.webhook", "unknown key; expected `mqtt`");
+        assert_error("[channels_config.telegram]\nbot_token = \"x\"\n", "channels_config.telegram", "unknown key");
     }
 
     #[test]

@@ -605,6 +605,27 @@ async fn an_unreachable_broker_leaves_webhooks_served_and_mqtt_retrying() {
     assert_eq!(body["sources"]["webhook"]["status"], json!("up"));
 }
 
+/// A block copied from a ZeroClaw config as its current layout writes it
+/// (one table per alias, `enabled`, `use_tls`, `excluded_tools`) is the MQTT
+/// source as it is: it subscribes and its messages start runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zeroclaw_mqtt_block_starts_runs_as_written() {
+    let (broker, publisher) = (broker(Protocol::V5), broker(Protocol::V311));
+    let prefix = unique("fanin-test/zeroclaw");
+    let block = format!(
+        "[channels.mqtt.default]\nenabled = true\nbroker_url = \"{}\"\nclient_id = \"{}\"\n\
+         topics = [\"{prefix}/#\"]\nqos = 1\nuse_tls = false\nkeep_alive_secs = 30\n\
+         excluded_tools = [\"shell\"]\n",
+        broker.url(),
+        unique("zeroclaw")
+    );
+    let setup = Setup::new("", &block).sop("alerts", &mqtt_sop("alerts", &format!("{prefix}/+/alert"), None));
+    let d = setup.start();
+    wait_mqtt_up(&d).await;
+    publish(&publisher, QoS::AtLeastOnce, &[text(&format!("{prefix}/kitchen/alert"), r#"{"severity": 3}"#)]).await;
+    assert_eq!(wait_runs(&d, "alerts", 1).await, vec![json!({"severity": 3})]);
+}
+
 in_both_protocols!(
     a_message_the_store_refused_is_redelivered_not_lost:
     a_message_the_store_refused_is_redelivered_not_lost_in_mqtt_5,

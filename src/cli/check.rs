@@ -37,10 +37,12 @@ pub fn cross_warnings(config: &Config, sops: &[Sop]) -> Vec<String> {
                 }
             }
             if let TriggerSpec::Mqtt { topic } = &t.spec {
-                let subscribed = config.channels_config.mqtt.as_ref().map(|m| m.topics.as_slice()).unwrap_or(&[]);
+                let mqtt = config.channels_config.mqtt.as_ref();
+                let subscribed = mqtt.map(|m| m.topics.as_slice()).unwrap_or(&[]);
+                let table = mqtt.map_or(crate::config::MQTT_TABLE, |m| m.table.as_str());
                 if !subscribed.iter().any(|s| filter_covers(s, topic)) {
                     warnings.push(format!(
-                        "{}: triggers[{i}].topic: {topic:?} is not covered by any topic in [channels_config.mqtt] topics \
+                        "{}: triggers[{i}].topic: {topic:?} is not covered by any topic in [{table}] topics \
                          ({subscribed:?}); this trigger will never see a message",
                         sop.file.display()
                     ));

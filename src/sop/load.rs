@@ -17,9 +17,10 @@
 //! - `suggested_tools` (ZeroClaw) is accepted as a synonym of `tools`; a
 //!   step `kind = "checkpoint"` (or `"approval"`) means
 //!   `requires_confirmation = true`.
-//! - Trigger types ZeroClaw has and fanin does not serve yet (`filesystem`,
-//!   `calendar`, `channel`, `amqp`, `sopcompletion`) are dropped with a
-//!   warning; any other unknown type is an error.
+//! - Trigger types fanin does not serve yet, ZeroClaw's (`filesystem`,
+//!   `calendar`, `channel`, `amqp`, `sopcompletion`) and Smart Office's
+//!   `drive`, are dropped with a warning naming the type; any other unknown
+//!   type is an error.
 //! - SOP.md supplies the steps when its `## Steps` section has at least one
 //!   numbered item; `[[steps]]` are then ignored (with a warning when both
 //!   are present). A SOP.md without such items leaves `[[steps]]` in force.
@@ -37,7 +38,7 @@ use crate::config::{deserialize_table, read_strict, KeyLines, TomlProblem};
 
 const IGNORED_ZEROCLAW_KEY: &str = "ignored: ZeroClaw key fanin does not use";
 const DEFAULT_VERSION: &str = "0.1.0";
-const ZEROCLAW_ONLY_TRIGGER_TYPES: &[&str] = &["filesystem", "calendar", "channel", "amqp", "sopcompletion"];
+const UNSERVED_TRIGGER_TYPES: &[&str] = &["filesystem", "calendar", "channel", "amqp", "sopcompletion", "drive"];
 
 /// SOP.toml as written. Keys fanin uses are typed; ZeroClaw keys it ignores
 /// are accepted as any value so they can be warned about.
@@ -503,10 +504,10 @@ fn build_trigger(kind: &str, table: toml::Table, prefix: &str, issues: &mut Issu
             let _: RawManual = typed(table, prefix, kind, issues)?;
             Some(Trigger { spec: TriggerSpec::Manual, condition: None })
         }
-        _ if ZEROCLAW_ONLY_TRIGGER_TYPES.contains(&kind) => {
+        _ if UNSERVED_TRIGGER_TYPES.contains(&kind) => {
             issues.warning(
                 &key("type"),
-                format!("ignored: ZeroClaw trigger type {kind:?} that fanin does not serve; this trigger never fires"),
+                format!("ignored: trigger type {kind:?} is not served by fanin yet; this trigger never fires"),
             );
             None
         }
@@ -903,6 +904,29 @@ mod tests {
         assert_eq!(sop.triggers.len(), 1, "the filesystem trigger is dropped");
         assert_eq!(sop.steps[0].tools, vec!["shell"]);
         assert!(sop.steps[0].requires_confirmation, "a checkpoint step keeps its approval gate");
+    }
+
+    #[test]
+    fn every_unserved_trigger_type_loads_with_a_warning_naming_it() {
+        // Each with the keys its own system gives it, which fanin does not check.
+        let triggers = [
+            ("filesystem", "path = \"/var/inbox/**\"\nevents = [\"created\"]\ncondition = \"$.size > 0\"\n"),
+            ("calendar", "calendar_source = \"google\"\ncalendar_ids = [\"ops\"]\n"),
+            ("channel", "channel = \"telegram\"\nalias = \"default\"\n"),
+            ("amqp", "routing_key = \"release.*\"\n"),
+            ("sopcompletion", "sop = \"deploy\"\n"),
+            ("drive", "folder_id = \"1AbC\"\n"),
+        ];
+        assert_eq!(triggers.len(), UNSERVED_TRIGGER_TYPES.len(), "every listed type is covered");
+        for (kind, keys) in triggers {
+            assert!(UNSERVED_TRIGGER_TYPES.contains(&kind), "{kind}");
+            let report = load_x(&format!("[[triggers]]\ntype = \"{kind}\"\n{keys}[[triggers]]\ntype = \"manual\"\n"));
+            assert!(report.errors.is_empty(), "{kind}: {:?}", report.errors);
+            assert!(has(&report.warnings, "triggers[0].type", &format!("{kind:?}")), "{kind}: {:?}", report.warnings);
+            assert_eq!(report.sops[0].triggers.len(), 1, "{kind}: only the manual trigger stays");
+        }
+        let report = load_x("[[triggers]]\ntype = \"gmail\"\n");
+        assert_error(&report, "triggers[0].type", "unknown trigger type \"gmail\"");
     }
 
     #[test]

@@ -85,7 +85,7 @@ pub const SOURCE: &str = "mqtt";
 const MQTT_MAX_PACKET: usize = 268_435_455;
 const MIN_PACKET: usize = 1 << 20;
 
-/// Starts the MQTT listener when `[channels_config.mqtt]` is configured.
+/// Starts the MQTT listener when an MQTT block is configured and enabled.
 /// An `Err` is worded for the operator and stops the daemon.
 pub fn start(ctx: &SourceContext) -> Result<Option<SourceTask>, String> {
     let Some(mqtt) = &ctx.config.channels_config.mqtt else {
@@ -112,8 +112,7 @@ pub(crate) struct Settings {
 
 fn settings(config: &Config, mqtt: &MqttConfig) -> Result<Settings, String> {
     let problem = |key: &str, reason: String| {
-        ConfigError { file: config.file.display().to_string(), key: format!("channels_config.mqtt.{key}"), reason }
-            .to_string()
+        ConfigError { file: config.file.display().to_string(), key: mqtt.key(key), reason }.to_string()
     };
     let endpoint = mqtt.endpoint().map_err(|reason| problem("broker_url", reason))?;
     let qos = qos(mqtt.qos).ok_or_else(|| problem("qos", format!("{} is not a QoS level", mqtt.qos)))?;

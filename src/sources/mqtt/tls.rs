@@ -33,7 +33,7 @@ pub fn client_config(config: &Config, mqtt: &MqttConfig) -> Result<(ClientConfig
     let problem = |key: &str, path: &Path, reason: String| {
         ConfigError {
             file: config.file.display().to_string(),
-            key: format!("channels_config.mqtt.{key}"),
+            key: mqtt.key(key),
             reason: format!("{}: {reason}", path.display()),
         }
         .to_string()
