@@ -85,6 +85,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let dispatcher = open_dispatcher(&config, catalog).await?;
     let store = dispatcher.store().clone();
     let pairing_key = auth::PairingKey::for_store(&db).map_err(|e| StartError(e.to_string()))?;
+    // The live counts of /metrics and /ready start from what the store
+    // holds, before anything is written.
+    let tallies = store.tallies().await.map_err(|e| StartError(format!("store: {e}")))?;
+    store.watch().seed(&tallies);
 
     if config.gateway.require_pairing {
         let tokens = store.list_tokens().await.map_err(|e| StartError(format!("store: {e}")))?;
@@ -114,7 +118,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     };
     let mut tasks = sources::start_all(&ctx).map_err(StartError)?;
     tasks.push(tokio::spawn(reload_on_hangup(config.clone(), ctx.dispatcher.clone(), shutdown.clone())));
-    tasks.push(crate::deliver::start(&config, dispatcher.clone(), shutdown.clone()));
+    tasks.extend(crate::deliver::start(&config, dispatcher.clone(), &tallies, shutdown.clone()));
     tasks.extend(dispatcher.registries().and_then(|r| r.spawn_refresh(shutdown.clone())));
     tasks.push(tokio::spawn(purge_idempotency_keys(
         store.clone(),

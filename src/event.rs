@@ -144,7 +144,7 @@ pub fn parse_payload(bytes: &[u8], max_depth: usize) -> Result<Payload, TooDeep>
 /// Whether `[` and `{` outside JSON strings nest deeper than `limit`. One
 /// pass in constant memory, stopping at the first level too many; for JSON
 /// it is exactly the nesting of its arrays and objects.
-fn nests_deeper_than(bytes: &[u8], limit: usize) -> bool {
+pub fn nests_deeper_than(bytes: &[u8], limit: usize) -> bool {
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for &byte in bytes {
         if in_string {

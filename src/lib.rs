@@ -8,6 +8,7 @@
 //! `cli` operates all of it.
 
 pub mod backoff;
+pub mod causes;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -1,6 +1,8 @@
 //! Runs reach the Executor and the Agent through the durable outbox: schema
 //! valid envelopes, a stable `Idempotency-Key` across retries, dead letters
-//! and their retry, and a restart with envelopes still queued.
+//! and their retry, a restart with envelopes still queued, and what an
+//! operator sees of it: the cause of failed attempts, `/ready`, and the
+//! outbox and approval metrics.
 
 mod common;
 
@@ -247,6 +249,10 @@ async fn dead_letters_fail_their_run_and_can_be_retried() {
     assert_eq!((dead["run_id"].clone(), dead["status"].clone()), (json!(run), json!("dead")));
     let (_, audit) = d.get(&format!("/admin/audit?run_id={run}")).await;
     assert!(audit["records"].as_array().unwrap().iter().any(|r| r["kind"] == json!("envelope_failed")));
+    assert_eq!(dead["last_error"], json!("HTTP 500 Internal Server Error"));
+    assert_eq!(d.metric("fanin_outbox_dead_letters_total{destination=\"agent\"}").await, Some(1.0));
+    assert_eq!(d.metric("fanin_outbox_failed_attempts_total{destination=\"agent\"}").await, Some(2.0));
+    assert_eq!(d.metric("fanin_outbox_depth").await, Some(0.0), "a dead letter is not pending");
 
     // The destination recovers; the operator retries the dead letter.
     agent.refuse.store(0, Ordering::SeqCst);
@@ -260,6 +266,112 @@ async fn dead_letters_fail_their_run_and_can_be_retried() {
     })
     .await;
     assert_eq!(run_status(&d, &run).await, json!("failed"), "the run keeps how it ended");
+    assert_eq!(d.metric("fanin_outbox_depth").await, Some(0.0));
+    assert_eq!(d.metric("fanin_outbox_dead_letters_total{destination=\"agent\"}").await, Some(1.0));
     let out = setup.cli(&["outbox", "retry", dead["id"].as_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "only a dead letter can be retried");
+}
+
+/// `fanin outbox list --json`, as an operator reads it.
+fn outbox_list(setup: &Setup) -> Vec<Value> {
+    let out = setup.cli(&["outbox", "list", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    list["outbox"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_named_in_last_error_ready_and_metrics() {
+    // A port nobody listens on: every connection is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/in");
+    let setup =
+        Setup::new("", &(destinations("http://127.0.0.1:9/none", &url) + &delivery(1000))).sop("notify", AGENT_SOP);
+    let mut d = setup.start();
+    fire(&d, "notify", "{}").await;
+    eventually("two failed attempts", || async { outbox_list(&setup)[0]["attempts"].as_u64().unwrap() >= 2 }).await;
+
+    let entry = &outbox_list(&setup)[0];
+    let error = entry["last_error"].as_str().unwrap();
+    assert!(error.starts_with("error sending request"), "{error}");
+    assert!(error.to_lowercase().contains("connection refused"), "LAST ERROR names the cause: {error}");
+    let table = String::from_utf8(setup.cli(&["outbox", "list"]).stdout).unwrap();
+    assert!(table.contains("LAST ERROR") && table.to_lowercase().contains("connection refused"), "{table}");
+
+    let failed = d.metric("fanin_outbox_failed_attempts_total{destination=\"agent\"}").await.unwrap();
+    assert!(failed >= 2.0, "{failed}");
+    assert_eq!(d.metric("fanin_outbox_depth").await, Some(1.0));
+    let (status, ready) = d.get("/ready").await;
+    assert_eq!(status, 200, "a failing destination does not make fanin unready: {ready}");
+    let agent = &ready["outbox"]["destinations"]["agent"];
+    assert_eq!((agent["configured"].clone(), agent["deliveries"].clone()), (json!(true), json!("failing")), "{ready}");
+    assert!(agent["cause"].as_str().unwrap().to_lowercase().contains("connection refused"), "{ready}");
+    assert_eq!(ready["outbox"]["pending"], json!(1));
+
+    // The depth is the store's, not this process's: the same after a restart.
+    d.kill();
+    let d = setup.start();
+    assert_eq!(d.metric("fanin_outbox_depth").await, Some(1.0));
+}
+
+#[tokio::test]
+async fn envelopes_for_an_unconfigured_destination_wait_untouched_and_are_counted() {
+    let setup = Setup::new("", &delivery(3)).sop("notify", AGENT_SOP);
+    let mut d = setup.start();
+    for n in 0..3 {
+        fire(&d, "notify", &format!(r#"{{"n":{n}}}"#)).await;
+    }
+    let waiting = |ready: &Value| ready["outbox"]["destinations"]["agent"].clone();
+    let (status, ready) = d.get("/ready").await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(waiting(&ready), json!({"configured": false, "waiting": 3}));
+    assert_eq!(d.metric("fanin_outbox_depth").await, Some(3.0));
+    for entry in outbox_list(&setup) {
+        assert_eq!((entry["attempts"].clone(), entry["last_error"].clone()), (json!(0), Value::Null), "untouched");
+    }
+    assert_eq!(d.metric("fanin_outbox_failed_attempts_total{destination=\"agent\"}").await, None);
+
+    d.kill();
+    let d = setup.start();
+    fire(&d, "notify", "{}").await;
+    assert_eq!(waiting(&d.get("/ready").await.1), json!({"configured": false, "waiting": 4}));
+    assert_eq!(d.metric("fanin_outbox_depth").await, Some(4.0));
+}
+
+const SUPERVISED_SOP: &str = "[sop]\nname = \"gated\"\ndescription = \"x\"\nexecution_mode = \"supervised\"\n\
+    max_concurrent = 100\n[[triggers]]\ntype = \"manual\"\n";
+
+#[tokio::test]
+async fn the_pending_approvals_gauge_follows_supervised_runs_across_a_restart() {
+    let agent = Destination::start(0).await;
+    let setup = Setup::new("", &(destinations("http://127.0.0.1:9/none", &agent.url) + &delivery(5)))
+        .sop("gated", SUPERVISED_SOP);
+    let mut d = setup.start();
+    assert_eq!(d.metric("fanin_runs_pending_approval").await, Some(0.0));
+    let first = fire(&d, "gated", "{}").await;
+    let second = fire(&d, "gated", "{}").await;
+    assert_eq!(run_status(&d, &first).await, json!("pending_approval"));
+    assert_eq!(d.metric("fanin_runs_pending_approval").await, Some(2.0));
+
+    let decide = |what: &'static str, run: String| {
+        let d = &d;
+        async move {
+            let body = json!({"run_id": run}).to_string();
+            let (status, reply, _) = d.post(&format!("/admin/sop/{what}"), None, &body, &[]).await;
+            assert_eq!(status, 200, "{reply}");
+        }
+    };
+    decide("approve", first.clone()).await;
+    assert_eq!(d.metric("fanin_runs_pending_approval").await, Some(1.0));
+    eventually("the approved run's envelope", || async { agent.accepted().len() == 1 }).await;
+    eventually("the approved run to complete", || async { run_status(&d, &first).await == json!("completed") }).await;
+    decide("deny", second).await;
+    assert_eq!(d.metric("fanin_runs_pending_approval").await, Some(0.0));
+
+    fire(&d, "gated", "{}").await;
+    assert_eq!(d.metric("fanin_runs_pending_approval").await, Some(1.0));
+    d.kill();
+    let d = setup.start();
+    assert_eq!(d.metric("fanin_runs_pending_approval").await, Some(1.0), "seeded from the store at start");
+    assert_eq!(d.metric("fanin_outbox_depth").await, Some(0.0));
 }

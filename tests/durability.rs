@@ -1,6 +1,7 @@
 //! Nothing acknowledged is lost: a daemon killed with SIGKILL in the middle
 //! of a burst of webhooks still has, after restart, every run it answered
-//! "accepted" for, with its run-start audit record.
+//! "accepted" for, with its run-start audit record. A store that refuses
+//! writes is said so by `/ready` until a write succeeds again.
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_burst_loses_no_acknowledged_run() {
@@ -68,4 +69,36 @@ async fn sigkill_mid_burst_loses_no_acknowledged_run() {
     // And the daemon starts again on the same store.
     let d = setup.start();
     assert_eq!(d.get("/health").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_store_refusing_writes_makes_ready_say_so_until_a_write_succeeds() {
+    let manual = "[sop]\nname = \"poke\"\ndescription = \"x\"\nexecution_mode = \"auto\"\nmax_concurrent = 100\n\
+        [[triggers]]\ntype = \"manual\"\n[[steps]]\ntitle = \"Look\"\nbody = \"b\"\n";
+    let setup = Setup::new("", "").sop("poke", manual);
+    let d = setup.start();
+    let fire = || d.post("/admin/sops/poke/run", None, "{}", &[]);
+    assert_eq!(fire().await.0, 200);
+    assert_eq!(d.get("/ready").await.0, 200);
+
+    // Another process holds the store's write lock (as a stuck `fanin` CLI
+    // or a backup tool would): every write waits out the busy timeout and
+    // is refused.
+    let other = rusqlite::Connection::open(setup.db_path()).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (status, body, _) = fire().await;
+    assert_eq!((status, body["error"].clone()), (503, json!("store_unavailable")), "{body}");
+    let (status, ready) = d.get("/ready").await;
+    assert_eq!((status, ready["error"].clone()), (503, json!("not_ready")), "{ready}");
+    let said = ready["store"].as_str().unwrap();
+    assert!(said.starts_with("failing: ") && said.contains("database is locked"), "the reason: {said}");
+    assert_eq!(ready["store_failing"]["writes_refused"], json!(1), "{ready}");
+    assert_eq!(d.metric("fanin_store_writes_failing").await, Some(1.0));
+
+    // The lock is let go: the next write succeeds, and /ready says so.
+    other.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(fire().await.0, 200);
+    let (status, ready) = d.get("/ready").await;
+    assert_eq!((status, ready["store"].clone()), (200, json!("ok")), "{ready}");
+    assert_eq!(d.metric("fanin_store_writes_failing").await, Some(0.0));
 }

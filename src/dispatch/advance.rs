@@ -60,10 +60,46 @@ enum SlotChange {
     LeftBacklog { sop: String, run_id: String },
 }
 
+/// A change worked out but not committed yet: its writes, and what
+/// admission already counted for it (given back if its commit fails).
+pub struct Prepared {
+    writes: Vec<Write>,
+    effects: Effects,
+    slot: SlotChange,
+    /// `None` for writes that move no run ([`Prepared::writes`]).
+    advanced: Option<Advanced>,
+}
+
+impl Prepared {
+    /// Writes that move no run (the outbox worker's rescheduling), to be
+    /// committed with the changes of runs.
+    pub fn writes(writes: Vec<Write>) -> Prepared {
+        Prepared { writes, effects: Effects::default(), slot: SlotChange::None, advanced: None }
+    }
+}
+
 impl Dispatcher {
     /// Moves `run_id` on as `input` says, at `now`.
     pub async fn advance(&self, run_id: &str, input: RunInput, now: DateTime<Utc>) -> Result<Advanced, DispatchError> {
         let run = self.store.get_run(run_id).await?.ok_or_else(|| DispatchError::NoSuchRun(run_id.into()))?;
+        let prepared = self.prepare(run, input, now).await?;
+        let advanced = self.commit_prepared(prepared).await?;
+        Ok(advanced.expect("a prepared change of a run says where the run is"))
+    }
+
+    /// [`advance`](Dispatcher::advance) of a run the caller has read: checks
+    /// that `run` is where `input` assumes, works out the writes and counts
+    /// the change in admission, without committing; [`commit_all`] does.
+    /// (`run` may lack its payload for a delivery outcome or a finish,
+    /// which never read it.)
+    ///
+    /// [`commit_all`]: Dispatcher::commit_all
+    pub async fn prepare(
+        &self,
+        run: RunRecord,
+        input: RunInput,
+        now: DateTime<Utc>,
+    ) -> Result<Prepared, DispatchError> {
         let catalog = self.catalog();
         let sop = catalog.get(&run.sop);
         let registries = self.registry_snapshot();
@@ -184,23 +220,83 @@ impl Dispatcher {
         let mut promoted = Vec::new();
         let mut next = first_promoted;
         while let (Some(id), Some(sop)) = (next.take(), sop) {
+            // Counted as promoted before it is read, so a failed read gives
+            // it back to the backlog with the rest.
+            promoted.push(id.clone());
             let (fx, holds_slot) =
-                self.promotion(&id, sop, &run.run_id, now, &registries, attached, &mut writes).await?;
+                match self.promotion(&id, sop, &run.run_id, now, &registries, attached, &mut writes).await {
+                    Ok(done) => done,
+                    Err(e) => {
+                        self.undo_slot(&slot, &promoted);
+                        return Err(e);
+                    }
+                };
             effects.absorb(fx);
-            promoted.push(id);
             if !holds_slot {
                 // The promoted run went straight to a state without a slot:
                 // the slot is free again for the next one.
                 next = self.admission.lock().expect("admission lock").free_slot(sop);
             }
         }
+        let advanced = Advanced { run_id: run.run_id, status: to, step, promoted };
+        Ok(Prepared { writes, effects, slot, advanced: Some(advanced) })
+    }
 
+    /// Commits one prepared change; a failed commit gives back what
+    /// admission counted for it.
+    async fn commit_prepared(&self, prepared: Prepared) -> Result<Option<Advanced>, DispatchError> {
+        let Prepared { writes, effects, slot, advanced } = prepared;
         if let Err(e) = self.store.commit(Batch { idempotency: None, writes }).await {
-            self.undo_slot(slot, &promoted);
+            self.undo(&slot, advanced.as_ref());
             return Err(e.into());
         }
         self.announce(&effects);
-        Ok(Advanced { run_id: run.run_id, status: to, step, promoted })
+        Ok(advanced)
+    }
+
+    /// Commits prepared changes (of distinct runs) in one batch: one
+    /// commit for a whole round of outbox outcomes. When the batch is
+    /// refused because one change no longer holds (a compare-and-set: an
+    /// operator moved that run meanwhile), each change is committed alone,
+    /// so only that one fails. Answers in the order given.
+    pub async fn commit_all(&self, prepared: Vec<Prepared>) -> Vec<Result<Option<Advanced>, DispatchError>> {
+        if prepared.len() <= 1 {
+            let mut answers = Vec::with_capacity(1);
+            for p in prepared {
+                answers.push(self.commit_prepared(p).await);
+            }
+            return answers;
+        }
+        let writes = prepared.iter().flat_map(|p| p.writes.iter().cloned()).collect();
+        match self.store.commit(Batch { idempotency: None, writes }).await {
+            Ok(_) => prepared
+                .into_iter()
+                .map(|p| {
+                    self.announce(&p.effects);
+                    Ok(p.advanced)
+                })
+                .collect(),
+            Err(crate::store::StoreError::Conflict(_)) => {
+                let mut answers = Vec::with_capacity(prepared.len());
+                for p in prepared {
+                    answers.push(self.commit_prepared(p).await);
+                }
+                answers
+            }
+            Err(e) => {
+                // Given back newest first: the admission changes were made
+                // in this order.
+                for p in prepared.iter().rev() {
+                    self.undo(&p.slot, p.advanced.as_ref());
+                }
+                prepared.iter().map(|_| Err(e.clone().into())).collect()
+            }
+        }
+    }
+
+    fn undo(&self, slot: &SlotChange, advanced: Option<&Advanced>) {
+        let promoted = advanced.map_or(&[][..], |a| a.promoted.as_slice());
+        self.undo_slot(slot, promoted);
     }
 
     /// Ends a run (`completed`, `failed` or `cancelled`); returns the deferred
@@ -301,17 +397,17 @@ impl Dispatcher {
     }
 
     /// Gives back what `move_slot` and promotions did, after a failed commit.
-    fn undo_slot(&self, slot: SlotChange, promoted: &[String]) {
+    fn undo_slot(&self, slot: &SlotChange, promoted: &[String]) {
         let mut admission = self.admission.lock().expect("admission lock");
         for id in promoted.iter().rev() {
-            if let SlotChange::Freed { sop } = &slot {
+            if let SlotChange::Freed { sop } = slot {
                 admission.unpromote(sop, id);
             }
         }
         match slot {
-            SlotChange::Freed { sop } => admission.reoccupy(&sop),
-            SlotChange::Taken { sop } => admission.release_slot(&sop),
-            SlotChange::LeftBacklog { sop, run_id } => admission.requeue(&sop, &run_id),
+            SlotChange::Freed { sop } => admission.reoccupy(sop),
+            SlotChange::Taken { sop } => admission.release_slot(sop),
+            SlotChange::LeftBacklog { sop, run_id } => admission.requeue(sop, run_id),
             SlotChange::None => {}
         }
     }

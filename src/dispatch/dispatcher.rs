@@ -110,8 +110,12 @@ pub struct Dispatcher {
     last_agent_poll: Mutex<Option<DateTime<Utc>>>,
     /// Wakes agent loops waiting in a long poll when a step becomes pending.
     pub step_ready: Notify,
-    /// Wakes the delivery worker when an envelope is queued.
+    /// Wakes the delivery workers (one per destination) when an envelope
+    /// is queued, with `notify_waiters`: each arms its wait before it reads
+    /// the store, so one queued in between is not missed.
     pub outbox_ready: Notify,
+    /// What the outbox worker says of each destination, for `/ready`.
+    pub delivery: crate::deliver::DeliveryStatus,
 }
 
 impl Dispatcher {
@@ -133,6 +137,7 @@ impl Dispatcher {
             last_agent_poll: Mutex::new(None),
             step_ready: Notify::new(),
             outbox_ready: Notify::new(),
+            delivery: crate::deliver::DeliveryStatus::default(),
         })
     }
 
@@ -316,7 +321,7 @@ impl Dispatcher {
             self.step_ready.notify_waiters();
         }
         if effects.enqueued {
-            self.outbox_ready.notify_one();
+            self.outbox_ready.notify_waiters();
         }
     }
 }

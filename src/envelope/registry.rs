@@ -426,7 +426,7 @@ async fn fetch_drive_file(
         if e.is_timeout() {
             format!("no answer within {timeout:?}")
         } else {
-            error_chain(&e.without_url())
+            crate::causes::error_chain(&e.without_url())
         }
     };
     let response = request.send().await.map_err(describe)?;
@@ -465,17 +465,6 @@ fn json_type(value: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[derive(Clone, Debug, PartialEq)]

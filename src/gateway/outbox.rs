@@ -53,7 +53,7 @@ pub async fn retry(
     let revive = Batch { idempotency: None, writes: vec![Write::Revive { id: id.clone(), at: Utc::now() }] };
     match store.commit(revive).await {
         Ok(_) => {
-            state.dispatcher.outbox_ready.notify_one();
+            state.dispatcher.outbox_ready.notify_waiters();
             Ok(Json(json!({"id": id, "status": "pending"})))
         }
         Err(StoreError::Conflict(reason)) => {

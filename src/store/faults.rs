@@ -17,11 +17,18 @@ pub struct FaultyStore {
     down: AtomicBool,
     /// This many next commits fail.
     refuse_commits: AtomicUsize,
+    /// Calls refused so far.
+    refused: AtomicUsize,
 }
 
 impl FaultyStore {
     pub fn new(inner: Arc<dyn Store>) -> FaultyStore {
-        FaultyStore { inner, down: AtomicBool::new(false), refuse_commits: AtomicUsize::new(0) }
+        FaultyStore {
+            inner,
+            down: AtomicBool::new(false),
+            refuse_commits: AtomicUsize::new(0),
+            refused: AtomicUsize::new(0),
+        }
     }
 
     /// Every call fails while `down` is true.
@@ -39,24 +46,50 @@ impl FaultyStore {
         self.refuse_commits.load(Ordering::SeqCst)
     }
 
+    /// How many calls (reads and writes) were refused so far.
+    pub fn refused(&self) -> usize {
+        self.refused.load(Ordering::SeqCst)
+    }
+
     pub fn inner(&self) -> &Arc<dyn Store> {
         &self.inner
     }
 
     fn check(&self) -> Result<(), StoreError> {
         match self.down.load(Ordering::SeqCst) {
-            true => Err(StoreError::Unavailable("disk full (injected fault)".into())),
+            true => {
+                self.refused.fetch_add(1, Ordering::SeqCst);
+                Err(StoreError::Unavailable(INJECTED.into()))
+            }
             false => Ok(()),
         }
     }
+
+    /// `check` for a write: a refusal is recorded as `refuse` does.
+    fn check_write(&self) -> Result<(), StoreError> {
+        match self.down.load(Ordering::SeqCst) {
+            true => self.refuse(),
+            false => Ok(()),
+        }
+    }
+
+    /// A write refused here is seen by the inner store's watch, as a
+    /// refusal of the inner store itself would be.
+    fn refuse<T>(&self) -> Result<T, StoreError> {
+        self.refused.fetch_add(1, Ordering::SeqCst);
+        let _ = self.inner.watch().refused(INJECTED, Utc::now());
+        Err(StoreError::Unavailable(INJECTED.into()))
+    }
 }
+
+const INJECTED: &str = "disk full (injected fault)";
 
 #[async_trait]
 impl Store for FaultyStore {
     async fn commit(&self, batch: Batch) -> Result<Committed, StoreError> {
-        self.check()?;
+        self.check_write()?;
         if self.refuse_commits.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
-            return Err(StoreError::Unavailable("disk full (injected fault)".into()));
+            return self.refuse();
         }
         self.inner.commit(batch).await
     }
@@ -70,7 +103,7 @@ impl Store for FaultyStore {
         self.inner.idempotency_response(scope, key, now).await
     }
     async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        self.check()?;
+        self.check_write()?;
         self.inner.purge_idempotency(now).await
     }
     async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
@@ -95,7 +128,7 @@ impl Store for FaultyStore {
         created_at: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.check()?;
+        self.check_write()?;
         self.inner.add_pairing_code(code_hash, created_at, expires_at).await
     }
     async fn pairing_lookup(&self, code_mac: &str, now: DateTime<Utc>) -> Result<PairingLookup, StoreError> {
@@ -112,7 +145,7 @@ impl Store for FaultyStore {
         now: DateTime<Utc>,
         token: &TokenRecord,
     ) -> Result<bool, StoreError> {
-        self.check()?;
+        self.check_write()?;
         self.inner.redeem_pairing_code(code_hash, now, token).await
     }
     async fn find_token(&self, prefix: &str) -> Result<Option<TokenRecord>, StoreError> {
@@ -124,7 +157,7 @@ impl Store for FaultyStore {
         self.inner.list_tokens().await
     }
     async fn revoke_tokens(&self, prefix: &str, at: DateTime<Utc>) -> Result<usize, StoreError> {
-        self.check()?;
+        self.check_write()?;
         self.inner.revoke_tokens(prefix, at).await
     }
     async fn cron_last_check(&self, key: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
@@ -143,13 +176,18 @@ impl Store for FaultyStore {
         self.check()?;
         self.inner.next_leasable_step(now).await
     }
-    async fn outbox_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+    async fn outbox_due(
+        &self,
+        destination: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DueEntry>, StoreError> {
         self.check()?;
-        self.inner.outbox_due(now, limit).await
+        self.inner.outbox_due(destination, now, limit).await
     }
-    async fn outbox_next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+    async fn outbox_next_due(&self, destination: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.check()?;
-        self.inner.outbox_next_due().await
+        self.inner.outbox_next_due(destination).await
     }
     async fn outbox_list(&self, status: Option<OutboxStatus>, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
         self.check()?;
@@ -158,5 +196,48 @@ impl Store for FaultyStore {
     async fn outbox_get(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError> {
         self.check()?;
         self.inner.outbox_get(id).await
+    }
+    async fn tallies(&self) -> Result<Tallies, StoreError> {
+        self.check()?;
+        self.inner.tallies().await
+    }
+    fn watch(&self) -> &StoreWatch {
+        self.inner.watch()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    fn audit(n: i64) -> Batch {
+        let at = DateTime::from_timestamp(1_700_000_000 + n, 0).unwrap();
+        let record = NewAudit { at, kind: AuditKind::CronMissed, run_id: None, sop: None, detail: Value::Null };
+        Batch { idempotency: None, writes: vec![Write::Audit(record)] }
+    }
+
+    #[tokio::test]
+    async fn a_refused_write_shows_in_the_watch_until_a_write_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("fanin.db")).unwrap());
+        let store = FaultyStore::new(inner);
+        store.commit(audit(0)).await.unwrap();
+        assert_eq!(store.watch().write_state(), WriteState::Ok);
+
+        store.refuse_next_commits(2);
+        assert!(store.commit(audit(1)).await.is_err());
+        assert!(store.commit(audit(2)).await.is_err());
+        match store.watch().write_state() {
+            WriteState::Failing { reason, refused, .. } => assert_eq!((reason.as_str(), refused), (INJECTED, 2)),
+            WriteState::Ok => panic!("two refused writes, and the watch says ok"),
+        }
+        // A read succeeding proves nothing about writes.
+        store.ping().await.unwrap();
+        assert_ne!(store.watch().write_state(), WriteState::Ok);
+
+        store.commit(audit(3)).await.unwrap();
+        assert_eq!(store.watch().write_state(), WriteState::Ok, "a write went through");
+        assert_eq!(store.refused(), 2);
     }
 }

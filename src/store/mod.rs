@@ -21,8 +21,11 @@ use crate::runs::RunStatus;
 pub mod faults;
 pub mod files;
 pub mod sqlite;
+pub mod watch;
 
-#[derive(Debug, thiserror::Error)]
+pub use watch::{StoreWatch, Tallies, WriteNotice, WriteState};
+
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store cannot take or serve data now (disk full, file locked,
     /// database down). Callers answer 503 / do not acknowledge.
@@ -139,6 +142,27 @@ pub struct OutboxRecord {
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// A pending outbox entry that is due, as the outbox worker takes it: what
+/// it sends and what it needs to record the outcome.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DueEntry {
+    pub id: String,
+    pub seq: i64,
+    pub run_id: String,
+    pub destination: String,
+    /// The envelope as stored (JSON text), sent as it is: the worker never
+    /// parses it.
+    pub envelope: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// The entry's run without its payload (`Null`: recording a delivery
+    /// never needs it); `None` when there is no such run.
+    pub run: Option<RunRecord>,
+    /// Why the stored row cannot be read (a column holding what fanin never
+    /// writes there): such an entry can never be sent.
+    pub unreadable: Option<String>,
 }
 
 /// What an audit record is about.
@@ -507,20 +531,36 @@ pub trait Store: Send + Sync + 'static {
     /// the time it became pending.
     async fn next_leasable_step(&self, now: DateTime<Utc>) -> Result<Option<StepRecord>, StoreError>;
 
-    /// Pending outbox entries due at `now` (`next_attempt_at <= now`) that are
-    /// the oldest undelivered entry of their run (delivery is in order per
-    /// run; a dead entry blocks the later ones of its run), by `seq`, at most
-    /// `limit`.
-    async fn outbox_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxRecord>, StoreError>;
+    /// Pending outbox entries for `destination` due at `now`
+    /// (`next_attempt_at <= now`) that are the oldest undelivered entry of
+    /// their run (delivery is in order per run; a dead entry blocks the
+    /// later ones of its run), earliest due first (then by `seq`), at most
+    /// `limit`, each with its run. Entries for other destinations are not
+    /// looked at, so envelopes waiting for a destination that is not
+    /// configured cost nothing.
+    async fn outbox_due(
+        &self,
+        destination: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DueEntry>, StoreError>;
 
     /// The earliest `next_attempt_at` among the entries `outbox_due` could
-    /// return at some time (pending heads of their runs).
-    async fn outbox_next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// return for `destination` at some time (pending heads of their runs).
+    async fn outbox_next_due(&self, destination: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
 
     /// Outbox entries, oldest first, optionally of one status; 0 = no limit.
     async fn outbox_list(&self, status: Option<OutboxStatus>, limit: usize) -> Result<Vec<OutboxRecord>, StoreError>;
 
     async fn outbox_get(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError>;
+
+    /// The counts the live ones of [`Store::watch`] start from, read from
+    /// the store (a daemon reads them once, at start).
+    async fn tallies(&self) -> Result<Tallies, StoreError>;
+
+    /// Whether this store's writes succeed lately, and the live counts;
+    /// shared by every caller of this store.
+    fn watch(&self) -> &StoreWatch;
 }
 
 /// What a reader hands back in place of a stored value it cannot read (JSON

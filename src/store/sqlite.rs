@@ -66,6 +66,7 @@ pub struct SqliteStore {
     writer: Option<JoinHandle<()>>,
     checkpointer: Option<Checkpointer>,
     counters: Arc<Counters>,
+    watch: Arc<StoreWatch>,
     readers: Arc<Readers>,
     /// Opened with [`SqliteStore::open_read_only`]: there is no writer.
     read_only: bool,
@@ -89,8 +90,10 @@ impl SqliteStore {
         schema::migrate(&conn, path)?;
         let checkpointer = Checkpointer::start(path, busy_timeout, &mut conn, Arc::clone(&guard))?;
         let counters = Arc::new(Counters::default());
+        let watch = Arc::new(StoreWatch::default());
         let (queue, inbox) = flume::bounded(WRITER_QUEUE);
-        let writer = Writer::new(conn, path.to_path_buf(), Arc::clone(&counters), Arc::clone(&guard));
+        let writer =
+            Writer::new(conn, path.to_path_buf(), Arc::clone(&counters), Arc::clone(&guard), Arc::clone(&watch));
         let thread =
             std::thread::Builder::new().name("fanin-store-writer".into()).spawn(move || writer.run(inbox)).map_err(
                 |e| StoreError::Unavailable(format!("store {}: cannot start writer thread: {e}", path.display())),
@@ -101,6 +104,7 @@ impl SqliteStore {
             writer: Some(thread),
             checkpointer: Some(checkpointer),
             counters,
+            watch,
             readers: Arc::new(Readers::new(path.to_path_buf(), busy_timeout, Some(guard))),
             read_only: false,
         })
@@ -132,6 +136,7 @@ impl SqliteStore {
             writer: None,
             checkpointer: None,
             counters: Arc::new(Counters::default()),
+            watch: Arc::new(StoreWatch::default()),
             readers,
             read_only: true,
         })
@@ -337,12 +342,19 @@ impl Store for SqliteStore {
         self.readers.run("find a leasable step", move |conn| reads::next_leasable_step(conn, now)).await
     }
 
-    async fn outbox_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
-        self.readers.run("read due outbox entries", move |conn| reads::outbox_due(conn, now, limit)).await
+    async fn outbox_due(
+        &self,
+        destination: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DueEntry>, StoreError> {
+        let destination = destination.to_owned();
+        self.readers.run("read due outbox entries", move |conn| reads::outbox_due(conn, &destination, now, limit)).await
     }
 
-    async fn outbox_next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.readers.run("read next outbox due time", reads::outbox_next_due).await
+    async fn outbox_next_due(&self, destination: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let destination = destination.to_owned();
+        self.readers.run("read next outbox due time", move |conn| reads::outbox_next_due(conn, &destination)).await
     }
 
     async fn outbox_list(&self, status: Option<OutboxStatus>, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
@@ -352,5 +364,13 @@ impl Store for SqliteStore {
     async fn outbox_get(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError> {
         let id = id.to_owned();
         self.readers.run("read outbox entry", move |conn| reads::outbox_get(conn, &id)).await
+    }
+
+    async fn tallies(&self) -> Result<Tallies, StoreError> {
+        self.readers.run("count pending entries and approvals", reads::tallies).await
+    }
+
+    fn watch(&self) -> &StoreWatch {
+        &self.watch
     }
 }

@@ -199,3 +199,17 @@ impl Drop for Daemon {
         self.kill();
     }
 }
+
+impl Daemon {
+    /// The value of one series of `/metrics` (`name` or `name{labels}`, as
+    /// the exporter writes it), if the page has it.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let (status, page) = self.get("/metrics").await;
+        assert_eq!(status, 200, "/metrics");
+        let page = page.as_str().expect("metrics are text").to_string();
+        page.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().expect("a metric value is a number"))
+        })
+    }
+}

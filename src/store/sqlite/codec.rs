@@ -15,7 +15,8 @@ use serde_json::Value;
 use crate::event::Source;
 use crate::runs::RunStatus;
 use crate::store::{
-    AuditKind, AuditRecord, OutboxRecord, OutboxStatus, RunRecord, StepRecord, StepStatus, StoreError, TokenRecord,
+    AuditKind, AuditRecord, DueEntry, OutboxRecord, OutboxStatus, RunRecord, StepRecord, StepStatus, StoreError,
+    TokenRecord,
 };
 
 /// A time as stored. Sub-microsecond digits are dropped.
@@ -100,24 +101,29 @@ pub(super) const RUN_COLUMNS: &str = "run_id, sop, sop_version, status, trigger_
      event_id, payload, client, idempotency_key, started_at, updated_at, finished_at, coalesced, step";
 
 pub(super) fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
+    run_from_row_at(row, 0)
+}
+
+/// A run whose [`RUN_COLUMNS`] start at column `at`.
+fn run_from_row_at(row: &Row<'_>, at: usize) -> rusqlite::Result<RunRecord> {
     Ok(RunRecord {
-        run_id: row.get(0)?,
-        sop: row.get(1)?,
-        sop_version: row.get(2)?,
-        status: named_at(row, 3, "run status", RunStatus::parse)?,
-        trigger_index: row.get(4)?,
-        trigger: row.get(5)?,
-        source: named_at(row, 6, "source", Source::parse)?,
-        topic: row.get(7)?,
-        event_id: row.get(8)?,
-        payload: json_at(row, 9)?,
-        client: row.get(10)?,
-        idempotency_key: row.get(11)?,
-        started_at: time_at(row, 12)?,
-        updated_at: time_at(row, 13)?,
-        finished_at: opt_time_at(row, 14)?,
-        coalesced: row.get(15)?,
-        step: row.get(16)?,
+        run_id: row.get(at)?,
+        sop: row.get(at + 1)?,
+        sop_version: row.get(at + 2)?,
+        status: named_at(row, at + 3, "run status", RunStatus::parse)?,
+        trigger_index: row.get(at + 4)?,
+        trigger: row.get(at + 5)?,
+        source: named_at(row, at + 6, "source", Source::parse)?,
+        topic: row.get(at + 7)?,
+        event_id: row.get(at + 8)?,
+        payload: json_at(row, at + 9)?,
+        client: row.get(at + 10)?,
+        idempotency_key: row.get(at + 11)?,
+        started_at: time_at(row, at + 12)?,
+        updated_at: time_at(row, at + 13)?,
+        finished_at: opt_time_at(row, at + 14)?,
+        coalesced: row.get(at + 15)?,
+        step: row.get(at + 16)?,
     })
 }
 
@@ -159,29 +165,6 @@ pub(super) fn step_from_row(row: &Row<'_>) -> rusqlite::Result<StepRecord> {
 pub(super) const OUTBOX_COLUMNS: &str = "id, seq, run_id, destination, envelope, status, attempts, next_attempt_at, \
      last_error, created_at, delivered_at";
 
-/// [`outbox_from_row`] for the delivery worker: a pending entry whose row
-/// cannot be decoded comes back with its id, its run and an
-/// [`unreadable`](crate::store::unreadable) envelope saying why, so the
-/// worker dead-letters it rather than meeting it again on every round.
-pub(super) fn due_outbox_from_row(row: &Row<'_>) -> rusqlite::Result<OutboxRecord> {
-    match outbox_from_row(row) {
-        Err(e) if is_undecodable(&e) => Ok(OutboxRecord {
-            id: row.get(0)?,
-            seq: row.get(1)?,
-            run_id: lossy_text_at(row, 2),
-            destination: lossy_text_at(row, 3),
-            envelope: crate::store::unreadable(format!("outbox row cannot be read: {e}"), 0),
-            status: OutboxStatus::Pending,
-            attempts: row.get(6).unwrap_or(0),
-            next_attempt_at: DateTime::UNIX_EPOCH,
-            last_error: None,
-            created_at: DateTime::UNIX_EPOCH,
-            delivered_at: None,
-        }),
-        other => other,
-    }
-}
-
 pub(super) fn outbox_from_row(row: &Row<'_>) -> rusqlite::Result<OutboxRecord> {
     Ok(OutboxRecord {
         id: row.get(0)?,
@@ -195,6 +178,55 @@ pub(super) fn outbox_from_row(row: &Row<'_>) -> rusqlite::Result<OutboxRecord> {
         last_error: row.get(8)?,
         created_at: time_at(row, 9)?,
         delivered_at: opt_time_at(row, 10)?,
+    })
+}
+
+/// The outbox columns [`due_from_row`] reads (from `outbox AS o`), then
+/// [`DUE_RUN_COLUMNS`].
+pub(super) const DUE_COLUMNS: &str = "o.id, o.seq, o.run_id, o.destination, o.envelope, o.attempts, o.last_error";
+
+/// [`RUN_COLUMNS`] of `runs AS r` with the payload left out (`'null'`).
+pub(super) const DUE_RUN_COLUMNS: &str = "r.run_id, r.sop, r.sop_version, r.status, r.trigger_index, r.trigger_desc, \
+     r.source, r.topic, r.event_id, 'null', r.client, r.idempotency_key, r.started_at, r.updated_at, r.finished_at, \
+     r.coalesced, r.step";
+
+/// A due entry and its run (`LEFT JOIN`: all run columns NULL when there is
+/// no such run).
+/// A due entry for the delivery worker. One whose row (or its run's) cannot
+/// be decoded comes back without its run, so the worker dead-letters it
+/// rather than meeting it again on every round.
+pub(super) fn due_from_row(row: &Row<'_>) -> rusqlite::Result<DueEntry> {
+    match decoded_due_from_row(row) {
+        Err(e) if is_undecodable(&e) => Ok(DueEntry {
+            id: row.get(0)?,
+            seq: row.get(1)?,
+            run_id: lossy_text_at(row, 2),
+            destination: lossy_text_at(row, 3),
+            envelope: lossy_text_at(row, 4),
+            attempts: row.get(5).unwrap_or(0),
+            last_error: None,
+            run: None,
+            unreadable: Some(format!("the stored entry cannot be read: {e}")),
+        }),
+        other => other,
+    }
+}
+
+fn decoded_due_from_row(row: &Row<'_>) -> rusqlite::Result<DueEntry> {
+    let run = match row.get::<_, Option<String>>(7)? {
+        None => None,
+        Some(_) => Some(run_from_row_at(row, 7)?),
+    };
+    Ok(DueEntry {
+        id: row.get(0)?,
+        seq: row.get(1)?,
+        run_id: row.get(2)?,
+        destination: row.get(3)?,
+        envelope: row.get(4)?,
+        attempts: row.get(5)?,
+        last_error: row.get(6)?,
+        run,
+        unreadable: None,
     })
 }
 

@@ -13,16 +13,16 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::Value;
 
 use super::codec::{
-    audit_from_row, due_outbox_from_row, is_undecodable, json_at, lossy_text_at, micros, opt_time_at, outbox_from_row,
-    run_from_row, step_from_row, store_error, time_at, token_from_row, AUDIT_COLUMNS, OUTBOX_COLUMNS, RUN_COLUMNS,
-    STEP_COLUMNS, TOKEN_COLUMNS,
+    audit_from_row, due_from_row, is_undecodable, json_at, lossy_text_at, micros, opt_time_at, outbox_from_row,
+    run_from_row, step_from_row, store_error, time_at, token_from_row, AUDIT_COLUMNS, DUE_COLUMNS, DUE_RUN_COLUMNS,
+    OUTBOX_COLUMNS, RUN_COLUMNS, STEP_COLUMNS, TOKEN_COLUMNS,
 };
 use super::schema::open_reader;
 use super::shm::ShmGuard;
 use crate::runs::RunStatus;
 use crate::store::{
-    AuditQuery, AuditRecord, OutboxRecord, OutboxStatus, PairingLookup, RunQuery, RunRecord, SopLoad, StepRecord,
-    StoreError, TokenRecord,
+    AuditQuery, AuditRecord, DueEntry, OutboxRecord, OutboxStatus, PairingLookup, RunQuery, RunRecord, SopLoad,
+    StepRecord, StoreError, Tallies, TokenRecord,
 };
 
 /// Idle connections kept for reuse; more may be open while busy.
@@ -352,21 +352,53 @@ pub(super) fn next_leasable_step(conn: &Connection, now: DateTime<Utc>) -> rusql
 const OUTBOX_RUN_HEAD: &str = "NOT EXISTS (SELECT 1 FROM outbox AS earlier
     WHERE earlier.run_id = o.run_id AND earlier.status IN ('pending', 'dead') AND earlier.seq < o.seq)";
 
-pub(super) fn outbox_due(conn: &Connection, now: DateTime<Utc>, limit: usize) -> rusqlite::Result<Vec<OutboxRecord>> {
+/// The due entries of one destination with their runs, in one snapshot, on
+/// one connection (the outbox worker's read of a round). The order matches
+/// the `outbox_due` index, so the walk stops after `limit` entries.
+pub(super) fn outbox_due(
+    conn: &Connection,
+    destination: &str,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> rusqlite::Result<Vec<DueEntry>> {
     let mut statement = conn.prepare_cached(&format!(
-        "SELECT {OUTBOX_COLUMNS} FROM outbox AS o
-         WHERE o.status = 'pending' AND o.next_attempt_at <= ?1 AND {OUTBOX_RUN_HEAD}
-         ORDER BY o.seq LIMIT ?2"
+        "SELECT {DUE_COLUMNS}, {DUE_RUN_COLUMNS} FROM outbox AS o LEFT JOIN runs AS r ON r.run_id = o.run_id
+         WHERE o.status = 'pending' AND o.destination = ?1 AND o.next_attempt_at <= ?2 AND {OUTBOX_RUN_HEAD}
+         ORDER BY o.next_attempt_at, o.seq LIMIT ?3"
     ))?;
-    let rows = statement.query_map(params![micros(now), sql_limit(limit)], per_row(due_outbox_from_row, 1))?;
-    readable(rows, "outbox")
+    let rows = statement.query_map(params![destination, micros(now), sql_limit(limit)], due_from_row)?;
+    rows.collect()
 }
 
-pub(super) fn outbox_next_due(conn: &Connection) -> rusqlite::Result<Option<DateTime<Utc>>> {
+pub(super) fn outbox_next_due(conn: &Connection, destination: &str) -> rusqlite::Result<Option<DateTime<Utc>>> {
     conn.prepare_cached(&format!(
-        "SELECT MIN(o.next_attempt_at) FROM outbox AS o WHERE o.status = 'pending' AND {OUTBOX_RUN_HEAD}"
+        "SELECT o.next_attempt_at FROM outbox AS o
+         WHERE o.status = 'pending' AND o.destination = ?1 AND {OUTBOX_RUN_HEAD}
+         ORDER BY o.next_attempt_at LIMIT 1"
     ))?
-    .query_row([], |row| opt_time_at(row, 0))
+    .query_row([destination], |row| time_at(row, 0))
+    .optional()
+}
+
+/// Pending entries per destination (from the `outbox_due` index alone) and
+/// runs waiting for approval, in one snapshot.
+pub(super) fn tallies(conn: &Connection) -> rusqlite::Result<Tallies> {
+    let snapshot = conn.unchecked_transaction()?;
+    let mut tallies = Tallies::default();
+    {
+        let mut statement = snapshot
+            .prepare_cached("SELECT destination, COUNT(*) FROM outbox WHERE status = 'pending' GROUP BY destination")?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            let count: i64 = row.get(1)?;
+            tallies.outbox_pending.insert(row.get(0)?, count.max(0) as u64);
+        }
+    }
+    let approvals: i64 = snapshot
+        .prepare_cached("SELECT COUNT(*) FROM runs WHERE status = ?1")?
+        .query_row([RunStatus::PendingApproval.as_str()], |row| row.get(0))?;
+    tallies.pending_approvals = approvals.max(0) as u64;
+    Ok(tallies)
 }
 
 pub(super) fn outbox_list(

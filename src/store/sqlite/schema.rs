@@ -13,7 +13,7 @@ use super::codec::store_error;
 use crate::store::StoreError;
 
 /// The schema this code reads and writes.
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 /// Runs, keyed by `seq`, the order they were written in.
 ///
@@ -126,12 +126,11 @@ CREATE TABLE run_steps (
 const RUN_STEPS_INDEXES: &str =
     "CREATE INDEX run_steps_leasable ON run_steps (created_at) WHERE status IN ('pending', 'leased');";
 
-/// The outbox (version 2). `seq` orders delivery and stays `AUTOINCREMENT`:
+/// The outbox (version 2). `seq` orders entries and stays `AUTOINCREMENT`:
 /// delivered entries may one day be pruned, and a number must not come
-/// back. The due query walks the pending entries by `seq`
-/// (`outbox_by_status`, which also serves listing) and asks of each whether
-/// an earlier entry of its run is still undelivered, which the partial
-/// index `outbox_undelivered_by_run` answers from undelivered entries alone.
+/// back. `outbox_by_status` serves listing; whether an earlier entry of a
+/// run is still undelivered is answered by the partial index
+/// `outbox_undelivered_by_run` from undelivered entries alone.
 const OUTBOX: &str = "
 CREATE TABLE outbox (
     seq             INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -149,11 +148,30 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_by_status ON outbox (status, seq);
 CREATE INDEX outbox_undelivered_by_run ON outbox (run_id, seq) WHERE status IN ('pending', 'dead');";
 
+/// The due query (version 4): pending entries of one destination, earliest
+/// due first. It reads only what it returns (plus the rare entry that waits
+/// behind an earlier one of its run): entries waiting for another
+/// destination, or not due yet, are never walked over, however many there
+/// are. Version 3 walked every pending entry by `seq` and tested each one's
+/// due time.
+const OUTBOX_DUE_INDEX: &str =
+    "CREATE INDEX outbox_due ON outbox (destination, next_attempt_at, seq) WHERE status = 'pending';";
+
 /// A new file: every table in its current form. A file of an older version
 /// gets there through [`UPGRADES`] instead; a test checks both roads end in
 /// the same tables, columns and indexes.
-const SCHEMA: &[&str] =
-    &[RUNS, RUNS_INDEXES, AUDIT, AUDIT_INDEXES, OTHER_V1_TABLES, PAIRING_CODES, RUN_STEPS, RUN_STEPS_INDEXES, OUTBOX];
+const SCHEMA: &[&str] = &[
+    RUNS,
+    RUNS_INDEXES,
+    AUDIT,
+    AUDIT_INDEXES,
+    OTHER_V1_TABLES,
+    PAIRING_CODES,
+    RUN_STEPS,
+    RUN_STEPS_INDEXES,
+    OUTBOX,
+    OUTBOX_DUE_INDEX,
+];
 
 /// Version 1 → 2: the run's step index (existing runs are at step 0, which
 /// is what a run delivered as one envelope keeps), the agent loop's step
@@ -187,9 +205,12 @@ const UPGRADE_V2_TO_V3: &[&str] = &[
 /// they live an hour at most, so they are dropped rather than carried over.
 const UPGRADE_V3_TO_V4: &[&str] = &["DROP TABLE pairing_codes;", PAIRING_CODES];
 
+/// Version 4 → 5: the due index of the outbox.
+const UPGRADE_V4_TO_V5: &[&str] = &[OUTBOX_DUE_INDEX];
+
 /// `UPGRADES[i]` brings a file from version `i + 1` to `i + 2`; each one's
 /// statements run in order.
-const UPGRADES: &[&[&str]] = &[UPGRADE_V1_TO_V2, UPGRADE_V2_TO_V3, UPGRADE_V3_TO_V4];
+const UPGRADES: &[&[&str]] = &[UPGRADE_V1_TO_V2, UPGRADE_V2_TO_V3, UPGRADE_V3_TO_V4, UPGRADE_V4_TO_V5];
 
 /// The connection the writer thread owns: WAL so readers (here and in other
 /// processes) run beside it, and `synchronous = FULL` so a commit that was

@@ -487,11 +487,52 @@ async fn a_transaction_that_cannot_begin_writes_nothing_and_says_unavailable() {
 
     let blocked = store.commit(start(run("r", "s", RunStatus::Running, t(0)))).await;
     assert!(matches!(blocked, Err(StoreError::Unavailable(ref m)) if m.contains("fanin.db")), "{blocked:?}");
+    match store.watch().write_state() {
+        WriteState::Failing { reason, refused: 1, .. } => assert!(reason.contains("locked"), "{reason}"),
+        other => panic!("a refused write, and the watch says {other:?}"),
+    }
     other.execute_batch("ROLLBACK").unwrap();
     assert_eq!(store.get_run("r").await.unwrap(), None);
 
     assert_eq!(store.commit(start(run("r2", "s", RunStatus::Running, t(1)))).await.unwrap(), Committed::Applied);
     assert!(store.get_run("r2").await.unwrap().is_some());
+    assert_eq!(store.watch().write_state(), WriteState::Ok, "the next write went through");
+}
+
+#[tokio::test]
+async fn the_watch_counts_what_committed_and_nothing_of_a_refused_batch() {
+    let (_dir, store) = open_temp();
+    let entry = |id: &str| Write::Enqueue(Box::new(outbox::entry(id, "r", t(0))));
+    let mut waiting = run("w", "s", RunStatus::PendingApproval, t(0));
+    waiting.step = 0;
+    let batch = Batch { idempotency: None, writes: vec![entry("e1"), Write::InsertRun(Box::new(waiting))] };
+    store.commit(batch).await.unwrap();
+    assert_eq!((store.watch().outbox_pending(), store.watch().pending_approvals()), (1, 1));
+
+    // Refused whole: the delivery of an entry that does not exist.
+    let refused = Batch {
+        idempotency: None,
+        writes: vec![entry("e2"), Write::Delivered { id: "ghost".into(), attempts: 1, at: t(1) }],
+    };
+    assert!(matches!(store.commit(refused).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.watch().outbox_pending(), 1);
+    assert_eq!(store.watch().write_state(), WriteState::Ok, "a refused compare-and-set is not a failing store");
+
+    let done = Batch {
+        idempotency: None,
+        writes: vec![
+            Write::Delivered { id: "e1".into(), attempts: 1, at: t(2) },
+            Write::SetStatus {
+                run_id: "w".into(),
+                from: RunStatus::PendingApproval,
+                to: RunStatus::Cancelled,
+                at: t(2),
+            },
+        ],
+    };
+    store.commit(done).await.unwrap();
+    assert_eq!((store.watch().outbox_pending(), store.watch().pending_approvals()), (0, 0));
+    assert_eq!(store.watch().enqueued("agent"), 1);
 }
 
 #[tokio::test]
@@ -782,21 +823,21 @@ async fn a_file_from_a_newer_fanin_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
     drop(SqliteStore::open(&path).unwrap());
-    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 5).unwrap();
+    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 6).unwrap();
     match SqliteStore::open(&path) {
-        Err(StoreError::Invalid(m)) => assert!(m.contains("schema version 5") && m.contains("fanin.db"), "{m}"),
+        Err(StoreError::Invalid(m)) => assert!(m.contains("schema version 6") && m.contains("fanin.db"), "{m}"),
         Err(other) => panic!("expected Invalid, got {other:?}"),
         Ok(_) => panic!("a newer schema was opened"),
     }
 }
 
 #[tokio::test]
-async fn the_file_is_in_wal_mode_with_schema_version_4() {
+async fn the_file_is_in_wal_mode_with_schema_version_5() {
     let (dir, _store) = open_temp();
     let conn = rusqlite::Connection::open(db_path(&dir)).unwrap();
     let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!((mode.as_str(), version), ("wal", 4));
+    assert_eq!((mode.as_str(), version), ("wal", 5));
 }
 
 #[tokio::test]

@@ -32,7 +32,7 @@ use super::shm::ShmGuard;
 use crate::runs::RunStatus;
 use crate::store::{
     AuditKind, Batch, Committed, IdempotencyClaim, NewAudit, OutboxRecord, OutboxStatus, RunRecord, StepStatus,
-    StoreError, TokenRecord, Write,
+    StoreError, StoreWatch, TokenRecord, Write, WriteNotice,
 };
 
 /// At most this many requests share one transaction, so that a flood of
@@ -182,11 +182,18 @@ pub(super) struct Writer {
     path: PathBuf,
     counters: Arc<Counters>,
     guard: Arc<ShmGuard>,
+    watch: Arc<StoreWatch>,
 }
 
 impl Writer {
-    pub fn new(conn: Connection, path: PathBuf, counters: Arc<Counters>, guard: Arc<ShmGuard>) -> Writer {
-        Writer { conn, path, counters, guard }
+    pub fn new(
+        conn: Connection,
+        path: PathBuf,
+        counters: Arc<Counters>,
+        guard: Arc<ShmGuard>,
+        watch: Arc<StoreWatch>,
+    ) -> Writer {
+        Writer { conn, path, counters, guard, watch }
     }
 
     /// Runs until every sender is gone and the queue is empty.
@@ -249,10 +256,14 @@ impl Writer {
             return;
         }
         let ops: Vec<&Op> = jobs.iter().map(|job| &job.op).collect();
+        let changes_before = self.conn.total_changes();
         let applied = match self.apply_group(&ops, Isolation::Straight) {
             Err(GroupFailure::Refused) => self.apply_group(&ops, Isolation::Savepoints),
             other => other,
         };
+        if let Ok(results) = &applied {
+            self.watch_committed(&ops, results, changes_before);
+        }
         let jobs = jobs.into_iter();
         match applied {
             Ok(results) => {
@@ -269,6 +280,23 @@ impl Writer {
             }
             Err(GroupFailure::Broken(doing, e)) => self.tell_all(jobs.map(|job| job.reply).collect(), doing, e),
             Err(GroupFailure::Refused) => unreachable!("with savepoints a refusal is one request's answer"),
+        }
+    }
+
+    /// Tells the watch what a committed transaction applied: the batches
+    /// that were not refused, and that writes succeed (when the transaction
+    /// changed something: one that changed nothing, a purge with nothing
+    /// expired, proves nothing about a full disk).
+    fn watch_committed(&self, ops: &[&Op], results: &[Result<Outcome, StoreError>], changes_before: u64) {
+        for (op, result) in ops.iter().zip(results) {
+            if let (Op::Commit(encoded), Ok(Outcome::Committed(Committed::Applied))) = (op, result) {
+                self.watch.committed(&encoded.batch);
+            }
+        }
+        if self.conn.total_changes() > changes_before {
+            if let Some(WriteNotice::Recovered { since, refused }) = self.watch.wrote() {
+                tracing::warn!(store = %self.path.display(), %since, refused, "store writes succeed again");
+            }
         }
     }
 
@@ -332,12 +360,24 @@ impl Writer {
         }
     }
 
-    /// Every request of a lost transaction hears `Unavailable`.
+    /// Every request of a lost transaction hears `Unavailable`. Logged when
+    /// writes start failing, not for every lost transaction (a full disk
+    /// under load loses thousands a second; each caller hears it anyway, and
+    /// `/ready` says so until a write succeeds).
     fn tell_all(&self, replies: Vec<Reply>, doing: &str, e: rusqlite::Error) {
-        tracing::error!(store = %self.path.display(), error = %e, requests = replies.len(), "{doing} failed; transaction lost");
         let message = match store_error(&self.path, doing, e) {
             StoreError::Unavailable(m) | StoreError::Invalid(m) | StoreError::Conflict(m) => m,
         };
+        metrics::counter!("fanin_store_failed_transactions_total").increment(1);
+        match self.watch.refused(&message, Utc::now()) {
+            Some(WriteNotice::Failing { reason }) => {
+                tracing::error!(
+                    requests = replies.len(),
+                    "store writes failing: {reason}; transactions are lost until a write succeeds"
+                )
+            }
+            _ => tracing::debug!(requests = replies.len(), "{message}; transaction lost"),
+        }
         for reply in replies {
             let _ = reply.send(Err(StoreError::Unavailable(message.clone())));
         }

@@ -180,15 +180,19 @@ CREATE TABLE pairing_codes (
     used_at    INTEGER
 );";
 
-/// A version-3 file: version 4 differs only in `pairing_codes`, so a new
-/// file with that table put back as version 3 had it is one. It holds a
+/// A version-3 file: versions 4 and 5 differ only in `pairing_codes` and
+/// the outbox's due index, so a new file with that table put back as
+/// version 3 had it, and without the index, is one. It holds a
 /// run and a live code stored, as version 3 stored codes, as SHA-256.
 async fn write_v3_file(path: &std::path::Path) {
     let store = SqliteStore::open(path).unwrap();
     store.commit(start(run("kept", "deploy", RunStatus::Running, t(0)))).await.unwrap();
     drop(store);
     let conn = Connection::open(path).unwrap();
-    conn.execute_batch(&format!("DROP TABLE pairing_codes; {PAIRING_CODES_V1} PRAGMA user_version = 3;")).unwrap();
+    conn.execute_batch(&format!(
+        "DROP TABLE pairing_codes; {PAIRING_CODES_V1} DROP INDEX outbox_due; PRAGMA user_version = 3;"
+    ))
+    .unwrap();
     conn.execute(
         "INSERT INTO pairing_codes (hash, created_at, expires_at) VALUES (?1, ?2, ?3)",
         rusqlite::params![crate::gateway::auth::sha256_hex("123456"), micros(t(0)), micros(t(3600))],
@@ -207,7 +211,7 @@ async fn a_version_1_file_is_upgraded_in_place_and_keeps_its_data() {
     write_v1_file(&path);
 
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&path), 4);
+    assert_eq!(user_version(&path), 5);
     let old = store.get_run("old").await.unwrap().expect("the v1 run is still there");
     assert_eq!((old.status, old.finished_at, old.coalesced, old.step), (RunStatus::Completed, Some(t(5)), 1, 0));
     assert_eq!((old.payload, old.client.as_deref()), (json!({"v": 1}), Some("ip:127.0.0.1")));
@@ -236,7 +240,7 @@ async fn a_version_1_file_is_upgraded_in_place_and_keeps_its_data() {
 
     // Opening again is a no-op: the version is current.
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&path), 4);
+    assert_eq!(user_version(&path), 5);
     assert_eq!(store.list_runs(&all_runs()).await.unwrap().len(), 2);
 }
 
@@ -319,7 +323,7 @@ async fn a_version_3_file_is_upgraded_and_its_unkeyed_pairing_codes_are_dropped(
     write_v3_file(&path).await;
 
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&path), 4);
+    assert_eq!(user_version(&path), 5);
     assert!(store.get_run("kept").await.unwrap().is_some());
     let count: i64 =
         Connection::open(&path).unwrap().query_row("SELECT COUNT(*) FROM pairing_codes", [], |r| r.get(0)).unwrap();
@@ -335,7 +339,7 @@ async fn a_version_2_file_is_upgraded_in_place_and_keeps_its_data_and_numbering(
     write_v2_file(&path);
 
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&path), 4);
+    assert_eq!(user_version(&path), 5);
     let runs = store.list_runs(&all_runs()).await.unwrap();
     let ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
     assert_eq!(ids, ["waiting", "old"], "newest first");

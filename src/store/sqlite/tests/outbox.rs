@@ -45,7 +45,7 @@ fn revive(id: &str, at: DateTime<Utc>) -> Batch {
 }
 
 async fn due_ids(store: &SqliteStore, now: DateTime<Utc>) -> Vec<String> {
-    store.outbox_due(now, 0).await.unwrap().into_iter().map(|e| e.id).collect()
+    store.outbox_due("agent", now, 0).await.unwrap().into_iter().map(|e| e.id).collect()
 }
 
 async fn get(store: &SqliteStore, id: &str) -> OutboxRecord {
@@ -110,13 +110,61 @@ async fn only_the_head_of_each_run_is_due() {
 }
 
 #[tokio::test]
-async fn due_respects_the_limit_in_seq_order() {
+async fn due_respects_the_limit_earliest_due_first_then_by_seq() {
     let (_dir, store) = open_temp();
     for (i, run_id) in ["r1", "r2", "r3"].into_iter().enumerate() {
         enqueue(&store, entry(&format!("e-{run_id}"), run_id, t(10 - i as i64))).await;
     }
-    let due: Vec<String> = store.outbox_due(t(10), 2).await.unwrap().into_iter().map(|e| e.id).collect();
-    assert_eq!(due, ["e-r1", "e-r2"]);
+    enqueue(&store, entry("e-r4", "r4", t(8))).await;
+    let due: Vec<String> = store.outbox_due("agent", t(10), 3).await.unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(due, ["e-r3", "e-r4", "e-r2"], "r3 and r4 are due at the same time: written order");
+}
+
+#[tokio::test]
+async fn due_entries_are_of_one_destination_and_carry_their_run_without_payload() {
+    let (_dir, store) = open_temp();
+    let r = run("r1", "deploy", RunStatus::Running, t(0));
+    store.commit(one(Write::InsertRun(Box::new(r.clone())))).await.unwrap();
+    enqueue(&store, entry("to-agent", "r1", t(1))).await;
+    enqueue(&store, entry("no-run", "gone", t(2))).await;
+    let mut other = entry("to-executor", "r2", t(0));
+    other.destination = "executor".into();
+    enqueue(&store, other).await;
+
+    let due = store.outbox_due("agent", t(10), 0).await.unwrap();
+    assert_eq!(due.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["to-agent", "no-run"]);
+    let first = &due[0];
+    assert_eq!((first.destination.as_str(), first.attempts, first.last_error.as_deref()), ("agent", 0, None));
+    let envelope: serde_json::Value = serde_json::from_str(&first.envelope).unwrap();
+    assert_eq!(envelope, entry("to-agent", "r1", t(1)).envelope, "the envelope as stored, as text");
+    assert_eq!(first.run, Some(RunRecord { payload: serde_json::Value::Null, ..r }), "its run, less the payload");
+    assert_eq!(due[1].run, None, "an entry whose run is gone");
+
+    let executor = store.outbox_due("executor", t(10), 0).await.unwrap();
+    assert_eq!(executor.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["to-executor"]);
+    assert_eq!(store.outbox_next_due("executor").await.unwrap(), Some(t(0)));
+    assert_eq!(store.outbox_next_due("agent").await.unwrap(), Some(t(1)));
+    assert!(store.outbox_due("nowhere", t(10), 0).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn tallies_count_pending_entries_per_destination_and_runs_awaiting_approval() {
+    let (_dir, store) = open_temp();
+    assert_eq!(store.tallies().await.unwrap(), Tallies::default());
+    two_runs_two_entries(&store).await;
+    let mut other = entry("x1", "x", t(0));
+    other.destination = "executor".into();
+    enqueue(&store, other).await;
+    store.commit(delivered("a1", 1, t(10))).await.unwrap();
+    store.commit(dead_letter("b1", 3, t(10))).await.unwrap();
+    for (id, status) in
+        [("w1", RunStatus::PendingApproval), ("w2", RunStatus::PendingApproval), ("x", RunStatus::Running)]
+    {
+        store.commit(one(Write::InsertRun(Box::new(run(id, "deploy", status, t(0)))))).await.unwrap();
+    }
+    let tallies = store.tallies().await.unwrap();
+    assert_eq!(tallies.outbox_pending.into_iter().collect::<Vec<_>>(), [("agent".into(), 2), ("executor".into(), 1)]);
+    assert_eq!(tallies.pending_approvals, 2);
 }
 
 #[tokio::test]
@@ -132,7 +180,7 @@ async fn a_rescheduled_head_waits_and_holds_back_its_run() {
 
     // a2 is due by time but not a's head.
     assert_eq!(due_ids(&store, t(29)).await, ["b1"]);
-    assert_eq!(due_ids(&store, t(30)).await, ["a1", "b1"]);
+    assert_eq!(due_ids(&store, t(30)).await, ["b1", "a1"], "earliest due first");
 }
 
 #[tokio::test]
@@ -148,7 +196,7 @@ async fn a_dead_head_blocks_its_run_until_revived() {
     assert_eq!(due_ids(&store, t(100)).await, ["b2"]);
     store.commit(delivered("b2", 1, t(22))).await.unwrap();
     assert!(due_ids(&store, t(100)).await.is_empty(), "a2 waits behind dead a1");
-    assert_eq!(store.outbox_next_due().await.unwrap(), None);
+    assert_eq!(store.outbox_next_due("agent").await.unwrap(), None);
 
     store.commit(revive("a1", t(50))).await.unwrap();
     let revived = get(&store, "a1").await;
@@ -165,20 +213,20 @@ async fn a_dead_head_blocks_its_run_until_revived() {
 #[tokio::test]
 async fn next_due_is_the_earliest_pending_head() {
     let (_dir, store) = open_temp();
-    assert_eq!(store.outbox_next_due().await.unwrap(), None);
+    assert_eq!(store.outbox_next_due("agent").await.unwrap(), None);
 
     enqueue(&store, entry("a1", "a", t(40))).await;
     // Earlier, but behind a1 in run a: not a head.
     enqueue(&store, entry("a2", "a", t(5))).await;
     enqueue(&store, entry("b1", "b", t(30))).await;
-    assert_eq!(store.outbox_next_due().await.unwrap(), Some(t(30)));
+    assert_eq!(store.outbox_next_due("agent").await.unwrap(), Some(t(30)));
 
     store.commit(delivered("b1", 1, t(31))).await.unwrap();
-    assert_eq!(store.outbox_next_due().await.unwrap(), Some(t(40)));
+    assert_eq!(store.outbox_next_due("agent").await.unwrap(), Some(t(40)));
     store.commit(delivered("a1", 1, t(41))).await.unwrap();
-    assert_eq!(store.outbox_next_due().await.unwrap(), Some(t(5)));
+    assert_eq!(store.outbox_next_due("agent").await.unwrap(), Some(t(5)));
     store.commit(dead_letter("a2", 3, t(42))).await.unwrap();
-    assert_eq!(store.outbox_next_due().await.unwrap(), None);
+    assert_eq!(store.outbox_next_due("agent").await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -249,8 +297,8 @@ async fn the_outbox_survives_reopening() {
 
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.outbox_list(None, 0).await.unwrap(), before);
-    assert_eq!(due_ids(&store, t(20)).await, ["b1", "a2"]);
-    assert_eq!(store.outbox_next_due().await.unwrap(), Some(t(2)));
+    assert_eq!(due_ids(&store, t(20)).await, ["a2", "b1"]);
+    assert_eq!(store.outbox_next_due("agent").await.unwrap(), Some(t(2)));
     // Numbering goes on after the entries already there.
     enqueue(&store, entry("c1", "c", t(30))).await;
     assert!(get(&store, "c1").await.seq > before.iter().map(|e| e.seq).max().unwrap());

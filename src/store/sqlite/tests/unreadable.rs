@@ -71,11 +71,10 @@ async fn json_that_cannot_be_read_back_reads_as_the_stand_in() {
     assert!(reason_of(&audit[1].detail).contains("cannot be read"));
     assert_eq!(audit[0].detail, json!({"event_id": "event-good"}));
 
-    let due = store.outbox_due(t(1), 10).await.unwrap();
+    // The worker sends envelopes as stored, unparsed: a deep one is text.
+    let due = store.outbox_due("agent", t(1), 10).await.unwrap();
     assert_eq!(due.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["e-good", "e-deep"]);
-    assert!(unreadable_reason(&due[0].envelope).is_none());
-    let stand_in = &due[1].envelope;
-    assert_eq!(stand_in["stored_bytes"], json!(deep_json().len()), "{stand_in}");
+    assert_eq!(due[1].envelope, deep_json());
     assert_eq!(store.outbox_list(None, 0).await.unwrap().len(), 2);
     assert!(unreadable_reason(&store.outbox_get("e-deep").await.unwrap().unwrap().envelope).is_some());
 
@@ -106,11 +105,11 @@ async fn a_row_that_cannot_be_decoded_is_left_out_of_lists_and_due_entries_still
     let listed = store.outbox_list(None, 0).await.unwrap();
     assert_eq!(listed.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["e-a", "e-c"]);
     // The worker must see a due entry it cannot decode, or it would look
-    // for it again and again: it comes back with an unreadable envelope.
-    let due = store.outbox_due(t(1), 10).await.unwrap();
+    // for it again and again: it comes back without its run, and why.
+    let due = store.outbox_due("agent", t(1), 10).await.unwrap();
     assert_eq!(due.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["e-a", "e-b", "e-c"]);
-    assert_eq!(due[1].run_id, "b");
-    assert!(reason_of(&due[1].envelope).contains("outbox row cannot be read"));
+    assert_eq!((due[1].run_id.as_str(), due[1].run.is_none()), ("b", true));
+    assert!(due[1].unreadable.as_deref().unwrap().contains("cannot be read"), "{:?}", due[1]);
     // A single record that cannot be decoded is still an error naming it.
     let err = store.get_run("b").await.unwrap_err();
     assert!(matches!(err, StoreError::Invalid(ref m) if m.contains("exploded")), "{err}");
