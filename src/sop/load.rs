@@ -544,16 +544,23 @@ fn typed<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// A blank condition is no condition (as in ZeroClaw); what a condition
+/// means but does not say plainly (an unquoted word) is a warning.
 fn parse_condition(text: Option<String>, prefix: &str, issues: &mut Issues) -> Option<Option<Condition>> {
-    match text {
+    let key = format!("{prefix}.condition");
+    match text.map(|text| (Condition::parse(&text), text)) {
         None => Some(None),
-        Some(text) => match Condition::parse(&text) {
-            Ok(condition) => Some(Some(condition)),
-            Err(e) => {
-                issues.error(&format!("{prefix}.condition"), format!("invalid condition {text:?}: {e}"));
-                None
+        Some((Ok(condition), _)) if condition.is_unconditional() => Some(None),
+        Some((Ok(condition), text)) => {
+            for warning in condition.warnings() {
+                issues.warning(&key, format!("condition {text:?}: {warning}"));
             }
-        },
+            Some(Some(condition))
+        }
+        Some((Err(e), text)) => {
+            issues.error(&key, format!("invalid condition {text:?}: {e}"));
+            None
+        }
     }
 }
 
@@ -903,6 +910,74 @@ mod tests {
         assert_eq!(sop.triggers.len(), 1, "the filesystem trigger is dropped");
         assert_eq!(sop.steps[0].tools, vec!["shell"]);
         assert!(sop.steps[0].requires_confirmation, "a checkpoint step keeps its approval gate");
+    }
+
+    #[test]
+    fn a_blank_condition_is_no_condition() {
+        for blank in ["\"\"", "\"  \"", "\"\\t \\n\""] {
+            let report = load_x(&format!("[[triggers]]\ntype = \"mqtt\"\ntopic = \"a/b\"\ncondition = {blank}\n"));
+            assert!(report.errors.is_empty() && report.warnings.is_empty(), "{blank}: {report:?}");
+            let trigger = &report.sops[0].triggers[0];
+            assert!(trigger.condition.is_none(), "{blank}");
+            assert_eq!(trigger.describe(), "mqtt a/b");
+        }
+    }
+
+    #[test]
+    fn an_unquoted_word_loads_as_a_string_with_a_warning() {
+        let report = load_x(
+            "[[triggers]]\ntype = \"mqtt\"\ntopic = \"a/b\"\ncondition = \"$.data.temp == critical\"\n\
+             [[triggers]]\ntype = \"webhook\"\npath = \"/webhook\"\ncondition = '$.kind == \"deploy\"'\n",
+        );
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+        let warning = &report.warnings[0];
+        assert_eq!(warning.key, "triggers[0].condition");
+        assert!(warning.reason.contains("\"$.data.temp == critical\""), "{warning}");
+        assert!(warning.reason.contains("read as the string \"critical\""), "{warning}");
+        assert!(warning.reason.contains("(line 7)"), "{warning}");
+        let payload = crate::event::Payload::Json(serde_json::json!({"data": {"temp": "critical"}}));
+        assert!(report.sops[0].triggers[0].condition.as_ref().unwrap().matches(&payload));
+    }
+
+    /// SOPs as ZeroClaw's own loader test (`src/sop/mod.rs`,
+    /// `parse_all_trigger_types`) and its cookbook (`docs/book/src/sop/
+    /// cookbook.md`, "IoT Alert Handler") write them.
+    #[test]
+    fn zeroclaw_example_sops_load() {
+        let f = Fixture::new();
+        f.sop(
+            "multi-trigger",
+            "[sop]\nname = \"multi-trigger\"\ndescription = \"SOP with all trigger types\"\n\n\
+             [[triggers]]\ntype = \"mqtt\"\ntopic = \"sensors/temp\"\ncondition = \"$.value > 90\"\n\n\
+             [[triggers]]\ntype = \"webhook\"\npath = \"/sop/test\"\n\n\
+             [[triggers]]\ntype = \"cron\"\nexpression = \"0 */5 * * *\"\n\n\
+             [[triggers]]\ntype = \"peripheral\"\nboard = \"nucleo-f401re-0\"\nsignal = \"pin_3\"\ncondition = \"> 0\"\n\n\
+             [[triggers]]\ntype = \"manual\"\n",
+        );
+        f.sop(
+            "iot-alert",
+            "[sop]\nname = \"iot-alert\"\ndescription = \"Handle IoT sensor alerts from MQTT\"\npriority = \"high\"\n\n\
+             [[triggers]]\ntype = \"mqtt\"\ntopic = \"sensors/temperature/#\"\ncondition = \"$.value > 85\"\n",
+        );
+        let report = f.load();
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        let described: Vec<Vec<String>> =
+            report.sops.iter().map(|s| s.triggers.iter().map(Trigger::describe).collect()).collect();
+        assert_eq!(
+            described,
+            [
+                vec!["mqtt sensors/temperature/# if $.value > 85".to_string()],
+                vec![
+                    "mqtt sensors/temp if $.value > 90".to_string(),
+                    "webhook /sop/test".to_string(),
+                    "cron 0 */5 * * * (UTC)".to_string(),
+                    "peripheral nucleo-f401re-0/pin_3 if > 0".to_string(),
+                    "manual".to_string(),
+                ],
+            ]
+        );
     }
 
     #[test]
