@@ -477,6 +477,9 @@ fn build_trigger(kind: &str, table: toml::Table, prefix: &str, issues: &mut Issu
             let schedule = crate::sources::cron::parse_schedule(&raw.expression, None)
                 .map_err(|r| issues.error(&key("expression"), r));
             let schedule = schedule.ok()?.in_timezone(timezone.ok()?);
+            for warning in schedule.warnings() {
+                issues.warning(&key("expression"), warning);
+            }
             Some(Trigger { spec: TriggerSpec::Cron(Box::new(schedule)), condition: None })
         }
         "peripheral" => {
@@ -938,6 +941,23 @@ mod tests {
         assert!(warning.reason.contains("(line 7)"), "{warning}");
         let payload = crate::event::Payload::Json(serde_json::json!({"data": {"temp": "critical"}}));
         assert!(report.sops[0].triggers[0].condition.as_ref().unwrap().matches(&payload));
+    }
+
+    #[test]
+    fn cron_expressions_zeroclaw_read_otherwise_load_with_warnings() {
+        let report = load_x(
+            "[[triggers]]\ntype = \"cron\"\nexpression = \"0 0 9 * * 2-6\"\n\
+             [[triggers]]\ntype = \"cron\"\nexpression = \"0 9 1 * MON\"\ntimezone = \"Europe/Paris\"\n\
+             [[triggers]]\ntype = \"cron\"\nexpression = \"0 0 9 * * MON-FRI\"\n\
+             [[triggers]]\ntype = \"cron\"\nexpression = \"0 18 * * 5-0\"\n",
+        );
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let keys: Vec<&str> = report.warnings.iter().map(|w| w.key.as_str()).collect();
+        assert_eq!(keys, ["triggers[0].expression", "triggers[1].expression"], "{:?}", report.warnings);
+        assert!(report.warnings[0].reason.contains("fires on TUE-SAT"), "{}", report.warnings[0]);
+        assert!(report.warnings[0].reason.contains("(line 6)"), "{}", report.warnings[0]);
+        assert!(report.warnings[1].reason.contains("either matches"), "{}", report.warnings[1]);
+        assert_eq!(report.sops[0].triggers.len(), 4, "warnings never drop a trigger");
     }
 
     /// SOPs as ZeroClaw's own loader test (`src/sop/mod.rs`,
