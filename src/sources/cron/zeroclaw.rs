@@ -273,7 +273,7 @@ const ROWS: &[Row] = &[
         None,
         InHostZone,
         Next("2026-06-15T12:00:00Z", "2026-06-16T09:00:00Z"),
-        "a trigger without a timezone is UTC, not the host's zone",
+        "this test is of ZeroClaw's agent jobs; its SOP cron triggers, like fanin's without a timezone, are UTC",
         false,
     ),
     // sop/dispatch.rs: SOP cron triggers.
