@@ -125,6 +125,33 @@ mod tests {
         }
     }
 
+    /// ZeroClaw's own expectations (`mqtt_topic_matching_edge_cases` in
+    /// zeroclaw-labs/zeroclaw `crates/zeroclaw-runtime/src/sop/engine.rs`)
+    /// hold here too. Two cases its matcher gets wrong and its tests do not
+    /// cover are where fanin follows the MQTT specification instead: `a/#`
+    /// matches the parent level `a`, and a leading wildcard does not match
+    /// `$SYS` topics.
+    #[test]
+    fn zeroclaw_topic_expectations_hold() {
+        let zeroclaw = [
+            ("a/b/c", "a/b/c", true),
+            ("a/b/c", "a/b/d", false),
+            ("a/b/c", "a/b", false),
+            ("a/b", "a/b/c", false),
+            ("+/+/+", "a/b/c", true),
+            ("+/+", "a/b/c", false),
+            ("#", "a/b/c", true),
+            ("a/#", "a/b/c", true),
+            ("b/#", "a/b/c", false),
+        ];
+        for (f, t, want) in zeroclaw {
+            assert_eq!(filter_matches(f, t), want, "{f} ~ {t}");
+        }
+        // Deliberately not ZeroClaw's verdicts.
+        assert!(filter_matches("sensors/#", "sensors"), "`#` includes the parent level");
+        assert!(!filter_matches("#", "$SYS/broker/uptime"), "wildcards skip $-topics");
+    }
+
     #[test]
     fn coverage() {
         assert!(filter_covers("ops/deploy/#", "ops/deploy/+"));

@@ -478,6 +478,9 @@ fn build_trigger(kind: &str, table: toml::Table, prefix: &str, issues: &mut Issu
             let schedule = crate::sources::cron::parse_schedule(&raw.expression, None)
                 .map_err(|r| issues.error(&key("expression"), r));
             let schedule = schedule.ok()?.in_timezone(timezone.ok()?);
+            for warning in schedule.warnings() {
+                issues.warning(&key("expression"), warning);
+            }
             Some(Trigger { spec: TriggerSpec::Cron(Box::new(schedule)), condition: None })
         }
         "peripheral" => {
@@ -545,16 +548,23 @@ fn typed<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// A blank condition is no condition (as in ZeroClaw); what a condition
+/// means but does not say plainly (an unquoted word) is a warning.
 fn parse_condition(text: Option<String>, prefix: &str, issues: &mut Issues) -> Option<Option<Condition>> {
-    match text {
+    let key = format!("{prefix}.condition");
+    match text.map(|text| (Condition::parse(&text), text)) {
         None => Some(None),
-        Some(text) => match Condition::parse(&text) {
-            Ok(condition) => Some(Some(condition)),
-            Err(e) => {
-                issues.error(&format!("{prefix}.condition"), format!("invalid condition {text:?}: {e}"));
-                None
+        Some((Ok(condition), _)) if condition.is_unconditional() => Some(None),
+        Some((Ok(condition), text)) => {
+            for warning in condition.warnings() {
+                issues.warning(&key, format!("condition {text:?}: {warning}"));
             }
-        },
+            Some(Some(condition))
+        }
+        Some((Err(e), text)) => {
+            issues.error(&key, format!("invalid condition {text:?}: {e}"));
+            None
+        }
     }
 }
 
@@ -927,6 +937,91 @@ mod tests {
         }
         let report = load_x("[[triggers]]\ntype = \"gmail\"\n");
         assert_error(&report, "triggers[0].type", "unknown trigger type \"gmail\"");
+    }
+
+    #[test]
+    fn a_blank_condition_is_no_condition() {
+        for blank in ["\"\"", "\"  \"", "\"\\t \\n\""] {
+            let report = load_x(&format!("[[triggers]]\ntype = \"mqtt\"\ntopic = \"a/b\"\ncondition = {blank}\n"));
+            assert!(report.errors.is_empty() && report.warnings.is_empty(), "{blank}: {report:?}");
+            let trigger = &report.sops[0].triggers[0];
+            assert!(trigger.condition.is_none(), "{blank}");
+            assert_eq!(trigger.describe(), "mqtt a/b");
+        }
+    }
+
+    #[test]
+    fn an_unquoted_word_loads_as_a_string_with_a_warning() {
+        let report = load_x(
+            "[[triggers]]\ntype = \"mqtt\"\ntopic = \"a/b\"\ncondition = \"$.data.temp == critical\"\n\
+             [[triggers]]\ntype = \"webhook\"\npath = \"/webhook\"\ncondition = '$.kind == \"deploy\"'\n",
+        );
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+        let warning = &report.warnings[0];
+        assert_eq!(warning.key, "triggers[0].condition");
+        assert!(warning.reason.contains("\"$.data.temp == critical\""), "{warning}");
+        assert!(warning.reason.contains("read as the string \"critical\""), "{warning}");
+        assert!(warning.reason.contains("(line 7)"), "{warning}");
+        let payload = crate::event::Payload::Json(serde_json::json!({"data": {"temp": "critical"}}));
+        assert!(report.sops[0].triggers[0].condition.as_ref().unwrap().matches(&payload));
+    }
+
+    #[test]
+    fn cron_expressions_zeroclaw_read_otherwise_load_with_warnings() {
+        let report = load_x(
+            "[[triggers]]\ntype = \"cron\"\nexpression = \"0 0 9 * * 2-6\"\n\
+             [[triggers]]\ntype = \"cron\"\nexpression = \"0 9 1 * MON\"\ntimezone = \"Europe/Paris\"\n\
+             [[triggers]]\ntype = \"cron\"\nexpression = \"0 0 9 * * MON-FRI\"\n\
+             [[triggers]]\ntype = \"cron\"\nexpression = \"0 18 * * 5-0\"\n",
+        );
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let keys: Vec<&str> = report.warnings.iter().map(|w| w.key.as_str()).collect();
+        assert_eq!(keys, ["triggers[0].expression", "triggers[1].expression"], "{:?}", report.warnings);
+        assert!(report.warnings[0].reason.contains("fires on TUE-SAT"), "{}", report.warnings[0]);
+        assert!(report.warnings[0].reason.contains("(line 6)"), "{}", report.warnings[0]);
+        assert!(report.warnings[1].reason.contains("either matches"), "{}", report.warnings[1]);
+        assert_eq!(report.sops[0].triggers.len(), 4, "warnings never drop a trigger");
+    }
+
+    /// SOPs as ZeroClaw's own loader test (`src/sop/mod.rs`,
+    /// `parse_all_trigger_types`) and its cookbook (`docs/book/src/sop/
+    /// cookbook.md`, "IoT Alert Handler") write them.
+    #[test]
+    fn zeroclaw_example_sops_load() {
+        let f = Fixture::new();
+        f.sop(
+            "multi-trigger",
+            "[sop]\nname = \"multi-trigger\"\ndescription = \"SOP with all trigger types\"\n\n\
+             [[triggers]]\ntype = \"mqtt\"\ntopic = \"sensors/temp\"\ncondition = \"$.value > 90\"\n\n\
+             [[triggers]]\ntype = \"webhook\"\npath = \"/sop/test\"\n\n\
+             [[triggers]]\ntype = \"cron\"\nexpression = \"0 */5 * * *\"\n\n\
+             [[triggers]]\ntype = \"peripheral\"\nboard = \"nucleo-f401re-0\"\nsignal = \"pin_3\"\ncondition = \"> 0\"\n\n\
+             [[triggers]]\ntype = \"manual\"\n",
+        );
+        f.sop(
+            "iot-alert",
+            "[sop]\nname = \"iot-alert\"\ndescription = \"Handle IoT sensor alerts from MQTT\"\npriority = \"high\"\n\n\
+             [[triggers]]\ntype = \"mqtt\"\ntopic = \"sensors/temperature/#\"\ncondition = \"$.value > 85\"\n",
+        );
+        let report = f.load();
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        let described: Vec<Vec<String>> =
+            report.sops.iter().map(|s| s.triggers.iter().map(Trigger::describe).collect()).collect();
+        assert_eq!(
+            described,
+            [
+                vec!["mqtt sensors/temperature/# if $.value > 85".to_string()],
+                vec![
+                    "mqtt sensors/temp if $.value > 90".to_string(),
+                    "webhook /sop/test".to_string(),
+                    "cron 0 */5 * * * (UTC)".to_string(),
+                    "peripheral nucleo-f401re-0/pin_3 if > 0".to_string(),
+                    "manual".to_string(),
+                ],
+            ]
+        );
     }
 
     #[test]

@@ -21,7 +21,11 @@
 //! Weekdays are 0–7 with both 0 and 7 meaning Sunday in every form. croner's
 //! Quartz ("alternative weekdays", 1 = Sunday) mode is deliberately never
 //! enabled: it would silently shift every weekday by one. `L`, `W`, `#`,
-//! month and weekday names and `@daily`-style nicknames are croner's.
+//! month and weekday names and `@daily`-style nicknames are croner's. A
+//! weekday range may wrap past Saturday (`5-0` = Friday to Sunday), as in
+//! ZeroClaw. Where a SOP written for ZeroClaw means other days than fanin
+//! reads (numeric weekdays in 6/7 fields, day of month with weekday),
+//! [`Schedule::warnings`] says so; `weekdays` holds those rules.
 //!
 //! # Fire points
 //!
@@ -53,6 +57,10 @@ use std::str::FromStr;
 use chrono::{DateTime, LocalResult, TimeZone, Timelike, Utc};
 use croner::parser::CronParser;
 
+mod weekdays;
+#[cfg(test)]
+mod zeroclaw;
+
 /// A cron trigger's checked schedule: an expression that compiles, and its
 /// timezone.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +82,13 @@ impl Schedule {
     /// The same expression read in another timezone.
     pub fn in_timezone(self, timezone: chrono_tz::Tz) -> Schedule {
         Schedule { timezone, ..self }
+    }
+
+    /// Where the expression fires on other days than a SOP written for
+    /// ZeroClaw meant (see the `weekdays` module), for `fanin validate` and
+    /// start-up.
+    pub fn warnings(&self) -> Vec<String> {
+        weekdays::warnings(&self.expression, &self.compile().cron)
     }
 
     /// croner's form of the expression, for searching fire points.
@@ -120,7 +135,9 @@ fn parse_expression(expression: &str) -> Result<croner::Cron, String> {
     // The default builder: seconds and year optional, POSIX weekdays
     // (0 and 7 = Sunday). Never `alternative_weekdays(true)`.
     let parser = CronParser::builder().build();
-    parser.parse(expression).map_err(|e| format!("invalid cron expression {expression:?}: {e}"))
+    parser
+        .parse(&weekdays::unwrap_ranges(expression))
+        .map_err(|e| format!("invalid cron expression {expression:?}: {e}"))
 }
 
 /// The most fire points one window count enumerates; past it the count is
@@ -669,6 +686,9 @@ mod tests {
             "#",
             "?",
             "MON",
+            "5-0",
+            "fri-mon",
+            "+",
             "jan",
             "@daily",
             "@reboot",
@@ -707,6 +727,10 @@ mod tests {
                     }
                 };
                 prop_assert_eq!(schedule.expression(), text.as_str());
+                for warning in schedule.warnings() {
+                    prop_assert!(warning.contains(&format!("`{}`", text.split_whitespace().collect::<Vec<_>>().join(" "))),
+                        "{:?} does not quote {:?}", warning, text);
+                }
                 let compiled = schedule.compile();
                 if let Some(next) = next_fire_after(&compiled, after) {
                     prop_assert!(next > after && next.nanosecond() == 0, "{} after {}", next, after);
@@ -715,6 +739,43 @@ mod tests {
                 }
                 if let Some(last) = last_fire_at_or_before(&compiled, after) {
                     prop_assert!(last <= after && last.nanosecond() == 0, "{} before {}", last, after);
+                }
+            }
+
+            /// A weekday range fires on the days from its start to its end,
+            /// round past Saturday when the start is the later day, every
+            /// `step`-th of them, in the 5- and the 6-field form alike.
+            #[test]
+            fn weekday_ranges_fire_on_the_days_they_pass(
+                start in 0u8..=7,
+                end in 0u8..=7,
+                step in 1usize..4,
+                six_fields in any::<bool>(),
+            ) {
+                let field = if step == 1 { format!("{start}-{end}") } else { format!("{start}-{end}/{step}") };
+                let expression = if six_fields { format!("0 0 0 * * {field}") } else { format!("0 0 * * {field}") };
+                let schedule = parse_schedule(&expression, None)
+                    .map_err(|e| TestCaseError::fail(format!("{expression}: {e}")))?;
+                let passed: Vec<u8> = if start <= end {
+                    (start..=end).collect()
+                } else {
+                    let (from, to) = (start % 7, end % 7);
+                    (0..=(to + 7 - from) % 7).map(|k| (from + k) % 7).collect()
+                };
+                let want: std::collections::BTreeSet<u32> =
+                    passed.into_iter().step_by(step).map(|d| u32::from(d % 7)).collect();
+                // Monday 2024-01-01: every fire point of that week, by weekday (0 = Sunday).
+                let compiled = schedule.compile();
+                let mut got = std::collections::BTreeSet::new();
+                let mut cursor = monday() - Duration::seconds(1);
+                while let Some(next) = next_fire_after(&compiled, cursor).filter(|t| *t < monday() + Duration::days(7)) {
+                    got.insert(chrono::Datelike::weekday(&next).num_days_from_sunday());
+                    cursor = next;
+                }
+                prop_assert_eq!(got, want, "{}", expression);
+                // Only the 6-field form can mean other days in ZeroClaw.
+                if !six_fields {
+                    prop_assert_eq!(schedule.warnings(), Vec::<String>::new(), "{}", expression);
                 }
             }
 

@@ -115,6 +115,12 @@ fn judge<'a>(value: Operand<'a>, op: Op, literal: &Literal) -> Outcome<'a> {
     }
     match (kind, literal) {
         (Kind::Str(have), Literal::Str { text, .. }) => ordered(have.cmp(text.as_str()), op, value),
+        // ZeroClaw's docs test booleans as `$.active == "true"`: a JSON
+        // boolean or null against a string compares as its JSON text.
+        (Kind::Bool(have), Literal::Str { text, .. }) => {
+            ordered(if have { "true" } else { "false" }.cmp(text.as_str()), op, value)
+        }
+        (Kind::Null, Literal::Str { text, .. }) => ordered("null".cmp(text.as_str()), op, value),
         (Kind::Bool(have), Literal::Bool(want)) => equality(have == *want, op, value),
         (Kind::Null, Literal::Null) => equality(true, op, value),
         _ => Outcome::Mismatch(value),

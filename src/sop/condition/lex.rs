@@ -19,6 +19,9 @@ pub(super) enum Tok {
     Open,
     Close,
     Lit(Literal),
+    /// A bare word that is not `true`, `false` or `null`: a string where a
+    /// literal belongs (ZeroClaw's unquoted comparand), an error elsewhere.
+    Word(String),
     End,
 }
 
@@ -67,7 +70,7 @@ fn token_at(src: &str, start: usize) -> Result<(Tok, usize), ParseError> {
         '-' | '0'..='9' => number_literal(src, start),
         '!' | '=' | '<' | '>' => comparison_or_not(src, start),
         '&' | '|' => logical(src, start, c),
-        'a'..='z' | 'A'..='Z' | '_' => word(src, start),
+        c if is_word_first(c) => word(src, start),
         '\'' => Err(error("strings are double-quoted (single quotes only appear in a path, as $['name'])", start)),
         _ => Err(error(format!("unexpected character `{c}`"), start)),
     }
@@ -76,7 +79,7 @@ fn token_at(src: &str, start: usize) -> Result<(Tok, usize), ParseError> {
 fn string_literal(src: &str, start: usize) -> Result<(Tok, usize), ParseError> {
     let (text, end) = scan_string(src, start)?;
     let num = Num::parse_exact(&text);
-    Ok((Tok::Lit(Literal::Str { text, num }), end))
+    Ok((Tok::Lit(Literal::Str { text, num, bare: false }), end))
 }
 
 fn number_literal(src: &str, start: usize) -> Result<(Tok, usize), ParseError> {
@@ -141,27 +144,31 @@ fn logical(src: &str, start: usize, c: char) -> Result<(Tok, usize), ParseError>
     }
 }
 
+/// A bare word: a letter or `_` first, then letters, digits, `_`, `-` and
+/// `.`, so the unquoted values ZeroClaw's condition builder writes
+/// (`critical`, `pull_request.opened`, `in-progress`) are one word each.
+fn is_word_first(c: char) -> bool {
+    c.is_alphabetic() || c == '_'
+}
+
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '_' | '-' | '.')
+}
+
 fn word(src: &str, start: usize) -> Result<(Tok, usize), ParseError> {
-    let len = src[start..].bytes().take_while(|b| b.is_ascii_alphanumeric() || *b == b'_').count();
-    let text = &src[start..start + len];
-    let literal = match text {
-        "true" => Literal::Bool(true),
-        "false" => Literal::Bool(false),
-        "null" => Literal::Null,
+    let rest = &src[start..];
+    let len = rest.find(|c: char| !is_word_char(c)).unwrap_or(rest.len());
+    let text = &rest[..len];
+    let tok = match text {
+        "true" => Tok::Lit(Literal::Bool(true)),
+        "false" => Tok::Lit(Literal::Bool(false)),
+        "null" => Tok::Lit(Literal::Null),
         "and" | "AND" => return Err(error(format!("unknown word `{text}`: write `&&`"), start)),
         "or" | "OR" => return Err(error(format!("unknown word `{text}`: write `||`"), start)),
         "not" | "NOT" => return Err(error(format!("unknown word `{text}`: write `!`"), start)),
-        _ => {
-            return Err(error(
-                format!(
-                    "unknown word `{text}`: paths start with `$` (e.g. `$.{text}`), \
-                     strings are double-quoted, and the only bare words are true, false and null"
-                ),
-                start,
-            ))
-        }
+        _ => Tok::Word(text.to_string()),
     };
-    Ok((Tok::Lit(literal), start + len))
+    Ok((tok, start + len))
 }
 
 /// Scans the quoted string whose opening quote (`"` or `'`) is at `open`,

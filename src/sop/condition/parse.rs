@@ -49,10 +49,12 @@ impl Op {
 #[derive(Clone, Debug, PartialEq)]
 pub(super) enum Literal {
     Num(Num),
-    /// `num` is the number the string holds, if any, worked out once here.
+    /// `num` is the number the string holds, if any, worked out once here;
+    /// `bare` says it was written without quotes (see `Tok::Word`).
     Str {
         text: String,
         num: Option<Num>,
+        bare: bool,
     },
     Bool(bool),
     Null,
@@ -93,7 +95,9 @@ pub(super) enum ExprKind {
 pub(super) fn parse(src: &str) -> Result<Expr, ParseError> {
     let tokens = tokenize(src)?;
     if matches!(tokens[0].tok, Tok::End) {
-        return Err(error("empty condition", 0));
+        // Blank text is no condition, as in ZeroClaw: the empty `&&` holds
+        // for every payload.
+        return Ok(Expr { kind: ExprKind::All(Vec::new()), span: Span { start: 0, end: src.len() } });
     }
     let mut parser = Parser { src, tokens, at: 0, depth: 0 };
     let expr = parser.or()?;
@@ -221,6 +225,8 @@ impl Parser<'_> {
         let literal_token = self.bump();
         let literal = match literal_token.tok {
             Tok::Lit(literal) => literal,
+            // Starts with a letter, so it never holds a number.
+            Tok::Word(text) => Literal::Str { text, num: None, bare: true },
             Tok::Path(_) => {
                 return Err(error(
                     "the right side of a comparison must be a literal, not a path",
@@ -250,6 +256,10 @@ impl Parser<'_> {
         let reason = match (&found.tok, after) {
             (Tok::Close, Some(Token { tok: Tok::Open, .. })) => "empty parentheses".to_string(),
             (Tok::Close, None) => "unbalanced parentheses: `)` has no matching `(`".to_string(),
+            (Tok::Word(word), _) => format!(
+                "unknown word `{word}`: paths start with `$` (e.g. `$.{word}`), \
+                 strings are double-quoted, and bare words stand only for a string on the right of an operator"
+            ),
             (Tok::Lit(_), _) => format!(
                 "a comparison starts with a `$` path or an operator, found the literal {}; \
                  write the path first, e.g. `$.x > 1`",
@@ -262,6 +272,21 @@ impl Parser<'_> {
         };
         error(reason, found.span.start)
     }
+}
+
+/// Every comparison whose literal is a bare word, in the order written.
+pub(super) fn bare_words(expr: &Expr) -> Vec<&Comparison> {
+    let mut found = Vec::new();
+    let mut stack = vec![expr];
+    while let Some(expr) = stack.pop() {
+        match &expr.kind {
+            ExprKind::Compare(c) if matches!(c.literal, Literal::Str { bare: true, .. }) => found.push(c),
+            ExprKind::Compare(_) => {}
+            ExprKind::Not(inner) => stack.push(inner),
+            ExprKind::All(parts) | ExprKind::Any(parts) => stack.extend(parts.iter().rev()),
+        }
+    }
+    found
 }
 
 /// One part stays itself; several become an `&&` or `||` node spanning them.

@@ -1,5 +1,7 @@
 //! The left side of a comparison: an RFC 9535 singular query (`$.a['b'][0]`,
-//! `$[-1]`) plus ZeroClaw's dot-index form (`$.a.0` = `$.a[0]`).
+//! `$[-1]`) plus ZeroClaw's dot form: `$.a.0` names element 0 of an array
+//! and the key `"0"` of an object, and a dot name may hold `-`
+//! (`$.error-rate`), as ZeroClaw's paths do.
 //!
 //! Parsed once into segments; `walk` then follows them with borrowed lookups
 //! only, so evaluating a path never allocates.
@@ -18,6 +20,12 @@ pub(super) enum Segment {
     Name(String),
     /// Negative counts from the end: -1 is the last element.
     Index(i64),
+    /// A numeric dot segment (`.0`): `index` in an array, the member `name`
+    /// (the same digits) in an object. ZeroClaw's paths mean both.
+    Numeric {
+        index: i64,
+        name: String,
+    },
 }
 
 /// A singular query; no segments is `$`, the whole payload.
@@ -32,6 +40,8 @@ impl Path {
         self.segments.iter().try_fold(root, |value, segment| match (segment, value) {
             (Segment::Name(name), Value::Object(members)) => members.get(name.as_str()),
             (Segment::Index(index), Value::Array(items)) => items.get(array_position(*index, items.len())?),
+            (Segment::Numeric { name, .. }, Value::Object(members)) => members.get(name.as_str()),
+            (Segment::Numeric { index, .. }, Value::Array(items)) => items.get(array_position(*index, items.len())?),
             _ => None,
         })
     }
@@ -73,14 +83,14 @@ fn not_singular(what: &str, at: usize) -> ParseError {
 fn dot_segment(src: &str, dot: usize) -> Result<(Segment, usize), ParseError> {
     let start = dot + 1;
     let rest = &src[start..];
-    let end = start + rest.find(|c: char| !is_name_char(c)).unwrap_or(rest.len());
-    let name = &src[start..end];
     match rest.chars().next() {
         Some('.') => Err(not_singular("`..` (descendants)", dot)),
         Some('*') => Err(not_singular("`.*` (a wildcard)", dot)),
         Some(c) if c.is_ascii_digit() => {
+            let end = start + rest.find(|c: char| !is_name_char(c)).unwrap_or(rest.len());
+            let name = &src[start..end];
             if name.bytes().all(|b| b.is_ascii_digit()) {
-                Ok((Segment::Index(index(name, start)?), end))
+                Ok((Segment::Numeric { index: index(name, start)?, name: name.to_string() }, end))
             } else {
                 Err(error(
                     format!("bad path: `.{name}` starts with a digit but is not an index; write ['{name}']"),
@@ -89,12 +99,8 @@ fn dot_segment(src: &str, dot: usize) -> Result<(Segment, usize), ParseError> {
             }
         }
         Some(c) if is_name_first(c) => {
-            if src[end..].starts_with('-') {
-                // Most likely a dashed key such as `content-type`: suggest the bracket form.
-                let dashed = &rest[..rest.find(|c: char| !is_name_char(c) && c != '-').unwrap_or(rest.len())];
-                return Err(error(format!("bad path: `-` cannot appear in a .name; write ['{dashed}']"), end));
-            }
-            Ok((Segment::Name(name.to_string()), end))
+            let end = start + rest.find(|c: char| !is_dot_name_char(c)).unwrap_or(rest.len());
+            Ok((Segment::Name(src[start..end].to_string()), end))
         }
         _ => Err(error("bad path: `.` must be followed by a name or an index", start)),
     }
@@ -157,4 +163,10 @@ fn is_name_first(c: char) -> bool {
 
 fn is_name_char(c: char) -> bool {
     is_name_first(c) || c.is_ascii_digit()
+}
+
+/// After the first character a dot name may also hold `-`, as in ZeroClaw
+/// (`$.error-rate`); RFC 9535 would need `$['error-rate']`.
+fn is_dot_name_char(c: char) -> bool {
+    is_name_char(c) || c == '-'
 }

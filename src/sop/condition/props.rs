@@ -1,7 +1,8 @@
 //! Property tests of the condition language: no text makes the parser panic
 //! or recurse without bound, every condition written by the grammar parses,
-//! spelling (whitespace, path notation, number notation) never changes a
-//! verdict, and numeric comparisons agree with a reference model.
+//! spelling (whitespace, path notation, number notation, quoting a word)
+//! never changes a verdict, and numeric comparisons agree with a reference
+//! model.
 
 use std::cmp::Ordering;
 
@@ -59,6 +60,9 @@ const PIECES: &[&str] = &[
     "false",
     "null",
     "and",
+    "critical",
+    "True",
+    "a-b.c",
     "*",
     "..",
     "?",
@@ -208,20 +212,22 @@ impl Printer {
                 Segment::Name(name) if is_dot_name(name) && pick % 3 == 0 => text.push_str(&format!(".{name}")),
                 Segment::Name(name) if pick % 3 == 1 => text.push_str(&format!("[{}]", single_quoted(name))),
                 Segment::Name(name) => text.push_str(&format!("[{}]", serde_json::to_string(name).unwrap())),
-                Segment::Index(i) if *i >= 0 && pick % 3 == 0 => text.push_str(&format!(".{i}")),
-                Segment::Index(i) if pick % 3 == 1 => text.push_str(&format!("[ {i} ]")),
+                Segment::Index(i) if pick % 2 == 1 => text.push_str(&format!("[ {i} ]")),
                 Segment::Index(i) => text.push_str(&format!("[{i}]")),
+                // Only the dot spells it: `[0]` is an index and nothing else.
+                Segment::Numeric { name, .. } => text.push_str(&format!(".{name}")),
             }
         }
         self.token(&text);
     }
 }
 
-/// A name the `.name` notation can spell: RFC 9535 `name-first name-char*`.
+/// A name the `.name` notation can spell: RFC 9535 `name-first name-char*`,
+/// with `-` allowed after the first character.
 fn is_dot_name(name: &str) -> bool {
     let mut chars = name.chars();
     let first = |c: char| c.is_ascii_alphabetic() || c == '_' || !c.is_ascii();
-    chars.next().is_some_and(first) && chars.all(|c| first(c) || c.is_ascii_digit())
+    chars.next().is_some_and(first) && chars.all(|c| first(c) || c.is_ascii_digit() || c == '-')
 }
 
 /// `'name'` with RFC 9535 escapes (only `'` and `\` need one, plus controls).
@@ -241,11 +247,15 @@ fn single_quoted(name: &str) -> String {
 
 fn segment() -> impl Strategy<Value = Segment> {
     const MAX_INDEX: i64 = (1 << 53) - 1;
+    let numeric = |index: i64| Segment::Numeric { index, name: index.to_string() };
     prop_oneof![
         hostile_text(8).prop_map(Segment::Name),
-        prop::sample::select(vec!["a", "b", "x_1", "é", "0a", "a-b", "a b"]).prop_map(|n| Segment::Name(n.into())),
+        prop::sample::select(vec!["a", "b", "x_1", "é", "0a", "a-b", "a b", "error-rate", "a-", "0"])
+            .prop_map(|n| Segment::Name(n.into())),
         (-MAX_INDEX..=MAX_INDEX).prop_map(Segment::Index),
         (-4i64..4).prop_map(Segment::Index),
+        (0..=MAX_INDEX).prop_map(numeric),
+        (0i64..4).prop_map(numeric),
     ]
 }
 
@@ -265,15 +275,29 @@ fn literal() -> impl Strategy<Value = Lit> {
         any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Lit::Float),
         hostile_text(10).prop_map(Lit::Str),
         (-3i64..3).prop_map(|n| Lit::Str(n.to_string())),
+        "[a-zA-Z_é][a-zA-Z0-9_.é-]{0,6}".prop_map(Lit::Str),
+        prop::sample::select(vec!["true", "True", "null", "and", "critical", "a.b-c"]).prop_map(|w| Lit::Str(w.into())),
         any::<bool>().prop_map(Lit::Bool),
         Just(Lit::Null),
     ]
 }
 
-fn print_literal(lit: &Lit) -> String {
+/// A string the grammar can also write unquoted: a word, and not one of
+/// the words that mean something else.
+fn is_bare_word(text: &str) -> bool {
+    let mut chars = text.chars();
+    chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
+        && chars.all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && !matches!(text, "true" | "false" | "null" | "and" | "AND" | "or" | "OR" | "not" | "NOT")
+}
+
+/// The literal as written; `bare` leaves the quotes off a string that can
+/// do without them.
+fn print_literal(lit: &Lit, bare: bool) -> String {
     match lit {
         Lit::Int(n) => n.to_string(),
         Lit::Float(f) => serde_json::to_string(f).unwrap(),
+        Lit::Str(s) if bare && is_bare_word(s) => s.clone(),
         Lit::Str(s) => serde_json::to_string(s).unwrap(),
         Lit::Bool(b) => b.to_string(),
         Lit::Null => "null".into(),
@@ -300,7 +324,8 @@ fn print_comparison(c: &Comparison, p: &mut Printer) {
     }
     p.token(c.op.as_str());
     p.gap();
-    p.token(&print_literal(&c.literal));
+    let bare = p.choice() % 2 == 0;
+    p.token(&print_literal(&c.literal, bare));
 }
 
 fn print(tree: &Tree<Comparison>, choices: Vec<u8>) -> String {
@@ -350,6 +375,22 @@ proptest! {
                 prop_assert!(!e.reason.is_empty());
             }
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// Blank text is no condition: it holds for every payload.
+    #[test]
+    fn blank_text_holds_for_every_payload(
+        text in prop::collection::vec(prop::sample::select(vec![' ', '\t', '\n', '\r']), 0..8),
+        payload in payload(),
+    ) {
+        let text: String = text.into_iter().collect();
+        let condition = Condition::parse(&text).map_err(|e| TestCaseError::fail(format!("{text:?}: {e}")))?;
+        prop_assert!(condition.is_unconditional());
+        prop_assert!(verdict(&condition, &payload));
     }
 }
 
@@ -420,21 +461,28 @@ proptest! {
     #[test]
     fn a_path_finds_what_was_put_at_it(
         segments in prop::collection::vec(segment().prop_filter("small index", |s| match s {
-            Segment::Index(i) => (-4..4).contains(i),
+            Segment::Index(i) | Segment::Numeric { index: i, .. } => (-4..4).contains(i),
             Segment::Name(_) => true,
         }), 1..6),
+        in_objects in prop::collection::vec(any::<bool>(), 6),
         leaf in json_value(2, 8),
         choices in choices(),
     ) {
         let mut printer = Printer::new(choices);
         printer.path(&segments);
         let (path, _) = path::parse(&printer.out, 0).unwrap();
-        let root = segments.iter().rev().fold(leaf.clone(), |inner, segment| match segment {
-            Segment::Name(name) => Value::Object(Map::from_iter([(name.clone(), inner)])),
-            Segment::Index(i) => {
-                let len = if *i >= 0 { *i + 1 } else { -*i };
-                let at = if *i >= 0 { *i } else { 0 };
-                Value::Array((0..len).map(|k| if k == at { inner.clone() } else { json!(k) }).collect())
+        let array_with = |i: i64, inner: Value| {
+            let len = if i >= 0 { i + 1 } else { -i };
+            let at = if i >= 0 { i } else { 0 };
+            Value::Array((0..len).map(|k| if k == at { inner.clone() } else { json!(k) }).collect())
+        };
+        // A numeric dot segment finds the value in an object under its
+        // digits and in an array at that index alike.
+        let root = segments.iter().zip(&in_objects).rev().fold(leaf.clone(), |inner, (segment, in_object)| {
+            match segment {
+                Segment::Name(name) => Value::Object(Map::from_iter([(name.clone(), inner)])),
+                Segment::Numeric { name, .. } if *in_object => Value::Object(Map::from_iter([(name.clone(), inner)])),
+                Segment::Index(i) | Segment::Numeric { index: i, .. } => array_with(*i, inner),
             }
         });
         prop_assert_eq!(path.walk(&root), Some(&leaf));
@@ -532,6 +580,9 @@ fn model(tree: &Tree<NumericComparison>, held: &[Held]) -> bool {
                 Held::Int(v) | Held::NumberText(v) => holds(c.op, &f64::from(*v), &f64::from(c.number)),
                 Held::Half(v) => holds(c.op, &(f64::from(*v) + 0.5), &f64::from(c.number)),
                 Held::Word(w) if quoted => holds(c.op, w.as_str(), c.number.to_string().as_str()),
+                // A boolean or null against a string compares as its JSON text.
+                Held::Bool(b) if quoted => holds(c.op, b.to_string().as_str(), c.number.to_string().as_str()),
+                Held::Null if quoted => holds(c.op, "null", c.number.to_string().as_str()),
                 _ => false,
             }
         }

@@ -98,9 +98,24 @@ const MATCHES: &[(&str, P, bool)] = &[
     ("$.x != \"two\"", Json(r#"{"x": 2}"#), false),
     ("$.x != true", Json(r#"{"x": 1}"#), false),
     ("$.x != null", Json(r#"{"x": 0}"#), false),
-    ("$.x == \"true\"", Json(r#"{"x": true}"#), false),
-    ("$.x != \"1\"", Json(r#"{"x": true}"#), false),
+    ("$.x == true", Json(r#"{"x": "true"}"#), false),
+    ("$.x != false", Json(r#"{"x": "true"}"#), false),
+    ("$.x == null", Json(r#"{"x": "null"}"#), false),
     ("$.x == 0", Json(r#"{"x": null}"#), false),
+    ("$.x == \"1\"", Json(r#"{"x": true}"#), false),
+    // Rule 3: a JSON boolean or null against a string compares as its text.
+    ("$.x == \"true\"", Json(r#"{"x": true}"#), true),
+    ("$.x == \"false\"", Json(r#"{"x": false}"#), true),
+    ("$.x == \"true\"", Json(r#"{"x": false}"#), false),
+    ("$.x != \"true\"", Json(r#"{"x": false}"#), true),
+    ("$.x != \"1\"", Json(r#"{"x": true}"#), true),
+    ("$.x == \"True\"", Json(r#"{"x": true}"#), false),
+    ("$.x == \"null\"", Json(r#"{"x": null}"#), true),
+    ("$.x == \"\"", Json(r#"{"x": null}"#), false),
+    ("$.x > \"s\"", Json(r#"{"x": true}"#), true),
+    ("== \"true\"", Json("true"), true),
+    // A string literal accepts the boolean and its text alike.
+    ("$.x == \"true\"", Json(r#"{"x": "true"}"#), true),
     // The direct form: the whole payload is the left value.
     ("> 0", Json("1"), true),
     ("> 0", Json("0"), false),
@@ -181,11 +196,38 @@ const MATCHES: &[(&str, P, bool)] = &[
     ("$[1] == \"b\"", Json(r#"["a", "b"]"#), true),
     ("$.a.0 == 1", Json(r#"{"a": [1, 2]}"#), true),
     ("$.a.1.b == \"x\"", Json(r#"{"a": [0, {"b": "x"}]}"#), true),
-    ("$.a.0 == 1", Json(r#"{"a": {"0": 1}}"#), false),
+    ("$.a.0 == 1", Json(r#"{"a": {"0": 1}}"#), true),
+    ("$.a.1.b == \"x\"", Json(r#"{"a": {"1": {"b": "x"}}}"#), true),
+    ("$.a.0 == 1", Json(r#"{"a": {"00": 1}}"#), false),
+    ("$.a.0 == 1", Json(r#"{"a": "1"}"#), false),
+    ("$.0 == 1", Json(r#"[1]"#), true),
+    ("$.0 == 1", Json(r#"{"0": 1}"#), true),
+    ("$[0] == 1", Json(r#"{"a": {"0": 1}}"#), false),
+    ("$.a[0] == 1", Json(r#"{"a": {"0": 1}}"#), false),
     ("$.a.b[0] >= 2", Json(r#"{"a": {"b": [2]}}"#), true),
     // Member-name shorthand: letters, digits after the first, _, non-ASCII.
     ("$._x.a9 == 1", Json(r#"{"_x": {"a9": 1}}"#), true),
     ("$.été == 1", Json(r#"{"été": 1}"#), true),
+    // A dot name may hold `-` after its first character (ZeroClaw's paths).
+    ("$.error-rate > 0.5", Json(r#"{"error-rate": 0.9}"#), true),
+    ("$.content-type == \"json\"", Json(r#"{"content-type": "json"}"#), true),
+    ("$.a-b-.c == 1", Json(r#"{"a-b-": {"c": 1}}"#), true),
+    ("$.a-1==1", Json(r#"{"a-1": 1}"#), true),
+    ("$.error-rate > 0.5", Json(r#"{"error": {"rate": 1}}"#), false),
+    // A bare word on the right is that string (with a warning).
+    ("$.level == critical", Json(r#"{"level": "critical"}"#), true),
+    ("$.level != critical", Json(r#"{"level": "normal"}"#), true),
+    ("$.kind == pull_request.opened", Json(r#"{"kind": "pull_request.opened"}"#), true),
+    ("$.state == in-progress&&$.n==1", Json(r#"{"state": "in-progress", "n": 1}"#), true),
+    ("$.a == yes", Json(r#"{"a": "yes"}"#), true),
+    ("$.a == True", Json(r#"{"a": true}"#), false),
+    ("$.a == élevé", Json(r#"{"a": "élevé"}"#), true),
+    ("== on", Text("on"), true),
+    ("($.a == x)", Json(r#"{"a": "x"}"#), true),
+    // Blank text is no condition: it holds for every payload.
+    ("", Json("null"), true),
+    ("  \n\t ", Text("anything"), true),
+    ("", Text(""), true),
 ];
 
 #[test]
@@ -252,8 +294,6 @@ fn check_explains_each_miss() {
 
 /// (condition, a phrase the reason must contain, byte offset)
 const PARSE_ERRORS: &[(&str, &str, usize)] = &[
-    ("", "empty condition", 0),
-    ("  \n ", "empty condition", 0),
     // Strings.
     ("$.msg == \"abc", "unterminated string", 9),
     ("$['abc] == 1", "unterminated string", 2),
@@ -286,8 +326,12 @@ const PARSE_ERRORS: &[(&str, &str, usize)] = &[
     ("$.a >= && $.b == 1", "missing literal after `>=`", 7),
     ("> )", "missing literal after `>`", 2),
     ("$.a == $.b", "must be a literal, not a path", 7),
-    ("$.a == yes", "unknown word `yes`", 7),
     ("severity >= 2", "unknown word `severity`", 0),
+    ("!severity", "unknown word `severity`", 1),
+    ("(x) == 1", "unknown word `x`", 1),
+    ("$.a == critical alert", "trailing input `alert`", 16),
+    ("$.a == not", "unknown word `not`", 7),
+    ("$.a == 1.2.3", "bad number `1.2.3`", 7),
     ("$.a == 1 and $.b == 2", "unknown word `and`: write `&&`", 9),
     ("$.a == 01", "bad number `01`", 7),
     ("$.a == 1.", "bad number `1.`", 7),
@@ -315,7 +359,7 @@ const PARSE_ERRORS: &[(&str, &str, usize)] = &[
     ("$. == 1", "bad path: `.` must be followed by a name or an index", 2),
     ("$.a. == 1", "bad path: `.` must be followed by a name or an index", 4),
     ("$.0a == 1", "bad path: `.0a` starts with a digit", 2),
-    ("$.content-type == 1", "bad path: `-` cannot appear in a .name; write ['content-type']", 9),
+    ("$.-a == 1", "bad path: `.` must be followed by a name or an index", 2),
     ("$.a.-1 == 1", "bad path: `.` must be followed by a name or an index", 4),
     ("$[abc] == 1", "bad path: expected a quoted name or an index", 2),
     ("$[", "bad path: `[` is never closed", 1),
@@ -378,6 +422,36 @@ fn nesting_is_bounded() {
 fn source_is_the_text_as_written() {
     let text = "  $.a  ==  1 ";
     assert_eq!(condition(text).source(), text);
+}
+
+#[test]
+fn blank_text_is_unconditional_and_nothing_else_is() {
+    for text in ["", " ", "\t\r\n"] {
+        assert!(condition(text).is_unconditional(), "{text:?}");
+        assert!(condition(text).warnings().is_empty());
+    }
+    for text in ["$ == null", "!($.a == 1)", "> 0"] {
+        assert!(!condition(text).is_unconditional(), "{text:?}");
+    }
+}
+
+#[test]
+fn each_unquoted_word_is_warned_about_in_order() {
+    let warnings = condition("$.data.temp == critical || ($.level != low && $.ok == \"yes\")").warnings();
+    assert_eq!(
+        warnings,
+        [
+            "unquoted `critical` at offset 15 is read as the string \"critical\", as ZeroClaw reads it; \
+             write \"critical\" to say so",
+            "unquoted `low` at offset 39 is read as the string \"low\", as ZeroClaw reads it; write \"low\" to say so",
+        ]
+    );
+    let warnings = condition("$.on == True").warnings();
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].ends_with("(for the literal true write `true`)"), "{warnings:?}");
+    for quiet in ["$.a == \"critical\"", "$.a == true", "$.a == null && $.b == 1", "!($.a == false)"] {
+        assert_eq!(condition(quiet).warnings(), Vec::<String>::new(), "{quiet}");
+    }
 }
 
 #[test]

@@ -282,9 +282,10 @@ impl WrittenTrigger {
             WrittenTrigger::Peripheral { board, signal, .. } => format!("peripheral {board}/{signal}"),
             WrittenTrigger::Manual => "manual".into(),
         };
+        // A blank condition is no condition.
         match self.condition() {
-            Some(c) => format!("{base} if {c}"),
-            None => base,
+            Some(c) if !c.trim().is_empty() => format!("{base} if {c}"),
+            _ => base,
         }
     }
 }
@@ -298,6 +299,10 @@ fn condition() -> impl Strategy<Value = Option<String>> {
         "> 0",
         "== \"on\"",
         "!($['a b'][0] < 1.5) || $.x == null",
+        "",
+        " ",
+        "$.data.temp == critical",
+        "$.error-rate > 0.5 && $.a.0 == \"true\"",
     ])
     .prop_map(str::to_string);
     prop::option::of(prop_oneof![8 => valid, 1 => hostile_text(16)])
