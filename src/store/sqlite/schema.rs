@@ -13,7 +13,7 @@ use super::codec::store_error;
 use crate::store::StoreError;
 
 /// The schema this code reads and writes.
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 /// Runs, keyed by `seq`, the order they were written in.
 ///
@@ -43,6 +43,15 @@ CREATE TABLE runs (
     coalesced       INTEGER NOT NULL DEFAULT 0,
     step            INTEGER NOT NULL DEFAULT 0
 );";
+
+/// What a webhook run keeps beside its payload (version 5): its request's
+/// query and headers, and the session its body continued, so a run that
+/// starts later (out of the backlog, after a restart) sends the same
+/// envelope. Added to the table above in a new file too, so a new file and
+/// an upgraded one have the same table, statement and all.
+const RUNS_REQUEST_COLUMNS: &str = "
+ALTER TABLE runs ADD COLUMN request TEXT;
+ALTER TABLE runs ADD COLUMN session TEXT;";
 
 /// Listing newest first; and the backlog, which admission reads back at
 /// start. Only deferred runs are in `runs_deferred`, so a run that starts
@@ -152,8 +161,18 @@ CREATE INDEX outbox_undelivered_by_run ON outbox (run_id, seq) WHERE status IN (
 /// A new file: every table in its current form. A file of an older version
 /// gets there through [`UPGRADES`] instead; a test checks both roads end in
 /// the same tables, columns and indexes.
-const SCHEMA: &[&str] =
-    &[RUNS, RUNS_INDEXES, AUDIT, AUDIT_INDEXES, OTHER_V1_TABLES, PAIRING_CODES, RUN_STEPS, RUN_STEPS_INDEXES, OUTBOX];
+const SCHEMA: &[&str] = &[
+    RUNS,
+    RUNS_REQUEST_COLUMNS,
+    RUNS_INDEXES,
+    AUDIT,
+    AUDIT_INDEXES,
+    OTHER_V1_TABLES,
+    PAIRING_CODES,
+    RUN_STEPS,
+    RUN_STEPS_INDEXES,
+    OUTBOX,
+];
 
 /// Version 1 → 2: the run's step index (existing runs are at step 0, which
 /// is what a run delivered as one envelope keeps), the agent loop's step
@@ -187,9 +206,13 @@ const UPGRADE_V2_TO_V3: &[&str] = &[
 /// they live an hour at most, so they are dropped rather than carried over.
 const UPGRADE_V3_TO_V4: &[&str] = &["DROP TABLE pairing_codes;", PAIRING_CODES];
 
+/// Version 4 → 5: the runs' request and session columns, empty for the runs
+/// stored before. Adding columns rewrites no row.
+const UPGRADE_V4_TO_V5: &[&str] = &[RUNS_REQUEST_COLUMNS];
+
 /// `UPGRADES[i]` brings a file from version `i + 1` to `i + 2`; each one's
 /// statements run in order.
-const UPGRADES: &[&[&str]] = &[UPGRADE_V1_TO_V2, UPGRADE_V2_TO_V3, UPGRADE_V3_TO_V4];
+const UPGRADES: &[&[&str]] = &[UPGRADE_V1_TO_V2, UPGRADE_V2_TO_V3, UPGRADE_V3_TO_V4, UPGRADE_V4_TO_V5];
 
 /// The connection the writer thread owns: WAL so readers (here and in other
 /// processes) run beside it, and `synchronous = FULL` so a commit that was
