@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// Where an event entered. `Webhook` and `SopWebhook` both match webhook
 /// triggers; they differ only in the reply contract of their routes.
@@ -206,6 +206,32 @@ pub struct Event {
     pub client: Option<String>,
     /// `X-Idempotency-Key`, scoped by caller and endpoint path.
     pub idempotency: Option<IdempotencyKey>,
+    /// Webhooks only: what of the request travels beside its body.
+    pub request: Option<Request>,
+}
+
+/// What of a webhook's request travels with its event beside the body, as
+/// Smart Office's webhook trigger passes it on: the query and the headers,
+/// credentials withheld (`gateway::request` decides which). Matching never
+/// looks at it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Decoded: name to value, a repeated name to the list of its values.
+    pub query: Map<String, Value>,
+    /// Lower-case names; a repeated header's values joined with `", "`.
+    pub headers: Map<String, Value>,
+}
+
+impl Request {
+    /// Each part capped as payloads are ([`cap_value`]): a part larger than
+    /// `cap` bytes of JSON is the marker with its size and a preview.
+    pub fn capped(self, cap: usize) -> Request {
+        let cap_map = |map: Map<String, Value>| match cap_value(Value::Object(map), cap) {
+            Value::Object(map) => map,
+            _ => unreachable!("an object is capped to itself or to the marker, an object too"),
+        };
+        Request { query: cap_map(self.query), headers: cap_map(self.headers) }
+    }
 }
 
 /// An `X-Idempotency-Key` as the dispatcher claims it.
@@ -258,6 +284,7 @@ impl Event {
             received_at,
             client: None,
             idempotency: None,
+            request: None,
         }
     }
 }
@@ -282,7 +309,7 @@ pub fn cap_value(value: Value, cap: usize) -> Value {
 /// Whether `value` written as JSON takes at most `cap` bytes. Counts
 /// instead of writing the text out, and stops at the first byte past `cap`:
 /// every event that matches pays this, almost always for a small payload.
-fn fits_as_json(value: &Value, cap: usize) -> bool {
+pub fn fits_as_json(value: &Value, cap: usize) -> bool {
     struct Budget(usize);
     impl std::io::Write for Budget {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {

@@ -267,6 +267,6 @@ async fn the_trigger_reaches_the_agent_as_framed_clean_text() {
         assert!(!trigger.contains(gone), "{gone:?} left in {trigger}");
     }
     let inner: Value = serde_json::from_str(&lines[1..lines.len() - 1].join("\n")).unwrap();
-    assert_eq!(inner["body"]["msg"], json!("hi[2Jthere"));
+    assert_eq!(inner["payload"]["msg"], json!("hi[2Jthere"));
     assert_eq!(inner["source"], json!("manual"));
 }

@@ -144,7 +144,7 @@ async fn execution_and_legacy_envelopes_arrive_valid_and_complete_their_runs() {
     );
     let payload = &exec.envelope["payload"];
     assert_eq!(payload["memory"]["session_id"], json!(deploy));
-    assert_eq!(payload["memory"]["state"]["trigger"]["body"], json!({"branch": "main"}));
+    assert_eq!(payload["memory"]["state"]["trigger"]["payload"], json!({"branch": "main"}));
     let refs: Vec<&str> = payload["steps"].as_array().unwrap().iter().map(|s| s["ref"].as_str().unwrap()).collect();
     assert_eq!(refs, ["ci_status", "rolling_deploy"]);
     assert_eq!(payload["registryFiles"].as_array().unwrap().len(), 3);
@@ -156,7 +156,7 @@ async fn execution_and_legacy_envelopes_arrive_valid_and_complete_their_runs() {
     let legacy = &agent.accepted()[0];
     fanin::envelope::schema::validate(&legacy.envelope).expect("legacy envelope matches the shipped schema");
     assert_eq!(legacy.envelope["context"]["memory"]["session_id"], json!(notify));
-    assert_eq!(legacy.envelope["input"]["event"]["body"], json!({"text": "hi"}));
+    assert_eq!(legacy.envelope["input"]["event"]["payload"], json!({"text": "hi"}));
     assert!(legacy.envelope["input"].get("steps").is_none(), "a stepless SOP sends the event alone");
     assert_eq!(legacy.authorization, None);
 
@@ -374,4 +374,231 @@ async fn the_pending_approvals_gauge_follows_supervised_runs_across_a_restart() 
     let d = setup.start();
     assert_eq!(d.metric("fanin_runs_pending_approval").await, Some(1.0), "seeded from the store at start");
     assert_eq!(d.metric("fanin_outbox_depth").await, Some(0.0));
+}
+
+/// A registries directory beside the config in Smart Office's own shape:
+/// each registry a JSON array of entries.
+fn with_array_registries(setup: Setup) -> Setup {
+    let dir = setup.dir.path().join("registries");
+    std::fs::create_dir_all(&dir).unwrap();
+    let registries = [
+        ("tools", json!([{"id": "ci_status", "version": "1.0.0", "actions": [{"name": "build.status"}]}])),
+        ("capabilities", json!([{"key": "health_watch", "operations": ["ci_status.build.status"]}])),
+        ("usecases", json!([{"id": "rolling_deploy", "version": "1.0.0"}])),
+    ];
+    for (category, content) in registries {
+        std::fs::write(dir.join(format!("{category}.json")), content.to_string()).unwrap();
+    }
+    setup
+}
+
+const LEAD_SOP: &str = "[sop]\nname = \"lead\"\ndescription = \"x\"\nexecution_mode = \"auto\"\n\
+    max_concurrent = 100\n[[triggers]]\ntype = \"webhook\"\npath = \"/sop/lead\"\n";
+
+/// A body in the shape of Smart Office's CRM samples.
+fn lead_body(extra: Value) -> Value {
+    let mut body = json!({"contact": {"id": "c-118", "email": "ines.martin@example.org", "status": "prospect"}});
+    body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    body
+}
+
+/// The run-start audit record of `run`.
+async fn start_record(d: &Daemon, run: &str) -> Value {
+    let (_, audit) = d.get(&format!("/admin/audit?run_id={run}")).await;
+    audit["records"].as_array().unwrap().iter().find(|r| r["kind"] == json!("run_started")).unwrap()["detail"].clone()
+}
+
+/// A webhook run's legacy envelope, field by field as Smart Office's
+/// webhook trigger builds it: the body's session, the body, the decoded
+/// query and the request headers without a single credential.
+#[tokio::test]
+async fn a_webhook_envelope_carries_query_headers_and_the_session_it_continues() {
+    let agent = Destination::start(0).await;
+    let setup = Setup::new("webhook_secret = \"hook-s3cret\"", &destinations("http://127.0.0.1:9/none", &agent.url))
+        .sop("lead", LEAD_SOP);
+    let d = setup.start();
+    let token = d.pair().await;
+    let secrets = [token.as_str(), "hook-s3cret", "sid=77aa", "ak-123", "zz-auth"];
+    let body = lead_body(json!({"session_id": "sess_1740816000000"}));
+    let (status, reply, _) = d
+        .post(
+            "/sop/lead?campaign=spring&tag=a&tag=b&q=caf%C3%A9+cr%C3%A8me",
+            Some(&token),
+            &body.to_string(),
+            &[
+                ("X-Webhook-Secret", "hook-s3cret"),
+                ("Cookie", "sid=77aa"),
+                ("X-Api-Key", "ak-123"),
+                ("X-Auth-Token", "zz-auth"),
+                ("X-Request-Id", "req-42"),
+                ("User-Agent", "crm-hook/3.1"),
+                ("X-Idempotency-Key", "lead-c-118"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let run = reply["runs"][0]["run_id"].as_str().unwrap().to_string();
+    eventually("the legacy envelope", || async { agent.accepted().len() == 1 }).await;
+
+    let envelope = &agent.accepted()[0].envelope;
+    fanin::envelope::schema::validate(envelope).expect("what fanin emits");
+    fanin::envelope::schema::validate_contract(envelope).expect("what Smart Office accepts");
+    assert_eq!(envelope.as_object().unwrap().keys().collect::<Vec<_>>(), ["context", "error", "input", "output"]);
+    assert_eq!((&envelope["output"], &envelope["error"]), (&json!({}), &Value::Null));
+    let event = &envelope["input"]["event"];
+    let keys: Vec<&str> = event.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["body", "headers", "id", "path", "query", "source", "timestamp"]);
+    assert_eq!(event["id"], reply["event_id"]);
+    assert_eq!(event["source"], json!("webhook"));
+    assert_eq!(event["path"], json!("/sop/lead"));
+    chrono::DateTime::parse_from_rfc3339(event["timestamp"].as_str().unwrap()).expect("an RFC 3339 timestamp");
+    assert_eq!(event["body"], body);
+    assert_eq!(event["query"], json!({"campaign": "spring", "tag": ["a", "b"], "q": "café crème"}));
+    let headers = event["headers"].as_object().unwrap();
+    assert_eq!(headers["x-request-id"], json!("req-42"));
+    assert_eq!(headers["user-agent"], json!("crm-hook/3.1"));
+    assert_eq!(headers["content-type"], json!("application/json"));
+    assert_eq!(headers["x-idempotency-key"], json!("lead-c-118"));
+    for withheld in ["authorization", "cookie", "x-webhook-secret", "x-api-key", "x-auth-token"] {
+        assert!(!headers.contains_key(withheld), "{withheld} left fanin: {headers:?}");
+    }
+    let text = envelope.to_string();
+    for secret in secrets {
+        assert!(!text.contains(secret), "{secret} left fanin: {text}");
+    }
+    let memory = &envelope["context"]["memory"];
+    assert_eq!(memory["session_id"], json!("sess_1740816000000"), "the body's session goes on");
+    assert_eq!(memory["state"]["trigger"], *event);
+    assert_eq!(memory["state"]["sop"], json!({"name": "lead", "version": "0.1.0"}));
+    assert_eq!(memory["stack"], json!([]));
+    assert_eq!(start_record(&d, &run).await["session"], json!({"continued": "sess_1740816000000"}));
+
+    // A memory sent back whole goes on with its state and stack.
+    let memory_back = json!({"session_id": "sess_9", "state": {"round": 2}, "stack": ["planner"]});
+    let body = lead_body(json!({"context": {"memory": memory_back}}));
+    let (status, reply, _) =
+        d.post("/sop/lead", Some(&token), &body.to_string(), &[("X-Webhook-Secret", "hook-s3cret")]).await;
+    assert_eq!(status, 200, "{reply}");
+    eventually("the second envelope", || async { agent.accepted().len() == 2 }).await;
+    let memory = agent.accepted()[1].envelope["context"]["memory"].clone();
+    assert_eq!(
+        (&memory["session_id"], &memory["state"]["round"], &memory["stack"]),
+        (&json!("sess_9"), &json!(2), &json!(["planner"]))
+    );
+    assert_eq!(agent.accepted()[1].envelope["input"]["event"]["query"], json!({}));
+
+    // One the contract refuses starts a new session, and the audit says why.
+    let body = lead_body(json!({"context": {"memory": {"session_id": "sess_9", "state": {}, "stack": [1]}}}));
+    let (status, reply, _) =
+        d.post("/sop/lead", Some(&token), &body.to_string(), &[("X-Webhook-Secret", "hook-s3cret")]).await;
+    assert_eq!(status, 200, "{reply}");
+    let run = reply["runs"][0]["run_id"].as_str().unwrap().to_string();
+    eventually("the third envelope", || async { agent.accepted().len() == 3 }).await;
+    assert_eq!(agent.accepted()[2].envelope["context"]["memory"]["session_id"], json!(run));
+    let ignored = start_record(&d, &run).await["session"]["ignored"].clone();
+    assert!(ignored.as_str().unwrap().contains("stack must be a list of strings"), "{ignored}");
+}
+
+/// A run that waits in the backlog across a restart starts with the same
+/// event: its query, headers and session come back from the store.
+#[tokio::test]
+async fn a_deferred_webhook_run_keeps_its_request_and_session_across_a_restart() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/in");
+    let sop = LEAD_SOP.replace("max_concurrent = 100", "max_concurrent = 1");
+    let setup = Setup::new("", &(destinations("http://127.0.0.1:9/none", &url) + &delivery(1000))).sop("lead", &sop);
+    let mut d = setup.start();
+    let token = d.pair().await;
+    let mut runs = Vec::new();
+    for n in 0..2 {
+        let body = lead_body(json!({"session_id": format!("sess_{n}")}));
+        let path = format!("/sop/lead?n={n}");
+        let (status, reply, _) = d.post(&path, Some(&token), &body.to_string(), &[("X-Request-Id", "req-7")]).await;
+        assert_eq!(status, 200, "{reply}");
+        runs.push(reply["runs"][0].clone());
+    }
+    assert_eq!(runs[1]["outcome"], json!("deferred"), "{runs:?}");
+    d.kill();
+
+    let agent = Destination::start_on(port).await;
+    let _d = setup.start();
+    eventually("both envelopes", || async { agent.accepted().len() == 2 }).await;
+    let deferred = agent
+        .accepted()
+        .into_iter()
+        .find(|s| s.envelope["context"]["memory"]["session_id"] == json!("sess_1"))
+        .expect("the deferred run continued its session");
+    let event = &deferred.envelope["input"]["event"];
+    assert_eq!(event["query"], json!({"n": "1"}));
+    assert_eq!(event["headers"]["x-request-id"], json!("req-7"));
+    assert!(event["headers"].get("authorization").is_none());
+    fanin::envelope::schema::validate(&deferred.envelope).unwrap();
+}
+
+/// A cron run is the schedule trigger in both forms, a fired SOP the manual
+/// trigger; the registries travel filed under their category, wrapped as
+/// Smart Office's registry loader wraps its arrays, and nothing names a
+/// path of this machine.
+#[tokio::test]
+async fn cron_and_manual_runs_are_named_as_smart_office_names_them() {
+    let executor = Destination::start(0).await;
+    let agent = Destination::start(0).await;
+    let cron_executor = "[sop]\nname = \"nightly\"\ndescription = \"x\"\nexecution_mode = \"auto\"\n\
+        destination = \"executor\"\nmax_concurrent = 100000\n[[triggers]]\ntype = \"cron\"\nexpression = \"* * * * * *\"\n\
+        [[triggers]]\ntype = \"manual\"\n\
+        [[steps]]\ntitle = \"Check\"\nbody = \"b\"\ntype = \"tool\"\nref = \"ci_status\"\n";
+    let cron_agent = "[sop]\nname = \"digest\"\ndescription = \"x\"\nexecution_mode = \"auto\"\n\
+        max_concurrent = 100000\n[[triggers]]\ntype = \"cron\"\nexpression = \"* * * * * *\"\n";
+    let setup = with_array_registries(Setup::new("", &destinations(&executor.url, &agent.url)))
+        .sop("nightly", cron_executor)
+        .sop("digest", cron_agent)
+        .sop("notify", AGENT_SOP);
+    let d = setup.start();
+    eventually("a scheduled envelope of each form", || async {
+        !executor.accepted().is_empty() && !agent.accepted().is_empty()
+    })
+    .await;
+    fire(&d, "nightly", r#"{"reason":"by hand"}"#).await;
+    fire(&d, "notify", "{}").await;
+    let by_source = |seen: Vec<Seen>, source: &str, at: &[&str]| {
+        seen.into_iter()
+            .map(|s| s.envelope)
+            .find(|e| at.iter().fold(e, |v, k| &v[*k]) == &json!(source))
+            .unwrap_or_else(|| panic!("no envelope from {source}"))
+    };
+    eventually("the fired envelopes", || async {
+        let sources: Vec<Value> = executor.accepted().iter().map(|s| s.envelope["header"]["source"].clone()).collect();
+        sources.contains(&json!("so.trigger.manual"))
+            && agent.accepted().iter().any(|s| s.envelope["input"]["event"]["source"] == json!("manual"))
+    })
+    .await;
+
+    let scheduled = by_source(executor.accepted(), "so.trigger.schedule", &["header", "source"]);
+    let trigger = &scheduled["payload"]["memory"]["state"]["trigger"];
+    assert_eq!(trigger["source"], json!("schedule"));
+    assert_eq!(trigger["rule"], json!("* * * * * *"));
+    assert_eq!(trigger["payload"]["expression"], json!("* * * * * *"));
+    assert!(trigger.get("topic").is_none() && trigger.get("body").is_none());
+    let legacy = by_source(agent.accepted(), "schedule", &["input", "event", "source"]);
+    assert_eq!(legacy["input"]["event"]["rule"], json!("* * * * * *"));
+    let manual = by_source(executor.accepted(), "so.trigger.manual", &["header", "source"]);
+    assert_eq!(manual["payload"]["memory"]["state"]["trigger"]["source"], json!("manual"));
+    assert_eq!(manual["payload"]["memory"]["state"]["trigger"]["payload"], json!({"reason": "by hand"}));
+    let legacy = by_source(agent.accepted(), "manual", &["input", "event", "source"]);
+    assert_eq!(legacy["input"]["event"]["topic"], json!("notify"));
+
+    let files = manual["payload"]["registryFiles"].as_array().unwrap();
+    let refs: Vec<&str> = files.iter().map(|f| f["ref"].as_str().unwrap()).collect();
+    assert_eq!(refs, ["tools", "capabilities", "usecases"]);
+    assert_eq!(files[0]["content"]["tools"][0]["id"], json!("ci_status"), "an array registry wrapped in its category");
+    assert_eq!(
+        manual["payload"]["options"]["fallbackRegistry"]["usecases"]["usecases"][0]["id"],
+        json!("rolling_deploy")
+    );
+    let dir = setup.dir.path().to_str().unwrap().to_string();
+    for seen in executor.accepted().into_iter().chain(agent.accepted()) {
+        fanin::envelope::schema::validate(&seen.envelope).unwrap();
+        fanin::envelope::schema::validate_contract(&seen.envelope).unwrap();
+        assert!(!seen.envelope.to_string().contains(&dir), "a server path left fanin: {}", seen.envelope);
+    }
 }

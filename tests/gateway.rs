@@ -310,7 +310,9 @@ async fn webhook_tries_sops_first_then_the_agent() {
     assert_eq!(envelope["input"]["event"]["source"], json!("webhook"));
     assert_eq!(envelope["input"]["event"]["path"], json!("/webhook"));
     assert_eq!(envelope["input"]["event"]["body"], json!({"kind": "chat", "text": "hi"}));
-    assert!(envelope["input"]["event"]["time"].is_string());
+    assert!(envelope["input"]["event"]["timestamp"].is_string());
+    fanin::envelope::schema::validate(envelope).expect("what fanin emits");
+    fanin::envelope::schema::validate_contract(envelope).expect("what Smart Office accepts");
 }
 
 #[tokio::test]

@@ -42,9 +42,14 @@ impl Sink {
         Sink { url: format!("http://127.0.0.1:{port}/in"), seen }
     }
 
-    /// The trigger bodies of the envelopes received so far.
+    /// What arrived with the triggers of the envelopes received so far (a
+    /// webhook's body, any other source's payload).
     fn bodies(&self) -> Vec<Value> {
-        self.seen.lock().unwrap().iter().map(|e| e["input"]["event"]["body"].clone()).collect()
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .map(|e| &e["input"]["event"])
+            .map(|event| event.get("body").unwrap_or(&event["payload"]).clone())
+            .collect()
     }
 }
 

@@ -19,8 +19,9 @@ use super::admission::{Admission, Decision};
 use super::index::TriggerRef;
 use super::matching::{Catalog, Explanation};
 use crate::envelope::registry::{Registries, RegistrySnapshot};
+use crate::envelope::session::Continuation;
 use crate::envelope::{self, Run};
-use crate::event::{Event, IdempotencyKey, Source};
+use crate::event::{Event, IdempotencyKey, Request, Source};
 use crate::runs::lifecycle::{self, Effects, MoveContext};
 use crate::runs::RunStatus;
 use crate::sop::Sop;
@@ -216,7 +217,13 @@ impl Dispatcher {
             return Ok(DispatchReport::Accepted { event_id: event.id, outcomes: Vec::new() });
         }
 
-        let payload = crate::event::cap_value(event.payload.to_value(), self.settings.payload_cap);
+        let cap = self.settings.payload_cap;
+        let payload = crate::event::cap_value(event.payload.to_value(), cap);
+        let request = event.request.clone().map(|request| request.capped(cap));
+        let continuation = match (event.source, event.payload.json()) {
+            (Source::Webhook | Source::SopWebhook, Some(body)) => Continuation::of_body(body, cap),
+            _ => Continuation::New,
+        };
         let registries = self.registry_snapshot();
         let agent_attached = self.agent_attached(event.received_at);
         let mut batch = Batch::default();
@@ -229,7 +236,15 @@ impl Dispatcher {
                 let sop = catalog.sop(r);
                 let run_id = uuid::Uuid::now_v7().to_string();
                 let mut decision = admission.admit(sop, &run_id, event.received_at);
-                let planned = Planned { sop, r, run_id: &run_id, event: &event, payload: &payload };
+                let planned = Planned {
+                    sop,
+                    r,
+                    run_id: &run_id,
+                    event: &event,
+                    payload: &payload,
+                    request: &request,
+                    continuation: &continuation,
+                };
                 let (outcome, fx) = planned.write(&mut batch, &decision, &registries, agent_attached);
                 if decision == Decision::Start && !fx.holds_slot {
                     // Started straight into a state that holds no slot
@@ -348,6 +363,7 @@ pub(super) fn take_move(
             sop_version: &sop.version,
             source: run.source,
             trigger: &trigger,
+            session: run.session.as_ref(),
         },
         sop,
         now,
@@ -411,6 +427,9 @@ struct Planned<'a> {
     run_id: &'a str,
     event: &'a Event,
     payload: &'a Value,
+    /// The webhook request, capped for storage.
+    request: &'a Option<Request>,
+    continuation: &'a Continuation,
 }
 
 /// What planning one matched SOP produced beyond its outcome.
@@ -463,6 +482,8 @@ impl Planned<'_> {
                     topic: event.topic.clone(),
                     event_id: event.id.clone(),
                     payload: self.payload.clone(),
+                    request: self.request.clone(),
+                    session: self.continuation.session().cloned(),
                     client: event.client.clone(),
                     idempotency_key: event.idempotency.as_ref().map(|i| i.key.clone()),
                     started_at: event.received_at,
@@ -484,7 +505,7 @@ impl Planned<'_> {
                 } else {
                     AuditKind::RunDeferred
                 };
-                let record = start_record(sop, &run, &trigger_json, event);
+                let record = start_record(sop, &run, &trigger_json, event, self.continuation);
                 let o = if run.status == RunStatus::Deferred { Outcome::Deferred } else { Outcome::Started };
                 batch.writes.push(Write::InsertRun(Box::new(run)));
                 batch.writes.push(audit(kind, Some(self.run_id), record));
@@ -496,11 +517,16 @@ impl Planned<'_> {
                     run_id: into.clone(),
                     event_id: event.id.clone(),
                     payload: self.payload.clone(),
+                    request: self.request.clone(),
+                    session: self.continuation.session().cloned(),
                     client: event.client.clone(),
                     at: event.received_at,
                 });
-                let detail = json!({"into": into, "trigger": trigger_json, "event_id": event.id,
+                let mut detail = json!({"into": into, "trigger": trigger_json, "event_id": event.id,
                     "source": event.source, "topic": event.topic});
+                if let Some(session) = self.continuation.audit() {
+                    detail["session"] = session;
+                }
                 batch.writes.push(audit(AuditKind::TriggerCoalesced, Some(into), detail));
                 (outcome(Outcome::Coalesced, Some(into), None), planned)
             }
@@ -529,9 +555,10 @@ pub(super) fn start_move(
     take_move(lifecycle::next_move(sop, 0, false), sop, run, now, registries, agent_attached)
 }
 
-/// The run-start audit record (DESIGN §6).
-fn start_record(sop: &Sop, run: &RunRecord, trigger: &Value, event: &Event) -> Value {
-    json!({
+/// The run-start audit record (DESIGN §6), with what became of a session
+/// the webhook body named (`{"continued": id}` or `{"ignored": why}`).
+fn start_record(sop: &Sop, run: &RunRecord, trigger: &Value, event: &Event, continuation: &Continuation) -> Value {
+    let mut record = json!({
         "run_id": run.run_id,
         "sop": sop.name,
         "sop_version": sop.version,
@@ -545,7 +572,11 @@ fn start_record(sop: &Sop, run: &RunRecord, trigger: &Value, event: &Event) -> V
         "client": event.client,
         "idempotency_key": event.idempotency.as_ref().map(|i| &i.key),
         "received_at": event.received_at,
-    })
+    });
+    if let Some(session) = continuation.audit() {
+        record["session"] = session;
+    }
+    record
 }
 
 /// What the caller is told, and what a duplicate of the request is told later.

@@ -1,4 +1,4 @@
-//! The execution envelope (`header` + `payload`) that hands a run and its
+//! The execution envelope (DESIGN §7): a run handed to a destination with its
 //! steps to the Executor, with the registries it resolves step refs against.
 //!
 //! Pure: the envelope id and timestamp come in as arguments, so the caller
@@ -10,13 +10,15 @@
 //!   SOP run started by a trigger.
 //! - `header.source` names the trigger workflow, `so.trigger.<name>`
 //!   ([`trigger_workflow`]).
-//! - A step is `{type, ref, params, id?}`; `params` is always an object.
+//! - `payload.steps` is left out when there are none: the contract takes a
+//!   list of steps only with at least one, and an envelope with only its
+//!   registries otherwise.
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::registry::RegistrySnapshot;
-use super::{memory, rfc3339, Run};
+use super::{memory, rfc3339, step_json, trigger_name, Run};
 use crate::event::Source;
 use crate::sop::{Destination, Step};
 
@@ -47,14 +49,8 @@ pub struct ExecutionInput<'a> {
 
 /// The workflow name of a source (`so.<layer>.<name>`): both webhook routes
 /// are the webhook trigger, and cron is the schedule trigger.
-pub fn trigger_workflow(source: Source) -> &'static str {
-    match source {
-        Source::Webhook | Source::SopWebhook => "so.trigger.webhook",
-        Source::Mqtt => "so.trigger.mqtt",
-        Source::Cron => "so.trigger.schedule",
-        Source::Peripheral => "so.trigger.peripheral",
-        Source::Manual => "so.trigger.manual",
-    }
+pub fn trigger_workflow(source: Source) -> String {
+    format!("so.trigger.{}", trigger_name(source))
 }
 
 pub fn build(input: &ExecutionInput<'_>) -> Value {
@@ -70,32 +66,15 @@ pub fn build(input: &ExecutionInput<'_>) -> Value {
     if let Some(trace_id) = header.trace_id {
         head["trace_id"] = Value::String(trace_id.to_string());
     }
-    json!({
-        "header": head,
-        "payload": {
-            "memory": memory(&input.run),
-            "steps": input.steps.iter().map(step).collect::<Vec<_>>(),
-            "registryFiles": input.registries.registry_files(),
-            "options": {"fallbackRegistry": input.registries.fallback_registry()},
-        },
-    })
-}
-
-/// `{type, ref, params, id?}`; a missing `type` or `ref` is left out for the
-/// schema check to name.
-fn step(step: &Step) -> Value {
-    let mut out = Map::new();
-    if let Some(kind) = step.kind {
-        out.insert("type".into(), json!(kind));
+    let mut payload = json!({
+        "memory": memory(&input.run),
+        "registryFiles": input.registries.registry_files(),
+        "options": {"fallbackRegistry": input.registries.fallback_registry()},
+    });
+    if !input.steps.is_empty() {
+        payload["steps"] = input.steps.iter().map(step_json).collect();
     }
-    if let Some(reference) = &step.reference {
-        out.insert("ref".into(), Value::String(reference.clone()));
-    }
-    out.insert("params".into(), Value::Object(step.params.clone()));
-    if let Some(id) = &step.id {
-        out.insert("id".into(), Value::String(id.clone()));
-    }
-    Value::Object(out)
+    json!({"header": head, "payload": payload})
 }
 
 #[cfg(test)]
@@ -145,7 +124,14 @@ mod tests {
                 destination,
                 trace_id,
             },
-            run: Run { run_id: "run-9", sop_name: "deploy-pipeline", sop_version: "1.2.0", source, trigger: &trigger },
+            run: Run {
+                run_id: "run-9",
+                sop_name: "deploy-pipeline",
+                sop_version: "1.2.0",
+                source,
+                trigger: &trigger,
+                session: None,
+            },
             steps,
             registries: &registries,
         };
@@ -177,6 +163,7 @@ mod tests {
             if let Err(errors) = schema::validate(&envelope) {
                 panic!("{source:?}: {errors:#?}\n{envelope:#}");
             }
+            schema::validate_contract(&envelope).unwrap();
             assert_eq!(envelope["header"]["source"], json!(trigger_workflow(source)));
         }
     }
@@ -208,9 +195,13 @@ mod tests {
             ])
         );
         let files = payload["registryFiles"].as_array().unwrap();
-        assert_eq!(files[0]["ref"], json!("1DriveToolsId"));
+        let refs: Vec<&str> = files.iter().map(|f| f["ref"].as_str().unwrap()).collect();
+        assert_eq!(refs, ["tools", "capabilities", "usecases"], "the Executor files each registry under its category");
         assert_eq!(files[0]["content"], json!({"tools": [{"ref": "ci_status"}]}));
-        assert!(files[1]["ref"].as_str().unwrap().ends_with("capabilities.json"));
+        let text = envelope.to_string();
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/registries");
+        assert!(!text.contains(dir.to_str().unwrap()), "no server path leaves fanin: {text}");
+        assert!(!text.contains(".json\""), "{text}");
         let fallback = &payload["options"]["fallbackRegistry"];
         assert_eq!(fallback.as_object().unwrap().keys().collect::<Vec<_>>(), vec!["capabilities", "tools", "usecases"]);
         assert_ne!(fallback["tools"], files[0]["content"], "the fallback is the local copy, not the Drive one");
@@ -249,8 +240,13 @@ mod tests {
                 sop_version: &sop.version,
                 source: Source::Manual,
                 trigger: &trigger,
+                session: None,
             };
-            schema::validate(&legacy::build_for_run(&run, &sop.steps)).unwrap();
+            // An agent SOP with steps goes step by step, without an envelope.
+            let handover = crate::runs::lifecycle::handover(sop);
+            if handover == crate::runs::lifecycle::Handover::Envelope(Destination::Agent) {
+                schema::validate(&legacy::build_for_run(&run, &sop.steps)).unwrap();
+            }
             for step in sop.steps.iter().filter(|_| sop.destination == Destination::Executor) {
                 let category = category_of(step.kind.unwrap());
                 let reference = step.reference.as_deref().unwrap();
@@ -265,14 +261,15 @@ mod tests {
     fn a_run_for_the_agent_may_come_without_steps() {
         let envelope = deploy_envelope(Source::Mqtt, Destination::Agent, &[], None);
         schema::validate(&envelope).unwrap();
-        assert_eq!(envelope["payload"]["steps"], json!([]));
+        schema::validate_contract(&envelope).unwrap();
+        assert!(envelope["payload"].get("steps").is_none(), "the contract takes no empty list of steps");
     }
 
     #[test]
     fn the_executor_refuses_what_it_cannot_run() {
         let envelope = deploy_envelope(Source::Manual, Destination::Executor, &[], None);
         let errors = schema::validate(&envelope).unwrap_err();
-        assert!(errors.iter().any(|e| e.starts_with("/payload/steps")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.starts_with("/payload: \"steps\" is a required property")), "{errors:?}");
 
         // An agent-only step (no type, no ref) is named by the schema check.
         let envelope = deploy_envelope(Source::Manual, Destination::Executor, &fixtures::agent_steps(), None);
@@ -327,16 +324,19 @@ mod tests {
                         sop_version: &sop_version,
                         source: event.source,
                         trigger: &trigger,
+                        session: None,
                     },
                     steps: &steps,
                     registries: &registries,
                 };
                 let envelope = build(&input);
                 prop_assert!(schema::validate(&envelope).is_ok(), "{:?}", schema::validate(&envelope));
+                prop_assert!(schema::validate_contract(&envelope).is_ok(), "{:?}", schema::validate_contract(&envelope));
                 let text = serde_json::to_string(&envelope).unwrap();
                 prop_assert_eq!(&serde_json::from_str::<Value>(&text).unwrap(), &envelope);
-                prop_assert_eq!(&envelope["payload"]["memory"]["state"]["trigger"]["body"], &event.payload.to_value());
-                prop_assert_eq!(envelope["payload"]["steps"].as_array().map(Vec::len), Some(steps.len()));
+                let trigger = &envelope["payload"]["memory"]["state"]["trigger"];
+                prop_assert_eq!(trigger.get("body").unwrap_or(&trigger["payload"]), &event.payload.to_value());
+                prop_assert_eq!(envelope["payload"].get("steps").and_then(Value::as_array).map_or(0, Vec::len), steps.len());
             }
         }
     }

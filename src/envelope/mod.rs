@@ -3,23 +3,29 @@
 //!
 //! - [`legacy`]: the `context/input/output/error` form the Agent reads.
 //! - [`execution`]: the `header/payload` form the Executor reads.
-//! - [`schema`]: the shipped JSON Schema both forms are checked against.
+//! - [`schema`]: the shipped JSON Schemas: the envelope contract (what Smart
+//!   Office's Agent and Executor accept) and what fanin emits within it.
 //! - [`registry`]: the tools, capabilities and usecases registries an
 //!   execution envelope carries, kept fresh in the background.
+//! - [`session`]: a webhook body that continues a session.
 //!
-//! Both forms share one `memory`: `{session_id: <run id>, state: {trigger:
-//! <event>, sop: {name, version}}, stack: []}`, so whoever receives a run can
-//! loop back for clarification with the same session.
+//! Both forms share one `memory`: `{session_id, state: {trigger: <event>,
+//! sop: {name, version}}, stack}`, where the session is the one the webhook
+//! body continued, else a new one named by the run id, so whoever receives
+//! a run can loop back for clarification with the same session. The trigger
+//! event is named as Smart Office's triggers name theirs ([`trigger_name`]).
 
 pub mod execution;
 pub mod legacy;
 pub mod registry;
 pub mod schema;
+pub mod session;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
-use crate::event::Source;
+use crate::event::{Request, Source};
+use crate::sop::Step;
 use crate::store::RunRecord;
 
 /// What every envelope of a run says about the run.
@@ -32,17 +38,33 @@ pub struct Run<'a> {
     /// The trigger event as envelopes carry it: [`legacy::event_json`] for a
     /// live event, [`trigger_from_run`] for a run read back from the store.
     pub trigger: &'a Value,
+    /// The session the webhook body continued ([`session::Continuation`]);
+    /// `None` starts a new one, named by the run id.
+    pub session: Option<&'a Value>,
 }
 
 /// The memory both forms carry for a run.
 pub fn memory(run: &Run<'_>) -> Value {
+    let mut ours = Map::new();
+    ours.insert("trigger".into(), run.trigger.clone());
+    ours.insert("sop".into(), json!({"name": run.sop_name, "version": run.sop_version}));
+    memory_of(run.session, run.run_id, ours)
+}
+
+/// `{session_id, state, stack}`: the continued session's id, state and
+/// stack when there is one (its state keeps its members; fanin's `ours`
+/// replace any of the same name), else a new session `new_id` with `ours`
+/// as its state and an empty stack.
+fn memory_of(session: Option<&Value>, new_id: &str, ours: Map<String, Value>) -> Value {
+    let Some(session) = session else {
+        return json!({"session_id": new_id, "state": ours, "stack": []});
+    };
+    let mut state = session.get("state").and_then(Value::as_object).cloned().unwrap_or_default();
+    state.extend(ours);
     json!({
-        "session_id": run.run_id,
-        "state": {
-            "trigger": run.trigger,
-            "sop": {"name": run.sop_name, "version": run.sop_version},
-        },
-        "stack": [],
+        "session_id": session.get("session_id").cloned().unwrap_or_else(|| Value::String(new_id.into())),
+        "state": state,
+        "stack": session.get("stack").cloned().unwrap_or_else(|| json!([])),
     })
 }
 
@@ -50,24 +72,76 @@ pub fn memory(run: &Run<'_>) -> Value {
 /// (the time is when the trigger was accepted; the body is the stored, capped
 /// payload). Lets a deferred run that starts later build the same envelope.
 pub fn trigger_from_run(run: &RunRecord) -> Value {
-    trigger_json(&run.event_id, run.source, &run.topic, run.started_at, run.payload.clone())
+    trigger_json(&run.event_id, run.source, &run.topic, run.started_at, run.payload.clone(), run.request.as_ref())
 }
 
-/// `{id, source, time, path|topic, body}`: webhooks name their path, every
-/// other source its topic.
-fn trigger_json(id: &str, source: Source, topic: &str, time: DateTime<Utc>, body: Value) -> Value {
-    let place = match source {
-        Source::Webhook | Source::SopWebhook => "path",
-        _ => "topic",
-    };
-    let mut event = json!({
-        "id": id,
-        "source": source,
-        "time": rfc3339(time),
-        "body": body,
-    });
-    event[place] = Value::String(topic.to_string());
-    event
+/// A source as Smart Office names its triggers (`so.trigger.<name>`, and
+/// the event's `source`): both webhook routes are the webhook trigger, and
+/// a cron run is the schedule trigger.
+pub fn trigger_name(source: Source) -> &'static str {
+    match source {
+        Source::Webhook | Source::SopWebhook => "webhook",
+        Source::Mqtt => "mqtt",
+        Source::Cron => "schedule",
+        Source::Peripheral => "peripheral",
+        Source::Manual => "manual",
+    }
+}
+
+/// `{id, source, timestamp, ...}` as Smart Office's triggers shape their
+/// events: a webhook has its `path`, `body`, `query` and `headers` (empty
+/// for a run stored before fanin kept them); a schedule its expression as
+/// `rule`; every other source its `topic`; both of those carry what arrived
+/// as `payload`.
+fn trigger_json(
+    id: &str,
+    source: Source,
+    topic: &str,
+    time: DateTime<Utc>,
+    content: Value,
+    request: Option<&Request>,
+) -> Value {
+    let mut event = Map::new();
+    event.insert("id".into(), Value::String(id.to_string()));
+    event.insert("source".into(), Value::String(trigger_name(source).to_string()));
+    event.insert("timestamp".into(), Value::String(rfc3339(time)));
+    let topic = Value::String(topic.to_string());
+    match source {
+        Source::Webhook | Source::SopWebhook => {
+            let request = request.cloned().unwrap_or_default();
+            event.insert("path".into(), topic);
+            event.insert("body".into(), content);
+            event.insert("query".into(), Value::Object(request.query));
+            event.insert("headers".into(), Value::Object(request.headers));
+        }
+        Source::Cron => {
+            event.insert("rule".into(), topic);
+            event.insert("payload".into(), content);
+        }
+        Source::Mqtt | Source::Peripheral | Source::Manual => {
+            event.insert("topic".into(), topic);
+            event.insert("payload".into(), content);
+        }
+    }
+    Value::Object(event)
+}
+
+/// A step as the contract has it, `{type, ref, params, id?}`; `params` is
+/// always an object. A missing `type` or `ref` is left out for the schema
+/// check to name.
+fn step_json(step: &Step) -> Value {
+    let mut out = Map::new();
+    if let Some(kind) = step.kind {
+        out.insert("type".into(), json!(kind));
+    }
+    if let Some(reference) = &step.reference {
+        out.insert("ref".into(), Value::String(reference.clone()));
+    }
+    out.insert("params".into(), Value::Object(step.params.clone()));
+    if let Some(id) = &step.id {
+        out.insert("id".into(), Value::String(id.clone()));
+    }
+    Value::Object(out)
 }
 
 /// Times in envelopes: RFC 3339, UTC, milliseconds.
@@ -82,7 +156,7 @@ pub(crate) mod fixtures {
     use proptest::prelude::*;
     use serde_json::{json, Map, Value};
 
-    use crate::event::{Event, Payload, Source};
+    use crate::event::{Event, Payload, Request, Source};
     use crate::proptest_support::{hostile_text, json_object, json_value};
     use crate::sop::{Step, StepKind};
 
@@ -97,7 +171,17 @@ pub(crate) mod fixtures {
             Source::Manual => "deploy-pipeline",
         };
         let payload = Payload::Json(json!({"branch": "main", "build": 812, "commit": "9f2c1e0"}));
-        Event::new(source, topic, payload, at)
+        let mut event = Event::new(source, topic, payload, at);
+        if matches!(source, Source::Webhook | Source::SopWebhook) {
+            event.request = Some(Request {
+                query: json!({"env": "prod"}).as_object().cloned().unwrap(),
+                headers: json!({"content-type": "application/json", "user-agent": "ci/2.1"})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            });
+        }
+        event
     }
 
     fn params(value: Value) -> Map<String, Value> {
@@ -158,9 +242,17 @@ pub(crate) mod fixtures {
             3 => json_value(5, 40).prop_map(Payload::Json),
             1 => hostile_text(30).prop_map(Payload::Text),
         ];
-        (source, hostile_text(20), payload, 0i64..253_402_300_799_999).prop_map(|(source, topic, payload, millis)| {
-            Event::new(source, topic, payload, Utc.timestamp_millis_opt(millis).unwrap())
-        })
+        let request = prop::option::of((json_object(2, 6), json_object(1, 6)))
+            .prop_map(|parts| parts.map(|(query, headers)| Request { query, headers }));
+        (source, hostile_text(20), payload, 0i64..253_402_300_799_999, request).prop_map(
+            |(source, topic, payload, millis, request)| {
+                let mut event = Event::new(source, topic, payload, Utc.timestamp_millis_opt(millis).unwrap());
+                if matches!(source, Source::Webhook | Source::SopWebhook) {
+                    event.request = request;
+                }
+                event
+            },
+        )
     }
 
     /// Steps as the loaders can produce them: any text, and for the
@@ -232,6 +324,8 @@ mod tests {
             topic: event.topic.clone(),
             event_id: event.id.clone(),
             payload: event.payload.to_value(),
+            request: event.request.clone(),
+            session: None,
             client: None,
             idempotency_key: None,
             started_at: event.received_at,
@@ -246,11 +340,42 @@ mod tests {
     #[test]
     fn memory_names_the_session_the_trigger_and_the_sop() {
         let trigger = json!({"id": "e1"});
-        let run = Run { run_id: "run-7", sop_name: "s", sop_version: "2", source: Source::Manual, trigger: &trigger };
+        let mut run = Run {
+            run_id: "run-7",
+            sop_name: "s",
+            sop_version: "2",
+            source: Source::Manual,
+            trigger: &trigger,
+            session: None,
+        };
         assert_eq!(
             memory(&run),
             json!({"session_id": "run-7", "state": {"trigger": {"id": "e1"}, "sop": {"name": "s", "version": "2"}}, "stack": []})
         );
+        let session = json!({"session_id": "sess_7", "state": {"sop": "old", "lead": "c-1"}, "stack": ["agent"]});
+        run.session = Some(&session);
+        assert_eq!(
+            memory(&run),
+            json!({"session_id": "sess_7",
+                   "state": {"trigger": {"id": "e1"}, "sop": {"name": "s", "version": "2"}, "lead": "c-1"},
+                   "stack": ["agent"]})
+        );
+    }
+
+    #[test]
+    fn sources_are_named_as_smart_offices_triggers() {
+        let table = [
+            (Source::Webhook, "webhook"),
+            (Source::SopWebhook, "webhook"),
+            (Source::Mqtt, "mqtt"),
+            (Source::Cron, "schedule"),
+            (Source::Peripheral, "peripheral"),
+            (Source::Manual, "manual"),
+        ];
+        for (source, name) in table {
+            assert_eq!(trigger_name(source), name, "{source:?}");
+            assert_eq!(legacy::event_json(&fixtures::deploy_event(source))["source"], json!(name), "{source:?}");
+        }
     }
 
     #[test]

@@ -8,7 +8,11 @@
 //! error, a timeout, an empty body, invalid JSON) falls back to the local
 //! copy for that category. Envelopes carry what was resolved in
 //! `payload.registryFiles` and the local copies in
-//! `payload.options.fallbackRegistry`.
+//! `payload.options.fallbackRegistry`, both as Smart Office's registry
+//! loader writes them ([`document`]): filed under the category, a registry
+//! kept as a JSON array (Smart Office's own `registries/*.json`) wrapped in
+//! an object keyed by it. Nothing names where a copy came from: the file
+//! paths of this machine stay here, and `/ready` tells which copy is used.
 //!
 //! Everything is loaded at start and refreshed in the background; events
 //! only ever read an `Arc` snapshot, so no event waits on Drive. A failure
@@ -190,12 +194,21 @@ impl CategoryRegistry {
         self.drive.as_ref().unwrap_or(&self.local)
     }
 
-    /// The Drive file id of the resolved copy, or the local path.
-    pub fn reference(&self) -> String {
-        match (&self.drive, &self.file_id) {
-            (Some(_), Some(id)) => id.clone(),
-            _ => self.local_path.display().to_string(),
-        }
+    /// What the Executor files the content under: the category, as Smart
+    /// Office's registry loader names it (for a Drive copy too).
+    pub fn reference(&self) -> &'static str {
+        self.category.as_str()
+    }
+}
+
+/// A registry as envelopes carry it: an object as it is, an array wrapped
+/// as `{"<category>": [...]}`, which is how Smart Office's registry loader
+/// hands its array registries to the Executor and what the contract takes
+/// (a registry's content must be an object).
+pub fn document(category: Category, registry: &Value) -> Value {
+    match registry {
+        Value::Array(_) => json!({ category.as_str(): registry }),
+        _ => registry.clone(),
     }
 }
 
@@ -222,16 +235,15 @@ impl RegistrySnapshot {
 
     /// `payload.registryFiles`: `[{category, ref, content}]`, as resolved.
     pub fn registry_files(&self) -> Value {
-        let files = self
-            .categories
-            .iter()
-            .map(|c| json!({"category": c.category, "ref": c.reference(), "content": c.resolved()}));
+        let files = self.categories.iter().map(
+            |c| json!({"category": c.category, "ref": c.reference(), "content": document(c.category, c.resolved())}),
+        );
         Value::Array(files.collect())
     }
 
     /// `payload.options.fallbackRegistry`: the local copies by category.
     pub fn fallback_registry(&self) -> Value {
-        let copies = self.categories.iter().map(|c| (c.category.as_str().to_string(), c.local.clone()));
+        let copies = self.categories.iter().map(|c| (c.category.as_str().to_string(), document(c.category, &c.local)));
         Value::Object(copies.collect::<Map<_, _>>())
     }
 
@@ -531,6 +543,7 @@ mod tests {
     }
 
     const DRIVE_TOOLS: &str = r#"{"tools": [{"ref": "ci_status", "from": "drive"}]}"#;
+    const DRIVE_ARRAY: &str = r#"[{"key": "post_channel_message", "from": "drive"}]"#;
 
     async fn drive_file(
         State(drive): State<FakeDrive>,
@@ -548,6 +561,7 @@ mod tests {
             "empty" => (StatusCode::OK, String::new()),
             "garbled" => (StatusCode::OK, "{\"tools\": [".into()),
             "scalar" => (StatusCode::OK, "42".into()),
+            "array" => (StatusCode::OK, DRIVE_ARRAY.into()),
             "stall" => {
                 tokio::time::sleep(Duration::from_secs(60)).await;
                 (StatusCode::OK, DRIVE_TOOLS.into())
@@ -613,13 +627,11 @@ mod tests {
                 None => {
                     assert_eq!(status.last_error, None, "{id}");
                     assert_eq!(tools.resolved(), &drive_tools, "{id}");
-                    assert_eq!(tools.reference(), id, "{id}");
                 }
                 Some(error) => {
                     let last = status.last_error.as_deref().unwrap_or_default();
                     assert!(last.contains(error), "{id}: {last:?}");
                     assert_eq!(tools.resolved(), &local_tools, "{id}");
-                    assert_eq!(tools.reference(), dir.path().join("tools.json").display().to_string(), "{id}");
                 }
             }
             // The local copies always travel as the fallback.
@@ -659,21 +671,45 @@ mod tests {
             .iter()
             .map(|f| (f["category"].as_str().unwrap(), f["ref"].as_str().unwrap()))
             .collect();
-        let local = |name: &str| dir.path().join(name).display().to_string();
-        assert_eq!(
-            refs,
-            vec![
-                ("tools", "good"),
-                ("capabilities", local("capabilities.json").as_str()),
-                ("usecases", local("usecases.json").as_str())
-            ]
-        );
+        // Filed under the category, as Smart Office's registry loader does,
+        // whichever copy it is.
+        assert_eq!(refs, vec![("tools", "tools"), ("capabilities", "capabilities"), ("usecases", "usecases")]);
         assert_eq!(files[0]["content"], serde_json::from_str::<Value>(DRIVE_TOOLS).unwrap());
-        assert_eq!(files[2]["content"], json!([]));
+        assert_eq!(files[2]["content"], json!({"usecases": []}), "an array registry is wrapped");
         let fallback = snapshot.fallback_registry();
         assert_eq!(fallback.as_object().unwrap().len(), 3);
         assert_eq!(fallback["tools"]["tools"][0]["from"], json!("local"));
-        assert_eq!(fallback["usecases"], json!([]));
+        assert_eq!(fallback["usecases"], json!({"usecases": []}));
+        let text = json!([files, fallback]).to_string();
+        assert!(!text.contains(dir.path().to_str().unwrap()), "no server path leaves fanin: {text}");
+    }
+
+    /// Smart Office's own registries are JSON arrays of entries; they travel
+    /// as its registry loader hands them on, and the contract takes them.
+    #[tokio::test]
+    async fn array_registries_travel_wrapped_in_their_category() {
+        let (base, _drive) = start_drive().await;
+        let dir = tempfile::tempdir().unwrap();
+        let tools = json!([{"id": "notifier", "version": "1.0.0", "actions": [{"name": "message.post"}]}]);
+        let capabilities = json!([{"key": "post_channel_message", "operations": ["notifier.message.post"]}]);
+        std::fs::write(dir.path().join("tools.json"), tools.to_string()).unwrap();
+        std::fs::write(dir.path().join("capabilities.json"), capabilities.to_string()).unwrap();
+        std::fs::write(dir.path().join("usecases.json"), "[]").unwrap();
+        let env = RegistryEnv { capabilities_file_id: Some("array".into()), ..Default::default() };
+        let snapshot = Registries::load(settings(dir.path(), &base, env)).await.unwrap().snapshot();
+        let files = snapshot.registry_files();
+        assert_eq!(files[0], json!({"category": "tools", "ref": "tools", "content": {"tools": tools}}));
+        assert_eq!(files[1]["content"], json!({"capabilities": serde_json::from_str::<Value>(DRIVE_ARRAY).unwrap()}));
+        assert_eq!(
+            snapshot.fallback_registry(),
+            json!({"tools": {"tools": tools}, "capabilities": {"capabilities": capabilities}, "usecases": {"usecases": []}})
+        );
+        let envelope = json!({
+            "header": {"id": "e", "version": "1.0", "timestamp": "2025-03-01T08:00:00Z", "source": "so.trigger.manual",
+                       "destination": "executor", "type": "sop.run"},
+            "payload": {"registryFiles": files, "options": {"fallbackRegistry": snapshot.fallback_registry()}},
+        });
+        crate::envelope::schema::validate_contract(&envelope).unwrap();
     }
 
     #[tokio::test]

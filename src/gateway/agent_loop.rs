@@ -367,6 +367,8 @@ mod tests {
             topic: "s".into(),
             event_id: "e1".into(),
             payload: json!({"note": "bell\u{7}"}),
+            request: None,
+            session: None,
             client: None,
             idempotency_key: None,
             started_at: at,

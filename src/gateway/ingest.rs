@@ -21,7 +21,8 @@ use super::{auth, ApiError, AppState};
 use crate::config::GatewayConfig;
 use crate::dispatch::DispatchReport;
 use crate::envelope::legacy;
-use crate::event::{self, Event, IdempotencyKey, JsonError, Payload, Source, TooDeep};
+use crate::envelope::session::Continuation;
+use crate::event::{self, Event, IdempotencyKey, JsonError, Payload, Request, Source, TooDeep};
 
 pub async fn sop(
     State(state): State<AppState>,
@@ -32,7 +33,8 @@ pub async fn sop(
 ) -> Response {
     // Matching, the idempotency scope and the reply see the path as text.
     let path = super::path::text(uri.path());
-    ingest(&state, Source::SopWebhook, &path, &path, peer, &headers, body)
+    let request = super::request::of(&uri, &headers);
+    ingest(&state, Source::SopWebhook, &path, &path, Some(request), peer, &headers, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -40,10 +42,12 @@ pub async fn sop(
 pub async fn webhook(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    ingest(&state, Source::Webhook, "/webhook", "/webhook", peer, &headers, body)
+    let request = super::request::of(&uri, &headers);
+    ingest(&state, Source::Webhook, "/webhook", "/webhook", Some(request), peer, &headers, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -143,19 +147,22 @@ pub async fn peripheral(
     body: Body,
 ) -> Response {
     let path = super::path::text(uri.path());
-    ingest(&state, Source::Peripheral, &path, &format!("{board}/{signal}"), peer, &headers, body)
+    ingest(&state, Source::Peripheral, &path, &format!("{board}/{signal}"), None, peer, &headers, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// One ingest path for every HTTP source. `path` is the request path (the
 /// idempotency scope and what the reply names); `topic` is what matching
-/// sees (the path itself for webhooks, `board/signal` for peripherals).
+/// sees (the path itself for webhooks, `board/signal` for peripherals);
+/// `request` what of a webhook's request travels with its event.
+#[allow(clippy::too_many_arguments)]
 async fn ingest(
     state: &AppState,
     source: Source,
     path: &str,
     topic: &str,
+    request: Option<Request>,
     peer: SocketAddr,
     headers: &HeaderMap,
     body: Body,
@@ -185,6 +192,7 @@ async fn ingest(
     let mut event = Event::new(source, topic, payload, Utc::now());
     event.client = Some(caller);
     event.idempotency = idempotency.clone();
+    event.request = request;
 
     if source == Source::Webhook && !state.auth_configured() {
         // Starting a run authorizes side effects: with no way to
@@ -246,7 +254,12 @@ async fn route_to_agent(state: &AppState, event: &Event) -> Result<Response, Api
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no_matching_sop").with("path", "/webhook"));
     };
     let unavailable = || ApiError::new(StatusCode::BAD_GATEWAY, "agent_unavailable");
-    let mut request = agent.client.post(&agent.url).json(&legacy::build(event, None));
+    // Nothing of the fallback is stored, so no storage cap bounds its session.
+    let continuation = match event.payload.json() {
+        Some(body) => Continuation::of_body(body, usize::MAX),
+        None => Continuation::New,
+    };
+    let mut request = agent.client.post(&agent.url).json(&legacy::build(event, continuation.session()));
     if !agent.bearer_token.is_empty() {
         request = request.bearer_auth(&agent.bearer_token);
     }

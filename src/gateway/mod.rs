@@ -19,6 +19,7 @@ mod outbox;
 mod pair;
 pub mod path;
 mod probes;
+pub mod request;
 pub mod server;
 pub mod untrusted;
 

@@ -269,6 +269,7 @@ mod tests {
                 sop_version: &sop.version,
                 source: Source::Manual,
                 trigger,
+                session: None,
             },
             sop,
             now: chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc),
@@ -280,8 +281,7 @@ mod tests {
 
     #[test]
     fn delivering_queues_a_schema_valid_envelope() {
-        let trigger =
-            json!({"id": "e1", "source": "manual", "time": "2026-01-01T00:00:00.000Z", "topic": "s", "body": {}});
+        let trigger = json!({"id": "e1", "source": "manual", "timestamp": "2026-01-01T00:00:00.000Z", "topic": "s", "payload": {}});
         let registries = RegistrySnapshot { categories: vec![] };
         for dest in [Destination::Executor, Destination::Agent] {
             let s = sop(dest, ExecutionMode::Auto, if dest == Destination::Executor { &[false] } else { &[] });

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::event::Source;
+use crate::event::{Request, Source};
 use crate::runs::RunStatus;
 
 pub mod faults;
@@ -57,6 +57,15 @@ pub struct RunRecord {
     pub event_id: String,
     /// The event payload, capped to `untrusted_payload_max_bytes`.
     pub payload: Value,
+    /// Webhooks only: the request's query and the headers fanin passes on,
+    /// each capped as the payload is. `None` for runs stored before
+    /// fanin kept them (schema 6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Request>,
+    /// The session the webhook body continued (`session_id` or
+    /// `context.memory`), as the contract's memory; `None`: a new session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<Value>,
     pub client: Option<String>,
     pub idempotency_key: Option<String>,
     /// When the trigger was accepted (also for deferred runs).
@@ -291,12 +300,15 @@ pub enum Write {
         to: RunStatus,
         at: DateTime<Utc>,
     },
-    /// A newer trigger replaces the event of a waiting deferred run
-    /// (`coalesced += 1`). Fails with `Conflict` if the run is no longer deferred.
+    /// A newer trigger replaces the event of a waiting deferred run (its
+    /// payload, request, session and client; `coalesced += 1`). Fails with
+    /// `Conflict` if the run is no longer deferred.
     Coalesce {
         run_id: String,
         event_id: String,
         payload: Value,
+        request: Option<Request>,
+        session: Option<Value>,
         client: Option<String>,
         at: DateTime<Utc>,
     },

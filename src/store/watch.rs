@@ -230,6 +230,8 @@ mod tests {
             finished_at: None,
             coalesced: 0,
             step: 0,
+            request: None,
+            session: None,
         };
         watch.committed(&batch(vec![
             enqueue("agent"),

@@ -12,7 +12,7 @@ use rusqlite::types::{Type, ValueRef};
 use rusqlite::{ErrorCode, Row};
 use serde_json::Value;
 
-use crate::event::Source;
+use crate::event::{Request, Source};
 use crate::runs::RunStatus;
 use crate::store::{
     AuditKind, AuditRecord, DueEntry, OutboxRecord, OutboxStatus, RunRecord, StepRecord, StepStatus, StoreError,
@@ -98,7 +98,7 @@ fn named_at<T>(row: &Row<'_>, idx: usize, what: &str, parse: fn(&str) -> Option<
 
 /// The columns [`run_from_row`] reads, in its order.
 pub(super) const RUN_COLUMNS: &str = "run_id, sop, sop_version, status, trigger_index, trigger_desc, source, topic, \
-     event_id, payload, client, idempotency_key, started_at, updated_at, finished_at, coalesced, step";
+     event_id, payload, client, idempotency_key, started_at, updated_at, finished_at, coalesced, step, request, session";
 
 pub(super) fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
     run_from_row_at(row, 0)
@@ -124,7 +124,29 @@ fn run_from_row_at(row: &Row<'_>, at: usize) -> rusqlite::Result<RunRecord> {
         finished_at: opt_time_at(row, at + 14)?,
         coalesced: row.get(at + 15)?,
         step: row.get(at + 16)?,
+        request: request_at(row, at + 17)?,
+        session: opt_json_at(row, at + 18)?,
     })
+}
+
+/// A run's webhook request. One that cannot be read back has the
+/// [`store::unreadable`](crate::store::unreadable) stand-in for its query
+/// and its headers, so the run still reads.
+fn request_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<Request>> {
+    let Some(value) = opt_json_at(row, idx)? else {
+        return Ok(None);
+    };
+    let stand_in = |value: Value| match value {
+        Value::Object(map) => Request { query: map.clone(), headers: map },
+        _ => Request::default(),
+    };
+    if crate::store::unreadable_reason(&value).is_some() {
+        return Ok(Some(stand_in(value)));
+    }
+    let stored_bytes = value.to_string().len();
+    Ok(Some(serde_json::from_value(value).unwrap_or_else(|e| {
+        stand_in(crate::store::unreadable(format!("stored request cannot be read: {e}"), stored_bytes))
+    })))
 }
 
 /// A step status as stored.
@@ -188,7 +210,7 @@ pub(super) const DUE_COLUMNS: &str = "o.id, o.seq, o.run_id, o.destination, o.en
 /// [`RUN_COLUMNS`] of `runs AS r` with the payload left out (`'null'`).
 pub(super) const DUE_RUN_COLUMNS: &str = "r.run_id, r.sop, r.sop_version, r.status, r.trigger_index, r.trigger_desc, \
      r.source, r.topic, r.event_id, 'null', r.client, r.idempotency_key, r.started_at, r.updated_at, r.finished_at, \
-     r.coalesced, r.step";
+     r.coalesced, r.step, r.request, r.session";
 
 /// A due entry and its run (`LEFT JOIN`: all run columns NULL when there is
 /// no such run).

@@ -13,7 +13,7 @@ use super::codec::store_error;
 use crate::store::StoreError;
 
 /// The schema this code reads and writes.
-pub(super) const SCHEMA_VERSION: i64 = 5;
+pub(super) const SCHEMA_VERSION: i64 = 6;
 
 /// Runs, keyed by `seq`, the order they were written in.
 ///
@@ -43,6 +43,15 @@ CREATE TABLE runs (
     coalesced       INTEGER NOT NULL DEFAULT 0,
     step            INTEGER NOT NULL DEFAULT 0
 );";
+
+/// What a webhook run keeps beside its payload (version 6): its request's
+/// query and headers, and the session its body continued, so a run that
+/// starts later (out of the backlog, after a restart) sends the same
+/// envelope. Added to the table above in a new file too, so a new file and
+/// an upgraded one have the same table, statement and all.
+const RUNS_REQUEST_COLUMNS: &str = "
+ALTER TABLE runs ADD COLUMN request TEXT;
+ALTER TABLE runs ADD COLUMN session TEXT;";
 
 /// Listing newest first; and the backlog, which admission reads back at
 /// start. Only deferred runs are in `runs_deferred`, so a run that starts
@@ -162,6 +171,7 @@ const OUTBOX_DUE_INDEX: &str =
 /// the same tables, columns and indexes.
 const SCHEMA: &[&str] = &[
     RUNS,
+    RUNS_REQUEST_COLUMNS,
     RUNS_INDEXES,
     AUDIT,
     AUDIT_INDEXES,
@@ -208,9 +218,14 @@ const UPGRADE_V3_TO_V4: &[&str] = &["DROP TABLE pairing_codes;", PAIRING_CODES];
 /// Version 4 → 5: the due index of the outbox.
 const UPGRADE_V4_TO_V5: &[&str] = &[OUTBOX_DUE_INDEX];
 
+/// Version 5 → 6: the runs' request and session columns, empty for the runs
+/// stored before. Adding columns rewrites no row.
+const UPGRADE_V5_TO_V6: &[&str] = &[RUNS_REQUEST_COLUMNS];
+
 /// `UPGRADES[i]` brings a file from version `i + 1` to `i + 2`; each one's
 /// statements run in order.
-const UPGRADES: &[&[&str]] = &[UPGRADE_V1_TO_V2, UPGRADE_V2_TO_V3, UPGRADE_V3_TO_V4, UPGRADE_V4_TO_V5];
+const UPGRADES: &[&[&str]] =
+    &[UPGRADE_V1_TO_V2, UPGRADE_V2_TO_V3, UPGRADE_V3_TO_V4, UPGRADE_V4_TO_V5, UPGRADE_V5_TO_V6];
 
 /// The connection the writer thread owns: WAL so readers (here and in other
 /// processes) run beside it, and `synchronous = FULL` so a commit that was

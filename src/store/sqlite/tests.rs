@@ -6,7 +6,7 @@ use serde_json::json;
 use tempfile::TempDir;
 
 use super::*;
-use crate::event::Source;
+use crate::event::{Request, Source};
 use crate::runs::RunStatus;
 use crate::store::sqlite::codec::micros;
 
@@ -43,6 +43,8 @@ fn run(run_id: &str, sop: &str, status: RunStatus, started_at: DateTime<Utc>) ->
         topic: "sensors/a/alert".into(),
         event_id: format!("event-{run_id}"),
         payload: json!({"severity": 3, "tags": ["a", "b"], "nested": {"x": null}}),
+        request: None,
+        session: None,
         client: Some("broker:fanin-1".into()),
         idempotency_key: None,
         started_at,
@@ -131,6 +133,11 @@ async fn a_run_round_trips() {
     r.finished_at = Some(t(9));
     r.coalesced = 2;
     r.step = 3;
+    r.request = Some(Request {
+        query: json!({"a": ["1", "2"]}).as_object().cloned().unwrap(),
+        headers: json!({"user-agent": "curl/8.5.0"}).as_object().cloned().unwrap(),
+    });
+    r.session = Some(json!({"session_id": "sess_1", "state": {"round": 2}, "stack": ["agent"]}));
     assert_eq!(store.commit(start(r.clone())).await.unwrap(), Committed::Applied);
 
     assert_eq!(store.get_run("r1").await.unwrap(), Some(r));
@@ -291,6 +298,11 @@ async fn coalesce_replaces_the_event_of_a_deferred_run_only() {
             run_id: "r".into(),
             event_id: event.into(),
             payload: json!({"n": event}),
+            request: Some(Request {
+                query: json!({"event": event}).as_object().cloned().unwrap(),
+                headers: serde_json::Map::new(),
+            }),
+            session: (event == "e3").then(|| json!({"session_id": "sess_3", "state": {}, "stack": []})),
             client: None,
             at,
         }],
@@ -300,6 +312,8 @@ async fn coalesce_replaces_the_event_of_a_deferred_run_only() {
     let merged = store.get_run("r").await.unwrap().unwrap();
     assert_eq!(merged.event_id, "e3");
     assert_eq!(merged.payload, json!({"n": "e3"}));
+    assert_eq!(merged.request.unwrap().query, *json!({"event": "e3"}).as_object().unwrap());
+    assert_eq!(merged.session, Some(json!({"session_id": "sess_3", "state": {}, "stack": []})));
     assert_eq!(merged.client, None);
     assert_eq!(merged.coalesced, 2);
     assert_eq!((merged.started_at, merged.updated_at), (t(0), t(2)));
@@ -823,21 +837,21 @@ async fn a_file_from_a_newer_fanin_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
     drop(SqliteStore::open(&path).unwrap());
-    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 6).unwrap();
+    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 7).unwrap();
     match SqliteStore::open(&path) {
-        Err(StoreError::Invalid(m)) => assert!(m.contains("schema version 6") && m.contains("fanin.db"), "{m}"),
+        Err(StoreError::Invalid(m)) => assert!(m.contains("schema version 7") && m.contains("fanin.db"), "{m}"),
         Err(other) => panic!("expected Invalid, got {other:?}"),
         Ok(_) => panic!("a newer schema was opened"),
     }
 }
 
 #[tokio::test]
-async fn the_file_is_in_wal_mode_with_schema_version_5() {
+async fn the_file_is_in_wal_mode_with_schema_version_6() {
     let (dir, _store) = open_temp();
     let conn = rusqlite::Connection::open(db_path(&dir)).unwrap();
     let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!((mode.as_str(), version), ("wal", 5));
+    assert_eq!((mode.as_str(), version), ("wal", 6));
 }
 
 #[tokio::test]

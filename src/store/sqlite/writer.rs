@@ -66,14 +66,42 @@ pub(super) enum Op {
 pub(super) struct EncodedBatch {
     pub batch: Batch,
     claim_response: Option<String>,
-    /// One entry per write of `batch`: the text of its JSON value, if it has one.
-    texts: Vec<Option<String>>,
+    /// One entry per write of `batch`: the texts it stores.
+    texts: Vec<Texts>,
+}
+
+/// The JSON texts one write stores: its JSON value (see [`json_value`]),
+/// and for a run's event (inserted or coalesced) the webhook request and
+/// the continued session.
+struct Texts {
+    json: Option<String>,
+    request: Option<String>,
+    session: Option<String>,
+}
+
+impl Texts {
+    fn of(write: &Write) -> Texts {
+        let (request, session) = match write {
+            Write::InsertRun(run) => (run.request.as_ref(), run.session.as_ref()),
+            Write::Coalesce { request, session, .. } => (request.as_ref(), session.as_ref()),
+            _ => (None, None),
+        };
+        Texts {
+            json: json_value(write).map(json_text),
+            request: request.map(|r| json_text(&serde_json::to_value(r).expect("a request is JSON"))),
+            session: session.map(json_text),
+        }
+    }
+
+    fn json(&self) -> &str {
+        self.json.as_deref().unwrap_or("null")
+    }
 }
 
 impl EncodedBatch {
     pub fn new(batch: Batch) -> EncodedBatch {
         let claim_response = batch.idempotency.as_ref().map(|claim| json_text(&claim.response));
-        let texts = batch.writes.iter().map(|write| json_value(write).map(json_text)).collect();
+        let texts = batch.writes.iter().map(Texts::of).collect();
         EncodedBatch { batch, claim_response, texts }
     }
 }
@@ -407,8 +435,8 @@ fn apply_batch(conn: &Connection, encoded: &EncodedBatch) -> Result<Committed, F
         }
         store_claim(conn, claim, encoded.claim_response.as_deref().unwrap_or("null"))?;
     }
-    for (write, text) in batch.writes.iter().zip(&encoded.texts) {
-        apply_write(conn, write, text.as_deref().unwrap_or("null"))?;
+    for (write, texts) in batch.writes.iter().zip(&encoded.texts) {
+        apply_write(conn, write, texts)?;
     }
     Ok(Committed::Applied)
 }
@@ -434,13 +462,14 @@ fn store_claim(conn: &Connection, claim: &IdempotencyClaim, response: &str) -> R
     Ok(())
 }
 
-/// `json`: the text of the write's JSON value (see [`json_value`]).
-fn apply_write(conn: &Connection, write: &Write, json: &str) -> Result<(), Failure> {
+/// `texts`: what the write stores as JSON, already written out.
+fn apply_write(conn: &Connection, write: &Write, texts: &Texts) -> Result<(), Failure> {
+    let json = texts.json();
     match write {
-        Write::InsertRun(run) => insert_run(conn, run, json),
+        Write::InsertRun(run) => insert_run(conn, run, texts),
         Write::SetStatus { run_id, from, to, at } => set_status(conn, run_id, *from, *to, *at),
-        Write::Coalesce { run_id, event_id, payload: _, client, at } => {
-            coalesce(conn, run_id, event_id, json, client.as_deref(), *at)
+        Write::Coalesce { run_id, event_id, client, at, .. } => {
+            coalesce(conn, run_id, event_id, texts, client.as_deref(), *at)
         }
         Write::Audit(audit) => insert_audit(conn, audit, json),
         Write::CronChecked { key, at } => cron_checked(conn, key, *at),
@@ -462,12 +491,13 @@ fn apply_write(conn: &Connection, write: &Write, json: &str) -> Result<(), Failu
     }
 }
 
-fn insert_run(conn: &Connection, run: &RunRecord, payload: &str) -> Result<(), Failure> {
+fn insert_run(conn: &Connection, run: &RunRecord, texts: &Texts) -> Result<(), Failure> {
     let result = conn
         .prepare_cached(
             "INSERT INTO runs (run_id, sop, sop_version, status, trigger_index, trigger_desc, source, topic,
-                 event_id, payload, client, idempotency_key, started_at, updated_at, finished_at, coalesced, step)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                 event_id, payload, client, idempotency_key, started_at, updated_at, finished_at, coalesced, step,
+                 request, session)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
         )?
         .execute(params![
             run.run_id,
@@ -479,7 +509,7 @@ fn insert_run(conn: &Connection, run: &RunRecord, payload: &str) -> Result<(), F
             run.source.as_str(),
             run.topic,
             run.event_id,
-            payload,
+            texts.json(),
             run.client,
             run.idempotency_key,
             micros(run.started_at),
@@ -487,6 +517,8 @@ fn insert_run(conn: &Connection, run: &RunRecord, payload: &str) -> Result<(), F
             run.finished_at.map(micros),
             run.coalesced,
             run.step,
+            texts.request,
+            texts.session,
         ]);
     match result {
         Ok(_) => Ok(()),
@@ -531,16 +563,26 @@ fn coalesce(
     conn: &Connection,
     run_id: &str,
     event_id: &str,
-    payload: &str,
+    texts: &Texts,
     client: Option<&str>,
     at: DateTime<Utc>,
 ) -> Result<(), Failure> {
     let changed = conn
         .prepare_cached(
-            "UPDATE runs SET event_id = ?2, payload = ?3, client = ?4, coalesced = coalesced + 1, updated_at = ?5
+            "UPDATE runs SET event_id = ?2, payload = ?3, client = ?4, coalesced = coalesced + 1, updated_at = ?5,
+                 request = ?7, session = ?8
              WHERE run_id = ?1 AND status = ?6",
         )?
-        .execute(params![run_id, event_id, payload, client, micros(at), RunStatus::Deferred.as_str()])?;
+        .execute(params![
+            run_id,
+            event_id,
+            texts.json(),
+            client,
+            micros(at),
+            RunStatus::Deferred.as_str(),
+            texts.request,
+            texts.session
+        ])?;
     if changed == 1 {
         return Ok(());
     }

@@ -1,6 +1,6 @@
-//! Schema versions: files of versions 1, 2 and 3 are upgraded in place and
-//! keep their data (but for version 3's pairing codes, which no key can
-//! verify); a new file and upgraded ones end with the same schema.
+//! Schema versions: files of versions 1 to 4 are upgraded in place and keep
+//! their data (but for version 3's pairing codes, which no key can verify);
+//! a new file and upgraded ones end with the same schema.
 
 use rusqlite::Connection;
 
@@ -180,17 +180,33 @@ CREATE TABLE pairing_codes (
     used_at    INTEGER
 );";
 
-/// A version-3 file: versions 4 and 5 differ only in `pairing_codes` and
-/// the outbox's due index, so a new file with that table put back as
-/// version 3 had it, and without the index, is one. It holds a
-/// run and a live code stored, as version 3 stored codes, as SHA-256.
+/// Version 6 added two columns to `runs`; dropping them leaves the table as
+/// version 5 had it.
+const RUNS_V5: &str = "ALTER TABLE runs DROP COLUMN request; ALTER TABLE runs DROP COLUMN session;";
+
+/// A version-5 file: a new file without the columns version 6 added. It
+/// holds a webhook run.
+async fn write_v5_file(path: &std::path::Path) {
+    let store = SqliteStore::open(path).unwrap();
+    let mut r = run("hook", "deploy", RunStatus::Deferred, t(0));
+    r.source = Source::SopWebhook;
+    store.commit(start(r)).await.unwrap();
+    drop(store);
+    Connection::open(path).unwrap().execute_batch(&format!("{RUNS_V5} PRAGMA user_version = 5;")).unwrap();
+}
+
+/// A version-3 file: versions 4 to 6 differ only in `pairing_codes`, the
+/// outbox's due index and two columns of `runs`, so a new file with that
+/// table put back as version 3 had it, without the index and the columns,
+/// is one. It holds a run and a live code stored, as version 3 stored
+/// codes, as SHA-256.
 async fn write_v3_file(path: &std::path::Path) {
     let store = SqliteStore::open(path).unwrap();
     store.commit(start(run("kept", "deploy", RunStatus::Running, t(0)))).await.unwrap();
     drop(store);
     let conn = Connection::open(path).unwrap();
     conn.execute_batch(&format!(
-        "DROP TABLE pairing_codes; {PAIRING_CODES_V1} DROP INDEX outbox_due; PRAGMA user_version = 3;"
+        "{RUNS_V5} DROP TABLE pairing_codes; {PAIRING_CODES_V1} DROP INDEX outbox_due; PRAGMA user_version = 3;"
     ))
     .unwrap();
     conn.execute(
@@ -211,7 +227,7 @@ async fn a_version_1_file_is_upgraded_in_place_and_keeps_its_data() {
     write_v1_file(&path);
 
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&path), 5);
+    assert_eq!(user_version(&path), 6);
     let old = store.get_run("old").await.unwrap().expect("the v1 run is still there");
     assert_eq!((old.status, old.finished_at, old.coalesced, old.step), (RunStatus::Completed, Some(t(5)), 1, 0));
     assert_eq!((old.payload, old.client.as_deref()), (json!({"v": 1}), Some("ip:127.0.0.1")));
@@ -240,7 +256,7 @@ async fn a_version_1_file_is_upgraded_in_place_and_keeps_its_data() {
 
     // Opening again is a no-op: the version is current.
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&path), 5);
+    assert_eq!(user_version(&path), 6);
     assert_eq!(store.list_runs(&all_runs()).await.unwrap().len(), 2);
 }
 
@@ -298,7 +314,10 @@ async fn a_new_file_and_an_upgraded_one_have_the_same_schema() {
     let from_v1 = dir.path().join("from-v1/fanin.db");
     let from_v2 = dir.path().join("from-v2/fanin.db");
     let from_v3 = dir.path().join("from-v3/fanin.db");
+    let from_v5 = dir.path().join("from-v5/fanin.db");
     drop(SqliteStore::open(&fresh).unwrap());
+    write_v5_file(&from_v5).await;
+    drop(SqliteStore::open(&from_v5).unwrap());
     write_v3_file(&from_v3).await;
     drop(SqliteStore::open(&from_v3).unwrap());
     write_v1_file(&from_v1);
@@ -311,6 +330,8 @@ async fn a_new_file_and_an_upgraded_one_have_the_same_schema() {
     assert!(fresh_shape.iter().any(|c| c.starts_with("outbox.")), "{fresh_shape:#?}");
     assert!(fresh_shape.iter().any(|c| c.starts_with("run_steps.")), "{fresh_shape:#?}");
     assert!(fresh_shape.iter().any(|c| c.contains("WITHOUT ROWID")), "{fresh_shape:#?}");
+    assert!(fresh_shape.iter().any(|c| c.starts_with("runs.request: TEXT notnull=0")), "{fresh_shape:#?}");
+    assert_eq!(fresh_shape, schema_shape(&from_v5));
     assert_eq!(fresh_shape, schema_shape(&from_v1));
     assert_eq!(fresh_shape, schema_shape(&from_v2));
     assert_eq!(fresh_shape, schema_shape(&from_v3));
@@ -323,7 +344,7 @@ async fn a_version_3_file_is_upgraded_and_its_unkeyed_pairing_codes_are_dropped(
     write_v3_file(&path).await;
 
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&path), 5);
+    assert_eq!(user_version(&path), 6);
     assert!(store.get_run("kept").await.unwrap().is_some());
     let count: i64 =
         Connection::open(&path).unwrap().query_row("SELECT COUNT(*) FROM pairing_codes", [], |r| r.get(0)).unwrap();
@@ -333,13 +354,35 @@ async fn a_version_3_file_is_upgraded_and_its_unkeyed_pairing_codes_are_dropped(
 }
 
 #[tokio::test]
+async fn a_version_5_file_is_upgraded_and_its_runs_have_no_request_or_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    write_v5_file(&path).await;
+
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(user_version(&path), 6);
+    let old = store.get_run("hook").await.unwrap().expect("the v4 run is still there");
+    assert_eq!((&old.request, &old.session, old.status), (&None, &None, RunStatus::Deferred));
+    // Its trigger event still has the webhook's shape, with nothing known
+    // of the request.
+    let trigger = crate::envelope::trigger_from_run(&old);
+    assert_eq!((&trigger["query"], &trigger["headers"]), (&json!({}), &json!({})));
+
+    let mut r = run("new", "deploy", RunStatus::Running, t(10));
+    r.request = Some(crate::event::Request::default());
+    r.session = Some(json!({"session_id": "s", "state": {}, "stack": []}));
+    store.commit(start(r.clone())).await.unwrap();
+    assert_eq!(store.get_run("new").await.unwrap(), Some(r));
+}
+
+#[tokio::test]
 async fn a_version_2_file_is_upgraded_in_place_and_keeps_its_data_and_numbering() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
     write_v2_file(&path);
 
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&path), 5);
+    assert_eq!(user_version(&path), 6);
     let runs = store.list_runs(&all_runs()).await.unwrap();
     let ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
     assert_eq!(ids, ["waiting", "old"], "newest first");
