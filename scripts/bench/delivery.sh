@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Delivery end to end (issue 11, BENCHMARKS.md): webhooks accepted by a
+# Delivery end to end (BENCHMARKS.md): webhooks accepted by a
 # release `fanin daemon`, each starting a run whose one envelope the outbox
 # worker delivers to a local sink, against the floor forwarder measured in
 # the same run (examples/forward.rs: take a request, POST its body to the
