@@ -555,7 +555,7 @@ pub(super) fn start_move(
     take_move(lifecycle::next_move(sop, 0, false), sop, run, now, registries, agent_attached)
 }
 
-/// The run-start audit record (DESIGN §6), with what became of a session
+/// The run-start audit record, with what became of a session
 /// the webhook body named (`{"continued": id}` or `{"ignored": why}`).
 fn start_record(sop: &Sop, run: &RunRecord, trigger: &Value, event: &Event, continuation: &Continuation) -> Value {
     let mut record = json!({

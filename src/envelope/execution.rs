@@ -1,4 +1,4 @@
-//! The execution envelope (DESIGN §7): a run handed to a destination with its
+//! The execution envelope: a run handed to a destination with its
 //! steps to the Executor, with the registries it resolves step refs against.
 //!
 //! Pure: the envelope id and timestamp come in as arguments, so the caller

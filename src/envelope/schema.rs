@@ -1,5 +1,5 @@
 //! The envelope schemas fanin ships and the check every envelope passes
-//! before it leaves (DESIGN §7).
+//! before it leaves.
 //!
 //! Two files, both compiled into the binary and compiled once, on first use:
 //! - `schemas/envelope.schema.json`, the envelope contract: it takes and

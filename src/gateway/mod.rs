@@ -1,5 +1,5 @@
 //! The HTTP gateway (DESIGN §4): the webhook source, pairing, probes, the
-//! admin API (runs, approvals, audit) and the agent loop (DESIGN §6), on axum
+//! admin API (runs, approvals, audit) and the agent loop, on axum
 //! behind its own accept loop ([`server`]).
 //!
 //! Handlers stay thin: they check who is calling and what they sent, turn the
