@@ -6,11 +6,12 @@
 //! `dispatcher` commits the outcome to the store before anyone is answered.
 //! Everything but `dispatcher` is pure.
 
-pub mod admission;
 pub mod advance;
 pub mod dispatcher;
-pub mod index;
-pub mod matching;
+
+// The pure steps of the path are fanin-core's, named here where they run.
+pub use fanin_core::admission;
+pub use fanin_core::matching::{self, index};
 
 pub use advance::{Advanced, Lease, Prepared, RunInput};
 pub use dispatcher::{DispatchError, DispatchReport, DispatchSettings, Dispatcher, Outcome, Refusal, RunOutcome};

@@ -1,9 +1,7 @@
-//! Runs after their start: the states a run moves through, which moves are
-//! allowed, and where approval gates sit. The life cycle driver (approvals,
-//! agent loop, headless pending steps) builds on this.
+//! Runs after their start, in the runtime: the store writes that take a run
+//! from one state to the next (`lifecycle`). The states, their moves and the
+//! approval gates are fanin-core's (`fanin_core::runs`, re-exported here).
 
-pub mod gates;
 pub mod lifecycle;
-pub mod status;
 
-pub use status::RunStatus;
+pub use fanin_core::runs::*;

@@ -23,6 +23,7 @@ pub mod files;
 pub mod sqlite;
 pub mod watch;
 
+pub use fanin_core::admission::SopLoad;
 pub use watch::{StoreWatch, Tallies, WriteNotice, WriteState};
 
 #[derive(Clone, Debug, thiserror::Error)]
@@ -429,17 +430,6 @@ pub struct AuditQuery {
     pub after_seq: Option<i64>,
     /// At most this many; 0 means no limit.
     pub limit: usize,
-}
-
-/// Per-SOP load, read once at start to seed admission.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct SopLoad {
-    pub sop: String,
-    /// Runs holding a slot (pending_approval, running, waiting_agent).
-    pub active: u32,
-    pub last_finished_at: Option<DateTime<Utc>>,
-    /// Deferred run ids, oldest first.
-    pub deferred: Vec<String>,
 }
 
 /// What a presented pairing code (by its MAC) finds in the store.

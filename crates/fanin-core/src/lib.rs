@@ -7,16 +7,19 @@
 //! owns every effect.
 //!
 //! Layers inside the crate, lowest first; a module imports only from the
-//! ones before it: `event`, `topic`, `cron`, `strict_toml` < `sop` <
-//! `config` < `checks`.
+//! ones before it: `event`, `topic`, `cron`, `strict_toml`, `net` < `sop` <
+//! `config`, `checks` < `matching`, `admission`, `runs`.
 
+pub mod admission;
 pub mod checks;
 pub mod config;
 pub mod cron;
 pub mod event;
+pub mod matching;
 pub mod net;
 #[cfg(any(test, feature = "test-support"))]
 pub mod proptest_support;
+pub mod runs;
 pub mod sop;
 pub mod strict_toml;
 pub mod topic;

@@ -12,7 +12,17 @@ use std::collections::{HashMap, VecDeque};
 use chrono::{DateTime, Utc};
 
 use crate::sop::{AdmissionPolicy, Sop};
-use crate::store::SopLoad;
+
+/// Per-SOP load, read once at start to seed admission.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SopLoad {
+    pub sop: String,
+    /// Runs holding a slot (pending_approval, running, waiting_agent).
+    pub active: u32,
+    pub last_finished_at: Option<DateTime<Utc>>,
+    /// Deferred run ids, oldest first.
+    pub deferred: Vec<String>,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {

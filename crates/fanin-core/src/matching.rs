@@ -5,9 +5,11 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::index::{Index, TriggerRef};
+pub mod index;
+
 use crate::event::Event;
 use crate::sop::Sop;
+use index::{Index, TriggerRef};
 
 /// A loaded SOP set with its index. Replaced whole on reload, never mutated.
 #[derive(Debug)]

@@ -148,7 +148,7 @@ mod tests {
     use crate::topic::filter_matches;
 
     fn event(source: Source, topic: &str) -> Event {
-        Event::new(crate::ids::fresh(), source, topic, Payload::Json(serde_json::Value::Null), chrono::Utc::now())
+        Event::new("e-1", source, topic, Payload::Json(serde_json::Value::Null), chrono::Utc::now())
     }
 
     fn mqtt_sops(filters: &[&str]) -> Vec<Sop> {
