@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::dispatch::{Catalog, DispatchSettings, Dispatcher};
-use crate::envelope::registry::{Registries, RegistryEnv, RegistrySettings};
 use crate::gateway::{self, auth, Gateway};
+use crate::registries::{Registries, RegistryEnv, RegistrySettings};
 use crate::sop;
 use crate::sources::health::Status;
 use crate::sources::{self, SourceContext, SourcesHealth};

@@ -17,6 +17,7 @@ pub mod dispatch;
 pub mod envelope;
 pub mod gateway;
 pub mod ids;
+pub mod registries;
 pub mod runs;
 pub mod sop;
 pub mod sources;
