@@ -1,6 +1,6 @@
 //! Matching one event against 10, 1 000 and 10 000 SOPs through the real
-//! `Catalog` (index lookup, then conditions on the candidates). The target
-//! (issue 5): p50 ≤ 2 µs at 10 000 SOPs, and ≤ 2× the figure at 10 SOPs.
+//! `Catalog` (index lookup, then conditions on the candidates). Its targets
+//! and figures are in BENCHMARKS.md.
 //!
 //! The SOP sets are generated here, never committed: SOP `i` has one trigger
 //! whose type turns with `i` (MQTT, webhook, peripheral, cron), and MQTT

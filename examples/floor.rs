@@ -1,4 +1,4 @@
-//! The *floor* server of the webhook benchmark (issue 5, BENCHMARKS.md): a
+//! The *floor* server of the webhook benchmark (BENCHMARKS.md): a
 //! plain axum handler that reads the request body and answers a fixed JSON,
 //! with no auth, matching or storage. Loaded with the same generator as
 //! fanin in the same run, it says what this machine allows for HTTP alone,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Cron at scale (issue 5, BENCHMARKS.md): 10 000 cron triggers, each its own
+# Cron at scale (BENCHMARKS.md): 10 000 cron triggers, each its own
 # (timezone, expression) key, so the scheduler tracks 10 000 timers. Measures
 # the CPU the daemon uses while no trigger is due, and the lateness of fires
 # (scheduled instant → durable commit) from /metrics

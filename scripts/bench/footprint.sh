@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Footprint (issue 5, BENCHMARKS.md): resident memory of an idle daemon with
+# Footprint (BENCHMARKS.md): resident memory of an idle daemon with
 # the example SOPs, and start-up time and memory with 1 000 and 10 000
 # generated SOPs (a mix of MQTT, webhook, peripheral and cron triggers,
 # written into a temporary directory, never committed).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Micro benchmarks (issue 5, BENCHMARKS.md): runs `cargo bench` on the
+# Micro benchmarks (BENCHMARKS.md): runs `cargo bench` on the
 # criterion benches (benches/*.rs) and prints, for each, criterion's median
 # time per iteration (the p50 of its samples, each sample being the mean of
 # many iterations) and the match-at-scale check of the targets table.

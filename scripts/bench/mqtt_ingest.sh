@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# MQTT ingest (issue 5, BENCHMARKS.md): against the real broker, a publisher
+# MQTT ingest (BENCHMARKS.md): against the real broker, a publisher
 # at fixed rates (QoS 1, JSON payloads, every second message matching
 # `$.severity >= 2`), first to a bare rumqttc subscriber that only counts
 # (the broker's own ceiling on this machine), then to fanin. For each it

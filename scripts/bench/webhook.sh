@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Webhook end to end (issue 5, BENCHMARKS.md): a release `fanin daemon` and
+# Webhook end to end (BENCHMARKS.md): a release `fanin daemon` and
 # the floor server (examples/floor.rs: read the body, answer a fixed JSON),
 # loaded in the same run by the same generator (wrk, 32 connections), then
 # the check that every accepted request has its run in the store.

@@ -6,9 +6,10 @@
 //!
 //! A [`Schedule`] keeps only the expression and the zone. croner's compiled
 //! form ([`Compiled`]) is rebuilt for each scheduler look, because it holds a
-//! byte for every year up to 5000 (5 KB): kept per trigger (twice, in the SOP
-//! and in the scheduler's key) it was 100 MB at 10 000 cron SOPs, while
-//! compiling again costs about 12 µs per look. A `Schedule` is
+//! byte for every year up to 5000: kept per trigger (twice, in the SOP and in
+//! the scheduler's key) it would make memory grow with the number of cron
+//! SOPs far more than compiling again costs in time (BENCHMARKS.md, "The
+//! performance pass"). A `Schedule` is
 //! only ever built by [`parse_schedule`] after its expression compiled, so
 //! compiling it again cannot fail.
 //!

@@ -244,9 +244,9 @@ impl Listener {
             };
             let mut event = Event::new(crate::ids::fresh(), Source::Mqtt, event_topic, parsed, received_at);
             event.client = Some(client_label);
-            // Boxed so the task itself stays small: a task allocation over
-            // 1 KiB made glibc merge its free lists on every message
-            // (`malloc_consolidate`, a tenth of the workers' time).
+            // Boxed so the task itself stays small: a large task allocation
+            // makes glibc merge its free lists (`malloc_consolidate`) on
+            // every message (BENCHMARKS.md).
             Box::pin(dispatcher.dispatch(event)).await.map(|_| ())
         });
         InFlight { ack, topic, task }

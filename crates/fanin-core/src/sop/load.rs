@@ -319,7 +319,7 @@ fn load_one(
         issues.warning("triggers", "no triggers: nothing can start this SOP");
     }
     // Held for the daemon's life: drop the room `push` left (a SOP with one
-    // trigger and one step otherwise holds four of each; 10 000 SOPs, 10 MB).
+    // trigger and one step would otherwise hold room for four of each).
     triggers.shrink_to_fit();
     steps.shrink_to_fit();
     let sop = Sop {
