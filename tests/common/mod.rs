@@ -64,17 +64,53 @@ impl Setup {
     }
 }
 
-/// Polls `probe` until it holds, for at most 20 s, then fails the test
-/// naming `what`. The one way a whole-daemon test waits for a signal.
-pub async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut probe: impl FnMut() -> F) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if probe().await {
-            return;
+/// How long a test waits for a signal before it fails: generous, for a
+/// loaded machine (a reconnecting source backs off for up to half a minute);
+/// a passing test never waits it out.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// What a probe of [`eventually`] answers: whether the state waited for
+/// holds (`bool`), or the state once it holds and, until then, what was seen
+/// instead (`Result`), which the failure shows.
+pub trait Probe {
+    type Held;
+    fn held(self) -> Result<Self::Held, String>;
+}
+
+impl Probe for bool {
+    type Held = ();
+    fn held(self) -> Result<(), String> {
+        if self {
+            Ok(())
+        } else {
+            Err(String::new())
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("timed out waiting for {what}");
+}
+
+impl<T, E: std::fmt::Display> Probe for Result<T, E> {
+    type Held = T;
+    fn held(self) -> Result<T, String> {
+        self.map_err(|seen| seen.to_string())
+    }
+}
+
+/// Polls `probe` until it holds, for at most [`DEADLINE`], then fails the
+/// test naming `what` (and what the probe saw last). The one way a
+/// whole-daemon test waits for a signal; a synchronous check is a probe too
+/// (`|| async { check() }`).
+pub async fn eventually<P: Probe>(what: &str, mut probe: impl AsyncFnMut() -> P) -> P::Held {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match probe().await.held() {
+            Ok(held) => return held,
+            Err(seen) if Instant::now() >= deadline => match seen.is_empty() {
+                true => panic!("timed out waiting for {what}"),
+                false => panic!("timed out waiting for {what}; last seen: {seen}"),
+            },
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }
 
 /// A webhook SOP in `auto` mode (runs start `running`).
