@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod mqtt;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -111,6 +113,12 @@ pub async fn eventually<P: Probe>(what: &str, mut probe: impl AsyncFnMut() -> P)
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
+}
+
+/// A loopback port nothing listens on now (for a server a test starts, or
+/// one that must be unreachable).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A webhook SOP in `auto` mode (runs start `running`).
