@@ -53,7 +53,30 @@ impl Setup {
     /// commands that talk to a running daemon (`fire`, `outbox retry`) find
     /// it, and a restart takes the same port.
     pub fn start(&self) -> Daemon {
-        let d = Daemon::start(&self.config_path());
+        self.start_with(|_| {})
+    }
+
+    /// As [`Setup::start`], with the daemon's log (its stderr) written to a
+    /// file, so a test can wait for a line of it ([`Setup::log`]): the
+    /// signal for what the daemon only logs, such as a refused reload.
+    pub fn start_logged(&self) -> Daemon {
+        let file = std::fs::File::create(self.log_path()).expect("create the daemon's log file");
+        self.start_with(|command| {
+            command.stderr(file);
+        })
+    }
+
+    /// What the daemon started last by [`Setup::start_logged`] logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).expect("the daemon's log file")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("daemon.log")
+    }
+
+    fn start_with(&self, adjust: impl FnOnce(&mut Command)) -> Daemon {
+        let d = Daemon::start_with(&self.config_path(), adjust);
         let port = d.base.rsplit(':').next().unwrap();
         let config = std::fs::read_to_string(self.config_path()).unwrap();
         std::fs::write(self.config_path(), config.replacen("port = 0\n", &format!("port = {port}\n"), 1)).unwrap();
