@@ -23,3 +23,5 @@ pub mod runs;
 pub mod sop;
 pub mod sources;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod test_support;
