@@ -28,3 +28,5 @@ pub mod store;
 #[cfg(test)]
 pub(crate) use fanin_core::proptest_support;
 pub use fanin_core::{checks, cron, event, net, topic};
+#[cfg(test)]
+pub(crate) mod test_support;

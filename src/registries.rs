@@ -320,6 +320,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::test_support::eventually;
 
     /// A stand-in for Google Drive's `GET /files/{id}?alt=media`. File ids
     /// choose the answer; every Authorization header is recorded.
@@ -548,12 +549,10 @@ mod tests {
         let shutdown = CancellationToken::new();
         let task = registries.spawn_refresh(shutdown.clone()).unwrap();
         std::fs::write(dir.path().join("tools.json"), r#"{"tools": [], "edited": true}"#).unwrap();
-        let edited = async {
-            while registries.snapshot().get(Category::Tools).unwrap().local["edited"] != json!(true) {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(30), edited).await.expect("the refresh never read the edited file");
+        eventually("the refresh to read the edited file", || async {
+            registries.snapshot().get(Category::Tools).unwrap().local["edited"] == json!(true)
+        })
+        .await;
         shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(30), task).await.expect("the refresh did not stop").unwrap();
     }

@@ -180,8 +180,8 @@ async fn a_long_poll_started_before_the_step_exists_returns_it() {
             (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
         })
     };
-    // Gives the poll time to start waiting (the test holds either way).
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The step must come after the poll has looked and is waiting for one.
+    eventually("the poll to wait", || async { d.metric("fanin_agent_polls_waiting").await == Some(1.0) }).await;
     let run = fire(&d, "triage", &json!({"n": 1})).await;
     let (status, body) = poll.await.unwrap();
     assert_eq!(status, 200, "{body}");

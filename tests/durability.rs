@@ -37,9 +37,7 @@ async fn sigkill_mid_burst_loses_no_acknowledged_run() {
             }
         }));
     }
-    while acked.lock().unwrap().len() < 200 {
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    eventually("200 acknowledged webhooks", || async { acked.lock().unwrap().len() >= 200 }).await;
     d.kill(); // SIGKILL, with requests in flight
     for w in workers {
         w.await.unwrap();

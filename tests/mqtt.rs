@@ -1,8 +1,7 @@
-//! The MQTT source through a live daemon and a real broker: the one named by
-//! `FANIN_TEST_MQTT_URL` (CI: Mosquitto) or else a rumqttd broker embedded in
-//! this test process. The TLS test always uses the embedded broker, which
-//! also listens with TLS (certificates made here with rcgen, the client
-//! certificate required).
+//! The MQTT source through a live daemon and a real broker (see
+//! `common/mqtt.rs`: the one named by `FANIN_TEST_MQTT_URL`, or one embedded
+//! in this test process). The TLS test always uses the embedded broker, which
+//! also listens with TLS, the client certificate required.
 //!
 //! Tests share one broker and run in parallel, so each uses its own client
 //! id and topic prefix. Nothing waits a fixed time for an outcome: each
@@ -10,187 +9,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::Arc;
 
+use common::mqtt::{broker, embedded, external_broker, Broker, Protocol, Proxy};
 use common::*;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
-use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-
-const DEADLINE: Duration = Duration::from_secs(20);
-
-// ---------------------------------------------------------------- brokers --
-
-/// A plaintext broker: host and port.
-#[derive(Clone, Debug)]
-struct Broker {
-    host: String,
-    port: u16,
-}
-
-impl Broker {
-    fn url(&self) -> String {
-        format!("mqtt://{}:{}", self.host, self.port)
-    }
-}
-
-/// The MQTT versions fanin speaks, as `protocol` is set in its config.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Protocol {
-    V5,
-    V311,
-}
-
-impl Protocol {
-    /// The line of fanin's MQTT block that selects it.
-    fn config_line(self) -> &'static str {
-        match self {
-            Protocol::V5 => "protocol = \"5\"",
-            Protocol::V311 => "protocol = \"3.1.1\"",
-        }
-    }
-}
-
-/// The broker for plaintext tests in `protocol`.
-fn broker(protocol: Protocol) -> Broker {
-    match std::env::var("FANIN_TEST_MQTT_URL") {
-        Ok(url) if !url.trim().is_empty() => {
-            let url = url::Url::parse(url.trim()).expect("FANIN_TEST_MQTT_URL is a URL");
-            assert_eq!(url.scheme(), "mqtt", "FANIN_TEST_MQTT_URL must be a plaintext mqtt:// URL");
-            Broker { host: url.host_str().expect("a host").to_string(), port: url.port().unwrap_or(1883) }
-        }
-        _ => embedded().plain(protocol),
-    }
-}
-
-/// rumqttd in this process, with a plaintext and a mutual-TLS listener for
-/// each version: rumqttd serves one version per listener.
-struct Embedded {
-    plain_5: u16,
-    plain_311: u16,
-    tls_5: u16,
-    tls_311: u16,
-    /// `ca.pem`, `client.pem`, `client.key` (the server's files too).
-    certs: PathBuf,
-}
-
-fn embedded() -> &'static Embedded {
-    static BROKER: OnceLock<Embedded> = OnceLock::new();
-    BROKER.get_or_init(|| {
-        let certs = tempfile::tempdir().expect("tempdir").keep();
-        write_certificates(&certs);
-        let broker =
-            Embedded { plain_5: free_port(), plain_311: free_port(), tls_5: free_port(), tls_311: free_port(), certs };
-        let file = |name: &str| broker.certs.join(name).display().to_string();
-        let listener = |version: &str, name: &str, port: u16, tls: bool| {
-            let tls = if tls {
-                format!(
-                    "[{version}.{name}.tls]\ncapath = \"{}\"\ncertpath = \"{}\"\nkeypath = \"{}\"\n",
-                    file("ca.pem"),
-                    file("server.pem"),
-                    file("server.key")
-                )
-            } else {
-                String::new()
-            };
-            format!(
-                r#"
-[{version}.{name}]
-name = "{version}-{name}"
-listen = "127.0.0.1:{port}"
-next_connection_delay_ms = 1
-{tls}
-[{version}.{name}.connections]
-connection_timeout_ms = 60000
-max_payload_size = 8388608
-max_inflight_count = 100
-dynamic_filters = true
-"#
-            )
-        };
-        let config = [
-            "id = 0\n[router]\nmax_connections = 1000\nmax_outgoing_packet_count = 200\n\
-             max_segment_size = 104857600\nmax_segment_count = 10\n"
-                .to_string(),
-            listener("v5", "plain", broker.plain_5, false),
-            listener("v4", "plain", broker.plain_311, false),
-            listener("v5", "tls", broker.tls_5, true),
-            listener("v4", "tls", broker.tls_311, true),
-        ]
-        .concat();
-        let config: rumqttd::Config = toml::from_str(&config).expect("rumqttd config");
-        std::thread::spawn(move || {
-            let mut broker = rumqttd::Broker::new(config);
-            if let Err(e) = broker.start() {
-                panic!("embedded broker: {e}");
-            }
-        });
-        for port in [broker.plain_5, broker.plain_311, broker.tls_5, broker.tls_311] {
-            wait_connectable(port);
-        }
-        broker
-    })
-}
-
-impl Embedded {
-    fn plain(&self, protocol: Protocol) -> Broker {
-        let port = match protocol {
-            Protocol::V5 => self.plain_5,
-            Protocol::V311 => self.plain_311,
-        };
-        Broker { host: "127.0.0.1".into(), port }
-    }
-
-    fn tls_port(&self, protocol: Protocol) -> u16 {
-        match protocol {
-            Protocol::V5 => self.tls_5,
-            Protocol::V311 => self.tls_311,
-        }
-    }
-}
-
-/// A test CA, a server certificate for localhost and 127.0.0.1, and a
-/// client certificate, all signed by the CA.
-fn write_certificates(dir: &Path) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "fanin test CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-
-    let leaf = |name: &str, sans: Vec<String>| {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(sans).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        if name == "server" {
-            params.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
-        }
-        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-    };
-    leaf("server", vec!["localhost".into()]);
-    leaf("client", vec!["fanin-client".into()]);
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_connectable(port: u16) {
-    let until = std::time::Instant::now() + DEADLINE;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < until, "the embedded broker never listened on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 // -------------------------------------------------------------- publishing --
 
@@ -257,15 +82,15 @@ async fn ready(d: &Daemon) -> (u16, Value) {
 
 /// Waits until `/ready` satisfies `check`, and returns its answer.
 async fn wait_ready(d: &Daemon, what: &str, check: impl Fn(u16, &Value) -> bool) -> (u16, Value) {
-    let until = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    eventually(&format!("/ready to show {what}"), async || {
         let (status, body) = ready(d).await;
         if check(status, &body) {
-            return (status, body);
+            Ok((status, body))
+        } else {
+            Err(format!("{status} {body}"))
         }
-        assert!(tokio::time::Instant::now() < until, "/ready never showed {what}: {status} {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 async fn wait_mqtt_up(d: &Daemon) {
@@ -280,22 +105,23 @@ async fn runs_of(d: &Daemon, sop: &str) -> Vec<Value> {
 
 /// Waits until `sop` has at least `count` runs; returns their payloads.
 async fn wait_runs(d: &Daemon, sop: &str, count: usize) -> Vec<Value> {
-    let until = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    let runs = eventually(&format!("{count} runs of {sop}"), async || {
         let runs = runs_of(d, sop).await;
         if runs.len() >= count {
-            let mut payloads = Vec::new();
-            for run in &runs {
-                assert_eq!(run["source"], json!("mqtt"), "{run}");
-                let (status, full) = d.get(&format!("/admin/runs/{}", run["run_id"].as_str().unwrap())).await;
-                assert_eq!(status, 200, "{full}");
-                payloads.push(full["payload"].clone());
-            }
-            return payloads;
+            Ok(runs)
+        } else {
+            Err(format!("{} runs", runs.len()))
         }
-        assert!(tokio::time::Instant::now() < until, "{sop} has {} runs, expected {count}", runs.len());
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    })
+    .await;
+    let mut payloads = Vec::new();
+    for run in &runs {
+        assert_eq!(run["source"], json!("mqtt"), "{run}");
+        let (status, full) = d.get(&format!("/admin/runs/{}", run["run_id"].as_str().unwrap())).await;
+        assert_eq!(status, 200, "{full}");
+        payloads.push(full["payload"].clone());
     }
+    payloads
 }
 
 fn sorted(mut values: Vec<Value>) -> Vec<Value> {
@@ -327,7 +153,7 @@ in_both_protocols!(
 );
 
 async fn messages_that_match_and_meet_the_condition_start_runs(protocol: Protocol) {
-    let (broker, publisher) = (broker(protocol), broker(Protocol::V311));
+    let (broker, publisher) = (broker(protocol).await, broker(Protocol::V311).await);
     let prefix = unique("fanin-test/match");
     let block = mqtt_block(&broker.url(), &unique("fanin-match"), &[&format!("{prefix}/#")], protocol.config_line());
     let setup = Setup::new("", &block)
@@ -382,11 +208,11 @@ async fn messages_that_match_and_meet_the_condition_start_runs(protocol: Protoco
 /// runs against `FANIN_TEST_MQTT_URL` only (CI sets it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_larger_than_fanin_reads_is_discarded_by_the_broker_in_mqtt_5() {
-    if std::env::var("FANIN_TEST_MQTT_URL").map_or(true, |url| url.trim().is_empty()) {
+    if external_broker().is_none() {
         eprintln!("skipped: needs a broker that honours Maximum Packet Size (FANIN_TEST_MQTT_URL)");
         return;
     }
-    let (broker, publisher) = (broker(Protocol::V5), broker(Protocol::V311));
+    let (broker, publisher) = (broker(Protocol::V5).await, broker(Protocol::V311).await);
     let prefix = unique("fanin-test/large");
     let block = mqtt_block(&broker.url(), &unique("fanin-large"), &[&format!("{prefix}/#")], "");
     let setup = Setup::new("", &block).sop("large", &mqtt_sop("large", &format!("{prefix}/#"), None));
@@ -403,62 +229,9 @@ async fn a_message_larger_than_fanin_reads_is_discarded_by_the_broker_in_mqtt_5(
     assert_eq!(runs_of(&d, "large").await.len(), 1, "the large message never ran");
 }
 
-/// Sits between the daemon and the broker; can cut every connection and
-/// refuse new ones (accepting and closing at once) until restored.
-struct Proxy {
-    port: u16,
-    open: Arc<AtomicBool>,
-    cut: Arc<std::sync::Mutex<CancellationToken>>,
-}
-
-impl Proxy {
-    async fn start(upstream: Broker) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let open = Arc::new(AtomicBool::new(true));
-        let cut = Arc::new(std::sync::Mutex::new(CancellationToken::new()));
-        let (open2, cut2) = (open.clone(), cut.clone());
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !open2.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let cancelled = cut2.lock().unwrap().clone();
-                let upstream = upstream.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect((upstream.host.as_str(), upstream.port)).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = cancelled.cancelled() => {}
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                    }
-                });
-            }
-        });
-        Proxy { port, open, cut }
-    }
-
-    fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
-    }
-
-    fn cut_and_refuse(&self) {
-        self.open.store(false, Ordering::SeqCst);
-        let mut token = self.cut.lock().unwrap();
-        token.cancel();
-        *token = CancellationToken::new();
-    }
-
-    fn restore(&self) {
-        self.open.store(true, Ordering::SeqCst);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_come_back_after_the_broker_connection_does() {
-    let (broker, publisher) = (broker(Protocol::V5), broker(Protocol::V311));
+    let (broker, publisher) = (broker(Protocol::V5).await, broker(Protocol::V311).await);
     let proxy = Proxy::start(broker.clone()).await;
     let prefix = unique("fanin-test/resub");
     // A clean session: the broker forgets the subscription with the
@@ -492,7 +265,7 @@ in_both_protocols!(
 );
 
 async fn messages_published_while_the_daemon_is_stopped_start_runs_when_it_returns(protocol: Protocol) {
-    let (broker, publisher) = (broker(protocol), broker(Protocol::V311));
+    let (broker, publisher) = (broker(protocol).await, broker(Protocol::V311).await);
     let prefix = unique("fanin-test/session");
     let block = mqtt_block(&broker.url(), &unique("fanin-session"), &[&format!("{prefix}/#")], protocol.config_line());
     let setup = Setup::new("", &block).sop("session", &mqtt_sop("session", &format!("{prefix}/#"), None));
@@ -510,7 +283,7 @@ async fn messages_published_while_the_daemon_is_stopped_start_runs_when_it_retur
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtts_with_a_test_ca_and_a_client_certificate_starts_runs() {
-    let broker = embedded();
+    let broker = embedded().await;
     let prefix = unique("fanin-test/tls");
     let block = mqtt_block(
         &format!("mqtts://localhost:{}", broker.tls_port(Protocol::V5)),
@@ -532,7 +305,7 @@ async fn mqtts_with_a_test_ca_and_a_client_certificate_starts_runs() {
 
 #[tokio::test]
 async fn without_the_test_ca_the_broker_certificate_is_refused() {
-    let broker = embedded();
+    let broker = embedded().await;
     let block = mqtt_block(
         &format!("mqtts://localhost:{}", broker.tls_port(Protocol::V5)),
         &unique("fanin-noca"),
@@ -551,7 +324,7 @@ async fn without_the_test_ca_the_broker_certificate_is_refused() {
 /// one version per listener) leaves the source down with the key to set.
 #[tokio::test]
 async fn a_broker_without_mqtt_5_is_reported_with_the_protocol_key_to_set() {
-    let only_311 = embedded().plain(Protocol::V311);
+    let only_311 = embedded().await.plain(Protocol::V311);
     let setup = Setup::new("", &mqtt_block(&only_311.url(), &unique("fanin-old"), &["x/#"], ""));
     let d = setup.start();
     let (status, body) = wait_ready(&d, "a refusal", |_, b| b["sources"]["mqtt"]["detail"].is_string()).await;
@@ -610,7 +383,7 @@ async fn an_unreachable_broker_leaves_webhooks_served_and_mqtt_retrying() {
 /// source as it is: it subscribes and its messages start runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zeroclaw_mqtt_block_starts_runs_as_written() {
-    let (broker, publisher) = (broker(Protocol::V5), broker(Protocol::V311));
+    let (broker, publisher) = (broker(Protocol::V5).await, broker(Protocol::V311).await);
     let prefix = unique("fanin-test/zeroclaw");
     let block = format!(
         "[channels.mqtt.default]\nenabled = true\nbroker_url = \"{}\"\nclient_id = \"{}\"\n\
@@ -637,7 +410,7 @@ in_both_protocols!(
 /// and the broker's redelivery turns every message into a run.
 async fn a_message_the_store_refused_is_redelivered_not_lost(protocol: Protocol) {
     use fanin::sources::health::Status;
-    let (broker, publisher) = (broker(protocol), broker(Protocol::V311));
+    let (broker, publisher) = (broker(protocol).await, broker(Protocol::V311).await);
     let prefix = unique("fanin-test/refused");
     let block = mqtt_block(&broker.url(), &unique("fanin-refused"), &[&format!("{prefix}/#")], protocol.config_line());
     let setup = Setup::new("", &block).sop("refused", &mqtt_sop("refused", &format!("{prefix}/#"), None));
@@ -658,7 +431,7 @@ async fn a_message_the_store_refused_is_redelivered_not_lost(protocol: Protocol)
     };
     let task = fanin::sources::mqtt::start(&ctx).unwrap().expect("an MQTT block starts a listener");
     let mqtt_state = || ctx.health.snapshot()["mqtt"].clone();
-    wait_for("mqtt up", || mqtt_state().status == Status::Up).await;
+    eventually("mqtt up", || async { mqtt_state().status == Status::Up }).await;
 
     store.refuse_next_commits(1);
     let messages: Vec<_> = (0..3).map(|i| text(&format!("{prefix}/m"), &format!(r#"{{"i": {i}}}"#))).collect();
@@ -669,25 +442,13 @@ async fn a_message_the_store_refused_is_redelivered_not_lost(protocol: Protocol)
         let runs = store.inner().list_runs(&query).await.unwrap();
         (0..3).all(|i| runs.iter().any(|r| r.payload == json!({"i": i})))
     };
-    let until = tokio::time::Instant::now() + DEADLINE;
-    while !all_ran().await {
-        assert!(tokio::time::Instant::now() < until, "a refused message was lost");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("every message to run, the refused one too", all_ran).await;
     assert_eq!(store.refusals_left(), 0, "the store did refuse a commit");
     assert!(mqtt_state().reconnects >= 1, "the connection was made again: {:?}", mqtt_state());
 
     ctx.shutdown.cancel();
     tokio::time::timeout(DEADLINE, task).await.expect("the listener stops on shutdown").unwrap();
     assert_eq!(mqtt_state().status, Status::Down);
-}
-
-async fn wait_for(what: &str, check: impl Fn() -> bool) {
-    let until = tokio::time::Instant::now() + DEADLINE;
-    while !check() {
-        assert!(tokio::time::Instant::now() < until, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 in_both_protocols!(
@@ -700,7 +461,7 @@ in_both_protocols!(
 /// nothing; it is audited as `event_refused` and acknowledged, so neither
 /// the messages after it nor a restart bring it back.
 async fn a_message_nested_too_deep_is_acknowledged_and_audited_as_refused(protocol: Protocol) {
-    let (broker, publisher) = (broker(protocol), broker(Protocol::V311));
+    let (broker, publisher) = (broker(protocol).await, broker(Protocol::V311).await);
     let prefix = unique("fanin-test/deep");
     let block = mqtt_block(&broker.url(), &unique("fanin-deep"), &[&format!("{prefix}/#")], protocol.config_line());
     let setup = Setup::new("", &block).sop("deep", &mqtt_sop("deep", &format!("{prefix}/#"), None));

@@ -7,7 +7,6 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use common::*;
 use nix::fcntl::OFlag;
@@ -15,7 +14,6 @@ use nix::pty::{grantpt, posix_openpt, unlockpt, PtyMaster};
 use serde_json::{json, Value};
 
 const BOARD: &str = "nucleo";
-const DEADLINE: Duration = Duration::from_secs(60);
 
 /// The board's side of a pseudo-terminal: we write lines to the master; the
 /// daemon opens the slave by its path. Dropping it unplugs the board: the
@@ -96,15 +94,15 @@ async fn port_state(d: &Daemon) -> Value {
 }
 
 async fn wait_for_port(d: &Daemon, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
+    eventually(&format!("the serial port to become {what}"), async || {
         let state = port_state(d).await;
         if done(&state) {
-            return state;
+            Ok(state)
+        } else {
+            Err(state)
         }
-        assert!(start.elapsed() < DEADLINE, "the serial port never became {what}; last state {state}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 async fn wait_until_up(d: &Daemon) -> Value {
@@ -127,15 +125,16 @@ async fn runs_of(d: &Daemon, sop: &str) -> Vec<Value> {
 
 /// Waits until `sop` has `count` runs and returns their payloads.
 async fn wait_for_payloads(d: &Daemon, sop: &str, count: usize) -> Vec<Value> {
-    let start = Instant::now();
-    loop {
+    let runs = eventually(&format!("{count} runs of {sop}"), async || {
         let runs = runs_of(d, sop).await;
         if runs.len() >= count {
-            return runs.iter().map(|r| r["payload"].clone()).collect();
+            Ok(runs)
+        } else {
+            Err(format!("{} runs: {runs:?}", runs.len()))
         }
-        assert!(start.elapsed() < DEADLINE, "{sop} has {} runs, expected {count}: {runs:?}", runs.len());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    runs.iter().map(|r| r["payload"].clone()).collect()
 }
 
 #[tokio::test]
@@ -255,14 +254,10 @@ async fn a_daemon_reading_a_board_stops_cleanly_on_sigterm() {
 
     let pid = d.child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = d.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(start.elapsed() < DEADLINE, "the daemon did not stop while its serial reader was open");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = eventually("the daemon to stop while its serial reader is open", async || {
+        d.child.try_wait().unwrap().ok_or("still running")
+    })
+    .await;
     assert!(status.success(), "graceful stop exits 0: {status}");
 }
 

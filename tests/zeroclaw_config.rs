@@ -51,15 +51,12 @@ fn a_zeroclaw_mqtt_block_validates_with_excluded_tools_warned_about() {
 #[tokio::test]
 async fn the_daemon_warns_at_start_and_a_parked_block_opens_no_connection() {
     let setup = Setup::new("", &format!("{}\n{}", zeroclaw_block("old", false), zeroclaw_block("edge", true)));
-    let log = setup.dir.path().join("daemon.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let d = Daemon::start_with(&setup.config_path(), |command| {
-        command.stderr(file);
-    });
-    let read = || std::fs::read_to_string(&log).unwrap();
-    eventually("the start-up warnings", || async { read().contains("channels.mqtt.edge.excluded_tools: ignored") })
-        .await;
-    assert!(read().contains("channels.mqtt.old: enabled = false"), "{}", read());
+    let d = setup.start_logged();
+    eventually("the start-up warnings", || async {
+        setup.log().contains("channels.mqtt.edge.excluded_tools: ignored")
+    })
+    .await;
+    assert!(setup.log().contains("channels.mqtt.old: enabled = false"), "{}", setup.log());
     // The enabled block is the one source; the parked one is not tried.
     let (_, ready) = d.get("/ready").await;
     assert!(ready["sources"]["mqtt"].is_object(), "{ready}");

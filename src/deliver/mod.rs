@@ -510,6 +510,7 @@ mod tests {
     use crate::store::faults::FaultyStore;
     use crate::store::sqlite::SqliteStore;
     use crate::store::{Store, WriteState};
+    use crate::test_support::eventually;
 
     /// A destination that accepts everything and counts it.
     async fn destination() -> (String, Arc<AtomicUsize>) {
@@ -568,14 +569,6 @@ mod tests {
         }
     }
 
-    async fn until(what: &str, mut probe: impl AsyncFnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !probe().await {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
     async fn completed(store: &dyn Store, run_id: &str) -> bool {
         store.get_run(run_id).await.unwrap().is_some_and(|r| r.status == RunStatus::Completed)
     }
@@ -597,7 +590,7 @@ mod tests {
         let tasks = start(&f.config, f.dispatcher.clone(), &Tallies::default(), shutdown.clone());
 
         let inner = f.faulty.inner().clone();
-        until("the run to complete", || completed(inner.as_ref(), &run)).await;
+        eventually("the run to complete", || completed(inner.as_ref(), &run)).await;
         assert!(
             started.elapsed() >= least_backoff(3),
             "three refusals took {:?}: no growing wait between tries",
@@ -623,12 +616,12 @@ mod tests {
         let shutdown = CancellationToken::new();
         let tasks = start(&f.config, f.dispatcher.clone(), &Tallies::default(), shutdown.clone());
 
-        until("four refused reads", || async { f.faulty.refused() >= 4 }).await;
+        eventually("four refused reads", || async { f.faulty.refused() >= 4 }).await;
         assert!(started.elapsed() >= least_backoff(3), "four reads in {:?}: a busy loop", started.elapsed());
         assert_eq!(seen.load(Ordering::SeqCst), 0);
         f.faulty.set_down(false);
         let inner = f.faulty.inner().clone();
-        until("the run to complete", || completed(inner.as_ref(), &run)).await;
+        eventually("the run to complete", || completed(inner.as_ref(), &run)).await;
         assert_eq!(seen.load(Ordering::SeqCst), 1);
         shutdown.cancel();
         for task in tasks {
@@ -649,7 +642,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let tasks = start(&config, f.dispatcher.clone(), &Tallies::default(), shutdown.clone());
         let store = f.faulty.inner().clone();
-        until("three failed attempts recorded", || async {
+        eventually("three failed attempts recorded", || async {
             let entries = store.outbox_list(None, 0).await.unwrap();
             entries.iter().all(|e| e.attempts >= 1)
         })
@@ -670,7 +663,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let tasks = start(&f.config, f.dispatcher.clone(), &Tallies::default(), shutdown.clone());
         for run in &runs {
-            until("the run to complete", || completed(store.as_ref(), run)).await;
+            eventually("the run to complete", || completed(store.as_ref(), run)).await;
         }
         assert_eq!(seen.load(Ordering::SeqCst), 3);
         assert_eq!(f.dispatcher.delivery.snapshot()["agent"].failing, None);

@@ -195,10 +195,29 @@ pub async fn next(
         if let Some(expiry) = state.lease_clock.next_after(wall) {
             wake = wake.min(now + (expiry - wall).to_std().unwrap_or_default());
         }
+        let _waiting = Waiting::begin();
         tokio::select! {
             _ = &mut notified => {}
             _ = tokio::time::sleep_until(wake) => {}
         }
+    }
+}
+
+/// Counts a poll in `fanin_agent_polls_waiting` while it waits between two
+/// looks (registered for `step_ready`), until it looks again or its caller
+/// hangs up: how many agents are attached and idle.
+struct Waiting;
+
+impl Waiting {
+    fn begin() -> Waiting {
+        metrics::gauge!("fanin_agent_polls_waiting").increment(1.0);
+        Waiting
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        metrics::gauge!("fanin_agent_polls_waiting").decrement(1.0);
     }
 }
 

@@ -793,6 +793,7 @@ mod tests {
         use crate::store::faults::FaultyStore;
         use crate::store::sqlite::SqliteStore;
         use crate::store::RunQuery;
+        use crate::test_support::eventually;
 
         /// `(scheduled_at, fires_in_window)` of every run, oldest first.
         async fn fires(store: &FaultyStore) -> Vec<(DateTime<Utc>, i64)> {
@@ -806,14 +807,6 @@ mod tests {
                 .collect();
             fires.sort();
             fires
-        }
-
-        async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
-            let deadline = std::time::Instant::now() + StdDuration::from_secs(60);
-            while !done().await {
-                assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
-                tokio::time::sleep(StdDuration::from_millis(50)).await;
-            }
         }
 
         #[tokio::test]
@@ -836,20 +829,24 @@ mod tests {
             let task = start(&ctx).unwrap().expect("a cron trigger starts the scheduler");
             let status = || health.snapshot().get(SOURCE).map(|s| (s.status, s.detail.clone()));
 
-            wait_until("a first fire", || async { !fires(&store).await.is_empty() }).await;
+            eventually("a first fire", || async { !fires(&store).await.is_empty() }).await;
             assert_eq!(status(), Some((Status::Up, None)));
 
             store.set_down(true);
-            wait_until("the source to report the store", || async {
+            eventually("the source to report the store", || async {
                 matches!(status(), Some((Status::Down, Some(detail))) if detail.contains("disk full"))
             })
             .await;
-            let refused_from = fires(&store).await.len();
+            let (refused_from, refusals) = (fires(&store).await.len(), store.refused());
+            // Part of what is tested: the store stays down across fire
+            // points, so the retry's window must take in more than one.
             tokio::time::sleep(StdDuration::from_millis(2500)).await;
+            // And the scheduler did try again meanwhile, and was refused.
+            eventually("a refused retry", || async { store.refused() > refusals }).await;
             assert_eq!(fires(&store).await.len(), refused_from, "nothing is written while the store refuses");
 
             store.set_down(false);
-            wait_until("a fire after the store came back", || async {
+            eventually("a fire after the store came back", || async {
                 fires(&store).await.len() > refused_from && status() == Some((Status::Up, None))
             })
             .await;

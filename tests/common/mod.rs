@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod mqtt;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -51,7 +53,30 @@ impl Setup {
     /// commands that talk to a running daemon (`fire`, `outbox retry`) find
     /// it, and a restart takes the same port.
     pub fn start(&self) -> Daemon {
-        let d = Daemon::start(&self.config_path());
+        self.start_with(|_| {})
+    }
+
+    /// As [`Setup::start`], with the daemon's log (its stderr) written to a
+    /// file, so a test can wait for a line of it ([`Setup::log`]): the
+    /// signal for what the daemon only logs, such as a refused reload.
+    pub fn start_logged(&self) -> Daemon {
+        let file = std::fs::File::create(self.log_path()).expect("create the daemon's log file");
+        self.start_with(|command| {
+            command.stderr(file);
+        })
+    }
+
+    /// What the daemon started last by [`Setup::start_logged`] logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).expect("the daemon's log file")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("daemon.log")
+    }
+
+    fn start_with(&self, adjust: impl FnOnce(&mut Command)) -> Daemon {
+        let d = Daemon::start_with(&self.config_path(), adjust);
         let port = d.base.rsplit(':').next().unwrap();
         let config = std::fs::read_to_string(self.config_path()).unwrap();
         std::fs::write(self.config_path(), config.replacen("port = 0\n", &format!("port = {port}\n"), 1)).unwrap();
@@ -64,17 +89,59 @@ impl Setup {
     }
 }
 
-/// Polls `probe` until it holds, for at most 20 s, then fails the test
-/// naming `what`. The one way a whole-daemon test waits for a signal.
-pub async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut probe: impl FnMut() -> F) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if probe().await {
-            return;
+/// How long a test waits for a signal before it fails: generous, for a
+/// loaded machine (a reconnecting source backs off for up to half a minute);
+/// a passing test never waits it out.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// What a probe of [`eventually`] answers: whether the state waited for
+/// holds (`bool`), or the state once it holds and, until then, what was seen
+/// instead (`Result`), which the failure shows.
+pub trait Probe {
+    type Held;
+    fn held(self) -> Result<Self::Held, String>;
+}
+
+impl Probe for bool {
+    type Held = ();
+    fn held(self) -> Result<(), String> {
+        if self {
+            Ok(())
+        } else {
+            Err(String::new())
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("timed out waiting for {what}");
+}
+
+impl<T, E: std::fmt::Display> Probe for Result<T, E> {
+    type Held = T;
+    fn held(self) -> Result<T, String> {
+        self.map_err(|seen| seen.to_string())
+    }
+}
+
+/// Polls `probe` until it holds, for at most [`DEADLINE`], then fails the
+/// test naming `what` (and what the probe saw last). The one way a
+/// whole-daemon test waits for a signal; a synchronous check is a probe too
+/// (`|| async { check() }`).
+pub async fn eventually<P: Probe>(what: &str, mut probe: impl AsyncFnMut() -> P) -> P::Held {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match probe().await.held() {
+            Ok(held) => return held,
+            Err(seen) if Instant::now() >= deadline => match seen.is_empty() {
+                true => panic!("timed out waiting for {what}"),
+                false => panic!("timed out waiting for {what}; last seen: {seen}"),
+            },
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// A loopback port nothing listens on now (for a server a test starts, or
+/// one that must be unreachable).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A webhook SOP in `auto` mode (runs start `running`).

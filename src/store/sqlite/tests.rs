@@ -9,6 +9,7 @@ use super::*;
 use crate::event::{Request, Source};
 use crate::runs::RunStatus;
 use crate::store::sqlite::codec::micros;
+use crate::test_support::eventually;
 
 mod migration;
 mod outbox;
@@ -884,16 +885,8 @@ async fn the_log_is_copied_back_into_the_database_file() {
     commit_large_runs(&store, 600).await;
     // The checkpoint thread copies beside the commits: wait for it, without
     // asserting on how long it takes.
-    let mut waited = 0;
-    while db_pages() < before + CHECKPOINT_PAGES as u64 && waited < 600 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        waited += 1;
-    }
-    assert!(
-        db_pages() >= before + CHECKPOINT_PAGES as u64,
-        "the database file holds {} pages, {before} before the writes: the log was not copied back",
-        db_pages()
-    );
+    let what = format!("the log copied back: the database file {CHECKPOINT_PAGES} pages past its {before}");
+    eventually(&what, || async { db_pages() >= before + CHECKPOINT_PAGES as u64 }).await;
     assert_eq!(store.list_runs(&all_runs()).await.unwrap().len(), 600);
 }
 

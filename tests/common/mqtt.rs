@@ -1,0 +1,239 @@
+//! An MQTT broker for whole-daemon tests: the one named by
+//! `FANIN_TEST_MQTT_URL` (CI: Mosquitto) or else a rumqttd broker embedded
+//! in the test process, which also listens with mutual TLS (certificates
+//! made here with rcgen), and a proxy that can cut the daemon off from it.
+//! Shared so that every test file reaches a broker the same way.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+use super::{eventually, free_port};
+
+/// A plaintext broker: host and port.
+#[derive(Clone, Debug)]
+pub struct Broker {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Broker {
+    pub fn url(&self) -> String {
+        format!("mqtt://{}:{}", self.host, self.port)
+    }
+}
+
+/// The MQTT versions fanin speaks, as `protocol` is set in its config.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Protocol {
+    V5,
+    V311,
+}
+
+impl Protocol {
+    /// The line of fanin's MQTT block that selects it.
+    pub fn config_line(self) -> &'static str {
+        match self {
+            Protocol::V5 => "protocol = \"5\"",
+            Protocol::V311 => "protocol = \"3.1.1\"",
+        }
+    }
+}
+
+/// Whether `FANIN_TEST_MQTT_URL` names a broker (else the embedded one serves).
+pub fn external_broker() -> Option<url::Url> {
+    let url = std::env::var("FANIN_TEST_MQTT_URL").ok().filter(|url| !url.trim().is_empty())?;
+    Some(url::Url::parse(url.trim()).expect("FANIN_TEST_MQTT_URL is a URL"))
+}
+
+/// The broker for plaintext tests in `protocol`.
+pub async fn broker(protocol: Protocol) -> Broker {
+    match external_broker() {
+        Some(url) => {
+            assert_eq!(url.scheme(), "mqtt", "FANIN_TEST_MQTT_URL must be a plaintext mqtt:// URL");
+            Broker { host: url.host_str().expect("a host").to_string(), port: url.port().unwrap_or(1883) }
+        }
+        None => embedded().await.plain(protocol),
+    }
+}
+
+/// rumqttd in this process, with a plaintext and a mutual-TLS listener for
+/// each version: rumqttd serves one version per listener.
+pub struct Embedded {
+    plain_5: u16,
+    plain_311: u16,
+    tls_5: u16,
+    tls_311: u16,
+    /// `ca.pem`, `client.pem`, `client.key` (the server's files too).
+    pub certs: PathBuf,
+}
+
+/// The embedded broker, started by the first test that asks for it and
+/// shared by the rest; it returns once every listener takes connections.
+pub async fn embedded() -> &'static Embedded {
+    static BROKER: OnceCell<Embedded> = OnceCell::const_new();
+    BROKER.get_or_init(start_embedded).await
+}
+
+async fn start_embedded() -> Embedded {
+    let certs = tempfile::tempdir().expect("tempdir").keep();
+    write_certificates(&certs);
+    let broker =
+        Embedded { plain_5: free_port(), plain_311: free_port(), tls_5: free_port(), tls_311: free_port(), certs };
+    let config: rumqttd::Config = toml::from_str(&broker.config()).expect("rumqttd config");
+    std::thread::spawn(move || {
+        let mut broker = rumqttd::Broker::new(config);
+        if let Err(e) = broker.start() {
+            panic!("embedded broker: {e}");
+        }
+    });
+    for port in [broker.plain_5, broker.plain_311, broker.tls_5, broker.tls_311] {
+        eventually(&format!("the embedded broker to listen on {port}"), || async move {
+            TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+        })
+        .await;
+    }
+    broker
+}
+
+impl Embedded {
+    pub fn plain(&self, protocol: Protocol) -> Broker {
+        let port = match protocol {
+            Protocol::V5 => self.plain_5,
+            Protocol::V311 => self.plain_311,
+        };
+        Broker { host: "127.0.0.1".into(), port }
+    }
+
+    pub fn tls_port(&self, protocol: Protocol) -> u16 {
+        match protocol {
+            Protocol::V5 => self.tls_5,
+            Protocol::V311 => self.tls_311,
+        }
+    }
+
+    /// rumqttd's configuration: its router and the four listeners.
+    fn config(&self) -> String {
+        let file = |name: &str| self.certs.join(name).display().to_string();
+        let listener = |version: &str, name: &str, port: u16, tls: bool| {
+            let tls = if tls {
+                format!(
+                    "[{version}.{name}.tls]\ncapath = \"{}\"\ncertpath = \"{}\"\nkeypath = \"{}\"\n",
+                    file("ca.pem"),
+                    file("server.pem"),
+                    file("server.key")
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                r#"
+[{version}.{name}]
+name = "{version}-{name}"
+listen = "127.0.0.1:{port}"
+next_connection_delay_ms = 1
+{tls}
+[{version}.{name}.connections]
+connection_timeout_ms = 60000
+max_payload_size = 8388608
+max_inflight_count = 100
+dynamic_filters = true
+"#
+            )
+        };
+        [
+            "id = 0\n[router]\nmax_connections = 1000\nmax_outgoing_packet_count = 200\n\
+             max_segment_size = 104857600\nmax_segment_count = 10\n"
+                .to_string(),
+            listener("v5", "plain", self.plain_5, false),
+            listener("v4", "plain", self.plain_311, false),
+            listener("v5", "tls", self.tls_5, true),
+            listener("v4", "tls", self.tls_311, true),
+        ]
+        .concat()
+    }
+}
+
+/// A test CA, a server certificate for localhost and 127.0.0.1, and a
+/// client certificate, all signed by the CA.
+fn write_certificates(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "fanin test CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+
+    let leaf = |name: &str, sans: Vec<String>| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(sans).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        if name == "server" {
+            params.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
+        }
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    };
+    leaf("server", vec!["localhost".into()]);
+    leaf("client", vec!["fanin-client".into()]);
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+}
+
+/// Sits between the daemon and the broker; can cut every connection and
+/// refuse new ones (accepting and closing at once) until restored.
+pub struct Proxy {
+    port: u16,
+    open: Arc<AtomicBool>,
+    cut: Arc<std::sync::Mutex<CancellationToken>>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: Broker) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(AtomicBool::new(true));
+        let cut = Arc::new(std::sync::Mutex::new(CancellationToken::new()));
+        let (open2, cut2) = (open.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !open2.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let cancelled = cut2.lock().unwrap().clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect((upstream.host.as_str(), upstream.port)).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = cancelled.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    }
+                });
+            }
+        });
+        Proxy { port, open, cut }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    pub fn cut_and_refuse(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        let mut token = self.cut.lock().unwrap();
+        token.cancel();
+        *token = CancellationToken::new();
+    }
+
+    pub fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
