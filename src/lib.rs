@@ -14,7 +14,6 @@ pub mod config;
 pub mod daemon;
 pub mod deliver;
 pub mod dispatch;
-pub mod envelope;
 pub mod gateway;
 pub mod ids;
 pub mod registries;
@@ -27,6 +26,6 @@ pub mod store;
 // `crate::event` as they say `crate::store`.
 #[cfg(test)]
 pub(crate) use fanin_core::proptest_support;
-pub use fanin_core::{checks, cron, event, net, topic};
+pub use fanin_core::{checks, cron, envelope, event, net, topic};
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -35,7 +35,13 @@ mod props;
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+    use crate::envelope::registry::Category;
+    use crate::envelope::test_support::{self as fixtures, deploy_envelope, example_registries};
+    use crate::envelope::{legacy, schema, Run};
+    use crate::event::Source;
 
     #[test]
     fn a_missing_directory_is_an_error_naming_it() {
@@ -71,5 +77,54 @@ mod tests {
         let report = load_dir(&config.sops_dir(), config.sop.default_execution_mode);
         assert!(report.errors.is_empty(), "{:#?}", report.errors);
         assert_eq!(report.sops.len(), 5);
+    }
+
+    fn category_of(kind: StepKind) -> Category {
+        match kind {
+            StepKind::Tool => Category::Tools,
+            StepKind::Capability => Category::Capabilities,
+            StepKind::Usecase => Category::Usecases,
+        }
+    }
+
+    /// Every example SOP, loaded by the real loader, gives envelopes the
+    /// schema accepts, and every executor step names an entry of the example
+    /// registries.
+    #[test]
+    fn the_example_sops_build_valid_envelopes_against_the_example_registries() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/sops");
+        let report = load_dir(&dir, ExecutionMode::Supervised);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert!(report.sops.iter().any(|sop| sop.destination == Destination::Executor));
+        let registries = example_registries();
+        for sop in &report.sops {
+            if sop.destination == Destination::Executor {
+                let envelope = deploy_envelope(Source::Manual, sop.destination, &sop.steps, None);
+                if let Err(errors) = schema::validate(&envelope) {
+                    panic!("{}: {errors:#?}", sop.name);
+                }
+            }
+            let trigger = legacy::event_json(&fixtures::deploy_event(Source::Manual));
+            let run = Run {
+                run_id: "r",
+                sop_name: &sop.name,
+                sop_version: &sop.version,
+                source: Source::Manual,
+                trigger: &trigger,
+                session: None,
+            };
+            // An agent SOP with steps goes step by step, without an envelope.
+            let handover = crate::runs::lifecycle::handover(sop);
+            if handover == crate::runs::lifecycle::Handover::Envelope(Destination::Agent) {
+                schema::validate(&legacy::build_for_run(&run, &sop.steps)).unwrap();
+            }
+            for step in sop.steps.iter().filter(|_| sop.destination == Destination::Executor) {
+                let category = category_of(step.kind.unwrap());
+                let reference = step.reference.as_deref().unwrap();
+                let entries = registries.get(category).unwrap().local[category.as_str()].as_array().unwrap();
+                let found = entries.iter().any(|entry| entry["ref"] == json!(reference));
+                assert!(found, "{}: {reference} is not in examples/registries/{}", sop.name, category.file_name());
+            }
+        }
     }
 }

@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 
 use super::{Batch, Write};
-use crate::runs::RunStatus;
+use fanin_core::runs::RunStatus;
 
 /// Counts read from the store itself, to start the live counts from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

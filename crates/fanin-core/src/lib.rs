@@ -14,6 +14,7 @@ pub mod admission;
 pub mod checks;
 pub mod config;
 pub mod cron;
+pub mod envelope;
 pub mod event;
 pub mod matching;
 pub mod net;

@@ -3,6 +3,8 @@
 //! (approvals, agent loop, headless pending steps) builds on this.
 
 pub mod gates;
+pub mod record;
 pub mod status;
 
+pub use record::RunRecord;
 pub use status::RunStatus;

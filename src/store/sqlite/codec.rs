@@ -13,11 +13,11 @@ use rusqlite::{ErrorCode, Row};
 use serde_json::Value;
 
 use crate::event::{Request, Source};
-use crate::runs::RunStatus;
 use crate::store::{
     AuditKind, AuditRecord, DueEntry, OutboxRecord, OutboxStatus, RunRecord, StepRecord, StepStatus, StoreError,
     TokenRecord,
 };
+use fanin_core::runs::RunStatus;
 
 /// A time as stored. Sub-microsecond digits are dropped.
 pub(super) fn micros(t: DateTime<Utc>) -> i64 {

@@ -19,11 +19,11 @@ use super::codec::{
 };
 use super::schema::open_reader;
 use super::shm::ShmGuard;
-use crate::runs::RunStatus;
 use crate::store::{
     AuditQuery, AuditRecord, DueEntry, OutboxRecord, OutboxStatus, PairingLookup, RunQuery, RunRecord, SopLoad,
     StepRecord, StoreError, Tallies, TokenRecord,
 };
+use fanin_core::runs::RunStatus;
 
 /// Idle connections kept for reuse; more may be open while busy.
 const MAX_IDLE_READERS: usize = 4;

@@ -7,9 +7,9 @@ use tempfile::TempDir;
 
 use super::*;
 use crate::event::{Request, Source};
-use crate::runs::RunStatus;
 use crate::store::sqlite::codec::micros;
 use crate::test_support::eventually;
+use fanin_core::runs::RunStatus;
 
 mod migration;
 mod outbox;

@@ -29,11 +29,11 @@ use tokio::sync::oneshot;
 
 use super::codec::{is_constraint_violation, json_at, json_text, micros, step_status_name, store_error};
 use super::shm::ShmGuard;
-use crate::runs::RunStatus;
 use crate::store::{
     AuditKind, Batch, Committed, IdempotencyClaim, NewAudit, OutboxRecord, OutboxStatus, RunRecord, StepStatus,
     StoreError, StoreWatch, TokenRecord, Write, WriteNotice,
 };
+use fanin_core::runs::RunStatus;
 
 /// At most this many requests share one transaction, so that a flood of
 /// requests still gets answered in bounded steps.

@@ -21,9 +21,9 @@ use jsonschema::{Draft, Retrieve, Uri, ValidationError, Validator};
 use serde_json::Value;
 
 /// The contract's text as shipped.
-pub const SCHEMA_TEXT: &str = include_str!("../../schemas/envelope.schema.json");
+pub const SCHEMA_TEXT: &str = include_str!("../../../../schemas/envelope.schema.json");
 /// The text of what fanin emits, as shipped.
-pub const EMITTED_SCHEMA_TEXT: &str = include_str!("../../schemas/fanin-envelope.schema.json");
+pub const EMITTED_SCHEMA_TEXT: &str = include_str!("../../../../schemas/fanin-envelope.schema.json");
 
 /// The contract's `$id`, by which the emitted schema includes it.
 const CONTRACT_ID: &str = "https://fanin.dev/schemas/envelope.schema.json";

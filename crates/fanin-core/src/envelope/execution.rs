@@ -81,62 +81,9 @@ pub fn build(input: &ExecutionInput<'_>) -> Value {
 mod tests {
     use std::path::PathBuf;
 
-    use chrono::TimeZone;
-
     use super::*;
-    use crate::envelope::registry::{Category, CategoryRegistry};
-    use crate::envelope::{fixtures, legacy, schema};
-    use crate::sop::StepKind;
-
-    /// The example registries shipped with the repository, as local copies;
-    /// tools also has a Drive copy.
-    fn example_registries() -> RegistrySnapshot {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/registries");
-        let categories = Category::ALL
-            .into_iter()
-            .map(|category| {
-                let local_path = dir.join(category.file_name());
-                let text = std::fs::read_to_string(&local_path).unwrap();
-                let local: Value = serde_json::from_str(&text).unwrap();
-                let from_drive = category == Category::Tools;
-                CategoryRegistry {
-                    category,
-                    local_path,
-                    drive: from_drive.then(|| json!({"tools": [{"ref": "ci_status"}]})),
-                    file_id: from_drive.then(|| "1DriveToolsId".to_string()),
-                    local,
-                    local_error: None,
-                    drive_error: None,
-                }
-            })
-            .collect();
-        RegistrySnapshot { categories }
-    }
-
-    fn deploy_envelope(source: Source, destination: Destination, steps: &[Step], trace_id: Option<&str>) -> Value {
-        let event = fixtures::deploy_event(source);
-        let trigger = legacy::event_json(&event);
-        let registries = example_registries();
-        let input = ExecutionInput {
-            header: Header {
-                id: "0195a1b2-0000-7000-8000-000000000001",
-                timestamp: Utc.with_ymd_and_hms(2025, 3, 1, 8, 0, 1).unwrap(),
-                destination,
-                trace_id,
-            },
-            run: Run {
-                run_id: "run-9",
-                sop_name: "deploy-pipeline",
-                sop_version: "1.2.0",
-                source,
-                trigger: &trigger,
-                session: None,
-            },
-            steps,
-            registries: &registries,
-        };
-        build(&input)
-    }
+    use crate::envelope::test_support::{self as fixtures, deploy_envelope, example_registries};
+    use crate::envelope::{legacy, schema};
 
     #[test]
     fn sources_name_their_trigger_workflow() {
@@ -199,62 +146,12 @@ mod tests {
         assert_eq!(refs, ["tools", "capabilities", "usecases"], "the Executor files each registry under its category");
         assert_eq!(files[0]["content"], json!({"tools": [{"ref": "ci_status"}]}));
         let text = envelope.to_string();
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/registries");
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/registries");
         assert!(!text.contains(dir.to_str().unwrap()), "no server path leaves fanin: {text}");
         assert!(!text.contains(".json\""), "{text}");
         let fallback = &payload["options"]["fallbackRegistry"];
         assert_eq!(fallback.as_object().unwrap().keys().collect::<Vec<_>>(), vec!["capabilities", "tools", "usecases"]);
         assert_ne!(fallback["tools"], files[0]["content"], "the fallback is the local copy, not the Drive one");
-    }
-
-    fn category_of(kind: StepKind) -> Category {
-        match kind {
-            StepKind::Tool => Category::Tools,
-            StepKind::Capability => Category::Capabilities,
-            StepKind::Usecase => Category::Usecases,
-        }
-    }
-
-    /// Every example SOP, loaded by the real loader, gives envelopes the
-    /// schema accepts, and every executor step names an entry of the example
-    /// registries.
-    #[test]
-    fn the_example_sops_build_valid_envelopes_against_the_example_registries() {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/sops");
-        let report = crate::sop::load_dir(&dir, crate::sop::ExecutionMode::Supervised);
-        assert!(report.errors.is_empty(), "{:?}", report.errors);
-        assert!(report.sops.iter().any(|sop| sop.destination == Destination::Executor));
-        let registries = example_registries();
-        for sop in &report.sops {
-            // A run for the agent leaves as a legacy envelope (DESIGN §7).
-            if sop.destination == Destination::Executor {
-                let envelope = deploy_envelope(Source::Manual, sop.destination, &sop.steps, None);
-                if let Err(errors) = schema::validate(&envelope) {
-                    panic!("{}: {errors:#?}", sop.name);
-                }
-            }
-            let trigger = legacy::event_json(&fixtures::deploy_event(Source::Manual));
-            let run = Run {
-                run_id: "r",
-                sop_name: &sop.name,
-                sop_version: &sop.version,
-                source: Source::Manual,
-                trigger: &trigger,
-                session: None,
-            };
-            // An agent SOP with steps goes step by step, without an envelope.
-            let handover = crate::runs::lifecycle::handover(sop);
-            if handover == crate::runs::lifecycle::Handover::Envelope(Destination::Agent) {
-                schema::validate(&legacy::build_for_run(&run, &sop.steps)).unwrap();
-            }
-            for step in sop.steps.iter().filter(|_| sop.destination == Destination::Executor) {
-                let category = category_of(step.kind.unwrap());
-                let reference = step.reference.as_deref().unwrap();
-                let entries = registries.get(category).unwrap().local[category.as_str()].as_array().unwrap();
-                let found = entries.iter().any(|entry| entry["ref"] == json!(reference));
-                assert!(found, "{}: {reference} is not in examples/registries/{}", sop.name, category.file_name());
-            }
-        }
     }
 
     #[test]
