@@ -226,7 +226,7 @@ mod tests {
         assert!(report.sops.iter().any(|sop| sop.destination == Destination::Executor));
         let registries = example_registries();
         for sop in &report.sops {
-            // A run for the agent leaves as a legacy envelope (DESIGN §7).
+            // A run for the agent leaves as a legacy envelope.
             if sop.destination == Destination::Executor {
                 let envelope = deploy_envelope(Source::Manual, sop.destination, &sop.steps, None);
                 if let Err(errors) = schema::validate(&envelope) {

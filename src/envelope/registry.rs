@@ -1,5 +1,5 @@
 //! The registries (tools, capabilities, usecases) an execution envelope
-//! carries so the Executor can resolve step refs (DESIGN §7).
+//! carries so the Executor can resolve step refs (docs/configuration.md#registries).
 //!
 //! Each category has a local copy, `<registries dir>/<category>.json`, that
 //! must be valid at start, and may have a Google Drive copy named by

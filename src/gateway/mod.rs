@@ -1,4 +1,4 @@
-//! The HTTP gateway (DESIGN §4): the webhook source, pairing, probes, the
+//! The HTTP gateway (docs/operations.md): the webhook source, pairing, probes, the
 //! admin API (runs, approvals, audit) and the agent loop, on axum
 //! behind its own accept loop ([`server`]).
 //!

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use super::*;
 
-/// A SOP with the given triggers (no conditions) and DESIGN §2.2 defaults,
+/// A SOP with the given triggers (no conditions) and SOP.toml's defaults,
 /// in `auto` mode so runs start `running`.
 pub fn sop_with(name: &str, specs: Vec<TriggerSpec>) -> Sop {
     Sop {
