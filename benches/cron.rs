@@ -8,8 +8,8 @@ use std::hint::black_box;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use fanin::cron::{fires_in_window, next_fire_after, parse_schedule, Compiled};
 use fanin::sop::Schedule;
-use fanin::sources::cron::{fires_in_window, next_fire_after, parse_schedule, Compiled};
 
 fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, mo, d, h, mi, s).unwrap()

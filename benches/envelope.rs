@@ -47,7 +47,13 @@ fn registries() -> RegistrySnapshot {
 
 fn event(source: Source, topic: &str) -> Event {
     let at = Utc.with_ymd_and_hms(2025, 3, 1, 8, 0, 0).unwrap();
-    Event::new(source, topic, Payload::Json(json!({"branch": "main", "build": 812, "commit": "9f2c1e0"})), at)
+    Event::new(
+        fanin::ids::fresh(),
+        source,
+        topic,
+        Payload::Json(json!({"branch": "main", "build": 812, "commit": "9f2c1e0"})),
+        at,
+    )
 }
 
 fn run<'a>(sop: &'a Sop, event: &Event, trigger: &'a Value) -> Run<'a> {

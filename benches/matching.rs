@@ -13,12 +13,12 @@ use std::path::PathBuf;
 
 use chrono::{TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use fanin::cron::parse_schedule;
 use fanin::dispatch::index::TriggerRef;
 use fanin::dispatch::Catalog;
 use fanin::event::{Event, Payload, Source};
 use fanin::sop::condition::Condition;
 use fanin::sop::{AdmissionPolicy, Destination, ExecutionMode, Priority, Sop, Trigger, TriggerSpec};
-use fanin::sources::cron::parse_schedule;
 use serde_json::json;
 
 const SIZES: [usize; 3] = [10, 1_000, 10_000];
@@ -120,25 +120,68 @@ fn events(n: usize) -> Vec<(&'static str, Event, usize)> {
     let webhook = last_of(n, Kind::Webhook);
     let peripheral = last_of(n, Kind::Peripheral);
     let cron = last_of(n, Kind::Cron);
-    let mut cron_event = Event::new(Source::Cron, cron_expression(cron), Payload::Json(json!({})), at);
+    let mut cron_event =
+        Event::new(fanin::ids::fresh(), Source::Cron, cron_expression(cron), Payload::Json(json!({})), at);
     cron_event.timezone = Some(cron_timezone(cron).to_string());
     vec![
         (
             "mqtt_plus_condition",
-            Event::new(Source::Mqtt, format!("site/{mqtt_mid}/dev-7/alert"), json(json!({"severity": 3})), at),
+            Event::new(
+                fanin::ids::fresh(),
+                Source::Mqtt,
+                format!("site/{mqtt_mid}/dev-7/alert"),
+                json(json!({"severity": 3})),
+                at,
+            ),
             1,
         ),
-        ("mqtt_hash", Event::new(Source::Mqtt, format!("fleet/{mqtt_hash}/a/b/c"), json(json!({"v": 1})), at), 1),
+        (
+            "mqtt_hash",
+            Event::new(
+                fanin::ids::fresh(),
+                Source::Mqtt,
+                format!("fleet/{mqtt_hash}/a/b/c"),
+                json(json!({"v": 1})),
+                at,
+            ),
+            1,
+        ),
         (
             "mqtt_leading_plus",
-            Event::new(Source::Mqtt, format!("dc1/{mqtt_lead}/status"), json(json!({"state": "down"})), at),
+            Event::new(
+                fanin::ids::fresh(),
+                Source::Mqtt,
+                format!("dc1/{mqtt_lead}/status"),
+                json(json!({"state": "down"})),
+                at,
+            ),
             1,
         ),
-        ("mqtt_miss", Event::new(Source::Mqtt, "site/none/dev-7/alert", json(json!({"severity": 3})), at), 0),
-        ("webhook", Event::new(Source::SopWebhook, format!("/sop/hook-{webhook}"), json(json!({"a": 1})), at), 1),
+        (
+            "mqtt_miss",
+            Event::new(fanin::ids::fresh(), Source::Mqtt, "site/none/dev-7/alert", json(json!({"severity": 3})), at),
+            0,
+        ),
+        (
+            "webhook",
+            Event::new(
+                fanin::ids::fresh(),
+                Source::SopWebhook,
+                format!("/sop/hook-{webhook}"),
+                json(json!({"a": 1})),
+                at,
+            ),
+            1,
+        ),
         (
             "peripheral",
-            Event::new(Source::Peripheral, format!("board-{}/pin_{peripheral}", peripheral % 32), json(json!(1)), at),
+            Event::new(
+                fanin::ids::fresh(),
+                Source::Peripheral,
+                format!("board-{}/pin_{peripheral}", peripheral % 32),
+                json(json!(1)),
+                at,
+            ),
             1,
         ),
         ("cron", cron_event, 1),

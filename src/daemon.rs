@@ -36,7 +36,7 @@ pub fn load_catalog(config: &Config) -> Result<(Catalog, Vec<String>), Vec<Strin
         return Err(report.errors.iter().map(ToString::to_string).collect());
     }
     let mut warnings: Vec<String> = report.warnings.iter().map(ToString::to_string).collect();
-    warnings.extend(crate::cli::check::cross_warnings(config, &report.sops));
+    warnings.extend(crate::checks::cross_warnings(config, &report.sops));
     Ok((Catalog::new(report.sops), warnings))
 }
 

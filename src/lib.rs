@@ -15,11 +15,15 @@ pub mod daemon;
 pub mod deliver;
 pub mod dispatch;
 pub mod envelope;
-pub mod event;
 pub mod gateway;
-#[cfg(test)]
-pub(crate) mod proptest_support;
+pub mod ids;
 pub mod runs;
 pub mod sop;
 pub mod sources;
 pub mod store;
+
+// The pure core under its own names, so the runtime and its tests say
+// `crate::event` as they say `crate::store`.
+#[cfg(test)]
+pub(crate) use fanin_core::proptest_support;
+pub use fanin_core::{checks, cron, event, net, topic};

@@ -335,7 +335,7 @@ fn write_sop(setup: &Setup, toml: &str, md: Option<&str>) {
 /// The config as fanin loads it, for comparing two spellings of it.
 fn loaded_config(path: &Path, text: &str) -> String {
     std::fs::write(path, text).expect("write config.toml");
-    format!("{:#?}", fanin::config::Config::load(path))
+    format!("{:#?}", fanin::config::load(path))
 }
 
 /// The SOP as fanin loads it (`fanin sop show --json`), or why not.

@@ -641,7 +641,7 @@ async fn a_message_the_store_refused_is_redelivered_not_lost(protocol: Protocol)
     let prefix = unique("fanin-test/refused");
     let block = mqtt_block(&broker.url(), &unique("fanin-refused"), &[&format!("{prefix}/#")], protocol.config_line());
     let setup = Setup::new("", &block).sop("refused", &mqtt_sop("refused", &format!("{prefix}/#"), None));
-    let config = fanin::config::Config::load(&setup.config_path()).expect("config");
+    let config = fanin::config::load(&setup.config_path()).expect("config");
     let (catalog, _) = fanin::daemon::load_catalog(&config).expect("SOPs");
     std::fs::create_dir_all(setup.dir.path().join("data")).unwrap();
     let sqlite = fanin::store::sqlite::SqliteStore::open(&setup.db_path()).expect("store");

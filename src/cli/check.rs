@@ -7,54 +7,12 @@ use chrono::Utc;
 use serde_json::json;
 
 use super::{load_config, output, Failure, SopCommand};
-use crate::config::Config;
-use crate::dispatch::topic::filter_covers;
-use crate::event::{Event, Payload, Source};
-use crate::sop::{self, Sop, TriggerSpec};
 
-/// The config's own warnings, and those that need both the config and the
-/// SOPs.
-pub fn cross_warnings(config: &Config, sops: &[Sop]) -> Vec<String> {
-    let mut warnings = config.warnings();
-    let file = config.file.display();
-    let ingests = sops.iter().flat_map(|s| &s.triggers).any(|t| matches!(t.spec, TriggerSpec::Webhook { .. }));
-    if ingests && !config.gateway.require_pairing && config.gateway.webhook_secret.is_empty() {
-        warnings.push(format!(
-            "{file}: gateway: neither require_pairing nor webhook_secret is set: /sop/* and SOP-matching /webhook \
-             requests will be refused with 401"
-        ));
-    }
-    for sop in sops {
-        for (i, t) in sop.triggers.iter().enumerate() {
-            // `/peripheral/{board}/…` and the serial bridge serve declared boards only.
-            if let TriggerSpec::Peripheral { board, signal } = &t.spec {
-                if !config.peripherals.contains_key(board) {
-                    warnings.push(format!(
-                        "{}: triggers[{i}].board: board {board:?} (signal {signal:?}) is not declared in [peripherals] \
-                         of {file}; this trigger will never fire",
-                        sop.file.display()
-                    ));
-                }
-            }
-            if let TriggerSpec::Mqtt { topic } = &t.spec {
-                let mqtt = config.channels_config.mqtt.as_ref();
-                let subscribed = mqtt.map(|m| m.topics.as_slice()).unwrap_or(&[]);
-                let table = mqtt.map_or(crate::config::MQTT_TABLE, |m| m.table.as_str());
-                if !subscribed.iter().any(|s| filter_covers(s, topic)) {
-                    warnings.push(format!(
-                        "{}: triggers[{i}].topic: {topic:?} is not covered by any topic in [{table}] topics \
-                         ({subscribed:?}); this trigger will never see a message",
-                        sop.file.display()
-                    ));
-                }
-            }
-        }
-    }
-    warnings
-}
+use crate::event::{Event, Payload, Source};
+use crate::sop::{self, Sop};
 
 pub fn validate(config_path: &Path, json: bool) -> Result<(), Failure> {
-    let (config, mut errors) = match Config::load(config_path) {
+    let (config, mut errors) = match crate::config::load(config_path) {
         Ok(c) => (Some(c), Vec::new()),
         Err(errs) => (None, errs.iter().map(ToString::to_string).collect::<Vec<_>>()),
     };
@@ -64,7 +22,7 @@ pub fn validate(config_path: &Path, json: bool) -> Result<(), Failure> {
         let report = sop::load_dir(&config.sops_dir(), config.sop.default_execution_mode);
         errors.extend(report.errors.iter().map(ToString::to_string));
         warnings.extend(report.warnings.iter().map(ToString::to_string));
-        warnings.extend(cross_warnings(config, &report.sops));
+        warnings.extend(crate::checks::cross_warnings(config, &report.sops));
         count = report.sops.len();
     }
     if json {
@@ -115,7 +73,7 @@ pub fn explain(
         None => Payload::Json(serde_json::Value::Null),
     };
     let catalog = crate::dispatch::Catalog::new(load_sops(config_path)?);
-    let mut event = Event::new(source, topic, payload, Utc::now());
+    let mut event = Event::new(crate::ids::fresh(), source, topic, payload, Utc::now());
     event.timezone = timezone;
     let explanation = catalog.explain(&event);
     if json {

@@ -116,7 +116,7 @@ async fn fire_in_process(config: &Config, sop: &str, payload: Value) -> Result<V
         details: errors,
     })?;
     let dispatcher = crate::daemon::open_dispatcher(config, catalog).await?;
-    let mut event = Event::new(Source::Manual, sop, Payload::Json(payload), Utc::now());
+    let mut event = Event::new(crate::ids::fresh(), Source::Manual, sop, Payload::Json(payload), Utc::now());
     event.client = Some("cli".into());
     match dispatcher.dispatch(event).await? {
         DispatchReport::Accepted { outcomes, .. } if outcomes.is_empty() => {

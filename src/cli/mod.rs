@@ -219,7 +219,7 @@ fn prepare_process(command: &Command) {
 
 /// Loads the config, listing every problem on failure.
 pub fn load_config(path: &std::path::Path) -> Result<Config, Failure> {
-    Config::load(path).map_err(|errors| Failure {
+    crate::config::load(path).map_err(|errors| Failure {
         message: format!("{}: {} configuration error(s)", path.display(), errors.len()),
         details: errors.iter().map(ToString::to_string).collect(),
     })

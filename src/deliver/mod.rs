@@ -555,7 +555,13 @@ mod tests {
 
     /// Starts a run, whose envelope is queued in the same commit.
     async fn queue_one(dispatcher: &Dispatcher) -> String {
-        let event = Event::new(Source::SopWebhook, "/sop/notify", Payload::Json(json!({"n": 1})), Utc::now());
+        let event = Event::new(
+            crate::ids::fresh(),
+            Source::SopWebhook,
+            "/sop/notify",
+            Payload::Json(json!({"n": 1})),
+            Utc::now(),
+        );
         match dispatcher.dispatch(event).await.unwrap() {
             DispatchReport::Accepted { outcomes, .. } => outcomes[0].run_id.clone().unwrap(),
             other => panic!("{other:?}"),

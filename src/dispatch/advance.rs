@@ -325,7 +325,7 @@ impl Dispatcher {
         for _ in 0..8 {
             let Some(step) = self.store.next_leasable_step(now).await? else { return Ok(None) };
             let Some(run) = self.store.get_run(&step.run_id).await? else { continue };
-            let lease_id = uuid::Uuid::now_v7().to_string();
+            let lease_id = crate::ids::fresh();
             let until = now + lease_for;
             let expired = step.status == StepStatus::Leased;
             let writes = vec![

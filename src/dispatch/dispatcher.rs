@@ -234,7 +234,7 @@ impl Dispatcher {
             let mut admission = self.admission.lock().expect("admission lock");
             for &r in &matched {
                 let sop = catalog.sop(r);
-                let run_id = uuid::Uuid::now_v7().to_string();
+                let run_id = crate::ids::fresh();
                 let mut decision = admission.admit(sop, &run_id, event.received_at);
                 let planned = Planned {
                     sop,
@@ -355,7 +355,7 @@ pub(super) fn take_move(
     // payload) and the envelope id are not made for any other move.
     let delivers = matches!(mv, lifecycle::Move::Deliver { .. });
     let trigger = if delivers { envelope::trigger_from_run(run) } else { Value::Null };
-    let envelope_id = if delivers { uuid::Uuid::now_v7().to_string() } else { String::new() };
+    let envelope_id = if delivers { crate::ids::fresh() } else { String::new() };
     let ctx = MoveContext {
         run: Run {
             run_id: &run.run_id,
@@ -628,7 +628,7 @@ mod tests {
     }
 
     fn hook(path: &str, secs: i64) -> Event {
-        Event::new(Source::SopWebhook, path, Payload::Json(json!({"n": secs})), at(secs))
+        Event::new(crate::ids::fresh(), Source::SopWebhook, path, Payload::Json(json!({"n": secs})), at(secs))
     }
 
     fn outcomes(report: DispatchReport) -> Vec<RunOutcome> {

@@ -143,12 +143,12 @@ fn walk<'a>(node: &Node, mut levels: std::str::Split<'a, char>, wildcards: bool,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dispatch::topic::filter_matches;
     use crate::event::{Payload, Source};
     use crate::sop::test_support::sop_with;
+    use crate::topic::filter_matches;
 
     fn event(source: Source, topic: &str) -> Event {
-        Event::new(source, topic, Payload::Json(serde_json::Value::Null), chrono::Utc::now())
+        Event::new(crate::ids::fresh(), source, topic, Payload::Json(serde_json::Value::Null), chrono::Utc::now())
     }
 
     fn mqtt_sops(filters: &[&str]) -> Vec<Sop> {
@@ -245,8 +245,8 @@ mod tests {
 
     #[test]
     fn cron_matches_expression_and_timezone() {
-        let paris = crate::sources::cron::parse_schedule("0 0 8 * * *", Some("Europe/Paris")).unwrap();
-        let utc = crate::sources::cron::parse_schedule("0 0 8 * * *", None).unwrap();
+        let paris = crate::cron::parse_schedule("0 0 8 * * *", Some("Europe/Paris")).unwrap();
+        let utc = crate::cron::parse_schedule("0 0 8 * * *", None).unwrap();
         let sops = vec![
             sop_with("p", vec![TriggerSpec::Cron(Box::new(paris))]),
             sop_with("u", vec![TriggerSpec::Cron(Box::new(utc))]),

@@ -11,7 +11,6 @@ pub mod advance;
 pub mod dispatcher;
 pub mod index;
 pub mod matching;
-pub mod topic;
 
 pub use advance::{Advanced, Lease, Prepared, RunInput};
 pub use dispatcher::{DispatchError, DispatchReport, DispatchSettings, Dispatcher, Outcome, Refusal, RunOutcome};

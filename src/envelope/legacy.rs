@@ -76,7 +76,13 @@ mod tests {
 
     #[test]
     fn a_webhook_event_carries_its_body_query_and_headers() {
-        let mut e = Event::new(Source::Webhook, "/webhook", Payload::Json(json!({"msg": "hi"})), chrono::Utc::now());
+        let mut e = Event::new(
+            crate::ids::fresh(),
+            Source::Webhook,
+            "/webhook",
+            Payload::Json(json!({"msg": "hi"})),
+            chrono::Utc::now(),
+        );
         e.request = Some(Request {
             query: json!({"campaign": "spring"}).as_object().cloned().unwrap(),
             headers: json!({"user-agent": "curl/8.5.0"}).as_object().cloned().unwrap(),
@@ -123,7 +129,13 @@ mod tests {
 
     #[test]
     fn text_payloads_travel_as_strings() {
-        let e = Event::new(Source::Mqtt, "sensors/a/alert", Payload::Text("raw".into()), chrono::Utc::now());
+        let e = Event::new(
+            crate::ids::fresh(),
+            Source::Mqtt,
+            "sensors/a/alert",
+            Payload::Text("raw".into()),
+            chrono::Utc::now(),
+        );
         let env = build(&e, None);
         valid(&env);
         assert_eq!(env["input"]["event"]["topic"], json!("sensors/a/alert"));
@@ -133,7 +145,13 @@ mod tests {
     #[test]
     fn a_bare_event_continues_the_session_its_body_names() {
         let body = json!({"context": {"memory": {"session_id": "sess_7", "state": {"round": 2}, "stack": ["agent"]}}});
-        let e = Event::new(Source::Webhook, "/webhook", Payload::Json(body.clone()), chrono::Utc::now());
+        let e = Event::new(
+            crate::ids::fresh(),
+            Source::Webhook,
+            "/webhook",
+            Payload::Json(body.clone()),
+            chrono::Utc::now(),
+        );
         let continuation = Continuation::of_body(&body, 1 << 16);
         let env = build(&e, continuation.session());
         valid(&env);
@@ -214,7 +232,7 @@ mod tests {
     #[test]
     fn a_payload_64_levels_deep_still_reads_back_inside_its_envelope() {
         let payload = (0..64).fold(json!(1), |inner, _| json!([inner]));
-        let e = Event::new(Source::Mqtt, "t", Payload::Json(payload), chrono::Utc::now());
+        let e = Event::new(crate::ids::fresh(), Source::Mqtt, "t", Payload::Json(payload), chrono::Utc::now());
         let env = build(&e, None);
         let text = serde_json::to_string(&env).unwrap();
         assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), env);

@@ -171,7 +171,7 @@ pub(crate) mod fixtures {
             Source::Manual => "deploy-pipeline",
         };
         let payload = Payload::Json(json!({"branch": "main", "build": 812, "commit": "9f2c1e0"}));
-        let mut event = Event::new(source, topic, payload, at);
+        let mut event = Event::new(crate::ids::fresh(), source, topic, payload, at);
         if matches!(source, Source::Webhook | Source::SopWebhook) {
             event.request = Some(Request {
                 query: json!({"env": "prod"}).as_object().cloned().unwrap(),
@@ -246,7 +246,8 @@ pub(crate) mod fixtures {
             .prop_map(|parts| parts.map(|(query, headers)| Request { query, headers }));
         (source, hostile_text(20), payload, 0i64..253_402_300_799_999, request).prop_map(
             |(source, topic, payload, millis, request)| {
-                let mut event = Event::new(source, topic, payload, Utc.timestamp_millis_opt(millis).unwrap());
+                let mut event =
+                    Event::new(crate::ids::fresh(), source, topic, payload, Utc.timestamp_millis_opt(millis).unwrap());
                 if matches!(source, Source::Webhook | Source::SopWebhook) {
                     event.request = request;
                 }

@@ -117,7 +117,7 @@ pub async fn fire(
 ) -> Result<Json<Value>, ApiError> {
     let client = guard(&state, peer, &headers).await?;
     let payload = read_json(body, &headers, &state.config).await?;
-    let mut event = Event::new(Source::Manual, name.clone(), payload, Utc::now());
+    let mut event = Event::new(crate::ids::fresh(), Source::Manual, name.clone(), payload, Utc::now());
     event.client = Some(client);
     let report = state.dispatcher.dispatch(event).await.map_err(|_| ApiError::store_unavailable())?;
     match report {

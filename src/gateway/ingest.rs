@@ -189,7 +189,7 @@ async fn ingest(
         _ => json_body(&bytes, max_depth)?,
     };
     let idempotency = idempotency_key(headers, &caller, path, &bytes)?;
-    let mut event = Event::new(source, topic, payload, Utc::now());
+    let mut event = Event::new(crate::ids::fresh(), source, topic, payload, Utc::now());
     event.client = Some(caller);
     event.idempotency = idempotency.clone();
     event.request = request;

@@ -1,52 +1,75 @@
-//! SOP directories (docs/configuration.md): loading `SOP.toml` and `SOP.md`, and
-//! validation that fails closed. The rules, and where fanin's format
-//! differs from ZeroClaw's, are documented in `load.rs`.
-
-pub mod condition;
-mod load;
-pub mod model;
-mod steps_md;
+//! SOP directories from disk. The SOP language — the model, parsing and
+//! validating `SOP.toml` and `SOP.md`, conditions — is fanin-core's
+//! (`fanin_core::sop`, re-exported here so the runtime names one `sop`);
+//! this module adds the one effect: reading the directory tree.
 
 use std::path::{Path, PathBuf};
 
-pub use model::*;
+pub use fanin_core::sop::*;
 
-/// A peripheral signal name: non-empty, without `/`, `+`, `#` or
-/// whitespace, so `board/signal` is one unambiguous topic. SOP triggers, the
-/// serial reader and the HTTP bridge all hold signals to this.
-pub fn is_signal_name(signal: &str) -> bool {
-    !signal.is_empty() && !signal.contains(['/', '+', '#']) && !signal.chars().any(char::is_whitespace)
+/// Loads every `<dir>/<name>/SOP.toml` on disk, sorted by directory name. A
+/// missing or unreadable `dir` is an error naming it.
+pub fn load_dir(dir: &Path, default_mode: ExecutionMode) -> LoadReport {
+    load_tree(dir, &Disk, default_mode)
 }
 
-/// A problem with one SOP file: the file, the key (`triggers[1].condition`)
-/// and the reason.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SopIssue {
-    pub file: PathBuf,
-    pub key: String,
-    pub reason: String,
-}
+/// The SOP loader's files, read from disk.
+struct Disk;
 
-impl std::fmt::Display for SopIssue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}: {}", self.file.display(), self.key, self.reason)
+impl SopFiles for Disk {
+    fn subdirs(&self, dir: &Path) -> Result<Vec<PathBuf>, String> {
+        let entries = std::fs::read_dir(dir).map_err(|e| e.to_string())?;
+        Ok(entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()).collect())
+    }
+
+    fn read(&self, file: &Path) -> Option<Result<String, String>> {
+        if !file.is_file() {
+            return None;
+        }
+        Some(std::fs::read_to_string(file).map_err(|e| e.to_string()))
     }
 }
 
-/// What loading a SOP directory found. The daemon starts only when `errors`
-/// is empty; a SOP with an error is never in `sops`.
-#[derive(Debug, Default)]
-pub struct LoadReport {
-    pub sops: Vec<Sop>,
-    pub errors: Vec<SopIssue>,
-    pub warnings: Vec<SopIssue>,
-}
-
-/// Loads every `<dir>/<name>/SOP.toml`, sorted by directory name. A
-/// missing or unreadable `dir` is an error naming it.
-pub fn load_dir(dir: &Path, default_mode: ExecutionMode) -> LoadReport {
-    load::load_dir(dir, default_mode)
-}
+#[cfg(test)]
+mod props;
 
 #[cfg(test)]
-pub mod test_support;
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_directory_is_an_error_naming_it() {
+        let report = load_dir(Path::new("/nonexistent/fanin-sops"), ExecutionMode::Supervised);
+        assert_eq!(report.errors.len(), 1);
+        assert_eq!(report.errors[0].file, Path::new("/nonexistent/fanin-sops"));
+    }
+
+    #[test]
+    fn the_examples_load_without_errors() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sops");
+        let report = load_dir(&dir, ExecutionMode::Supervised);
+        assert!(report.errors.is_empty(), "{:#?}", report.errors);
+        assert!(report.warnings.is_empty(), "{:#?}", report.warnings);
+        let names: Vec<&str> = report.sops.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["deploy-pipeline", "door-button", "incident-response", "morning-report", "sensor-alert"]);
+        let deploy = &report.sops[0];
+        assert_eq!(deploy.max_concurrent, 4);
+        let incident = &report.sops[2];
+        assert_eq!(incident.steps.len(), 4, "steps from SOP.md");
+        assert!(incident.steps[2].requires_confirmation);
+        let mut types: Vec<String> =
+            report.sops.iter().flat_map(|s| s.triggers.iter().map(|t| format!("{:?}", t.trigger_type()))).collect();
+        types.sort();
+        types.dedup();
+        assert_eq!(types.len(), 5, "every trigger type is exercised: {types:?}");
+    }
+
+    #[test]
+    fn the_example_config_points_at_the_example_sops() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/config.toml");
+        let config = crate::config::load(&path).unwrap();
+        let report = load_dir(&config.sops_dir(), config.sop.default_execution_mode);
+        assert!(report.errors.is_empty(), "{:#?}", report.errors);
+        assert_eq!(report.sops.len(), 5);
+    }
+}

@@ -3,7 +3,6 @@
 //! lives in the gateway; MQTT, the cron scheduler and serial peripherals are
 //! here. Each `start` returns `None` when its source is not configured.
 
-pub mod cron;
 pub mod health;
 pub mod mqtt;
 pub mod peripheral;

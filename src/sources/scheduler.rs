@@ -40,9 +40,9 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 
-use super::cron::{fires_in_window, next_fire_after, whole_second, FireWindow};
 use super::health::Status;
 use super::{SourceContext, SourceTask};
+use crate::cron::{fires_in_window, next_fire_after, whole_second, FireWindow};
 use crate::dispatch::Catalog;
 use crate::event::{Event, Payload, Source};
 use crate::sop::{Schedule, TriggerSpec};
@@ -165,7 +165,13 @@ impl Plan {
             "timezone": timezone,
             "fires_in_window": fire.count,
         });
-        let mut event = Event::new(Source::Cron, key.schedule.expression().to_string(), Payload::Json(payload), now);
+        let mut event = Event::new(
+            crate::ids::fresh(),
+            Source::Cron,
+            key.schedule.expression().to_string(),
+            Payload::Json(payload),
+            now,
+        );
         event.timezone = Some(timezone.to_string());
         event.client = Some("cron".to_string());
         Some(event)
@@ -449,7 +455,7 @@ mod tests {
     use chrono::{TimeDelta, TimeZone};
 
     use super::*;
-    use crate::sources::cron::parse_schedule;
+    use crate::cron::parse_schedule;
 
     fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, mo, d, h, mi, s).unwrap()
@@ -782,7 +788,6 @@ mod tests {
         use tokio_util::sync::CancellationToken;
 
         use super::*;
-        use crate::config::Config;
         use crate::dispatch::Dispatcher;
         use crate::sources::SourcesHealth;
         use crate::store::faults::FaultyStore;
@@ -816,7 +821,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let config_path = dir.path().join("config.toml");
             std::fs::write(&config_path, "[store]\nurl = \"sqlite://fanin.db\"\n").unwrap();
-            let config = Arc::new(Config::load(&config_path).unwrap());
+            let config = Arc::new(crate::config::load(&config_path).unwrap());
             let inner = SqliteStore::open(&dir.path().join("fanin.db")).unwrap();
             let store = Arc::new(FaultyStore::new(Arc::new(inner)));
             let mut sop = crate::sop::test_support::sop_with(

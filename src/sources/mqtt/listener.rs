@@ -242,7 +242,7 @@ impl Listener {
                     return Box::pin(dispatcher.refuse(refusal)).await;
                 }
             };
-            let mut event = Event::new(Source::Mqtt, event_topic, parsed, received_at);
+            let mut event = Event::new(crate::ids::fresh(), Source::Mqtt, event_topic, parsed, received_at);
             event.client = Some(client_label);
             // Boxed so the task itself stays small: a task allocation over
             // 1 KiB made glibc merge its free lists on every message

@@ -183,7 +183,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("config.toml");
         std::fs::write(&file, format!("[channels_config.mqtt]\nclient_id = \"fanin-1\"\n{mqtt_block}")).unwrap();
-        let config = Config::load(&file).unwrap();
+        let config = crate::config::load(&file).unwrap();
         // Keep the directory alive only as long as loading needs it.
         drop(dir);
         config

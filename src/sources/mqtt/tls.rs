@@ -125,7 +125,7 @@ mod tests {
             "[channels_config.mqtt]\nbroker_url = \"mqtts://b\"\nclient_id = \"c\"\ntopics = [\"a\"]\n",
         )
         .unwrap();
-        Config::load(&file).unwrap()
+        crate::config::load(&file).unwrap()
     }
 
     fn mqtt(config: &Config) -> MqttConfig {

@@ -241,7 +241,7 @@ async fn deliver(ctx: &SourceContext, port: &SerialBoard, signal: Signal) -> Res
     let received_at = Utc::now();
     ctx.health.event_seen(&port.health_name(), received_at);
     let topic = format!("{}/{}", port.board, signal.name);
-    let mut event = Event::new(Source::Peripheral, topic.clone(), signal.payload, received_at);
+    let mut event = Event::new(crate::ids::fresh(), Source::Peripheral, topic.clone(), signal.payload, received_at);
     event.client = Some(format!("serial:{}", port.board));
     let mut retry = Backoff::new(DISPATCH_RETRY_INITIAL, DISPATCH_RETRY_CAP);
     for attempt in 1..=DISPATCH_ATTEMPTS {

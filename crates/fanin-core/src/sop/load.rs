@@ -33,8 +33,9 @@ use serde::Deserialize;
 use super::condition::Condition;
 use super::model::*;
 use super::steps_md;
+use super::SopFiles;
 use super::{is_signal_name, LoadReport, SopIssue};
-use crate::config::{deserialize_table, read_strict, KeyLines, TomlProblem};
+use crate::strict_toml::{deserialize_table, read_strict, KeyLines, TomlProblem};
 
 const IGNORED_ZEROCLAW_KEY: &str = "ignored: ZeroClaw key fanin does not use";
 const DEFAULT_VERSION: &str = "0.1.0";
@@ -214,11 +215,12 @@ impl Issues {
     }
 }
 
-/// Loads every `<dir>/<name>/SOP.toml`, sorted by directory name.
-pub fn load_dir(dir: &Path, default_mode: ExecutionMode) -> LoadReport {
+/// Loads every `<dir>/<name>/SOP.toml` that `files` holds, sorted by
+/// directory name.
+pub fn load_tree(dir: &Path, files: &dyn SopFiles, default_mode: ExecutionMode) -> LoadReport {
     let mut report = LoadReport::default();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
+    let mut sop_dirs = match files.subdirs(dir) {
+        Ok(dirs) => dirs,
         Err(e) => {
             report.errors.push(SopIssue {
                 file: dir.to_path_buf(),
@@ -228,27 +230,22 @@ pub fn load_dir(dir: &Path, default_mode: ExecutionMode) -> LoadReport {
             return report;
         }
     };
-    let mut sop_dirs: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
-        .collect();
+    sop_dirs.retain(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')));
     sop_dirs.sort();
 
     // name → the SOP.toml that first defined it
     let mut first_definition: HashMap<String, PathBuf> = HashMap::new();
     for sop_dir in sop_dirs {
         let toml_file = sop_dir.join("SOP.toml");
-        if !toml_file.is_file() {
+        let Some(text) = files.read(&toml_file) else {
             report.warnings.push(SopIssue {
                 file: sop_dir.clone(),
                 key: String::new(),
                 reason: "no SOP.toml in this directory; skipped".into(),
             });
             continue;
-        }
-        let (sop, issues) = load_one(&sop_dir, &toml_file, default_mode);
+        };
+        let (sop, issues) = load_one(&sop_dir, &toml_file, text, files, default_mode);
         let mut errors = issues.errors;
         if let Some(sop) = &sop {
             // Names of invalid SOPs count too: fixing one must not reveal a
@@ -275,14 +272,20 @@ pub fn load_dir(dir: &Path, default_mode: ExecutionMode) -> LoadReport {
 
 /// Loads one SOP directory. The SOP is `None` when it cannot be built; it
 /// may be `Some` while errors exist (the caller then rejects it).
-fn load_one(sop_dir: &Path, toml_file: &Path, default_mode: ExecutionMode) -> (Option<Sop>, Issues) {
+fn load_one(
+    sop_dir: &Path,
+    toml_file: &Path,
+    text: Result<String, String>,
+    files: &dyn SopFiles,
+    default_mode: ExecutionMode,
+) -> (Option<Sop>, Issues) {
     let mut issues = Issues {
         toml_file: toml_file.to_path_buf(),
         lines: KeyLines::default(),
         errors: Vec::new(),
         warnings: Vec::new(),
     };
-    let text = match std::fs::read_to_string(toml_file) {
+    let text = match text {
         Ok(text) => text,
         Err(e) => {
             issues.error("", format!("cannot read: {e}"));
@@ -307,7 +310,7 @@ fn load_one(sop_dir: &Path, toml_file: &Path, default_mode: ExecutionMode) -> (O
     let header = build_header(raw_sop, sop_dir, default_mode, &mut issues);
     let mut triggers = build_triggers(raw.triggers, &mut issues);
     let toml_steps = build_toml_steps(raw.steps, &mut issues);
-    let (mut steps, steps_file) = choose_steps(sop_dir, toml_steps, &mut issues);
+    let (mut steps, steps_file) = choose_steps(sop_dir, files, toml_steps, &mut issues);
     let Some(header) = header else {
         return (None, issues);
     };
@@ -424,7 +427,7 @@ fn mode_name(mode: ExecutionMode) -> String {
 
 /// SOP names appear in URLs, CLI arguments and audit records.
 pub(crate) fn is_sop_name(name: &str) -> bool {
-    crate::config::is_board_name(name)
+    super::is_board_name(name)
 }
 
 fn build_triggers(tables: Vec<toml::Table>, issues: &mut Issues) -> Vec<Trigger> {
@@ -464,7 +467,7 @@ fn build_trigger(kind: &str, table: toml::Table, prefix: &str, issues: &mut Issu
         "mqtt" => {
             let raw: RawMqtt = typed(table, prefix, kind, issues)?;
             let topic_ok =
-                crate::dispatch::topic::validate_filter(&raw.topic).map_err(|r| issues.error(&key("topic"), r)).is_ok();
+                crate::topic::validate_filter(&raw.topic).map_err(|r| issues.error(&key("topic"), r)).is_ok();
             let condition = parse_condition(raw.condition, prefix, issues)?;
             topic_ok.then_some(Trigger { spec: TriggerSpec::Mqtt { topic: raw.topic }, condition })
         }
@@ -472,11 +475,11 @@ fn build_trigger(kind: &str, table: toml::Table, prefix: &str, issues: &mut Issu
             let raw: RawCron = typed(table, prefix, kind, issues)?;
             // Both checked, so one SOP.toml reports both problems at once.
             let timezone = match &raw.timezone {
-                Some(tz) => crate::sources::cron::parse_timezone(tz).map_err(|r| issues.error(&key("timezone"), r)),
+                Some(tz) => crate::cron::parse_timezone(tz).map_err(|r| issues.error(&key("timezone"), r)),
                 None => Ok(chrono_tz::Tz::UTC),
             };
-            let schedule = crate::sources::cron::parse_schedule(&raw.expression, None)
-                .map_err(|r| issues.error(&key("expression"), r));
+            let schedule =
+                crate::cron::parse_schedule(&raw.expression, None).map_err(|r| issues.error(&key("expression"), r));
             let schedule = schedule.ok()?.in_timezone(timezone.ok()?);
             for warning in schedule.warnings() {
                 issues.warning(&key("expression"), warning);
@@ -486,7 +489,7 @@ fn build_trigger(kind: &str, table: toml::Table, prefix: &str, issues: &mut Issu
         "peripheral" => {
             let raw: RawPeripheral = typed(table, prefix, kind, issues)?;
             let mut ok = true;
-            if !crate::config::is_board_name(&raw.board) {
+            if !super::is_board_name(&raw.board) {
                 issues.error(
                     &key("board"),
                     format!("{:?} is not a board name; expected [a-z0-9][a-z0-9._-]*", raw.board),
@@ -661,12 +664,17 @@ fn build_toml_steps(raw_steps: Vec<RawStep>, issues: &mut Issues) -> Vec<Step> {
 
 /// SOP.md's `## Steps` wins when it has items. Returns the steps and the
 /// file they came from (for messages).
-fn choose_steps(sop_dir: &Path, toml_steps: Vec<Step>, issues: &mut Issues) -> (Vec<Step>, PathBuf) {
+fn choose_steps(
+    sop_dir: &Path,
+    files: &dyn SopFiles,
+    toml_steps: Vec<Step>,
+    issues: &mut Issues,
+) -> (Vec<Step>, PathBuf) {
     let md_file = sop_dir.join("SOP.md");
-    if !md_file.exists() {
+    let Some(text) = files.read(&md_file) else {
         return (toml_steps, issues.toml_file.clone());
-    }
-    let text = match std::fs::read_to_string(&md_file) {
+    };
+    let text = match text {
         Ok(text) => text,
         Err(e) => {
             let issue = issues.issue(&md_file, "", format!("cannot read: {e}"), None);
@@ -726,35 +734,41 @@ fn check_steps(steps: &[Step], file: &Path, destination: Destination, issues: &m
 }
 
 #[cfg(test)]
-mod props;
-
-#[cfg(test)]
 mod tests {
     use super::*;
 
+    use crate::sop::test_support::MemFiles;
+
+    /// A SOP directory held in memory, rooted at `/sops`.
     struct Fixture {
-        dir: tempfile::TempDir,
+        files: std::cell::RefCell<MemFiles>,
     }
 
     impl Fixture {
         fn new() -> Self {
-            Fixture { dir: tempfile::tempdir().unwrap() }
+            Fixture { files: Default::default() }
+        }
+
+        fn root(&self) -> &Path {
+            Path::new("/sops")
         }
 
         fn sop(&self, dir_name: &str, toml: &str) -> &Self {
-            let dir = self.dir.path().join(dir_name);
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join("SOP.toml"), toml).unwrap();
+            self.files.borrow_mut().insert(self.root().join(dir_name).join("SOP.toml"), toml);
             self
         }
 
         fn md(&self, dir_name: &str, md: &str) -> &Self {
-            std::fs::write(self.dir.path().join(dir_name).join("SOP.md"), md).unwrap();
+            self.files.borrow_mut().insert(self.root().join(dir_name).join("SOP.md"), md);
             self
         }
 
+        fn load_as(&self, default_mode: ExecutionMode) -> LoadReport {
+            load_tree(self.root(), &*self.files.borrow(), default_mode)
+        }
+
         fn load(&self) -> LoadReport {
-            load_dir(self.dir.path(), ExecutionMode::Supervised)
+            self.load_as(ExecutionMode::Supervised)
         }
     }
 
@@ -783,7 +797,7 @@ mod tests {
     fn a_minimal_sop_gets_the_documented_defaults() {
         let f = Fixture::new();
         f.sop("x", &format!("{}[[triggers]]\ntype = \"manual\"\n", header("x")));
-        let report = load_dir(f.dir.path(), ExecutionMode::Auto);
+        let report = f.load_as(ExecutionMode::Auto);
         assert!(report.errors.is_empty(), "{:?}", report.errors);
         assert!(report.warnings.is_empty(), "{:?}", report.warnings);
         let sop = &report.sops[0];
@@ -796,7 +810,7 @@ mod tests {
         assert_eq!(sop.admission_policy, AdmissionPolicy::Parallel);
         assert_eq!(sop.destination, Destination::Agent);
         assert!(sop.steps.is_empty());
-        assert_eq!(sop.file, f.dir.path().join("x/SOP.toml"));
+        assert_eq!(sop.file, f.root().join("x/SOP.toml"));
     }
 
     #[test]
@@ -1085,9 +1099,9 @@ mod tests {
         f.sop("a-first", &header("same")).sop("b-second", &header("same"));
         let report = f.load();
         assert_eq!(report.sops.len(), 1);
-        assert_eq!(report.sops[0].file, f.dir.path().join("a-first/SOP.toml"));
+        assert_eq!(report.sops[0].file, f.root().join("a-first/SOP.toml"));
         let err = report.errors.iter().find(|e| e.key == "sop.name").expect("duplicate error");
-        assert_eq!(err.file, f.dir.path().join("b-second/SOP.toml"));
+        assert_eq!(err.file, f.root().join("b-second/SOP.toml"));
         assert!(err.reason.contains("a-first"), "{}", err.reason);
     }
 
@@ -1114,13 +1128,6 @@ mod tests {
         for key in ["sop.max_concurrent", "sop.owner", "triggers[0].expression", "triggers[1].topic"] {
             assert!(has(&report.errors, key, ""), "{key}: {:?}", report.errors);
         }
-    }
-
-    #[test]
-    fn a_missing_directory_is_an_error_naming_it() {
-        let report = load_dir(Path::new("/nonexistent/fanin-sops"), ExecutionMode::Supervised);
-        assert_eq!(report.errors.len(), 1);
-        assert_eq!(report.errors[0].file, Path::new("/nonexistent/fanin-sops"));
     }
 
     #[test]
@@ -1206,41 +1213,12 @@ mod tests {
             "## Steps\n1. **A**\n   - type: tool\n   - ref: a\n   - requires_confirmation: yes\n2. **B**\n   - agent: bot\n",
         );
         let report = f.load();
-        let md = f.dir.path().join("x/SOP.md");
+        let md = f.root().join("x/SOP.md");
         let err = report.errors.iter().find(|e| e.key == "steps[0].requires_confirmation").expect("bullet error");
         assert_eq!(err.file, md);
         let missing = report.errors.iter().find(|e| e.key == "steps[1].type").expect("executor error");
         assert_eq!(missing.file, md);
         assert!(report.warnings.iter().any(|w| w.key == "steps[1].agent" && w.file == md));
         assert!(report.sops.is_empty());
-    }
-
-    #[test]
-    fn the_examples_load_without_errors() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sops");
-        let report = load_dir(&dir, ExecutionMode::Supervised);
-        assert!(report.errors.is_empty(), "{:#?}", report.errors);
-        assert!(report.warnings.is_empty(), "{:#?}", report.warnings);
-        let names: Vec<&str> = report.sops.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["deploy-pipeline", "door-button", "incident-response", "morning-report", "sensor-alert"]);
-        let deploy = &report.sops[0];
-        assert_eq!(deploy.max_concurrent, 4);
-        let incident = &report.sops[2];
-        assert_eq!(incident.steps.len(), 4, "steps from SOP.md");
-        assert!(incident.steps[2].requires_confirmation);
-        let mut types: Vec<String> =
-            report.sops.iter().flat_map(|s| s.triggers.iter().map(|t| format!("{:?}", t.trigger_type()))).collect();
-        types.sort();
-        types.dedup();
-        assert_eq!(types.len(), 5, "every trigger type is exercised: {types:?}");
-    }
-
-    #[test]
-    fn the_example_config_points_at_the_example_sops() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/config.toml");
-        let config = crate::config::Config::load(&path).unwrap();
-        let report = load_dir(&config.sops_dir(), config.sop.default_execution_mode);
-        assert!(report.errors.is_empty(), "{:#?}", report.errors);
-        assert_eq!(report.sops.len(), 5);
     }
 }

@@ -16,6 +16,7 @@ use super::*;
 use crate::envelope::{execution, legacy, registry::RegistrySnapshot, schema, Run};
 use crate::event::{Event, Payload, Source};
 use crate::proptest_support::{config, hostile_text, token_soup};
+use crate::sop::condition::Condition;
 
 /// Loads `toml` as `<tmp>/<dir_name>/SOP.toml`.
 fn load_text(dir_name: &str, toml: &str) -> LoadReport {
@@ -615,7 +616,13 @@ impl WrittenSop {
 
 /// The envelopes a run of `sop` leaves in, checked against the schema.
 fn check_envelopes(sop: &Sop) -> Result<(), TestCaseError> {
-    let event = Event::new(Source::Manual, sop.name.clone(), Payload::Json(serde_json::json!({"k": 1})), Utc::now());
+    let event = Event::new(
+        crate::ids::fresh(),
+        Source::Manual,
+        sop.name.clone(),
+        Payload::Json(serde_json::json!({"k": 1})),
+        Utc::now(),
+    );
     let trigger = legacy::event_json(&event);
     let run = Run {
         run_id: "run-1",

@@ -9,8 +9,8 @@ use std::cmp::Ordering;
 
 use serde_json::Value;
 
+use super::ast::{Comparison, Expr, ExprKind, Left, Literal, Op};
 use super::number::Num;
-use super::parse::{Comparison, Expr, ExprKind, Left, Literal, Op};
 use crate::event::Payload;
 
 /// Longer payload values are cut in explanations; they are for reading.

@@ -274,9 +274,17 @@ impl IdempotencyKey {
 }
 
 impl Event {
-    pub fn new(source: Source, topic: impl Into<String>, payload: Payload, received_at: DateTime<Utc>) -> Event {
+    /// An event as a source hands it over; `id` is fresh (the runtime
+    /// makes ids, see the crate's front page).
+    pub fn new(
+        id: impl Into<String>,
+        source: Source,
+        topic: impl Into<String>,
+        payload: Payload,
+        received_at: DateTime<Utc>,
+    ) -> Event {
         Event {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: id.into(),
             source,
             topic: topic.into(),
             timezone: None,

@@ -1,96 +1,14 @@
-//! The condition tree and the recursive-descent parser that builds it from
-//! tokens. Every node keeps its byte span so `check` can quote the part of
-//! the condition that failed exactly as it was written.
+//! The recursive-descent parser that builds the condition tree (`ast`) from
+//! tokens.
 
-use super::lex::{error, tokenize, Tok, Token};
-use super::number::Num;
-use super::path::Path;
+use super::ast::{Comparison, Expr, ExprKind, Left, Literal, Span};
+use super::lex::{tokenize, Tok, Token};
+use super::scan::error;
 use super::ParseError;
 
 /// Deeper nesting than this is surely a mistake, and bounding it keeps the
 /// recursive parser and evaluator far from the stack limit.
 const MAX_DEPTH: usize = 64;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Span {
-    pub(super) start: usize,
-    pub(super) end: usize,
-}
-
-impl Span {
-    pub(super) fn text(self, src: &str) -> &str {
-        &src[self.start..self.end]
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Op {
-    Eq,
-    Ne,
-    Gt,
-    Ge,
-    Lt,
-    Le,
-}
-
-impl Op {
-    pub(super) fn as_str(self) -> &'static str {
-        match self {
-            Op::Eq => "==",
-            Op::Ne => "!=",
-            Op::Gt => ">",
-            Op::Ge => ">=",
-            Op::Lt => "<",
-            Op::Le => "<=",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub(super) enum Literal {
-    Num(Num),
-    /// `num` is the number the string holds, if any, worked out once here;
-    /// `bare` says it was written without quotes (see `Tok::Word`).
-    Str {
-        text: String,
-        num: Option<Num>,
-        bare: bool,
-    },
-    Bool(bool),
-    Null,
-}
-
-/// What a comparison reads: a path, or the whole payload (the direct form).
-#[derive(Clone, Debug)]
-pub(super) enum Left {
-    Payload,
-    Path(Path),
-}
-
-#[derive(Clone, Debug)]
-pub(super) struct Comparison {
-    pub(super) left: Left,
-    pub(super) left_span: Span,
-    pub(super) op: Op,
-    pub(super) literal: Literal,
-    pub(super) literal_span: Span,
-}
-
-#[derive(Clone, Debug)]
-pub(super) struct Expr {
-    pub(super) kind: ExprKind,
-    /// Includes the parentheses when the expression was parenthesized.
-    pub(super) span: Span,
-}
-
-/// `&&` and `||` chains are kept flat so `check` can list their parts.
-#[derive(Clone, Debug)]
-pub(super) enum ExprKind {
-    Compare(Comparison),
-    Not(Box<Expr>),
-    All(Vec<Expr>),
-    Any(Vec<Expr>),
-}
 
 pub(super) fn parse(src: &str) -> Result<Expr, ParseError> {
     let tokens = tokenize(src)?;

@@ -8,8 +8,8 @@
 
 use serde_json::Value;
 
-use super::lex::{error, scan_string, skip_space};
 use super::number::digits;
+use super::scan::{error, scan_string, skip_space};
 use super::ParseError;
 
 /// RFC 9535 keeps indices within I-JSON's exact integer range.

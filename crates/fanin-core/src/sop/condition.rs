@@ -78,6 +78,7 @@
 //! conditions), `docs/operations.md` ("Coming from ZeroClaw") lists it; the
 //! table in `tests.rs` holds ZeroClaw's own test expectations.
 
+mod ast;
 mod eval;
 mod lex;
 mod number;
@@ -85,6 +86,7 @@ mod parse;
 mod path;
 #[cfg(test)]
 mod props;
+mod scan;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -96,7 +98,7 @@ use crate::event::Payload;
 #[derive(Clone, Debug)]
 pub struct Condition {
     source: String,
-    expr: parse::Expr,
+    expr: ast::Expr,
 }
 
 /// Why a condition did not hold, for `fanin explain`.
@@ -133,7 +135,7 @@ impl Condition {
     /// True for a blank condition, which holds for every payload: the
     /// trigger is as if it had none.
     pub fn is_unconditional(&self) -> bool {
-        matches!(&self.expr.kind, parse::ExprKind::All(parts) if parts.is_empty())
+        matches!(&self.expr.kind, ast::ExprKind::All(parts) if parts.is_empty())
     }
 
     /// What the condition means that its text may not say plainly: each

@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::condition::Condition;
-use crate::event::TriggerType;
 /// A cron trigger's checked expression and timezone; defined beside the
 /// parser, which is the only place that builds one.
-pub use crate::sources::cron::Schedule;
+pub use crate::cron::Schedule;
+use crate::event::TriggerType;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -9,8 +9,8 @@ use std::cmp::Ordering;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
+use super::ast::Op;
 use super::number::Num;
-use super::parse::Op;
 use super::path::{self, Segment};
 use super::Condition;
 use crate::event::Payload;
