@@ -1,4 +1,4 @@
-//! Condition evaluation (DESIGN §3): the cost a candidate trigger adds to a
+//! Condition evaluation: the cost a candidate trigger adds to a
 //! match, for the common shapes, when it holds and when it fails closed.
 //! Parsing happens once per SOP load; it is measured too, for reloads.
 

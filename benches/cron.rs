@@ -1,4 +1,4 @@
-//! Cron arithmetic (DESIGN §5): the next fire point, the fire points of a
+//! Cron arithmetic: the next fire point, the fire points of a
 //! window (what every scheduler look computes), and the next fire of
 //! 10 000 schedules (what the scheduler plans at start and on reload), with
 //! and without compiling each schedule first (a look compiles its schedule:

@@ -1,4 +1,4 @@
-//! Envelope building plus schema validation (DESIGN §7): what every run
+//! Envelope building plus schema validation: what every run
 //! that leaves through the outbox pays once, at its start. Uses the example
 //! SOPs and registries of the repository, so the envelopes are realistic.
 

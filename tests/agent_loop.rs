@@ -1,4 +1,4 @@
-//! The agent loop and headless safety (DESIGN §6), through the real daemon:
+//! The agent loop and headless safety (docs/operations.md#agent-loop), through the real daemon:
 //! a step with no agent loop attached waits as `pending` and is never
 //! executed; an agent that polls later leases it, reports, and the run moves
 //! on step by step to completion; long polls, lease expiry, step-by-step

@@ -1,4 +1,4 @@
-//! Approvals end to end (DESIGN §6): supervised runs wait at their gate,
+//! Approvals end to end (docs/operations.md#approvals): supervised runs wait at their gate,
 //! operators list, approve and deny them over the admin API and through
 //! `fanin runs pending|approve|deny`, which talks to the running daemon.
 

@@ -1,5 +1,5 @@
 //! The HTTP gateway, driven over real sockets against a real daemon process
-//! with a real SQLite store: every route, every status code of DESIGN §4.
+//! with a real SQLite store: every route, every status code it answers.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! The command line (DESIGN §8). Every subcommand takes `--config` and, where
+//! The command line (docs/operations.md). Every subcommand takes `--config` and, where
 //! it prints data, `--json`. Commands that read runs, audit, codes or tokens
 //! open the store named in the config, also while a daemon runs on it.
 //!

@@ -1,5 +1,5 @@
 //! The outbox worker: delivers queued envelopes to the Executor and the
-//! Agent, at least once, in order per run (DESIGN §7).
+//! Agent, at least once, in order per run (docs/operations.md#the-outbox).
 //!
 //! Envelopes are written to the outbox in the same commit as the transition
 //! that produced them, so nothing queued is lost by a crash; this task only

@@ -383,7 +383,7 @@ pub(super) fn take_move(
 /// instead of written.
 const HEADLESS_LINES_PER_SEC: u32 = 20;
 
-/// Logs a step recorded pending with no agent loop attached (DESIGN §6),
+/// Logs a step recorded pending with no agent loop attached (docs/operations.md#agent-loop),
 /// one line per step, within `HEADLESS_LINES_PER_SEC`: a flood of events
 /// with no agent loop would otherwise cost more in log lines than in runs.
 /// The next line written says how many were left out; the audit (a

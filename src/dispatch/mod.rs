@@ -1,4 +1,4 @@
-//! The one dispatcher (DESIGN §1): every source's events take this path.
+//! The one dispatcher (ARCHITECTURE.md): every source's events take this path.
 //!
 //! `index` finds the candidate triggers of an event without scanning every
 //! SOP, `matching` filters them by condition (and explains why not),

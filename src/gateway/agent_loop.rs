@@ -1,4 +1,4 @@
-//! The agent loop API (DESIGN §6): agents lease ExecuteSteps and report
+//! The agent loop API (docs/operations.md#agent-loop): agents lease ExecuteSteps and report
 //! them. fanin never executes a step; it only hands steps out, one at a
 //! time, and moves the run on when the agent reports.
 //!

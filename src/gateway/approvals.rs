@@ -1,4 +1,4 @@
-//! Approvals over the admin API (DESIGN §6): the runs waiting at a gate, and
+//! Approvals over the admin API (docs/operations.md#approvals): the runs waiting at a gate, and
 //! an operator's approve or deny. Guarded like every `/admin` route; the
 //! caller identity the guard returns is recorded as who decided.
 //!

@@ -1,7 +1,7 @@
 //! The HTTP sources: `POST /sop/{*rest}`, `POST /webhook`, and the
 //! peripheral bridge `POST /peripheral/{board}/{signal}`.
 //!
-//! Checks run in the order of DESIGN §4 — rate limit, bearer, secret, body
+//! Checks run in this order — rate limit, bearer, secret, body
 //! size and JSON, idempotency key — then the event goes to the dispatcher,
 //! and the reply is written only after its commit.
 

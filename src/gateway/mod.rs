@@ -1,4 +1,4 @@
-//! The HTTP gateway (DESIGN §4): the webhook source, pairing, probes, the
+//! The HTTP gateway (docs/operations.md): the webhook source, pairing, probes, the
 //! admin API (runs, approvals, audit) and the agent loop, on axum
 //! behind its own accept loop ([`server`]).
 //!
@@ -107,7 +107,7 @@ impl Gateway {
     }
 
     /// Whether `/sop/*` and SOP-matching `/webhook` requests can be
-    /// authenticated at all; without either layer they are refused (§4).
+    /// authenticated at all; without either layer they are refused.
     pub fn auth_configured(&self) -> bool {
         self.config.require_pairing || !self.config.webhook_secret.is_empty()
     }

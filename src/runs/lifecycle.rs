@@ -1,4 +1,4 @@
-//! Where a run goes next (DESIGN §6), and the store writes that take it
+//! Where a run goes next (docs/operations.md), and the store writes that take it
 //! there. Pure: ids, times, the registries snapshot and whether an agent
 //! loop is attached all come in as arguments.
 //!

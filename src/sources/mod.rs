@@ -1,4 +1,4 @@
-//! Event sources (DESIGN §5): each receives and normalizes, nothing more —
+//! Event sources: each receives and normalizes, nothing more —
 //! matching, admission and audit stay in the dispatcher. The webhook source
 //! lives in the gateway; MQTT, the cron scheduler and serial peripherals are
 //! here. Each `start` returns `None` when its source is not configured.

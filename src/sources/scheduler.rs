@@ -1,4 +1,4 @@
-//! The cron scheduler: turns the clock into cron events (DESIGN §5).
+//! The cron scheduler: turns the clock into cron events.
 //!
 //! Cron triggers are grouped by key — one per (timezone, expression) pair,
 //! written `"<timezone>|<expression>"` — because the dispatcher matches a
@@ -18,7 +18,7 @@
 //!   `cron_missed` (how many, first and last) and not fired. While running,
 //!   every look follows the plain window rule, whatever the window's length.
 //! - **Clock.** No polling: the task sleeps until the earliest next fire
-//!   point across keys, or until shutdown (DESIGN §5). The sleep is measured
+//!   point across keys, or until shutdown. The sleep is measured
 //!   on the monotonic clock, so a wall clock stepped forward while asleep is
 //!   noticed at the next wake-up, whose window then covers what was passed.
 //!   A clock that goes back never moves `last_check` back: nothing fires

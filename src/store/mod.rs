@@ -1,4 +1,4 @@
-//! The store: the only place fanin's state lives (DESIGN §1).
+//! The store: the only place fanin's state lives (ARCHITECTURE.md).
 //!
 //! Everything durable goes through [`Store::commit`], one atomic [`Batch`] at a
 //! time, so that "acknowledged" always means "committed": a run and its

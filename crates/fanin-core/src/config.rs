@@ -1,4 +1,4 @@
-//! `config.toml` (DESIGN §2.1): types, defaults and validation.
+//! `config.toml` (docs/configuration.md): types, defaults and validation.
 //!
 //! Loading fails closed and loudly: an unknown key anywhere (a misspelt
 //! security setting must never be ignored), a value of the wrong type and

@@ -1,6 +1,6 @@
 //! The normalized event every source hands to the dispatcher.
 //!
-//! Sources only receive and normalize (DESIGN §1): whatever arrived — an HTTP
+//! Sources only receive and normalize (ARCHITECTURE.md): whatever arrived — an HTTP
 //! body, an MQTT publish, a cron fire, a serial line — becomes one `Event`
 //! with a source, a topic and a payload. Matching never looks at anything
 //! else, which is what keeps matching identical across sources.
@@ -81,7 +81,7 @@ impl TriggerType {
 }
 
 /// An event's body: parsed JSON when it was JSON, else the text as received.
-/// Conditions with a `$` path are false on `Text` (DESIGN §3).
+/// Conditions with a `$` path are false on `Text` (docs/configuration.md#trigger-conditions).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Payload {
     Json(Value),

@@ -1,4 +1,4 @@
-//! The MQTT source (`[channels_config.mqtt]`, DESIGN §2.1 and §5): it keeps
+//! The MQTT source (`[channels_config.mqtt]`, docs/configuration.md): it keeps
 //! one subscription on a broker alive and turns every message into an
 //! [`Event`](crate::event::Event) for the dispatcher — and nothing more.
 //!

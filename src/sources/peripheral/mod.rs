@@ -1,4 +1,4 @@
-//! Peripheral boards on serial lines (DESIGN §5): one reader task per
+//! Peripheral boards on serial lines (docs/operations.md#serial-peripherals): one reader task per
 //! `[peripherals.<board>]` with `transport = "serial"` turns each line the
 //! board prints into an event with topic `<board>/<signal>`. Boards with
 //! `transport = "http"` post to the gateway instead and get no task here.

@@ -1,4 +1,4 @@
-//! Envelopes (DESIGN §7): how a run or an event leaves fanin. Building them is
+//! Envelopes: how a run or an event leaves fanin. Building them is
 //! pure (ids and times come in as arguments); delivery is elsewhere.
 //!
 //! - [`legacy`]: the `context/input/output/error` form the Agent reads.

@@ -1,6 +1,7 @@
 //! The registries (tools, capabilities, usecases) an execution envelope
-//! carries so the Executor can resolve step refs: what one category holds as
-//! of a load (`CategoryRegistry`), all of them at one moment
+//! carries so the Executor can resolve step refs
+//! (docs/configuration.md#registries): what one category holds as of a load
+//! (`CategoryRegistry`), all of them at one moment
 //! (`RegistrySnapshot`, what envelopes read), how a registry travels in an
 //! envelope (`document`) and what is worth telling the operator when a
 //! category changes (`changes`). Pure: reading the local files and Google

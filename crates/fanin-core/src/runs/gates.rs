@@ -1,4 +1,4 @@
-//! Where approval gates sit (DESIGN §6): decided by the SOP's execution mode,
+//! Where approval gates sit (docs/operations.md#approvals): decided by the SOP's execution mode,
 //! its priority and each step's `requires_confirmation`.
 
 use super::RunStatus;

@@ -1,4 +1,4 @@
-//! Run states (DESIGN §6) and the transitions between them.
+//! Run states (docs/operations.md) and the transitions between them.
 
 use serde::{Deserialize, Serialize};
 
@@ -49,7 +49,7 @@ impl RunStatus {
     /// Holds one of its SOP's `max_concurrent` slots: a run waiting for an
     /// approval or being delivered. A run waiting for the agent loop to take
     /// its step does not: fanin never executes steps, and a headless step
-    /// must not hold a slot forever (DESIGN §6).
+    /// must not hold a slot forever (docs/operations.md#admission).
     pub fn is_active(self) -> bool {
         matches!(self, RunStatus::PendingApproval | RunStatus::Running)
     }

@@ -1,4 +1,4 @@
-//! The condition language of SOP triggers (DESIGN §3): parsed once when a SOP
+//! The condition language of SOP triggers (docs/configuration.md): parsed once when a SOP
 //! loads, evaluated against the payload of every event that reaches the
 //! trigger.
 //!

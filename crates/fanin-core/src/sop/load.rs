@@ -1,4 +1,4 @@
-//! Loading a SOP directory (DESIGN §2.2): `<dir>/<name>/SOP.toml`, with an
+//! Loading a SOP directory (docs/configuration.md): `<dir>/<name>/SOP.toml`, with an
 //! optional `SOP.md` whose `## Steps` section supplies the steps.
 //!
 //! Validation fails closed: every problem of every SOP is collected, each

@@ -1,4 +1,4 @@
-//! SOP directories (DESIGN §2.2): loading `SOP.toml` and `SOP.md`, and
+//! SOP directories (docs/configuration.md): loading `SOP.toml` and `SOP.md`, and
 //! validation that fails closed. The rules, and where fanin's format
 //! differs from ZeroClaw's, are documented in `load.rs`.
 
@@ -6,6 +6,8 @@ pub mod condition;
 mod load;
 pub mod model;
 mod steps_md;
+
+pub use steps_md::ZEROCLAW_IGNORED_MD_KEYS;
 
 use std::path::{Path, PathBuf};
 

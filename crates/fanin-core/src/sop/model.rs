@@ -1,4 +1,4 @@
-//! The loaded, validated form of a SOP directory (DESIGN §2.2).
+//! The loaded, validated form of a SOP directory (docs/configuration.md).
 //!
 //! Everything here has already passed validation: conditions are parsed,
 //! cron expressions checked, topic filters and paths checked. Code that holds

@@ -21,7 +21,7 @@
 use super::model::{Step, StepKind};
 
 /// Step keys ZeroClaw's SOP.md understands that fanin does not use.
-pub(crate) const ZEROCLAW_IGNORED_MD_KEYS: &[&str] = &[
+pub const ZEROCLAW_IGNORED_MD_KEYS: &[&str] = &[
     "allow-tools",
     "allow_tools",
     "deny-tools",
