@@ -549,14 +549,14 @@ pub fn unreadable_reason(value: &Value) -> Option<&str> {
 pub fn local_path(url: &str, base_dir: &Path) -> Result<std::path::PathBuf, StoreError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         if path.is_empty() {
-            return Err(StoreError::Invalid("store.url: sqlite:// needs a file path".into()));
+            return Err(StoreError::Invalid("sqlite:// needs a file path".into()));
         }
         return Ok(base_dir.join(path));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(StoreError::Invalid("store.url: the PostgreSQL store is not built yet; use sqlite://".into()));
+        return Err(StoreError::Invalid("the PostgreSQL store is not built yet; use sqlite://".into()));
     }
-    Err(StoreError::Invalid(format!("store.url: unsupported scheme in {url:?} (expected sqlite:// or postgres://)")))
+    Err(StoreError::Invalid(format!("unsupported scheme in {url:?} (expected sqlite:// or postgres://)")))
 }
 
 /// Opens the store named by `[store].url`, creating or upgrading it.
