@@ -1,44 +1,22 @@
 //! `/admin/*`: runs, audit and manual fires for operators. Loopback only,
-//! unless `allow_remote_admin`, and then a bearer token is required too.
-
-use std::net::SocketAddr;
+//! unless `allow_remote_admin`, and then a bearer token is required too
+//! (the rule is [`AdminAccess`], which every handler here takes).
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::extract::{Path, Query};
+use super::extract::{AdminAccess, Path, Query};
 use super::ingest::read_json;
-use super::limits::client_ip;
-use super::{auth, ApiError, AppState};
+use super::{ApiError, AppState};
 use crate::dispatch::DispatchReport;
 use crate::event::{Event, Source};
 use crate::runs::RunStatus;
 use crate::store::{AuditQuery, RunQuery, RunRecord};
-
-/// Loopback, or a remote caller with a bearer when `allow_remote_admin`:
-/// returns who is calling.
-pub(super) async fn guard(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<String, ApiError> {
-    let ip = client_ip(peer, headers, &state.forwarding);
-    if ip.is_loopback() {
-        return Ok(format!("admin:{ip}"));
-    }
-    if !state.config.allow_remote_admin {
-        return Err(
-            ApiError::new(StatusCode::FORBIDDEN, "forbidden").with("detail", "/admin is served to loopback only")
-        );
-    }
-    let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
-    match auth::verify_bearer(state.dispatcher.store().as_ref(), bearer).await {
-        Ok(Some(token)) => Ok(token.subject),
-        Ok(None) => Err(ApiError::unauthorized()),
-        Err(_) => Err(ApiError::store_unavailable()),
-    }
-}
 
 #[derive(Deserialize)]
 pub struct RunsParams {
@@ -62,25 +40,21 @@ pub fn run_summary(r: &RunRecord) -> Value {
 
 pub async fn runs(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    _: AdminAccess,
     Query(params): Query<RunsParams>,
 ) -> Result<Json<Value>, ApiError> {
-    guard(&state, peer, &headers).await?;
     let status = status_param(params.status.as_deref(), RunStatus::parse)?;
     let query = RunQuery { sop: params.sop, status, limit: params.limit.unwrap_or(100).min(10_000) };
-    let runs = state.dispatcher.store().list_runs(&query).await.map_err(|_| ApiError::store_unavailable())?;
+    let runs = state.store.list_runs(&query).await.map_err(|_| ApiError::store_unavailable())?;
     Ok(Json(json!({"runs": runs.iter().map(run_summary).collect::<Vec<_>>()})))
 }
 
 pub async fn run(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    _: AdminAccess,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    guard(&state, peer, &headers).await?;
-    match state.dispatcher.store().get_run(&id).await.map_err(|_| ApiError::store_unavailable())? {
+    match state.store.get_run(&id).await.map_err(|_| ApiError::store_unavailable())? {
         Some(run) => Ok(Json(json!(run))),
         None => Err(ApiError::new(StatusCode::NOT_FOUND, "run_not_found").with("run_id", id)),
     }
@@ -95,14 +69,12 @@ pub struct AuditParams {
 
 pub async fn audit(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    _: AdminAccess,
     Query(params): Query<AuditParams>,
 ) -> Result<Json<Value>, ApiError> {
-    guard(&state, peer, &headers).await?;
     let query =
         AuditQuery { run_id: params.run_id, after_seq: params.after, limit: params.limit.unwrap_or(1000).min(100_000) };
-    let records = state.dispatcher.store().audit(&query).await.map_err(|_| ApiError::store_unavailable())?;
+    let records = state.store.audit(&query).await.map_err(|_| ApiError::store_unavailable())?;
     Ok(Json(json!({ "records": records })))
 }
 
@@ -110,12 +82,11 @@ pub async fn audit(
 /// payload.
 pub async fn fire(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    AdminAccess { by: client }: AdminAccess,
     headers: HeaderMap,
     Path(name): Path<String>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let client = guard(&state, peer, &headers).await?;
     let payload = read_json(body, &headers, &state.config).await?;
     let mut event = Event::new(Source::Manual, name.clone(), payload, Utc::now());
     event.client = Some(client);

@@ -1,6 +1,6 @@
 //! Approvals over the admin API (DESIGN §6): the runs waiting at a gate, and
 //! an operator's approve or deny. Guarded like every `/admin` route; the
-//! caller identity the guard returns is recorded as who decided.
+//! caller identity `AdminAccess` gives is recorded as who decided.
 //!
 //! - `GET /admin/sop/pending` → `{"pending":[{"run_id","sop","step",
 //!   "total_steps","waiting_since",…}]}`, oldest first. `step` is the 1-based
@@ -11,17 +11,15 @@
 //!   `not_pending` when the run is not waiting; 404 `run_not_found`; 400
 //!   `invalid_body` for a body that is not that object (unknown keys too).
 
-use std::net::SocketAddr;
-
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::admin::guard;
+use super::extract::AdminAccess;
 use super::ingest::read_json;
 use super::{ApiError, AppState};
 use crate::dispatch::matching::Catalog;
@@ -155,45 +153,38 @@ pub async fn decide(
     }
 }
 
-pub async fn pending(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    guard(&state, peer, &headers).await?;
+pub async fn pending(State(state): State<AppState>, _: AdminAccess) -> Result<Json<Value>, ApiError> {
     let catalog = state.dispatcher.catalog();
-    let pending = pending_runs(state.dispatcher.store().as_ref(), Some(&catalog))
-        .await
-        .map_err(|_| ApiError::store_unavailable())?;
+    let pending =
+        pending_runs(state.store.as_ref(), Some(&catalog)).await.map_err(|_| ApiError::store_unavailable())?;
     Ok(Json(json!({ "pending": pending })))
 }
 
 pub async fn approve(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    access: AdminAccess,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    decide_route(&state, peer, &headers, body, Decision::Approve).await
+    decide_route(&state, access, &headers, body, Decision::Approve).await
 }
 
 pub async fn deny(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    access: AdminAccess,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    decide_route(&state, peer, &headers, body, Decision::Deny).await
+    decide_route(&state, access, &headers, body, Decision::Deny).await
 }
 
 async fn decide_route(
     state: &AppState,
-    peer: SocketAddr,
+    AdminAccess { by }: AdminAccess,
     headers: &HeaderMap,
     body: Body,
     decision: Decision,
 ) -> Result<Json<Value>, ApiError> {
-    let by = guard(state, peer, headers).await?;
     let request = parse_request(read_json(body, headers, &state.config).await?)?;
     Ok(Json(decide(&state.dispatcher, decision, request, by).await?))
 }

@@ -1,17 +1,15 @@
 //! `/admin/outbox`: the envelopes waiting, delivered or dead, and a retry for
 //! dead letters (`fanin outbox list|retry`).
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::admin::{guard, status_param};
-use super::extract::{Path, Query};
+use super::admin::status_param;
+use super::extract::{AdminAccess, Path, Query};
 use super::{ApiError, AppState};
 use crate::store::{Batch, OutboxStatus, StoreError, Write};
 
@@ -23,15 +21,12 @@ pub struct ListParams {
 
 pub async fn list(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    _: AdminAccess,
     Query(params): Query<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
-    guard(&state, peer, &headers).await?;
     let status = status_param(params.status.as_deref(), OutboxStatus::parse)?;
     let entries = state
-        .dispatcher
-        .store()
+        .store
         .outbox_list(status, params.limit.unwrap_or(1000))
         .await
         .map_err(|_| ApiError::store_unavailable())?;
@@ -41,12 +36,10 @@ pub async fn list(
 /// Dead → pending, due now; the worker is woken.
 pub async fn retry(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    _: AdminAccess,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    guard(&state, peer, &headers).await?;
-    let store = state.dispatcher.store();
+    let store = &state.store;
     if store.outbox_get(&id).await.map_err(|_| ApiError::store_unavailable())?.is_none() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "envelope_not_found").with("id", id));
     }

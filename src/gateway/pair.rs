@@ -22,10 +22,9 @@ pub async fn pair(
 ) -> Result<Json<Value>, ApiError> {
     let client = format!("ip:{}", client_ip(peer, &headers, &state.forwarding));
     let code = headers.get("x-pairing-code").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let store = state.dispatcher.store();
     let outcome = state
         .pairing
-        .attempt(store.as_ref(), &client, code, Utc::now())
+        .attempt(state.store.as_ref(), &client, code, Utc::now())
         .await
         .map_err(|_| ApiError::store_unavailable())?;
     match outcome {
