@@ -1,6 +1,8 @@
 //! `/admin/*`: runs, audit and manual fires for operators. Loopback only,
 //! unless `allow_remote_admin`, and then a bearer token is required too
-//! (the rule is [`AdminAccess`], which every handler here takes).
+//! (the rule is [`AdminAccess`], which every handler here takes). What a
+//! handler does is an operation ([`crate::operations`]); the handler reads
+//! the request and answers.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -13,8 +15,7 @@ use serde_json::{json, Value};
 use super::extract::{AdminAccess, Path, Query};
 use super::ingest::read_json;
 use super::{ApiError, AppState};
-use crate::dispatch::DispatchReport;
-use crate::event::{Event, Source};
+use crate::operations::{self, OpError, Thing};
 use crate::runs::RunStatus;
 use crate::store::{AuditQuery, RunQuery, RunRecord};
 
@@ -54,9 +55,9 @@ pub async fn run(
     _: AdminAccess,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    match state.store.get_run(&id).await.map_err(|_| ApiError::store_unavailable())? {
+    match state.store.get_run(&id).await.map_err(OpError::store)? {
         Some(run) => Ok(Json(json!(run))),
-        None => Err(ApiError::new(StatusCode::NOT_FOUND, "run_not_found").with("run_id", id)),
+        None => Err(OpError::not_found(Thing::Run, id).into()),
     }
 }
 
@@ -82,30 +83,11 @@ pub async fn audit(
 /// payload.
 pub async fn fire(
     State(state): State<AppState>,
-    AdminAccess { by: client }: AdminAccess,
+    AdminAccess { by }: AdminAccess,
     headers: HeaderMap,
     Path(name): Path<String>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let payload = read_json(body, &headers, &state.config).await?;
-    let mut event = Event::new(Source::Manual, name.clone(), payload, Utc::now());
-    event.client = Some(client);
-    let report = state.dispatcher.dispatch(event).await.map_err(|_| ApiError::store_unavailable())?;
-    match report {
-        DispatchReport::Accepted { outcomes, .. } if outcomes.is_empty() => {
-            let detail = match state.dispatcher.catalog().get(&name) {
-                Some(_) => format!("SOP {name} has no manual trigger"),
-                None => format!("no SOP named {name}"),
-            };
-            Err(ApiError::new(StatusCode::NOT_FOUND, "no_matching_sop").with("sop", name).with("detail", detail))
-        }
-        DispatchReport::Accepted { event_id, outcomes } => {
-            let mut reply = crate::dispatch::dispatcher::summary(&outcomes);
-            reply["status"] = json!("accepted");
-            reply["source"] = json!("manual");
-            reply["event_id"] = json!(event_id);
-            Ok(Json(reply))
-        }
-        DispatchReport::Duplicate { response } => Ok(Json(response)),
-    }
+    Ok(Json(operations::runs::fire(&state.dispatcher, &name, payload, by, Utc::now()).await?))
 }
