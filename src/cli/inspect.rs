@@ -1,7 +1,7 @@
 //! Commands that read or write the store: `fire`, `runs`, `audit`, `pair`,
 //! `tokens`. They open the store named in the config directly (SQLite's WAL
 //! lets them run beside a daemon), except those that move runs (`fire`,
-//! `runs approve|deny`), which go through the running daemon so its
+//! `runs approve|deny|cancel`), which go through the running daemon so its
 //! admission bookkeeping stays the only one, and act in-process only when
 //! no daemon listens. Either way the same operation ([`crate::operations`])
 //! does the work. Those that only read open the store read-only: they never
@@ -191,6 +191,7 @@ pub async fn runs(config_path: &Path, json: bool, command: RunsCommand) -> Resul
             super::approvals::decide(&config, json, Decision::Approve, id, reason).await?
         }
         RunsCommand::Deny { id, reason } => super::approvals::decide(&config, json, Decision::Deny, id, reason).await?,
+        RunsCommand::Cancel { id, reason } => super::cancel::cancel(&config, json, id, reason).await?,
     }
     Ok(())
 }
@@ -300,12 +301,22 @@ mod tests {
 
     #[test]
     fn a_refusal_reads_the_same_from_the_daemon_as_from_the_operation() {
+        let ended = OpError::Conflict {
+            what: Thing::Run,
+            id: "r1".into(),
+            kind: ConflictKind::NotCancellable,
+            status: Some("completed".into()),
+            reason: "run r1 is completed; it cannot become cancelled".into(),
+        };
         // What the admin API answers for it (see the gateway's mapping).
+        let reply = json!({"error": "run_not_cancellable", "run_id": "r1", "status": "completed",
+            "detail": "run r1 is completed; it cannot become cancelled"});
+        assert_eq!(refusal(Thing::Run, "r1", 409, &reply), ended.to_string());
         let sop =
             OpError::NotFound { what: Thing::Sop, id: "s".into(), detail: Some("SOP s has no manual trigger".into()) };
         let reply = json!({"error": "no_matching_sop", "sop": "s", "detail": "SOP s has no manual trigger"});
         assert_eq!(refusal(Thing::Sop, "s", 404, &reply), sop.to_string());
-        let dead = json!({"error": "not_dead", "id": "e1", "status": "delivered", "detail": "x"});
-        assert_eq!(refusal(Thing::Envelope, "e1", 409, &dead), "envelope e1 is not a dead letter (it is delivered)");
+        let dead = json!({"error": "not_dead", "id": "e1", "status": "withdrawn", "detail": "x"});
+        assert_eq!(refusal(Thing::Envelope, "e1", 409, &dead), "envelope e1 is not a dead letter (it is withdrawn)");
     }
 }

@@ -19,10 +19,9 @@ pub async fn outbox(config_path: &Path, json: bool, command: OutboxCommand) -> R
         OutboxCommand::List { status, limit } => {
             let status = match status {
                 None => None,
-                Some(s) => Some(
-                    OutboxStatus::parse(&s)
-                        .ok_or_else(|| Failure::new(format!("--status {s:?}: expected pending, delivered or dead")))?,
-                ),
+                Some(s) => Some(OutboxStatus::parse(&s).ok_or_else(|| {
+                    Failure::new(format!("--status {s:?}: expected pending, delivered, dead or withdrawn"))
+                })?),
             };
             let entries = open_store_to_read(&config)?.outbox_list(status, limit).await?;
             if json {

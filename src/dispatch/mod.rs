@@ -13,6 +13,6 @@ pub mod index;
 pub mod matching;
 pub mod topic;
 
-pub use advance::{Advanced, Lease, Prepared, RunInput};
+pub use advance::{Advanced, Lease, Prepared, RunInput, Withdrawn};
 pub use dispatcher::{DispatchError, DispatchReport, DispatchSettings, Dispatcher, Outcome, Refusal, RunOutcome};
 pub use matching::{Catalog, Explanation};

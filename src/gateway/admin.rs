@@ -1,8 +1,8 @@
-//! `/admin/*`: runs, audit and manual fires for operators. Loopback only,
-//! unless `allow_remote_admin`, and then a bearer token is required too
-//! (the rule is [`AdminAccess`], which every handler here takes). What a
-//! handler does is an operation ([`crate::operations`]); the handler reads
-//! the request and answers.
+//! `/admin/*`: runs (and cancelling one), audit and manual fires for
+//! operators. Loopback only, unless `allow_remote_admin`, and then a bearer
+//! token is required too (the rule is [`AdminAccess`], which every handler
+//! here takes). What a handler does is an operation
+//! ([`crate::operations`]); the handler reads the request and answers.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -15,7 +15,9 @@ use serde_json::{json, Value};
 use super::extract::{AdminAccess, Path, Query};
 use super::ingest::read_json;
 use super::{ApiError, AppState};
-use crate::operations::{self, OpError, Thing};
+use crate::event::Payload;
+use crate::operations::runs::{CancelRequest, Cancelled};
+use crate::operations::{self, Actor, Interface, OpError, Thing};
 use crate::runs::RunStatus;
 use crate::store::{AuditQuery, RunQuery, RunRecord};
 
@@ -90,4 +92,61 @@ pub async fn fire(
 ) -> Result<Json<Value>, ApiError> {
     let payload = read_json(body, &headers, &state.config).await?;
     Ok(Json(operations::runs::fire(&state.dispatcher, &name, payload, by, Utc::now()).await?))
+}
+
+/// The body of a cancel: nothing, or `{"reason"?}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+fn cancel_body(payload: Payload) -> Result<CancelBody, ApiError> {
+    let invalid = |why: String| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_body")
+            .with("detail", format!("expected no body or {{\"reason\"?: \"…\"}}: {why}"))
+    };
+    match payload.to_value() {
+        Value::Null => Ok(CancelBody::default()),
+        // Only an object: serde would also read a list as the struct.
+        value @ Value::Object(_) => serde_json::from_value(value).map_err(|e| invalid(e.to_string())),
+        other => Err(invalid(format!("got {other}"))),
+    }
+}
+
+/// `POST /admin/runs/{id}/cancel` ([`crate::operations::runs::cancel`]):
+/// 200 with the cancelled run, what was withdrawn and what was promoted;
+/// 409 `run_not_cancellable` with the `status` of a run that has ended; 404
+/// `run_not_found`.
+pub async fn cancel(
+    State(state): State<AppState>,
+    AdminAccess { by }: AdminAccess,
+    headers: HeaderMap,
+    Path(run_id): Path<String>,
+    body: Body,
+) -> Result<Json<Cancelled>, ApiError> {
+    let CancelBody { reason } = cancel_body(read_json(body, &headers, &state.config).await?)?;
+    let actor = Actor { by, interface: Interface::AdminApi };
+    let request = CancelRequest { run_id, reason };
+    Ok(Json(operations::runs::cancel(&state.dispatcher, request, &actor, Utc::now()).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancel_takes_no_body_or_a_reason() {
+        assert_eq!(cancel_body(Payload::Json(Value::Null)).unwrap().reason, None);
+        assert_eq!(cancel_body(Payload::Json(json!({"reason": null}))).unwrap().reason, None);
+        assert_eq!(
+            cancel_body(Payload::Json(json!({"reason": "wrong SOP"}))).unwrap().reason.as_deref(),
+            Some("wrong SOP")
+        );
+        for bad in [json!({"why": "x"}), json!([]), json!("stop"), json!({"reason": 5})] {
+            let e = cancel_body(Payload::Json(bad.clone())).unwrap_err();
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
 }

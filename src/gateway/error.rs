@@ -125,6 +125,22 @@ mod tests {
     }
 
     #[test]
+    fn cancel_refusals_say_where_the_run_is() {
+        let e = ApiError::from(OpError::Conflict {
+            what: Thing::Run,
+            id: "r".into(),
+            kind: ConflictKind::NotCancellable,
+            status: Some("completed".into()),
+            reason: "run r is completed; it cannot become cancelled".into(),
+        });
+        assert_eq!(e.status(), StatusCode::CONFLICT);
+        assert_eq!(
+            (body(&e)["error"].clone(), body(&e)["status"].clone()),
+            (json!("run_not_cancellable"), json!("completed"))
+        );
+    }
+
+    #[test]
     fn a_retry_refusal_names_the_envelope() {
         let e = ApiError::from(OpError::Conflict {
             what: Thing::Envelope,

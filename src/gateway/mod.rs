@@ -136,6 +136,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(probes::metrics))
         .route("/admin/runs", get(admin::runs))
         .route("/admin/runs/{id}", get(admin::run))
+        .route("/admin/runs/{id}/cancel", post(admin::cancel))
         .route("/admin/audit", get(admin::audit))
         .route("/admin/sops/{name}/run", post(admin::fire))
         .route("/admin/sop/pending", get(approvals::pending))

@@ -1,5 +1,6 @@
-//! `/admin/outbox`: the envelopes waiting, delivered or dead, and a retry for
-//! dead letters (`fanin outbox list|retry`).
+//! `/admin/outbox`: the envelopes waiting, delivered, dead or withdrawn
+//! (their run was cancelled), and a retry for dead letters (`fanin outbox
+//! list|retry`).
 
 use axum::extract::State;
 use axum::Json;

@@ -60,7 +60,10 @@ fn outbox_status(state: &AppState) -> Value {
     let mut destinations = serde_json::Map::new();
     for (name, d) in state.dispatcher.delivery.snapshot() {
         let entry = match (&d.configured, &d.failing) {
-            (false, _) => json!({"configured": false, "waiting": d.pending_at_start + watch.enqueued(name)}),
+            (false, _) => {
+                let waiting = (d.pending_at_start + watch.enqueued(name)).saturating_sub(watch.withdrawn(name));
+                json!({"configured": false, "waiting": waiting})
+            }
             (true, None) => json!({"configured": true, "deliveries": "ok"}),
             (true, Some(f)) => json!({"configured": true, "deliveries": "failing", "since": f.since,
                 "failed_attempts": f.failed_attempts, "dead_letters": f.dead_letters, "cause": f.cause}),

@@ -48,6 +48,8 @@ impl Thing {
 pub enum ConflictKind {
     /// Approve or deny: the run is not waiting at an approval gate.
     NotPending,
+    /// Cancel: the run has ended.
+    NotCancellable,
     /// Retry: the envelope is not a dead letter.
     NotDead,
     /// The run is where the request assumes but cannot move on (its SOP is
@@ -56,11 +58,13 @@ pub enum ConflictKind {
 }
 
 impl ConflictKind {
-    const ALL: [ConflictKind; 3] = [ConflictKind::NotPending, ConflictKind::NotDead, ConflictKind::CannotMove];
+    const ALL: [ConflictKind; 4] =
+        [ConflictKind::NotPending, ConflictKind::NotCancellable, ConflictKind::NotDead, ConflictKind::CannotMove];
 
     pub fn code(self) -> &'static str {
         match self {
             ConflictKind::NotPending => "not_pending",
+            ConflictKind::NotCancellable => "run_not_cancellable",
             ConflictKind::NotDead => "not_dead",
             ConflictKind::CannotMove => "conflict",
         }
@@ -118,6 +122,10 @@ impl fmt::Display for OpError {
                 (ConflictKind::NotPending, Some(status)) if status != "pending_approval" => {
                     write!(f, "run {id} is not waiting for approval (it is {status})")
                 }
+                (ConflictKind::NotCancellable, Some("cancelled")) => write!(f, "run {id} is already cancelled"),
+                (ConflictKind::NotCancellable, Some(status)) => {
+                    write!(f, "run {id} cannot be cancelled: it is {status}, which is final")
+                }
                 (ConflictKind::NotDead, Some(status)) => {
                     write!(f, "envelope {id} is not a dead letter (it is {status})")
                 }
@@ -158,6 +166,14 @@ mod tests {
             "run r1 is not waiting for approval (it is cancelled)"
         );
         assert_eq!(conflict(ConflictKind::NotPending, Some("pending_approval")).to_string(), "the run moved");
+        assert_eq!(
+            conflict(ConflictKind::NotCancellable, Some("cancelled")).to_string(),
+            "run r1 is already cancelled"
+        );
+        assert_eq!(
+            conflict(ConflictKind::NotCancellable, Some("completed")).to_string(),
+            "run r1 cannot be cancelled: it is completed, which is final"
+        );
         assert_eq!(conflict(ConflictKind::CannotMove, None).to_string(), "the run moved");
         let envelope = OpError::Conflict {
             what: Thing::Envelope,
