@@ -5,7 +5,8 @@
 //! Layers, in the direction data flows (see ARCHITECTURE.md):
 //! `sources` and `gateway` receive events, `dispatch` matches and admits them,
 //! `store` makes them durable, `runs` and `envelope` carry them onward,
-//! `cli` operates all of it.
+//! `operations` is what operators do to all of it, and the admin API and
+//! `cli` are its two interfaces.
 
 pub mod backoff;
 pub mod causes;
@@ -17,6 +18,7 @@ pub mod dispatch;
 pub mod gateway;
 pub mod ids;
 pub mod registries;
+pub mod operations;
 pub mod runs;
 pub mod sop;
 pub mod sources;

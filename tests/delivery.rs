@@ -1,8 +1,9 @@
 //! Runs reach the Executor and the Agent through the durable outbox: schema
 //! valid envelopes, a stable `Idempotency-Key` across retries, dead letters
-//! and their retry, a restart with envelopes still queued, and what an
-//! operator sees of it: the cause of failed attempts, `/ready`, and the
-//! outbox and approval metrics.
+//! and their retry, a restart with envelopes still queued, envelopes of a
+//! cancelled run withdrawn and never sent, and what an operator sees of it:
+//! the cause of failed attempts, `/ready`, and the outbox and approval
+//! metrics.
 
 mod common;
 
@@ -336,6 +337,59 @@ async fn envelopes_for_an_unconfigured_destination_wait_untouched_and_are_counte
     fire(&d, "notify", "{}").await;
     assert_eq!(waiting(&d.get("/ready").await.1), json!({"configured": false, "waiting": 4}));
     assert_eq!(d.metric("fanin_outbox_depth").await, Some(4.0));
+}
+
+#[tokio::test]
+async fn a_cancelled_runs_envelope_is_withdrawn_and_never_delivered() {
+    // No destination yet: both envelopes wait untouched.
+    let setup = Setup::new("", &delivery(3)).sop("notify", AGENT_SOP);
+    let mut d = setup.start();
+    let cancelled = fire(&d, "notify", r#"{"n":1}"#).await;
+    let kept = fire(&d, "notify", r#"{"n":2}"#).await;
+    let entry_of = |run: &str| {
+        outbox_list(&setup).into_iter().find(|e| e["run_id"] == json!(run)).expect("the run's outbox entry")
+    };
+    let withdrawn = entry_of(&cancelled)["id"].as_str().unwrap().to_string();
+
+    let (status, reply, _) = d.post(&format!("/admin/runs/{cancelled}/cancel"), None, "", &[]).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["withdrawn"], json!({"envelopes": [withdrawn], "steps": []}));
+    assert_eq!(entry_of(&cancelled)["status"], json!("withdrawn"));
+    assert_eq!(entry_of(&kept)["status"], json!("pending"));
+    let out = setup.cli(&["outbox", "list", "--status", "withdrawn", "--json"]);
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = listed["outbox"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [withdrawn.as_str()]);
+    assert_eq!(d.metric("fanin_outbox_depth").await, Some(1.0), "a withdrawn envelope is not pending");
+    let (_, ready) = d.get("/ready").await;
+    assert_eq!(ready["outbox"]["destinations"]["agent"], json!({"configured": false, "waiting": 1}));
+
+    // Not a dead letter: it cannot be queued again.
+    let (status, reply, _) = d.post(&format!("/admin/outbox/{withdrawn}/retry"), None, "", &[]).await;
+    assert_eq!((status, reply["error"].clone(), reply["status"].clone()), (409, json!("not_dead"), json!("withdrawn")));
+    let out = setup.cli(&["outbox", "retry", &withdrawn]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("not a dead letter (it is withdrawn)"), "{err}");
+
+    // The destination configured: at start both entries would be due in the
+    // worker's first round; only the kept one is sent.
+    d.kill();
+    let agent = Destination::start(0).await;
+    let mut config = std::fs::read_to_string(setup.config_path()).unwrap();
+    config.push_str(&format!("\n[destinations.agent]\nurl = \"{}\"\n", agent.url));
+    std::fs::write(setup.config_path(), config).unwrap();
+    let d = setup.start();
+    eventually("the kept run's envelope", || async { agent.accepted().len() == 1 }).await;
+    eventually("the kept run to complete", || async { run_status(&d, &kept).await == json!("completed") }).await;
+    let seen = agent.seen.lock().unwrap().clone();
+    let sessions: Vec<&Value> = seen.iter().map(|s| &s.envelope["context"]["memory"]["session_id"]).collect();
+    assert_eq!(sessions, [&json!(kept)], "only the kept run's envelope left fanin");
+    assert_eq!(entry_of(&cancelled)["status"], json!("withdrawn"));
+    assert_eq!(run_status(&d, &cancelled).await, json!("cancelled"));
+    let (_, audit) = d.get(&format!("/admin/audit?run_id={cancelled}")).await;
+    let kinds: Vec<&str> = audit["records"].as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["run_started", "envelope_queued", "run_cancelled", "run_transition"]);
 }
 
 const SUPERVISED_SOP: &str = "[sop]\nname = \"gated\"\ndescription = \"x\"\nexecution_mode = \"supervised\"\n\

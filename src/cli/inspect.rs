@@ -1,9 +1,12 @@
 //! Commands that read or write the store: `fire`, `runs`, `audit`, `pair`,
 //! `tokens`. They open the store named in the config directly (SQLite's WAL
-//! lets them run beside a daemon), except `fire`, which goes through the
-//! running daemon so its admission bookkeeping stays the only one. Those
-//! that only read open it read-only: they never wait for a write lock, so
-//! they answer even while a daemon is stuck in the middle of a commit.
+//! lets them run beside a daemon), except those that move runs (`fire`,
+//! `runs approve|deny|cancel`), which go through the running daemon so its
+//! admission bookkeeping stays the only one, and act in-process only when
+//! no daemon listens. Either way the same operation ([`crate::operations`])
+//! does the work. Those that only read open the store read-only: they never
+//! wait for a write lock, so they answer even while a daemon is stuck in
+//! the middle of a commit.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,10 +17,10 @@ use serde_json::{json, Value};
 
 use super::{load_config, output, Failure, RunsCommand, TokensCommand};
 use crate::config::Config;
-use crate::dispatch::DispatchReport;
-use crate::event::{Event, Payload, Source};
-use crate::gateway::approvals::Decision;
-use crate::gateway::auth;
+use crate::dispatch::Dispatcher;
+use crate::event::Payload;
+use crate::operations::approvals::Decision;
+use crate::operations::{self, pairing, tokens, ConflictKind, OpError, Thing};
 use crate::runs::RunStatus;
 use crate::store::{AuditQuery, AuditRecord, RunQuery, Store};
 
@@ -62,26 +65,58 @@ pub async fn fire(config_path: &Path, json: bool, sop: &str, payload: Option<&st
 
 /// `Ok(None)` when no daemon listens at the configured address.
 async fn fire_through_daemon(config: &Config, sop: &str, body: String) -> Result<Option<Value>, Failure> {
-    call_daemon(config, &format!("/admin/sops/{sop}/run"), body, sop).await
+    call_daemon(config, &format!("/admin/sops/{sop}/run"), body, Thing::Sop, sop).await
 }
 
-/// POSTs to the running daemon's admin API on its configured address.
-/// `Ok(None)` when no daemon listens there; a refusal is a `Failure` whose
-/// message starts with `subject`.
+/// POSTs to the running daemon's admin API on its configured address, an
+/// operation on `what` named `id`. `Ok(None)` when no daemon listens there;
+/// a refusal is a `Failure` with the line [`refusal`] gives.
 pub(super) async fn call_daemon(
     config: &Config,
     path: &str,
     body: String,
-    subject: &str,
+    what: Thing,
+    id: &str,
 ) -> Result<Option<Value>, Failure> {
     let Some((status, reply)) = post_to_daemon(config, path, body).await? else {
         return Ok(None);
     };
     if !status.is_success() {
-        let reason = reply["detail"].as_str().or(reply["error"].as_str()).unwrap_or("request failed");
-        return Err(Failure::new(format!("{subject}: {reason} (HTTP {})", status.as_u16())));
+        return Err(Failure::new(refusal(what, id, status.as_u16(), &reply)));
     }
     Ok(Some(reply))
+}
+
+/// The line a refusal from the daemon prints: the operation's error read
+/// back from the reply, so it is the line the same refusal prints when no
+/// daemon runs; any other answer (403, 503) as `<id>: <reason> (HTTP n)`.
+pub(super) fn refusal(what: Thing, id: &str, http: u16, reply: &Value) -> String {
+    let text = |key: &str| reply[key].as_str().map(str::to_string);
+    let error = match http {
+        404 => OpError::NotFound { what, id: id.into(), detail: text("detail") },
+        409 => OpError::Conflict {
+            what,
+            id: id.into(),
+            kind: reply["error"].as_str().and_then(ConflictKind::from_code).unwrap_or(ConflictKind::CannotMove),
+            status: text("status"),
+            reason: text("detail").unwrap_or_else(|| "conflict".into()),
+        },
+        _ => {
+            let reason = text("detail").or(text("error")).unwrap_or_else(|| "request failed".into());
+            return format!("{id}: {reason} (HTTP {http})");
+        }
+    };
+    error.to_string()
+}
+
+/// A dispatcher over the store and the SOPs, for a command that moves runs
+/// with no daemon running.
+pub(super) async fn in_process_dispatcher(config: &Config) -> Result<Arc<Dispatcher>, Failure> {
+    let (catalog, _) = crate::daemon::load_catalog(config).map_err(|errors| Failure {
+        message: format!("{} SOP error(s); run `fanin validate`", errors.len()),
+        details: errors,
+    })?;
+    Ok(crate::daemon::open_dispatcher(config, catalog).await?)
 }
 
 /// POSTs `body` (JSON) to `path` of the daemon at the configured address and
@@ -111,29 +146,8 @@ pub(super) async fn post_to_daemon(
 }
 
 async fn fire_in_process(config: &Config, sop: &str, payload: Value) -> Result<Value, Failure> {
-    let (catalog, _) = crate::daemon::load_catalog(config).map_err(|errors| Failure {
-        message: format!("{} SOP error(s); run `fanin validate`", errors.len()),
-        details: errors,
-    })?;
-    let dispatcher = crate::daemon::open_dispatcher(config, catalog).await?;
-    let mut event = Event::new(crate::ids::fresh(), Source::Manual, sop, Payload::Json(payload), Utc::now());
-    event.client = Some("cli".into());
-    match dispatcher.dispatch(event).await? {
-        DispatchReport::Accepted { outcomes, .. } if outcomes.is_empty() => {
-            Err(Failure::new(match dispatcher.catalog().get(sop) {
-                Some(_) => format!("SOP {sop} has no manual trigger"),
-                None => format!("no SOP named {sop}"),
-            }))
-        }
-        DispatchReport::Accepted { event_id, outcomes } => {
-            let mut reply = crate::dispatch::dispatcher::summary(&outcomes);
-            reply["status"] = json!("accepted");
-            reply["source"] = json!("manual");
-            reply["event_id"] = json!(event_id);
-            Ok(reply)
-        }
-        DispatchReport::Duplicate { response } => Ok(response),
-    }
+    let dispatcher = in_process_dispatcher(config).await?;
+    Ok(operations::runs::fire(&dispatcher, sop, Payload::Json(payload), "cli".into(), Utc::now()).await?)
 }
 
 pub async fn runs(config_path: &Path, json: bool, command: RunsCommand) -> Result<(), Failure> {
@@ -177,6 +191,7 @@ pub async fn runs(config_path: &Path, json: bool, command: RunsCommand) -> Resul
             super::approvals::decide(&config, json, Decision::Approve, id, reason).await?
         }
         RunsCommand::Deny { id, reason } => super::approvals::decide(&config, json, Decision::Deny, id, reason).await?,
+        RunsCommand::Cancel { id, reason } => super::cancel::cancel(&config, json, id, reason).await?,
     }
     Ok(())
 }
@@ -221,10 +236,10 @@ pub async fn pair(config_path: &Path, json: bool) -> Result<(), Failure> {
     let config = load_config(config_path)?;
     let store = open_store(&config)?;
     let db = crate::store::local_path(&config.store.url, &config.base_dir)?;
-    let key = auth::PairingKey::for_store(&db)?;
-    let code = auth::issue_pairing_code(store.as_ref(), &key, Utc::now()).await?;
+    let key = pairing::PairingKey::for_store(&db)?;
+    let code = pairing::issue_pairing_code(store.as_ref(), &key, Utc::now()).await?;
     if json {
-        output::json(&json!({"pairing_code": code, "expires_in_secs": auth::PAIRING_CODE_TTL.as_secs()}));
+        output::json(&json!({"pairing_code": code, "expires_in_secs": pairing::PAIRING_CODE_TTL.as_secs()}));
     } else {
         println!("Pairing code: {code}");
     }
@@ -235,7 +250,7 @@ pub async fn tokens(config_path: &Path, json: bool, command: TokensCommand) -> R
     let config = load_config(config_path)?;
     match command {
         TokensCommand::List => {
-            let tokens = open_store_to_read(&config)?.list_tokens().await?;
+            let tokens = tokens::list(open_store_to_read(&config)?.as_ref()).await?;
             if json {
                 let list: Vec<Value> = tokens
                     .iter()
@@ -255,15 +270,7 @@ pub async fn tokens(config_path: &Path, json: bool, command: TokensCommand) -> R
             }
         }
         TokensCommand::Revoke { prefix } => {
-            if prefix.len() < 4 {
-                return Err(Failure::new(
-                    "a prefix needs at least 4 characters, so one typo cannot revoke every token",
-                ));
-            }
-            let n = open_store(&config)?.revoke_tokens(&prefix, Utc::now()).await?;
-            if n == 0 {
-                return Err(Failure::new(format!("no active token starts with {prefix}")));
-            }
+            let n = tokens::revoke(open_store(&config)?.as_ref(), &prefix, Utc::now()).await?;
             if json {
                 output::json(&json!({ "revoked": n }));
             } else {
@@ -272,4 +279,44 @@ pub async fn tokens(config_path: &Path, json: bool, command: TokensCommand) -> R
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_one_line_that_say_why() {
+        assert_eq!(refusal(Thing::Run, "r1", 404, &json!({"error": "run_not_found"})), "no run r1");
+        let not_pending = json!({"error": "not_pending", "status": "cancelled", "detail": "x"});
+        assert_eq!(
+            refusal(Thing::Run, "r1", 409, &not_pending),
+            "run r1 is not waiting for approval (it is cancelled)"
+        );
+        assert_eq!(
+            refusal(Thing::Run, "r1", 403, &json!({"error": "forbidden", "detail": "loopback only"})),
+            "r1: loopback only (HTTP 403)"
+        );
+    }
+
+    #[test]
+    fn a_refusal_reads_the_same_from_the_daemon_as_from_the_operation() {
+        let ended = OpError::Conflict {
+            what: Thing::Run,
+            id: "r1".into(),
+            kind: ConflictKind::NotCancellable,
+            status: Some("completed".into()),
+            reason: "run r1 is completed; it cannot become cancelled".into(),
+        };
+        // What the admin API answers for it (see the gateway's mapping).
+        let reply = json!({"error": "run_not_cancellable", "run_id": "r1", "status": "completed",
+            "detail": "run r1 is completed; it cannot become cancelled"});
+        assert_eq!(refusal(Thing::Run, "r1", 409, &reply), ended.to_string());
+        let sop =
+            OpError::NotFound { what: Thing::Sop, id: "s".into(), detail: Some("SOP s has no manual trigger".into()) };
+        let reply = json!({"error": "no_matching_sop", "sop": "s", "detail": "SOP s has no manual trigger"});
+        assert_eq!(refusal(Thing::Sop, "s", 404, &reply), sop.to_string());
+        let dead = json!({"error": "not_dead", "id": "e1", "status": "withdrawn", "detail": "x"});
+        assert_eq!(refusal(Thing::Envelope, "e1", 409, &dead), "envelope e1 is not a dead letter (it is withdrawn)");
+    }
 }

@@ -8,6 +8,7 @@
 //! coreutils do; the daemon alone keeps ignoring SIGPIPE.
 
 mod approvals;
+mod cancel;
 pub mod check;
 mod inspect;
 mod outbox;
@@ -98,7 +99,7 @@ pub enum Command {
 pub enum OutboxCommand {
     /// Oldest first.
     List {
-        /// pending | delivered | dead
+        /// pending | delivered | dead | withdrawn
         #[arg(long)]
         status: Option<String>,
         #[arg(long, default_value_t = 100)]
@@ -137,6 +138,13 @@ pub enum RunsCommand {
     },
     /// Deny it: the run is cancelled.
     Deny {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Cancel a run that has not ended (deferred, pending approval, running
+    /// or waiting for an agent), through the running daemon when there is one.
+    Cancel {
         id: String,
         #[arg(long)]
         reason: Option<String>,

@@ -1,5 +1,7 @@
 //! `fanin outbox list|retry`: the durable outbox of envelopes on their way
-//! to the Executor and the Agent.
+//! to the Executor and the Agent. A retry goes through the running daemon
+//! (which wakes its worker), else revives the dead letter in the store;
+//! both are [`crate::operations::outbox::retry`].
 
 use std::path::Path;
 
@@ -8,7 +10,8 @@ use serde_json::json;
 
 use super::inspect::{call_daemon, open_store, open_store_to_read};
 use super::{load_config, output, Failure, OutboxCommand};
-use crate::store::{Batch, OutboxStatus, StoreError, Write};
+use crate::operations::{self, Thing};
+use crate::store::OutboxStatus;
 
 pub async fn outbox(config_path: &Path, json: bool, command: OutboxCommand) -> Result<(), Failure> {
     let config = load_config(config_path)?;
@@ -16,10 +19,9 @@ pub async fn outbox(config_path: &Path, json: bool, command: OutboxCommand) -> R
         OutboxCommand::List { status, limit } => {
             let status = match status {
                 None => None,
-                Some(s) => Some(
-                    OutboxStatus::parse(&s)
-                        .ok_or_else(|| Failure::new(format!("--status {s:?}: expected pending, delivered or dead")))?,
-                ),
+                Some(s) => Some(OutboxStatus::parse(&s).ok_or_else(|| {
+                    Failure::new(format!("--status {s:?}: expected pending, delivered, dead or withdrawn"))
+                })?),
             };
             let entries = open_store_to_read(&config)?.outbox_list(status, limit).await?;
             if json {
@@ -43,22 +45,13 @@ pub async fn outbox(config_path: &Path, json: bool, command: OutboxCommand) -> R
         }
         OutboxCommand::Retry { id } => {
             let path = format!("/admin/outbox/{id}/retry");
-            if call_daemon(&config, &path, String::new(), &id).await?.is_none() {
+            let reply = match call_daemon(&config, &path, String::new(), Thing::Envelope, &id).await? {
+                Some(reply) => reply,
                 // No daemon: revive it in the store; the next daemon sends it.
-                let store = open_store(&config)?;
-                if store.outbox_get(&id).await?.is_none() {
-                    return Err(Failure::new(format!("no envelope {id}")));
-                }
-                let revive =
-                    Batch { idempotency: None, writes: vec![Write::Revive { id: id.clone(), at: Utc::now() }] };
-                match store.commit(revive).await {
-                    Ok(_) => {}
-                    Err(StoreError::Conflict(reason)) => return Err(Failure::new(format!("{id}: {reason}"))),
-                    Err(e) => return Err(e.into()),
-                }
-            }
+                None => json!(operations::outbox::retry(open_store(&config)?.as_ref(), &id, Utc::now()).await?),
+            };
             if json {
-                output::json(&json!({"id": id, "status": "pending"}));
+                output::json(&reply);
             } else {
                 println!("{id}: queued for delivery again");
             }

@@ -1,6 +1,6 @@
 //! What happens to a run after its start: approvals and denials, steps the
 //! agent loop leases and reports, envelopes delivered or given up, and
-//! operators ending runs.
+//! operators cancelling or ending runs.
 //!
 //! Every change goes through [`Dispatcher::advance`], which checks that the
 //! run is where the request assumes (else `Conflict`, HTTP 409), asks the
@@ -10,6 +10,7 @@
 //! two racing requests cannot both win.
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::dispatcher::{start_move, take_move, DispatchError, Dispatcher};
@@ -33,16 +34,36 @@ pub enum RunInput {
     DeliveryFailed { envelope_id: String, attempts: u32, error: String },
     /// Ends the run (`completed`, `failed` or `cancelled`).
     Finish { to: RunStatus, reason: Option<String> },
+    /// An operator cancels a run that has not ended, wherever it is: what
+    /// it still has waiting (envelopes in the outbox, steps for the agent
+    /// loop) is withdrawn, and the slot it held goes to the next deferred
+    /// run as when a run finishes. `by` and `interface` (`admin_api`,
+    /// `cli`) are recorded in `run_cancelled`.
+    Cancel { by: String, interface: &'static str, reason: Option<String> },
 }
 
 /// Where the run is after the change.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Advanced {
     pub run_id: String,
+    /// Where the run was before the change.
+    pub from: RunStatus,
     pub status: RunStatus,
     pub step: u32,
     /// Deferred runs that took the slot this change freed.
     pub promoted: Vec<String>,
+    /// What a cancel withdrew (empty for every other change).
+    pub withdrawn: Withdrawn,
+}
+
+/// What of a cancelled run was withdrawn in its cancel's commit.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Withdrawn {
+    /// Outbox entries that were still pending: never sent.
+    pub envelopes: Vec<String>,
+    /// Steps (1-based numbers) pending or leased for the agent loop: no
+    /// longer leased, a report of them refused.
+    pub steps: Vec<u32>,
 }
 
 /// A step leased to an agent loop.
@@ -126,6 +147,7 @@ impl Dispatcher {
             }
         };
 
+        let mut withdrawn = Withdrawn::default();
         let (to, step, effects, reason) = match input {
             RunInput::Approve { by, reason } => {
                 expect(RunStatus::PendingApproval, "approve")?;
@@ -202,6 +224,10 @@ impl Dispatcher {
                 }
                 (to, run.step, Effects::default(), reason)
             }
+            RunInput::Cancel { by, interface, reason } => {
+                withdrawn = self.cancel_writes(&run, &by, interface, reason.as_deref(), now, &mut writes).await?;
+                (RunStatus::Cancelled, run.step, Effects::default(), reason.or(Some("cancelled".into())))
+            }
         };
         if to != run.status && !run.status.can_become(to) {
             return Err(DispatchError::InvalidTransition { run_id: run.run_id.clone(), from: run.status, to });
@@ -238,8 +264,47 @@ impl Dispatcher {
                 next = self.admission.lock().expect("admission lock").free_slot(sop);
             }
         }
-        let advanced = Advanced { run_id: run.run_id, status: to, step, promoted };
+        let advanced = Advanced { run_id: run.run_id, from: run.status, status: to, step, promoted, withdrawn };
         Ok(Prepared { writes, effects, slot, advanced: Some(advanced) })
+    }
+
+    /// What cancelling `run` writes besides its status: every envelope it
+    /// still has pending in the outbox and every step it has pending or
+    /// leased is withdrawn, each with a compare-and-set (a delivery or a
+    /// report that commits first refuses the cancel, which then looks
+    /// again), and `run_cancelled` records who, through which interface,
+    /// why, and what was withdrawn.
+    async fn cancel_writes(
+        &self,
+        run: &RunRecord,
+        by: &str,
+        interface: &str,
+        reason: Option<&str>,
+        now: DateTime<Utc>,
+        writes: &mut Vec<Write>,
+    ) -> Result<Withdrawn, DispatchError> {
+        if run.status.is_terminal() {
+            let (run_id, from) = (run.run_id.clone(), run.status);
+            return Err(DispatchError::InvalidTransition { run_id, from, to: RunStatus::Cancelled });
+        }
+        let pending = self.store.outbox_pending_of_run(&run.run_id).await?;
+        let open: Vec<u32> = (self.store.steps(&run.run_id).await?.into_iter())
+            .filter(|s| matches!(s.status, StepStatus::Pending | StepStatus::Leased))
+            .map(|s| s.index)
+            .collect();
+        let envelopes = pending.iter().map(|(id, _)| id.clone()).collect();
+        writes.extend(pending.into_iter().map(|(id, destination)| Write::WithdrawEnvelope { id, destination }));
+        writes.extend(open.iter().map(|&index| Write::WithdrawStep { run_id: run.run_id.clone(), index, at: now }));
+        let withdrawn = Withdrawn { envelopes, steps: open.iter().map(|i| i + 1).collect() };
+        writes.push(Write::Audit(NewAudit {
+            at: now,
+            kind: AuditKind::RunCancelled,
+            run_id: Some(run.run_id.clone()),
+            sop: Some(run.sop.clone()),
+            detail: json!({"by": by, "interface": interface, "reason": reason, "from": run.status,
+                "step": run.step, "withdrawn": withdrawn}),
+        }));
+        Ok(withdrawn)
     }
 
     /// Commits one prepared change; a failed commit gives back what

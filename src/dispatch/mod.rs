@@ -13,6 +13,6 @@ pub mod dispatcher;
 pub use fanin_core::admission;
 pub use fanin_core::matching::{self, index};
 
-pub use advance::{Advanced, Lease, Prepared, RunInput};
+pub use advance::{Advanced, Lease, Prepared, RunInput, Withdrawn};
 pub use dispatcher::{DispatchError, DispatchReport, DispatchSettings, Dispatcher, Outcome, Refusal, RunOutcome};
 pub use matching::{Catalog, Explanation};

@@ -1,44 +1,25 @@
-//! `/admin/*`: runs, audit and manual fires for operators. Loopback only,
-//! unless `allow_remote_admin`, and then a bearer token is required too.
-
-use std::net::SocketAddr;
+//! `/admin/*`: runs (and cancelling one), audit and manual fires for
+//! operators. Loopback only, unless `allow_remote_admin`, and then a bearer
+//! token is required too (the rule is [`AdminAccess`], which every handler
+//! here takes). What a handler does is an operation
+//! ([`crate::operations`]); the handler reads the request and answers.
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::extract::{Path, Query};
+use super::extract::{AdminAccess, Path, Query};
 use super::ingest::read_json;
-use super::limits::client_ip;
-use super::{auth, ApiError, AppState};
-use crate::dispatch::DispatchReport;
-use crate::event::{Event, Source};
+use super::{ApiError, AppState};
+use crate::event::Payload;
+use crate::operations::runs::{CancelRequest, Cancelled};
+use crate::operations::{self, Actor, Interface, OpError, Thing};
 use crate::runs::RunStatus;
 use crate::store::{AuditQuery, RunQuery, RunRecord};
-
-/// Loopback, or a remote caller with a bearer when `allow_remote_admin`:
-/// returns who is calling.
-pub(super) async fn guard(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<String, ApiError> {
-    let ip = client_ip(peer, headers, &state.forwarding);
-    if ip.is_loopback() {
-        return Ok(format!("admin:{ip}"));
-    }
-    if !state.config.allow_remote_admin {
-        return Err(
-            ApiError::new(StatusCode::FORBIDDEN, "forbidden").with("detail", "/admin is served to loopback only")
-        );
-    }
-    let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
-    match auth::verify_bearer(state.dispatcher.store().as_ref(), bearer).await {
-        Ok(Some(token)) => Ok(token.subject),
-        Ok(None) => Err(ApiError::unauthorized()),
-        Err(_) => Err(ApiError::store_unavailable()),
-    }
-}
 
 #[derive(Deserialize)]
 pub struct RunsParams {
@@ -62,27 +43,23 @@ pub fn run_summary(r: &RunRecord) -> Value {
 
 pub async fn runs(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    _: AdminAccess,
     Query(params): Query<RunsParams>,
 ) -> Result<Json<Value>, ApiError> {
-    guard(&state, peer, &headers).await?;
     let status = status_param(params.status.as_deref(), RunStatus::parse)?;
     let query = RunQuery { sop: params.sop, status, limit: params.limit.unwrap_or(100).min(10_000) };
-    let runs = state.dispatcher.store().list_runs(&query).await.map_err(|_| ApiError::store_unavailable())?;
+    let runs = state.store.list_runs(&query).await.map_err(|_| ApiError::store_unavailable())?;
     Ok(Json(json!({"runs": runs.iter().map(run_summary).collect::<Vec<_>>()})))
 }
 
 pub async fn run(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    _: AdminAccess,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    guard(&state, peer, &headers).await?;
-    match state.dispatcher.store().get_run(&id).await.map_err(|_| ApiError::store_unavailable())? {
+    match state.store.get_run(&id).await.map_err(OpError::store)? {
         Some(run) => Ok(Json(json!(run))),
-        None => Err(ApiError::new(StatusCode::NOT_FOUND, "run_not_found").with("run_id", id)),
+        None => Err(OpError::not_found(Thing::Run, id).into()),
     }
 }
 
@@ -95,14 +72,12 @@ pub struct AuditParams {
 
 pub async fn audit(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    _: AdminAccess,
     Query(params): Query<AuditParams>,
 ) -> Result<Json<Value>, ApiError> {
-    guard(&state, peer, &headers).await?;
     let query =
         AuditQuery { run_id: params.run_id, after_seq: params.after, limit: params.limit.unwrap_or(1000).min(100_000) };
-    let records = state.dispatcher.store().audit(&query).await.map_err(|_| ApiError::store_unavailable())?;
+    let records = state.store.audit(&query).await.map_err(|_| ApiError::store_unavailable())?;
     Ok(Json(json!({ "records": records })))
 }
 
@@ -110,31 +85,68 @@ pub async fn audit(
 /// payload.
 pub async fn fire(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    AdminAccess { by }: AdminAccess,
     headers: HeaderMap,
     Path(name): Path<String>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let client = guard(&state, peer, &headers).await?;
     let payload = read_json(body, &headers, &state.config).await?;
-    let mut event = Event::new(crate::ids::fresh(), Source::Manual, name.clone(), payload, Utc::now());
-    event.client = Some(client);
-    let report = state.dispatcher.dispatch(event).await.map_err(|_| ApiError::store_unavailable())?;
-    match report {
-        DispatchReport::Accepted { outcomes, .. } if outcomes.is_empty() => {
-            let detail = match state.dispatcher.catalog().get(&name) {
-                Some(_) => format!("SOP {name} has no manual trigger"),
-                None => format!("no SOP named {name}"),
-            };
-            Err(ApiError::new(StatusCode::NOT_FOUND, "no_matching_sop").with("sop", name).with("detail", detail))
+    Ok(Json(operations::runs::fire(&state.dispatcher, &name, payload, by, Utc::now()).await?))
+}
+
+/// The body of a cancel: nothing, or `{"reason"?}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+fn cancel_body(payload: Payload) -> Result<CancelBody, ApiError> {
+    let invalid = |why: String| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_body")
+            .with("detail", format!("expected no body or {{\"reason\"?: \"…\"}}: {why}"))
+    };
+    match payload.to_value() {
+        Value::Null => Ok(CancelBody::default()),
+        // Only an object: serde would also read a list as the struct.
+        value @ Value::Object(_) => serde_json::from_value(value).map_err(|e| invalid(e.to_string())),
+        other => Err(invalid(format!("got {other}"))),
+    }
+}
+
+/// `POST /admin/runs/{id}/cancel` ([`crate::operations::runs::cancel`]):
+/// 200 with the cancelled run, what was withdrawn and what was promoted;
+/// 409 `run_not_cancellable` with the `status` of a run that has ended; 404
+/// `run_not_found`.
+pub async fn cancel(
+    State(state): State<AppState>,
+    AdminAccess { by }: AdminAccess,
+    headers: HeaderMap,
+    Path(run_id): Path<String>,
+    body: Body,
+) -> Result<Json<Cancelled>, ApiError> {
+    let CancelBody { reason } = cancel_body(read_json(body, &headers, &state.config).await?)?;
+    let actor = Actor { by, interface: Interface::AdminApi };
+    let request = CancelRequest { run_id, reason };
+    Ok(Json(operations::runs::cancel(&state.dispatcher, request, &actor, Utc::now()).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancel_takes_no_body_or_a_reason() {
+        assert_eq!(cancel_body(Payload::Json(Value::Null)).unwrap().reason, None);
+        assert_eq!(cancel_body(Payload::Json(json!({"reason": null}))).unwrap().reason, None);
+        assert_eq!(
+            cancel_body(Payload::Json(json!({"reason": "wrong SOP"}))).unwrap().reason.as_deref(),
+            Some("wrong SOP")
+        );
+        for bad in [json!({"why": "x"}), json!([]), json!("stop"), json!({"reason": 5})] {
+            let e = cancel_body(Payload::Json(bad.clone())).unwrap_err();
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{bad}");
         }
-        DispatchReport::Accepted { event_id, outcomes } => {
-            let mut reply = crate::dispatch::dispatcher::summary(&outcomes);
-            reply["status"] = json!("accepted");
-            reply["source"] = json!("manual");
-            reply["event_id"] = json!(event_id);
-            Ok(Json(reply))
-        }
-        DispatchReport::Duplicate { response } => Ok(Json(response)),
     }
 }

@@ -57,9 +57,9 @@ pub async fn webhook(
 /// bearer, else `ip:<address>`; rate limits count per key.
 pub async fn admit_caller(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<String, ApiError> {
     let token = match headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        Some(value) => auth::verify_bearer(state.dispatcher.store().as_ref(), value)
-            .await
-            .map_err(|_| ApiError::store_unavailable())?,
+        Some(value) => {
+            auth::verify_bearer(state.store.as_ref(), value).await.map_err(|_| ApiError::store_unavailable())?
+        }
         None => None,
     };
     let authenticated = token.is_some();

@@ -45,6 +45,7 @@ pub use server::raise_descriptor_limit;
 use crate::config::{Config, GatewayConfig};
 use crate::dispatch::Dispatcher;
 use crate::sources::SourcesHealth;
+use crate::store::Store;
 
 /// Where `/webhook` sends events no SOP matched.
 pub struct AgentTarget {
@@ -56,7 +57,12 @@ pub struct AgentTarget {
 /// Everything a handler may use; shared by all requests.
 pub struct Gateway {
     pub config: GatewayConfig,
+    /// Admission and run moves; handlers that only read or write records
+    /// use `store`.
     pub dispatcher: Arc<Dispatcher>,
+    /// The store the dispatcher commits to, for reads and for operations
+    /// that move no run.
+    pub store: Arc<dyn Store>,
     pub webhook_limit: limits::RateLimit,
     /// Wrong pairing codes per client per minute.
     pub pair_limit: limits::RateLimit,
@@ -93,6 +99,7 @@ impl Gateway {
         });
         Gateway {
             config: g.clone(),
+            store: dispatcher.store().clone(),
             dispatcher,
             webhook_limit: limits::RateLimit::per_minute(g.webhook_rate_limit_per_minute),
             pair_limit: limits::RateLimit::per_minute(g.pair_rate_limit_per_minute),
@@ -129,6 +136,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(probes::metrics))
         .route("/admin/runs", get(admin::runs))
         .route("/admin/runs/{id}", get(admin::run))
+        .route("/admin/runs/{id}/cancel", post(admin::cancel))
         .route("/admin/audit", get(admin::audit))
         .route("/admin/sops/{name}/run", post(admin::fire))
         .route("/admin/sop/pending", get(approvals::pending))

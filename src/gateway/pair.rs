@@ -1,7 +1,7 @@
 //! `POST /pair`: trades a one-time pairing code for a bearer token. The
 //! rules (a live code always pairs; wrong codes are charged to every live
 //! code's budget, and a client's repeated wrong codes get 429) are
-//! [`auth::Pairing`]'s.
+//! [`crate::operations::pairing::Pairing`]'s.
 
 use std::net::SocketAddr;
 
@@ -11,9 +11,9 @@ use axum::Json;
 use chrono::Utc;
 use serde_json::{json, Value};
 
-use super::auth::PairingOutcome;
 use super::limits::{client_ip, retry_after_secs};
 use super::{ApiError, AppState};
+use crate::operations::pairing::PairingOutcome;
 
 pub async fn pair(
     State(state): State<AppState>,
@@ -22,10 +22,9 @@ pub async fn pair(
 ) -> Result<Json<Value>, ApiError> {
     let client = format!("ip:{}", client_ip(peer, &headers, &state.forwarding));
     let code = headers.get("x-pairing-code").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let store = state.dispatcher.store();
     let outcome = state
         .pairing
-        .attempt(store.as_ref(), &client, code, Utc::now())
+        .attempt(state.store.as_ref(), &client, code, Utc::now())
         .await
         .map_err(|_| ApiError::store_unavailable())?;
     match outcome {

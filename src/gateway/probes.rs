@@ -18,7 +18,7 @@ pub async fn health() -> Json<serde_json::Value> {
 /// up; otherwise 503 says which is not. A store whose last write failed is
 /// `failing: <reason>` until a write succeeds again, whoever wrote.
 pub async fn ready(State(state): State<AppState>) -> Response {
-    let store = state.dispatcher.store();
+    let store = &state.store;
     let reads = store.ping().await;
     let writes = store.watch().write_state();
     let sources = state.health.snapshot();
@@ -56,11 +56,14 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 /// it is configured, deliveries to it failing (since when, how many
 /// attempts, the latest cause), or envelopes waiting for it unconfigured.
 fn outbox_status(state: &AppState) -> Value {
-    let watch = state.dispatcher.store().watch();
+    let watch = state.store.watch();
     let mut destinations = serde_json::Map::new();
     for (name, d) in state.dispatcher.delivery.snapshot() {
         let entry = match (&d.configured, &d.failing) {
-            (false, _) => json!({"configured": false, "waiting": d.pending_at_start + watch.enqueued(name)}),
+            (false, _) => {
+                let waiting = (d.pending_at_start + watch.enqueued(name)).saturating_sub(watch.withdrawn(name));
+                json!({"configured": false, "waiting": waiting})
+            }
             (true, None) => json!({"configured": true, "deliveries": "ok"}),
             (true, Some(f)) => json!({"configured": true, "deliveries": "failing", "since": f.since,
                 "failed_attempts": f.failed_attempts, "dead_letters": f.dead_letters, "cause": f.cause}),
@@ -84,7 +87,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             metrics::gauge!("fanin_source_last_event_age_seconds", "source" => name).set(age);
         }
     }
-    let watch = state.dispatcher.store().watch();
+    let watch = state.store.watch();
     metrics::gauge!("fanin_outbox_depth").set(watch.outbox_pending() as f64);
     metrics::gauge!("fanin_runs_pending_approval").set(watch.pending_approvals() as f64);
     let failing = f64::from(u8::from(watch.write_state() != WriteState::Ok));

@@ -197,6 +197,10 @@ impl Store for FaultyStore {
         self.check()?;
         self.inner.outbox_get(id).await
     }
+    async fn outbox_pending_of_run(&self, run_id: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.check()?;
+        self.inner.outbox_pending_of_run(run_id).await
+    }
     async fn tallies(&self) -> Result<Tallies, StoreError> {
         self.check()?;
         self.inner.tallies().await

@@ -50,6 +50,9 @@ pub enum StepStatus {
     Leased,
     Completed,
     Failed,
+    /// Its run was cancelled before it was reported: it can no longer be
+    /// leased or reported.
+    Withdrawn,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -76,16 +79,21 @@ pub enum OutboxStatus {
     Delivered,
     /// Gave up after `[delivery].max_attempts`; kept, listed, retryable.
     Dead,
+    /// Its run was cancelled while it waited: never sent, kept and listed,
+    /// not retryable.
+    Withdrawn,
 }
 
 impl OutboxStatus {
-    pub const ALL: [OutboxStatus; 3] = [OutboxStatus::Pending, OutboxStatus::Delivered, OutboxStatus::Dead];
+    pub const ALL: [OutboxStatus; 4] =
+        [OutboxStatus::Pending, OutboxStatus::Delivered, OutboxStatus::Dead, OutboxStatus::Withdrawn];
 
     pub fn as_str(self) -> &'static str {
         match self {
             OutboxStatus::Pending => "pending",
             OutboxStatus::Delivered => "delivered",
             OutboxStatus::Dead => "dead",
+            OutboxStatus::Withdrawn => "withdrawn",
         }
     }
 
@@ -174,10 +182,13 @@ pub enum AuditKind {
     /// A pairing code absorbed its budget of wrong guesses and can no
     /// longer be redeemed.
     PairingCodeRetired,
+    /// An operator cancelled a run (who, through which interface, why, and
+    /// what of it was withdrawn).
+    RunCancelled,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 17] = [
+    pub const ALL: [AuditKind; 18] = [
         AuditKind::RunStarted,
         AuditKind::RunDeferred,
         AuditKind::RunPromoted,
@@ -195,6 +206,7 @@ impl AuditKind {
         AuditKind::EnvelopeFailed,
         AuditKind::EventRefused,
         AuditKind::PairingCodeRetired,
+        AuditKind::RunCancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -216,6 +228,7 @@ impl AuditKind {
             AuditKind::EnvelopeFailed => "envelope_failed",
             AuditKind::EventRefused => "event_refused",
             AuditKind::PairingCodeRetired => "pairing_code_retired",
+            AuditKind::RunCancelled => "run_cancelled",
         }
     }
 
@@ -339,6 +352,21 @@ pub enum Write {
     /// retry`); `Conflict` otherwise.
     Revive {
         id: String,
+        at: DateTime<Utc>,
+    },
+    /// `Pending` → `Withdrawn` (its run is being cancelled); `Conflict`
+    /// otherwise, so an entry delivered meanwhile refuses the cancel.
+    /// `destination` is the entry's, for the counts of [`StoreWatch`].
+    WithdrawEnvelope {
+        id: String,
+        destination: String,
+    },
+    /// A `Pending` or `Leased` step becomes `Withdrawn` (its run is being
+    /// cancelled); `Conflict` otherwise, so a step reported meanwhile
+    /// refuses the cancel.
+    WithdrawStep {
+        run_id: String,
+        index: u32,
         at: DateTime<Utc>,
     },
 }
@@ -514,6 +542,10 @@ pub trait Store: Send + Sync + 'static {
     async fn outbox_list(&self, status: Option<OutboxStatus>, limit: usize) -> Result<Vec<OutboxRecord>, StoreError>;
 
     async fn outbox_get(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError>;
+
+    /// A run's `Pending` outbox entries as `(id, destination)`, oldest
+    /// first.
+    async fn outbox_pending_of_run(&self, run_id: &str) -> Result<Vec<(String, String)>, StoreError>;
 
     /// The counts the live ones of [`Store::watch`] start from, read from
     /// the store (a daemon reads them once, at start).

@@ -366,6 +366,13 @@ impl Store for SqliteStore {
         self.readers.run("read outbox entry", move |conn| reads::outbox_get(conn, &id)).await
     }
 
+    async fn outbox_pending_of_run(&self, run_id: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let run_id = run_id.to_owned();
+        self.readers
+            .run("read a run's pending outbox entries", move |conn| reads::outbox_pending_of_run(conn, &run_id))
+            .await
+    }
+
     async fn tallies(&self) -> Result<Tallies, StoreError> {
         self.readers.run("count pending entries and approvals", reads::tallies).await
     }

@@ -58,6 +58,9 @@ pub struct StoreWatch {
     pending_approvals: AtomicI64,
     /// Envelopes enqueued since start, per destination.
     enqueued: Mutex<BTreeMap<String, u64>>,
+    /// Pending envelopes withdrawn since start (their run was cancelled),
+    /// per destination.
+    withdrawn: Mutex<BTreeMap<String, u64>>,
 }
 
 impl StoreWatch {
@@ -113,6 +116,10 @@ impl StoreWatch {
                 }
                 Write::Revive { .. } => outbox += 1,
                 Write::Delivered { .. } | Write::DeadLetter { .. } => outbox -= 1,
+                Write::WithdrawEnvelope { destination, .. } => {
+                    outbox -= 1;
+                    *self.lock_withdrawn().entry(destination.clone()).or_default() += 1;
+                }
                 Write::InsertRun(run) if run.status == RunStatus::PendingApproval => approvals += 1,
                 Write::SetStatus { from, to, .. } => {
                     approvals += i64::from(*to == RunStatus::PendingApproval);
@@ -144,12 +151,22 @@ impl StoreWatch {
         self.lock_enqueued().get(destination).copied().unwrap_or(0)
     }
 
+    /// Pending envelopes for `destination` withdrawn since this process
+    /// started.
+    pub fn withdrawn(&self, destination: &str) -> u64 {
+        self.lock_withdrawn().get(destination).copied().unwrap_or(0)
+    }
+
     fn lock_state(&self) -> std::sync::MutexGuard<'_, Option<(String, DateTime<Utc>, u64)>> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn lock_enqueued(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
         self.enqueued.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn lock_withdrawn(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
+        self.withdrawn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -259,5 +276,18 @@ mod tests {
         watch.committed(&batch(vec![Write::Revive { id: "f".into(), at: at(3) }]));
         assert_eq!(watch.outbox_pending(), 5);
         assert_eq!((watch.enqueued("agent"), watch.enqueued("executor"), watch.enqueued("other")), (1, 1, 0));
+    }
+
+    #[test]
+    fn a_withdrawn_envelope_leaves_the_pending_count_and_is_counted_for_its_destination() {
+        let watch = StoreWatch::default();
+        watch.committed(&batch(vec![enqueue("agent"), enqueue("agent"), enqueue("executor")]));
+        watch.committed(&batch(vec![
+            Write::WithdrawEnvelope { id: "a1".into(), destination: "agent".into() },
+            Write::WithdrawStep { run_id: "r".into(), index: 0, at: at(1) },
+        ]));
+        assert_eq!(watch.outbox_pending(), 2);
+        assert_eq!((watch.withdrawn("agent"), watch.withdrawn("executor")), (1, 0));
+        assert_eq!(watch.enqueued("agent"), 2, "what was enqueued stays counted as such");
     }
 }

@@ -156,11 +156,12 @@ pub(super) fn step_status_name(status: StepStatus) -> &'static str {
         StepStatus::Leased => "leased",
         StepStatus::Completed => "completed",
         StepStatus::Failed => "failed",
+        StepStatus::Withdrawn => "withdrawn",
     }
 }
 
 fn parse_step_status(name: &str) -> Option<StepStatus> {
-    [StepStatus::Pending, StepStatus::Leased, StepStatus::Completed, StepStatus::Failed]
+    [StepStatus::Pending, StepStatus::Leased, StepStatus::Completed, StepStatus::Failed, StepStatus::Withdrawn]
         .into_iter()
         .find(|s| step_status_name(*s) == name)
 }

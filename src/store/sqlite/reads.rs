@@ -417,6 +417,17 @@ pub(super) fn outbox_list(
     readable(rows, "outbox")
 }
 
+/// The statuses are literals, so the partial index of undelivered entries
+/// by run serves it (it holds `dead` ones too, filtered out here).
+pub(super) fn outbox_pending_of_run(conn: &Connection, run_id: &str) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT id, destination FROM outbox
+         WHERE run_id = ?1 AND status IN ('pending', 'dead') AND status = 'pending' ORDER BY seq",
+    )?;
+    let rows = statement.query_map([run_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    rows.collect()
+}
+
 pub(super) fn outbox_get(conn: &Connection, id: &str) -> rusqlite::Result<Option<OutboxRecord>> {
     conn.prepare_cached(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = ?1"))?
         .query_row([id], outbox_from_row)

@@ -122,7 +122,9 @@ fn json_value(write: &Write) -> Option<&Value> {
         | Write::Delivered { .. }
         | Write::Reschedule { .. }
         | Write::DeadLetter { .. }
-        | Write::Revive { .. } => None,
+        | Write::Revive { .. }
+        | Write::WithdrawEnvelope { .. }
+        | Write::WithdrawStep { .. } => None,
     }
 }
 
@@ -488,6 +490,8 @@ fn apply_write(conn: &Connection, write: &Write, texts: &Texts) -> Result<(), Fa
         }
         Write::DeadLetter { id, attempts, error, at: _ } => dead_letter(conn, id, *attempts, error),
         Write::Revive { id, at } => revive(conn, id, *at),
+        Write::WithdrawEnvelope { id, .. } => withdraw_envelope(conn, id),
+        Write::WithdrawStep { run_id, index, at } => withdraw_step(conn, run_id, *index, *at),
     }
 }
 
@@ -756,6 +760,32 @@ fn finish_step(
     }))
 }
 
+/// An open step (pending, or leased whether or not the lease ended) of a
+/// run being cancelled.
+fn withdraw_step(conn: &Connection, run_id: &str, index: u32, at: DateTime<Utc>) -> Result<(), Failure> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE run_steps SET status = ?3, updated_at = ?4
+             WHERE run_id = ?1 AND step_index = ?2 AND status IN (?5, ?6)",
+        )?
+        .execute(params![
+            run_id,
+            index,
+            step_status_name(StepStatus::Withdrawn),
+            micros(at),
+            step_status_name(StepStatus::Pending),
+            step_status_name(StepStatus::Leased),
+        ])?;
+    if changed == 1 {
+        return Ok(());
+    }
+    let what = format!("run {run_id} step {index}");
+    Err(conflict(match step_state(conn, run_id, index)? {
+        None => format!("{what}: no such step to withdraw"),
+        Some(s) => format!("{what}: is {}, not pending or leased; cannot withdraw it", s.status),
+    }))
+}
+
 /// The store numbers entries in the order they are written; the record's
 /// own `seq` is ignored.
 fn enqueue(conn: &Connection, entry: &OutboxRecord, envelope: &str) -> Result<(), Failure> {
@@ -864,6 +894,19 @@ fn revive(conn: &Connection, id: &str, at: DateTime<Utc>) -> Result<(), Failure>
         OutboxStatus::Dead,
         "revive it",
         &[&to, &micros(at)],
+    )
+}
+
+/// The `run_cancelled` audit record written beside it carries the time.
+fn withdraw_envelope(conn: &Connection, id: &str) -> Result<(), Failure> {
+    let to = OutboxStatus::Withdrawn.as_str();
+    update_outbox(
+        conn,
+        "UPDATE outbox SET status = ?3 WHERE id = ?1 AND status = ?2",
+        id,
+        OutboxStatus::Pending,
+        "withdraw it",
+        &[&to],
     )
 }
 

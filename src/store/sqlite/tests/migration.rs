@@ -211,7 +211,7 @@ async fn write_v3_file(path: &std::path::Path) {
     .unwrap();
     conn.execute(
         "INSERT INTO pairing_codes (hash, created_at, expires_at) VALUES (?1, ?2, ?3)",
-        rusqlite::params![crate::gateway::auth::sha256_hex("123456"), micros(t(0)), micros(t(3600))],
+        rusqlite::params![crate::operations::tokens::sha256_hex("123456"), micros(t(0)), micros(t(3600))],
     )
     .unwrap();
 }

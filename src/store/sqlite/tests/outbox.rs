@@ -303,3 +303,44 @@ async fn the_outbox_survives_reopening() {
     enqueue(&store, entry("c1", "c", t(30))).await;
     assert!(get(&store, "c1").await.seq > before.iter().map(|e| e.seq).max().unwrap());
 }
+
+fn withdraw(id: &str) -> Batch {
+    one(Write::WithdrawEnvelope { id: id.into(), destination: "agent".into() })
+}
+
+#[tokio::test]
+async fn a_withdrawn_entry_is_never_due_never_revived_and_still_listed() {
+    let (_dir, store) = open_temp();
+    two_runs_two_entries(&store).await;
+    enqueue(&store, entry("b3", "b", t(5))).await;
+    store.commit(dead_letter("b1", 3, t(6))).await.unwrap();
+    let pending_of_a = store.outbox_pending_of_run("a").await.unwrap();
+    assert_eq!(pending_of_a, [("a1".to_string(), "agent".to_string()), ("a2".to_string(), "agent".to_string())]);
+    let of_b: Vec<String> = store.outbox_pending_of_run("b").await.unwrap().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(of_b, ["b2", "b3"], "a dead letter is not pending");
+    assert_eq!(store.outbox_pending_of_run("ghost").await.unwrap(), []);
+
+    let both =
+        Batch { idempotency: None, writes: vec![withdraw("a1").writes.remove(0), withdraw("a2").writes.remove(0)] };
+    store.commit(both).await.unwrap();
+    assert_eq!(store.outbox_pending_of_run("a").await.unwrap(), []);
+    assert_eq!(get(&store, "a1").await.status, OutboxStatus::Withdrawn);
+    assert!(due_ids(&store, t(100)).await.iter().all(|id| !id.starts_with('a')), "a withdrawn entry is never due");
+    let listed: Vec<String> =
+        store.outbox_list(Some(OutboxStatus::Withdrawn), 0).await.unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(listed, ["a1", "a2"]);
+    assert_eq!(store.tallies().await.unwrap().outbox_pending.get("agent"), Some(&2), "b2 and b3");
+
+    for (batch, words) in [
+        (withdraw("a1"), &["a1", "withdrawn", "expected pending"][..]),
+        (withdraw("b1"), &["b1", "dead", "expected pending"]),
+        (withdraw("ghost"), &["ghost", "no such entry"]),
+        (revive("a1", t(7)), &["a1", "withdrawn", "expected dead"]),
+        (delivered("a2", 1, t(7)), &["a2", "withdrawn", "expected pending"]),
+    ] {
+        match store.commit(batch).await {
+            Err(StoreError::Conflict(m)) => assert!(words.iter().all(|w| m.contains(w)), "{m:?} should name {words:?}"),
+            other => panic!("expected a conflict naming {words:?}, got {other:?}"),
+        }
+    }
+}

@@ -277,3 +277,33 @@ async fn steps_and_the_step_index_survive_reopening() {
     assert_eq!(store.steps("r").await.unwrap(), steps);
     assert_eq!(store.next_leasable_step(t(5)).await.unwrap().map(|s| s.index), Some(1));
 }
+
+fn withdraw(run_id: &str, index: u32, at: DateTime<Utc>) -> Batch {
+    one(Write::WithdrawStep { run_id: run_id.into(), index, at })
+}
+
+#[tokio::test]
+async fn an_open_step_is_withdrawn_once_and_then_neither_leased_nor_finished() {
+    let (_dir, store) = open_temp();
+    waiting(&store, "pending", t(0)).await;
+    waiting(&store, "leased", t(0)).await;
+    store.commit(lease("leased", 0, "l", t(100), t(1))).await.unwrap();
+    waiting(&store, "done", t(0)).await;
+    store.commit(lease("done", 0, "d", t(100), t(1))).await.unwrap();
+    store.commit(finish("done", 0, "d", StepStatus::Completed, t(2))).await.unwrap();
+
+    for run_id in ["pending", "leased"] {
+        store.commit(withdraw(run_id, 0, t(3))).await.unwrap();
+        let withdrawn = step(&store, run_id, 0).await;
+        assert_eq!((withdrawn.status, withdrawn.updated_at), (StepStatus::Withdrawn, t(3)), "{run_id}");
+    }
+    assert_conflict(store.commit(withdraw("pending", 0, t(4))).await, &["run pending step 0", "withdrawn"]);
+    assert_conflict(store.commit(withdraw("done", 0, t(4))).await, &["run done step 0", "completed"]);
+    assert_conflict(store.commit(withdraw("ghost", 0, t(4))).await, &["run ghost step 0", "no such step"]);
+    assert_conflict(store.commit(lease("pending", 0, "x", t(200), t(150))).await, &["run pending step 0", "withdrawn"]);
+    assert_conflict(
+        store.commit(finish("leased", 0, "l", StepStatus::Completed, t(5))).await,
+        &["run leased step 0", "withdrawn", "not leased"],
+    );
+    assert_eq!(store.next_leasable_step(t(500)).await.unwrap(), None, "nothing open is left to lease");
+}
