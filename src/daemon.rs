@@ -118,14 +118,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     };
     let mut tasks = sources::start_all(&ctx).map_err(StartError)?;
     tasks.push(tokio::spawn(reload_on_hangup(config.clone(), ctx.dispatcher.clone(), shutdown.clone())));
-    tasks.extend(crate::deliver::start(&config, dispatcher.clone(), &tallies, shutdown.clone()));
+    let delivery = Arc::new(crate::deliver::DeliveryStatus::default());
+    tasks.extend(crate::deliver::start(&config, dispatcher.clone(), &tallies, delivery.clone(), shutdown.clone()));
     tasks.extend(dispatcher.registries().and_then(|r| r.spawn_refresh(shutdown.clone())));
     tasks.push(tokio::spawn(purge_idempotency_keys(
         store.clone(),
         config.gateway.idempotency_ttl_secs,
         shutdown.clone(),
     )));
-    let state = Arc::new(Gateway::new(&config, dispatcher, health, metrics, pairing_key));
+    let state = Arc::new(Gateway::new(&config, dispatcher, health, delivery, metrics, pairing_key));
     let stop = shutdown.clone();
     let served = gateway::serve(listener, state, async move { stop.cancelled().await }).await;
     shutdown.cancel();

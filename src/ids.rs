@@ -7,3 +7,12 @@
 pub fn fresh() -> String {
     uuid::Uuid::now_v7().to_string()
 }
+
+/// Fresh ids for planning (`fanin_core::runs::plan::IdSource`).
+pub struct Fresh;
+
+impl fanin_core::runs::plan::IdSource for Fresh {
+    fn fresh(&mut self) -> String {
+        fresh()
+    }
+}

@@ -17,9 +17,8 @@ pub mod deliver;
 pub mod dispatch;
 pub mod gateway;
 pub mod ids;
-pub mod registries;
 pub mod operations;
-pub mod runs;
+pub mod registries;
 pub mod sop;
 pub mod sources;
 pub mod store;
@@ -28,6 +27,6 @@ pub mod store;
 // `crate::event` as they say `crate::store`.
 #[cfg(test)]
 pub(crate) use fanin_core::proptest_support;
-pub use fanin_core::{checks, cron, envelope, event, net, topic};
+pub use fanin_core::{checks, cron, envelope, event, net, records, runs, topic};
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -81,6 +81,7 @@ pub fn start(
     config: &Config,
     dispatcher: Arc<Dispatcher>,
     pending: &Tallies,
+    status: Arc<DeliveryStatus>,
     shutdown: CancellationToken,
 ) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
@@ -90,12 +91,11 @@ pub fn start(
             _ => config.destinations.executor.as_ref(),
         };
         let pending_at_start = pending.outbox_pending.get(name).copied().unwrap_or(0);
-        let status = DestinationStatus { configured: configured.is_some(), pending_at_start, failing: None };
-        dispatcher.delivery.set(name, status);
+        status.set(name, DestinationStatus { configured: configured.is_some(), pending_at_start, failing: None });
         let task = match configured {
-            Some(destination) => {
-                tokio::spawn(Lane::new(name, destination, config, dispatcher.clone()).run(shutdown.clone()))
-            }
+            Some(destination) => tokio::spawn(
+                Lane::new(name, destination, config, dispatcher.clone(), status.clone()).run(shutdown.clone()),
+            ),
             None => tokio::spawn(report_unconfigured(name, pending_at_start, dispatcher.clone(), shutdown.clone())),
         };
         tasks.push(task);
@@ -168,6 +168,8 @@ struct Lane {
     dispatcher: Arc<Dispatcher>,
     policy: DeliveryConfig,
     http: reqwest::Client,
+    /// What `/ready` says of this destination.
+    status: Arc<DeliveryStatus>,
     log: DestinationLog,
     trouble: StoreTrouble,
     /// Outcomes the store refused to record: recorded again before anything
@@ -176,9 +178,16 @@ struct Lane {
 }
 
 impl Lane {
-    fn new(name: &'static str, destination: &DestinationConfig, config: &Config, dispatcher: Arc<Dispatcher>) -> Lane {
+    fn new(
+        name: &'static str,
+        destination: &DestinationConfig,
+        config: &Config,
+        dispatcher: Arc<Dispatcher>,
+        status: Arc<DeliveryStatus>,
+    ) -> Lane {
         Lane {
             name,
+            status,
             target: Target { url: destination.url.clone(), bearer_token: destination.bearer_token.clone() },
             dispatcher,
             policy: config.delivery.clone(),
@@ -458,7 +467,7 @@ impl Lane {
                     [destinations.{name}] succeed again")
             }
         }
-        self.dispatcher.delivery.set_failing(name, self.log.failing());
+        self.status.set_failing(name, self.log.failing());
     }
 
     fn store_answered(&mut self) {
@@ -530,6 +539,7 @@ mod tests {
         _dir: tempfile::TempDir,
         faulty: Arc<FaultyStore>,
         dispatcher: Arc<Dispatcher>,
+        delivery: Arc<DeliveryStatus>,
         config: Config,
     }
 
@@ -551,7 +561,7 @@ mod tests {
         let dispatcher = Arc::new(Dispatcher::new(Catalog::new(vec![notify]), store, settings).await.unwrap());
         let mut config = Config::default();
         config.destinations.agent = Some(DestinationConfig { url: url.into(), bearer_token: String::new() });
-        Fixture { _dir: dir, faulty, dispatcher, config }
+        Fixture { _dir: dir, faulty, dispatcher, delivery: Default::default(), config }
     }
 
     /// Starts a run, whose envelope is queued in the same commit.
@@ -587,7 +597,7 @@ mod tests {
         f.faulty.refuse_next_commits(3);
         let started = Instant::now();
         let shutdown = CancellationToken::new();
-        let tasks = start(&f.config, f.dispatcher.clone(), &Tallies::default(), shutdown.clone());
+        let tasks = start(&f.config, f.dispatcher.clone(), &Tallies::default(), f.delivery.clone(), shutdown.clone());
 
         let inner = f.faulty.inner().clone();
         eventually("the run to complete", || completed(inner.as_ref(), &run)).await;
@@ -614,7 +624,7 @@ mod tests {
         f.faulty.set_down(true);
         let started = Instant::now();
         let shutdown = CancellationToken::new();
-        let tasks = start(&f.config, f.dispatcher.clone(), &Tallies::default(), shutdown.clone());
+        let tasks = start(&f.config, f.dispatcher.clone(), &Tallies::default(), f.delivery.clone(), shutdown.clone());
 
         eventually("four refused reads", || async { f.faulty.refused() >= 4 }).await;
         assert!(started.elapsed() >= least_backoff(3), "four reads in {:?}: a busy loop", started.elapsed());
@@ -640,7 +650,7 @@ mod tests {
         config.destinations.agent =
             Some(DestinationConfig { url: format!("http://{closed}/in"), bearer_token: String::new() });
         let shutdown = CancellationToken::new();
-        let tasks = start(&config, f.dispatcher.clone(), &Tallies::default(), shutdown.clone());
+        let tasks = start(&config, f.dispatcher.clone(), &Tallies::default(), f.delivery.clone(), shutdown.clone());
         let store = f.faulty.inner().clone();
         eventually("three failed attempts recorded", || async {
             let entries = store.outbox_list(None, 0).await.unwrap();
@@ -651,7 +661,7 @@ mod tests {
             let error = entry.last_error.unwrap();
             assert!(error.to_lowercase().contains("connection refused"), "the cause chain is kept: {error}");
         }
-        let status = f.dispatcher.delivery.snapshot()["agent"].clone();
+        let status = f.delivery.snapshot()["agent"].clone();
         let failing = status.failing.expect("the destination is failing");
         assert!(failing.failed_attempts >= 3 && failing.cause.to_lowercase().contains("connection refused"));
         shutdown.cancel();
@@ -661,12 +671,12 @@ mod tests {
 
         // The destination comes back: one round delivers all three.
         let shutdown = CancellationToken::new();
-        let tasks = start(&f.config, f.dispatcher.clone(), &Tallies::default(), shutdown.clone());
+        let tasks = start(&f.config, f.dispatcher.clone(), &Tallies::default(), f.delivery.clone(), shutdown.clone());
         for run in &runs {
             eventually("the run to complete", || completed(store.as_ref(), run)).await;
         }
         assert_eq!(seen.load(Ordering::SeqCst), 3);
-        assert_eq!(f.dispatcher.delivery.snapshot()["agent"].failing, None);
+        assert_eq!(f.delivery.snapshot()["agent"].failing, None);
         shutdown.cancel();
         for task in tasks {
             task.await.unwrap();

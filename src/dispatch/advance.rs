@@ -10,37 +10,16 @@
 //! two racing requests cannot both win.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::dispatcher::{start_move, take_move, DispatchError, Dispatcher};
-use crate::runs::lifecycle::{self, Effects};
+use super::dispatcher::{DispatchError, Dispatcher};
+use crate::ids::Fresh;
+use crate::runs::lifecycle::Effects;
+use crate::runs::plan::{self, PlanContext, Transition, Waiting};
+pub use crate::runs::plan::{RunInput, Withdrawn};
 use crate::runs::RunStatus;
 use crate::sop::Sop;
 use crate::store::{AuditKind, Batch, NewAudit, RunRecord, StepRecord, StepStatus, Write};
-
-/// A request to move a run on.
-#[derive(Clone, Debug, PartialEq)]
-pub enum RunInput {
-    /// An operator approves the gate the run waits at.
-    Approve { by: String, reason: Option<String> },
-    /// An operator denies it: the run is cancelled.
-    Deny { by: String, reason: Option<String> },
-    /// The agent loop reports the step it leased.
-    StepDone { index: u32, lease_id: String, completed: bool, output: Value },
-    /// The run's envelope reached its destination.
-    Delivered { envelope_id: String, attempts: u32 },
-    /// The run's envelope was given up (dead letter).
-    DeliveryFailed { envelope_id: String, attempts: u32, error: String },
-    /// Ends the run (`completed`, `failed` or `cancelled`).
-    Finish { to: RunStatus, reason: Option<String> },
-    /// An operator cancels a run that has not ended, wherever it is: what
-    /// it still has waiting (envelopes in the outbox, steps for the agent
-    /// loop) is withdrawn, and the slot it held goes to the next deferred
-    /// run as when a run finishes. `by` and `interface` (`admin_api`,
-    /// `cli`) are recorded in `run_cancelled`.
-    Cancel { by: String, interface: &'static str, reason: Option<String> },
-}
 
 /// Where the run is after the change.
 #[derive(Clone, Debug, PartialEq)]
@@ -54,16 +33,6 @@ pub struct Advanced {
     pub promoted: Vec<String>,
     /// What a cancel withdrew (empty for every other change).
     pub withdrawn: Withdrawn,
-}
-
-/// What of a cancelled run was withdrawn in its cancel's commit.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct Withdrawn {
-    /// Outbox entries that were still pending: never sent.
-    pub envelopes: Vec<String>,
-    /// Steps (1-based numbers) pending or leased for the agent loop: no
-    /// longer leased, a report of them refused.
-    pub steps: Vec<u32>,
 }
 
 /// A step leased to an agent loop.
@@ -124,139 +93,57 @@ impl Dispatcher {
         let catalog = self.catalog();
         let sop = catalog.get(&run.sop);
         let registries = self.registry_snapshot();
-        let attached = self.agent_attached(now);
-        let mut writes = Vec::new();
-        let audit = |kind, detail: Value| {
-            Write::Audit(NewAudit {
-                at: now,
-                kind,
-                run_id: Some(run.run_id.clone()),
-                sop: Some(run.sop.clone()),
-                detail,
-            })
+        let ctx = PlanContext { now, registries: &registries, agent_attached: self.agent_attached(now) };
+        let waiting = match input {
+            RunInput::Cancel { .. } if !run.status.is_terminal() => self.waiting(&run).await?,
+            _ => Waiting::default(),
         };
-        let need_sop = || sop.ok_or_else(|| DispatchError::Conflict(format!("SOP {} is no longer loaded", run.sop)));
-        let expect = |status: RunStatus, doing: &str| {
-            if run.status == status {
-                Ok(())
-            } else {
-                Err(DispatchError::Conflict(format!(
-                    "run {} is {}, not {status}: cannot {doing}",
-                    run.run_id, run.status
-                )))
-            }
-        };
-
-        let mut withdrawn = Withdrawn::default();
-        let (to, step, effects, reason) = match input {
-            RunInput::Approve { by, reason } => {
-                expect(RunStatus::PendingApproval, "approve")?;
-                let sop = need_sop()?;
-                writes.push(audit(
-                    AuditKind::Approval,
-                    json!({"outcome": "approved", "by": by, "reason": reason, "step": run.step}),
-                ));
-                let (to, step, fx) =
-                    take_move(lifecycle::next_move(sop, run.step, true), sop, &run, now, &registries, attached);
-                (to, step, fx, reason)
-            }
-            RunInput::Deny { by, reason } => {
-                expect(RunStatus::PendingApproval, "deny")?;
-                writes.push(audit(
-                    AuditKind::Approval,
-                    json!({"outcome": "denied", "by": by, "reason": reason, "step": run.step}),
-                ));
-                (RunStatus::Cancelled, run.step, Effects::default(), reason.or(Some("denied".into())))
-            }
-            RunInput::StepDone { index, lease_id, completed, output } => {
-                expect(RunStatus::WaitingAgent, "report a step")?;
-                if index != run.step {
-                    return Err(DispatchError::Conflict(format!(
-                        "run {} is at step {}, not {}",
-                        run.run_id,
-                        run.step + 1,
-                        index + 1
-                    )));
-                }
-                let status = if completed { StepStatus::Completed } else { StepStatus::Failed };
-                writes.push(Write::FinishStep {
-                    run_id: run.run_id.clone(),
-                    index,
-                    lease_id: lease_id.clone(),
-                    status,
-                    output: output.clone(),
-                    at: now,
-                });
-                writes.push(audit(
-                    AuditKind::StepReported,
-                    json!({"step": index, "number": index + 1, "status": status, "lease_id": lease_id, "output": output}),
-                ));
-                if completed {
-                    let sop = need_sop()?;
-                    let mv = lifecycle::next_move(sop, index + 1, false);
-                    let (to, step, fx) = take_move(mv, sop, &run, now, &registries, attached);
-                    (to, step, fx, None)
-                } else {
-                    (RunStatus::Failed, index, Effects::default(), Some(format!("step {} failed", index + 1)))
-                }
-            }
-            RunInput::Delivered { envelope_id, attempts } => {
-                expect(RunStatus::Running, "complete a delivery")?;
-                writes.push(Write::Delivered { id: envelope_id.clone(), attempts, at: now });
-                writes.push(audit(
-                    AuditKind::EnvelopeDelivered,
-                    json!({"envelope_id": envelope_id, "attempts": attempts}),
-                ));
-                (RunStatus::Completed, run.step, Effects::default(), None)
-            }
-            RunInput::DeliveryFailed { envelope_id, attempts, error } => {
-                expect(RunStatus::Running, "fail a delivery")?;
-                writes.push(Write::DeadLetter { id: envelope_id.clone(), attempts, error: error.clone(), at: now });
-                writes.push(audit(
-                    AuditKind::EnvelopeFailed,
-                    json!({"envelope_id": envelope_id, "reason": "dead_letter", "attempts": attempts, "error": error}),
-                ));
-                (RunStatus::Failed, run.step, Effects::default(), Some(format!("delivery gave up: {error}")))
-            }
-            RunInput::Finish { to, reason } => {
-                if !to.is_terminal() || !run.status.can_become(to) {
-                    return Err(DispatchError::InvalidTransition { run_id: run.run_id.clone(), from: run.status, to });
-                }
-                (to, run.step, Effects::default(), reason)
-            }
-            RunInput::Cancel { by, interface, reason } => {
-                withdrawn = self.cancel_writes(&run, &by, interface, reason.as_deref(), now, &mut writes).await?;
-                (RunStatus::Cancelled, run.step, Effects::default(), reason.or(Some("cancelled".into())))
-            }
-        };
-        if to != run.status && !run.status.can_become(to) {
-            return Err(DispatchError::InvalidTransition { run_id: run.run_id.clone(), from: run.status, to });
-        }
-        if to != run.status {
-            writes.push(Write::SetStatus { run_id: run.run_id.clone(), from: run.status, to, at: now });
-            writes.push(audit(AuditKind::RunTransition, json!({"from": run.status, "to": to, "reason": reason})));
-        }
-        if step != run.step {
-            writes.push(Write::SetStep { run_id: run.run_id.clone(), from: run.step, to: step, at: now });
-        }
-        let mut effects = effects;
-        writes.append(&mut effects.writes);
-
+        let Transition { mut writes, mut effects, to, step, withdrawn } =
+            plan::plan_transition(&run, input, sop, waiting, &ctx, &mut Fresh)?;
         let (slot, first_promoted) = self.move_slot(&run, to, sop, now);
+        let promoted = match sop {
+            Some(sop) => {
+                let promotion = self.promote(first_promoted, sop, &run.run_id, &ctx, &mut writes, &mut effects).await;
+                promotion.inspect_err(|(_, promoted)| self.undo_slot(&slot, promoted)).map_err(|(e, _)| e)?
+            }
+            None => Vec::new(),
+        };
+        let advanced = Advanced { run_id: run.run_id, from: run.status, status: to, step, promoted, withdrawn };
+        Ok(Prepared { writes, effects, slot, advanced: Some(advanced) })
+    }
+
+    /// What `run` still has waiting, for a cancel to withdraw.
+    async fn waiting(&self, run: &RunRecord) -> Result<Waiting, DispatchError> {
+        let envelopes = self.store.outbox_pending_of_run(&run.run_id).await?;
+        let steps = self.store.steps(&run.run_id).await?.into_iter().map(|s| (s.index, s.status)).collect();
+        Ok(Waiting { envelopes, steps })
+    }
+
+    /// Starts deferred runs in the slot a change freed, beginning with
+    /// `next`, for as long as each goes straight to a state that holds no
+    /// slot. On an error, also says which were counted as promoted, so the
+    /// caller gives them back.
+    async fn promote(
+        &self,
+        mut next: Option<String>,
+        sop: &Sop,
+        freed_by: &str,
+        ctx: &PlanContext<'_>,
+        writes: &mut Vec<Write>,
+        effects: &mut Effects,
+    ) -> Result<Vec<String>, (DispatchError, Vec<String>)> {
         let mut promoted = Vec::new();
-        let mut next = first_promoted;
-        while let (Some(id), Some(sop)) = (next.take(), sop) {
+        while let Some(id) = next.take() {
             // Counted as promoted before it is read, so a failed read gives
             // it back to the backlog with the rest.
             promoted.push(id.clone());
-            let (fx, holds_slot) =
-                match self.promotion(&id, sop, &run.run_id, now, &registries, attached, &mut writes).await {
-                    Ok(done) => done,
-                    Err(e) => {
-                        self.undo_slot(&slot, &promoted);
-                        return Err(e);
-                    }
-                };
+            let run = match self.store.get_run(&id).await {
+                Ok(Some(run)) => run,
+                Ok(None) => return Err((DispatchError::NoSuchRun(id), promoted)),
+                Err(e) => return Err((e.into(), promoted)),
+            };
+            let (mut more, fx, holds_slot) = plan::plan_promotion(&run, sop, freed_by, ctx, &mut Fresh);
+            writes.append(&mut more);
             effects.absorb(fx);
             if !holds_slot {
                 // The promoted run went straight to a state without a slot:
@@ -264,47 +151,7 @@ impl Dispatcher {
                 next = self.admission.lock().expect("admission lock").free_slot(sop);
             }
         }
-        let advanced = Advanced { run_id: run.run_id, from: run.status, status: to, step, promoted, withdrawn };
-        Ok(Prepared { writes, effects, slot, advanced: Some(advanced) })
-    }
-
-    /// What cancelling `run` writes besides its status: every envelope it
-    /// still has pending in the outbox and every step it has pending or
-    /// leased is withdrawn, each with a compare-and-set (a delivery or a
-    /// report that commits first refuses the cancel, which then looks
-    /// again), and `run_cancelled` records who, through which interface,
-    /// why, and what was withdrawn.
-    async fn cancel_writes(
-        &self,
-        run: &RunRecord,
-        by: &str,
-        interface: &str,
-        reason: Option<&str>,
-        now: DateTime<Utc>,
-        writes: &mut Vec<Write>,
-    ) -> Result<Withdrawn, DispatchError> {
-        if run.status.is_terminal() {
-            let (run_id, from) = (run.run_id.clone(), run.status);
-            return Err(DispatchError::InvalidTransition { run_id, from, to: RunStatus::Cancelled });
-        }
-        let pending = self.store.outbox_pending_of_run(&run.run_id).await?;
-        let open: Vec<u32> = (self.store.steps(&run.run_id).await?.into_iter())
-            .filter(|s| matches!(s.status, StepStatus::Pending | StepStatus::Leased))
-            .map(|s| s.index)
-            .collect();
-        let envelopes = pending.iter().map(|(id, _)| id.clone()).collect();
-        writes.extend(pending.into_iter().map(|(id, destination)| Write::WithdrawEnvelope { id, destination }));
-        writes.extend(open.iter().map(|&index| Write::WithdrawStep { run_id: run.run_id.clone(), index, at: now }));
-        let withdrawn = Withdrawn { envelopes, steps: open.iter().map(|i| i + 1).collect() };
-        writes.push(Write::Audit(NewAudit {
-            at: now,
-            kind: AuditKind::RunCancelled,
-            run_id: Some(run.run_id.clone()),
-            sop: Some(run.sop.clone()),
-            detail: json!({"by": by, "interface": interface, "reason": reason, "from": run.status,
-                "step": run.step, "withdrawn": withdrawn}),
-        }));
-        Ok(withdrawn)
+        Ok(promoted)
     }
 
     /// Commits one prepared change; a failed commit gives back what
@@ -475,34 +322,5 @@ impl Dispatcher {
             SlotChange::LeftBacklog { sop, run_id } => admission.requeue(sop, run_id),
             SlotChange::None => {}
         }
-    }
-
-    /// The writes that start deferred run `id` in the slot `freed_by` left.
-    #[allow(clippy::too_many_arguments)]
-    async fn promotion(
-        &self,
-        id: &str,
-        sop: &Sop,
-        freed_by: &str,
-        now: DateTime<Utc>,
-        registries: &crate::envelope::registry::RegistrySnapshot,
-        attached: bool,
-        writes: &mut Vec<Write>,
-    ) -> Result<(Effects, bool), DispatchError> {
-        let run = self.store.get_run(id).await?.ok_or_else(|| DispatchError::NoSuchRun(id.into()))?;
-        let (status, step, mut fx) = start_move(sop, &run, now, registries, attached);
-        writes.push(Write::SetStatus { run_id: id.to_string(), from: RunStatus::Deferred, to: status, at: now });
-        if step != run.step {
-            writes.push(Write::SetStep { run_id: id.to_string(), from: run.step, to: step, at: now });
-        }
-        writes.push(Write::Audit(NewAudit {
-            at: now,
-            kind: AuditKind::RunPromoted,
-            run_id: Some(id.to_string()),
-            sop: Some(sop.name.clone()),
-            detail: json!({"status": status, "step": step, "slot_freed_by": freed_by}),
-        }));
-        writes.append(&mut fx.writes);
-        Ok((fx, status.is_active()))
     }
 }

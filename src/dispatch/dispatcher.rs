@@ -11,42 +11,20 @@
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
-use super::admission::{Admission, Decision};
-use super::index::TriggerRef;
+use super::admission::Admission;
 use super::matching::{Catalog, Explanation};
 use crate::envelope::session::Continuation;
-use crate::envelope::{self, Run};
-use crate::event::{Event, IdempotencyKey, Request, Source};
+use crate::event::{Event, Source};
+use crate::ids::Fresh;
 use crate::registries::{Registries, RegistrySnapshot};
-use crate::runs::lifecycle::{self, Effects, MoveContext};
+use crate::runs::lifecycle::Effects;
+use crate::runs::plan::{self, EventInput, EventPlan, PlanContext, PlanError};
+pub use crate::runs::plan::{summary, Outcome, RunOutcome};
 use crate::runs::RunStatus;
-use crate::sop::Sop;
-use crate::store::{AuditKind, Batch, Committed, IdempotencyClaim, NewAudit, RunRecord, Store, StoreError, Write};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Started,
-    Deferred,
-    Coalesced,
-    Skipped,
-    Rejected,
-}
-
-/// What happened for one matching SOP.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct RunOutcome {
-    pub sop: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<String>,
-    pub outcome: Outcome,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
+use crate::store::{AuditKind, Batch, Committed, NewAudit, Store, StoreError, Write};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum DispatchReport {
@@ -87,6 +65,15 @@ pub enum DispatchError {
     Conflict(String),
 }
 
+impl From<PlanError> for DispatchError {
+    fn from(e: PlanError) -> DispatchError {
+        match e {
+            PlanError::InvalidTransition { run_id, from, to } => DispatchError::InvalidTransition { run_id, from, to },
+            PlanError::Conflict(reason) => DispatchError::Conflict(reason),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct DispatchSettings {
     pub idempotency_ttl: chrono::Duration,
@@ -115,8 +102,6 @@ pub struct Dispatcher {
     /// is queued, with `notify_waiters`: each arms its wait before it reads
     /// the store, so one queued in between is not missed.
     pub outbox_ready: Notify,
-    /// What the outbox worker says of each destination, for `/ready`.
-    pub delivery: crate::deliver::DeliveryStatus,
 }
 
 impl Dispatcher {
@@ -138,7 +123,6 @@ impl Dispatcher {
             last_agent_poll: Mutex::new(None),
             step_ready: Notify::new(),
             outbox_ready: Notify::new(),
-            delivery: crate::deliver::DeliveryStatus::default(),
         })
     }
 
@@ -195,84 +179,27 @@ impl Dispatcher {
 
     /// `dispatch`, committing `extra` writes in the same transaction even
     /// when nothing matches (the cron scheduler's `CronChecked`, so a fire
-    /// and its bookkeeping are durable together).
+    /// and its bookkeeping are durable together). One pass: match, admit and
+    /// plan (`runs::plan`), commit, report.
     pub async fn dispatch_with(&self, event: Event, extra: Vec<Write>) -> Result<DispatchReport, DispatchError> {
         let catalog = self.catalog();
         let mut matched = Vec::new();
         catalog.matching(&event, &mut matched);
         if matched.is_empty() {
-            // The commit below claims a key atomically, so a matching event
-            // needs no look first. One that matches nothing commits no
-            // claim; its key may still name an earlier event that matched
-            // (before a reload), whose answer a retry must get again.
-            if let Some(idem) = &event.idempotency {
-                let earlier = self.store.idempotency_response(&idem.scope, &idem.key, event.received_at).await?;
-                if let Some(response) = earlier {
-                    return Ok(DispatchReport::Duplicate { response });
-                }
-            }
-            if !extra.is_empty() {
-                self.store.commit(Batch { idempotency: None, writes: extra }).await?;
-            }
-            return Ok(DispatchReport::Accepted { event_id: event.id, outcomes: Vec::new() });
+            return self.nothing_matched(event, extra).await;
         }
-
-        let cap = self.settings.payload_cap;
-        let payload = crate::event::cap_value(event.payload.to_value(), cap);
-        let request = event.request.clone().map(|request| request.capped(cap));
-        let continuation = match (event.source, event.payload.json()) {
-            (Source::Webhook | Source::SopWebhook, Some(body)) => Continuation::of_body(body, cap),
-            _ => Continuation::New,
-        };
+        let input = self.event_input(&event);
         let registries = self.registry_snapshot();
-        let agent_attached = self.agent_attached(event.received_at);
-        let mut batch = Batch::default();
-        let mut outcomes = Vec::with_capacity(matched.len());
-        let mut reserved = Vec::with_capacity(matched.len());
-        let mut effects = Effects::default();
-        {
+        let ctx = PlanContext {
+            now: event.received_at,
+            registries: &registries,
+            agent_attached: self.agent_attached(event.received_at),
+        };
+        let EventPlan { mut batch, outcomes, reserved, effects } = {
             let mut admission = self.admission.lock().expect("admission lock");
-            for &r in &matched {
-                let sop = catalog.sop(r);
-                let run_id = crate::ids::fresh();
-                let mut decision = admission.admit(sop, &run_id, event.received_at);
-                let planned = Planned {
-                    sop,
-                    r,
-                    run_id: &run_id,
-                    event: &event,
-                    payload: &payload,
-                    request: &request,
-                    continuation: &continuation,
-                };
-                let (outcome, fx) = planned.write(&mut batch, &decision, &registries, agent_attached);
-                if decision == Decision::Start && !fx.holds_slot {
-                    // Started straight into a state that holds no slot
-                    // (waiting for the agent loop, or failed): give it back
-                    // now, and remember there is nothing left to give back.
-                    admission.release(&sop.name, &run_id, &decision);
-                    decision = Decision::Skip { reason: String::new() };
-                }
-                effects.absorb(fx.effects);
-                outcomes.push(outcome);
-                reserved.push((sop.name.clone(), run_id, decision));
-            }
-        }
+            plan::plan_event(&catalog, &matched, &input, &mut admission, &ctx, &mut Fresh)
+        };
         batch.writes.extend(extra);
-        if let Some(idem) = &event.idempotency {
-            // The fingerprint rides in the stored response, so a later use
-            // of the key can tell a retry from a different request.
-            let mut response = summary(&outcomes);
-            response[IdempotencyKey::FINGERPRINT_FIELD] = Value::String(idem.fingerprint.clone());
-            batch.idempotency = Some(IdempotencyClaim {
-                scope: idem.scope.clone(),
-                key: idem.key.clone(),
-                created_at: event.received_at,
-                expires_at: event.received_at + self.settings.idempotency_ttl,
-                response,
-            });
-        }
-
         // The MQTT source keeps a window of messages in flight, so its
         // commits can wait a moment to share an fsync; everyone else has a
         // caller waiting (HTTP) or is rare (cron, peripherals).
@@ -289,12 +216,47 @@ impl Dispatcher {
         match committed? {
             Committed::Applied => {
                 for o in &outcomes {
-                    metrics::counter!("fanin_runs_total", "outcome" => outcome_name(o.outcome)).increment(1);
+                    metrics::counter!("fanin_runs_total", "outcome" => o.outcome.as_str()).increment(1);
                 }
                 self.announce(&effects);
                 Ok(DispatchReport::Accepted { event_id: event.id, outcomes })
             }
             Committed::Duplicate { response } => Ok(DispatchReport::Duplicate { response }),
+        }
+    }
+
+    /// An event no trigger matches: nothing is written but `extra`. The
+    /// commit of a matching event claims its key atomically, so it needs no
+    /// look first; one that matches nothing commits no claim, but its key
+    /// may still name an earlier event that matched (before a reload), whose
+    /// answer a retry must get again.
+    async fn nothing_matched(&self, event: Event, extra: Vec<Write>) -> Result<DispatchReport, DispatchError> {
+        if let Some(idem) = &event.idempotency {
+            let earlier = self.store.idempotency_response(&idem.scope, &idem.key, event.received_at).await?;
+            if let Some(response) = earlier {
+                return Ok(DispatchReport::Duplicate { response });
+            }
+        }
+        if !extra.is_empty() {
+            self.store.commit(Batch { idempotency: None, writes: extra }).await?;
+        }
+        Ok(DispatchReport::Accepted { event_id: event.id, outcomes: Vec::new() })
+    }
+
+    /// The event as planning takes it: payload and request capped for
+    /// storage, and the session a webhook body continues.
+    fn event_input<'e>(&self, event: &'e Event) -> EventInput<'e> {
+        let cap = self.settings.payload_cap;
+        let continuation = match (event.source, event.payload.json()) {
+            (Source::Webhook | Source::SopWebhook, Some(body)) => Continuation::of_body(body, cap),
+            _ => Continuation::New,
+        };
+        EventInput {
+            event,
+            payload: crate::event::cap_value(event.payload.to_value(), cap),
+            request: event.request.clone().map(|request| request.capped(cap)),
+            continuation,
+            idempotency_ttl: self.settings.idempotency_ttl,
         }
     }
 
@@ -332,6 +294,9 @@ impl Dispatcher {
 
     /// After a commit: wake whoever waits for what it produced.
     pub(super) fn announce(&self, effects: &Effects) {
+        for step in &effects.headless_steps {
+            log_headless(&step.run_id, &step.sop, step.number);
+        }
         if effects.step_pended {
             self.step_ready.notify_waiters();
         }
@@ -341,50 +306,12 @@ impl Dispatcher {
     }
 }
 
-/// Carries out `mv` for `run`: the status and step it ends at, and the
-/// writes. A delivery whose envelope the schema refuses fails the run.
-pub(super) fn take_move(
-    mv: lifecycle::Move,
-    sop: &Sop,
-    run: &RunRecord,
-    now: DateTime<Utc>,
-    registries: &RegistrySnapshot,
-    agent_attached: bool,
-) -> (RunStatus, u32, Effects) {
-    // Only a delivery builds an envelope; the trigger event (a copy of the
-    // payload) and the envelope id are not made for any other move.
-    let delivers = matches!(mv, lifecycle::Move::Deliver { .. });
-    let trigger = if delivers { envelope::trigger_from_run(run) } else { Value::Null };
-    let envelope_id = if delivers { crate::ids::fresh() } else { String::new() };
-    let ctx = MoveContext {
-        run: Run {
-            run_id: &run.run_id,
-            sop_name: &sop.name,
-            sop_version: &sop.version,
-            source: run.source,
-            trigger: &trigger,
-            session: run.session.as_ref(),
-        },
-        sop,
-        now,
-        envelope_id: &envelope_id,
-        registries,
-        agent_attached,
-    };
-    let fx = lifecycle::effects(mv, &ctx);
-    if fx.headless {
-        log_headless(&run.run_id, &sop.name, mv.step(sop.steps.len()) + 1);
-    }
-    let status = if fx.invalid_envelope.is_some() { RunStatus::Failed } else { mv.status() };
-    (status, mv.step(sop.steps.len()), fx)
-}
-
 /// Log lines per second for headless steps, beyond which they are counted
 /// instead of written.
 const HEADLESS_LINES_PER_SEC: u32 = 20;
 
-/// Logs a step recorded pending with no agent loop attached (docs/operations.md#agent-loop),
-/// one line per step, within `HEADLESS_LINES_PER_SEC`: a flood of events
+/// Logs a step recorded pending with no agent loop attached
+/// (docs/operations.md#agent-loop), one line per step, within `HEADLESS_LINES_PER_SEC`: a flood of events
 /// with no agent loop would otherwise cost more in log lines than in runs.
 /// The next line written says how many were left out; the audit (a
 /// `step_pending` record with `"agent_loop": "absent"`) has every one.
@@ -410,196 +337,12 @@ fn log_headless(run_id: &str, sop: &str, step: u32) {
     }
 }
 
-impl Effects {
-    /// Merges what another move produced.
-    pub fn absorb(&mut self, other: Effects) {
-        self.writes.extend(other.writes);
-        self.step_pended |= other.step_pended;
-        self.enqueued |= other.enqueued;
-        self.headless |= other.headless;
-    }
-}
-
-/// One matched SOP of an event, being written into the batch.
-struct Planned<'a> {
-    sop: &'a Sop,
-    r: TriggerRef,
-    run_id: &'a str,
-    event: &'a Event,
-    payload: &'a Value,
-    /// The webhook request, capped for storage.
-    request: &'a Option<Request>,
-    continuation: &'a Continuation,
-}
-
-/// What planning one matched SOP produced beyond its outcome.
-struct PlannedEffects {
-    effects: Effects,
-    /// The run (if one started) is in a state that holds a slot.
-    holds_slot: bool,
-}
-
-impl Planned<'_> {
-    /// Adds the writes for one admission decision to `batch` and says what the
-    /// caller is told.
-    fn write(
-        &self,
-        batch: &mut Batch,
-        decision: &Decision,
-        registries: &RegistrySnapshot,
-        agent_attached: bool,
-    ) -> (RunOutcome, PlannedEffects) {
-        let (sop, event) = (self.sop, self.event);
-        let trigger = &sop.triggers[self.r.trigger as usize];
-        let trigger_json =
-            json!({"index": self.r.trigger, "type": trigger.trigger_type(), "description": trigger.describe()});
-        let mut planned = PlannedEffects { effects: Effects::default(), holds_slot: false };
-        let outcome = |outcome, run_id: Option<&str>, reason: Option<&str>| RunOutcome {
-            sop: sop.name.clone(),
-            run_id: run_id.map(str::to_string),
-            outcome,
-            reason: reason.map(str::to_string),
-        };
-        let audit = |kind, run_id: Option<&str>, detail: Value| {
-            Write::Audit(NewAudit {
-                at: event.received_at,
-                kind,
-                run_id: run_id.map(str::to_string),
-                sop: Some(sop.name.clone()),
-                detail,
-            })
-        };
-        match decision {
-            Decision::Start | Decision::Defer => {
-                let mut run = RunRecord {
-                    run_id: self.run_id.to_string(),
-                    sop: sop.name.clone(),
-                    sop_version: sop.version.clone(),
-                    status: RunStatus::Deferred,
-                    trigger_index: self.r.trigger,
-                    trigger: trigger.describe(),
-                    source: event.source,
-                    topic: event.topic.clone(),
-                    event_id: event.id.clone(),
-                    payload: self.payload.clone(),
-                    request: self.request.clone(),
-                    session: self.continuation.session().cloned(),
-                    client: event.client.clone(),
-                    idempotency_key: event.idempotency.as_ref().map(|i| i.key.clone()),
-                    started_at: event.received_at,
-                    updated_at: event.received_at,
-                    finished_at: None,
-                    coalesced: 0,
-                    step: 0,
-                };
-                let kind = if *decision == Decision::Start {
-                    let (status, step, fx) = start_move(sop, &run, event.received_at, registries, agent_attached);
-                    run.status = status;
-                    run.step = step;
-                    if status.is_terminal() {
-                        run.finished_at = Some(event.received_at);
-                    }
-                    planned.holds_slot = status.is_active();
-                    planned.effects = fx;
-                    AuditKind::RunStarted
-                } else {
-                    AuditKind::RunDeferred
-                };
-                let record = start_record(sop, &run, &trigger_json, event, self.continuation);
-                let o = if run.status == RunStatus::Deferred { Outcome::Deferred } else { Outcome::Started };
-                batch.writes.push(Write::InsertRun(Box::new(run)));
-                batch.writes.push(audit(kind, Some(self.run_id), record));
-                batch.writes.append(&mut planned.effects.writes);
-                (outcome(o, Some(self.run_id), None), planned)
-            }
-            Decision::Coalesce { into } => {
-                batch.writes.push(Write::Coalesce {
-                    run_id: into.clone(),
-                    event_id: event.id.clone(),
-                    payload: self.payload.clone(),
-                    request: self.request.clone(),
-                    session: self.continuation.session().cloned(),
-                    client: event.client.clone(),
-                    at: event.received_at,
-                });
-                let mut detail = json!({"into": into, "trigger": trigger_json, "event_id": event.id,
-                    "source": event.source, "topic": event.topic});
-                if let Some(session) = self.continuation.audit() {
-                    detail["session"] = session;
-                }
-                batch.writes.push(audit(AuditKind::TriggerCoalesced, Some(into), detail));
-                (outcome(Outcome::Coalesced, Some(into), None), planned)
-            }
-            Decision::Skip { reason } | Decision::Reject { reason } => {
-                let (kind, o) = match decision {
-                    Decision::Skip { .. } => (AuditKind::TriggerSkipped, Outcome::Skipped),
-                    _ => (AuditKind::TriggerRejected, Outcome::Rejected),
-                };
-                let detail = json!({"reason": reason, "trigger": trigger_json, "event_id": event.id,
-                    "source": event.source, "topic": event.topic, "client": event.client});
-                batch.writes.push(audit(kind, None, detail));
-                (outcome(o, None, Some(reason)), planned)
-            }
-        }
-    }
-}
-
-/// The first move of a run that starts or leaves the backlog.
-pub(super) fn start_move(
-    sop: &Sop,
-    run: &RunRecord,
-    now: DateTime<Utc>,
-    registries: &RegistrySnapshot,
-    agent_attached: bool,
-) -> (RunStatus, u32, Effects) {
-    take_move(lifecycle::next_move(sop, 0, false), sop, run, now, registries, agent_attached)
-}
-
-/// The run-start audit record, with what became of a session
-/// the webhook body named (`{"continued": id}` or `{"ignored": why}`).
-fn start_record(sop: &Sop, run: &RunRecord, trigger: &Value, event: &Event, continuation: &Continuation) -> Value {
-    let mut record = json!({
-        "run_id": run.run_id,
-        "sop": sop.name,
-        "sop_version": sop.version,
-        "status": run.status,
-        "step": run.step,
-        "trigger": trigger,
-        "event_id": event.id,
-        "source": event.source,
-        "topic": event.topic,
-        "payload": run.payload,
-        "client": event.client,
-        "idempotency_key": event.idempotency.as_ref().map(|i| &i.key),
-        "received_at": event.received_at,
-    });
-    if let Some(session) = continuation.audit() {
-        record["session"] = session;
-    }
-    record
-}
-
-/// What the caller is told, and what a duplicate of the request is told later.
-pub fn summary(outcomes: &[RunOutcome]) -> Value {
-    let sops: Vec<&str> = outcomes.iter().map(|o| o.sop.as_str()).collect();
-    json!({"matched_sops": sops, "runs": outcomes})
-}
-
-fn outcome_name(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Started => "started",
-        Outcome::Deferred => "deferred",
-        Outcome::Coalesced => "coalesced",
-        Outcome::Skipped => "skipped",
-        Outcome::Rejected => "rejected",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Payload, Source};
+    use crate::event::{IdempotencyKey, Payload, Source};
     use crate::sop::test_support::sop_with;
+    use crate::sop::Sop;
     use crate::sop::{AdmissionPolicy, TriggerSpec};
     use crate::store::sqlite::SqliteStore;
     use crate::store::{AuditQuery, RunQuery};

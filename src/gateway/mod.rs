@@ -71,6 +71,8 @@ pub struct Gateway {
     pub forwarding: limits::Forwarding,
     pub agent: Option<AgentTarget>,
     pub health: Arc<SourcesHealth>,
+    /// What the outbox worker says of each destination.
+    pub delivery: Arc<crate::deliver::DeliveryStatus>,
     /// The boards `/peripheral/{board}/…` accepts: those in `[peripherals]`.
     pub boards: std::collections::BTreeSet<String>,
     pub metrics: Option<PrometheusHandle>,
@@ -85,6 +87,7 @@ impl Gateway {
         config: &Config,
         dispatcher: Arc<Dispatcher>,
         health: Arc<SourcesHealth>,
+        delivery: Arc<crate::deliver::DeliveryStatus>,
         metrics: Option<PrometheusHandle>,
         pairing_key: auth::PairingKey,
     ) -> Gateway {
@@ -107,6 +110,7 @@ impl Gateway {
             forwarding: limits::Forwarding::new(g.trust_forwarded_headers, &g.trusted_proxies),
             agent,
             health,
+            delivery,
             boards: config.peripherals.keys().cloned().collect(),
             metrics,
             lease_clock: agent_loop::LeaseClock::default(),

@@ -58,7 +58,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 fn outbox_status(state: &AppState) -> Value {
     let watch = state.store.watch();
     let mut destinations = serde_json::Map::new();
-    for (name, d) in state.dispatcher.delivery.snapshot() {
+    for (name, d) in state.delivery.snapshot() {
         let entry = match (&d.configured, &d.failing) {
             (false, _) => {
                 let waiting = (d.pending_at_start + watch.enqueued(name)).saturating_sub(watch.withdrawn(name));

@@ -8,7 +8,8 @@
 //!
 //! Layers inside the crate, lowest first; a module imports only from the
 //! ones before it: `event`, `topic`, `cron`, `strict_toml`, `net` < `sop` <
-//! `config`, `checks` < `matching`, `admission`, `runs`.
+//! `config`, `checks` < `runs` (states, records), `records`, `envelope` <
+//! `matching`, `admission`, the run life cycle and planning.
 
 pub mod admission;
 pub mod checks;
@@ -20,6 +21,7 @@ pub mod matching;
 pub mod net;
 #[cfg(any(test, feature = "test-support"))]
 pub mod proptest_support;
+pub mod records;
 pub mod runs;
 pub mod sop;
 pub mod strict_toml;

@@ -18,11 +18,12 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::gates::approval_before;
+use super::plan::HeadlessStep;
 use super::RunStatus;
 use crate::envelope::registry::RegistrySnapshot;
 use crate::envelope::{execution, legacy, schema, Run};
+use crate::records::{AuditKind, NewAudit, OutboxRecord, OutboxStatus, Write};
 use crate::sop::{Destination, Sop};
-use crate::store::{AuditKind, NewAudit, OutboxRecord, OutboxStatus, Write};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Handover {
@@ -119,9 +120,22 @@ pub struct Effects {
     pub enqueued: bool,
     /// A step became pending with no agent loop attached (headless).
     pub headless: bool,
+    /// Such steps, named, for the driver to tell the operator about.
+    pub headless_steps: Vec<HeadlessStep>,
     /// The envelope failed the shipped schema: the run must fail instead
     /// (a bug, audited, never sent).
     pub invalid_envelope: Option<Vec<String>>,
+}
+
+impl Effects {
+    /// Merges what another move produced.
+    pub fn absorb(&mut self, other: Effects) {
+        self.writes.extend(other.writes);
+        self.step_pended |= other.step_pended;
+        self.enqueued |= other.enqueued;
+        self.headless |= other.headless;
+        self.headless_steps.extend(other.headless_steps);
+    }
 }
 
 /// The writes that carry out `mv` for the run in `ctx`.
