@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::dispatch::{Catalog, DispatchSettings, Dispatcher};
-use crate::gateway::{self, auth, Gateway};
+use crate::gateway::{self, Gateway};
+use crate::operations::pairing;
 use crate::registries::{Registries, RegistryEnv, RegistrySettings};
 use crate::sop;
 use crate::sources::health::Status;
@@ -84,7 +85,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let _lock = crate::store::files::DaemonLock::acquire(&db).map_err(store_error)?;
     let dispatcher = open_dispatcher(&config, catalog).await?;
     let store = dispatcher.store().clone();
-    let pairing_key = auth::PairingKey::for_store(&db).map_err(|e| StartError(e.to_string()))?;
+    let pairing_key = pairing::PairingKey::for_store(&db).map_err(|e| StartError(e.to_string()))?;
     // The live counts of /metrics and /ready start from what the store
     // holds, before anything is written.
     let tallies = store.tallies().await.map_err(|e| StartError(format!("store: {e}")))?;
@@ -93,7 +94,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     if config.gateway.require_pairing {
         let tokens = store.list_tokens().await.map_err(|e| StartError(format!("store: {e}")))?;
         if tokens.iter().all(|t| t.revoked_at.is_some()) {
-            let code = auth::issue_pairing_code(store.as_ref(), &pairing_key, Utc::now())
+            let code = pairing::issue_pairing_code(store.as_ref(), &pairing_key, Utc::now())
                 .await
                 .map_err(|e| StartError(format!("store: {e}")))?;
             println!("Pairing code: {code}");

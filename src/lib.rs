@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod deliver;
 pub mod dispatch;
 pub mod gateway;
+pub mod http;
 pub mod ids;
 pub mod operations;
 pub mod registries;

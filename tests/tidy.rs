@@ -14,6 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["backoff", "causes", "ids", "config", "sop", "test_support"],
     &["store"],
     &["registries"],
+    &["http"],
     &["dispatch"],
     &["deliver", "sources"],
     &["operations"],

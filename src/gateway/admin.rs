@@ -13,9 +13,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::extract::{AdminAccess, Path, Query};
-use super::ingest::read_json;
 use super::{ApiError, AppState};
 use crate::event::Payload;
+use crate::http::body::read_json;
 use crate::operations::runs::{CancelRequest, Cancelled};
 use crate::operations::{self, Actor, Interface, OpError, Thing};
 use crate::runs::RunStatus;

@@ -49,9 +49,9 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::extract::{Path, Query};
-use super::ingest::{admit_caller, read_json};
 use super::{untrusted, ApiError, AppState};
 use crate::dispatch::{DispatchError, Lease, RunInput};
+use crate::http::body::read_json;
 use crate::runs::RunStatus;
 use crate::sop::Sop;
 use crate::store::StoreError;
@@ -149,8 +149,8 @@ pub fn lease_body(lease: &Lease, sop: &Sop, nonce: &str) -> Option<Value> {
 /// Rate limit, bearer, secret; and refuses outright when no authentication
 /// is configured at all.
 async fn admit(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<String, ApiError> {
-    let caller = admit_caller(state, peer, headers).await?;
-    if !state.auth_configured() {
+    let caller = state.callers.admit(peer, headers).await?;
+    if !state.callers.auth_configured() {
         return Err(ApiError::unauthorized());
     }
     Ok(caller)

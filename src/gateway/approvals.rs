@@ -18,9 +18,9 @@ use chrono::Utc;
 use serde_json::{json, Value};
 
 use super::extract::AdminAccess;
-use super::ingest::read_json;
 use super::{ApiError, AppState};
 use crate::event::Payload;
+use crate::http::body::read_json;
 use crate::operations::approvals::{self, Decided, Decision, DecisionRequest};
 
 pub async fn pending(State(state): State<AppState>, _: AdminAccess) -> Result<Json<Value>, ApiError> {

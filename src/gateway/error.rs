@@ -1,64 +1,11 @@
-//! The gateway's error replies: a precise status and a JSON body
-//! `{"error": "<code>", …}`; 429 carries `Retry-After`. An operation's
-//! refusal ([`OpError`]) becomes one here, the one mapping of them to HTTP.
+//! An operation's refusal ([`OpError`]) as the admin API answers it: the
+//! one mapping of operations' errors to HTTP.
 
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde_json::{json, Map, Value};
+use axum::http::StatusCode;
+use serde_json::json;
 
+use crate::http::ApiError;
 use crate::operations::OpError;
-
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    body: Map<String, Value>,
-    retry_after: Option<u64>,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &str) -> ApiError {
-        let mut body = Map::new();
-        body.insert("error".into(), json!(code));
-        ApiError { status, body, retry_after: None }
-    }
-
-    /// Adds a field to the body.
-    pub fn with(mut self, key: &str, value: impl Into<Value>) -> ApiError {
-        self.body.insert(key.into(), value.into());
-        self
-    }
-
-    /// Every authentication failure looks the same, whichever check failed.
-    pub fn unauthorized() -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized")
-    }
-
-    pub fn rate_limited(retry_after_secs: u64) -> ApiError {
-        let mut e =
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited").with("retry_after_secs", retry_after_secs);
-        e.retry_after = Some(retry_after_secs);
-        e
-    }
-
-    pub fn store_unavailable() -> ApiError {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
-    }
-
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (self.status, Json(Value::Object(self.body))).into_response();
-        if let Some(secs) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        response
-    }
-}
 
 impl From<OpError> for ApiError {
     /// Missing: 404 with the thing's code and id. Refused where it is: 409
@@ -91,6 +38,8 @@ impl From<OpError> for ApiError {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{json, Value};
+
     use super::*;
     use crate::operations::{ConflictKind, Thing};
 

@@ -1,25 +1,20 @@
-//! The HTTP gateway (docs/operations.md): the webhook source, pairing, probes, the
-//! admin API (runs, approvals, audit) and the agent loop, on axum
-//! behind its own accept loop ([`server`]).
+//! The HTTP gateway (docs/operations.md): one listener behind its own accept
+//! loop ([`server`]) serving the HTTP source's webhook routes
+//! (`sources::http`) beside pairing, probes, the admin API (runs, approvals,
+//! audit, outbox) and the agent loop, on axum.
 //!
-//! Handlers stay thin: they check who is calling and what they sent, turn the
-//! request into an [`Event`](crate::event::Event), and hand it to the one
-//! dispatcher. A reply that says "accepted" is only sent after the
-//! dispatcher's commit returned.
+//! Handlers stay thin: they check who is calling and what they sent, and
+//! call one operation (`crate::operations`) or the dispatcher. A reply that
+//! says "accepted" is only sent after the commit returned.
 
 mod admin;
 mod agent_loop;
 pub mod approvals;
-pub mod auth;
 mod error;
 mod extract;
-mod ingest;
-pub mod limits;
 mod outbox;
 mod pair;
-pub mod path;
 mod probes;
-pub mod request;
 pub mod server;
 pub mod untrusted;
 
@@ -39,20 +34,16 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 pub use admin::run_summary;
-pub use error::ApiError;
 pub use server::raise_descriptor_limit;
 
 use crate::config::{Config, GatewayConfig};
 use crate::dispatch::Dispatcher;
+pub use crate::http::ApiError;
+use crate::http::{auth::Callers, path};
+use crate::operations::pairing::{Pairing, PairingKey};
+use crate::sources::http::{AgentTarget, HttpSource};
 use crate::sources::SourcesHealth;
 use crate::store::Store;
-
-/// Where `/webhook` sends events no SOP matched.
-pub struct AgentTarget {
-    pub url: String,
-    pub bearer_token: String,
-    pub client: reqwest::Client,
-}
 
 /// Everything a handler may use; shared by all requests.
 pub struct Gateway {
@@ -63,18 +54,16 @@ pub struct Gateway {
     /// The store the dispatcher commits to, for reads and for operations
     /// that move no run.
     pub store: Arc<dyn Store>,
-    pub webhook_limit: limits::RateLimit,
+    /// Who is calling, shared with the HTTP source.
+    pub callers: Arc<Callers>,
+    /// The webhook routes, served beside the gateway's own.
+    pub http: Arc<HttpSource>,
     /// Wrong pairing codes per client per minute.
-    pub pair_limit: limits::RateLimit,
-    pub pairing: auth::Pairing,
-    /// Whose `X-Forwarded-For` is believed (see [`limits::client_ip`]).
-    pub forwarding: limits::Forwarding,
-    pub agent: Option<AgentTarget>,
+    pub pair_limit: crate::http::limits::RateLimit,
+    pub pairing: Pairing,
     pub health: Arc<SourcesHealth>,
     /// What the outbox worker says of each destination.
     pub delivery: Arc<crate::deliver::DeliveryStatus>,
-    /// The boards `/peripheral/{board}/…` accepts: those in `[peripherals]`.
-    pub boards: std::collections::BTreeSet<String>,
     pub metrics: Option<PrometheusHandle>,
     /// When the agent-loop leases this process granted end.
     pub lease_clock: agent_loop::LeaseClock,
@@ -89,7 +78,7 @@ impl Gateway {
         health: Arc<SourcesHealth>,
         delivery: Arc<crate::deliver::DeliveryStatus>,
         metrics: Option<PrometheusHandle>,
-        pairing_key: auth::PairingKey,
+        pairing_key: PairingKey,
     ) -> Gateway {
         let g = &config.gateway;
         let agent = config.destinations.agent.as_ref().map(|a| AgentTarget {
@@ -100,27 +89,28 @@ impl Gateway {
                 .build()
                 .expect("HTTP client with default TLS roots"),
         });
+        let store = dispatcher.store().clone();
+        let callers = Arc::new(Callers::new(g, store.clone()));
+        let http = Arc::new(HttpSource {
+            config: g.clone(),
+            dispatcher: dispatcher.clone(),
+            callers: callers.clone(),
+            agent,
+            boards: config.peripherals.keys().cloned().collect(),
+        });
         Gateway {
             config: g.clone(),
-            store: dispatcher.store().clone(),
+            store,
             dispatcher,
-            webhook_limit: limits::RateLimit::per_minute(g.webhook_rate_limit_per_minute),
-            pair_limit: limits::RateLimit::per_minute(g.pair_rate_limit_per_minute),
-            pairing: auth::Pairing::new(pairing_key),
-            forwarding: limits::Forwarding::new(g.trust_forwarded_headers, &g.trusted_proxies),
-            agent,
+            callers,
+            http,
+            pair_limit: crate::http::limits::RateLimit::per_minute(g.pair_rate_limit_per_minute),
+            pairing: Pairing::new(pairing_key),
             health,
             delivery,
-            boards: config.peripherals.keys().cloned().collect(),
             metrics,
             lease_clock: agent_loop::LeaseClock::default(),
         }
-    }
-
-    /// Whether `/sop/*` and SOP-matching `/webhook` requests can be
-    /// authenticated at all; without either layer they are refused.
-    pub fn auth_configured(&self) -> bool {
-        self.config.require_pairing || !self.config.webhook_secret.is_empty()
     }
 }
 
@@ -132,9 +122,6 @@ fn agent_timeout(request_timeout_secs: u64) -> Duration {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/pair", post(pair::pair))
-        .route("/webhook", post(ingest::webhook))
-        .route("/sop/{*rest}", post(ingest::sop))
-        .route("/peripheral/{board}/{signal}", post(ingest::peripheral))
         .route("/health", get(probes::health))
         .route("/ready", get(probes::ready))
         .route("/metrics", get(probes::metrics))
@@ -150,10 +137,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{run_id}/steps/{n}", post(agent_loop::report))
         .route("/admin/outbox", get(outbox::list))
         .route("/admin/outbox/{id}/retry", post(outbox::retry))
+        .with_state(state.clone())
+        .merge(crate::sources::http::routes(state.http.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), request_guard))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state, request_guard))
 }
 
 /// Serves until `shutdown` resolves, then finishes in-flight requests.

@@ -11,8 +11,8 @@ use axum::Json;
 use chrono::Utc;
 use serde_json::{json, Value};
 
-use super::limits::{client_ip, retry_after_secs};
 use super::{ApiError, AppState};
+use crate::http::limits::{client_ip, retry_after_secs};
 use crate::operations::pairing::PairingOutcome;
 
 pub async fn pair(
@@ -20,7 +20,7 @@ pub async fn pair(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let client = format!("ip:{}", client_ip(peer, &headers, &state.forwarding));
+    let client = format!("ip:{}", client_ip(peer, &headers, state.callers.forwarding()));
     let code = headers.get("x-pairing-code").and_then(|v| v.to_str().ok()).unwrap_or("");
     let outcome = state
         .pairing

@@ -8,21 +8,15 @@
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use super::{OpError, Thing};
-use crate::store::{Store, StoreError, TokenRecord};
-
-const TOKEN_PREFIX: &str = "fanin_";
+use crate::http::auth::TOKEN_PREFIX;
+pub use crate::http::auth::{sha256_hex, verify_token as verify};
+use crate::store::{Store, TokenRecord};
 
 /// The shortest prefix `revoke` takes, so one typo cannot revoke every
 /// token.
 pub const MIN_REVOKE_PREFIX: usize = 4;
-
-pub fn sha256_hex(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
-}
 
 /// A fresh token and the record that stores it.
 pub fn new_token(now: DateTime<Utc>) -> (String, TokenRecord) {
@@ -37,22 +31,6 @@ pub fn new_token(now: DateTime<Utc>) -> (String, TokenRecord) {
         revoked_at: None,
     };
     (token, record)
-}
-
-/// The live token `token` is, if any: well-formed, stored, not revoked.
-pub async fn verify(store: &dyn Store, token: &str) -> Result<Option<TokenRecord>, StoreError> {
-    let Some(body) = token.strip_prefix(TOKEN_PREFIX) else {
-        return Ok(None);
-    };
-    if body.len() != 64 || !body.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Ok(None);
-    }
-    let Some(record) = store.find_token(&body[..8]).await? else {
-        return Ok(None);
-    };
-    let presented = sha256_hex(token);
-    let same: bool = presented.as_bytes().ct_eq(record.hash.as_bytes()).into();
-    Ok((same && record.revoked_at.is_none()).then_some(record))
 }
 
 /// Every token, revoked ones too.

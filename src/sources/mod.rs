@@ -4,6 +4,7 @@
 //! here. Each `start` returns `None` when its source is not configured.
 
 pub mod health;
+pub mod http;
 pub mod mqtt;
 pub mod peripheral;
 pub mod scheduler;
