@@ -114,13 +114,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let ctx = SourceContext {
         config: config.clone(),
         dispatcher: dispatcher.clone(),
+        store: store.clone(),
         health: health.clone(),
         shutdown: shutdown.clone(),
     };
     let mut tasks = sources::start_all(&ctx).map_err(StartError)?;
     tasks.push(tokio::spawn(reload_on_hangup(config.clone(), ctx.dispatcher.clone(), shutdown.clone())));
     let delivery = Arc::new(crate::deliver::DeliveryStatus::default());
-    tasks.extend(crate::deliver::start(&config, dispatcher.clone(), &tallies, delivery.clone(), shutdown.clone()));
+    tasks.extend(crate::deliver::start(
+        &config,
+        dispatcher.clone(),
+        store.clone(),
+        &tallies,
+        delivery.clone(),
+        shutdown.clone(),
+    ));
     tasks.extend(dispatcher.registries().and_then(|r| r.spawn_refresh(shutdown.clone())));
     tasks.push(tokio::spawn(purge_idempotency_keys(
         store.clone(),

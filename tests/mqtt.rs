@@ -426,6 +426,7 @@ async fn a_message_the_store_refused_is_redelivered_not_lost(protocol: Protocol)
     let ctx = fanin::sources::SourceContext {
         config: Arc::new(config),
         dispatcher: Arc::new(dispatcher),
+        store: store.clone(),
         health: Arc::new(fanin::sources::SourcesHealth::default()),
         shutdown: CancellationToken::new(),
     };

@@ -55,7 +55,7 @@ use crate::backoff::Backoff;
 use crate::config::{Config, DeliveryConfig, DestinationConfig};
 use crate::dispatch::{DispatchError, Dispatcher, Prepared, RunInput};
 use crate::runs::RunStatus;
-use crate::store::{AuditKind, DueEntry, NewAudit, StoreError, Tallies, Write};
+use crate::store::{AuditKind, DueEntry, NewAudit, Store, StoreError, Tallies, Write};
 use notices::{DestinationLog, DestinationNotice, RoundCounts, StoreNotice, StoreTrouble};
 
 pub use notices::Failing;
@@ -80,6 +80,7 @@ struct Target {
 pub fn start(
     config: &Config,
     dispatcher: Arc<Dispatcher>,
+    store: Arc<dyn Store>,
     pending: &Tallies,
     status: Arc<DeliveryStatus>,
     shutdown: CancellationToken,
@@ -94,9 +95,16 @@ pub fn start(
         status.set(name, DestinationStatus { configured: configured.is_some(), pending_at_start, failing: None });
         let task = match configured {
             Some(destination) => tokio::spawn(
-                Lane::new(name, destination, config, dispatcher.clone(), status.clone()).run(shutdown.clone()),
+                Lane::new(name, destination, config, dispatcher.clone(), store.clone(), status.clone())
+                    .run(shutdown.clone()),
             ),
-            None => tokio::spawn(report_unconfigured(name, pending_at_start, dispatcher.clone(), shutdown.clone())),
+            None => tokio::spawn(report_unconfigured(
+                name,
+                pending_at_start,
+                dispatcher.clone(),
+                store.clone(),
+                shutdown.clone(),
+            )),
         };
         tasks.push(task);
     }
@@ -109,6 +117,7 @@ async fn report_unconfigured(
     name: &'static str,
     pending_at_start: u64,
     dispatcher: Arc<Dispatcher>,
+    store: Arc<dyn Store>,
     shutdown: CancellationToken,
 ) {
     let say = |waiting: u64| {
@@ -126,7 +135,7 @@ async fn report_unconfigured(
         let queued = dispatcher.outbox_ready.notified();
         tokio::pin!(queued);
         queued.as_mut().enable();
-        let enqueued = dispatcher.store().watch().enqueued(name);
+        let enqueued = store.watch().enqueued(name);
         if enqueued > 0 {
             return say(enqueued);
         }
@@ -166,6 +175,9 @@ struct Lane {
     name: &'static str,
     target: Target,
     dispatcher: Arc<Dispatcher>,
+    /// Where the lane reads what is due; outcomes go through the
+    /// dispatcher, which moves their runs.
+    store: Arc<dyn Store>,
     policy: DeliveryConfig,
     http: reqwest::Client,
     /// What `/ready` says of this destination.
@@ -183,10 +195,12 @@ impl Lane {
         destination: &DestinationConfig,
         config: &Config,
         dispatcher: Arc<Dispatcher>,
+        store: Arc<dyn Store>,
         status: Arc<DeliveryStatus>,
     ) -> Lane {
         Lane {
             name,
+            store,
             status,
             target: Target { url: destination.url.clone(), bearer_token: destination.bearer_token.clone() },
             dispatcher,
@@ -219,7 +233,7 @@ impl Lane {
                 }
                 continue;
             }
-            let due = match self.dispatcher.store().outbox_due(self.name, Utc::now(), ROUND).await {
+            let due = match self.store.outbox_due(self.name, Utc::now(), ROUND).await {
                 Ok(due) => {
                     self.store_answered();
                     due
@@ -254,7 +268,7 @@ impl Lane {
             if queued.as_mut().now_or_never().is_some() {
                 continue;
             }
-            let wait = match self.dispatcher.store().outbox_next_due(self.name).await {
+            let wait = match self.store.outbox_next_due(self.name).await {
                 Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO),
                 Ok(None) => Duration::MAX,
                 Err(e) => self.store_refused(&e),
@@ -597,7 +611,14 @@ mod tests {
         f.faulty.refuse_next_commits(3);
         let started = Instant::now();
         let shutdown = CancellationToken::new();
-        let tasks = start(&f.config, f.dispatcher.clone(), &Tallies::default(), f.delivery.clone(), shutdown.clone());
+        let tasks = start(
+            &f.config,
+            f.dispatcher.clone(),
+            f.faulty.clone(),
+            &Tallies::default(),
+            f.delivery.clone(),
+            shutdown.clone(),
+        );
 
         let inner = f.faulty.inner().clone();
         eventually("the run to complete", || completed(inner.as_ref(), &run)).await;
@@ -624,7 +645,14 @@ mod tests {
         f.faulty.set_down(true);
         let started = Instant::now();
         let shutdown = CancellationToken::new();
-        let tasks = start(&f.config, f.dispatcher.clone(), &Tallies::default(), f.delivery.clone(), shutdown.clone());
+        let tasks = start(
+            &f.config,
+            f.dispatcher.clone(),
+            f.faulty.clone(),
+            &Tallies::default(),
+            f.delivery.clone(),
+            shutdown.clone(),
+        );
 
         eventually("four refused reads", || async { f.faulty.refused() >= 4 }).await;
         assert!(started.elapsed() >= least_backoff(3), "four reads in {:?}: a busy loop", started.elapsed());
@@ -650,7 +678,14 @@ mod tests {
         config.destinations.agent =
             Some(DestinationConfig { url: format!("http://{closed}/in"), bearer_token: String::new() });
         let shutdown = CancellationToken::new();
-        let tasks = start(&config, f.dispatcher.clone(), &Tallies::default(), f.delivery.clone(), shutdown.clone());
+        let tasks = start(
+            &config,
+            f.dispatcher.clone(),
+            f.faulty.clone(),
+            &Tallies::default(),
+            f.delivery.clone(),
+            shutdown.clone(),
+        );
         let store = f.faulty.inner().clone();
         eventually("three failed attempts recorded", || async {
             let entries = store.outbox_list(None, 0).await.unwrap();
@@ -671,7 +706,14 @@ mod tests {
 
         // The destination comes back: one round delivers all three.
         let shutdown = CancellationToken::new();
-        let tasks = start(&f.config, f.dispatcher.clone(), &Tallies::default(), f.delivery.clone(), shutdown.clone());
+        let tasks = start(
+            &f.config,
+            f.dispatcher.clone(),
+            f.faulty.clone(),
+            &Tallies::default(),
+            f.delivery.clone(),
+            shutdown.clone(),
+        );
         for run in &runs {
             eventually("the run to complete", || completed(store.as_ref(), run)).await;
         }

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
+use crate::store::Store;
 pub use health::SourcesHealth;
 
 /// What every source task is given.
@@ -22,6 +23,9 @@ pub use health::SourcesHealth;
 pub struct SourceContext {
     pub config: Arc<Config>,
     pub dispatcher: Arc<Dispatcher>,
+    /// The store the dispatcher commits to, for a source's own bookkeeping
+    /// (the cron scheduler's last checks).
+    pub store: Arc<dyn Store>,
     pub health: Arc<SourcesHealth>,
     pub shutdown: CancellationToken,
 }

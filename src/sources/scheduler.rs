@@ -387,8 +387,7 @@ async fn look(
     let stored = match state.last_check() {
         Some(_) => None,
         None => ctx
-            .dispatcher
-            .store()
+            .store
             .cron_last_check(&key.key)
             .await
             .map_err(|e| format!("store: reading cron state {:?}: {e}", key.key))?,
@@ -403,8 +402,7 @@ async fn look(
                 .map_err(|e| format!("store: dispatching cron {:?}: {e}", key.key))?;
         }
         None if !writes.is_empty() => {
-            ctx.dispatcher
-                .store()
+            ctx.store
                 .commit(Batch { idempotency: None, writes })
                 .await
                 .map_err(|e| format!("store: recording cron state {:?}: {e}", key.key))?;
@@ -825,7 +823,13 @@ mod tests {
             let settings = crate::daemon::dispatch_settings(&config);
             let dispatcher = Arc::new(Dispatcher::new(Catalog::new(vec![sop]), store.clone(), settings).await.unwrap());
             let health = Arc::new(SourcesHealth::default());
-            let ctx = SourceContext { config, dispatcher, health: health.clone(), shutdown: CancellationToken::new() };
+            let ctx = SourceContext {
+                config,
+                dispatcher,
+                store: store.clone(),
+                health: health.clone(),
+                shutdown: CancellationToken::new(),
+            };
             let task = start(&ctx).unwrap().expect("a cron trigger starts the scheduler");
             let status = || health.snapshot().get(SOURCE).map(|s| (s.status, s.detail.clone()));
 
