@@ -10,7 +10,7 @@
 use chrono::Utc;
 use serde_json::{json, Value};
 
-use super::inspect::{call_daemon, in_process_dispatcher};
+use super::reach::{call_daemon, in_process_dispatcher};
 use super::{output, Failure};
 use crate::config::Config;
 use crate::operations::approvals::{self, Decision, DecisionRequest};

@@ -13,6 +13,7 @@ pub mod check;
 mod inspect;
 mod outbox;
 mod output;
+mod reach;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -8,7 +8,7 @@ use std::path::Path;
 use chrono::Utc;
 use serde_json::json;
 
-use super::inspect::{call_daemon, open_store, open_store_to_read};
+use super::reach::{call_daemon, open_store, open_store_to_read};
 use super::{load_config, output, Failure, OutboxCommand};
 use crate::operations::{self, Thing};
 use crate::store::OutboxStatus;

@@ -18,6 +18,7 @@ mod reads;
 mod schema;
 mod shm;
 mod writer;
+mod writes;
 
 #[cfg(test)]
 mod tests;
@@ -39,7 +40,8 @@ use checkpoint::Checkpointer;
 use reads::Readers;
 pub use shm::report_sigbus;
 use shm::ShmGuard;
-use writer::{Counters, EncodedBatch, Job, Message, Op, Outcome, Writer};
+use writer::{Counters, Job, Message, Writer};
+use writes::{EncodedBatch, Op, Outcome};
 
 /// How long a connection waits for another process's lock before the
 /// request fails as `Unavailable`.
