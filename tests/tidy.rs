@@ -1,10 +1,13 @@
 //! Rules about the code itself that the compiler does not check, checked
-//! here so they hold as facts: the runtime's modules import only from lower
-//! layers (ARCHITECTURE.md names them), and no function outside tests is
-//! longer than a screenful or two. fanin-core's purity has its own test in
-//! `crates/fanin-core/tests/purity.rs`.
+//! here so they hold as facts: fanin-core is pure (its dependency tree holds
+//! no runtime crate, and its code outside tests names no clock, randomness,
+//! file, socket, process or environment: a change that needs one belongs in
+//! the runtime, which hands the core what it read), the runtime's modules
+//! import only from lower layers (ARCHITECTURE.md names them), and no
+//! function outside tests is longer than a screenful or two.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// The runtime's layers, lowest first. A module may name its own layer's
 /// modules only when they share a line here, and any module of a line
@@ -37,6 +40,48 @@ const CORE: &[&str] = &[
     "records",
     "runs",
     "topic",
+];
+
+/// Crates that do I/O or run tasks: none may be reachable from fanin-core
+/// through normal dependencies.
+const RUNTIME_CRATES: &[&str] = &[
+    "tokio",
+    "mio",
+    "hyper",
+    "axum",
+    "tower",
+    "reqwest",
+    "rusqlite",
+    "libsqlite3-sys",
+    "rumqttc",
+    "tokio-postgres",
+    "postgres",
+    "sqlx",
+    "lapin",
+    "async-imap",
+    "notify",
+    "tokio-serial",
+    "uuid",
+    "rand",
+];
+
+/// What pure code never names (outside tests).
+const EFFECTS: &[&str] = &[
+    "Utc::now",
+    "Local::now",
+    "SystemTime",
+    "Instant::now",
+    "now_v7",
+    "new_v4",
+    "std::fs",
+    "std::env",
+    "std::net::Tcp",
+    "std::net::Udp",
+    "std::process",
+    "std::thread",
+    "File::open",
+    "rand::",
+    "tracing::",
 ];
 
 /// Longest a function outside tests may be, in lines.
@@ -251,6 +296,47 @@ fn no_function_outside_tests_is_over_the_limit() {
     }
     assert!(seen > 500, "the scan finds the project's functions ({seen})");
     assert!(found.is_empty(), "functions over {MAX_FUNCTION_LINES} lines:\n{}", found.join("\n"));
+}
+
+/// Whether `code` names `path` as a path of its own (`rand::`, not the end
+/// of `Operand::`).
+fn names(code: &str, path: &str) -> bool {
+    code.match_indices(path)
+        .any(|(at, _)| !code[..at].chars().next_back().is_some_and(|c| c.is_alphanumeric() || c == '_'))
+}
+
+#[test]
+fn no_runtime_crate_is_reachable_from_the_core() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // The host's tree through normal dependencies, as cargo resolves it.
+    let out = Command::new(cargo)
+        .args(["tree", "--offline", "--locked", "-e", "normal", "--prefix", "none", "-p", "fanin-core"])
+        .current_dir(root())
+        .output()
+        .expect("cargo tree runs");
+    assert!(out.status.success(), "cargo tree: {}", String::from_utf8_lossy(&out.stderr));
+    let tree = String::from_utf8(out.stdout).expect("cargo tree prints text");
+    let reached: Vec<&str> = tree.lines().filter_map(|line| line.split_whitespace().next()).collect();
+    assert!(reached.contains(&"serde"), "the tree lists the core's dependencies: {reached:?}");
+    let runtime: Vec<&&str> = reached.iter().filter(|n| RUNTIME_CRATES.contains(n)).collect();
+    assert!(runtime.is_empty(), "fanin-core reaches runtime crates {runtime:?}");
+}
+
+#[test]
+fn core_code_names_no_clock_randomness_file_socket_or_environment() {
+    let mut files = Vec::new();
+    rust_files(&root().join("crates/fanin-core/src"), &mut files);
+    assert!(files.len() > 10, "found the core's sources: {files:?}");
+    let mut found = Vec::new();
+    for file in &files {
+        let code = non_test_code(file);
+        for effect in EFFECTS {
+            if names(&code, effect) {
+                found.push(format!("{}: {effect}", file.display()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "effects in pure code:\n{}", found.join("\n"));
 }
 
 #[test]
