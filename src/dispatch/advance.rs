@@ -10,7 +10,6 @@
 //! two racing requests cannot both win.
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 
 use super::dispatcher::{DispatchError, Dispatcher};
 use crate::ids::Fresh;
@@ -19,7 +18,7 @@ use crate::runs::plan::{self, PlanContext, Transition, Waiting};
 pub use crate::runs::plan::{RunInput, Withdrawn};
 use crate::runs::RunStatus;
 use crate::sop::Sop;
-use crate::store::{AuditKind, Batch, NewAudit, RunRecord, StepRecord, StepStatus, Write};
+use crate::store::{Batch, RunRecord, StepRecord, Write};
 
 /// Where the run is after the change.
 #[derive(Clone, Debug, PartialEq)]
@@ -237,38 +236,9 @@ impl Dispatcher {
         for _ in 0..8 {
             let Some(step) = self.store.next_leasable_step(now).await? else { return Ok(None) };
             let Some(run) = self.store.get_run(&step.run_id).await? else { continue };
-            let lease_id = crate::ids::fresh();
-            let until = now + lease_for;
-            let expired = step.status == StepStatus::Leased;
-            let writes = vec![
-                Write::LeaseStep {
-                    run_id: run.run_id.clone(),
-                    index: step.index,
-                    lease_id: lease_id.clone(),
-                    until,
-                    at: now,
-                },
-                Write::Audit(NewAudit {
-                    at: now,
-                    kind: AuditKind::StepLeased,
-                    run_id: Some(run.run_id.clone()),
-                    sop: Some(run.sop.clone()),
-                    detail: json!({"step": step.index, "number": step.index + 1, "lease_id": lease_id,
-                        "until": until, "attempt": step.attempts + 1, "previous_lease_expired": expired}),
-                }),
-            ];
+            let (writes, leased) = plan::plan_lease(&run, &step, now + lease_for, now, &mut Fresh);
             match self.store.commit(Batch { idempotency: None, writes }).await {
-                Ok(_) => {
-                    let step = StepRecord {
-                        status: StepStatus::Leased,
-                        lease_id: Some(lease_id),
-                        leased_until: Some(until),
-                        attempts: step.attempts + 1,
-                        updated_at: now,
-                        ..step
-                    };
-                    return Ok(Some(Lease { run, step }));
-                }
+                Ok(_) => return Ok(Some(Lease { run, step: leased })),
                 Err(crate::store::StoreError::Conflict(_)) => continue,
                 Err(e) => return Err(e.into()),
             }

@@ -4,7 +4,8 @@
 //! (`plan_event`); a request about a run (approve, a step reported, a
 //! delivery, a cancel…) becomes the writes that move it on
 //! (`plan_transition`); and a run that starts, from an event or the backlog,
-//! takes its first move (`start_move`). Everything comes in as arguments —
+//! takes its first move (`start_move`), and a pending step is leased to an
+//! agent loop (`plan_lease`). Everything comes in as arguments —
 //! the SOP, the run, `now`, the registries snapshot, whether an agent loop
 //! is attached, and fresh ids from an [`IdSource`] — so the dispatcher, which
 //! reads the store, commits and reports, is only a driver.
@@ -22,7 +23,7 @@ use crate::envelope::{self, Run};
 use crate::event::{Event, IdempotencyKey, Request};
 use crate::matching::index::TriggerRef;
 use crate::matching::Catalog;
-use crate::records::{AuditKind, Batch, IdempotencyClaim, NewAudit, StepStatus, Write};
+use crate::records::{AuditKind, Batch, IdempotencyClaim, NewAudit, StepRecord, StepStatus, Write};
 use crate::sop::Sop;
 
 /// Where fresh ids come from: the runtime makes time-ordered UUIDs, tests
@@ -664,4 +665,230 @@ pub fn plan_promotion(
     }));
     writes.append(&mut fx.writes);
     (writes, fx, status.is_active())
+}
+
+/// The writes that lease `step` of `run` to an agent loop until `until`,
+/// and the step as it is once they commit (a compare-and-set: another agent
+/// that leased it first makes the commit refuse).
+pub fn plan_lease(
+    run: &RunRecord,
+    step: &StepRecord,
+    until: DateTime<Utc>,
+    now: DateTime<Utc>,
+    ids: &mut dyn IdSource,
+) -> (Vec<Write>, StepRecord) {
+    let lease_id = ids.fresh();
+    let expired = step.status == StepStatus::Leased;
+    let writes = vec![
+        Write::LeaseStep { run_id: run.run_id.clone(), index: step.index, lease_id: lease_id.clone(), until, at: now },
+        Write::Audit(NewAudit {
+            at: now,
+            kind: AuditKind::StepLeased,
+            run_id: Some(run.run_id.clone()),
+            sop: Some(run.sop.clone()),
+            detail: json!({"step": step.index, "number": step.index + 1, "lease_id": lease_id,
+                "until": until, "attempt": step.attempts + 1, "previous_lease_expired": expired}),
+        }),
+    ];
+    let leased = StepRecord {
+        status: StepStatus::Leased,
+        lease_id: Some(lease_id),
+        leased_until: Some(until),
+        attempts: step.attempts + 1,
+        updated_at: now,
+        ..step.clone()
+    };
+    (writes, leased)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    use super::*;
+    use crate::event::{Payload, Source};
+    use crate::sop::test_support::{sop_with, step};
+    use crate::sop::{AdmissionPolicy, ExecutionMode, TriggerSpec};
+
+    /// Ids `id-1`, `id-2`, … in the order planning asks for them.
+    #[derive(Default)]
+    struct Counter(u32);
+
+    impl IdSource for Counter {
+        fn fresh(&mut self) -> String {
+            self.0 += 1;
+            format!("id-{}", self.0)
+        }
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap()
+    }
+
+    fn hook(name: &str) -> Sop {
+        sop_with(name, vec![TriggerSpec::Webhook { path: format!("/sop/{name}") }])
+    }
+
+    fn event(name: &str, secs: i64) -> Event {
+        let mut e = Event::new(
+            format!("e-{secs}"),
+            Source::SopWebhook,
+            format!("/sop/{name}"),
+            Payload::Json(json!({})),
+            at(secs),
+        );
+        e.idempotency = Some(IdempotencyKey::new("token:t", &format!("/sop/{name}"), "k", b"{}"));
+        e
+    }
+
+    fn input(event: &Event) -> EventInput<'_> {
+        EventInput {
+            event,
+            payload: event.payload.to_value(),
+            request: None,
+            continuation: Continuation::New,
+            idempotency_ttl: chrono::Duration::seconds(60),
+        }
+    }
+
+    fn plan(catalog: &Catalog, event: &Event, admission: &mut Admission, ids: &mut Counter) -> EventPlan {
+        let mut matched = Vec::new();
+        catalog.matching(event, &mut matched);
+        let registries = RegistrySnapshot { categories: Vec::new() };
+        let ctx = PlanContext { now: event.received_at, registries: &registries, agent_attached: false };
+        plan_event(catalog, &matched, &input(event), admission, &ctx, ids)
+    }
+
+    fn kinds(writes: &[Write]) -> Vec<String> {
+        writes
+            .iter()
+            .map(|w| match w {
+                Write::Audit(a) => format!("audit:{}", a.kind.as_str()),
+                other => format!("{other:?}").split([' ', '(']).next().unwrap().to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_started_run_is_one_batch_with_its_envelope_its_audit_and_the_key() {
+        let catalog = Catalog::new(vec![hook("deploy")]);
+        let mut admission = Admission::new(10, Vec::new());
+        let e = event("deploy", 0);
+        let plan = plan(&catalog, &e, &mut admission, &mut Counter::default());
+        assert_eq!(plan.outcomes.len(), 1);
+        assert_eq!(plan.outcomes[0].outcome, Outcome::Started);
+        assert_eq!(plan.outcomes[0].run_id.as_deref(), Some("id-1"), "the run id is the first fresh id");
+        assert_eq!(
+            kinds(&plan.batch.writes),
+            ["InsertRun", "audit:run_started", "Enqueue", "audit:envelope_queued"],
+            "a stepless agent SOP leaves as one envelope in the start's commit"
+        );
+        let Write::Enqueue(entry) = &plan.batch.writes[2] else { unreachable!() };
+        assert_eq!(entry.id, "id-2", "the envelope id is the next fresh id");
+        assert_eq!(entry.created_at, at(0), "time is the event's, not a clock's");
+        let claim = plan.batch.idempotency.as_ref().expect("the key is claimed in the same batch");
+        assert_eq!(claim.expires_at, at(60));
+        assert_eq!(claim.response["matched_sops"], json!(["deploy"]));
+        assert!(claim.response[IdempotencyKey::FINGERPRINT_FIELD].is_string());
+        assert!(plan.effects.enqueued && !plan.effects.step_pended);
+        assert_eq!(plan.reserved, [("deploy".to_string(), "id-1".to_string(), Decision::Start)]);
+    }
+
+    #[test]
+    fn at_capacity_a_drop_policy_writes_only_its_audit() {
+        let mut sop = hook("deploy");
+        sop.admission_policy = AdmissionPolicy::Drop;
+        sop.steps = vec![step(1, true)];
+        sop.execution_mode = ExecutionMode::Supervised;
+        let catalog = Catalog::new(vec![sop]);
+        let mut admission = Admission::new(10, Vec::new());
+        let first = plan(&catalog, &event("deploy", 0), &mut admission, &mut Counter::default());
+        assert_eq!(first.outcomes[0].outcome, Outcome::Started, "waits at its gate, holding the slot");
+        let second = plan(&catalog, &event("deploy", 1), &mut admission, &mut Counter(10));
+        assert_eq!(second.outcomes[0].outcome, Outcome::Skipped);
+        assert_eq!(kinds(&second.batch.writes), ["audit:trigger_skipped"]);
+    }
+
+    fn run(status: RunStatus, sop: &Sop) -> RunRecord {
+        let e = event(&sop.name, 0);
+        let mut admission = Admission::new(10, Vec::new());
+        let plan = plan(&Catalog::new(vec![sop.clone()]), &e, &mut admission, &mut Counter::default());
+        let Write::InsertRun(run) = &plan.batch.writes[0] else { unreachable!() };
+        RunRecord { status, ..(**run).clone() }
+    }
+
+    #[test]
+    fn a_request_moves_only_a_run_where_it_assumes_and_says_why_not() {
+        let mut sop = hook("deploy");
+        sop.execution_mode = ExecutionMode::Supervised;
+        let registries = RegistrySnapshot { categories: Vec::new() };
+        let ctx = PlanContext { now: at(5), registries: &registries, agent_attached: false };
+        let approve = || RunInput::Approve { by: "admin:127.0.0.1".into(), reason: None };
+
+        let waiting = run(RunStatus::PendingApproval, &sop);
+        let t = plan_transition(&waiting, approve(), Some(&sop), Waiting::default(), &ctx, &mut Counter(20)).unwrap();
+        assert_eq!(t.to, RunStatus::Running, "approved, its envelope is queued");
+        assert_eq!(
+            kinds(&t.writes),
+            ["audit:approval", "SetStatus", "audit:run_transition", "Enqueue", "audit:envelope_queued"]
+        );
+
+        let running = run(RunStatus::Running, &sop);
+        let refused = plan_transition(&running, approve(), Some(&sop), Waiting::default(), &ctx, &mut Counter(20));
+        assert!(matches!(refused, Err(PlanError::Conflict(reason)) if reason.contains("not pending_approval")));
+        let unloaded = plan_transition(&waiting, approve(), None, Waiting::default(), &ctx, &mut Counter(20));
+        assert!(matches!(unloaded, Err(PlanError::Conflict(reason)) if reason.contains("no longer loaded")));
+    }
+
+    #[test]
+    fn a_cancel_withdraws_what_waits_and_records_it() {
+        let sop = hook("deploy");
+        let registries = RegistrySnapshot { categories: Vec::new() };
+        let ctx = PlanContext { now: at(5), registries: &registries, agent_attached: false };
+        let cancel = || RunInput::Cancel { by: "admin:127.0.0.1".into(), interface: "admin_api", reason: None };
+        let waiting = Waiting {
+            envelopes: vec![("env-1".into(), "agent".into())],
+            steps: vec![(0, StepStatus::Completed), (1, StepStatus::Leased), (2, StepStatus::Pending)],
+        };
+        let running = run(RunStatus::Running, &sop);
+        let t = plan_transition(&running, cancel(), Some(&sop), waiting, &ctx, &mut Counter::default()).unwrap();
+        assert_eq!(t.to, RunStatus::Cancelled);
+        assert_eq!(t.withdrawn, Withdrawn { envelopes: vec!["env-1".into()], steps: vec![2, 3] });
+        assert_eq!(
+            kinds(&t.writes),
+            [
+                "WithdrawEnvelope",
+                "WithdrawStep",
+                "WithdrawStep",
+                "audit:run_cancelled",
+                "SetStatus",
+                "audit:run_transition"
+            ]
+        );
+        let done = run(RunStatus::Completed, &sop);
+        let refused = plan_transition(&done, cancel(), Some(&sop), Waiting::default(), &ctx, &mut Counter::default());
+        assert!(matches!(refused, Err(PlanError::InvalidTransition { from: RunStatus::Completed, .. })));
+    }
+
+    #[test]
+    fn a_lease_takes_a_fresh_id_and_counts_the_attempt() {
+        let sop = hook("deploy");
+        let r = run(RunStatus::WaitingAgent, &sop);
+        let pending = StepRecord {
+            run_id: r.run_id.clone(),
+            index: 0,
+            status: StepStatus::Pending,
+            lease_id: None,
+            leased_until: None,
+            attempts: 0,
+            output: None,
+            created_at: at(0),
+            updated_at: at(0),
+        };
+        let (writes, leased) = plan_lease(&r, &pending, at(65), at(5), &mut Counter(41));
+        assert_eq!(kinds(&writes), ["LeaseStep", "audit:step_leased"]);
+        assert_eq!(leased.lease_id.as_deref(), Some("id-42"));
+        assert_eq!((leased.status, leased.attempts, leased.leased_until), (StepStatus::Leased, 1, Some(at(65))));
+    }
 }
