@@ -52,22 +52,6 @@ async fn report(d: &Daemon, token: &str, run: &str, n: u64, lease_id: &str, stat
     (code, reply)
 }
 
-async fn run_status(d: &Daemon, run: &str) -> Value {
-    let (status, body) = d.get(&format!("/admin/runs/{run}")).await;
-    assert_eq!(status, 200, "{body}");
-    body["status"].clone()
-}
-
-async fn audit(d: &Daemon, run: &str) -> Vec<Value> {
-    let (status, body) = d.get(&format!("/admin/audit?run_id={run}")).await;
-    assert_eq!(status, 200, "{body}");
-    body["records"].as_array().unwrap().clone()
-}
-
-fn kinds(records: &[Value]) -> Vec<&str> {
-    records.iter().map(|r| r["kind"].as_str().unwrap()).collect()
-}
-
 #[tokio::test]
 async fn a_headless_step_waits_pending_until_an_agent_takes_it_and_the_run_completes() {
     let setup = Setup::new("", "").sop("triage", &steps_sop("triage", "auto", 3));
@@ -76,13 +60,13 @@ async fn a_headless_step_waits_pending_until_an_agent_takes_it_and_the_run_compl
 
     // No agent loop has ever polled: the first step is recorded pending.
     let run = fire(&d, "triage", &json!({"alert": "disk full"})).await;
-    assert_eq!(run_status(&d, &run).await, json!("waiting_agent"));
-    let records = audit(&d, &run).await;
+    assert_eq!(d.run_status(&run).await, json!("waiting_agent"));
+    let records = d.audit_of(&run).await;
     assert_eq!(kinds(&records), ["run_started", "step_pending"]);
     assert_eq!(records[1]["detail"]["agent_loop"], json!("absent"));
     assert_eq!(records[1]["detail"]["number"], json!(1));
     // Nothing executes it meanwhile; it stays where it is.
-    assert_eq!(run_status(&d, &run).await, json!("waiting_agent"));
+    assert_eq!(d.run_status(&run).await, json!("waiting_agent"));
 
     // Without a token the agent loop is closed.
     assert_eq!(get_as(&d, "/v1/agent/next", None).await.0, 401);
@@ -113,11 +97,11 @@ async fn a_headless_step_waits_pending_until_an_agent_takes_it_and_the_run_compl
             assert_eq!((reply["status"].clone(), reply["next_step"].clone()), (json!("completed"), Value::Null));
         }
     }
-    assert_eq!(run_status(&d, &run).await, json!("completed"));
+    assert_eq!(d.run_status(&run).await, json!("completed"));
     // Nothing is left to lease.
     assert_eq!(get_as(&d, "/v1/agent/next", Some(&token)).await.0, 204);
 
-    let records = audit(&d, &run).await;
+    let records = d.audit_of(&run).await;
     let mut want = vec!["run_started", "step_pending"];
     for n in 1..=3 {
         want.extend(["step_leased", "step_reported"]);
@@ -160,7 +144,7 @@ async fn a_failed_step_fails_the_run_and_bad_reports_are_refused() {
 
     let (code, reply) = report(&d, &token, &run, 1, lease_id, "failed").await;
     assert_eq!((code, reply["status"].clone()), (200, json!("failed")), "{reply}");
-    assert_eq!(run_status(&d, &run).await, json!("failed"));
+    assert_eq!(d.run_status(&run).await, json!("failed"));
     // The run is over: a second report is a conflict.
     assert_eq!(report(&d, &token, &run, 1, lease_id, "completed").await.0, 409);
     assert_eq!(get_as(&d, "/v1/agent/next", Some(&token)).await.0, 204);
@@ -212,7 +196,7 @@ async fn an_unanswered_lease_returns_the_step_and_the_stale_lease_is_refused() {
     let (code, reply) = report(&d, &token, &run, 1, fresh, "completed").await;
     assert_eq!((code, reply["status"].clone()), (200, json!("completed")), "{reply}");
 
-    let leased: Vec<Value> = audit(&d, &run).await.into_iter().filter(|r| r["kind"] == "step_leased").collect();
+    let leased: Vec<Value> = d.audit_of(&run).await.into_iter().filter(|r| r["kind"] == "step_leased").collect();
     assert_eq!(leased.len(), 2);
     assert_eq!(leased[1]["detail"]["attempt"], json!(2));
     assert_eq!(leased[1]["detail"]["previous_lease_expired"], json!(true));
@@ -226,7 +210,7 @@ async fn step_by_step_gates_every_step() {
     let run = fire(&d, "careful", &json!({})).await;
 
     for n in 1..=2u64 {
-        assert_eq!(run_status(&d, &run).await, json!("pending_approval"), "gate before step {n}");
+        assert_eq!(d.run_status(&run).await, json!("pending_approval"), "gate before step {n}");
         assert_eq!(get_as(&d, "/v1/agent/next", Some(&token)).await.0, 204, "a gated step is not leasable");
         let (_, pending) = d.get("/admin/sop/pending").await;
         assert_eq!(pending["pending"][0]["run_id"], json!(run));
@@ -241,8 +225,8 @@ async fn step_by_step_gates_every_step() {
         let (code, reply) = report(&d, &token, &run, n, step["lease_id"].as_str().unwrap(), "completed").await;
         assert_eq!(code, 200, "{reply}");
     }
-    assert_eq!(run_status(&d, &run).await, json!("completed"));
-    let approvals = audit(&d, &run).await.into_iter().filter(|r| r["kind"] == "approval").count();
+    assert_eq!(d.run_status(&run).await, json!("completed"));
+    let approvals = d.audit_of(&run).await.into_iter().filter(|r| r["kind"] == "approval").count();
     assert_eq!(approvals, 2);
 }
 

@@ -37,22 +37,6 @@ async fn cancel(d: &Daemon, run: &str, body: &str) -> (u16, Value) {
     (status, reply)
 }
 
-async fn run_status(d: &Daemon, run: &str) -> Value {
-    let (status, body) = d.get(&format!("/admin/runs/{run}")).await;
-    assert_eq!(status, 200, "{body}");
-    body["status"].clone()
-}
-
-async fn audit(d: &Daemon, run: &str) -> Vec<Value> {
-    let (status, body) = d.get(&format!("/admin/audit?run_id={run}")).await;
-    assert_eq!(status, 200, "{body}");
-    body["records"].as_array().unwrap().clone()
-}
-
-fn kinds(records: &[Value]) -> Vec<&str> {
-    records.iter().map(|r| r["kind"].as_str().unwrap()).collect()
-}
-
 fn record<'a>(records: &'a [Value], kind: &str) -> &'a Value {
     records.iter().find(|r| r["kind"] == kind).unwrap_or_else(|| panic!("no {kind} record in {records:?}"))
 }
@@ -72,15 +56,15 @@ async fn a_run_is_cancelled_from_every_state_that_has_not_ended() {
     let cases =
         [(&gated, "pending_approval"), (&agent, "waiting_agent"), (&deferred, "deferred"), (&running, "running")];
     for (run, state) in cases {
-        assert_eq!(run_status(&d, run).await, json!(state));
+        assert_eq!(d.run_status(run).await, json!(state));
         let (status, reply) =
             cancel(&d, run, &json!({"reason": format!("no longer needed ({state})")}).to_string()).await;
         assert_eq!(status, 200, "{state}: {reply}");
         assert_eq!((reply["outcome"].clone(), reply["run_id"].clone()), (json!("cancelled"), json!(run)));
         assert_eq!((reply["status"].clone(), reply["from"].clone()), (json!("cancelled"), json!(state)));
-        assert_eq!(run_status(&d, run).await, json!("cancelled"), "{state}");
+        assert_eq!(d.run_status(run).await, json!("cancelled"), "{state}");
 
-        let records = audit(&d, run).await;
+        let records = d.audit_of(run).await;
         assert_eq!(kinds(&records)[records.len() - 2..], ["run_cancelled", "run_transition"], "{state}");
         let cancelled = &record(&records, "run_cancelled")["detail"];
         assert_eq!(cancelled["by"], json!("admin:127.0.0.1"));
@@ -113,13 +97,13 @@ async fn the_deferred_run_behind_a_cancelled_one_takes_its_slot() {
     // A deferred run held no slot: cancelling it starts nothing.
     let (status, reply) = cancel(&d, &second, "").await;
     assert_eq!((status, reply["promoted"].clone()), (200, json!([])), "{reply}");
-    assert_eq!(run_status(&d, &third).await, json!("deferred"));
+    assert_eq!(d.run_status(&third).await, json!("deferred"));
 
     // The running one did: the oldest deferred run still waiting takes it.
     let (status, reply) = cancel(&d, &first, "").await;
     assert_eq!((status, reply["promoted"].clone()), (200, json!([third])), "{reply}");
-    assert_eq!(run_status(&d, &third).await, json!("running"));
-    let promoted = record(&audit(&d, &third).await, "run_promoted").clone();
+    assert_eq!(d.run_status(&third).await, json!("running"));
+    let promoted = record(&d.audit_of(&third).await, "run_promoted").clone();
     assert_eq!(promoted["detail"]["slot_freed_by"], json!(first));
     // Admission counted exactly that: the one slot is taken again, and
     // freed by cancelling its holder with nothing waiting.
@@ -135,7 +119,7 @@ async fn the_deferred_run_behind_a_cancelled_one_takes_its_slot() {
     assert_eq!(outcome, "deferred");
     let (status, reply) = cancel(&d, &gate, "").await;
     assert_eq!((status, reply["promoted"].clone()), (200, json!([behind])), "{reply}");
-    assert_eq!(run_status(&d, &behind).await, json!("pending_approval"));
+    assert_eq!(d.run_status(&behind).await, json!("pending_approval"));
 }
 
 #[tokio::test]
@@ -163,8 +147,8 @@ async fn a_cancelled_runs_steps_are_neither_leased_nor_reported() {
     assert!(reply["error"].is_string() && reply["detail"].as_str().unwrap().contains("cancelled"), "{reply}");
     let r = d.http.get(d.url("/v1/agent/next")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(r.status(), 204, "nothing left to lease");
-    assert_eq!(run_status(&d, &leased).await, json!("cancelled"));
-    let kinds_after: Vec<String> = kinds(&audit(&d, &leased).await).into_iter().map(str::to_string).collect();
+    assert_eq!(d.run_status(&leased).await, json!("cancelled"));
+    let kinds_after: Vec<String> = kinds(&d.audit_of(&leased).await).into_iter().map(str::to_string).collect();
     assert!(!kinds_after.contains(&"step_reported".to_string()), "{kinds_after:?}");
 }
 
@@ -186,7 +170,7 @@ async fn a_run_that_ended_or_does_not_exist_is_refused() {
         (status, reply["error"].clone(), reply["status"].clone(), reply["run_id"].clone()),
         (409, json!("run_not_cancellable"), json!("completed"), json!(done))
     );
-    assert_eq!(run_status(&d, &done).await, json!("completed"));
+    assert_eq!(d.run_status(&done).await, json!("completed"));
 
     // Cancelling twice: the second is refused, saying the run is cancelled.
     let (gated, _) = fire(&d, "gated").await;
@@ -196,7 +180,7 @@ async fn a_run_that_ended_or_does_not_exist_is_refused() {
         (status, reply["error"].clone(), reply["status"].clone()),
         (409, json!("run_not_cancellable"), json!("cancelled"))
     );
-    let cancelled = audit(&d, &gated).await.iter().filter(|r| r["kind"] == "run_cancelled").count();
+    let cancelled = d.audit_of(&gated).await.iter().filter(|r| r["kind"] == "run_cancelled").count();
     assert_eq!(cancelled, 1, "the refused cancel wrote nothing");
 
     let (status, reply) = cancel(&d, "no-such-run", "").await;
@@ -209,7 +193,7 @@ async fn a_run_that_ended_or_does_not_exist_is_refused() {
         let (status, reply) = cancel(&d, &live, bad).await;
         assert_eq!((status, reply["error"].is_string()), (400, true), "{bad}: {reply}");
     }
-    assert_eq!(run_status(&d, &live).await, json!("pending_approval"), "a refused request changes nothing");
+    assert_eq!(d.run_status(&live).await, json!("pending_approval"), "a refused request changes nothing");
 }
 
 fn cli_json(setup: &Setup, args: &[&str]) -> Value {

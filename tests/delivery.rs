@@ -114,10 +114,6 @@ async fn fire(d: &Daemon, sop: &str, payload: &str) -> String {
     body["runs"][0]["run_id"].as_str().unwrap().to_string()
 }
 
-async fn run_status(d: &Daemon, run_id: &str) -> Value {
-    d.get(&format!("/admin/runs/{run_id}")).await.1["status"].clone()
-}
-
 #[tokio::test]
 async fn execution_and_legacy_envelopes_arrive_valid_and_complete_their_runs() {
     let executor = Destination::start(0).await;
@@ -162,7 +158,7 @@ async fn execution_and_legacy_envelopes_arrive_valid_and_complete_their_runs() {
     assert_eq!(legacy.authorization, None);
 
     for run in [&deploy, &notify] {
-        eventually("the run to complete", || async { run_status(&d, run).await == json!("completed") }).await;
+        eventually("the run to complete", || async { d.run_status(run).await == json!("completed") }).await;
         let (_, audit) = d.get(&format!("/admin/audit?run_id={run}")).await;
         let kinds: Vec<&str> =
             audit["records"].as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap()).collect();
@@ -188,7 +184,7 @@ async fn a_destination_that_refuses_at_first_gets_each_envelope_with_a_stable_ke
             .map(|s| s.idempotency_key.clone().expect("every attempt has an Idempotency-Key"))
             .collect();
         assert_eq!(keys.len(), 1, "one key across all attempts of run {run}");
-        eventually("the run to complete", || async { run_status(&d, run).await == json!("completed") }).await;
+        eventually("the run to complete", || async { d.run_status(run).await == json!("completed") }).await;
     }
     let out = setup.cli(&["outbox", "list", "--json"]);
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -227,7 +223,7 @@ async fn a_restart_with_a_full_outbox_delivers_the_rest() {
     runs.sort();
     assert_eq!(sessions, runs, "each queued envelope arrives exactly once after the restart");
     for run in &runs {
-        eventually("the run to complete", || async { run_status(&d, run).await == json!("completed") }).await;
+        eventually("the run to complete", || async { d.run_status(run).await == json!("completed") }).await;
     }
     assert_eq!(agent.refuse.load(Ordering::SeqCst), 0);
     let _ = agent.port;
@@ -240,7 +236,7 @@ async fn dead_letters_fail_their_run_and_can_be_retried() {
         Setup::new("", &(destinations("http://127.0.0.1:9/none", &agent.url) + &delivery(2))).sop("notify", AGENT_SOP);
     let d = setup.start();
     let run = fire(&d, "notify", "{}").await;
-    eventually("the run to fail", || async { run_status(&d, &run).await == json!("failed") }).await;
+    eventually("the run to fail", || async { d.run_status(&run).await == json!("failed") }).await;
     assert_eq!(agent.seen.lock().unwrap().len(), 2, "max_attempts = 2");
 
     let out = setup.cli(&["outbox", "list", "--status", "dead", "--json"]);
@@ -266,7 +262,7 @@ async fn dead_letters_fail_their_run_and_can_be_retried() {
         list["outbox"][0]["status"] == json!("delivered")
     })
     .await;
-    assert_eq!(run_status(&d, &run).await, json!("failed"), "the run keeps how it ended");
+    assert_eq!(d.run_status(&run).await, json!("failed"), "the run keeps how it ended");
     assert_eq!(d.metric("fanin_outbox_depth").await, Some(0.0));
     assert_eq!(d.metric("fanin_outbox_dead_letters_total{destination=\"agent\"}").await, Some(1.0));
     let out = setup.cli(&["outbox", "retry", dead["id"].as_str().unwrap()]);
@@ -381,12 +377,12 @@ async fn a_cancelled_runs_envelope_is_withdrawn_and_never_delivered() {
     std::fs::write(setup.config_path(), config).unwrap();
     let d = setup.start();
     eventually("the kept run's envelope", || async { agent.accepted().len() == 1 }).await;
-    eventually("the kept run to complete", || async { run_status(&d, &kept).await == json!("completed") }).await;
+    eventually("the kept run to complete", || async { d.run_status(&kept).await == json!("completed") }).await;
     let seen = agent.seen.lock().unwrap().clone();
     let sessions: Vec<&Value> = seen.iter().map(|s| &s.envelope["context"]["memory"]["session_id"]).collect();
     assert_eq!(sessions, [&json!(kept)], "only the kept run's envelope left fanin");
     assert_eq!(entry_of(&cancelled)["status"], json!("withdrawn"));
-    assert_eq!(run_status(&d, &cancelled).await, json!("cancelled"));
+    assert_eq!(d.run_status(&cancelled).await, json!("cancelled"));
     let (_, audit) = d.get(&format!("/admin/audit?run_id={cancelled}")).await;
     let kinds: Vec<&str> = audit["records"].as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["run_started", "envelope_queued", "run_cancelled", "run_transition"]);
@@ -404,7 +400,7 @@ async fn the_pending_approvals_gauge_follows_supervised_runs_across_a_restart() 
     assert_eq!(d.metric("fanin_runs_pending_approval").await, Some(0.0));
     let first = fire(&d, "gated", "{}").await;
     let second = fire(&d, "gated", "{}").await;
-    assert_eq!(run_status(&d, &first).await, json!("pending_approval"));
+    assert_eq!(d.run_status(&first).await, json!("pending_approval"));
     assert_eq!(d.metric("fanin_runs_pending_approval").await, Some(2.0));
 
     let decide = |what: &'static str, run: String| {
@@ -418,7 +414,7 @@ async fn the_pending_approvals_gauge_follows_supervised_runs_across_a_restart() 
     decide("approve", first.clone()).await;
     assert_eq!(d.metric("fanin_runs_pending_approval").await, Some(1.0));
     eventually("the approved run's envelope", || async { agent.accepted().len() == 1 }).await;
-    eventually("the approved run to complete", || async { run_status(&d, &first).await == json!("completed") }).await;
+    eventually("the approved run to complete", || async { d.run_status(&first).await == json!("completed") }).await;
     decide("deny", second).await;
     assert_eq!(d.metric("fanin_runs_pending_approval").await, Some(0.0));
 

@@ -268,6 +268,20 @@ impl Drop for Daemon {
 }
 
 impl Daemon {
+    /// A run's status, as `GET /admin/runs/{id}` gives it.
+    pub async fn run_status(&self, run: &str) -> Value {
+        let (status, body) = self.get(&format!("/admin/runs/{run}")).await;
+        assert_eq!(status, 200, "{body}");
+        body["status"].clone()
+    }
+
+    /// A run's audit records, oldest first.
+    pub async fn audit_of(&self, run: &str) -> Vec<Value> {
+        let (status, body) = self.get(&format!("/admin/audit?run_id={run}")).await;
+        assert_eq!(status, 200, "{body}");
+        body["records"].as_array().unwrap().clone()
+    }
+
     /// The value of one series of `/metrics` (`name` or `name{labels}`, as
     /// the exporter writes it), if the page has it.
     pub async fn metric(&self, series: &str) -> Option<f64> {
@@ -279,4 +293,9 @@ impl Daemon {
             (name == series).then(|| value.parse().expect("a metric value is a number"))
         })
     }
+}
+
+/// The kinds of audit records, in order.
+pub fn kinds(records: &[Value]) -> Vec<&str> {
+    records.iter().map(|r| r["kind"].as_str().unwrap()).collect()
 }
