@@ -23,12 +23,21 @@
 # runs ÷ time from wrk's start to the last envelope's arrival. The check:
 # every accepted request's envelope reached the sink and its run completed.
 #
-# Knobs (environment): DURATION (s, default 10), CONNECTIONS (32), THREADS
-# (wrk threads, 2), FANIN_BIN (another fanin binary, e.g. an older build,
-# instead of this tree's), FANIN_BENCH_KEEP=1 keeps the work directory.
+# DESTINATION chooses the case: "sink" (default) as above; "none", no
+# destination configured, so envelopes wait in the outbox (what intake
+# costs with nothing delivered, and how much it logs); "later", none during
+# the load, then fanin restarts with the sink configured and the worker
+# drains the backlog alone (envelopes/s and fanin CPU per envelope).
+#
+# Knobs (environment): DESTINATION (sink), DURATION (s, default 10),
+# CONNECTIONS (32), THREADS (wrk threads, 2), FANIN_BIN (another fanin
+# binary, e.g. an older build, instead of this tree's), FANIN_BENCH_KEEP=1
+# keeps the work directory.
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+DESTINATION=${DESTINATION:-sink}
+[[ $DESTINATION =~ ^(sink|none|later)$ ]] || die "DESTINATION must be sink, none or later, not $DESTINATION"
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-2}
@@ -66,16 +75,19 @@ forward_pid=$PID
 forward_addr=$(listen_addr forward)
 echo "sink: http://$sink_addr   forwarder: http://$forward_addr (pid $forward_pid)"
 
-load forward "http://$forward_addr/sop/bench" -
-forward_seconds=$(field forward seconds)
-forwarded=$((LOAD_TO - LOAD_FROM))
-forward_rate=$(per_second "$forwarded" "$forward_seconds")
+if [[ $DESTINATION == sink ]]; then
+    load forward "http://$forward_addr/sop/bench" -
+    forward_seconds=$(field forward seconds)
+    forwarded=$((LOAD_TO - LOAD_FROM))
+    forward_rate=$(per_second "$forwarded" "$forward_seconds")
+fi
 stop "$forward_pid"
 sleep 2
 
+destination_block="[destinations.agent]
+url = \"http://$sink_addr/in\""
 dir=$(new_config delivery 'require_pairing = true
-webhook_rate_limit_per_minute = 0' "[destinations.agent]
-url = \"http://$sink_addr/in\"")
+webhook_rate_limit_per_minute = 0' "$([[ $DESTINATION == sink ]] && echo "$destination_block")")
 mkdir -p "$dir/sops/bench-delivery"
 cat >"$dir/sops/bench-delivery/SOP.toml" <<'EOT'
 [sop]
@@ -91,6 +103,48 @@ type = "webhook"
 path = "/sop/bench"
 EOT
 
+# undelivered_case none|later: the load ran with no destination; every
+# accepted request must have its run and its envelope waiting. "later" then
+# restarts fanin with the sink configured and times the drain.
+undelivered_case() {
+    local clk ok runs waiting lines us
+    clk=$(getconf CLK_TCK)
+    ok=$(field fanin ok)
+    runs=$("$FANIN" runs list --json --limit 0 --config "$dir/config.toml" | jq '.runs | length')
+    waiting=$("$FANIN" outbox list --status pending --json --limit 0 --config "$dir/config.toml" | jq '.outbox | length')
+    lines=$(cat "$WORK/fanin.out" "$WORK/fanin.err" | wc -l)
+    us=$(awk -v t="$((cpu_after - cpu_before))" -v c="$clk" -v n="$ok" 'BEGIN {printf "%.0f", t / c * 1e6 / n}')
+    say "results, no destination during the load ($CONNECTIONS connections, ${DURATION}s)"
+    printf '%-22s %10s %10s %10s\n' '' 'req/s' 'p50 ms' 'p99 ms'
+    printf '%-22s %10s %10s %10s\n' 'fanin accepted' "$(field fanin rps)" "$(field fanin p50_ms)" \
+        "$(field fanin p99_ms)"
+    echo "fanin CPU per accepted request: $us µs; log lines written: $lines"
+    echo "fanin: 200 answers counted by wrk: $ok; runs in the store: $runs; envelopes waiting: $waiting"
+    ((runs > ok && waiting > ok)) || { echo "FAIL: accepted requests without their run or envelope"; exit 1; }
+    [[ $1 == later ]] || { echo "OK: every accepted request has its run and its envelope waiting"; return; }
+
+    stop "$fanin_pid"
+    echo "$destination_block" >>"$dir/config.toml"
+    local base at cpu0 cpu1 ms
+    base=$(sink_count)
+    start fanin-later "$FANIN" daemon --config "$dir/config.toml"
+    local pid=$PID
+    at=$START_AT
+    cpu0=0
+    while (($(sink_count) < base + waiting)); do
+        sleep 0.02
+        kill -0 "$pid" 2>/dev/null || die "fanin stopped while draining"
+    done
+    ms=$(elapsed_ms "$at" "$EPOCHREALTIME")
+    cpu1=$(cpu_ticks "$pid")
+    us=$(awk -v t="$((cpu1 - cpu0))" -v c="$clk" -v n="$waiting" 'BEGIN {printf "%.0f", t / c * 1e6 / n}')
+    say "results, the backlog drained by the worker alone"
+    echo "fanin: $waiting envelopes delivered $ms ms after its start:" \
+        "$(awk -v n="$waiting" -v ms="$ms" 'BEGIN {printf "%.0f", n * 1000 / ms}') envelopes/s;" \
+        "fanin CPU per envelope (start-up included): $us µs"
+    echo "OK: the backlog reached the sink"
+}
+
 say "starting fanin"
 start fanin "$FANIN" daemon --config "$dir/config.toml"
 fanin_pid=$PID
@@ -103,6 +157,13 @@ before_smoke=$(sink_count)
 smoke=$(curl -sf -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
     -H 'X-Idempotency-Key: smoke' -d '{"kind":"smoke"}' "http://$fanin_addr/sop/bench")
 [[ $(jq -r '.runs[0].outcome' <<<"$smoke") == started ]] || die "the smoke request started no run: $smoke"
+if [[ $DESTINATION != sink ]]; then
+    cpu_before=$(cpu_ticks "$fanin_pid")
+    load fanin "http://$fanin_addr/sop/bench" "$token"
+    cpu_after=$(cpu_ticks "$fanin_pid")
+    undelivered_case "$DESTINATION"
+    exit 0
+fi
 for _ in $(seq 1 500); do
     (($(sink_count) > before_smoke)) && break
     sleep 0.01
