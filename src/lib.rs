@@ -1,12 +1,15 @@
 //! fanin turns outside events into durable, audited runs of Standard
-//! Operating Procedures. The binary (`main.rs`) is a thin shell over this
-//! library; whole-daemon tests drive the binary.
+//! Operating Procedures. This is the runtime: everything that reads, writes,
+//! listens or waits. What decides — the SOP language, matching, admission,
+//! run planning, envelopes — is the pure crate `fanin_core`, re-exported
+//! below under its own names. The binary (`main.rs`) is a thin shell over
+//! this library; whole-daemon tests drive the binary.
 //!
-//! Layers, in the direction data flows (see ARCHITECTURE.md):
-//! `sources` and `gateway` receive events, `dispatch` matches and admits them,
-//! `store` makes them durable, `runs` and `envelope` carry them onward,
-//! `operations` is what operators do to all of it, and the admin API and
-//! `cli` are its two interfaces.
+//! Layers, lowest first (ARCHITECTURE.md has the table, `tests/tidy.rs`
+//! holds it): the core's modules and `backoff`, `causes`, `ids`, `config`,
+//! `sop` < `store` < `registries` < `http` < `dispatch` (the driver over
+//! the core's planning) < `deliver`, `sources` < `operations` < `gateway` <
+//! `daemon` < `cli`.
 
 pub mod backoff;
 pub mod causes;

@@ -1,12 +1,13 @@
-//! The dispatcher: the one path from an event to durable runs.
+//! The dispatcher: the one path from an event to durable runs, as a driver.
 //!
-//! `dispatch` matches an event against the current catalog, asks admission
-//! what each matching SOP does with it, and commits the runs, the backlog
-//! entries and their audit records (with the idempotency key that guards
-//! them), plus the first move of every started run (its outbox envelope or
-//! its pending step), as one store batch. Only a committed batch is reported
-//! back, so a source acknowledges nothing that is not durable. What happens
-//! to a run after its start is in `advance.rs`.
+//! `dispatch` matches an event against the current catalog, and under the
+//! admission lock has the core plan it (`runs::plan::plan_event`: what each
+//! matching SOP does with it, and the runs, backlog entries, audit records,
+//! idempotency claim and first moves that says, as one batch); then it
+//! commits, gives back what admission reserved if the commit fails, and
+//! reports. Only a committed batch is reported back, so a source
+//! acknowledges nothing that is not durable. What happens to a run after
+//! its start is in `advance.rs`.
 
 use std::sync::{Arc, Mutex, RwLock};
 

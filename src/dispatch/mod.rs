@@ -1,10 +1,9 @@
-//! The one dispatcher (ARCHITECTURE.md): every source's events take this path.
-//!
-//! `index` finds the candidate triggers of an event without scanning every
-//! SOP, `matching` filters them by condition (and explains why not),
-//! `admission` decides per SOP whether a run starts, waits or is skipped, and
-//! `dispatcher` commits the outcome to the store before anyone is answered.
-//! Everything but `dispatcher` is pure.
+//! The one dispatcher (ARCHITECTURE.md): every source's events take this
+//! path. It drives fanin-core: `index` finds the candidate triggers of an
+//! event without scanning every SOP, `matching` filters them by condition
+//! (and explains why not), `admission` decides per SOP whether a run starts,
+//! waits or is skipped, `runs::plan` writes what that means; `dispatcher`
+//! and `advance` read the store, commit and answer — nothing else here.
 
 pub mod advance;
 pub mod dispatcher;
