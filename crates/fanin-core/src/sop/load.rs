@@ -1,5 +1,6 @@
-//! Loading a SOP directory (docs/configuration.md): `<dir>/<name>/SOP.toml`, with an
-//! optional `SOP.md` whose `## Steps` section supplies the steps.
+//! Loading a SOP tree (docs/configuration.md): `<dir>/<name>/SOP.toml`, with
+//! an optional `SOP.md` whose `## Steps` section supplies the steps, from
+//! the files a `SopFiles` hands in.
 //!
 //! Validation fails closed: every problem of every SOP is collected, each
 //! naming the file, the key (`sop.name`, `triggers[1].expression`,

@@ -1,6 +1,8 @@
-//! SOP directories (docs/configuration.md): loading `SOP.toml` and `SOP.md`, and
-//! validation that fails closed. The rules, and where fanin's format
-//! differs from ZeroClaw's, are documented in `load.rs`.
+//! The SOP language (docs/configuration.md): the model, `SOP.toml` and
+//! `SOP.md` read from the files a [`SopFiles`] hands in, validation that
+//! fails closed, and the condition language. The rules, and where fanin's
+//! format differs from ZeroClaw's, are documented in `load.rs`; reading a
+//! directory from disk is the runtime's (`fanin::sop::load_dir`).
 
 pub mod condition;
 mod load;
