@@ -115,7 +115,14 @@ pub fn parse_schedule(expression: &str, timezone: Option<&str>) -> Result<Schedu
         None => chrono_tz::Tz::UTC,
     };
     parse_expression(expression)?;
-    Ok(Schedule { expression: expression.to_string(), timezone })
+    let schedule = Schedule { expression: expression.to_string(), timezone };
+    // A date no calendar has (February 30, April 31) parses, and would load
+    // a trigger that never fires: refuse it here, where the SOP names it.
+    // From the epoch, any date that exists comes within one leap cycle.
+    if next_fire_after(&schedule.compile(), DateTime::UNIX_EPOCH).is_none() {
+        return Err(format!("{expression:?} names no date that exists (such as February 30): it would never fire"));
+    }
+    Ok(schedule)
 }
 
 /// An IANA zone name such as `Europe/Paris`. The error names the value.
@@ -263,6 +270,18 @@ mod tests {
         let compiled = parse_schedule(expression, tz).unwrap().compile();
         let local = after.with_timezone(&compiled.timezone);
         compiled.cron.find_next_occurrence(&local, false).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_date_that_never_exists_is_refused_and_a_rare_one_loads() {
+        for never in ["0 0 0 30 2 *", "0 0 31 4 *", "0 0 0 31 11 * *"] {
+            let reason = parse_schedule(never, None).unwrap_err();
+            assert!(reason.contains("never fire"), "{never}: {reason}");
+        }
+        // February 29: years apart, but it exists.
+        let rare = parse_schedule("0 0 0 29 2 *", None).unwrap();
+        let next = next_fire_after(&rare.compile(), DateTime::UNIX_EPOCH).unwrap();
+        assert_eq!(next.format("%Y-%m-%d").to_string(), "1972-02-29");
     }
 
     #[test]
