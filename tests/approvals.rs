@@ -102,19 +102,6 @@ async fn supervised_runs_wait_and_move_on_when_approved_or_end_when_denied() {
     }
 }
 
-fn cli_json(setup: &Setup, args: &[&str]) -> Value {
-    let out = setup.cli(args);
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn cli_refusal(setup: &Setup, args: &[&str]) -> String {
-    let out = setup.cli(args);
-    assert_eq!(out.status.code(), Some(1), "{args:?}");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    err.lines().next().unwrap_or_default().to_string()
-}
-
 #[tokio::test]
 async fn the_cli_lists_approves_and_denies_through_the_running_daemon() {
     let setup = Setup::new("", "").sop("steps", &supervised("steps", 2));
@@ -122,24 +109,24 @@ async fn the_cli_lists_approves_and_denies_through_the_running_daemon() {
     let approved = fire(&d, "steps").await;
     let denied = fire(&d, "steps").await;
 
-    let list = cli_json(&setup, &["runs", "pending", "--json"]);
+    let list = setup.cli_json(&["runs", "pending", "--json"]);
     let ids: Vec<&str> = list["pending"].as_array().unwrap().iter().map(|p| p["run_id"].as_str().unwrap()).collect();
     assert_eq!(ids, [approved.as_str(), denied.as_str()]);
     assert_eq!((list["pending"][0]["step"].clone(), list["pending"][0]["total_steps"].clone()), (json!(1), json!(2)));
     let text = setup.cli(&["runs", "pending"]);
     assert!(String::from_utf8_lossy(&text.stdout).contains(&approved));
 
-    let reply = cli_json(&setup, &["runs", "approve", &approved, "--reason", "ok", "--json"]);
+    let reply = setup.cli_json(&["runs", "approve", &approved, "--reason", "ok", "--json"]);
     assert_eq!(reply, json!({"outcome": "approved", "run_id": approved, "status": "waiting_agent"}));
     // The daemon decided (its admin identity), not the CLI on its own.
     assert_eq!(approval_record(&d, &approved).await["detail"]["by"], json!("admin:127.0.0.1"));
 
-    let reply = cli_json(&setup, &["runs", "deny", &denied, "--reason", "no", "--json"]);
+    let reply = setup.cli_json(&["runs", "deny", &denied, "--reason", "no", "--json"]);
     assert_eq!((reply["outcome"].clone(), reply["status"].clone()), (json!("denied"), json!("cancelled")));
 
-    let line = cli_refusal(&setup, &["runs", "approve", &approved]);
+    let line = setup.cli_refusal(&["runs", "approve", &approved]);
     assert!(line.contains("not waiting for approval") && line.contains("waiting_agent"), "{line}");
-    let line = cli_refusal(&setup, &["runs", "deny", "no-such-run"]);
+    let line = setup.cli_refusal(&["runs", "deny", "no-such-run"]);
     assert!(line.contains("no run no-such-run"), "{line}");
 
     // Without a daemon the CLI decides in-process.
@@ -150,7 +137,7 @@ async fn the_cli_lists_approves_and_denies_through_the_running_daemon() {
         let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
         reply["runs"][0]["run_id"].as_str().unwrap().to_string()
     };
-    let reply = cli_json(&setup, &["runs", "approve", &third, "--json"]);
+    let reply = setup.cli_json(&["runs", "approve", &third, "--json"]);
     assert_eq!(reply["status"], json!("waiting_agent"));
     let out = setup.cli(&["audit", "--run", &third, "--json"]);
     let by: Vec<Value> = String::from_utf8(out.stdout)

@@ -196,18 +196,6 @@ async fn a_run_that_ended_or_does_not_exist_is_refused() {
     assert_eq!(d.run_status(&live).await, json!("pending_approval"), "a refused request changes nothing");
 }
 
-fn cli_json(setup: &Setup, args: &[&str]) -> Value {
-    let out = setup.cli(args);
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn cli_refusal(setup: &Setup, args: &[&str]) -> String {
-    let out = setup.cli(args);
-    assert_eq!(out.status.code(), Some(1), "{args:?}");
-    String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or_default().to_string()
-}
-
 fn cancel_record(setup: &Setup, run: &str) -> Value {
     let out = setup.cli(&["audit", "--run", run, "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -226,7 +214,7 @@ async fn the_cli_cancels_through_the_running_daemon_and_without_one() {
     let (first, _) = fire(&d, "notify").await;
     let (second, _) = fire(&d, "notify").await;
 
-    let reply = cli_json(&setup, &["runs", "cancel", &first, "--reason", "wrong target", "--json"]);
+    let reply = setup.cli_json(&["runs", "cancel", &first, "--reason", "wrong target", "--json"]);
     assert_eq!((reply["status"].clone(), reply["from"].clone()), (json!("cancelled"), json!("running")));
     assert_eq!(reply["promoted"], json!([second]), "the daemon, which owns admission, started the next run");
     let by_daemon = cancel_record(&setup, &first);
@@ -236,9 +224,9 @@ async fn the_cli_cancels_through_the_running_daemon_and_without_one() {
     );
     assert_eq!(by_daemon["detail"]["reason"], json!("wrong target"));
 
-    let line = cli_refusal(&setup, &["runs", "cancel", &first]);
+    let line = setup.cli_refusal(&["runs", "cancel", &first]);
     assert_eq!(line, format!("error: run {first} is already cancelled"));
-    let line = cli_refusal(&setup, &["runs", "cancel", "no-such-run"]);
+    let line = setup.cli_refusal(&["runs", "cancel", "no-such-run"]);
     assert_eq!(line, "error: no run no-such-run");
 
     // Without a daemon the CLI cancels in the store, and refuses alike.
@@ -249,8 +237,8 @@ async fn the_cli_cancels_through_the_running_daemon_and_without_one() {
     assert!(text.contains(&second) && text.contains("running"), "{text}");
     let by_cli = cancel_record(&setup, &second);
     assert_eq!((by_cli["detail"]["by"].clone(), by_cli["detail"]["interface"].clone()), (json!("cli"), json!("cli")));
-    let run = cli_json(&setup, &["runs", "show", &second, "--json"]);
+    let run = setup.cli_json(&["runs", "show", &second, "--json"]);
     assert_eq!(run["status"], json!("cancelled"));
-    assert_eq!(cli_refusal(&setup, &["runs", "cancel", &second]), format!("error: run {second} is already cancelled"));
-    assert_eq!(cli_refusal(&setup, &["runs", "cancel", "no-such-run"]), "error: no run no-such-run");
+    assert_eq!(setup.cli_refusal(&["runs", "cancel", &second]), format!("error: run {second} is already cancelled"));
+    assert_eq!(setup.cli_refusal(&["runs", "cancel", "no-such-run"]), "error: no run no-such-run");
 }

@@ -557,6 +557,20 @@ mod tests {
         config: Config,
     }
 
+    impl Fixture {
+        /// The outbox worker over the fixture's store, for `config`.
+        fn start(&self, config: &Config, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
+            start(
+                config,
+                self.dispatcher.clone(),
+                self.faulty.clone(),
+                &Tallies::default(),
+                self.delivery.clone(),
+                shutdown.clone(),
+            )
+        }
+    }
+
     /// A stepless agent SOP on `/sop/notify` (one envelope per run), its
     /// store behind a [`FaultyStore`], and `[destinations.agent]` = `url`.
     async fn fixture(url: &str) -> Fixture {
@@ -611,14 +625,7 @@ mod tests {
         f.faulty.refuse_next_commits(3);
         let started = Instant::now();
         let shutdown = CancellationToken::new();
-        let tasks = start(
-            &f.config,
-            f.dispatcher.clone(),
-            f.faulty.clone(),
-            &Tallies::default(),
-            f.delivery.clone(),
-            shutdown.clone(),
-        );
+        let tasks = f.start(&f.config, &shutdown);
 
         let inner = f.faulty.inner().clone();
         eventually("the run to complete", || completed(inner.as_ref(), &run)).await;
@@ -645,14 +652,7 @@ mod tests {
         f.faulty.set_down(true);
         let started = Instant::now();
         let shutdown = CancellationToken::new();
-        let tasks = start(
-            &f.config,
-            f.dispatcher.clone(),
-            f.faulty.clone(),
-            &Tallies::default(),
-            f.delivery.clone(),
-            shutdown.clone(),
-        );
+        let tasks = f.start(&f.config, &shutdown);
 
         eventually("four refused reads", || async { f.faulty.refused() >= 4 }).await;
         assert!(started.elapsed() >= least_backoff(3), "four reads in {:?}: a busy loop", started.elapsed());
@@ -678,14 +678,7 @@ mod tests {
         config.destinations.agent =
             Some(DestinationConfig { url: format!("http://{closed}/in"), bearer_token: String::new() });
         let shutdown = CancellationToken::new();
-        let tasks = start(
-            &config,
-            f.dispatcher.clone(),
-            f.faulty.clone(),
-            &Tallies::default(),
-            f.delivery.clone(),
-            shutdown.clone(),
-        );
+        let tasks = f.start(&config, &shutdown);
         let store = f.faulty.inner().clone();
         eventually("three failed attempts recorded", || async {
             let entries = store.outbox_list(None, 0).await.unwrap();
@@ -706,14 +699,7 @@ mod tests {
 
         // The destination comes back: one round delivers all three.
         let shutdown = CancellationToken::new();
-        let tasks = start(
-            &f.config,
-            f.dispatcher.clone(),
-            f.faulty.clone(),
-            &Tallies::default(),
-            f.delivery.clone(),
-            shutdown.clone(),
-        );
+        let tasks = f.start(&f.config, &shutdown);
         for run in &runs {
             eventually("the run to complete", || completed(store.as_ref(), run)).await;
         }

@@ -87,6 +87,20 @@ impl Setup {
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(BIN).args(args).arg("--config").arg(self.config_path()).output().expect("run fanin")
     }
+
+    /// A CLI command that must succeed, its JSON output parsed.
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let out = self.cli(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// A CLI command that must be refused (exit 1): the one line it prints.
+    pub fn cli_refusal(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or_default().to_string()
+    }
 }
 
 /// How long a test waits for a signal before it fails: generous, for a
