@@ -114,15 +114,14 @@ pub fn parse_schedule(expression: &str, timezone: Option<&str>) -> Result<Schedu
         Some(name) => parse_timezone(name)?,
         None => chrono_tz::Tz::UTC,
     };
-    parse_expression(expression)?;
-    let schedule = Schedule { expression: expression.to_string(), timezone };
+    let cron = parse_expression(expression)?;
     // A date no calendar has (February 30, April 31) parses, and would load
     // a trigger that never fires: refuse it here, where the SOP names it.
     // From the epoch, any date that exists comes within one leap cycle.
-    if next_fire_after(&schedule.compile(), DateTime::UNIX_EPOCH).is_none() {
+    if next_fire_after(&Compiled { cron, timezone }, DateTime::UNIX_EPOCH).is_none() {
         return Err(format!("{expression:?} names no date that exists (such as February 30): it would never fire"));
     }
-    Ok(schedule)
+    Ok(Schedule { expression: expression.to_string(), timezone })
 }
 
 /// An IANA zone name such as `Europe/Paris`. The error names the value.

@@ -18,7 +18,6 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::gates::approval_before;
-use super::plan::HeadlessStep;
 use super::RunStatus;
 use crate::envelope::registry::RegistrySnapshot;
 use crate::envelope::{execution, legacy, schema, Run};
@@ -109,6 +108,16 @@ pub struct MoveContext<'a> {
     pub agent_attached: bool,
 }
 
+/// A step recorded pending with no agent loop attached: the driver tells
+/// the operator (rate-limited; the audit has every one).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeadlessStep {
+    pub run_id: String,
+    pub sop: String,
+    /// 1-based.
+    pub number: u32,
+}
+
 /// The writes a move adds beyond the run's status and step, and what they
 /// mean for the caller.
 #[derive(Debug, Default, PartialEq)]
@@ -118,9 +127,8 @@ pub struct Effects {
     pub step_pended: bool,
     /// An envelope was queued: wake the delivery worker.
     pub enqueued: bool,
-    /// A step became pending with no agent loop attached (headless).
-    pub headless: bool,
-    /// Such steps, named, for the driver to tell the operator about.
+    /// Steps that became pending with no agent loop attached (headless),
+    /// for the driver to tell the operator about.
     pub headless_steps: Vec<HeadlessStep>,
     /// The envelope failed the shipped schema: the run must fail instead
     /// (a bug, audited, never sent).
@@ -133,8 +141,12 @@ impl Effects {
         self.writes.extend(other.writes);
         self.step_pended |= other.step_pended;
         self.enqueued |= other.enqueued;
-        self.headless |= other.headless;
         self.headless_steps.extend(other.headless_steps);
+    }
+
+    /// A step became pending with no agent loop attached.
+    pub fn headless(&self) -> bool {
+        !self.headless_steps.is_empty()
     }
 }
 
@@ -161,7 +173,10 @@ pub fn effects(mv: Move, ctx: &MoveContext<'_>) -> Effects {
                 json!({"step": step, "number": step + 1, "title": title, "agent_loop": agent_loop}),
             ));
             fx.step_pended = true;
-            fx.headless = !ctx.agent_attached;
+            if !ctx.agent_attached {
+                let (run_id, sop) = (ctx.run.run_id.to_string(), ctx.sop.name.clone());
+                fx.headless_steps.push(HeadlessStep { run_id, sop, number: step + 1 });
+            }
         }
         Move::Deliver { destination } => {
             let envelope = build_envelope(destination, ctx);
@@ -325,11 +340,11 @@ mod tests {
         let registries = RegistrySnapshot { categories: vec![] };
         let s = sop(Destination::Agent, ExecutionMode::Auto, &[false]);
         let headless = effects(Move::PendStep { step: 0 }, &ctx(&s, &trigger, &registries, false));
-        assert!(headless.step_pended && headless.headless);
+        assert!(headless.step_pended && headless.headless());
         assert!(matches!(&headless.writes[0], Write::PendStep { index: 0, .. }));
         let Write::Audit(a) = &headless.writes[1] else { panic!() };
         assert_eq!((a.kind, a.detail["agent_loop"].clone()), (AuditKind::StepPending, json!("absent")));
         let attached = effects(Move::PendStep { step: 0 }, &ctx(&s, &trigger, &registries, true));
-        assert!(!attached.headless);
+        assert!(!attached.headless());
     }
 }

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+pub use super::lifecycle::HeadlessStep;
 use super::lifecycle::{self, Effects, Move, MoveContext};
 use super::{RunRecord, RunStatus};
 use crate::admission::{Admission, Decision};
@@ -39,16 +40,6 @@ pub struct PlanContext<'a> {
     pub registries: &'a RegistrySnapshot,
     /// An agent loop polled within `agent_loop_grace_secs`.
     pub agent_attached: bool,
-}
-
-/// A step recorded pending with no agent loop attached: the driver tells
-/// the operator (rate-limited; the audit has every one).
-#[derive(Clone, Debug, PartialEq)]
-pub struct HeadlessStep {
-    pub run_id: String,
-    pub sop: String,
-    /// 1-based.
-    pub number: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -119,11 +110,8 @@ pub fn take_move(
         registries: ctx.registries,
         agent_attached: ctx.agent_attached,
     };
-    let mut fx = lifecycle::effects(mv, &move_ctx);
+    let fx = lifecycle::effects(mv, &move_ctx);
     let step = mv.step(sop.steps.len());
-    if fx.headless {
-        fx.headless_steps.push(HeadlessStep { run_id: run.run_id.clone(), sop: sop.name.clone(), number: step + 1 });
-    }
     let status = if fx.invalid_envelope.is_some() { RunStatus::Failed } else { mv.status() };
     (status, step, fx)
 }
