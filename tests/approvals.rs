@@ -37,13 +37,11 @@ async fn pending(d: &Daemon) -> Vec<Value> {
 }
 
 async fn audit_kinds(d: &Daemon, run: &str) -> Vec<String> {
-    let (_, body) = d.get(&format!("/admin/audit?run_id={run}")).await;
-    body["records"].as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap().to_string()).collect()
+    kinds(&d.audit_of(run).await).into_iter().map(str::to_string).collect()
 }
 
 async fn approval_record(d: &Daemon, run: &str) -> Value {
-    let (_, body) = d.get(&format!("/admin/audit?run_id={run}")).await;
-    body["records"].as_array().unwrap().iter().find(|r| r["kind"] == "approval").cloned().expect("an approval record")
+    d.audit_of(run).await.into_iter().find(|r| r["kind"] == "approval").expect("an approval record")
 }
 
 #[tokio::test]
