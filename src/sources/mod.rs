@@ -8,6 +8,7 @@ pub mod http;
 pub mod mqtt;
 pub mod peripheral;
 pub mod scheduler;
+pub mod tls;
 
 use std::sync::Arc;
 

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod imap;
 pub mod mqtt;
 
 use std::io::{BufRead, BufReader};
@@ -312,4 +313,32 @@ impl Daemon {
 /// The kinds of audit records, in order.
 pub fn kinds(records: &[Value]) -> Vec<&str> {
     records.iter().map(|r| r["kind"].as_str().unwrap()).collect()
+}
+
+/// A test CA, a server certificate for localhost and 127.0.0.1, and a
+/// client certificate, all signed by the CA: `ca.pem`, `server.pem`/`.key`,
+/// `client.pem`/`.key` in `dir` (the MQTT broker's and Dovecot's).
+pub fn write_certificates(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "fanin test CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+
+    let leaf = |name: &str, sans: Vec<String>| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(sans).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        if name == "server" {
+            params.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
+        }
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    };
+    leaf("server", vec!["localhost".into()]);
+    leaf("client", vec!["fanin-client".into()]);
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
 }

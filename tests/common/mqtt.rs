@@ -4,7 +4,7 @@
 //! made here with rcgen), and a proxy that can cut the daemon off from it.
 //! Shared so that every test file reaches a broker the same way.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
-use super::{eventually, free_port};
+use super::{eventually, free_port, write_certificates};
 
 /// A plaintext broker: host and port.
 #[derive(Clone, Debug)]
@@ -156,33 +156,6 @@ dynamic_filters = true
         ]
         .concat()
     }
-}
-
-/// A test CA, a server certificate for localhost and 127.0.0.1, and a
-/// client certificate, all signed by the CA.
-fn write_certificates(dir: &Path) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "fanin test CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-
-    let leaf = |name: &str, sans: Vec<String>| {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(sans).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        if name == "server" {
-            params.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
-        }
-        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-    };
-    leaf("server", vec!["localhost".into()]);
-    leaf("client", vec!["fanin-client".into()]);
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
 }
 
 /// Sits between the daemon and the broker; can cut every connection and

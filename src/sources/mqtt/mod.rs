@@ -68,13 +68,13 @@
 mod link;
 mod listener;
 mod protocol;
-mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{QoS, TlsConfiguration, Transport};
 
+use super::tls::{self, TlsFiles};
 use super::{SourceContext, SourceTask};
 use crate::config::{Config, ConfigError, MqttConfig};
 
@@ -126,7 +126,12 @@ fn settings(config: &Config, mqtt: &MqttConfig) -> Result<Settings, String> {
     // Checked with the config, like `keep_alive_secs`; clamped here the same way.
     let receive_maximum = u16::try_from(mqtt.receive_maximum.clamp(1, u32::from(u16::MAX))).expect("clamped");
     let transport = if endpoint.tls {
-        let (client_config, trust) = tls::client_config(config, mqtt)?;
+        let files = TlsFiles {
+            ca_file: &mqtt.ca_file,
+            client_cert_file: &mqtt.client_cert_file,
+            client_key_file: &mqtt.client_key_file,
+        };
+        let (client_config, trust) = tls::client_config(config, &|name| mqtt.key(name), files)?;
         tracing::debug!(?trust, "MQTT TLS roots");
         Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(client_config)))
     } else {

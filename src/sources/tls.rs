@@ -1,6 +1,7 @@
-//! The TLS client configuration for `mqtts://`: which roots are trusted and
-//! which client certificate is shown, built once at start so an unreadable
-//! or invalid file stops the daemon with the file, the key and the reason.
+//! The TLS client configuration of the sources that dial out (MQTT over
+//! `mqtts://`, IMAP): which roots are trusted and which client certificate
+//! is shown, built once at start so an unreadable or invalid file stops the
+//! daemon with the file, the key and the reason.
 //!
 //! Trust: the operating system's roots (`rustls-native-certs`, so a CA the
 //! operator installed system-wide is trusted), or the Mozilla roots compiled
@@ -17,7 +18,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
-use crate::config::{Config, ConfigError, MqttConfig};
+use crate::config::{Config, ConfigError};
 
 /// Where the roots came from, for the start-up log.
 #[derive(Debug, PartialEq, Eq)]
@@ -27,13 +28,26 @@ pub struct Trust {
     pub ca_file_roots: usize,
 }
 
+/// The certificate files a source's config names, each `""` when not set
+/// (a client key goes with a client certificate).
+pub struct TlsFiles<'a> {
+    pub ca_file: &'a str,
+    pub client_cert_file: &'a str,
+    pub client_key_file: &'a str,
+}
+
 /// Builds the client configuration. Every error names the config file, the
-/// key and the certificate file.
-pub fn client_config(config: &Config, mqtt: &MqttConfig) -> Result<(ClientConfig, Trust), String> {
-    let problem = |key: &str, path: &Path, reason: String| {
+/// key (`key` turns `ca_file` into its dotted path in the config) and the
+/// certificate file.
+pub fn client_config(
+    config: &Config,
+    key: &dyn Fn(&str) -> String,
+    files: TlsFiles<'_>,
+) -> Result<(ClientConfig, Trust), String> {
+    let problem = |name: &str, path: &Path, reason: String| {
         ConfigError {
             file: config.file.display().to_string(),
-            key: mqtt.key(key),
+            key: key(name),
             reason: format!("{}: {reason}", path.display()),
         }
         .to_string()
@@ -48,8 +62,8 @@ pub fn client_config(config: &Config, mqtt: &MqttConfig) -> Result<(ClientConfig
         0
     };
     let mut ca_file_roots = 0;
-    if !mqtt.ca_file.is_empty() {
-        let path = config.resolve(&mqtt.ca_file);
+    if !files.ca_file.is_empty() {
+        let path = config.resolve(files.ca_file);
         let certs = read_certificates(&path).map_err(|reason| problem("ca_file", &path, reason))?;
         for cert in certs {
             roots.add(cert).map_err(|e| problem("ca_file", &path, format!("not a usable CA certificate ({e})")))?;
@@ -62,11 +76,11 @@ pub fn client_config(config: &Config, mqtt: &MqttConfig) -> Result<(ClientConfig
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?
         .with_root_certificates(roots);
-    let client_config = if mqtt.client_cert_file.is_empty() {
+    let client_config = if files.client_cert_file.is_empty() {
         builder.with_no_client_auth()
     } else {
-        let cert_path = config.resolve(&mqtt.client_cert_file);
-        let key_path = config.resolve(&mqtt.client_key_file);
+        let cert_path = config.resolve(files.client_cert_file);
+        let key_path = config.resolve(files.client_key_file);
         let chain = read_certificates(&cert_path).map_err(|reason| problem("client_cert_file", &cert_path, reason))?;
         let key = read_private_key(&key_path).map_err(|reason| problem("client_key_file", &key_path, reason))?;
         builder
@@ -117,6 +131,7 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::MqttConfig;
 
     fn config_in(dir: &Path) -> Config {
         let file = dir.join("config.toml");
@@ -130,6 +145,15 @@ mod tests {
 
     fn mqtt(config: &Config) -> MqttConfig {
         config.channels_config.mqtt.clone().unwrap()
+    }
+
+    fn client_config(config: &Config, m: &MqttConfig) -> Result<(ClientConfig, Trust), String> {
+        let files = TlsFiles {
+            ca_file: &m.ca_file,
+            client_cert_file: &m.client_cert_file,
+            client_key_file: &m.client_key_file,
+        };
+        super::client_config(config, &|name| m.key(name), files)
     }
 
     fn ca_pem() -> (String, rcgen::KeyPair) {
