@@ -31,7 +31,12 @@ fn email_sop(name: &str, condition: Option<&str>) -> String {
 
 fn mail(subject: &str, message_id: &str) -> Vec<u8> {
     message(
-        &[("From", "Alice <alice@example.com>"), ("To", "ops@example.com"), ("Subject", subject), ("Message-ID", message_id)],
+        &[
+            ("From", "Alice <alice@example.com>"),
+            ("To", "ops@example.com"),
+            ("Subject", subject),
+            ("Message-ID", message_id),
+        ],
         &format!("body of {subject}"),
     )
 }
