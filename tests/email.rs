@@ -267,3 +267,34 @@ async fn starttls_with_a_test_ca_and_refused_without_it() {
     let (_, body) = wait_ready(&d, "email:ops down", |_, body| mailbox(body)["status"] == "down").await;
     assert!(mailbox(&body)["detail"].to_string().contains("TLS handshake"), "{body}");
 }
+
+/// A new UIDVALIDITY is audited; the mail since the cursor last moved is
+/// read again by Message-ID, so what had started does not start again, and
+/// what came meanwhile starts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_uidvalidity_change_is_audited_and_read_again_by_message_id() {
+    let Some(mut server) = dovecot() else { return };
+    let setup = Setup::new("", &email_block(&server, "plain", "")).sop("every", &email_sop("every", None));
+    let mut d = setup.start();
+    wait_up(&d).await;
+    server.append("INBOX", &mail("one", "<one@test>"));
+    server.append("INBOX", &mail("two", "<two@test>"));
+    wait_subjects(&d, "every", 2).await;
+    d.stop();
+
+    server.renumber();
+    server.append("INBOX", &mail("three", "<three@test>"));
+    let d = setup.start();
+    wait_up(&d).await;
+    server.append("INBOX", &mail("four", "<four@test>"));
+    assert_eq!(wait_subjects(&d, "every", 4).await, strings(&["four", "one", "three", "two"]));
+    let (status, audit) = d.get("/admin/audit?limit=10000").await;
+    assert_eq!(status, 200, "{audit}");
+    let resets: Vec<&Value> =
+        audit["records"].as_array().unwrap().iter().filter(|r| r["kind"] == "source_reset").collect();
+    assert_eq!(resets.len(), 1, "{audit}");
+    let detail = &resets[0]["detail"];
+    assert_eq!(detail["source"], "email:ops");
+    assert_ne!(detail["old_uidvalidity"], detail["new_uidvalidity"], "{detail}");
+    assert_eq!(runs_of(&d, "every").await.len(), 4, "a mail started twice");
+}

@@ -279,3 +279,20 @@ fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
+
+impl Dovecot {
+    /// Makes the server renumber the mailbox (a new UIDVALIDITY), as a
+    /// restore would: stopped, its UID list and indexes removed, started.
+    pub fn renumber(&mut self) {
+        self.stop();
+        let maildir = self.dir.path().join("mail").join(USER);
+        for entry in std::fs::read_dir(&maildir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if name.starts_with("dovecot") {
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
+        self.start();
+    }
+}
