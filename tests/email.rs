@@ -298,3 +298,17 @@ async fn a_uidvalidity_change_is_audited_and_read_again_by_message_id() {
     assert_ne!(detail["old_uidvalidity"], detail["new_uidvalidity"], "{detail}");
     assert_eq!(runs_of(&d, "every").await.len(), 4, "a mail started twice");
 }
+
+/// A server without IDLE is checked every `poll_interval_secs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_idle_is_polled() {
+    let Some(server) = common::imap::dovecot_with("imap_capability = IMAP4rev1 LITERAL+ UIDPLUS") else { return };
+    let block = email_block(&server, "plain", "").replace("poll_interval_secs = 3600", "poll_interval_secs = 1");
+    let setup = Setup::new("", &block).sop("every", &email_sop("every", None));
+    let d = setup.start();
+    wait_up(&d).await;
+    let (_, first) = d.get("/ready").await;
+    server.append("INBOX", &mail("polled", "<polled@test>"));
+    assert_eq!(wait_subjects(&d, "every", 1).await, strings(&["polled"]));
+    wait_ready(&d, "a later poll", |_, body| mailbox(body)["last_poll_at"] != mailbox(&first)["last_poll_at"]).await;
+}

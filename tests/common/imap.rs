@@ -32,6 +32,12 @@ pub struct Dovecot {
 /// Dovecot, started; `None` (with the reason printed) only when it is not
 /// installed, so a machine without it skips rather than fails.
 pub fn dovecot() -> Option<Dovecot> {
+    dovecot_with("")
+}
+
+/// As [`dovecot`], with `extra` lines added to its config (e.g. an
+/// `imap_capability` without IDLE).
+pub fn dovecot_with(extra: &str) -> Option<Dovecot> {
     if !Path::new(DOVECOT).exists() {
         eprintln!("skipped: {DOVECOT} is not installed (apt-get install dovecot-imapd; .ci/run does)");
         return None;
@@ -41,7 +47,7 @@ pub fn dovecot() -> Option<Dovecot> {
     // the config, the password file and the maildir.
     set_mode(dir.path(), 0o755);
     let mut server = Dovecot { dir, port: free_port(), tls_port: free_port(), child: None };
-    server.write_config();
+    server.write_config(extra);
     server.start();
     Some(server)
 }
@@ -52,7 +58,7 @@ impl Dovecot {
         self.dir.path().join("ca.pem")
     }
 
-    fn write_config(&self) {
+    fn write_config(&self, extra: &str) {
         let dir = self.dir.path();
         write_certificates(dir);
         let (uid, gid) = mail_owner();
@@ -76,7 +82,7 @@ impl Dovecot {
              service imap-login {{\n\
                inet_listener imap {{\n    address = 127.0.0.1\n    port = {}\n  }}\n\
                inet_listener imaps {{\n    address = 127.0.0.1\n    port = {}\n    ssl = yes\n  }}\n\
-             }}\n",
+             }}\n{extra}\n",
             self.port, self.tls_port
         );
         std::fs::write(dir.join("dovecot.conf"), config).unwrap();

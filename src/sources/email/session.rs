@@ -264,7 +264,11 @@ async fn wait_idle(
         _ = shutdown.cancelled() => None,
     };
     let stop = match woken {
-        Some(Ok(IdleResponse::NewData(_) | IdleResponse::Timeout | IdleResponse::ManualInterrupt)) => false,
+        Some(Ok(IdleResponse::NewData(_) | IdleResponse::Timeout)) => false,
+        // The interrupt is held above, so this is the connection ending.
+        Some(Ok(IdleResponse::ManualInterrupt)) => {
+            return Err(SourceError::new("the server closed the connection during IDLE"));
+        }
         Some(Err(e)) => return Err(SourceError::new(format!("waiting in IDLE: {e}"))),
         None => true,
     };
