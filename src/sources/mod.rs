@@ -3,8 +3,10 @@
 //! lives in the gateway; MQTT, the cron scheduler and serial peripherals are
 //! here. Each `start` returns `None` when its source is not configured.
 
+pub mod feed;
 pub mod health;
 pub mod http;
+pub mod link;
 pub mod mqtt;
 pub mod peripheral;
 pub mod scheduler;
