@@ -1,7 +1,8 @@
 //! `config.toml` from disk. What the file may say, its defaults and its
 //! validation are fanin-core's (`fanin_core::config`, re-exported here so the
-//! runtime names one `config`); this module adds the one effect: reading the
-//! file and resolving the directory its relative paths start from.
+//! runtime names one `config`); this module adds the effects: reading the
+//! file, resolving the directory its relative paths start from, and reading
+//! the environment variables secrets are named by.
 
 use std::path::Path;
 
@@ -18,6 +19,23 @@ pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .ok_or_else(|| whole_file("cannot resolve the directory holding the config file".into()))?;
     Config::parse(&text, path, base_dir)
+}
+
+/// A secret's value: given inline, or read from the environment variable
+/// the block names. `key` is the dotted key it was configured by, for the
+/// message; the message never holds the value.
+pub fn secret(source: SecretSource<'_>, key: &str) -> Result<String, String> {
+    match source {
+        SecretSource::Inline(value) => Ok(value.to_string()),
+        SecretSource::Env(var) => match std::env::var(var) {
+            Ok(value) if !value.trim().is_empty() => Ok(value),
+            Ok(_) => Err(format!("{key}: the environment variable {var} is empty")),
+            Err(std::env::VarError::NotPresent) => Err(format!("{key}: the environment variable {var} is not set")),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err(format!("{key}: the environment variable {var} is not UTF-8"))
+            }
+        },
+    }
 }
 
 #[cfg(test)]

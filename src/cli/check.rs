@@ -63,7 +63,8 @@ pub fn explain(
     timezone: Option<String>,
 ) -> Result<(), Failure> {
     let source = Source::parse(source).ok_or_else(|| {
-        Failure::new(format!("--source {source:?}: expected webhook, sop_webhook, mqtt, cron, peripheral or manual"))
+        let names: Vec<&str> = Source::ALL.iter().map(|s| s.as_str()).collect();
+        Failure::new(format!("--source {source:?}: expected one of {}", names.join(", ")))
     })?;
     let max_depth = load_config(config_path)?.gateway.max_payload_depth;
     let payload = match payload {

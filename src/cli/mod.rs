@@ -43,7 +43,7 @@ pub enum Command {
     Validate,
     /// Dry run: which triggers an event would match, and why the others not.
     Explain {
-        /// webhook | sop_webhook | mqtt | cron | peripheral | manual
+        /// webhook | sop_webhook | mqtt | cron | peripheral | manual | email | slack | telegram | google_drive
         #[arg(long)]
         source: String,
         /// Path (webhook), topic (mqtt), expression (cron), board/signal

@@ -179,7 +179,8 @@ impl Dispatcher {
     }
 
     /// `dispatch`, committing `extra` writes in the same transaction even
-    /// when nothing matches (the cron scheduler's `CronChecked`, so a fire
+    /// when nothing matches or the event is a duplicate (the cron
+    /// scheduler's `CronChecked`, a source's cursor), so a fire
     /// and its bookkeeping are durable together). One pass: match, admit and
     /// plan (`runs::plan`), commit, report.
     pub async fn dispatch_with(&self, event: Event, extra: Vec<Write>) -> Result<DispatchReport, DispatchError> {
@@ -200,6 +201,7 @@ impl Dispatcher {
             let mut admission = self.admission.lock().expect("admission lock");
             plan::plan_event(&catalog, &matched, &input, &mut admission, &ctx, &mut Fresh)
         };
+        let extra_alone = (!extra.is_empty()).then(|| extra.clone());
         batch.writes.extend(extra);
         // The MQTT source keeps a window of messages in flight, so its
         // commits can wait a moment to share an fsync; everyone else has a
@@ -222,7 +224,14 @@ impl Dispatcher {
                 self.announce(&effects);
                 Ok(DispatchReport::Accepted { event_id: event.id, outcomes })
             }
-            Committed::Duplicate { response } => Ok(DispatchReport::Duplicate { response }),
+            Committed::Duplicate { response } => {
+                // Nothing of the event was written; its source's
+                // bookkeeping (a cursor past a redelivered message) still is.
+                if let Some(writes) = extra_alone {
+                    self.store.commit(Batch { idempotency: None, writes }).await?;
+                }
+                Ok(DispatchReport::Duplicate { response })
+            }
         }
     }
 
@@ -235,6 +244,9 @@ impl Dispatcher {
         if let Some(idem) = &event.idempotency {
             let earlier = self.store.idempotency_response(&idem.scope, &idem.key, event.received_at).await?;
             if let Some(response) = earlier {
+                if !extra.is_empty() {
+                    self.store.commit(Batch { idempotency: None, writes: extra }).await?;
+                }
                 return Ok(DispatchReport::Duplicate { response });
             }
         }
@@ -264,6 +276,12 @@ impl Dispatcher {
     /// Audits a refused event (`event_refused`). Returns once the record is
     /// durable, so the source acknowledges only what left a trace.
     pub async fn refuse(&self, refusal: Refusal) -> Result<(), DispatchError> {
+        self.refuse_with(refusal, Vec::new()).await
+    }
+
+    /// `refuse`, committing `extra` with the record (a source's cursor
+    /// moving past what it refused).
+    pub async fn refuse_with(&self, refusal: Refusal, extra: Vec<Write>) -> Result<(), DispatchError> {
         let detail = json!({
             "source": refusal.source,
             "topic": refusal.topic,
@@ -275,7 +293,9 @@ impl Dispatcher {
         });
         let record =
             NewAudit { at: refusal.received_at, kind: AuditKind::EventRefused, run_id: None, sop: None, detail };
-        let batch = Batch { idempotency: None, writes: vec![Write::Audit(record)] };
+        let mut writes = vec![Write::Audit(record)];
+        writes.extend(extra);
+        let batch = Batch { idempotency: None, writes };
         match refusal.source {
             Source::Mqtt => self.store.commit_pipelined(batch).await?,
             _ => self.store.commit(batch).await?,

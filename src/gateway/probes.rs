@@ -84,7 +84,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         metrics::gauge!("fanin_source_reconnects", "source" => name.clone()).set(source.reconnects as f64);
         if let Some(at) = source.last_event_at {
             let age = (now - at).num_milliseconds() as f64 / 1000.0;
-            metrics::gauge!("fanin_source_last_event_age_seconds", "source" => name).set(age);
+            metrics::gauge!("fanin_source_last_event_age_seconds", "source" => name.clone()).set(age);
+        }
+        if let Some(at) = source.last_poll_at {
+            let age = (now - at).num_milliseconds() as f64 / 1000.0;
+            metrics::gauge!("fanin_source_last_poll_age_seconds", "source" => name).set(age);
         }
     }
     let watch = state.store.watch();

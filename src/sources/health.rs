@@ -25,16 +25,21 @@ pub struct SourceState {
     pub reconnects: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_event_at: Option<DateTime<Utc>>,
+    /// Polling sources: when the source last asked and was answered, so
+    /// one that hears nothing is told apart from one that cannot ask.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_poll_at: Option<DateTime<Utc>>,
 }
 
 impl Default for SourceState {
     fn default() -> Self {
-        SourceState { status: Status::Connecting, detail: None, reconnects: 0, last_event_at: None }
+        SourceState { status: Status::Connecting, detail: None, reconnects: 0, last_event_at: None, last_poll_at: None }
     }
 }
 
 /// Every source's state, by name (`webhook`, `mqtt`, `cron`,
-/// `peripheral:<board>`).
+/// `peripheral:<board>`, and `<kind>:<alias>` for channels and Drive:
+/// `email:ops`, `slack:team`, `telegram:bot`, `google_drive:shared`).
 #[derive(Default)]
 pub struct SourcesHealth {
     sources: Mutex<BTreeMap<String, SourceState>>,

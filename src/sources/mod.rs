@@ -3,8 +3,11 @@
 //! lives in the gateway; MQTT, the cron scheduler and serial peripherals are
 //! here. Each `start` returns `None` when its source is not configured.
 
+pub mod email;
+pub mod feed;
 pub mod health;
 pub mod http;
+pub mod link;
 pub mod mqtt;
 pub mod peripheral;
 pub mod scheduler;
@@ -39,6 +42,7 @@ pub type SourceTask = tokio::task::JoinHandle<()>;
 pub fn start_all(ctx: &SourceContext) -> Result<Vec<SourceTask>, String> {
     let mut tasks = Vec::new();
     tasks.extend(mqtt::start(ctx)?);
+    tasks.extend(email::start(ctx)?);
     tasks.extend(scheduler::start(ctx)?);
     tasks.extend(peripheral::start(ctx)?);
     Ok(tasks)

@@ -164,6 +164,10 @@ impl Store for FaultyStore {
         self.check()?;
         self.inner.cron_last_check(key).await
     }
+    async fn cursor(&self, source: &str) -> Result<Option<Cursor>, StoreError> {
+        self.check()?;
+        self.inner.cursor(source).await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         self.check()?;
         self.inner.ping().await

@@ -328,6 +328,11 @@ impl Store for SqliteStore {
         self.readers.run("read cron state", move |conn| reads::cron_last_check(conn, &key)).await
     }
 
+    async fn cursor(&self, source: &str) -> Result<Option<Cursor>, StoreError> {
+        let source = source.to_owned();
+        self.readers.run("read a source cursor", move |conn| reads::cursor(conn, &source)).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         if !self.read_only && self.queue.as_ref().is_none_or(|queue| queue.is_disconnected()) {
             return Err(self.writer_gone());

@@ -30,6 +30,19 @@ pub fn cross_warnings(config: &Config, sops: &[Sop]) -> Vec<String> {
                     ));
                 }
             }
+            let instance = match &t.spec {
+                TriggerSpec::Channel { channel, alias } => Some((channel.as_str(), alias)),
+                TriggerSpec::Drive { alias, .. } => Some(("google_drive", alias)),
+                _ => None,
+            };
+            if let Some((kind, alias)) = instance {
+                if let Some(unheard) = unheard_instance(config, kind, alias.as_deref()) {
+                    warnings.push(format!(
+                        "{}: triggers[{i}]: {unheard}; this trigger will never fire",
+                        sop.file.display()
+                    ));
+                }
+            }
             if let TriggerSpec::Mqtt { topic } = &t.spec {
                 let mqtt = config.channels_config.mqtt.as_ref();
                 let subscribed = mqtt.map(|m| m.topics.as_slice()).unwrap_or(&[]);
@@ -45,4 +58,19 @@ pub fn cross_warnings(config: &Config, sops: &[Sop]) -> Vec<String> {
         }
     }
     warnings
+}
+
+/// Why a channel or drive trigger hears nothing, if it does not: no enabled
+/// block of its kind (and alias) in config.toml.
+fn unheard_instance(config: &Config, kind: &str, alias: Option<&str>) -> Option<String> {
+    let mut of_kind = config.channels_config.instances().filter(|(k, _, _)| *k == kind);
+    let heard = match alias {
+        Some(alias) => of_kind.any(|(_, a, enabled)| a == alias && enabled),
+        None => of_kind.any(|(_, _, enabled)| enabled),
+    };
+    let table = match alias {
+        Some(alias) => format!("[channels_config.{kind}.{alias}]"),
+        None => format!("[channels_config.{kind}.<alias>]"),
+    };
+    (!heard).then(|| format!("no enabled {table} in {}", config.file.display()))
 }

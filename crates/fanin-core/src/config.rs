@@ -19,6 +19,9 @@ use serde::Deserialize;
 
 use crate::strict_toml::{deserialize_table, read_strict};
 
+mod channels;
+pub use channels::{DriveConfig, EmailConfig, SecretSource, Security, SlackConfig, TelegramConfig, TelegramMode};
+
 #[derive(Clone, Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -106,6 +109,12 @@ pub struct ChannelsConfig {
     /// `[channels_config.mqtt]` as written, read into `mqtt` at load.
     #[serde(rename = "mqtt")]
     mqtt_table: Option<toml::Table>,
+    /// Inboxes, by alias (`[channels_config.email.<alias>]`).
+    pub email: BTreeMap<String, EmailConfig>,
+    pub slack: BTreeMap<String, SlackConfig>,
+    pub telegram: BTreeMap<String, TelegramConfig>,
+    /// Drive change feeds, by alias.
+    pub google_drive: BTreeMap<String, DriveConfig>,
 }
 
 /// `[channels]`, where ZeroClaw moved `[channels_config]`: only its MQTT
@@ -403,6 +412,7 @@ impl Config {
             validate_peripheral(board, peripheral, &mut problems);
         }
         validate_delivery(&self.delivery, &mut problems);
+        self.channels_config.validate_sources(&mut problems);
         for (name, destination) in [("executor", &self.destinations.executor), ("agent", &self.destinations.agent)] {
             if let Some(destination) = destination {
                 if let Err(reason) = check_http_url(&destination.url) {
@@ -1040,7 +1050,13 @@ mod tests {
     #[test]
     fn other_zeroclaw_channels_are_unknown_keys() {
         assert_error("[channels.webhook]\nport = 8080\n", "channels.webhook", "unknown key; expected `mqtt`");
-        assert_error("[channels_config.telegram]\nbot_token = \"x\"\n", "channels_config.telegram", "unknown key");
+        assert_error("[channels_config.discord]\nbot_token = \"x\"\n", "channels_config.discord", "unknown key");
+        // ZeroClaw's one-block Telegram layout: fanin's takes one table per alias.
+        assert_error(
+            "[channels_config.telegram]\nbot_token = \"x\"\n",
+            "channels_config.telegram.bot_token",
+            "invalid type",
+        );
     }
 
     #[test]

@@ -20,6 +20,14 @@ pub enum Source {
     Cron,
     Peripheral,
     Manual,
+    /// An inbox (IMAP): one event per new message.
+    Email,
+    /// The Slack Events API: one event per event callback.
+    Slack,
+    /// The Telegram Bot API: one event per update.
+    Telegram,
+    /// The Google Drive v3 changes feed: one event per change.
+    GoogleDrive,
 }
 
 /// The trigger `type` of SOP.toml an event of a source can match.
@@ -31,6 +39,9 @@ pub enum TriggerType {
     Cron,
     Peripheral,
     Manual,
+    /// ZeroClaw's `channel` trigger: email, slack, telegram.
+    Channel,
+    Drive,
 }
 
 impl Source {
@@ -41,8 +52,24 @@ impl Source {
             Source::Cron => TriggerType::Cron,
             Source::Peripheral => TriggerType::Peripheral,
             Source::Manual => TriggerType::Manual,
+            Source::Email | Source::Slack | Source::Telegram => TriggerType::Channel,
+            Source::GoogleDrive => TriggerType::Drive,
         }
     }
+
+    /// Every source, for tables that must cover them all.
+    pub const ALL: [Source; 10] = [
+        Source::Webhook,
+        Source::SopWebhook,
+        Source::Mqtt,
+        Source::Cron,
+        Source::Peripheral,
+        Source::Manual,
+        Source::Email,
+        Source::Slack,
+        Source::Telegram,
+        Source::GoogleDrive,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -52,6 +79,10 @@ impl Source {
             Source::Cron => "cron",
             Source::Peripheral => "peripheral",
             Source::Manual => "manual",
+            Source::Email => "email",
+            Source::Slack => "slack",
+            Source::Telegram => "telegram",
+            Source::GoogleDrive => "google_drive",
         }
     }
 
@@ -63,6 +94,10 @@ impl Source {
             "cron" => Source::Cron,
             "peripheral" => Source::Peripheral,
             "manual" => Source::Manual,
+            "email" => Source::Email,
+            "slack" => Source::Slack,
+            "telegram" => Source::Telegram,
+            "google_drive" => Source::GoogleDrive,
             _ => return None,
         })
     }
@@ -76,6 +111,8 @@ impl TriggerType {
             TriggerType::Cron => "cron",
             TriggerType::Peripheral => "peripheral",
             TriggerType::Manual => "manual",
+            TriggerType::Channel => "channel",
+            TriggerType::Drive => "drive",
         }
     }
 }
@@ -247,7 +284,16 @@ pub struct IdempotencyKey {
     /// and the same key on other bytes is a client bug to report, not a
     /// duplicate to swallow.
     pub fingerprint: String,
+    /// How long the key is remembered when not the gateway's
+    /// `idempotency_ttl_secs`: a source's own dedupe keys outlive HTTP retries.
+    pub ttl: Option<chrono::Duration>,
 }
+
+/// How long a source's dedupe key (a Message-ID, a Slack `event_id`, a
+/// Telegram `update_id`) is remembered: longer than any retry schedule of
+/// the services that resend, and than a mailbox rebuilt under a new
+/// UIDVALIDITY is usually re-read.
+pub const SOURCE_DEDUPE_TTL_SECS: i64 = 7 * 24 * 3600;
 
 impl IdempotencyKey {
     /// The field of a claim's stored response that keeps its fingerprint.
@@ -259,6 +305,20 @@ impl IdempotencyKey {
             scope: format!("{caller} {path}"),
             key: key.to_string(),
             fingerprint: hex::encode(Sha256::digest(body)),
+            ttl: None,
+        }
+    }
+
+    /// A source's own dedupe key, scoped to the source instance
+    /// (`email:ops`): the same key is the same event, whatever bytes carried
+    /// it the second time (a redelivered mail, a retried Slack callback).
+    pub fn of_source(instance: &str, key: &str) -> IdempotencyKey {
+        use sha2::{Digest, Sha256};
+        IdempotencyKey {
+            scope: format!("source {instance}"),
+            key: key.to_string(),
+            fingerprint: hex::encode(Sha256::digest(key.as_bytes())),
+            ttl: Some(chrono::Duration::seconds(SOURCE_DEDUPE_TTL_SECS)),
         }
     }
 

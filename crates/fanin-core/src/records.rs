@@ -154,10 +154,14 @@ pub enum AuditKind {
     /// An operator cancelled a run (who, through which interface, why, and
     /// what of it was withdrawn).
     RunCancelled,
+    /// A source's cursor no longer names a place in what it reads (a
+    /// mailbox's UIDVALIDITY changed, an expired Drive page token): what
+    /// it did instead.
+    SourceReset,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 18] = [
+    pub const ALL: [AuditKind; 19] = [
         AuditKind::RunStarted,
         AuditKind::RunDeferred,
         AuditKind::RunPromoted,
@@ -176,6 +180,7 @@ impl AuditKind {
         AuditKind::EventRefused,
         AuditKind::PairingCodeRetired,
         AuditKind::RunCancelled,
+        AuditKind::SourceReset,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -198,6 +203,7 @@ impl AuditKind {
             AuditKind::EventRefused => "event_refused",
             AuditKind::PairingCodeRetired => "pairing_code_retired",
             AuditKind::RunCancelled => "run_cancelled",
+            AuditKind::SourceReset => "source_reset",
         }
     }
 
@@ -258,6 +264,15 @@ pub enum Write {
     /// The cron scheduler has looked at every fire point up to `at` for `key`.
     CronChecked {
         key: String,
+        at: DateTime<Utc>,
+    },
+    /// Compare-and-set on a source's cursor (`email:ops`: where in its
+    /// feed it has read to): `from` must be what is stored (`None`: no
+    /// cursor yet), else `Conflict`, so two writers never both advance it.
+    SetCursor {
+        source: String,
+        from: Option<String>,
+        to: String,
         at: DateTime<Utc>,
     },
     /// Compare-and-set on the run's step index (`from` must hold).
@@ -350,6 +365,13 @@ pub struct IdempotencyClaim {
     pub expires_at: DateTime<Utc>,
     /// What a duplicate of this request is answered with.
     pub response: Value,
+}
+
+/// Where a source has read to, as it stored it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    pub value: String,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// An atomic unit of writes: all of it is committed, or none of it.

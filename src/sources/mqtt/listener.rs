@@ -18,13 +18,13 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
 
-use super::link::{self, LinkLog, Say};
 use super::protocol::{AckToken, Client, Connection, Failure, Heard, Message};
 use super::{Settings, SOURCE};
 use crate::backoff::Backoff;
 use crate::dispatch::{DispatchError, Refusal};
 use crate::event::{self, Event, Source, TooDeep};
 use crate::sources::health::Status;
+use crate::sources::link::{self, LinkLog, Say};
 use crate::sources::SourceContext;
 
 /// How long shutdown waits for dispatches in flight (and their acks).

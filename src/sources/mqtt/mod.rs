@@ -23,7 +23,7 @@
 //!   `Up` once the broker granted them all; a filter the broker refuses
 //!   leaves it `Down` with the filter named.
 //! - **Reconnection** uses capped exponential backoff with jitter
-//!   ([`crate::backoff`], [`link`]: 0.5 s doubling to 30 s, drawn in the upper half of each
+//!   ([`crate::backoff`], [`crate::sources::link`]: 0.5 s doubling to 30 s, drawn in the upper half of each
 //!   step). Every state change is logged once (connected; lost or refused,
 //!   with the reason); further failed retries for the same reason log at
 //!   debug only. Health: `Connecting` until the first attempt ends, `Up` when
@@ -65,7 +65,6 @@
 //!
 //! Every event carries `client = "mqtt:<client_id>"`.
 
-mod link;
 mod listener;
 mod protocol;
 

@@ -20,7 +20,7 @@ use super::codec::{
 use super::schema::open_reader;
 use super::shm::ShmGuard;
 use crate::store::{
-    AuditQuery, AuditRecord, DueEntry, OutboxRecord, OutboxStatus, PairingLookup, RunQuery, RunRecord, SopLoad,
+    AuditQuery, AuditRecord, Cursor, DueEntry, OutboxRecord, OutboxStatus, PairingLookup, RunQuery, RunRecord, SopLoad,
     StepRecord, StoreError, Tallies, TokenRecord,
 };
 use fanin_core::runs::RunStatus;
@@ -304,6 +304,12 @@ pub(super) fn list_tokens(conn: &Connection) -> rusqlite::Result<Vec<TokenRecord
 pub(super) fn cron_last_check(conn: &Connection, key: &str) -> rusqlite::Result<Option<DateTime<Utc>>> {
     conn.prepare_cached("SELECT last_check FROM cron_state WHERE key = ?1")?
         .query_row([key], |row| time_at(row, 0))
+        .optional()
+}
+
+pub(super) fn cursor(conn: &Connection, source: &str) -> rusqlite::Result<Option<Cursor>> {
+    conn.prepare_cached("SELECT value, updated_at FROM source_cursors WHERE source = ?1")?
+        .query_row([source], |row| Ok(Cursor { value: row.get(0)?, updated_at: time_at(row, 1)? }))
         .optional()
 }
 

@@ -13,7 +13,7 @@ use super::codec::store_error;
 use crate::store::StoreError;
 
 /// The schema this code reads and writes.
-pub(super) const SCHEMA_VERSION: i64 = 6;
+pub(super) const SCHEMA_VERSION: i64 = 7;
 
 /// Runs, keyed by `seq`, the order they were written in.
 ///
@@ -166,6 +166,17 @@ CREATE INDEX outbox_undelivered_by_run ON outbox (run_id, seq) WHERE status IN (
 const OUTBOX_DUE_INDEX: &str =
     "CREATE INDEX outbox_due ON outbox (destination, next_attempt_at, seq) WHERE status = 'pending';";
 
+/// Where each polling or streaming source has read to (version 7): a
+/// mailbox's UIDVALIDITY and last UID, Telegram's update offset, a Drive
+/// page token. Keyed by the instance (`email:ops`); the value is the
+/// source's own text.
+const SOURCE_CURSORS: &str = "
+CREATE TABLE source_cursors (
+    source     TEXT    NOT NULL PRIMARY KEY,
+    value      TEXT    NOT NULL,
+    updated_at INTEGER NOT NULL
+);";
+
 /// A new file: every table in its current form. A file of an older version
 /// gets there through [`UPGRADES`] instead; a test checks both roads end in
 /// the same tables, columns and indexes.
@@ -181,6 +192,7 @@ const SCHEMA: &[&str] = &[
     RUN_STEPS_INDEXES,
     OUTBOX,
     OUTBOX_DUE_INDEX,
+    SOURCE_CURSORS,
 ];
 
 /// Version 1 → 2: the run's step index (existing runs are at step 0, which
@@ -222,10 +234,13 @@ const UPGRADE_V4_TO_V5: &[&str] = &[OUTBOX_DUE_INDEX];
 /// stored before. Adding columns rewrites no row.
 const UPGRADE_V5_TO_V6: &[&str] = &[RUNS_REQUEST_COLUMNS];
 
+/// Version 6 → 7: the sources' cursors.
+const UPGRADE_V6_TO_V7: &[&str] = &[SOURCE_CURSORS];
+
 /// `UPGRADES[i]` brings a file from version `i + 1` to `i + 2`; each one's
 /// statements run in order.
 const UPGRADES: &[&[&str]] =
-    &[UPGRADE_V1_TO_V2, UPGRADE_V2_TO_V3, UPGRADE_V3_TO_V4, UPGRADE_V4_TO_V5, UPGRADE_V5_TO_V6];
+    &[UPGRADE_V1_TO_V2, UPGRADE_V2_TO_V3, UPGRADE_V3_TO_V4, UPGRADE_V4_TO_V5, UPGRADE_V5_TO_V6, UPGRADE_V6_TO_V7];
 
 /// The connection the writer thread owns: WAL so readers (here and in other
 /// processes) run beside it, and `synchronous = FULL` so a commit that was

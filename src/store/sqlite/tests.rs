@@ -271,6 +271,25 @@ async fn set_status_is_compare_and_set() {
 }
 
 #[tokio::test]
+async fn a_source_cursor_is_compare_and_set() {
+    let (_dir, store) = open_temp();
+    let set = |from: Option<&str>, to: &str, at| Batch {
+        idempotency: None,
+        writes: vec![Write::SetCursor { source: "email:ops".into(), from: from.map(Into::into), to: to.into(), at }],
+    };
+    assert_eq!(store.cursor("email:ops").await.unwrap(), None);
+    store.commit(set(None, "7/10", t(1))).await.unwrap();
+    assert_eq!(store.cursor("email:ops").await.unwrap(), Some(Cursor { value: "7/10".into(), updated_at: t(1) }));
+    let again = store.commit(set(None, "7/11", t(2))).await;
+    assert!(matches!(again, Err(StoreError::Conflict(ref m)) if m.contains("email:ops")), "{again:?}");
+    let stale = store.commit(set(Some("7/9"), "7/11", t(2))).await;
+    assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+    store.commit(set(Some("7/10"), "7/12", t(3))).await.unwrap();
+    assert_eq!(store.cursor("email:ops").await.unwrap().unwrap().value, "7/12");
+    assert_eq!(store.cursor("telegram:bot").await.unwrap(), None, "cursors are per instance");
+}
+
+#[tokio::test]
 async fn a_batch_whose_second_write_fails_leaves_no_trace() {
     let (_dir, store) = open_temp();
     let r = run("r", "s", RunStatus::Running, t(0));
@@ -847,12 +866,12 @@ async fn a_file_from_a_newer_fanin_is_refused() {
 }
 
 #[tokio::test]
-async fn the_file_is_in_wal_mode_with_schema_version_6() {
+async fn the_file_is_in_wal_mode_with_schema_version_7() {
     let (dir, _store) = open_temp();
     let conn = rusqlite::Connection::open(db_path(&dir)).unwrap();
     let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!((mode.as_str(), version), ("wal", 6));
+    assert_eq!((mode.as_str(), version), ("wal", 7));
 }
 
 #[tokio::test]

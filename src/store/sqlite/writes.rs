@@ -85,6 +85,7 @@ fn json_value(write: &Write) -> Option<&Value> {
         Write::Enqueue(entry) => Some(&entry.envelope),
         Write::SetStatus { .. }
         | Write::CronChecked { .. }
+        | Write::SetCursor { .. }
         | Write::SetStep { .. }
         | Write::PendStep { .. }
         | Write::LeaseStep { .. }
@@ -186,6 +187,7 @@ fn apply_write(conn: &Connection, write: &Write, texts: &Texts) -> Result<(), Fa
         }
         Write::Audit(audit) => insert_audit(conn, audit, json),
         Write::CronChecked { key, at } => cron_checked(conn, key, *at),
+        Write::SetCursor { source, from, to, at } => set_cursor(conn, source, from.as_deref(), to, *at),
         Write::SetStep { run_id, from, to, at } => set_step(conn, run_id, *from, *to, *at),
         Write::PendStep { run_id, index, at } => pend_step(conn, run_id, *index, *at),
         Write::LeaseStep { run_id, index, lease_id, until, at } => {
@@ -321,6 +323,26 @@ fn cron_checked(conn: &Connection, key: &str, at: DateTime<Utc>) -> Result<(), F
     )?
     .execute(params![key, micros(at)])?;
     Ok(())
+}
+
+/// Compare-and-set on a source's cursor: an update of the stored value, or
+/// the first insert when `from` is `None`; anything else is a writer that
+/// read a cursor that has moved since.
+fn set_cursor(conn: &Connection, source: &str, from: Option<&str>, to: &str, at: DateTime<Utc>) -> Result<(), Failure> {
+    let changed = match from {
+        Some(from) => conn
+            .prepare_cached("UPDATE source_cursors SET value = ?3, updated_at = ?4 WHERE source = ?1 AND value = ?2")?
+            .execute(params![source, from, to, micros(at)])?,
+        None => conn
+            .prepare_cached(
+                "INSERT INTO source_cursors (source, value, updated_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![source, to, micros(at)])?,
+    };
+    if changed == 1 {
+        return Ok(());
+    }
+    Err(conflict(format!("the cursor of {source} is no longer {from:?}")))
 }
 
 fn conflict(message: String) -> Failure {

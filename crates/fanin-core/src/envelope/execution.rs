@@ -94,7 +94,12 @@ mod tests {
             (Source::Cron, "so.trigger.schedule"),
             (Source::Peripheral, "so.trigger.peripheral"),
             (Source::Manual, "so.trigger.manual"),
+            (Source::Email, "so.trigger.email"),
+            (Source::Slack, "so.trigger.slack"),
+            (Source::Telegram, "so.trigger.telegram"),
+            (Source::GoogleDrive, "so.trigger.google-drive"),
         ];
+        assert_eq!(table.len(), Source::ALL.len());
         for (source, workflow) in table {
             assert_eq!(trigger_workflow(source), workflow, "{source:?}");
         }
@@ -103,9 +108,7 @@ mod tests {
     #[test]
     fn every_source_builds_a_valid_envelope_for_the_executor() {
         let steps = fixtures::deploy_steps();
-        for source in
-            [Source::Webhook, Source::SopWebhook, Source::Mqtt, Source::Cron, Source::Peripheral, Source::Manual]
-        {
+        for source in Source::ALL {
             let envelope = deploy_envelope(source, Destination::Executor, &steps, None);
             if let Err(errors) = schema::validate(&envelope) {
                 panic!("{source:?}: {errors:#?}\n{envelope:#}");

@@ -108,7 +108,12 @@ mod tests {
             (Source::Mqtt, "mqtt", "topic", "payload"),
             (Source::Peripheral, "peripheral", "topic", "payload"),
             (Source::Manual, "manual", "topic", "payload"),
+            (Source::Email, "email", "topic", "payload"),
+            (Source::Slack, "slack", "topic", "payload"),
+            (Source::Telegram, "telegram", "topic", "payload"),
+            (Source::GoogleDrive, "google-drive", "topic", "payload"),
         ];
+        assert_eq!(table.len(), Source::ALL.len());
         for (source, name, place, content) in table {
             let e = fixtures::deploy_event(source);
             let env = build(&e, None);

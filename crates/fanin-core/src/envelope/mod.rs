@@ -85,14 +85,18 @@ pub fn trigger_name(source: Source) -> &'static str {
         Source::Cron => "schedule",
         Source::Peripheral => "peripheral",
         Source::Manual => "manual",
+        Source::Email => "email",
+        Source::Slack => "slack",
+        Source::Telegram => "telegram",
+        Source::GoogleDrive => "google-drive",
     }
 }
 
 /// `{id, source, timestamp, ...}` as Smart Office's triggers shape their
 /// events: a webhook has its `path`, `body`, `query` and `headers` (empty
 /// for a run stored before fanin kept them); a schedule its expression as
-/// `rule`; every other source its `topic`; both of those carry what arrived
-/// as `payload`.
+/// `rule`; every other source its `topic` (a channel's or Drive's is
+/// `<kind>/<alias>`); both of those carry what arrived as `payload`.
 fn trigger_json(
     id: &str,
     source: Source,
@@ -118,7 +122,13 @@ fn trigger_json(
             event.insert("rule".into(), topic);
             event.insert("payload".into(), content);
         }
-        Source::Mqtt | Source::Peripheral | Source::Manual => {
+        Source::Mqtt
+        | Source::Peripheral
+        | Source::Manual
+        | Source::Email
+        | Source::Slack
+        | Source::Telegram
+        | Source::GoogleDrive => {
             event.insert("topic".into(), topic);
             event.insert("payload".into(), content);
         }
@@ -222,7 +232,12 @@ mod tests {
             (Source::Cron, "schedule"),
             (Source::Peripheral, "peripheral"),
             (Source::Manual, "manual"),
+            (Source::Email, "email"),
+            (Source::Slack, "slack"),
+            (Source::Telegram, "telegram"),
+            (Source::GoogleDrive, "google-drive"),
         ];
+        assert_eq!(table.len(), Source::ALL.len());
         for (source, name) in table {
             assert_eq!(trigger_name(source), name, "{source:?}");
             assert_eq!(legacy::event_json(&fixtures::deploy_event(source))["source"], json!(name), "{source:?}");

@@ -25,6 +25,10 @@ pub fn deploy_event(source: Source) -> Event {
         Source::Cron => "0 0 8 * * *",
         Source::Peripheral => "nucleo-f401re/pin_3",
         Source::Manual => "deploy-pipeline",
+        Source::Email => "email/ops",
+        Source::Slack => "slack/team",
+        Source::Telegram => "telegram/bot",
+        Source::GoogleDrive => "google_drive/shared",
     };
     let payload = Payload::Json(json!({"branch": "main", "build": 812, "commit": "9f2c1e0"}));
     let mut event = Event::new("0195a1b2-0000-7000-8000-0000000000e1", source, topic, payload, at);
@@ -83,14 +87,7 @@ pub fn deploy_steps() -> Vec<Step> {
 /// Any event a source can hand over: any source, topic and payload, at
 /// any millisecond from 1970 to 9999.
 pub fn any_event() -> impl Strategy<Value = Event> {
-    let source = prop::sample::select(vec![
-        Source::Webhook,
-        Source::SopWebhook,
-        Source::Mqtt,
-        Source::Cron,
-        Source::Peripheral,
-        Source::Manual,
-    ]);
+    let source = prop::sample::select(Source::ALL.to_vec());
     let payload = prop_oneof![
         3 => json_value(5, 40).prop_map(Payload::Json),
         1 => hostile_text(30).prop_map(Payload::Text),

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::event::{Event, TriggerType};
+use crate::event::{Event, Source, TriggerType};
 use crate::sop::{Sop, TriggerSpec};
 
 /// A trigger, named by the position of its SOP in the catalog and its own
@@ -26,6 +26,9 @@ pub struct Index {
     /// Keyed by expression; the timezone is checked on lookup.
     cron: HashMap<Box<str>, Vec<TriggerRef>>,
     mqtt: FilterTrie,
+    /// Channel and drive triggers, keyed by the topic they listen on: the
+    /// instance's (`email/ops`) or, without an alias, the kind's (`email`).
+    instances: HashMap<Box<str>, Vec<TriggerRef>>,
 }
 
 impl Index {
@@ -42,6 +45,12 @@ impl Index {
                         index.peripheral.entry(format!("{board}/{signal}").into()).or_default().push(r)
                     }
                     TriggerSpec::Manual => index.manual.entry(sop.name.as_str().into()).or_default().push(r),
+                    TriggerSpec::Channel { channel, alias } => {
+                        index.instances.entry(instance_key(channel.source(), alias)).or_default().push(r)
+                    }
+                    TriggerSpec::Drive { alias, .. } => {
+                        index.instances.entry(instance_key(Source::GoogleDrive, alias)).or_default().push(r)
+                    }
                 }
             }
         }
@@ -68,8 +77,51 @@ impl Index {
                 self.mqtt.matches(topic, out);
                 out[start..].sort_unstable();
             }
+            TriggerType::Channel | TriggerType::Drive => {
+                // `email/ops` is heard by the `email/ops` triggers and by
+                // the `email` ones; an event of a kind alone (`explain`
+                // with topic `email`) by the kind's triggers only.
+                if topic.split('/').next() != Some(event.source.as_str()) {
+                    return;
+                }
+                extend(out, self.instances.get(topic));
+                if let Some((kind, _)) = topic.split_once('/') {
+                    extend(out, self.instances.get(kind));
+                }
+                out[start..].sort_unstable();
+                let payload = event.payload.json();
+                let mut kept = start;
+                for i in start..out.len() {
+                    if drive_filters_hold(trigger_spec(sops, out[i]), payload) {
+                        out[kept] = out[i];
+                        kept += 1;
+                    }
+                }
+                out.truncate(kept);
+            }
         }
     }
+}
+
+/// The topic a channel or drive trigger listens on.
+fn instance_key(source: Source, alias: &Option<String>) -> Box<str> {
+    match alias {
+        Some(alias) => format!("{}/{alias}", source.as_str()).into(),
+        None => source.as_str().into(),
+    }
+}
+
+/// A drive trigger's `events` and `folder_id` against a change's payload
+/// (`change`, `file.parents`); every other trigger passes.
+fn drive_filters_hold(spec: &TriggerSpec, payload: Option<&serde_json::Value>) -> bool {
+    let TriggerSpec::Drive { events, folder_id, .. } = spec else { return true };
+    let change = payload.and_then(|p| p.get("change")).and_then(serde_json::Value::as_str);
+    let kind_ok = events.is_empty() || change.is_some_and(|c| events.iter().any(|e| e.as_str() == c));
+    let folder_ok = folder_id.as_ref().is_none_or(|folder| {
+        let parents = payload.and_then(|p| p.pointer("/file/parents")).and_then(serde_json::Value::as_array);
+        parents.is_some_and(|parents| parents.iter().any(|p| p.as_str() == Some(folder)))
+    });
+    kind_ok && folder_ok
 }
 
 fn extend(out: &mut Vec<TriggerRef>, refs: Option<&Vec<TriggerRef>>) {
@@ -241,6 +293,56 @@ mod tests {
         assert_eq!(matched(&index, &sops, Source::Manual, "button"), Vec::<u32>::new());
         // A webhook path never matches an MQTT topic of the same text.
         assert_eq!(matched(&index, &sops, Source::Mqtt, "/webhook"), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn channel_triggers_hear_their_instance_or_every_instance_of_their_kind() {
+        use crate::sop::ChannelKind;
+        let channel = |channel, alias: Option<&str>| TriggerSpec::Channel { channel, alias: alias.map(Into::into) };
+        let sops = vec![
+            sop_with("ops-mail", vec![channel(ChannelKind::Email, Some("ops"))]),
+            sop_with("any-mail", vec![channel(ChannelKind::Email, None)]),
+            sop_with("slack", vec![channel(ChannelKind::Slack, Some("ops"))]),
+        ];
+        let index = Index::build(&sops);
+        assert_eq!(matched(&index, &sops, Source::Email, "email/ops"), vec![0, 1]);
+        assert_eq!(matched(&index, &sops, Source::Email, "email/sales"), vec![1]);
+        assert_eq!(matched(&index, &sops, Source::Email, "email"), vec![1]);
+        assert_eq!(matched(&index, &sops, Source::Slack, "slack/ops"), vec![2]);
+        assert_eq!(matched(&index, &sops, Source::Telegram, "telegram/ops"), Vec::<u32>::new());
+        // A channel topic never matches a trigger of another kind.
+        assert_eq!(matched(&index, &sops, Source::Mqtt, "email/ops"), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn drive_triggers_filter_by_change_and_folder() {
+        use crate::sop::DriveChange;
+        let drive = |events: Vec<DriveChange>, folder: Option<&str>| TriggerSpec::Drive {
+            alias: Some("shared".into()),
+            events,
+            folder_id: folder.map(Into::into),
+        };
+        let sops = vec![
+            sop_with("created", vec![drive(vec![DriveChange::Created], None)]),
+            sop_with("all", vec![TriggerSpec::Drive { alias: None, events: vec![], folder_id: None }]),
+            sop_with("in-folder", vec![drive(vec![], Some("F1"))]),
+        ];
+        let index = Index::build(&sops);
+        let change = |change: &str, parents: &[&str]| {
+            let mut e = event(Source::GoogleDrive, "google_drive/shared");
+            e.payload =
+                crate::event::Payload::Json(serde_json::json!({"change": change, "file": {"parents": parents}}));
+            e
+        };
+        let mut out = Vec::new();
+        let mut ids = |e: &Event| {
+            out.clear();
+            index.candidates(&sops, e, &mut out);
+            out.iter().map(|r| r.sop).collect::<Vec<u32>>()
+        };
+        assert_eq!(ids(&change("created", &["F2"])), vec![0, 1]);
+        assert_eq!(ids(&change("modified", &["F1"])), vec![1, 2]);
+        assert_eq!(ids(&change("created", &["F0", "F1"])), vec![0, 1, 2]);
     }
 
     #[test]

@@ -192,7 +192,7 @@ pub fn plan_event(
             scope: idem.scope.clone(),
             key: idem.key.clone(),
             created_at: event.received_at,
-            expires_at: event.received_at + input.idempotency_ttl,
+            expires_at: event.received_at + idem.ttl.unwrap_or(input.idempotency_ttl),
             response,
         });
     }

@@ -19,9 +19,10 @@
 //!   step `kind = "checkpoint"` (or `"approval"`) means
 //!   `requires_confirmation = true`.
 //! - Trigger types fanin does not serve yet, ZeroClaw's (`filesystem`,
-//!   `calendar`, `channel`, `amqp`, `sopcompletion`) and Smart Office's
-//!   `drive`, are dropped with a warning naming the type; any other unknown
-//!   type is an error.
+//!   `calendar`, `amqp`, `sopcompletion`), are dropped with a warning
+//!   naming the type; any other unknown type is an error. So is a `channel`
+//!   trigger naming one of ZeroClaw's channels fanin has no source for
+//!   (`discord`, `matrix`, …).
 //! - SOP.md supplies the steps when its `## Steps` section has at least one
 //!   numbered item; `[[steps]]` are then ignored (with a warning when both
 //!   are present). A SOP.md without such items leaves `[[steps]]` in force.
@@ -40,7 +41,9 @@ use crate::strict_toml::{deserialize_table, read_strict, KeyLines, TomlProblem};
 
 const IGNORED_ZEROCLAW_KEY: &str = "ignored: ZeroClaw key fanin does not use";
 const DEFAULT_VERSION: &str = "0.1.0";
-const UNSERVED_TRIGGER_TYPES: &[&str] = &["filesystem", "calendar", "channel", "amqp", "sopcompletion", "drive"];
+const UNSERVED_TRIGGER_TYPES: &[&str] = &["filesystem", "calendar", "amqp", "sopcompletion"];
+/// The trigger types fanin serves, as messages list them.
+const SERVED_TRIGGER_TYPES: &str = "webhook, mqtt, cron, peripheral, manual, channel or drive";
 
 /// SOP.toml as written. Keys fanin uses are typed; ZeroClaw keys it ignores
 /// are accepted as any value so they can be warned about.
@@ -166,6 +169,26 @@ struct RawPeripheral {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawManual {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChannel {
+    channel: String,
+    alias: Option<String>,
+    condition: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDrive {
+    alias: Option<String>,
+    #[serde(default)]
+    events: Vec<String>,
+    /// Smart Office's drive trigger names its folder; fanin takes it as a
+    /// filter on the file's parents, beside the instance's own `folder_id`.
+    folder_id: Option<String>,
+    condition: Option<String>,
+}
 
 /// Problems found in one SOP directory.
 struct Issues {
@@ -444,7 +467,7 @@ fn build_triggers(tables: Vec<toml::Table>, issues: &mut Issues) -> Vec<Trigger>
             None => {
                 issues.error(
                     &format!("{prefix}.type"),
-                    "required key is missing; expected webhook, mqtt, cron, peripheral or manual",
+                    format!("required key is missing; expected {SERVED_TRIGGER_TYPES}"),
                 );
                 continue;
             }
@@ -511,6 +534,8 @@ fn build_trigger(kind: &str, table: toml::Table, prefix: &str, issues: &mut Issu
             let _: RawManual = typed(table, prefix, kind, issues)?;
             Some(Trigger { spec: TriggerSpec::Manual, condition: None })
         }
+        "channel" => build_channel(typed(table, prefix, kind, issues)?, prefix, issues),
+        "drive" => build_drive(typed(table, prefix, kind, issues)?, prefix, issues),
         _ if UNSERVED_TRIGGER_TYPES.contains(&kind) => {
             issues.warning(
                 &key("type"),
@@ -519,12 +544,77 @@ fn build_trigger(kind: &str, table: toml::Table, prefix: &str, issues: &mut Issu
             None
         }
         _ => {
+            issues.error(&key("type"), format!("unknown trigger type {kind:?}; expected {SERVED_TRIGGER_TYPES}"));
+            None
+        }
+    }
+}
+
+/// The channels ZeroClaw has that fanin has no source for: a trigger on
+/// one loads, with a warning, and never fires.
+const UNSERVED_CHANNELS: &[&str] =
+    &["discord", "matrix", "whatsapp", "signal", "imessage", "irc", "lark", "dingtalk", "qq", "mattermost", "cli"];
+
+fn build_channel(raw: RawChannel, prefix: &str, issues: &mut Issues) -> Option<Trigger> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    let condition = parse_condition(raw.condition, prefix, issues)?;
+    let alias = checked_alias(raw.alias, prefix, issues)?;
+    let Some(channel) = ChannelKind::parse(&raw.channel) else {
+        if UNSERVED_CHANNELS.contains(&raw.channel.as_str()) {
+            issues.warning(
+                &key("channel"),
+                format!("ignored: fanin has no {:?} channel source; this trigger never fires", raw.channel),
+            );
+        } else {
             issues.error(
-                &key("type"),
-                format!("unknown trigger type {kind:?}; expected webhook, mqtt, cron, peripheral or manual"),
+                &key("channel"),
+                format!("unknown channel {:?}; expected email, slack or telegram", raw.channel),
+            );
+        }
+        return None;
+    };
+    Some(Trigger { spec: TriggerSpec::Channel { channel, alias }, condition })
+}
+
+fn build_drive(raw: RawDrive, prefix: &str, issues: &mut Issues) -> Option<Trigger> {
+    let condition = parse_condition(raw.condition, prefix, issues)?;
+    let alias = checked_alias(raw.alias, prefix, issues)?;
+    let mut events = Vec::new();
+    let mut ok = true;
+    for (i, name) in raw.events.iter().enumerate() {
+        match DriveChange::parse(name) {
+            Some(change) if !events.contains(&change) => events.push(change),
+            Some(_) => {}
+            None => {
+                issues.error(
+                    &format!("{prefix}.events[{i}]"),
+                    format!("unknown change {name:?}; expected created, modified, trashed or removed"),
+                );
+                ok = false;
+            }
+        }
+    }
+    let folder_id = match raw.folder_id {
+        Some(id) if id.trim().is_empty() => None,
+        other => other,
+    };
+    ok.then_some(Trigger { spec: TriggerSpec::Drive { alias, events, folder_id }, condition })
+}
+
+/// An alias names a configured instance (`[channels_config.email.<alias>]`);
+/// a blank one is none (every instance).
+fn checked_alias(alias: Option<String>, prefix: &str, issues: &mut Issues) -> Option<Option<String>> {
+    match alias {
+        Some(alias) if alias.trim().is_empty() => Some(None),
+        Some(alias) if super::is_board_name(&alias) => Some(Some(alias)),
+        Some(alias) => {
+            issues.error(
+                &format!("{prefix}.alias"),
+                format!("{alias:?} is not an instance name; expected [a-z0-9][a-z0-9._-]*"),
             );
             None
         }
+        None => Some(None),
     }
 }
 
@@ -937,10 +1027,8 @@ mod tests {
         let triggers = [
             ("filesystem", "path = \"/var/inbox/**\"\nevents = [\"created\"]\ncondition = \"$.size > 0\"\n"),
             ("calendar", "calendar_source = \"google\"\ncalendar_ids = [\"ops\"]\n"),
-            ("channel", "channel = \"telegram\"\nalias = \"default\"\n"),
             ("amqp", "routing_key = \"release.*\"\n"),
             ("sopcompletion", "sop = \"deploy\"\n"),
-            ("drive", "folder_id = \"1AbC\"\n"),
         ];
         assert_eq!(triggers.len(), UNSERVED_TRIGGER_TYPES.len(), "every listed type is covered");
         for (kind, keys) in triggers {
@@ -952,6 +1040,41 @@ mod tests {
         }
         let report = load_x("[[triggers]]\ntype = \"gmail\"\n");
         assert_error(&report, "triggers[0].type", "unknown trigger type \"gmail\"");
+    }
+
+    #[test]
+    fn channel_and_drive_triggers_load_as_zeroclaw_and_smart_office_write_them() {
+        let report = load_x(concat!(
+            "[[triggers]]\ntype = \"channel\"\nchannel = \"telegram\"\nalias = \"default\"\n",
+            "[[triggers]]\ntype = \"channel\"\nchannel = \"email\"\ncondition = '$.subject == \"deploy\"'\n",
+            "[[triggers]]\ntype = \"drive\"\nfolder_id = \"1AbC\"\n",
+            "[[triggers]]\ntype = \"drive\"\nalias = \"shared\"\nevents = [\"created\", \"modified\"]\n",
+            "[[triggers]]\ntype = \"channel\"\nchannel = \"discord\"\n",
+        ));
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert!(has(&report.warnings, "triggers[4].channel", "\"discord\""), "{:?}", report.warnings);
+        let t = &report.sops[0].triggers;
+        assert_eq!(t.len(), 4, "the discord trigger is dropped");
+        assert_eq!(t[0].describe(), "channel telegram/default");
+        assert_eq!(t[1].describe(), "channel email if $.subject == \"deploy\"");
+        assert!(
+            matches!(&t[2].spec, TriggerSpec::Drive { alias: None, events, folder_id: Some(f) } if events.is_empty() && f == "1AbC")
+        );
+        assert_eq!(t[3].describe(), "drive shared [created, modified]");
+    }
+
+    #[test]
+    fn channel_and_drive_triggers_are_refused_naming_the_key() {
+        let cases = [
+            ("type = \"channel\"\nchannel = \"gmail\"\n", "triggers[0].channel", "unknown channel \"gmail\""),
+            ("type = \"channel\"\n", "triggers[0].channel", "missing"),
+            ("type = \"channel\"\nchannel = \"slack\"\nalias = \"My Team\"\n", "triggers[0].alias", "instance name"),
+            ("type = \"drive\"\nevents = [\"created\", \"renamed\"]\n", "triggers[0].events[1]", "\"renamed\""),
+            ("type = \"drive\"\nfolder = \"x\"\n", "triggers[0].folder", "unknown key"),
+        ];
+        for (trigger, key, reason) in cases {
+            assert_error(&load_x(&format!("[[triggers]]\n{trigger}")), key, reason);
+        }
     }
 
     #[test]

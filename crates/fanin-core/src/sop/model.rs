@@ -98,6 +98,84 @@ pub enum TriggerSpec {
         signal: String,
     },
     Manual,
+    /// ZeroClaw's `channel` trigger: messages of one kind of channel, from
+    /// one configured instance (`alias`) or, without one, from every instance.
+    Channel {
+        channel: ChannelKind,
+        alias: Option<String>,
+    },
+    /// Changes of a Drive instance (`alias`, else every one), of the kinds
+    /// in `events` (empty = every kind).
+    Drive {
+        alias: Option<String>,
+        events: Vec<DriveChange>,
+        /// Only files whose parents hold this folder.
+        folder_id: Option<String>,
+    },
+}
+
+/// The channels a `channel` trigger may name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    Email,
+    Slack,
+    Telegram,
+}
+
+impl ChannelKind {
+    pub const ALL: [ChannelKind; 3] = [ChannelKind::Email, ChannelKind::Slack, ChannelKind::Telegram];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelKind::Email => "email",
+            ChannelKind::Slack => "slack",
+            ChannelKind::Telegram => "telegram",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ChannelKind> {
+        ChannelKind::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// The source whose events this channel's triggers match.
+    pub fn source(self) -> crate::event::Source {
+        use crate::event::Source;
+        match self {
+            ChannelKind::Email => Source::Email,
+            ChannelKind::Slack => Source::Slack,
+            ChannelKind::Telegram => Source::Telegram,
+        }
+    }
+}
+
+/// What happened to a file, as the Drive source names it in a change's
+/// payload (`change`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriveChange {
+    Created,
+    Modified,
+    Trashed,
+    Removed,
+}
+
+impl DriveChange {
+    pub const ALL: [DriveChange; 4] =
+        [DriveChange::Created, DriveChange::Modified, DriveChange::Trashed, DriveChange::Removed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriveChange::Created => "created",
+            DriveChange::Modified => "modified",
+            DriveChange::Trashed => "trashed",
+            DriveChange::Removed => "removed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DriveChange> {
+        DriveChange::ALL.into_iter().find(|c| c.as_str() == s)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -114,6 +192,8 @@ impl Trigger {
             TriggerSpec::Cron(_) => TriggerType::Cron,
             TriggerSpec::Peripheral { .. } => TriggerType::Peripheral,
             TriggerSpec::Manual => TriggerType::Manual,
+            TriggerSpec::Channel { .. } => TriggerType::Channel,
+            TriggerSpec::Drive { .. } => TriggerType::Drive,
         }
     }
 
@@ -125,6 +205,18 @@ impl Trigger {
             TriggerSpec::Cron(s) => format!("cron {} ({})", s.expression(), s.timezone().name()),
             TriggerSpec::Peripheral { board, signal } => format!("peripheral {board}/{signal}"),
             TriggerSpec::Manual => "manual".to_string(),
+            TriggerSpec::Channel { channel, alias } => match alias {
+                Some(alias) => format!("channel {}/{alias}", channel.as_str()),
+                None => format!("channel {}", channel.as_str()),
+            },
+            TriggerSpec::Drive { alias, events, .. } => {
+                let alias = alias.as_deref().map(|a| format!(" {a}")).unwrap_or_default();
+                let events: Vec<&str> = events.iter().map(|e| e.as_str()).collect();
+                match events.is_empty() {
+                    true => format!("drive{alias}"),
+                    false => format!("drive{alias} [{}]", events.join(", ")),
+                }
+            }
         };
         match &self.condition {
             Some(c) => format!("{base} if {}", c.source()),

@@ -1,4 +1,5 @@
-//! The pacing of broker reconnections, and a record of the connection's
+//! The pacing of reconnections of every source that connects out (a broker,
+//! a mailbox, an API), and a record of the connection's
 //! state so each change is logged once rather than once per retry. Pure.
 
 use std::time::Duration;
