@@ -41,41 +41,22 @@ fn mail(subject: &str, message_id: &str) -> Vec<u8> {
     )
 }
 
-/// Waits until `/ready` satisfies `check`, and returns its answer.
-async fn wait_ready(d: &Daemon, what: &str, check: impl Fn(u16, &Value) -> bool) -> (u16, Value) {
-    eventually(&format!("/ready to show {what}"), async || {
-        let (status, body) = d.get("/ready").await;
-        if check(status, &body) {
-            Ok((status, body))
-        } else {
-            Err(format!("{status} {body}"))
-        }
-    })
-    .await
-}
-
 fn mailbox(body: &Value) -> &Value {
     &body["sources"]["email:ops"]
 }
 
 async fn wait_up(d: &Daemon) {
-    wait_ready(d, "email:ops up", |status, body| {
+    d.wait_ready("email:ops up", |status, body| {
         status == 200 && mailbox(body)["status"] == "up" && !mailbox(body)["last_poll_at"].is_null()
     })
     .await;
-}
-
-async fn runs_of(d: &Daemon, sop: &str) -> Vec<Value> {
-    let (status, body) = d.get(&format!("/admin/runs?sop={sop}&limit=1000")).await;
-    assert_eq!(status, 200, "{body}");
-    body["runs"].as_array().cloned().unwrap_or_default()
 }
 
 /// Waits until `sop` has `count` runs; returns their payloads' subjects,
 /// sorted.
 async fn wait_subjects(d: &Daemon, sop: &str, count: usize) -> Vec<String> {
     let runs = eventually(&format!("{count} runs of {sop}"), async || {
-        let runs = runs_of(d, sop).await;
+        let runs = d.runs_of(sop).await;
         match runs.len() >= count {
             true => Ok(runs),
             false => Err(format!("{} runs", runs.len())),
@@ -128,13 +109,13 @@ async fn each_new_mail_starts_a_run_and_conditions_see_the_subject() {
     assert_eq!(wait_subjects(&d, "every", 2).await, strings(&["deploy", "hello"]));
     assert_eq!(wait_subjects(&d, "deploys", 1).await, strings(&["deploy"]));
 
-    let run = &runs_of(&d, "deploys").await[0];
+    let run = &d.runs_of("deploys").await[0];
     let p = payload(&d, run).await;
     assert_eq!(p["message_id"], "deploy@test");
     assert_eq!(p["from"], "alice@example.com");
     assert_eq!(p["to"], json!(["ops@example.com"]));
     assert_eq!(p["text"].as_str().unwrap().trim(), "body of deploy");
-    assert_eq!(runs_of(&d, "every").await.len(), 2, "the mail there before the first start was replayed");
+    assert_eq!(d.runs_of("every").await.len(), 2, "the mail there before the first start was replayed");
 }
 
 /// Mail that arrives while fanin is down starts its runs once after the
@@ -156,7 +137,7 @@ async fn a_restart_of_fanin_loses_and_repeats_no_mail() {
     server.append("INBOX", &mail("after", "<after@test>"));
     let expected = strings(&["after", "before", "while down 1", "while down 2"]);
     assert_eq!(wait_subjects(&d, "every", 4).await, expected);
-    assert_eq!(runs_of(&d, "every").await.len(), 4);
+    assert_eq!(d.runs_of("every").await.len(), 4);
 }
 
 /// A server restart shows in `/ready`, fanin dials again, IDLEs again, and
@@ -171,7 +152,7 @@ async fn a_server_restart_is_reconnected_and_idled_on() {
     wait_subjects(&d, "every", 1).await;
 
     server.stop();
-    let (status, _) = wait_ready(&d, "email:ops not up", |_, body| mailbox(body)["status"] != "up").await;
+    let (status, _) = d.wait_ready("email:ops not up", |_, body| mailbox(body)["status"] != "up").await;
     assert_eq!(status, 503);
     server.start();
     wait_up(&d).await;
@@ -190,7 +171,7 @@ async fn a_wrong_password_shows_in_ready() {
     let block = email_block(&server, "plain", "").replace(PASSWORD, "not-the-password");
     let setup = Setup::new("", &block).sop("every", &email_sop("every", None));
     let d = setup.start();
-    let (status, body) = wait_ready(&d, "email:ops down", |_, body| mailbox(body)["status"] == "down").await;
+    let (status, body) = d.wait_ready("email:ops down", |_, body| mailbox(body)["status"] == "down").await;
     assert_eq!(status, 503, "{body}");
     let detail = mailbox(&body)["detail"].to_string();
     assert!(detail.contains("refused the login as ops"), "{body}");
@@ -264,7 +245,7 @@ async fn starttls_with_a_test_ca_and_refused_without_it() {
 
     let untrusted = Setup::new("", &email_block(&server, "starttls", "")).sop("every", &email_sop("every", None));
     let d = untrusted.start();
-    let (_, body) = wait_ready(&d, "email:ops down", |_, body| mailbox(body)["status"] == "down").await;
+    let (_, body) = d.wait_ready("email:ops down", |_, body| mailbox(body)["status"] == "down").await;
     assert!(mailbox(&body)["detail"].to_string().contains("TLS handshake"), "{body}");
 }
 
@@ -296,7 +277,7 @@ async fn a_uidvalidity_change_is_audited_and_read_again_by_message_id() {
     let detail = &resets[0]["detail"];
     assert_eq!(detail["source"], "email:ops");
     assert_ne!(detail["old_uidvalidity"], detail["new_uidvalidity"], "{detail}");
-    assert_eq!(runs_of(&d, "every").await.len(), 4, "a mail started twice");
+    assert_eq!(d.runs_of("every").await.len(), 4, "a mail started twice");
 }
 
 /// A server without IDLE is checked every `poll_interval_secs`.
@@ -310,5 +291,5 @@ async fn a_server_without_idle_is_polled() {
     let (_, first) = d.get("/ready").await;
     server.append("INBOX", &mail("polled", "<polled@test>"));
     assert_eq!(wait_subjects(&d, "every", 1).await, strings(&["polled"]));
-    wait_ready(&d, "a later poll", |_, body| mailbox(body)["last_poll_at"] != mailbox(&first)["last_poll_at"]).await;
+    d.wait_ready("a later poll", |_, body| mailbox(body)["last_poll_at"] != mailbox(&first)["last_poll_at"]).await;
 }

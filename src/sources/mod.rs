@@ -1,8 +1,11 @@
 //! Event sources: each receives and normalizes, nothing more —
-//! matching, admission and audit stay in the dispatcher. The webhook source
-//! lives in the gateway; MQTT, the cron scheduler and serial peripherals are
-//! here. Each `start` returns `None` when its source is not configured.
+//! matching, admission and audit stay in the dispatcher. The HTTP routes
+//! (webhooks, bridges, Slack, Telegram's webhook) are served by the
+//! gateway's listener; MQTT, the cron scheduler, serial peripherals, the
+//! inboxes and the Drive and Telegram feeds run here as tasks. Each `start`
+//! starts nothing when its source is not configured.
 
+pub mod drive;
 pub mod email;
 pub mod feed;
 pub mod health;
@@ -45,5 +48,6 @@ pub fn start_all(ctx: &SourceContext) -> Result<Vec<SourceTask>, String> {
     tasks.extend(email::start(ctx)?);
     tasks.extend(scheduler::start(ctx)?);
     tasks.extend(peripheral::start(ctx)?);
+    tasks.extend(drive::start(ctx)?);
     Ok(tasks)
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod drive;
 pub mod imap;
 pub mod mqtt;
 
@@ -76,7 +77,8 @@ impl Setup {
         self.dir.path().join("daemon.log")
     }
 
-    fn start_with(&self, adjust: impl FnOnce(&mut Command)) -> Daemon {
+    /// As [`Setup::start`], with the command adjusted first (an environment variable set).
+    pub fn start_with(&self, adjust: impl FnOnce(&mut Command)) -> Daemon {
         let d = Daemon::start_with(&self.config_path(), adjust);
         let port = d.base.rsplit(':').next().unwrap();
         let config = std::fs::read_to_string(self.config_path()).unwrap();
@@ -283,6 +285,33 @@ impl Drop for Daemon {
 }
 
 impl Daemon {
+    /// The run summaries of `sop`, newest first, as `GET /admin/runs` lists them.
+    pub async fn runs_of(&self, sop: &str) -> Vec<Value> {
+        let (status, body) = self.get(&format!("/admin/runs?sop={sop}&limit=1000")).await;
+        assert_eq!(status, 200, "{body}");
+        body["runs"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// A run's whole record, as `GET /admin/runs/{id}` gives it.
+    pub async fn run(&self, run: &str) -> Value {
+        let (status, body) = self.get(&format!("/admin/runs/{run}")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Waits until `/ready` satisfies `check`, and returns its answer.
+    pub async fn wait_ready(&self, what: &str, check: impl Fn(u16, &Value) -> bool) -> (u16, Value) {
+        eventually(&format!("/ready to show {what}"), async || {
+            let (status, body) = self.get("/ready").await;
+            if check(status, &body) {
+                Ok((status, body))
+            } else {
+                Err(format!("{status} {body}"))
+            }
+        })
+        .await
+    }
+
     /// A run's status, as `GET /admin/runs/{id}` gives it.
     pub async fn run_status(&self, run: &str) -> Value {
         let (status, body) = self.get(&format!("/admin/runs/{run}")).await;

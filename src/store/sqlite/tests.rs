@@ -857,9 +857,12 @@ async fn a_file_from_a_newer_fanin_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
     drop(SqliteStore::open(&path).unwrap());
-    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 7).unwrap();
+    let newer = super::schema::SCHEMA_VERSION + 1;
+    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", newer).unwrap();
     match SqliteStore::open(&path) {
-        Err(StoreError::Invalid(m)) => assert!(m.contains("schema version 7") && m.contains("fanin.db"), "{m}"),
+        Err(StoreError::Invalid(m)) => {
+            assert!(m.contains(&format!("schema version {newer}")) && m.contains("fanin.db"), "{m}")
+        }
         Err(other) => panic!("expected Invalid, got {other:?}"),
         Ok(_) => panic!("a newer schema was opened"),
     }
