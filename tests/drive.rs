@@ -127,6 +127,10 @@ async fn pages_are_followed_and_a_restart_neither_repeats_nor_skips() {
     let polled = feed(&d.get("/ready").await.1)["last_poll_at"].clone();
     d.wait_ready("a later poll", |_, body| feed(body)["last_poll_at"] != polled).await;
     assert_eq!(d.runs_of("all").await.len(), 8, "a change started twice");
+    let series = |name: &str| format!("{name}{{source=\"google_drive:shared\"}}");
+    assert_eq!(d.metric(&series("fanin_source_events_total")).await, Some(5.0), "events since the restart");
+    assert_eq!(d.metric(&series("fanin_source_up")).await, Some(1.0));
+    assert!(d.metric(&series("fanin_source_last_poll_age_seconds")).await.is_some());
     assert!(
         drive.requests().iter().filter(|r| r.path == "/changes/startPageToken").count() == 1,
         "the cursor was kept"

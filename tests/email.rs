@@ -293,3 +293,19 @@ async fn a_server_without_idle_is_polled() {
     assert_eq!(wait_subjects(&d, "every", 1).await, strings(&["polled"]));
     d.wait_ready("a later poll", |_, body| mailbox(body)["last_poll_at"] != mailbox(&first)["last_poll_at"]).await;
 }
+
+#[test]
+fn explain_tells_which_email_triggers_a_mail_matches() {
+    let setup = Setup::new("", "")
+        .sop("deploys", &email_sop("deploys", Some("$.subject == \"deploy\"")))
+        .sop("every", &email_sop("every", None));
+    let explain = |payload: &str| {
+        setup.cli_json(&["explain", "--json", "--source", "email", "--topic", "email/ops", "--payload", payload])
+    };
+    let hit = explain(r#"{"subject": "deploy", "from": "alice@example.com"}"#);
+    let sops: Vec<&str> = hit["matches"].as_array().unwrap().iter().map(|m| m["sop"].as_str().unwrap()).collect();
+    assert_eq!(sops, ["deploys", "every"], "{hit}");
+    let miss = explain(r#"{"subject": "lunch"}"#);
+    assert_eq!(miss["near_misses"][0]["sop"], "deploys", "{miss}");
+    assert!(miss["near_misses"][0]["reason"].as_str().unwrap().contains("subject"), "{miss}");
+}
