@@ -31,6 +31,6 @@ pub mod store;
 // `crate::event` as they say `crate::store`.
 #[cfg(test)]
 pub(crate) use fanin_core::proptest_support;
-pub use fanin_core::{checks, cron, envelope, event, net, records, runs, topic};
+pub use fanin_core::{checks, cron, envelope, event, net, records, routing_key, runs, topic};
 #[cfg(test)]
 pub(crate) mod test_support;

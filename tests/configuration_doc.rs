@@ -31,6 +31,8 @@ const UNKNOWN: &str = "zz_not_a_key";
 const PROSE_DEFAULTS: &[(&str, &str)] = &[
     ("[gateway]", "max_connections"),
     ("[channels_config]", "mqtt"),
+    ("[channels_config]", "filesystem"),
+    ("[channels_config]", "amqp"),
     ("[channels]", "mqtt"),
     ("[channels_config.mqtt]", "use_tls"),
     ("[channels_config.email.&lt;alias&gt;]", "imap_port"),
@@ -142,6 +144,18 @@ const CONFIG_PROBES: &[Probe] = &[
         required: &[],
         path: "channels_config.google_drive.shared",
     },
+    Probe {
+        heading: "[channels_config.filesystem]",
+        prefix: "[channels_config.filesystem]\n",
+        required: &[("paths", "paths = [\".\"]")],
+        path: "channels_config.filesystem",
+    },
+    Probe {
+        heading: "[channels_config.amqp]",
+        prefix: "[channels_config.amqp]\n",
+        required: &[("url", "url = \"amqp://127.0.0.1:5672/%2f\""), ("queue", "queue = \"probe\"")],
+        path: "channels_config.amqp",
+    },
     Probe { heading: "[sop]", prefix: "[sop]\n", required: &[], path: "sop" },
     Probe { heading: "[store]", prefix: "[store]\n", required: &[], path: "store" },
     Probe {
@@ -211,6 +225,18 @@ const SOP_PROBES: &[Probe] = &[
         heading: "SOP.toml [[triggers]] drive",
         prefix: concat!("[sop]\nname = \"probe\"\ndescription = \"d\"\n", "[[triggers]]\n"),
         required: &[("type", "type = \"drive\"")],
+        path: "triggers[0]",
+    },
+    Probe {
+        heading: "SOP.toml [[triggers]] filesystem",
+        prefix: concat!("[sop]\nname = \"probe\"\ndescription = \"d\"\n", "[[triggers]]\n"),
+        required: &[("type", "type = \"filesystem\""), ("path", "path = \"/srv/drop\"")],
+        path: "triggers[0]",
+    },
+    Probe {
+        heading: "SOP.toml [[triggers]] amqp",
+        prefix: concat!("[sop]\nname = \"probe\"\ndescription = \"d\"\n", "[[triggers]]\n"),
+        required: &[("type", "type = \"amqp\""), ("routing_key", "routing_key = \"a.#\"")],
         path: "triggers[0]",
     },
     Probe {

@@ -43,6 +43,10 @@ pub fn cross_warnings(config: &Config, sops: &[Sop]) -> Vec<String> {
                     ));
                 }
             }
+            if let Some(unheard) = unheard_file_or_delivery(config, &t.spec) {
+                warnings
+                    .push(format!("{}: triggers[{i}]: {unheard}; this trigger will never fire", sop.file.display()));
+            }
             if let TriggerSpec::Mqtt { topic } = &t.spec {
                 let mqtt = config.channels_config.mqtt.as_ref();
                 let subscribed = mqtt.map(|m| m.topics.as_slice()).unwrap_or(&[]);
@@ -73,4 +77,40 @@ fn unheard_instance(config: &Config, kind: &str, alias: Option<&str>) -> Option<
         None => format!("[channels_config.{kind}.<alias>]"),
     };
     (!heard).then(|| format!("no enabled {table} in {}", config.file.display()))
+}
+
+/// Why a filesystem or AMQP trigger hears nothing, if it does not: no
+/// enabled block, a path outside every watched root, a routing key no
+/// binding brings to the queue.
+fn unheard_file_or_delivery(config: &Config, spec: &TriggerSpec) -> Option<String> {
+    let file = config.file.display();
+    match spec {
+        TriggerSpec::Filesystem { path, .. } => {
+            let Some(fs) = config.channels_config.filesystem.as_ref().filter(|f| f.enabled) else {
+                return Some(format!("no enabled [channels_config.filesystem] in {file}"));
+            };
+            let roots: Vec<String> = fs
+                .paths
+                .iter()
+                .map(|p| config.resolve(p).display().to_string().trim_end_matches('/').to_string())
+                .collect();
+            let base = path.base();
+            let inside = roots.iter().any(|root| base == root || base.starts_with(&format!("{root}/")) || root == "");
+            (!inside).then(|| format!("path {:?} is under none of the watched paths {roots:?}", path.as_str()))
+        }
+        TriggerSpec::Amqp { routing_key } => {
+            let Some(amqp) = config.channels_config.amqp.as_ref().filter(|a| a.enabled) else {
+                return Some(format!("no enabled [channels_config.amqp] in {file}"));
+            };
+            let bound = amqp.exchange.is_empty()
+                || amqp.exchange_type != "topic"
+                || amqp
+                    .bindings
+                    .iter()
+                    .any(|b| crate::routing_key::covers(b, routing_key) || crate::routing_key::covers(routing_key, b));
+            (!bound)
+                .then(|| format!("routing_key {routing_key:?} is covered by none of the bindings {:?}", amqp.bindings))
+        }
+        _ => None,
+    }
 }

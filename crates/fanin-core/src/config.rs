@@ -20,7 +20,10 @@ use serde::Deserialize;
 use crate::strict_toml::{deserialize_table, read_strict};
 
 mod channels;
-pub use channels::{DriveConfig, EmailConfig, SecretSource, Security, SlackConfig, TelegramConfig, TelegramMode};
+pub use channels::{
+    AmqpConfig, DriveConfig, EmailConfig, FilesystemConfig, SecretSource, Security, SlackConfig, TelegramConfig,
+    TelegramMode, BROAD_ROOTS,
+};
 
 #[derive(Clone, Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -115,6 +118,8 @@ pub struct ChannelsConfig {
     pub telegram: BTreeMap<String, TelegramConfig>,
     /// Drive change feeds, by alias.
     pub google_drive: BTreeMap<String, DriveConfig>,
+    pub filesystem: Option<FilesystemConfig>,
+    pub amqp: Option<AmqpConfig>,
 }
 
 /// `[channels]`, where ZeroClaw moved `[channels_config]`: only its MQTT

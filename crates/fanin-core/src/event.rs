@@ -28,6 +28,10 @@ pub enum Source {
     Telegram,
     /// The Google Drive v3 changes feed: one event per change.
     GoogleDrive,
+    /// A watched directory tree: one event per file change.
+    Filesystem,
+    /// An AMQP queue: one event per delivery.
+    Amqp,
 }
 
 /// The trigger `type` of SOP.toml an event of a source can match.
@@ -42,6 +46,8 @@ pub enum TriggerType {
     /// ZeroClaw's `channel` trigger: email, slack, telegram.
     Channel,
     Drive,
+    Filesystem,
+    Amqp,
 }
 
 impl Source {
@@ -54,11 +60,13 @@ impl Source {
             Source::Manual => TriggerType::Manual,
             Source::Email | Source::Slack | Source::Telegram => TriggerType::Channel,
             Source::GoogleDrive => TriggerType::Drive,
+            Source::Filesystem => TriggerType::Filesystem,
+            Source::Amqp => TriggerType::Amqp,
         }
     }
 
     /// Every source, for tables that must cover them all.
-    pub const ALL: [Source; 10] = [
+    pub const ALL: [Source; 12] = [
         Source::Webhook,
         Source::SopWebhook,
         Source::Mqtt,
@@ -69,6 +77,8 @@ impl Source {
         Source::Slack,
         Source::Telegram,
         Source::GoogleDrive,
+        Source::Filesystem,
+        Source::Amqp,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +93,8 @@ impl Source {
             Source::Slack => "slack",
             Source::Telegram => "telegram",
             Source::GoogleDrive => "google_drive",
+            Source::Filesystem => "filesystem",
+            Source::Amqp => "amqp",
         }
     }
 
@@ -98,6 +110,8 @@ impl Source {
             "slack" => Source::Slack,
             "telegram" => Source::Telegram,
             "google_drive" => Source::GoogleDrive,
+            "filesystem" => Source::Filesystem,
+            "amqp" => Source::Amqp,
             _ => return None,
         })
     }
@@ -113,6 +127,8 @@ impl TriggerType {
             TriggerType::Manual => "manual",
             TriggerType::Channel => "channel",
             TriggerType::Drive => "drive",
+            TriggerType::Filesystem => "filesystem",
+            TriggerType::Amqp => "amqp",
         }
     }
 }
@@ -232,7 +248,9 @@ pub struct Event {
     pub id: String,
     pub source: Source,
     /// webhook: the request path; mqtt: the message topic; cron: the
-    /// expression; peripheral: `board/signal`; manual: the SOP name.
+    /// expression; peripheral: `board/signal`; manual: the SOP name;
+    /// channels and Drive: `<kind>/<alias>`; filesystem: the file's
+    /// absolute path; amqp: the delivery's routing key.
     pub topic: String,
     /// Cron only: the IANA timezone the expression fired in. `None` on a cron
     /// event matches the expression in every timezone (used by `explain`).

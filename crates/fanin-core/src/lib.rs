@@ -22,6 +22,7 @@ pub mod net;
 #[cfg(any(test, feature = "test-support"))]
 pub mod proptest_support;
 pub mod records;
+pub mod routing_key;
 pub mod runs;
 pub mod sop;
 pub mod strict_toml;

@@ -141,6 +141,71 @@ pub struct DriveConfig {
     pub token_env: String,
 }
 
+/// `[channels_config.filesystem]`: the trees watched for file changes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesystemConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Roots watched; relative ones resolve against the config's directory.
+    pub paths: Vec<String>,
+    #[serde(default = "yes")]
+    pub recursive: bool,
+    /// Globs over the absolute path; empty: every file.
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default = "half_second_ms")]
+    pub debounce_ms: u64,
+    #[serde(default = "sixty_four_kib")]
+    pub max_content_bytes: usize,
+    #[serde(default)]
+    pub allow_broad_roots: bool,
+}
+
+/// Roots whose watch would take in a whole system or a person's files:
+/// refused unless `allow_broad_roots`, checked as written and as resolved.
+pub const BROAD_ROOTS: &[&str] = &["/", "/home", "/etc", "/var", "/tmp", "/root", "/mnt", "/media", "/run", "/usr"];
+
+impl FilesystemConfig {
+    /// Why `path` (absolute, as written or resolved) is too broad to watch,
+    /// if it is: a listed root, or a home directory (`/home/<user>`).
+    pub fn too_broad(path: &str) -> Option<String> {
+        let path = path.trim_end_matches('/');
+        let path = if path.is_empty() { "/" } else { path };
+        let home = path.strip_prefix("/home/").is_some_and(|rest| !rest.is_empty() && !rest.contains('/'));
+        (BROAD_ROOTS.contains(&path) || home).then(|| {
+            format!(
+                "{path:?} is too broad a root to watch (a system directory or a home directory); name the directory \
+                 the files arrive in, or set allow_broad_roots = true"
+            )
+        })
+    }
+}
+
+/// `[channels_config.amqp]`: the queue fanin consumes and what it binds.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `amqp://` or `amqps://`, credentials and vhost included.
+    pub url: String,
+    /// Empty: the default exchange (the queue is bound by name only).
+    #[serde(default)]
+    pub exchange: String,
+    #[serde(default = "topic")]
+    pub exchange_type: String,
+    pub queue: String,
+    #[serde(default)]
+    pub bindings: Vec<String>,
+    #[serde(default = "two_five_six")]
+    pub prefetch: u16,
+    #[serde(default)]
+    pub ca_file: String,
+}
+
 /// A secret as a block gives it: inline, or the environment variable
 /// holding it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,6 +267,12 @@ impl ChannelsConfig {
     }
 
     pub(super) fn validate_sources(&self, problems: &mut Problems) {
+        if let Some(fs) = &self.filesystem {
+            validate_filesystem(fs, problems);
+        }
+        if let Some(amqp) = &self.amqp {
+            validate_amqp(amqp, problems);
+        }
         for (alias, c) in &self.email {
             let key = |k: &str| format!("channels_config.email.{alias}.{k}");
             check_alias("email", alias, problems);
@@ -238,6 +309,63 @@ impl ChannelsConfig {
                 problems.push((key("token_env"), "must name an environment variable when token is empty".into()));
             }
         }
+    }
+}
+
+fn validate_filesystem(c: &FilesystemConfig, problems: &mut Problems) {
+    let key = |k: &str| format!("channels_config.filesystem.{k}");
+    if c.paths.is_empty() {
+        problems.push((key("paths"), "at least one directory to watch is required".into()));
+    }
+    for (i, path) in c.paths.iter().enumerate() {
+        if path.trim().is_empty() {
+            problems.push((format!("{}[{i}]", key("paths")), "must not be empty".into()));
+        } else if let Some(reason) = FilesystemConfig::too_broad(path).filter(|_| !c.allow_broad_roots) {
+            problems.push((format!("{}[{i}]", key("paths")), reason));
+        }
+    }
+    for (name, globs) in [("include", &c.include), ("exclude", &c.exclude)] {
+        for (i, glob) in globs.iter().enumerate() {
+            if let Err(e) = globset::Glob::new(glob) {
+                problems.push((format!("{}[{i}]", key(name)), format!("{glob:?} is not a glob: {}", e.kind())));
+            }
+        }
+    }
+    if c.max_content_bytes == 0 {
+        problems.push((key("max_content_bytes"), "must be greater than 0".into()));
+    }
+}
+
+fn validate_amqp(c: &AmqpConfig, problems: &mut Problems) {
+    let key = |k: &str| format!("channels_config.amqp.{k}");
+    match url::Url::parse(c.url.trim()) {
+        Ok(url) if matches!(url.scheme(), "amqp" | "amqps") && url.host_str().is_some_and(|h| !h.is_empty()) => {
+            if url.scheme() == "amqp" && !c.ca_file.is_empty() {
+                problems.push((key("ca_file"), "only used with an amqps:// url".into()));
+            }
+        }
+        Ok(_) => problems.push((key("url"), "expected amqp://host[:port][/vhost] or amqps://… (TLS)".into())),
+        Err(e) => problems.push((key("url"), format!("is not a URL ({e})"))),
+    }
+    if !matches!(c.exchange_type.as_str(), "direct" | "topic" | "fanout" | "headers") {
+        problems.push((
+            key("exchange_type"),
+            format!("{:?} is not an exchange type; expected direct, topic, fanout or headers", c.exchange_type),
+        ));
+    }
+    if c.queue.trim().is_empty() {
+        problems.push((key("queue"), "must not be empty".into()));
+    }
+    if c.exchange.is_empty() && !c.bindings.is_empty() {
+        problems.push((key("bindings"), "the default exchange takes no bindings; name an exchange".into()));
+    }
+    for (i, binding) in c.bindings.iter().enumerate() {
+        if let Err(reason) = crate::routing_key::validate_pattern(binding) {
+            problems.push((format!("{}[{i}]", key("bindings")), reason));
+        }
+    }
+    if c.prefetch == 0 {
+        problems.push((key("prefetch"), "must be between 1 and 65535".into()));
     }
 }
 
@@ -316,6 +444,22 @@ fn check_alias(kind: &str, alias: &str, problems: &mut Problems) {
 
 fn is_loopback_host(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn half_second_ms() -> u64 {
+    500
+}
+
+fn sixty_four_kib() -> usize {
+    64 * 1024
+}
+
+fn topic() -> String {
+    "topic".into()
+}
+
+fn two_five_six() -> u16 {
+    256
 }
 
 fn yes() -> bool {
@@ -399,6 +543,41 @@ mod tests {
             "channels_config.email.Bad Alias.allowed_senders[0]",
             "channels_config.slack.team.signing_secret",
             "channels_config.telegram.bot.secret_token",
+        ] {
+            assert!(keys.contains(&key), "{key} not in {found:?}");
+        }
+    }
+
+    #[test]
+    fn broad_roots_are_named() {
+        for broad in ["/", "/home", "/home/alice/", "/etc", "/var", "/tmp", "/root", "/mnt", "/media", "/run"] {
+            assert!(FilesystemConfig::too_broad(broad).is_some(), "{broad}");
+        }
+        for fine in ["/srv/drop", "/home/alice/inbox", "/var/spool/fanin", "/tmp/x"] {
+            assert!(FilesystemConfig::too_broad(fine).is_none(), "{fine}");
+        }
+    }
+
+    #[test]
+    fn filesystem_and_amqp_blocks_are_refused_naming_the_key() {
+        let mut blocks = ChannelsConfig::default();
+        blocks.filesystem = Some(toml::from_str("paths = [\"/\", \"/srv/drop\"]\ninclude = [\"[a\"]").unwrap());
+        blocks.amqp = Some(
+            toml::from_str(
+                "url = \"http://x\"\nqueue = \"\"\nexchange_type = \"fan\"\nbindings = [\"a.b*\"]\nprefetch = 0",
+            )
+            .unwrap(),
+        );
+        let found = problems(&blocks);
+        let keys: Vec<&str> = found.iter().map(|(k, _)| k.as_str()).collect();
+        for key in [
+            "channels_config.filesystem.paths[0]",
+            "channels_config.filesystem.include[0]",
+            "channels_config.amqp.url",
+            "channels_config.amqp.queue",
+            "channels_config.amqp.exchange_type",
+            "channels_config.amqp.bindings",
+            "channels_config.amqp.prefetch",
         ] {
             assert!(keys.contains(&key), "{key} not in {found:?}");
         }

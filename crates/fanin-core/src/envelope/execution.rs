@@ -98,6 +98,8 @@ mod tests {
             (Source::Slack, "so.trigger.slack"),
             (Source::Telegram, "so.trigger.telegram"),
             (Source::GoogleDrive, "so.trigger.google-drive"),
+            (Source::Filesystem, "so.trigger.filesystem"),
+            (Source::Amqp, "so.trigger.amqp"),
         ];
         assert_eq!(table.len(), Source::ALL.len());
         for (source, workflow) in table {

@@ -112,6 +112,8 @@ mod tests {
             (Source::Slack, "slack", "topic", "payload"),
             (Source::Telegram, "telegram", "topic", "payload"),
             (Source::GoogleDrive, "google-drive", "topic", "payload"),
+            (Source::Filesystem, "filesystem", "topic", "payload"),
+            (Source::Amqp, "amqp", "topic", "payload"),
         ];
         assert_eq!(table.len(), Source::ALL.len());
         for (source, name, place, content) in table {

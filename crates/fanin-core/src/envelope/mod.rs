@@ -89,6 +89,8 @@ pub fn trigger_name(source: Source) -> &'static str {
         Source::Slack => "slack",
         Source::Telegram => "telegram",
         Source::GoogleDrive => "google-drive",
+        Source::Filesystem => "filesystem",
+        Source::Amqp => "amqp",
     }
 }
 
@@ -128,7 +130,9 @@ fn trigger_json(
         | Source::Email
         | Source::Slack
         | Source::Telegram
-        | Source::GoogleDrive => {
+        | Source::GoogleDrive
+        | Source::Filesystem
+        | Source::Amqp => {
             event.insert("topic".into(), topic);
             event.insert("payload".into(), content);
         }
@@ -236,6 +240,8 @@ mod tests {
             (Source::Slack, "slack"),
             (Source::Telegram, "telegram"),
             (Source::GoogleDrive, "google-drive"),
+            (Source::Filesystem, "filesystem"),
+            (Source::Amqp, "amqp"),
         ];
         assert_eq!(table.len(), Source::ALL.len());
         for (source, name) in table {

@@ -29,6 +29,8 @@ pub fn deploy_event(source: Source) -> Event {
         Source::Slack => "slack/team",
         Source::Telegram => "telegram/bot",
         Source::GoogleDrive => "google_drive/shared",
+        Source::Filesystem => "/srv/drop/deploy.json",
+        Source::Amqp => "ops.deploy.service-a",
     };
     let payload = Payload::Json(json!({"branch": "main", "build": 812, "commit": "9f2c1e0"}));
     let mut event = Event::new("0195a1b2-0000-7000-8000-0000000000e1", source, topic, payload, at);

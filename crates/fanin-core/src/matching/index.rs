@@ -29,6 +29,10 @@ pub struct Index {
     /// Channel and drive triggers, keyed by the topic they listen on: the
     /// instance's (`email/ops`) or, without an alias, the kind's (`email`).
     instances: HashMap<Box<str>, Vec<TriggerRef>>,
+    /// Filesystem and AMQP triggers, tried one by one: their globs and
+    /// patterns are not keys.
+    filesystem: Vec<TriggerRef>,
+    amqp: Vec<TriggerRef>,
 }
 
 impl Index {
@@ -51,6 +55,8 @@ impl Index {
                     TriggerSpec::Drive { alias, .. } => {
                         index.instances.entry(instance_key(Source::GoogleDrive, alias)).or_default().push(r)
                     }
+                    TriggerSpec::Filesystem { .. } => index.filesystem.push(r),
+                    TriggerSpec::Amqp { .. } => index.amqp.push(r),
                 }
             }
         }
@@ -99,6 +105,20 @@ impl Index {
                 }
                 out.truncate(kept);
             }
+            TriggerType::Filesystem => {
+                let kind = event.payload.json().and_then(|p| p.get("kind")).and_then(serde_json::Value::as_str);
+                out.extend(self.filesystem.iter().copied().filter(|r| match trigger_spec(sops, *r) {
+                    TriggerSpec::Filesystem { path, events } => {
+                        path.matches(topic)
+                            && (events.is_empty() || kind.is_some_and(|k| events.iter().any(|e| e.as_str() == k)))
+                    }
+                    _ => false,
+                }));
+            }
+            TriggerType::Amqp => out.extend(self.amqp.iter().copied().filter(|r| match trigger_spec(sops, *r) {
+                TriggerSpec::Amqp { routing_key } => crate::routing_key::matches(routing_key, topic),
+                _ => false,
+            })),
         }
     }
 }
@@ -343,6 +363,34 @@ mod tests {
         assert_eq!(ids(&change("created", &["F2"])), vec![0, 1]);
         assert_eq!(ids(&change("modified", &["F1"])), vec![1, 2]);
         assert_eq!(ids(&change("created", &["F0", "F1"])), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn filesystem_and_amqp_triggers_match_by_glob_and_pattern() {
+        use crate::sop::{FsChange, PathGlob};
+        let fs = |glob: &str, events: Vec<FsChange>| TriggerSpec::Filesystem {
+            path: PathGlob::parse(glob).unwrap(),
+            events,
+        };
+        let sops = vec![
+            sop_with("csv", vec![fs("/srv/drop/**/*.csv", vec![FsChange::Created])]),
+            sop_with("any", vec![fs("/srv/drop", vec![])]),
+            sop_with("alerts", vec![TriggerSpec::Amqp { routing_key: "sensors.*.alert".into() }]),
+            sop_with("all", vec![TriggerSpec::Amqp { routing_key: "#".into() }]),
+        ];
+        let index = Index::build(&sops);
+        let change = |path: &str, kind: &str| {
+            let mut e = event(Source::Filesystem, path);
+            e.payload = crate::event::Payload::Json(serde_json::json!({"kind": kind}));
+            let mut out = Vec::new();
+            index.candidates(&sops, &e, &mut out);
+            out.into_iter().map(|r| r.sop).collect::<Vec<u32>>()
+        };
+        assert_eq!(change("/srv/drop/in/a.csv", "created"), vec![0, 1]);
+        assert_eq!(change("/srv/drop/in/a.csv", "deleted"), vec![1]);
+        assert_eq!(change("/srv/other/a.csv", "created"), Vec::<u32>::new());
+        assert_eq!(matched(&index, &sops, Source::Amqp, "sensors.kitchen.alert"), vec![2, 3]);
+        assert_eq!(matched(&index, &sops, Source::Amqp, "sensors.alert"), vec![3]);
     }
 
     #[test]

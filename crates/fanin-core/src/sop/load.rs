@@ -18,8 +18,8 @@
 //! - `suggested_tools` (ZeroClaw) is accepted as a synonym of `tools`; a
 //!   step `kind = "checkpoint"` (or `"approval"`) means
 //!   `requires_confirmation = true`.
-//! - Trigger types fanin does not serve yet, ZeroClaw's (`filesystem`,
-//!   `calendar`, `amqp`, `sopcompletion`), are dropped with a warning
+//! - Trigger types fanin does not serve yet, ZeroClaw's `calendar` and
+//!   `sopcompletion`, are dropped with a warning
 //!   naming the type; any other unknown type is an error. So is a `channel`
 //!   trigger naming one of ZeroClaw's channels fanin has no source for
 //!   (`discord`, `matrix`, …).
@@ -41,9 +41,9 @@ use crate::strict_toml::{deserialize_table, read_strict, KeyLines, TomlProblem};
 
 const IGNORED_ZEROCLAW_KEY: &str = "ignored: ZeroClaw key fanin does not use";
 const DEFAULT_VERSION: &str = "0.1.0";
-const UNSERVED_TRIGGER_TYPES: &[&str] = &["filesystem", "calendar", "amqp", "sopcompletion"];
+const UNSERVED_TRIGGER_TYPES: &[&str] = &["calendar", "sopcompletion"];
 /// The trigger types fanin serves, as messages list them.
-const SERVED_TRIGGER_TYPES: &str = "webhook, mqtt, cron, peripheral, manual, channel or drive";
+const SERVED_TRIGGER_TYPES: &str = "webhook, mqtt, cron, peripheral, manual, channel, drive, filesystem or amqp";
 
 /// SOP.toml as written. Keys fanin uses are typed; ZeroClaw keys it ignores
 /// are accepted as any value so they can be warned about.
@@ -169,6 +169,22 @@ struct RawPeripheral {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawManual {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFilesystem {
+    path: String,
+    #[serde(default)]
+    events: Vec<String>,
+    condition: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAmqp {
+    routing_key: String,
+    condition: Option<String>,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -536,6 +552,15 @@ fn build_trigger(kind: &str, table: toml::Table, prefix: &str, issues: &mut Issu
         }
         "channel" => build_channel(typed(table, prefix, kind, issues)?, prefix, issues),
         "drive" => build_drive(typed(table, prefix, kind, issues)?, prefix, issues),
+        "filesystem" => build_filesystem(typed(table, prefix, kind, issues)?, prefix, issues),
+        "amqp" => {
+            let raw: RawAmqp = typed(table, prefix, kind, issues)?;
+            let ok = crate::routing_key::validate_pattern(&raw.routing_key)
+                .map_err(|r| issues.error(&key("routing_key"), r))
+                .is_ok();
+            let condition = parse_condition(raw.condition, prefix, issues)?;
+            ok.then_some(Trigger { spec: TriggerSpec::Amqp { routing_key: raw.routing_key }, condition })
+        }
         _ if UNSERVED_TRIGGER_TYPES.contains(&kind) => {
             issues.warning(
                 &key("type"),
@@ -579,26 +604,43 @@ fn build_channel(raw: RawChannel, prefix: &str, issues: &mut Issues) -> Option<T
 fn build_drive(raw: RawDrive, prefix: &str, issues: &mut Issues) -> Option<Trigger> {
     let condition = parse_condition(raw.condition, prefix, issues)?;
     let alias = checked_alias(raw.alias, prefix, issues)?;
-    let mut events = Vec::new();
-    let mut ok = true;
-    for (i, name) in raw.events.iter().enumerate() {
-        match DriveChange::parse(name) {
-            Some(change) if !events.contains(&change) => events.push(change),
-            Some(_) => {}
-            None => {
-                issues.error(
-                    &format!("{prefix}.events[{i}]"),
-                    format!("unknown change {name:?}; expected created, modified, trashed or removed"),
-                );
-                ok = false;
-            }
-        }
-    }
+    let events = parse_kinds(&raw.events, DriveChange::parse, "created, modified, trashed or removed", prefix, issues);
     let folder_id = match raw.folder_id {
         Some(id) if id.trim().is_empty() => None,
         other => other,
     };
-    ok.then_some(Trigger { spec: TriggerSpec::Drive { alias, events, folder_id }, condition })
+    Some(Trigger { spec: TriggerSpec::Drive { alias, events: events?, folder_id }, condition })
+}
+
+fn build_filesystem(raw: RawFilesystem, prefix: &str, issues: &mut Issues) -> Option<Trigger> {
+    let path = PathGlob::parse(&raw.path).map_err(|r| issues.error(&format!("{prefix}.path"), r));
+    let events = parse_kinds(&raw.events, FsChange::parse, "created, modified, deleted or renamed", prefix, issues);
+    let condition = parse_condition(raw.condition, prefix, issues)?;
+    Some(Trigger { spec: TriggerSpec::Filesystem { path: path.ok()?, events: events? }, condition })
+}
+
+/// A trigger's `events`: each a known kind (duplicates dropped), else an
+/// error naming the entry.
+fn parse_kinds<K: PartialEq>(
+    names: &[String],
+    parse: fn(&str) -> Option<K>,
+    expected: &str,
+    prefix: &str,
+    issues: &mut Issues,
+) -> Option<Vec<K>> {
+    let mut kinds = Vec::new();
+    let mut ok = true;
+    for (i, name) in names.iter().enumerate() {
+        match parse(name) {
+            Some(kind) if !kinds.contains(&kind) => kinds.push(kind),
+            Some(_) => {}
+            None => {
+                issues.error(&format!("{prefix}.events[{i}]"), format!("unknown change {name:?}; expected {expected}"));
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(kinds)
 }
 
 /// An alias names a configured instance (`[channels_config.email.<alias>]`);
@@ -1006,7 +1048,7 @@ mod tests {
         let report = load_x(
             "agent = \"release-bot\"\nmax_pending_approvals = 8\n\
              [[triggers]]\ntype = \"manual\"\n\
-             [[triggers]]\ntype = \"filesystem\"\npath = \"/var/inbox\"\nevents = [\"created\"]\n\
+             [[triggers]]\ntype = \"calendar\"\ncalendar_ids = [\"ops\"]\n\
              [[steps]]\nnumber = 1\ntitle = \"A\"\nsuggested_tools = [\"shell\"]\nkind = \"checkpoint\"\nagent = \"x\"\n\
              [[positions]]\nstep = 1\nx = 320.5\ny = -48.0\n",
         );
@@ -1014,9 +1056,9 @@ mod tests {
         for key in ["sop.agent", "sop.max_pending_approvals", "positions", "steps[0].number", "steps[0].agent"] {
             assert!(has(&report.warnings, key, IGNORED_ZEROCLAW_KEY), "{key}: {:?}", report.warnings);
         }
-        assert!(has(&report.warnings, "triggers[1].type", "filesystem"), "{:?}", report.warnings);
+        assert!(has(&report.warnings, "triggers[1].type", "calendar"), "{:?}", report.warnings);
         let sop = &report.sops[0];
-        assert_eq!(sop.triggers.len(), 1, "the filesystem trigger is dropped");
+        assert_eq!(sop.triggers.len(), 1, "the calendar trigger is dropped");
         assert_eq!(sop.steps[0].tools, vec!["shell"]);
         assert!(sop.steps[0].requires_confirmation, "a checkpoint step keeps its approval gate");
     }
@@ -1025,10 +1067,8 @@ mod tests {
     fn every_unserved_trigger_type_loads_with_a_warning_naming_it() {
         // Each with the keys its own system gives it, which fanin does not check.
         let triggers = [
-            ("filesystem", "path = \"/var/inbox/**\"\nevents = [\"created\"]\ncondition = \"$.size > 0\"\n"),
             ("calendar", "calendar_source = \"google\"\ncalendar_ids = [\"ops\"]\n"),
-            ("amqp", "routing_key = \"release.*\"\n"),
-            ("sopcompletion", "sop = \"deploy\"\n"),
+            ("sopcompletion", "sop_name = \"deploy\"\n"),
         ];
         assert_eq!(triggers.len(), UNSERVED_TRIGGER_TYPES.len(), "every listed type is covered");
         for (kind, keys) in triggers {
@@ -1061,6 +1101,27 @@ mod tests {
             matches!(&t[2].spec, TriggerSpec::Drive { alias: None, events, folder_id: Some(f) } if events.is_empty() && f == "1AbC")
         );
         assert_eq!(t[3].describe(), "drive shared [created, modified]");
+    }
+
+    #[test]
+    fn filesystem_and_amqp_triggers_load_as_zeroclaw_writes_them() {
+        let report = load_x(concat!(
+            "[[triggers]]\ntype = \"filesystem\"\npath = \"/var/inbox/**\"\nevents = [\"created\"]\ncondition = \"$.size > 0\"\n",
+            "[[triggers]]\ntype = \"amqp\"\nrouting_key = \"release.*\"\n",
+        ));
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let t = &report.sops[0].triggers;
+        assert_eq!(t[0].describe(), "filesystem /var/inbox/** [created] if $.size > 0");
+        assert_eq!(t[1].describe(), "amqp release.*");
+        let cases = [
+            ("type = \"filesystem\"\npath = \"inbox/*\"\n", "triggers[0].path", "absolute"),
+            ("type = \"filesystem\"\npath = \"/a\"\nevents = [\"moved\"]\n", "triggers[0].events[0]", "\"moved\""),
+            ("type = \"amqp\"\nrouting_key = \"a.b*\"\n", "triggers[0].routing_key", "whole words"),
+            ("type = \"amqp\"\n", "triggers[0].routing_key", "missing"),
+        ];
+        for (trigger, key, reason) in cases {
+            assert_error(&load_x(&format!("[[triggers]]\n{trigger}")), key, reason);
+        }
     }
 
     #[test]

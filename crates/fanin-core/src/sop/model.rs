@@ -112,6 +112,94 @@ pub enum TriggerSpec {
         /// Only files whose parents hold this folder.
         folder_id: Option<String>,
     },
+    /// Changes of files whose absolute path `path` matches, of the kinds in
+    /// `events` (empty = every kind).
+    Filesystem {
+        path: PathGlob,
+        events: Vec<FsChange>,
+    },
+    /// AMQP deliveries whose routing key `routing_key` matches (topic
+    /// semantics, `crate::routing_key`).
+    Amqp {
+        routing_key: String,
+    },
+}
+
+/// A filesystem trigger's `path` as written and compiled. A path without
+/// glob characters names a file or a directory: it matches the path itself
+/// and anything under it.
+#[derive(Clone, Debug)]
+pub struct PathGlob {
+    written: String,
+    matcher: globset::GlobMatcher,
+    /// Set for a plain path: anything under it matches too.
+    under: Option<String>,
+}
+
+impl PathGlob {
+    /// `path` must be absolute; `*` does not cross `/`, `**` does.
+    pub fn parse(path: &str) -> Result<PathGlob, String> {
+        if !path.starts_with('/') {
+            return Err(format!("{path:?} is not an absolute path"));
+        }
+        let glob = globset::GlobBuilder::new(path)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| format!("{path:?} is not a glob: {}", e.kind()))?;
+        let plain = !path.contains(['*', '?', '[', '{']);
+        let under = plain.then(|| format!("{}/", path.trim_end_matches('/')));
+        Ok(PathGlob { written: path.to_string(), matcher: glob.compile_matcher(), under })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.written
+    }
+
+    pub fn matches(&self, path: &str) -> bool {
+        self.matcher.is_match(path) || self.under.as_ref().is_some_and(|dir| path.starts_with(dir.as_str()))
+    }
+
+    /// The directory the glob cannot match outside of: its part before the
+    /// first glob character, cut at the last `/` (`/srv/drop/**/*.csv` →
+    /// `/srv/drop`).
+    pub fn base(&self) -> &str {
+        let first = self.written.find(['*', '?', '[', '{']).unwrap_or(self.written.len());
+        if first == self.written.len() {
+            return self.written.trim_end_matches('/');
+        }
+        match self.written[..first].rfind('/') {
+            Some(0) | None => "/",
+            Some(cut) => &self.written[..cut],
+        }
+    }
+}
+
+/// What happened to a file, as the filesystem source names it in a
+/// change's payload (`kind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsChange {
+    Created,
+    Modified,
+    Deleted,
+    Renamed,
+}
+
+impl FsChange {
+    pub const ALL: [FsChange; 4] = [FsChange::Created, FsChange::Modified, FsChange::Deleted, FsChange::Renamed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FsChange::Created => "created",
+            FsChange::Modified => "modified",
+            FsChange::Deleted => "deleted",
+            FsChange::Renamed => "renamed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<FsChange> {
+        FsChange::ALL.into_iter().find(|c| c.as_str() == s)
+    }
 }
 
 /// The channels a `channel` trigger may name.
@@ -194,6 +282,8 @@ impl Trigger {
             TriggerSpec::Manual => TriggerType::Manual,
             TriggerSpec::Channel { .. } => TriggerType::Channel,
             TriggerSpec::Drive { .. } => TriggerType::Drive,
+            TriggerSpec::Filesystem { .. } => TriggerType::Filesystem,
+            TriggerSpec::Amqp { .. } => TriggerType::Amqp,
         }
     }
 
@@ -217,6 +307,14 @@ impl Trigger {
                     false => format!("drive{alias} [{}]", events.join(", ")),
                 }
             }
+            TriggerSpec::Filesystem { path, events } => {
+                let events: Vec<&str> = events.iter().map(|e| e.as_str()).collect();
+                match events.is_empty() {
+                    true => format!("filesystem {}", path.as_str()),
+                    false => format!("filesystem {} [{}]", path.as_str(), events.join(", ")),
+                }
+            }
+            TriggerSpec::Amqp { routing_key } => format!("amqp {routing_key}"),
         };
         match &self.condition {
             Some(c) => format!("{base} if {}", c.source()),
@@ -240,4 +338,25 @@ pub struct Sop {
     pub steps: Vec<Step>,
     /// The SOP.toml this was loaded from (for messages).
     pub file: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_globs_match_as_zeroclaw_writes_them() {
+        let csv = PathGlob::parse("/srv/drop/**/*.csv").unwrap();
+        assert!(csv.matches("/srv/drop/a.csv") && csv.matches("/srv/drop/x/y/a.csv"));
+        assert!(!csv.matches("/srv/drop/a.txt") && !csv.matches("/srv/other/a.csv"));
+        assert_eq!(csv.base(), "/srv/drop");
+        let one_level = PathGlob::parse("/srv/drop/*.csv").unwrap();
+        assert!(!one_level.matches("/srv/drop/x/a.csv"), "* does not cross /");
+        let dir = PathGlob::parse("/srv/drop").unwrap();
+        assert!(dir.matches("/srv/drop") && dir.matches("/srv/drop/x/a.csv") && !dir.matches("/srv/dropped"));
+        assert_eq!(dir.base(), "/srv/drop");
+        assert_eq!(PathGlob::parse("/*.csv").unwrap().base(), "/");
+        assert!(PathGlob::parse("drop/*.csv").unwrap_err().contains("absolute"));
+        assert!(PathGlob::parse("/srv/[drop").is_err());
+    }
 }
