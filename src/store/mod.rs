@@ -149,10 +149,11 @@ pub trait Store: Send + Sync + 'static {
 
     async fn cron_last_check(&self, key: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
 
-    /// Cheap liveness probe for `/ready`.
     /// Where the source instance (`email:ops`) has read to; moved only by
     /// `Write::SetCursor`, in the commit that dispatches what it read.
     async fn cursor(&self, source: &str) -> Result<Option<Cursor>, StoreError>;
+
+    /// Cheap liveness probe for `/ready`.
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Every step record of a run, by index.
