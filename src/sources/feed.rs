@@ -14,7 +14,6 @@
 //! A source writes only its session: `run` owns the loop, the backoff, the
 //! health and the log lines, so each source stays small.
 
-use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -179,11 +178,7 @@ impl Feed {
 /// at shutdown, which is also watched here); a failure shows the instance
 /// down with the reason, waits the backoff (or the service's
 /// `retry_after`, whichever is longer) and starts a new session.
-pub async fn run<F, Fut>(feed: Feed, mut session: F)
-where
-    F: FnMut(&Feed) -> Fut,
-    Fut: Future<Output = Result<(), SourceError>>,
-{
+pub async fn run(feed: Feed, mut session: impl AsyncFnMut(&Feed) -> Result<(), SourceError>) {
     let shutdown = feed.ctx.shutdown.clone();
     let mut backoff = Backoff::new(link::INITIAL, link::CAP);
     loop {

@@ -1,7 +1,9 @@
 //! Event sources: each receives and normalizes, nothing more —
 //! matching, admission and audit stay in the dispatcher. The webhook source
 //! lives in the gateway; MQTT, the cron scheduler and serial peripherals are
-//! here. Each `start` returns `None` when its source is not configured.
+//! here, and the chat services (Slack's and Telegram's pushed routes, which
+//! the gateway's listener serves, and Telegram's long poll). Each `start`
+//! returns `None` when its source is not configured.
 
 pub mod feed;
 pub mod health;
@@ -9,7 +11,10 @@ pub mod http;
 pub mod link;
 pub mod mqtt;
 pub mod peripheral;
+pub mod pushed;
 pub mod scheduler;
+pub mod slack;
+pub mod telegram;
 
 use std::sync::Arc;
 
@@ -42,5 +47,13 @@ pub fn start_all(ctx: &SourceContext) -> Result<Vec<SourceTask>, String> {
     tasks.extend(mqtt::start(ctx)?);
     tasks.extend(scheduler::start(ctx)?);
     tasks.extend(peripheral::start(ctx)?);
+    tasks.extend(telegram::start(ctx)?);
     Ok(tasks)
+}
+
+/// The routes services post their events to (Slack's Events API,
+/// Telegram's webhook), for the gateway to serve beside its own. Built
+/// before the gateway serves: a secret that cannot be read stops the daemon.
+pub fn channel_routes(ctx: &SourceContext) -> Result<axum::Router, String> {
+    Ok(slack::routes(ctx)?.merge(telegram::webhook::routes(ctx)?))
 }
