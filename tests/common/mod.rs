@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub mod mqtt;
+pub mod slack;
+pub mod telegram;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
