@@ -98,7 +98,8 @@ async fn url_verification_answers_its_challenge() {
     assert_eq!(reply, json!({"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}));
 
     // Any other type is acknowledged and starts nothing.
-    let body = json!({"type": "app_rate_limited", "team_id": "T0001", "minute_rate_limited": 1_700_000_000}).to_string();
+    let body =
+        json!({"type": "app_rate_limited", "team_id": "T0001", "minute_rate_limited": 1_700_000_000}).to_string();
     let (status, reply) = post(&d, EVENTS, &body, &signed(SECRET, &body)).await;
     assert_eq!((status, reply["status"].as_str()), (200, Some("ignored")), "{reply}");
     assert!(runs(&d).await.is_empty());
@@ -144,6 +145,26 @@ async fn what_slack_did_not_sign_is_refused_and_leaves_nothing() {
     // The same event, signed, is then accepted: nothing was claimed by the
     // refusals.
     let (status, reply) = post(&d, EVENTS, &body, &signed(SECRET, &body)).await;
+    assert_eq!((status, reply["status"].as_str()), (200, Some("accepted")), "{reply}");
+    assert_eq!(runs(&d).await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_event_the_store_cannot_keep_is_answered_503_for_slack_to_retry() {
+    let setup = setup();
+    let d = setup.start();
+    let body = message_callback("Ev0004", "deploy");
+    // Another process holds the store's write lock: the dispatch cannot commit.
+    let other = rusqlite::Connection::open(setup.db_path()).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (status, reply) = post(&d, EVENTS, &body, &signed(SECRET, &body)).await;
+    assert_eq!((status, reply["error"].as_str()), (503, Some("store_unavailable")), "{reply}");
+    other.execute_batch("ROLLBACK").unwrap();
+
+    // Slack's retry is then the first the store keeps.
+    let mut headers = signed(SECRET, &body);
+    headers.push(("x-slack-retry-num".into(), "1".into()));
+    let (status, reply) = post(&d, EVENTS, &body, &headers).await;
     assert_eq!((status, reply["status"].as_str()), (200, Some("accepted")), "{reply}");
     assert_eq!(runs(&d).await.len(), 1);
 }

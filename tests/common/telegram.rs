@@ -28,7 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::free_port;
 
-/// One `getUpdates` the API was asked: when, with which offset, answered how.
+/// One `getUpdates` the API was asked: when it arrived, with which offset,
+/// answered how (0 while it is held).
 #[derive(Clone, Debug)]
 pub struct Asked {
     pub at: Instant,
@@ -73,9 +74,12 @@ impl BotApi {
 
     /// A new update carrying a `message` with `text`; its update_id.
     pub fn send_message(&self, text: &str) -> i64 {
-        self.push("message", json!({"message_id": 1, "date": 1_700_000_000,
+        self.push(
+            "message",
+            json!({"message_id": 1, "date": 1_700_000_000,
             "chat": {"id": 42, "type": "private"}, "from": {"id": 7, "is_bot": false, "first_name": "Ada"},
-            "text": text}))
+            "text": text}),
+        )
     }
 
     /// A new update of `kind` (`message`, `edited_message`, …) carrying
@@ -175,13 +179,17 @@ async fn method(
     }
     let (offset, timeout) = parameters(query.as_deref(), &body);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
-    {
+    // Recorded as it arrives, its status filled in when it is answered.
+    let index = {
         let mut queue = shared.queue.lock().unwrap();
+        queue.asked.push(Asked { at: Instant::now(), offset, status: 0 });
+        let index = queue.asked.len() - 1;
         if let Some((status, body)) = queue.scripted.pop_front() {
-            queue.asked.push(Asked { at: Instant::now(), offset, status });
+            queue.asked[index].status = status;
             return answer(status, body);
         }
-    }
+        index
+    };
     loop {
         let arrived = shared.arrived.notified();
         {
@@ -191,7 +199,7 @@ async fn method(
             }
             if !queue.updates.is_empty() || tokio::time::Instant::now() >= deadline {
                 let result: Vec<Value> = queue.updates.iter().take(100).cloned().collect();
-                queue.asked.push(Asked { at: Instant::now(), offset, status: 200 });
+                queue.asked[index].status = 200;
                 return answer(200, json!({"ok": true, "result": result}));
             }
         }

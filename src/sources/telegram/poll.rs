@@ -56,12 +56,16 @@ impl Poller {
     /// with the cursor moved past it, in the order Telegram numbers them.
     async fn session(&self, feed: &Feed) -> Result<(), SourceError> {
         let mut offset = feed.cursor().await?.map(|cursor| cursor.value);
+        // The first ask of a session is answered at once, so the source
+        // says it hears as soon as Telegram does, not a long poll later.
+        let mut wait = 0;
         loop {
             let asked = match &offset {
                 Some(text) => Some(text.parse::<i64>().map_err(|_| bad_cursor(text))?),
                 None => None,
             };
-            let updates = self.get_updates(asked).await?;
+            let updates = self.get_updates(asked, wait).await?;
+            wait = POLL_TIMEOUT_SECS;
             feed.up();
             feed.polled();
             for update in updates {
@@ -86,8 +90,10 @@ impl Poller {
         }
     }
 
-    async fn get_updates(&self, offset: Option<i64>) -> Result<Vec<Value>, SourceError> {
-        let mut body = json!({"timeout": POLL_TIMEOUT_SECS, "allowed_updates": EVENT_KINDS});
+    /// One `getUpdates`, held by Telegram up to `wait` seconds while there
+    /// is nothing new.
+    async fn get_updates(&self, offset: Option<i64>, wait: u64) -> Result<Vec<Value>, SourceError> {
+        let mut body = json!({"timeout": wait, "allowed_updates": EVENT_KINDS});
         if let Some(offset) = offset {
             body["offset"] = json!(offset);
         }
