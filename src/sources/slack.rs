@@ -149,14 +149,14 @@ mod tests {
         let body = BODY.as_bytes();
         let secret = SECRET.as_bytes();
         let tampered = format!("{BODY}x");
-        let rows: [(&[u8], HeaderMap, &[u8], i64, &str); 9] = [
+        let rows = [
             (secret, headers(None, Some(SIGNATURE)), body, at, "missing_timestamp"),
             (secret, headers(Some(TIMESTAMP), None), body, at, "missing_signature"),
             (secret, headers(Some("soon"), Some(SIGNATURE)), body, at, "bad_timestamp"),
             (secret, headers(Some(TIMESTAMP), Some(SIGNATURE)), body, at + MAX_SKEW_SECS + 1, "stale_timestamp"),
             (secret, headers(Some(TIMESTAMP), Some(SIGNATURE)), body, at - MAX_SKEW_SECS - 1, "stale_timestamp"),
             (secret, headers(Some(TIMESTAMP), Some(SIGNATURE)), tampered.as_bytes(), at, "bad_signature"),
-            (b"another secret", headers(Some(TIMESTAMP), Some(SIGNATURE)), body, at, "bad_signature"),
+            (b"another secret".as_slice(), headers(Some(TIMESTAMP), Some(SIGNATURE)), body, at, "bad_signature"),
             (secret, headers(Some(TIMESTAMP), Some(&SIGNATURE.replace("v0=", "v1="))), body, at, "bad_signature"),
             (secret, headers(Some(TIMESTAMP), Some("v0=not hex")), body, at, "bad_signature"),
         ];
