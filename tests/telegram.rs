@@ -140,8 +140,9 @@ async fn a_429_is_waited_out_for_its_retry_after() {
         json!({"ok": false, "error_code": 429, "description": "Too Many Requests: retry after 3",
                "parameters": {"retry_after": 3}}),
     );
+    // The 429 answers the next request fanin sends: the one after the
+    // update ends the poll held now (or the first, if none is held yet).
     api.send_message("one");
-    wait_texts(&d, &["one"]).await;
     let limited = eventually("the 429 answered", async || {
         api.asked().iter().position(|a| a.status == 429).ok_or(format!("{:?}", api.asked()))
     })
@@ -151,6 +152,7 @@ async fn a_429_is_waited_out_for_its_retry_after() {
     let next = eventually("the poll after the 429", async || api.asked().get(limited + 1).cloned().ok_or("")).await;
     let waited = next.at - api.asked()[limited].at;
     assert!(waited >= Duration::from_secs(3), "asked again after {waited:?}");
+    wait_texts(&d, &["one"]).await;
     api.send_message("two");
     wait_texts(&d, &["one", "two"]).await;
 }
