@@ -57,7 +57,18 @@ mod tests {
         assert!(report.errors.is_empty(), "{:#?}", report.errors);
         assert!(report.warnings.is_empty(), "{:#?}", report.warnings);
         let names: Vec<&str> = report.sops.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["deploy-pipeline", "door-button", "incident-response", "morning-report", "sensor-alert"]);
+        assert_eq!(
+            names,
+            [
+                "deploy-pipeline",
+                "door-button",
+                "incident-response",
+                "morning-report",
+                "sensor-alert",
+                "slack-incident",
+                "telegram-status"
+            ]
+        );
         let deploy = &report.sops[0];
         assert_eq!(deploy.max_concurrent, 4);
         let incident = &report.sops[2];
@@ -67,7 +78,7 @@ mod tests {
             report.sops.iter().flat_map(|s| s.triggers.iter().map(|t| format!("{:?}", t.trigger_type()))).collect();
         types.sort();
         types.dedup();
-        assert_eq!(types.len(), 5, "every trigger type is exercised: {types:?}");
+        assert_eq!(types.len(), 6, "every trigger type is exercised: {types:?}");
     }
 
     #[test]
@@ -76,7 +87,7 @@ mod tests {
         let config = crate::config::load(&path).unwrap();
         let report = load_dir(&config.sops_dir(), config.sop.default_execution_mode);
         assert!(report.errors.is_empty(), "{:#?}", report.errors);
-        assert_eq!(report.sops.len(), 5);
+        assert_eq!(report.sops.len(), 7);
     }
 
     fn category_of(kind: StepKind) -> Category {
