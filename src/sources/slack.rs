@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use hmac::{Hmac, Mac};
-use serde_json::{json, Value};
+use serde_json::json;
 use sha2::Sha256;
 
 use super::pushed::{self, Pushed};
@@ -76,13 +76,10 @@ async fn events(
             let Some(event_id) = request["event_id"].as_str().filter(|id| !id.is_empty()) else {
                 return Err(invalid("an event_callback without event_id"));
             };
-            let event_id = event_id.to_string();
-            let Value::Object(mut fields) = request else { unreachable!("a request with a type is an object") };
-            let event = match fields.remove("event") {
-                Some(event @ Value::Object(_)) => event,
-                _ => return Err(invalid("an event_callback without its event object")),
+            let Some(event) = request.get("event").filter(|event| event.is_object()) else {
+                return Err(invalid("an event_callback without its event object"));
             };
-            slack.pushed.deliver(Source::Slack, &instance, event, &event_id).await
+            slack.pushed.deliver(Source::Slack, &instance, event.clone(), event_id).await
         }
         // app_rate_limited and any type added later: acknowledged, as
         // Slack expects, with nothing to start.
