@@ -118,6 +118,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         health: health.clone(),
         shutdown: shutdown.clone(),
     };
+    let channels = sources::channel_routes(&ctx).map_err(StartError)?;
     let mut tasks = sources::start_all(&ctx).map_err(StartError)?;
     tasks.push(tokio::spawn(reload_on_hangup(config.clone(), ctx.dispatcher.clone(), shutdown.clone())));
     let delivery = Arc::new(crate::deliver::DeliveryStatus::default());
@@ -135,7 +136,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         config.gateway.idempotency_ttl_secs,
         shutdown.clone(),
     )));
-    let state = Arc::new(Gateway::new(&config, dispatcher, health, delivery, metrics, pairing_key));
+    let state = Arc::new(Gateway::new(&config, dispatcher, health, delivery, metrics, pairing_key, channels));
     let stop = shutdown.clone();
     let served = gateway::serve(listener, state, async move { stop.cancelled().await }).await;
     shutdown.cancel();

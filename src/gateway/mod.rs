@@ -58,6 +58,8 @@ pub struct Gateway {
     pub callers: Arc<Callers>,
     /// The webhook routes, served beside the gateway's own.
     pub http: Arc<HttpSource>,
+    /// The routes chat services post to (`sources::channel_routes`).
+    pub channels: Router,
     /// Wrong pairing codes per client per minute.
     pub pair_limit: crate::http::limits::RateLimit,
     pub pairing: Pairing,
@@ -79,6 +81,7 @@ impl Gateway {
         delivery: Arc<crate::deliver::DeliveryStatus>,
         metrics: Option<PrometheusHandle>,
         pairing_key: PairingKey,
+        channels: Router,
     ) -> Gateway {
         let g = &config.gateway;
         let agent = config.destinations.agent.as_ref().map(|a| AgentTarget {
@@ -104,6 +107,7 @@ impl Gateway {
             dispatcher,
             callers,
             http,
+            channels,
             pair_limit: crate::http::limits::RateLimit::per_minute(g.pair_rate_limit_per_minute),
             pairing: Pairing::new(pairing_key),
             health,
@@ -139,6 +143,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/outbox/{id}/retry", post(outbox::retry))
         .with_state(state.clone())
         .merge(crate::sources::http::routes(state.http.clone()))
+        .merge(state.channels.clone())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state, request_guard))

@@ -66,7 +66,9 @@ mod tests {
                 "inbox-deploy",
                 "incident-response",
                 "morning-report",
-                "sensor-alert"
+                "sensor-alert",
+                "slack-incident",
+                "telegram-status"
             ]
         );
         let deploy = &report.sops[0];
@@ -91,7 +93,7 @@ mod tests {
         let config = crate::config::load(&path).unwrap();
         let report = load_dir(&config.sops_dir(), config.sop.default_execution_mode);
         assert!(report.errors.is_empty(), "{:#?}", report.errors);
-        assert_eq!(report.sops.len(), 7);
+        assert_eq!(report.sops.len(), 9);
     }
 
     fn category_of(kind: StepKind) -> Category {

@@ -13,7 +13,10 @@ pub mod http;
 pub mod link;
 pub mod mqtt;
 pub mod peripheral;
+pub mod pushed;
 pub mod scheduler;
+pub mod slack;
+pub mod telegram;
 pub mod tls;
 
 use std::sync::Arc;
@@ -49,5 +52,13 @@ pub fn start_all(ctx: &SourceContext) -> Result<Vec<SourceTask>, String> {
     tasks.extend(scheduler::start(ctx)?);
     tasks.extend(peripheral::start(ctx)?);
     tasks.extend(drive::start(ctx)?);
+    tasks.extend(telegram::start(ctx)?);
     Ok(tasks)
+}
+
+/// The routes services post their events to (Slack's Events API,
+/// Telegram's webhook), for the gateway to serve beside its own. Built
+/// before the gateway serves: a secret that cannot be read stops the daemon.
+pub fn channel_routes(ctx: &SourceContext) -> Result<axum::Router, String> {
+    Ok(slack::routes(ctx)?.merge(telegram::webhook::routes(ctx)?))
 }

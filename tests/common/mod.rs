@@ -7,6 +7,8 @@
 pub mod drive;
 pub mod imap;
 pub mod mqtt;
+pub mod slack;
+pub mod telegram;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

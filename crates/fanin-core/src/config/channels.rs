@@ -289,7 +289,7 @@ impl ChannelsConfig {
             one_secret(&c.bot_token, &c.bot_token_env, &key, "bot_token", true, problems);
             let webhook = c.mode == TelegramMode::Webhook;
             one_secret(&c.secret_token, &c.secret_token_env, &key, "secret_token", webhook, problems);
-            if !webhook && !(c.secret_token.is_empty() && c.secret_token_env.is_empty()) {
+            if !webhook && (!c.secret_token.is_empty() || !c.secret_token_env.is_empty()) {
                 problems.push((format!("{key}.secret_token"), "only used with mode = \"webhook\"".into()));
             }
             if let Err(reason) = check_http_url(&c.api_base_url) {
