@@ -1,8 +1,9 @@
 //! The Drive source through a live daemon and a double of the Drive v3
 //! changes API (see `common/drive.rs`): changes start runs filtered by
 //! change kind, folder and condition, pages are followed, a restart of
-//! fanin neither repeats nor skips a change, a refused token shows in
-//! `/ready` until Drive takes it, and a 429's `Retry-After` is honoured.
+//! fanin neither repeats nor skips a change, nor does Drive going away and
+//! coming back, a refused token shows in `/ready` until Drive takes it, and
+//! a 429's `Retry-After` is honoured.
 //! Every wait is for an observable state, up to a generous deadline.
 
 mod common;
@@ -135,6 +136,26 @@ async fn pages_are_followed_and_a_restart_neither_repeats_nor_skips() {
         drive.requests().iter().filter(|r| r.path == "/changes/startPageToken").count() == 1,
         "the cursor was kept"
     );
+}
+
+#[tokio::test]
+async fn drive_going_away_shows_in_ready_and_nothing_is_lost_when_it_is_back() {
+    let mut drive = Drive::start(TOKEN, 100);
+    let setup = Setup::new("", &drive_block(&drive, &format!("token = \"{TOKEN}\""))).sop("all", &drive_sop("all", ""));
+    let d = setup.start();
+    wait_up(&d).await;
+    drive.create("before", "a.txt", "text/plain", &[]);
+    wait_payloads(&d, "all", 1).await;
+
+    drive.stop();
+    let (status, body) = d.wait_ready("google_drive:shared down", |_, body| feed(body)["status"] == "down").await;
+    assert_eq!(status, 503, "{body}");
+    drive.create("while-away", "b.txt", "text/plain", &[]);
+    drive.resume();
+    let payloads = wait_payloads(&d, "all", 2).await;
+    assert_eq!(file_ids(&payloads), BTreeSet::from(["before".to_string(), "while-away".to_string()]));
+    wait_up(&d).await;
+    assert_eq!(d.runs_of("all").await.len(), 2, "a change started twice");
 }
 
 #[tokio::test]

@@ -228,3 +228,17 @@ fn an_unset_token_variable_stops_the_daemon_naming_the_key() {
         "{stderr}"
     );
 }
+
+#[test]
+fn explain_tells_which_telegram_triggers_a_message_matches() {
+    let setup = hooked().sop("deploys", &sop("deploys", "hook", "condition = '$.text == \"/deploy\"'"));
+    let explain = |topic: &str| {
+        let payload = r#"{"message_id": 1, "chat": {"id": 42}, "text": "/status"}"#;
+        setup.cli_json(&["explain", "--json", "--source", "telegram", "--topic", topic, "--payload", payload])
+    };
+    let seen = explain("telegram/hook");
+    let matched: Vec<&str> = seen["matches"].as_array().unwrap().iter().map(|m| m["sop"].as_str().unwrap()).collect();
+    assert_eq!(matched, ["chat"], "{seen}");
+    assert_eq!(seen["near_misses"][0]["sop"], "deploys", "{seen}");
+    assert_eq!(explain("telegram/other")["matches"], json!([]), "another bot's messages match no trigger of this one");
+}

@@ -5,10 +5,12 @@
 //! bearer token checked, Google's error bodies for 401 and 429 (with
 //! `Retry-After`). Page tokens are change numbers, as opaque to fanin as
 //! Drive's own. It runs on its own thread and runtime on a free loopback
-//! port and records every request it answers.
+//! port, records every request it answers, and can stop and serve again on
+//! the same port with the changes it held.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use axum::extract::{Query, State};
@@ -17,6 +19,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::free_port;
 
 #[derive(Default)]
 struct Inner {
@@ -36,32 +41,57 @@ pub struct Seen {
     pub status: u16,
 }
 
-#[derive(Clone)]
 pub struct Drive {
     inner: Arc<Mutex<Inner>>,
+    port: u16,
     pub base_url: String,
+    running: Option<(CancellationToken, JoinHandle<()>)>,
 }
 
 impl Drive {
     /// A Drive that accepts `token` and answers at most `page_size` changes
-    /// a page.
+    /// a page, serving.
     pub fn start(token: &str, page_size: usize) -> Drive {
         let inner = Arc::new(Mutex::new(Inner { token: token.into(), page_size, ..Default::default() }));
+        let port = free_port();
+        let mut drive = Drive { inner, port, base_url: format!("http://127.0.0.1:{port}"), running: None };
+        drive.resume();
+        drive
+    }
+
+    /// Stops serving: the listener closes and open connections drop.
+    pub fn stop(&mut self) {
+        if let Some((stop, thread)) = self.running.take() {
+            stop.cancel();
+            thread.join().unwrap();
+        }
+    }
+
+    /// Serves again on the same port, with the changes it held.
+    pub fn resume(&mut self) {
+        assert!(self.running.is_none(), "Drive is serving already");
         let app = Router::new()
             .route("/changes/startPageToken", get(start_page_token))
             .route("/changes", get(changes))
-            .with_state(inner.clone());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let base_url = format!("http://{}", listener.local_addr().unwrap());
-        std::thread::spawn(move || {
+            .with_state(self.inner.clone());
+        let stop = CancellationToken::new();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let port = self.port;
+        let watched = stop.clone();
+        let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                axum::serve(listener, app).await.unwrap();
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind the Drive double");
+                ready_tx.send(()).unwrap();
+                tokio::select! {
+                    served = axum::serve(listener, app) => served.unwrap(),
+                    () = watched.cancelled() => {}
+                }
             });
+            // Leaving here drops the runtime, and every connection task with it.
         });
-        Drive { inner, base_url }
+        ready_rx.recv().expect("the Drive double started");
+        self.running = Some((stop, thread));
     }
 
     /// A new file: its first change, created and modified at once.
