@@ -7,6 +7,7 @@
 pub mod drive;
 pub mod imap;
 pub mod mqtt;
+pub mod proxy;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
