@@ -237,7 +237,12 @@ async fn subscriptions_come_back_after_the_broker_connection_does() {
     let prefix = unique("fanin-test/resub");
     // A clean session: the broker forgets the subscription with the
     // connection, so only a resubscription brings messages back.
-    let block = mqtt_block(&format!("mqtt://127.0.0.1:{}", proxy.port()), &unique("fanin-resub"), &[&format!("{prefix}/+")], "clean_session = true");
+    let block = mqtt_block(
+        &format!("mqtt://127.0.0.1:{}", proxy.port()),
+        &unique("fanin-resub"),
+        &[&format!("{prefix}/+")],
+        "clean_session = true",
+    );
     let setup = Setup::new("", &block).sop("resub", &mqtt_sop("resub", &format!("{prefix}/+"), None));
     let d = setup.start();
     wait_mqtt_up(&d).await;

@@ -5,12 +5,9 @@
 //! Shared so that every test file reaches a broker the same way.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::OnceCell;
-use tokio_util::sync::CancellationToken;
 
 use super::{eventually, free_port, write_certificates};
 
@@ -157,4 +154,3 @@ dynamic_filters = true
         .concat()
     }
 }
-

@@ -65,8 +65,7 @@ pub fn read(received: &Received<'_>, limits: Limits, client: &str) -> Outcome {
         Ok(payload) => payload,
         Err(too_deep) => return refusal(TooDeep::CODE, too_deep.to_string()),
     };
-    let mut event =
-        Event::new(crate::ids::fresh(), Source::Amqp, received.routing_key, payload, received.received_at);
+    let mut event = Event::new(crate::ids::fresh(), Source::Amqp, received.routing_key, payload, received.received_at);
     event.client = Some(client.to_string());
     event.idempotency = message_id.as_deref().map(|id| IdempotencyKey::of_source(SOURCE, id));
     event.request = Some(Request { query: Map::new(), headers: properties(received) });

@@ -152,9 +152,8 @@ mod tests {
         let s = of(&load("url = \"amqps://broker.example\"\n")).unwrap();
         assert!(s.tls.is_some());
         assert_eq!(s.uri.authority.port, 5671, "the AMQPS port by default");
-        let err = of(&load("url = \"amqps://broker.example\"\nca_file = \"/nonexistent/ca.pem\"\n"))
-            .map(|_| ())
-            .unwrap_err();
+        let err =
+            of(&load("url = \"amqps://broker.example\"\nca_file = \"/nonexistent/ca.pem\"\n")).map(|_| ()).unwrap_err();
         assert!(err.contains("channels_config.amqp.ca_file"), "{err}");
     }
 }
