@@ -11,7 +11,8 @@ mod common;
 
 use std::sync::Arc;
 
-use common::mqtt::{broker, embedded, external_broker, Broker, Protocol, Proxy};
+use common::mqtt::{broker, embedded, external_broker, Broker, Protocol};
+use common::proxy::Proxy;
 use common::*;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
@@ -232,11 +233,16 @@ async fn a_message_larger_than_fanin_reads_is_discarded_by_the_broker_in_mqtt_5(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_come_back_after_the_broker_connection_does() {
     let (broker, publisher) = (broker(Protocol::V5).await, broker(Protocol::V311).await);
-    let proxy = Proxy::start(broker.clone()).await;
+    let proxy = Proxy::start(&broker.host, broker.port).await;
     let prefix = unique("fanin-test/resub");
     // A clean session: the broker forgets the subscription with the
     // connection, so only a resubscription brings messages back.
-    let block = mqtt_block(&proxy.url(), &unique("fanin-resub"), &[&format!("{prefix}/+")], "clean_session = true");
+    let block = mqtt_block(
+        &format!("mqtt://127.0.0.1:{}", proxy.port()),
+        &unique("fanin-resub"),
+        &[&format!("{prefix}/+")],
+        "clean_session = true",
+    );
     let setup = Setup::new("", &block).sop("resub", &mqtt_sop("resub", &format!("{prefix}/+"), None));
     let d = setup.start();
     wait_mqtt_up(&d).await;

@@ -2,9 +2,10 @@
 //! matching, admission and audit stay in the dispatcher. The HTTP routes
 //! (webhooks, bridges, Slack, Telegram's webhook) are served by the
 //! gateway's listener; MQTT, the cron scheduler, serial peripherals, the
-//! inboxes and the Drive and Telegram feeds run here as tasks. Each `start`
+//! inboxes, the Drive and Telegram feeds and the AMQP consumer run here as tasks. Each `start`
 //! starts nothing when its source is not configured.
 
+pub mod amqp;
 pub mod drive;
 pub mod email;
 pub mod feed;
@@ -53,6 +54,7 @@ pub fn start_all(ctx: &SourceContext) -> Result<Vec<SourceTask>, String> {
     tasks.extend(peripheral::start(ctx)?);
     tasks.extend(drive::start(ctx)?);
     tasks.extend(telegram::start(ctx)?);
+    tasks.extend(amqp::start(ctx)?);
     Ok(tasks)
 }
 

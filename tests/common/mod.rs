@@ -7,6 +7,7 @@
 pub mod drive;
 pub mod imap;
 pub mod mqtt;
+pub mod proxy;
 pub mod slack;
 pub mod telegram;
 

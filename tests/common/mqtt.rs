@@ -1,16 +1,13 @@
 //! An MQTT broker for whole-daemon tests: the one named by
 //! `FANIN_TEST_MQTT_URL` (CI: Mosquitto) or else a rumqttd broker embedded
 //! in the test process, which also listens with mutual TLS (certificates
-//! made here with rcgen), and a proxy that can cut the daemon off from it.
+//! made here with rcgen). `common::proxy` cuts the daemon off from it.
 //! Shared so that every test file reaches a broker the same way.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::OnceCell;
-use tokio_util::sync::CancellationToken;
 
 use super::{eventually, free_port, write_certificates};
 
@@ -155,58 +152,5 @@ dynamic_filters = true
             listener("v4", "tls", self.tls_311, true),
         ]
         .concat()
-    }
-}
-
-/// Sits between the daemon and the broker; can cut every connection and
-/// refuse new ones (accepting and closing at once) until restored.
-pub struct Proxy {
-    port: u16,
-    open: Arc<AtomicBool>,
-    cut: Arc<std::sync::Mutex<CancellationToken>>,
-}
-
-impl Proxy {
-    pub async fn start(upstream: Broker) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let open = Arc::new(AtomicBool::new(true));
-        let cut = Arc::new(std::sync::Mutex::new(CancellationToken::new()));
-        let (open2, cut2) = (open.clone(), cut.clone());
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !open2.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let cancelled = cut2.lock().unwrap().clone();
-                let upstream = upstream.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect((upstream.host.as_str(), upstream.port)).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = cancelled.cancelled() => {}
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                    }
-                });
-            }
-        });
-        Proxy { port, open, cut }
-    }
-
-    pub fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
-    }
-
-    pub fn cut_and_refuse(&self) {
-        self.open.store(false, Ordering::SeqCst);
-        let mut token = self.cut.lock().unwrap();
-        token.cancel();
-        *token = CancellationToken::new();
-    }
-
-    pub fn restore(&self) {
-        self.open.store(true, Ordering::SeqCst);
     }
 }

@@ -104,12 +104,8 @@ fn unheard_file_or_delivery(config: &Config, spec: &TriggerSpec) -> Option<Strin
             };
             let bound = amqp.exchange.is_empty()
                 || amqp.exchange_type != "topic"
-                || amqp
-                    .bindings
-                    .iter()
-                    .any(|b| crate::routing_key::covers(b, routing_key) || crate::routing_key::covers(routing_key, b));
-            (!bound)
-                .then(|| format!("routing_key {routing_key:?} is covered by none of the bindings {:?}", amqp.bindings))
+                || amqp.bindings.iter().any(|b| crate::routing_key::overlaps(b, routing_key));
+            (!bound).then(|| format!("routing_key {routing_key:?} matches no key of the bindings {:?}", amqp.bindings))
         }
         _ => None,
     }

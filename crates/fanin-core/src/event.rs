@@ -261,7 +261,9 @@ pub struct Event {
     pub client: Option<String>,
     /// `X-Idempotency-Key`, scoped by caller and endpoint path.
     pub idempotency: Option<IdempotencyKey>,
-    /// Webhooks only: what of the request travels beside its body.
+    /// What travels beside the body: a webhook's query and headers; an
+    /// AMQP delivery's properties, as `headers` (the envelope calls them
+    /// `properties`). Matching never looks at it.
     pub request: Option<Request>,
 }
 

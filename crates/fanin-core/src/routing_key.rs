@@ -24,11 +24,38 @@ pub fn matches(pattern: &str, key: &str) -> bool {
     words_match(&pattern, &key)
 }
 
-/// Whether the set of keys `pattern` matches contains every key `narrower`
-/// matches, where telling is cheap: the same pattern, or a `#`-only one.
-/// Used to warn about triggers no binding brings a delivery to.
-pub fn covers(pattern: &str, narrower: &str) -> bool {
-    pattern == "#" || pattern == narrower || (!narrower.contains(['*', '#']) && matches(pattern, narrower))
+/// Whether some routing key matches both patterns: a binding that brings
+/// a trigger anything. Used to warn about triggers no binding feeds
+/// (`sensors.#` feeds `sensors.*.alert`; `a.b` does not feed `a.c.*`).
+pub fn overlaps(a: &str, b: &str) -> bool {
+    let a: Vec<&str> = a.split('.').collect();
+    let b: Vec<&str> = b.split('.').collect();
+    let mut seen = vec![None; (a.len() + 1) * (b.len() + 1)];
+    both_match(&a, &b, 0, 0, &mut seen)
+}
+
+/// Whether the rests `a[i..]` and `b[j..]` share a key; `seen` remembers
+/// each pair of positions, so this is quadratic at worst.
+fn both_match(a: &[&str], b: &[&str], i: usize, j: usize, seen: &mut [Option<bool>]) -> bool {
+    let at = i * (b.len() + 1) + j;
+    if let Some(known) = seen[at] {
+        return known;
+    }
+    seen[at] = Some(false);
+    let found = (i == a.len() && j == b.len())
+        || (a.get(i) == Some(&"#") && both_match(a, b, i + 1, j, seen))
+        || (b.get(j) == Some(&"#") && both_match(a, b, i, j + 1, seen))
+        || match (a.get(i), b.get(j)) {
+            // One word both can take: a `#` takes it and stays.
+            (Some(&x), Some(&y)) if x == y || x == "*" || y == "*" || x == "#" || y == "#" => {
+                let next_i = if x == "#" { i } else { i + 1 };
+                let next_j = if y == "#" { j } else { j + 1 };
+                (next_i, next_j) != (i, j) && both_match(a, b, next_i, next_j, seen)
+            }
+            _ => false,
+        };
+    seen[at] = Some(found);
+    found
 }
 
 /// Word by word; a `#` tries every number of words it could stand for,
@@ -111,10 +138,26 @@ mod tests {
     }
 
     #[test]
-    fn coverage_is_told_when_cheap() {
-        assert!(covers("#", "a.*.b"));
-        assert!(covers("a.*", "a.*"));
-        assert!(covers("a.#", "a.b.c"));
-        assert!(!covers("a.b", "a.*"));
+    fn two_patterns_overlap_when_some_key_matches_both() {
+        let table = [
+            ("#", "a.*.b", true),
+            ("a.*", "a.*", true),
+            ("a.#", "a.b.c", true),
+            ("sensors.#", "sensors.*.alert", true),
+            ("*.*.alert", "sensors.#", true),
+            ("a.#.z", "#.m.#", true),
+            ("#", "", true),
+            ("a.b", "a.*", true),
+            ("a.b", "a.c.*", false),
+            ("a.*", "a", false),
+            ("a.#", "b.#", false),
+            ("*.x", "*.y", false),
+            ("a.*.*", "#.b", true),
+            ("a.*.*", "a.b", false),
+        ];
+        for (a, b, both) in table {
+            assert_eq!(overlaps(a, b), both, "{a} / {b}");
+            assert_eq!(overlaps(b, a), both, "{b} / {a}");
+        }
     }
 }

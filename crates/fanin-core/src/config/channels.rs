@@ -204,6 +204,9 @@ pub struct AmqpConfig {
     pub prefetch: u16,
     #[serde(default)]
     pub ca_file: String,
+    /// A larger body is refused (audited, then acknowledged).
+    #[serde(default = "one_mib")]
+    pub max_message_bytes: usize,
 }
 
 /// A secret as a block gives it: inline, or the environment variable
@@ -367,6 +370,9 @@ fn validate_amqp(c: &AmqpConfig, problems: &mut Problems) {
     if c.prefetch == 0 {
         problems.push((key("prefetch"), "must be between 1 and 65535".into()));
     }
+    if c.max_message_bytes == 0 {
+        problems.push((key("max_message_bytes"), "must be greater than 0".into()));
+    }
 }
 
 fn validate_email(c: &EmailConfig, key: &dyn Fn(&str) -> String, problems: &mut Problems) {
@@ -474,6 +480,10 @@ fn sixty() -> u64 {
     60
 }
 
+fn one_mib() -> usize {
+    1024 * 1024
+}
+
 fn ten_mib() -> usize {
     10 * 1024 * 1024
 }
@@ -564,7 +574,8 @@ mod tests {
         blocks.filesystem = Some(toml::from_str("paths = [\"/\", \"/srv/drop\"]\ninclude = [\"[a\"]").unwrap());
         blocks.amqp = Some(
             toml::from_str(
-                "url = \"http://x\"\nqueue = \"\"\nexchange_type = \"fan\"\nbindings = [\"a.b*\"]\nprefetch = 0",
+                "url = \"http://x\"\nqueue = \"\"\nexchange_type = \"fan\"\nbindings = [\"a.b*\"]\nprefetch = 0\n\
+                 max_message_bytes = 0",
             )
             .unwrap(),
         );
@@ -578,6 +589,7 @@ mod tests {
             "channels_config.amqp.exchange_type",
             "channels_config.amqp.bindings",
             "channels_config.amqp.prefetch",
+            "channels_config.amqp.max_message_bytes",
         ] {
             assert!(keys.contains(&key), "{key} not in {found:?}");
         }

@@ -127,6 +127,11 @@ mod tests {
             let keys: Vec<&str> = event.as_object().unwrap().keys().map(String::as_str).collect();
             let webhook = content == "body";
             assert_eq!(keys.contains(&"query") && keys.contains(&"headers"), webhook, "{source:?}: {keys:?}");
+            let amqp = source == Source::Amqp;
+            assert_eq!(keys.contains(&"properties"), amqp, "{source:?}: {keys:?}");
+            if amqp {
+                assert_eq!(event["properties"]["message_id"], json!("m-1"));
+            }
         }
     }
 

@@ -98,7 +98,10 @@ pub fn trigger_name(source: Source) -> &'static str {
 /// events: a webhook has its `path`, `body`, `query` and `headers` (empty
 /// for a run stored before fanin kept them); a schedule its expression as
 /// `rule`; every other source its `topic` (a channel's or Drive's is
-/// `<kind>/<alias>`); both of those carry what arrived as `payload`.
+/// `<kind>/<alias>`); both of those carry what arrived as `payload`. An
+/// AMQP delivery's body is its payload, so conditions read the body as they
+/// do for MQTT, and its properties (kept in the request's `headers`) travel
+/// beside it as `properties`.
 fn trigger_json(
     id: &str,
     source: Source,
@@ -131,10 +134,15 @@ fn trigger_json(
         | Source::Slack
         | Source::Telegram
         | Source::GoogleDrive
-        | Source::Filesystem
-        | Source::Amqp => {
+        | Source::Filesystem => {
             event.insert("topic".into(), topic);
             event.insert("payload".into(), content);
+        }
+        Source::Amqp => {
+            event.insert("topic".into(), topic);
+            event.insert("payload".into(), content);
+            let properties = request.map(|r| r.headers.clone()).unwrap_or_default();
+            event.insert("properties".into(), Value::Object(properties));
         }
     }
     Value::Object(event)

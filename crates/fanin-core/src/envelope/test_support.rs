@@ -40,6 +40,10 @@ pub fn deploy_event(source: Source) -> Event {
             headers: json!({"content-type": "application/json", "user-agent": "ci/2.1"}).as_object().cloned().unwrap(),
         });
     }
+    if source == Source::Amqp {
+        let properties = json!({"exchange": "ops", "routing_key": topic, "redelivered": false, "message_id": "m-1"});
+        event.request = Some(Request { query: Default::default(), headers: properties.as_object().cloned().unwrap() });
+    }
     event
 }
 

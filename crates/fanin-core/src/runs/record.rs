@@ -26,9 +26,10 @@ pub struct RunRecord {
     pub event_id: String,
     /// The event payload, capped to `untrusted_payload_max_bytes`.
     pub payload: Value,
-    /// Webhooks only: the request's query and the headers fanin passes on,
-    /// each capped as the payload is. `None` for runs stored before
-    /// fanin kept them (schema 6).
+    /// Webhooks: the request's query and the headers fanin passes on; AMQP:
+    /// the delivery's properties as `headers`. Each capped as the payload
+    /// is. `None` for other sources and for runs stored before fanin kept
+    /// them (schema 6).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<Request>,
     /// The session the webhook body continued (`session_id` or
