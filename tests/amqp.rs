@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::proxy::Proxy;
 use common::*;
 use lapin::options::{
@@ -17,7 +15,6 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
 /// The broker's URL, or `None` after saying the test is skipped.
 fn broker_url(test: &str) -> Option<String> {
@@ -104,15 +101,7 @@ async fn wait_amqp(d: &Daemon, status: &str) -> Value {
 
 /// Waits for `count` runs of `sop` and returns their whole records.
 async fn wait_runs(d: &Daemon, sop: &str, count: usize) -> Vec<Value> {
-    let runs = eventually(&format!("{count} runs of {sop}"), async || {
-        let runs = d.runs_of(sop).await;
-        if runs.len() >= count {
-            Ok(runs)
-        } else {
-            Err(format!("{} runs", runs.len()))
-        }
-    })
-    .await;
+    let runs = d.wait_runs_of(sop, count).await;
     let mut full = Vec::new();
     for run in &runs {
         assert_eq!(run["source"], json!("amqp"), "{run}");
@@ -326,22 +315,7 @@ async fn a_delivery_the_store_refused_is_requeued_not_lost() {
     let Some(url) = broker_url("a_delivery_the_store_refused") else { return };
     let broker = Broker::new(&url, "store").await;
     let setup = Setup::new("", &broker.block(&url, &["s.#"], "")).sop("store", &amqp_sop("store", "s.#", None));
-    let config = fanin::config::load(&setup.config_path()).expect("config");
-    let (catalog, _) = fanin::daemon::load_catalog(&config).expect("SOPs");
-    std::fs::create_dir_all(setup.dir.path().join("data")).unwrap();
-    let sqlite = fanin::store::sqlite::SqliteStore::open(&setup.db_path()).expect("store");
-    let store = Arc::new(fanin::store::faults::FaultyStore::new(Arc::new(sqlite)));
-    let dispatcher =
-        fanin::dispatch::Dispatcher::new(catalog, store.clone(), fanin::daemon::dispatch_settings(&config))
-            .await
-            .unwrap();
-    let ctx = fanin::sources::SourceContext {
-        config: Arc::new(config),
-        dispatcher: Arc::new(dispatcher),
-        store: store.clone(),
-        health: Arc::new(fanin::sources::SourcesHealth::default()),
-        shutdown: CancellationToken::new(),
-    };
+    let (ctx, store) = setup.faulty_sources().await;
     let task = fanin::sources::amqp::start(&ctx).unwrap().expect("an AMQP block starts a consumer");
     let state = || ctx.health.snapshot()["amqp"].clone();
     eventually("amqp up", || async { state().status == Status::Up }).await;

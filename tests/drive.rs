@@ -35,22 +35,12 @@ fn feed(body: &Value) -> &Value {
 }
 
 async fn wait_up(d: &Daemon) {
-    d.wait_ready("google_drive:shared up", |status, body| {
-        status == 200 && feed(body)["status"] == "up" && !feed(body)["last_poll_at"].is_null()
-    })
-    .await;
+    d.wait_polling("google_drive:shared").await;
 }
 
 /// Waits until `sop` has `count` runs; returns their payloads, oldest first.
 async fn wait_payloads(d: &Daemon, sop: &str, count: usize) -> Vec<Value> {
-    let runs = eventually(&format!("{count} runs of {sop}"), async || {
-        let runs = d.runs_of(sop).await;
-        match runs.len() >= count {
-            true => Ok(runs),
-            false => Err(format!("{} runs", runs.len())),
-        }
-    })
-    .await;
+    let runs = d.wait_runs_of(sop, count).await;
     let mut payloads = Vec::new();
     for summary in runs.iter().rev() {
         payloads.push(d.run(summary["run_id"].as_str().unwrap()).await["payload"].clone());
@@ -212,14 +202,7 @@ fn a_missing_token_variable_stops_the_daemon_naming_the_key() {
     let drive = Drive::start(TOKEN, 100);
     let setup = Setup::new("", &drive_block(&drive, "token_env = \"FANIN_TEST_DRIVE_TOKEN_UNSET\""))
         .sop("all", &drive_sop("all", ""));
-    let out = std::process::Command::new(BIN)
-        .args(["daemon", "--config"])
-        .arg(setup.config_path())
-        .env_remove("FANIN_TEST_DRIVE_TOKEN_UNSET")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = setup.daemon_refusal_without("FANIN_TEST_DRIVE_TOKEN_UNSET");
     assert!(
         stderr.contains("channels_config.google_drive.shared.token_env")
             && stderr.contains("FANIN_TEST_DRIVE_TOKEN_UNSET"),

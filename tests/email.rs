@@ -46,23 +46,13 @@ fn mailbox(body: &Value) -> &Value {
 }
 
 async fn wait_up(d: &Daemon) {
-    d.wait_ready("email:ops up", |status, body| {
-        status == 200 && mailbox(body)["status"] == "up" && !mailbox(body)["last_poll_at"].is_null()
-    })
-    .await;
+    d.wait_polling("email:ops").await;
 }
 
 /// Waits until `sop` has `count` runs; returns their payloads' subjects,
 /// sorted.
 async fn wait_subjects(d: &Daemon, sop: &str, count: usize) -> Vec<String> {
-    let runs = eventually(&format!("{count} runs of {sop}"), async || {
-        let runs = d.runs_of(sop).await;
-        match runs.len() >= count {
-            true => Ok(runs),
-            false => Err(format!("{} runs", runs.len())),
-        }
-    })
-    .await;
+    let runs = d.wait_runs_of(sop, count).await;
     let mut subjects = Vec::new();
     for run in &runs {
         assert_eq!(run["source"], json!("email"), "{run}");
@@ -73,9 +63,7 @@ async fn wait_subjects(d: &Daemon, sop: &str, count: usize) -> Vec<String> {
 }
 
 async fn payload(d: &Daemon, run: &Value) -> Value {
-    let (status, full) = d.get(&format!("/admin/runs/{}", run["run_id"].as_str().unwrap())).await;
-    assert_eq!(status, 200, "{full}");
-    full["payload"].clone()
+    d.run(run["run_id"].as_str().unwrap()).await["payload"].clone()
 }
 
 /// The `event_refused` audit records.

@@ -9,14 +9,11 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::mqtt::{broker, embedded, external_broker, Broker, Protocol};
 use common::proxy::Proxy;
 use common::*;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
 // -------------------------------------------------------------- publishing --
 
@@ -420,22 +417,7 @@ async fn a_message_the_store_refused_is_redelivered_not_lost(protocol: Protocol)
     let prefix = unique("fanin-test/refused");
     let block = mqtt_block(&broker.url(), &unique("fanin-refused"), &[&format!("{prefix}/#")], protocol.config_line());
     let setup = Setup::new("", &block).sop("refused", &mqtt_sop("refused", &format!("{prefix}/#"), None));
-    let config = fanin::config::load(&setup.config_path()).expect("config");
-    let (catalog, _) = fanin::daemon::load_catalog(&config).expect("SOPs");
-    std::fs::create_dir_all(setup.dir.path().join("data")).unwrap();
-    let sqlite = fanin::store::sqlite::SqliteStore::open(&setup.db_path()).expect("store");
-    let store = Arc::new(fanin::store::faults::FaultyStore::new(Arc::new(sqlite)));
-    let dispatcher =
-        fanin::dispatch::Dispatcher::new(catalog, store.clone(), fanin::daemon::dispatch_settings(&config))
-            .await
-            .unwrap();
-    let ctx = fanin::sources::SourceContext {
-        config: Arc::new(config),
-        dispatcher: Arc::new(dispatcher),
-        store: store.clone(),
-        health: Arc::new(fanin::sources::SourcesHealth::default()),
-        shutdown: CancellationToken::new(),
-    };
+    let (ctx, store) = setup.faulty_sources().await;
     let task = fanin::sources::mqtt::start(&ctx).unwrap().expect("an MQTT block starts a listener");
     let mqtt_state = || ctx.health.snapshot()["mqtt"].clone();
     eventually("mqtt up", || async { mqtt_state().status == Status::Up }).await;

@@ -172,14 +172,7 @@ async fn an_event_the_store_cannot_keep_is_answered_503_for_slack_to_retry() {
 #[test]
 fn an_unset_signing_secret_variable_stops_the_daemon_naming_the_key() {
     let setup = Setup::new("", "[channels_config.slack.team]\nsigning_secret_env = \"FANIN_TEST_SLACK_UNSET\"\n");
-    let out = std::process::Command::new(BIN)
-        .args(["daemon", "--config"])
-        .arg(setup.config_path())
-        .env_remove("FANIN_TEST_SLACK_UNSET")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = setup.daemon_refusal_without("FANIN_TEST_SLACK_UNSET");
     assert!(
         stderr.contains("channels_config.slack.team.signing_secret") && stderr.contains("FANIN_TEST_SLACK_UNSET"),
         "{stderr}"

@@ -215,14 +215,7 @@ async fn webhook_mode_takes_updates_with_the_secret_token_once_each() {
 #[test]
 fn an_unset_token_variable_stops_the_daemon_naming_the_key() {
     let setup = Setup::new("", "[channels_config.telegram.bot]\nbot_token_env = \"FANIN_TEST_TELEGRAM_UNSET\"\n");
-    let out = std::process::Command::new(BIN)
-        .args(["daemon", "--config"])
-        .arg(setup.config_path())
-        .env_remove("FANIN_TEST_TELEGRAM_UNSET")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = setup.daemon_refusal_without("FANIN_TEST_TELEGRAM_UNSET");
     assert!(
         stderr.contains("channels_config.telegram.bot.bot_token") && stderr.contains("FANIN_TEST_TELEGRAM_UNSET"),
         "{stderr}"

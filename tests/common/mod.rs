@@ -89,6 +89,32 @@ impl Setup {
         d
     }
 
+    /// What a source is given, built in-process from this config over a
+    /// store that refuses commits on demand: for the tests of a source's
+    /// answer to a store failure, which a daemon cannot be made to show.
+    pub async fn faulty_sources(
+        &self,
+    ) -> (fanin::sources::SourceContext, std::sync::Arc<fanin::store::faults::FaultyStore>) {
+        use std::sync::Arc;
+        let config = fanin::config::load(&self.config_path()).expect("config");
+        let (catalog, _) = fanin::daemon::load_catalog(&config).expect("SOPs");
+        std::fs::create_dir_all(self.dir.path().join("data")).unwrap();
+        let sqlite = fanin::store::sqlite::SqliteStore::open(&self.db_path()).expect("store");
+        let store = Arc::new(fanin::store::faults::FaultyStore::new(Arc::new(sqlite)));
+        let dispatcher =
+            fanin::dispatch::Dispatcher::new(catalog, store.clone(), fanin::daemon::dispatch_settings(&config))
+                .await
+                .unwrap();
+        let ctx = fanin::sources::SourceContext {
+            config: Arc::new(config),
+            dispatcher: Arc::new(dispatcher),
+            store: store.clone(),
+            health: Arc::new(fanin::sources::SourcesHealth::default()),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+        };
+        (ctx, store)
+    }
+
     /// Runs a `fanin` subcommand against this config.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(BIN).args(args).arg("--config").arg(self.config_path()).output().expect("run fanin")
@@ -99,6 +125,15 @@ impl Setup {
         let out = self.cli(args);
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// `fanin daemon` started with the environment variable `var` unset:
+    /// it must refuse to start; what it printed.
+    pub fn daemon_refusal_without(&self, var: &str) -> String {
+        let out =
+            Command::new(BIN).args(["daemon", "--config"]).arg(self.config_path()).env_remove(var).output().unwrap();
+        assert!(!out.status.success(), "the daemon started without {var}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
     /// A CLI command that must be refused (exit 1): the one line it prints.
@@ -293,6 +328,29 @@ impl Daemon {
         let (status, body) = self.get(&format!("/admin/runs?sop={sop}&limit=1000")).await;
         assert_eq!(status, 200, "{body}");
         body["runs"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until `sop` has at least `count` runs; their summaries,
+    /// newest first.
+    pub async fn wait_runs_of(&self, sop: &str, count: usize) -> Vec<Value> {
+        eventually(&format!("{count} runs of {sop}"), async || {
+            let runs = self.runs_of(sop).await;
+            match runs.len() >= count {
+                true => Ok(runs),
+                false => Err(format!("{} runs", runs.len())),
+            }
+        })
+        .await
+    }
+
+    /// Waits until the source `instance` (`email:ops`) is up and has been
+    /// answered a poll, with the daemon ready.
+    pub async fn wait_polling(&self, instance: &str) {
+        self.wait_ready(&format!("{instance} up"), |status, body| {
+            let source = &body["sources"][instance];
+            status == 200 && source["status"] == "up" && !source["last_poll_at"].is_null()
+        })
+        .await;
     }
 
     /// A run's whole record, as `GET /admin/runs/{id}` gives it.

@@ -1,4 +1,4 @@
-//! A fetched mail as the event payload SOPs see (DESIGN §11.1): headers
+//! A fetched mail as the event payload SOPs see (docs/operations.md, "Inbox (IMAP)"): headers
 //! decoded (RFC 2047 words, charsets), the text and HTML bodies, and of each
 //! attachment only its name, type, size and SHA-256, so a run's stored
 //! payload never holds an attachment's content.

@@ -1,4 +1,4 @@
-//! The inbox source (DESIGN §11.1): one task per enabled
+//! The inbox source (docs/operations.md, "Inbox (IMAP)"): one task per enabled
 //! `[channels_config.email.<alias>]` mailbox, each an IMAP client
 //! (async-imap over tokio, rustls with ring as the MQTT source) that turns
 //! every new mail into an event on topic `email/<alias>`.
