@@ -53,6 +53,7 @@ pub fn dispatch_settings(config: &Config) -> DispatchSettings {
 /// Builds the dispatcher over the configured store.
 pub async fn open_dispatcher(config: &Config, catalog: Catalog) -> Result<Arc<Dispatcher>, StartError> {
     let store = crate::store::open(&config.store.url, &config.base_dir)
+        .await
         .map_err(|e| StartError(format!("{}: store.url: {e}", config.file.display())))?;
     // Registries travel only in execution envelopes: load them (from Drive
     // or the local copies) only when some SOP sends to the executor.
@@ -79,13 +80,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     }
     tracing::info!(sops = catalog.sops.len(), "SOPs loaded");
     let store_error = |e: crate::store::StoreError| StartError(format!("{}: store.url: {e}", config.file.display()));
-    let db = crate::store::local_path(&config.store.url, &config.base_dir).map_err(store_error)?;
     // Held until this function returns: two daemons on one store would run
     // two schedulers, two outbox workers and two admission counts.
-    let _lock = crate::store::files::DaemonLock::acquire(&db).map_err(store_error)?;
+    let _lock = crate::store::DaemonLock::acquire(&config.store.url, &config.base_dir).await.map_err(store_error)?;
     let dispatcher = open_dispatcher(&config, catalog).await?;
     let store = dispatcher.store().clone();
-    let pairing_key = pairing::PairingKey::for_store(&db).map_err(|e| StartError(e.to_string()))?;
+    let key_path = crate::store::pairing_key_path(&config.store.url, &config.base_dir).map_err(store_error)?;
+    let pairing_key = pairing::PairingKey::load_or_create(&key_path).map_err(|e| StartError(e.to_string()))?;
     // The live counts of /metrics and /ready start from what the store
     // holds, before anything is written.
     let tallies = store.tallies().await.map_err(|e| StartError(format!("store: {e}")))?;

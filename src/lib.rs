@@ -26,6 +26,7 @@ pub mod registries;
 pub mod sop;
 pub mod sources;
 pub mod store;
+pub mod trust;
 
 // The pure core under its own names, so the runtime and its tests say
 // `crate::event` as they say `crate::store`.

@@ -14,7 +14,7 @@ use std::process::Command;
 /// above it. fanin-core's modules, re-exported under their own names
 /// (`crate::event`, `crate::sop`, …), sit below all of them.
 const LAYERS: &[&[&str]] = &[
-    &["backoff", "causes", "ids", "config", "sop", "test_support"],
+    &["backoff", "causes", "ids", "config", "sop", "test_support", "trust"],
     &["store"],
     &["registries"],
     &["http"],

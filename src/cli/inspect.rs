@@ -71,7 +71,7 @@ pub async fn runs(config_path: &Path, json: bool, command: RunsCommand) -> Resul
                     Some(RunStatus::parse(&s).ok_or_else(|| Failure::new(format!("--status {s:?}: unknown status")))?)
                 }
             };
-            let runs = store()?.list_runs(&RunQuery { sop, status, limit }).await?;
+            let runs = store().await?.list_runs(&RunQuery { sop, status, limit }).await?;
             if json {
                 let list: Vec<Value> = runs.iter().map(crate::gateway::run_summary).collect();
                 output::json(&json!({ "runs": list }));
@@ -93,10 +93,10 @@ pub async fn runs(config_path: &Path, json: bool, command: RunsCommand) -> Resul
             }
         }
         RunsCommand::Show { id } => {
-            let run = store()?.get_run(&id).await?.ok_or_else(|| Failure::new(format!("no run {id}")))?;
+            let run = store().await?.get_run(&id).await?.ok_or_else(|| Failure::new(format!("no run {id}")))?;
             output::json(&json!(run));
         }
-        RunsCommand::Pending => super::approvals::pending(&config, store()?.as_ref(), json).await?,
+        RunsCommand::Pending => super::approvals::pending(&config, store().await?.as_ref(), json).await?,
         RunsCommand::Approve { id, reason } => {
             super::approvals::decide(&config, json, Decision::Approve, id, reason).await?
         }
@@ -107,7 +107,7 @@ pub async fn runs(config_path: &Path, json: bool, command: RunsCommand) -> Resul
 }
 
 pub async fn audit(config_path: &Path, json: bool, follow: bool, run: Option<String>) -> Result<(), Failure> {
-    let store = open_store_to_read(&load_config(config_path)?)?;
+    let store = open_store_to_read(&load_config(config_path)?).await?;
     let mut after = None;
     loop {
         let records = store.audit(&AuditQuery { run_id: run.clone(), after_seq: after, limit: 10_000 }).await?;
@@ -144,9 +144,9 @@ fn print_audit(r: &AuditRecord, json: bool) {
 
 pub async fn pair(config_path: &Path, json: bool) -> Result<(), Failure> {
     let config = load_config(config_path)?;
-    let store = open_store(&config)?;
-    let db = crate::store::local_path(&config.store.url, &config.base_dir)?;
-    let key = pairing::PairingKey::for_store(&db)?;
+    let store = open_store(&config).await?;
+    let key =
+        pairing::PairingKey::load_or_create(&crate::store::pairing_key_path(&config.store.url, &config.base_dir)?)?;
     let code = pairing::issue_pairing_code(store.as_ref(), &key, Utc::now()).await?;
     if json {
         output::json(&json!({"pairing_code": code, "expires_in_secs": pairing::PAIRING_CODE_TTL.as_secs()}));
@@ -160,7 +160,7 @@ pub async fn tokens(config_path: &Path, json: bool, command: TokensCommand) -> R
     let config = load_config(config_path)?;
     match command {
         TokensCommand::List => {
-            let tokens = tokens::list(open_store_to_read(&config)?.as_ref()).await?;
+            let tokens = tokens::list(open_store_to_read(&config).await?.as_ref()).await?;
             if json {
                 let list: Vec<Value> = tokens
                     .iter()
@@ -180,7 +180,7 @@ pub async fn tokens(config_path: &Path, json: bool, command: TokensCommand) -> R
             }
         }
         TokensCommand::Revoke { prefix } => {
-            let n = tokens::revoke(open_store(&config)?.as_ref(), &prefix, Utc::now()).await?;
+            let n = tokens::revoke(open_store(&config).await?.as_ref(), &prefix, Utc::now()).await?;
             if json {
                 output::json(&json!({ "revoked": n }));
             } else {

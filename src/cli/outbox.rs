@@ -23,7 +23,7 @@ pub async fn outbox(config_path: &Path, json: bool, command: OutboxCommand) -> R
                     Failure::new(format!("--status {s:?}: expected pending, delivered, dead or withdrawn"))
                 })?),
             };
-            let entries = open_store_to_read(&config)?.outbox_list(status, limit).await?;
+            let entries = open_store_to_read(&config).await?.outbox_list(status, limit).await?;
             if json {
                 output::json(&json!({ "outbox": entries }));
             } else {
@@ -48,7 +48,7 @@ pub async fn outbox(config_path: &Path, json: bool, command: OutboxCommand) -> R
             let reply = match call_daemon(&config, &path, String::new(), Thing::Envelope, &id).await? {
                 Some(reply) => reply,
                 // No daemon: revive it in the store; the next daemon sends it.
-                None => json!(operations::outbox::retry(open_store(&config)?.as_ref(), &id, Utc::now()).await?),
+                None => json!(operations::outbox::retry(open_store(&config).await?.as_ref(), &id, Utc::now()).await?),
             };
             if json {
                 output::json(&reply);

@@ -15,14 +15,16 @@ use crate::operations::{ConflictKind, OpError, Thing};
 use crate::store::Store;
 
 /// The store, for a command that writes it.
-pub(super) fn open_store(config: &Config) -> Result<Arc<dyn Store>, Failure> {
+pub(super) async fn open_store(config: &Config) -> Result<Arc<dyn Store>, Failure> {
     crate::store::open(&config.store.url, &config.base_dir)
+        .await
         .map_err(|e| Failure::new(format!("{}: store.url: {e}", config.file.display())))
 }
 
 /// The store, for a command that only reads it.
-pub(super) fn open_store_to_read(config: &Config) -> Result<Arc<dyn Store>, Failure> {
+pub(super) async fn open_store_to_read(config: &Config) -> Result<Arc<dyn Store>, Failure> {
     crate::store::open_read_only(&config.store.url, &config.base_dir)
+        .await
         .map_err(|e| Failure::new(format!("{}: store.url: {e}", config.file.display())))
 }
 

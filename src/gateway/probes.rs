@@ -34,7 +34,8 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     // and envelopes wait for it durably.
     let registries = state.dispatcher.registries().map(|r| json!(r.status()));
     let outbox = outbox_status(&state);
-    let mut body = json!({"store": store_text, "sources": sources, "registries": registries, "outbox": outbox});
+    let mut body = json!({"store": store_text, "store_kind": store.kind(), "sources": sources, "registries": registries,
+        "outbox": outbox});
     if let WriteState::Failing { since, refused, .. } = writes {
         body["store_failing"] = json!({"since": since, "writes_refused": refused});
     }

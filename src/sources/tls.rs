@@ -15,10 +15,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::pki_types::PrivateKeyDer;
+use rustls::ClientConfig;
 
 use crate::config::{Config, ConfigError};
+use crate::trust::{read, read_certificates};
 
 /// Where the roots came from, for the start-up log.
 #[derive(Debug, PartialEq, Eq)]
@@ -53,14 +54,7 @@ pub fn client_config(
         .to_string()
     };
 
-    let mut roots = RootCertStore::empty();
-    let system_roots = add_system_roots(&mut roots);
-    let bundled_roots = if system_roots == 0 {
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        webpki_roots::TLS_SERVER_ROOTS.len()
-    } else {
-        0
-    };
+    let (mut roots, system_roots, bundled_roots) = crate::trust::default_roots();
     let mut ca_file_roots = 0;
     if !files.ca_file.is_empty() {
         let path = config.resolve(files.ca_file);
@@ -90,29 +84,6 @@ pub fn client_config(
     Ok((client_config, Trust { system_roots, bundled_roots, ca_file_roots }))
 }
 
-/// Adds what the system trusts; certificates it cannot parse are skipped
-/// (a system store often holds a few that rustls rejects).
-fn add_system_roots(roots: &mut RootCertStore) -> usize {
-    let found = rustls_native_certs::load_native_certs();
-    for error in &found.errors {
-        tracing::debug!(%error, "a system root store could not be read");
-    }
-    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
-    added
-}
-
-/// Every certificate in a PEM file; none at all is an error.
-fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = read(path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("is not a valid PEM file ({e})"))?;
-    if certs.is_empty() {
-        return Err("holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)".into());
-    }
-    Ok(certs)
-}
-
 /// The first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.
 fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     let pem = read(path)?;
@@ -122,10 +93,6 @@ fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
         }
         other => format!("is not a valid PEM private key ({other})"),
     })
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))
 }
 
 #[cfg(test)]

@@ -212,6 +212,10 @@ impl Store for FaultyStore {
     fn watch(&self) -> &StoreWatch {
         self.inner.watch()
     }
+
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
 }
 
 #[cfg(test)]

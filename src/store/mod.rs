@@ -17,8 +17,11 @@ use serde_json::Value;
 
 use fanin_core::runs::RunStatus;
 
+pub mod codec;
 pub mod faults;
 pub mod files;
+pub mod ops;
+pub mod postgres;
 pub mod sqlite;
 pub mod watch;
 
@@ -199,6 +202,9 @@ pub trait Store: Send + Sync + 'static {
     /// Whether this store's writes succeed lately, and the live counts;
     /// shared by every caller of this store.
     fn watch(&self) -> &StoreWatch;
+
+    /// Which back end this is (`sqlite`, `postgres`), as `/ready` names it.
+    fn kind(&self) -> &'static str;
 }
 
 /// What a reader hands back in place of a stored value it cannot read (JSON
@@ -220,9 +226,15 @@ pub fn unreadable_reason(value: &Value) -> Option<&str> {
     fields.get("unreadable")?.as_str()
 }
 
+/// Whether `[store].url` names a PostgreSQL store.
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 /// The SQLite file a `[store].url` names. Relative paths resolve against
-/// `base_dir` (the directory holding config.toml). The files fanin keeps
-/// beside the store ([`files`]) are found from it.
+/// `base_dir` (the directory holding config.toml). A PostgreSQL URL names
+/// no file: see [`pairing_key_path`] and [`DaemonLock`] for what fanin keeps
+/// on the local disk then.
 pub fn local_path(url: &str, base_dir: &Path) -> Result<std::path::PathBuf, StoreError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         if path.is_empty() {
@@ -230,19 +242,54 @@ pub fn local_path(url: &str, base_dir: &Path) -> Result<std::path::PathBuf, Stor
         }
         return Ok(base_dir.join(path));
     }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(StoreError::Invalid("the PostgreSQL store is not built yet; use sqlite://".into()));
+    if is_postgres(url) {
+        return Err(StoreError::Invalid("a PostgreSQL store has no local file".into()));
     }
     Err(StoreError::Invalid(format!("unsupported scheme in {url:?} (expected sqlite:// or postgres://)")))
 }
 
+/// The pairing key codes are MACed with: beside a SQLite store; for a
+/// PostgreSQL store, beside config.toml (`<config dir>/pairing.key`), since
+/// the database must not hold the key that makes its codes checkable.
+/// Every process that issues or redeems codes on one store must read the
+/// same file (replicas: the same copy of it).
+pub fn pairing_key_path(url: &str, base_dir: &Path) -> Result<std::path::PathBuf, StoreError> {
+    if is_postgres(url) {
+        return Ok(base_dir.join("pairing.key"));
+    }
+    Ok(files::pairing_key_path(&local_path(url, base_dir)?))
+}
+
 /// Opens the store named by `[store].url`, creating or upgrading it.
-pub fn open(url: &str, base_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open(url: &str, base_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    if is_postgres(url) {
+        return Ok(Arc::new(postgres::PostgresStore::open(url, base_dir).await?));
+    }
     Ok(Arc::new(sqlite::SqliteStore::open(&local_path(url, base_dir)?)?))
 }
 
 /// Opens the existing store named by `[store].url` for reading only (see
 /// [`sqlite::SqliteStore::open_read_only`]).
-pub fn open_read_only(url: &str, base_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open_read_only(url: &str, base_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    if is_postgres(url) {
+        return Ok(Arc::new(postgres::PostgresStore::open_read_only(url, base_dir).await?));
+    }
     Ok(Arc::new(sqlite::SqliteStore::open_read_only(&local_path(url, base_dir)?)?))
+}
+
+/// What keeps a second daemon off a store while one runs: the lock file
+/// beside a SQLite store, a session advisory lock in a PostgreSQL one
+/// (until several daemons can share one store).
+pub enum DaemonLock {
+    File(files::DaemonLock),
+    Postgres(postgres::DaemonLock),
+}
+
+impl DaemonLock {
+    pub async fn acquire(url: &str, base_dir: &Path) -> Result<DaemonLock, StoreError> {
+        if is_postgres(url) {
+            return Ok(DaemonLock::Postgres(postgres::DaemonLock::acquire(url, base_dir).await?));
+        }
+        Ok(DaemonLock::File(files::DaemonLock::acquire(&local_path(url, base_dir)?)?))
+    }
 }

@@ -36,12 +36,12 @@ use tokio::sync::oneshot;
 
 use super::*;
 use crate::store::files;
+use crate::store::ops::{EncodedBatch, Op, Outcome};
 use checkpoint::Checkpointer;
 use reads::Readers;
 pub use shm::report_sigbus;
 use shm::ShmGuard;
 use writer::{Counters, Job, Message, Writer};
-use writes::{EncodedBatch, Op, Outcome};
 
 /// How long a connection waits for another process's lock before the
 /// request fails as `Unavailable`.
@@ -386,5 +386,9 @@ impl Store for SqliteStore {
 
     fn watch(&self) -> &StoreWatch {
         &self.watch
+    }
+
+    fn kind(&self) -> &'static str {
+        "sqlite"
     }
 }

@@ -1,9 +1,7 @@
-//! Conversions between fanin's records and SQLite columns, and between
-//! SQLite errors and [`StoreError`].
-//!
-//! Times are integer microseconds since the Unix epoch (UTC): they sort as
-//! numbers, and PostgreSQL's timestamps hold exactly the same precision, so a
-//! later PostgreSQL store stores the same values. JSON is stored as text.
+//! Conversions between fanin's records and SQLite rows, and between SQLite
+//! errors and [`StoreError`]. The values themselves are encoded as every
+//! store encodes them ([`crate::store::codec`]): times as integer
+//! microseconds, JSON as text.
 
 use std::path::Path;
 
@@ -13,29 +11,18 @@ use rusqlite::{ErrorCode, Row};
 use serde_json::Value;
 
 use crate::event::{Request, Source};
+use crate::store::codec::{json_or_unreadable, named, parse_step_status, request_from_json, time_from_micros};
 use crate::store::{
-    AuditKind, AuditRecord, DueEntry, OutboxRecord, OutboxStatus, RunRecord, StepRecord, StepStatus, StoreError,
-    TokenRecord,
+    AuditKind, AuditRecord, DueEntry, OutboxRecord, OutboxStatus, RunRecord, StepRecord, StoreError, TokenRecord,
 };
 use fanin_core::runs::RunStatus;
-
-/// A time as stored. Sub-microsecond digits are dropped.
-pub(super) fn micros(t: DateTime<Utc>) -> i64 {
-    t.timestamp_micros()
-}
-
-/// A JSON value as stored.
-pub(super) fn json_text(v: &Value) -> String {
-    v.to_string()
-}
 
 fn unreadable(idx: usize, reason: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, reason.into())
 }
 
 pub(super) fn time_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<DateTime<Utc>> {
-    let us: i64 = row.get(idx)?;
-    DateTime::from_timestamp_micros(us).ok_or_else(|| unreadable(idx, format!("time {us} out of range")))
+    time_from_micros(row.get(idx)?).map_err(|reason| unreadable(idx, reason))
 }
 
 pub(super) fn opt_time_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
@@ -54,12 +41,6 @@ pub(super) fn json_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<Value> {
         ValueRef::Text(bytes) | ValueRef::Blob(bytes) => json_or_unreadable(bytes),
         other => crate::store::unreadable(format!("stored as {}, not JSON text", other.data_type()), 0),
     })
-}
-
-/// Stored JSON text as a value, or the stand-in saying why it is not one.
-pub(super) fn json_or_unreadable(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes)
-        .unwrap_or_else(|e| crate::store::unreadable(format!("stored JSON cannot be read: {e}"), bytes.len()))
 }
 
 pub(super) fn opt_json_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<Value>> {
@@ -93,7 +74,7 @@ pub(super) fn is_undecodable(e: &rusqlite::Error) -> bool {
 /// A text column holding one of a closed set of names.
 fn named_at<T>(row: &Row<'_>, idx: usize, what: &str, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
     let text: String = row.get(idx)?;
-    parse(&text).ok_or_else(|| unreadable(idx, format!("unknown {what} {text:?}")))
+    named(&text, what, parse).map_err(|reason| unreadable(idx, reason))
 }
 
 /// The columns [`run_from_row`] reads, in its order.
@@ -129,41 +110,9 @@ fn run_from_row_at(row: &Row<'_>, at: usize) -> rusqlite::Result<RunRecord> {
     })
 }
 
-/// A run's webhook request. One that cannot be read back has the
-/// [`store::unreadable`](crate::store::unreadable) stand-in for its query
-/// and its headers, so the run still reads.
+/// A run's webhook request (see [`request_from_json`]).
 fn request_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<Request>> {
-    let Some(value) = opt_json_at(row, idx)? else {
-        return Ok(None);
-    };
-    let stand_in = |value: Value| match value {
-        Value::Object(map) => Request { query: map.clone(), headers: map },
-        _ => Request::default(),
-    };
-    if crate::store::unreadable_reason(&value).is_some() {
-        return Ok(Some(stand_in(value)));
-    }
-    let stored_bytes = value.to_string().len();
-    Ok(Some(serde_json::from_value(value).unwrap_or_else(|e| {
-        stand_in(crate::store::unreadable(format!("stored request cannot be read: {e}"), stored_bytes))
-    })))
-}
-
-/// A step status as stored.
-pub(super) fn step_status_name(status: StepStatus) -> &'static str {
-    match status {
-        StepStatus::Pending => "pending",
-        StepStatus::Leased => "leased",
-        StepStatus::Completed => "completed",
-        StepStatus::Failed => "failed",
-        StepStatus::Withdrawn => "withdrawn",
-    }
-}
-
-fn parse_step_status(name: &str) -> Option<StepStatus> {
-    [StepStatus::Pending, StepStatus::Leased, StepStatus::Completed, StepStatus::Failed, StepStatus::Withdrawn]
-        .into_iter()
-        .find(|s| step_status_name(*s) == name)
+    Ok(opt_json_at(row, idx)?.map(request_from_json))
 }
 
 /// The columns [`step_from_row`] reads, in its order.

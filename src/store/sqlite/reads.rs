@@ -13,12 +13,13 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::Value;
 
 use super::codec::{
-    audit_from_row, due_from_row, is_undecodable, json_at, lossy_text_at, micros, opt_time_at, outbox_from_row,
-    run_from_row, step_from_row, store_error, time_at, token_from_row, AUDIT_COLUMNS, DUE_COLUMNS, DUE_RUN_COLUMNS,
-    OUTBOX_COLUMNS, RUN_COLUMNS, STEP_COLUMNS, TOKEN_COLUMNS,
+    audit_from_row, due_from_row, is_undecodable, json_at, lossy_text_at, opt_time_at, outbox_from_row, run_from_row,
+    step_from_row, store_error, time_at, token_from_row, AUDIT_COLUMNS, DUE_COLUMNS, DUE_RUN_COLUMNS, OUTBOX_COLUMNS,
+    RUN_COLUMNS, STEP_COLUMNS, TOKEN_COLUMNS,
 };
 use super::schema::open_reader;
 use super::shm::ShmGuard;
+use crate::store::codec::micros;
 use crate::store::{
     AuditQuery, AuditRecord, Cursor, DueEntry, OutboxRecord, OutboxStatus, PairingLookup, RunQuery, RunRecord, SopLoad,
     StepRecord, StoreError, Tallies, TokenRecord,

@@ -7,7 +7,7 @@ use tempfile::TempDir;
 
 use super::*;
 use crate::event::{Request, Source};
-use crate::store::sqlite::codec::micros;
+use crate::store::codec::micros;
 use crate::test_support::eventually;
 use fanin_core::runs::RunStatus;
 
@@ -880,7 +880,7 @@ async fn the_file_is_in_wal_mode_with_schema_version_7() {
 #[tokio::test]
 async fn opened_through_the_store_url() {
     let dir = tempfile::tempdir().unwrap();
-    let store = crate::store::open("sqlite://data/fanin.db", dir.path()).unwrap();
+    let store = crate::store::open("sqlite://data/fanin.db", dir.path()).await.unwrap();
     store.commit(start(run("r", "s", RunStatus::Running, t(0)))).await.unwrap();
     assert!(store.get_run("r").await.unwrap().is_some());
     assert!(dir.path().join("data/fanin.db").exists());

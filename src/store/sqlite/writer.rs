@@ -20,7 +20,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::Utc;
 use rusqlite::Connection;
@@ -28,22 +28,9 @@ use tokio::sync::oneshot;
 
 use super::codec::store_error;
 use super::shm::ShmGuard;
-use super::writes::{apply, Failure, Op, Outcome};
+use super::writes::{apply, Failure};
+use crate::store::ops::{lingers, Op, Outcome, LINGER_GAP, LINGER_MAX, MAX_REQUESTS_PER_TRANSACTION};
 use crate::store::{Committed, StoreError, StoreWatch, WriteNotice};
-
-/// At most this many requests share one transaction, so that a flood of
-/// requests still gets answered in bounded steps.
-pub(super) const MAX_REQUESTS_PER_TRANSACTION: usize = 512;
-
-/// A group of patient requests at least this large is a sign of load: the
-/// writer then waits for more before committing. A lone request commits at
-/// once, so a quiet daemon pays no latency for this.
-const LINGER_FROM: usize = 2;
-/// While lingering, the writer commits as soon as no request came for this
-/// long (arrivals have stopped: everyone who was coming is in the group)…
-const LINGER_GAP: Duration = Duration::from_micros(100);
-/// …and in any case this long after the group's first request.
-const LINGER_MAX: Duration = Duration::from_micros(1000);
 
 pub(super) type Reply = oneshot::Sender<Result<Outcome, StoreError>>;
 
@@ -52,11 +39,6 @@ pub(super) struct Job {
     pub reply: Reply,
     /// The caller can wait for a larger group (`Store::commit_pipelined`).
     pub patient: bool,
-}
-
-/// Whether a group of `len` requests waits for more before committing.
-fn lingers(len: usize, all_patient: bool) -> bool {
-    all_patient && (LINGER_FROM..MAX_REQUESTS_PER_TRANSACTION).contains(&len)
 }
 
 /// What travels over the writer's channel.
@@ -300,18 +282,5 @@ impl Writer {
         for reply in replies {
             let _ = reply.send(Err(StoreError::Unavailable(message.clone())));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_group_of_patient_requests_waits_for_more() {
-        assert!(!lingers(1, true), "a lone request commits at once");
-        assert!(lingers(LINGER_FROM, true));
-        assert!(!lingers(LINGER_FROM, false), "a caller is waiting on one of them");
-        assert!(!lingers(MAX_REQUESTS_PER_TRANSACTION, true), "a full group commits");
     }
 }

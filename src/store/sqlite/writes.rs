@@ -1,111 +1,23 @@
-//! What each request does in SQL, on the writer's connection: one function
-//! per [`Write`], the batch that applies them with its idempotency claim,
-//! and the pairing, token and housekeeping requests. Callers encode the JSON
-//! before the request reaches the writer thread ([`EncodedBatch`]), so the
-//! thread runs only SQL; `writer.rs` decides when and how a group of these
-//! is committed.
-
-use std::sync::Arc;
+//! What each request ([`Op`]) does in SQL, on the writer's connection: one
+//! function per [`Write`], the batch that applies them with its idempotency
+//! claim, and the pairing, token and housekeeping requests. Callers encode
+//! the JSON before the request reaches the writer thread
+//! ([`EncodedBatch`]), so the thread runs only SQL; `writer.rs` decides when
+//! and how a group of these is committed.
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
-use super::codec::{is_constraint_violation, json_at, json_text, micros, step_status_name};
+use super::codec::{is_constraint_violation, json_at};
+use crate::store::codec::{json_text, micros, step_status_name};
+use crate::store::ops::refusal::{self, StepState};
+use crate::store::ops::{EncodedBatch, Op, Outcome, Texts};
 use crate::store::{
-    AuditKind, Batch, Committed, IdempotencyClaim, NewAudit, OutboxRecord, OutboxStatus, RunRecord, StepStatus,
-    StoreError, TokenRecord, Write,
+    AuditKind, Committed, IdempotencyClaim, NewAudit, OutboxRecord, OutboxStatus, RunRecord, StepStatus, StoreError,
+    TokenRecord, Write,
 };
 use fanin_core::runs::RunStatus;
-
-/// What a caller asks the writer to do.
-pub(super) enum Op {
-    Commit(Arc<EncodedBatch>),
-    AddPairingCode { hash: String, created_at: DateTime<Utc>, expires_at: DateTime<Utc> },
-    RedeemPairingCode { hash: String, now: DateTime<Utc>, token: TokenRecord },
-    ChargePairingGuess { now: DateTime<Utc>, budget: u32 },
-    RevokeTokens { prefix: String, at: DateTime<Utc> },
-    PurgeIdempotency { now: DateTime<Utc> },
-}
-
-/// A batch with its JSON values already written out as text. The caller's
-/// thread encodes it (and, holding the other `Arc`, frees it after the
-/// reply), so the writer thread, which every commit waits for, only runs
-/// SQL.
-pub(super) struct EncodedBatch {
-    pub batch: Batch,
-    claim_response: Option<String>,
-    /// One entry per write of `batch`: the texts it stores.
-    texts: Vec<Texts>,
-}
-
-/// The JSON texts one write stores: its JSON value (see [`json_value`]),
-/// and for a run's event (inserted or coalesced) the webhook request and
-/// the continued session.
-pub(super) struct Texts {
-    json: Option<String>,
-    request: Option<String>,
-    session: Option<String>,
-}
-
-impl Texts {
-    fn of(write: &Write) -> Texts {
-        let (request, session) = match write {
-            Write::InsertRun(run) => (run.request.as_ref(), run.session.as_ref()),
-            Write::Coalesce { request, session, .. } => (request.as_ref(), session.as_ref()),
-            _ => (None, None),
-        };
-        Texts {
-            json: json_value(write).map(json_text),
-            request: request.map(|r| json_text(&serde_json::to_value(r).expect("a request is JSON"))),
-            session: session.map(json_text),
-        }
-    }
-
-    fn json(&self) -> &str {
-        self.json.as_deref().unwrap_or("null")
-    }
-}
-
-impl EncodedBatch {
-    pub fn new(batch: Batch) -> EncodedBatch {
-        let claim_response = batch.idempotency.as_ref().map(|claim| json_text(&claim.response));
-        let texts = batch.writes.iter().map(Texts::of).collect();
-        EncodedBatch { batch, claim_response, texts }
-    }
-}
-
-/// The JSON value a write stores, if any: what [`EncodedBatch`] encodes.
-fn json_value(write: &Write) -> Option<&Value> {
-    match write {
-        Write::InsertRun(run) => Some(&run.payload),
-        Write::Coalesce { payload, .. } => Some(payload),
-        Write::Audit(audit) => Some(&audit.detail),
-        Write::FinishStep { output, .. } => Some(output),
-        Write::Enqueue(entry) => Some(&entry.envelope),
-        Write::SetStatus { .. }
-        | Write::CronChecked { .. }
-        | Write::SetCursor { .. }
-        | Write::SetStep { .. }
-        | Write::PendStep { .. }
-        | Write::LeaseStep { .. }
-        | Write::Delivered { .. }
-        | Write::Reschedule { .. }
-        | Write::DeadLetter { .. }
-        | Write::Revive { .. }
-        | Write::WithdrawEnvelope { .. }
-        | Write::WithdrawStep { .. } => None,
-    }
-}
-
-/// What the writer answers, one variant per kind of [`Op`].
-#[derive(Debug)]
-pub(super) enum Outcome {
-    Committed(Committed),
-    Redeemed(bool),
-    Count(usize),
-    Done,
-}
 
 /// Why one request could not be applied.
 pub(super) enum Failure {
@@ -147,7 +59,7 @@ fn apply_batch(conn: &Connection, encoded: &EncodedBatch) -> Result<Committed, F
         if let Some(response) = live_claim(conn, claim)? {
             return Ok(Committed::Duplicate { response });
         }
-        store_claim(conn, claim, encoded.claim_response.as_deref().unwrap_or("null"))?;
+        store_claim(conn, claim, encoded.claim_response())?;
     }
     for (write, texts) in batch.writes.iter().zip(&encoded.texts) {
         apply_write(conn, write, texts)?;
@@ -239,9 +151,7 @@ fn insert_run(conn: &Connection, run: &RunRecord, texts: &Texts) -> Result<(), F
         ]);
     match result {
         Ok(_) => Ok(()),
-        Err(e) if is_constraint_violation(&e) => {
-            Err(Failure::Refused(StoreError::Conflict(format!("run {} already exists", run.run_id))))
-        }
+        Err(e) if is_constraint_violation(&e) => Err(Failure::Refused(refusal::run_exists(&run.run_id))),
         Err(e) => Err(e.into()),
     }
 }
@@ -265,10 +175,7 @@ fn set_status(
         return Ok(());
     }
     let found = current_status(conn, run_id)?;
-    Err(Failure::Refused(StoreError::Conflict(match found {
-        Some(status) => format!("run {run_id}: status is {status}, expected {from} (to become {to})"),
-        None => format!("run {run_id}: no such run (expected status {from})"),
-    })))
+    Err(Failure::Refused(refusal::status(run_id, found.as_deref(), from, to)))
 }
 
 fn current_status(conn: &Connection, run_id: &str) -> rusqlite::Result<Option<String>> {
@@ -304,10 +211,7 @@ fn coalesce(
         return Ok(());
     }
     let found = current_status(conn, run_id)?;
-    Err(Failure::Refused(StoreError::Conflict(match found {
-        Some(status) => format!("run {run_id}: cannot coalesce into a run that is {status}, not deferred"),
-        None => format!("run {run_id}: cannot coalesce into a missing run"),
-    })))
+    Err(Failure::Refused(refusal::coalesce(run_id, found.as_deref())))
 }
 
 fn insert_audit(conn: &Connection, audit: &NewAudit, detail: &str) -> Result<(), Failure> {
@@ -342,11 +246,7 @@ fn set_cursor(conn: &Connection, source: &str, from: Option<&str>, to: &str, at:
     if changed == 1 {
         return Ok(());
     }
-    Err(conflict(format!("the cursor of {source} is no longer {from:?}")))
-}
-
-fn conflict(message: String) -> Failure {
-    Failure::Refused(StoreError::Conflict(message))
+    Err(Failure::Refused(refusal::cursor(source, from)))
 }
 
 /// Compare-and-set on the run's step index.
@@ -357,21 +257,11 @@ fn set_step(conn: &Connection, run_id: &str, from: u32, to: u32, at: DateTime<Ut
     if changed == 1 {
         return Ok(());
     }
-    let found: Option<u32> = conn
+    let found: Option<i64> = conn
         .prepare_cached("SELECT step FROM runs WHERE run_id = ?1")?
         .query_row([run_id], |row| row.get(0))
         .optional()?;
-    Err(conflict(match found {
-        Some(step) => format!("run {run_id}: step is {step}, expected {from} (to become {to})"),
-        None => format!("run {run_id}: no such run (expected step {from})"),
-    }))
-}
-
-/// A step record as the compare-and-set messages describe it.
-struct StepState {
-    status: String,
-    lease_id: Option<String>,
-    leased_until: Option<i64>,
+    Err(Failure::Refused(refusal::step_index(run_id, found, from, to)))
 }
 
 fn step_state(conn: &Connection, run_id: &str, index: u32) -> rusqlite::Result<Option<StepState>> {
@@ -380,14 +270,6 @@ fn step_state(conn: &Connection, run_id: &str, index: u32) -> rusqlite::Result<O
             Ok(StepState { status: row.get(0)?, lease_id: row.get(1)?, leased_until: row.get(2)? })
         })
         .optional()
-}
-
-/// A stored time for a message; the raw number if it is out of range.
-fn time_text(us: Option<i64>) -> String {
-    match us.and_then(DateTime::<Utc>::from_timestamp_micros) {
-        Some(t) => t.to_rfc3339(),
-        None => format!("{us:?}"),
-    }
 }
 
 fn pend_step(conn: &Connection, run_id: &str, index: u32, at: DateTime<Utc>) -> Result<(), Failure> {
@@ -400,8 +282,7 @@ fn pend_step(conn: &Connection, run_id: &str, index: u32, at: DateTime<Utc>) -> 
     match inserted {
         Ok(_) => Ok(()),
         Err(e) if is_constraint_violation(&e) => {
-            let status = step_state(conn, run_id, index)?.map_or_else(|| "unknown".to_owned(), |s| s.status);
-            Err(conflict(format!("run {run_id} step {index}: already has a record ({status}); cannot pend it again")))
+            Err(Failure::Refused(refusal::pend(run_id, index, step_state(conn, run_id, index)?)))
         }
         Err(e) => Err(e.into()),
     }
@@ -435,17 +316,7 @@ fn lease_step(
     if changed == 1 {
         return Ok(());
     }
-    let what = format!("run {run_id} step {index}");
-    Err(conflict(match step_state(conn, run_id, index)? {
-        None => format!("{what}: no such step to lease"),
-        Some(s) if s.status == step_status_name(StepStatus::Leased) => format!(
-            "{what}: leased under {} until {}, later than {}",
-            s.lease_id.as_deref().unwrap_or("?"),
-            time_text(s.leased_until),
-            at.to_rfc3339()
-        ),
-        Some(s) => format!("{what}: is {}, not pending; cannot lease it", s.status),
-    }))
+    Err(Failure::Refused(refusal::lease(run_id, index, step_state(conn, run_id, index)?, at)))
 }
 
 /// Only the holder of the latest lease may report, even after the lease
@@ -459,12 +330,8 @@ fn finish_step(
     output: &str,
     at: DateTime<Utc>,
 ) -> Result<(), Failure> {
-    let what = format!("run {run_id} step {index}");
     if !matches!(status, StepStatus::Completed | StepStatus::Failed) {
-        return Err(Failure::Refused(StoreError::Invalid(format!(
-            "{what}: a step finishes as completed or failed, not {}",
-            step_status_name(status)
-        ))));
+        return Err(Failure::Refused(refusal::finish_status(run_id, index, step_status_name(status))));
     }
     let changed = conn
         .prepare_cached(
@@ -483,14 +350,7 @@ fn finish_step(
     if changed == 1 {
         return Ok(());
     }
-    Err(conflict(match step_state(conn, run_id, index)? {
-        None => format!("{what}: no such step to finish"),
-        Some(s) if s.status == step_status_name(StepStatus::Leased) => format!(
-            "{what}: leased under {}, not {lease_id} (the lease was taken over)",
-            s.lease_id.as_deref().unwrap_or("?")
-        ),
-        Some(s) => format!("{what}: is {}, not leased under {lease_id}", s.status),
-    }))
+    Err(Failure::Refused(refusal::finish(run_id, index, lease_id, step_state(conn, run_id, index)?)))
 }
 
 /// An open step (pending, or leased whether or not the lease ended) of a
@@ -512,11 +372,7 @@ fn withdraw_step(conn: &Connection, run_id: &str, index: u32, at: DateTime<Utc>)
     if changed == 1 {
         return Ok(());
     }
-    let what = format!("run {run_id} step {index}");
-    Err(conflict(match step_state(conn, run_id, index)? {
-        None => format!("{what}: no such step to withdraw"),
-        Some(s) => format!("{what}: is {}, not pending or leased; cannot withdraw it", s.status),
-    }))
+    Err(Failure::Refused(refusal::withdraw_step(run_id, index, step_state(conn, run_id, index)?)))
 }
 
 /// The store numbers entries in the order they are written; the record's
@@ -542,7 +398,7 @@ fn enqueue(conn: &Connection, entry: &OutboxRecord, envelope: &str) -> Result<()
         ]);
     match inserted {
         Ok(_) => Ok(()),
-        Err(e) if is_constraint_violation(&e) => Err(conflict(format!("outbox entry {} already exists", entry.id))),
+        Err(e) if is_constraint_violation(&e) => Err(Failure::Refused(refusal::enqueued(&entry.id))),
         Err(e) => Err(e.into()),
     }
 }
@@ -567,10 +423,7 @@ fn update_outbox(
     }
     let found: Option<String> =
         conn.prepare_cached("SELECT status FROM outbox WHERE id = ?1")?.query_row([id], |row| row.get(0)).optional()?;
-    Err(conflict(match found {
-        Some(status) => format!("outbox entry {id}: is {status}, expected {expected}; cannot {doing}"),
-        None => format!("outbox entry {id}: no such entry; cannot {doing}"),
-    }))
+    Err(Failure::Refused(refusal::outbox(id, found.as_deref(), expected, doing)))
 }
 
 fn delivered(conn: &Connection, id: &str, attempts: u32, at: DateTime<Utc>) -> Result<(), Failure> {
@@ -692,10 +545,7 @@ fn redeem_pairing_code(
         ]);
     match inserted {
         Ok(_) => Ok(true),
-        Err(e) if is_constraint_violation(&e) => Err(Failure::Refused(StoreError::Conflict(format!(
-            "token prefix {} or its hash is already stored; generate another token",
-            token.prefix
-        )))),
+        Err(e) if is_constraint_violation(&e) => Err(Failure::Refused(refusal::token_taken(&token.prefix))),
         Err(e) => Err(e.into()),
     }
 }
@@ -738,9 +588,7 @@ fn charge_pairing_guess(conn: &Connection, now: DateTime<Utc>, budget: u32) -> R
 
 fn revoke_tokens(conn: &Connection, prefix: &str, at: DateTime<Utc>) -> Result<usize, Failure> {
     if prefix.is_empty() {
-        return Err(Failure::Refused(StoreError::Invalid(
-            "revoke tokens: an empty prefix would revoke every token; name one".into(),
-        )));
+        return Err(Failure::Refused(refusal::empty_revoke_prefix()));
     }
     let revoked = conn
         .prepare_cached(

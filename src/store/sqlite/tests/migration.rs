@@ -4,7 +4,7 @@
 
 use rusqlite::Connection;
 
-use crate::store::sqlite::codec::micros;
+use crate::store::codec::micros;
 
 use super::*;
 

@@ -1,0 +1,265 @@
+//! The writer: one task owns the store's write connection and commits
+//! requests in groups, as SQLite's writer thread does (see
+//! `store/sqlite/writer.rs` for why): it takes one request, everything
+//! already queued behind it, lingers briefly for more when every request of
+//! the group can wait, and commits all of it in one transaction. On
+//! PostgreSQL a commit is a round trip and a WAL flush on the server; shared
+//! by the group, it costs each request a fraction.
+//!
+//! A refused request is undone alone: the group is applied straight first,
+//! and only when a request is refused applied again with each request in
+//! its own SAVEPOINT. Nobody is answered before COMMIT returned. A broken
+//! connection fails the group (everybody hears `Unavailable`) and is
+//! replaced before the next one.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::connect::Connector;
+use super::writes::{apply, Failure};
+use super::{pg_error, Conn};
+use crate::store::ops::{lingers, Op, Outcome, LINGER_GAP, LINGER_MAX, MAX_REQUESTS_PER_TRANSACTION};
+use crate::store::{Committed, StoreError, StoreWatch, WriteNotice};
+
+pub(super) type Reply = oneshot::Sender<Result<Outcome, StoreError>>;
+
+pub(super) struct Job {
+    pub op: Op,
+    pub reply: Reply,
+    /// The caller can wait for a larger group (`Store::commit_pipelined`).
+    pub patient: bool,
+}
+
+/// What travels over the writer's channel.
+pub(super) enum Message {
+    Job(Job),
+    /// Test hook: the writer finishes what it has gathered, says so on
+    /// `entered`, then waits for `release`. Lets tests queue requests behind
+    /// a busy writer without timing anything.
+    #[cfg(test)]
+    Hold {
+        entered: oneshot::Sender<()>,
+        release: oneshot::Receiver<()>,
+    },
+}
+
+/// Counters of committed transactions and the requests they carried.
+#[derive(Default)]
+pub(super) struct Counters {
+    pub transactions: AtomicU64,
+    pub requests: AtomicU64,
+}
+
+#[derive(Clone, Copy)]
+enum Isolation {
+    Straight,
+    Savepoints,
+}
+
+enum GroupFailure {
+    Refused,
+    Broken(&'static str, tokio_postgres::Error),
+}
+
+type Results = Vec<Result<Outcome, StoreError>>;
+
+pub(super) struct Writer {
+    connector: Connector,
+    /// `None` after the connection broke, until the next group reconnects.
+    conn: Option<Conn>,
+    counters: Arc<Counters>,
+    watch: Arc<StoreWatch>,
+}
+
+impl Writer {
+    pub fn new(connector: Connector, conn: Conn, counters: Arc<Counters>, watch: Arc<StoreWatch>) -> Writer {
+        Writer { connector, conn: Some(conn), counters, watch }
+    }
+
+    /// Runs until every sender is gone and the queue is empty.
+    pub async fn run(mut self, queue: flume::Receiver<Message>) {
+        while let Ok(first) = queue.recv_async().await {
+            let until = Instant::now() + LINGER_MAX;
+            let mut jobs = Vec::new();
+            let mut all_patient = true;
+            let mut next = Some(first);
+            loop {
+                while let Some(message) = next.take() {
+                    match message {
+                        Message::Job(job) => {
+                            all_patient &= job.patient;
+                            jobs.push(job);
+                        }
+                        #[cfg(test)]
+                        Message::Hold { entered, release } => {
+                            self.transact(std::mem::take(&mut jobs)).await;
+                            let _ = entered.send(());
+                            let _ = release.await;
+                        }
+                    }
+                    if jobs.len() < MAX_REQUESTS_PER_TRANSACTION {
+                        next = queue.try_recv().ok();
+                    }
+                }
+                if !lingers(jobs.len(), all_patient) {
+                    break;
+                }
+                let deadline = (Instant::now() + LINGER_GAP).min(until);
+                match tokio::time::timeout_at(deadline, queue.recv_async()).await {
+                    Ok(Ok(message)) => next = Some(message),
+                    _ => break,
+                }
+            }
+            self.transact(jobs).await;
+        }
+    }
+
+    /// The write connection, connecting again if the last one broke.
+    async fn connection(&mut self) -> Result<&Conn, StoreError> {
+        if self.conn.as_ref().is_some_and(|conn| conn.client.is_closed()) {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            let client =
+                self.connector.connect().await.map_err(|e| pg_error(&self.connector.name, "connect to write", e))?;
+            self.conn = Some(Conn::new(client));
+        }
+        Ok(self.conn.as_ref().expect("connected above"))
+    }
+
+    /// One transaction for all `jobs`; answers each only after COMMIT.
+    async fn transact(&mut self, jobs: Vec<Job>) {
+        if jobs.is_empty() {
+            return;
+        }
+        let conn = match self.connection().await {
+            Ok(conn) => conn,
+            Err(e) => return self.tell_all(jobs, e),
+        };
+        let ops: Vec<&Op> = jobs.iter().map(|job| &job.op).collect();
+        let applied = match apply_group(conn, &ops, Isolation::Straight).await {
+            Err(GroupFailure::Refused) => apply_group(conn, &ops, Isolation::Savepoints).await,
+            other => other,
+        };
+        match applied {
+            Ok(results) => {
+                self.watch_committed(&ops, &results);
+                self.counters.transactions.fetch_add(1, Ordering::Relaxed);
+                self.counters.requests.fetch_add(results.len() as u64, Ordering::Relaxed);
+                metrics::counter!("fanin_store_transactions_total").increment(1);
+                metrics::counter!("fanin_store_requests_total").increment(results.len() as u64);
+                drop(ops);
+                for (job, result) in jobs.into_iter().zip(results) {
+                    drop(job.op);
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(GroupFailure::Broken(doing, e)) => {
+                let error = pg_error(&self.connector.name, doing, e);
+                drop(ops);
+                self.tell_all(jobs, error)
+            }
+            Err(GroupFailure::Refused) => unreachable!("with savepoints a refusal is one request's answer"),
+        }
+    }
+
+    /// Tells the watch what a committed transaction applied, and that
+    /// writes succeed when it changed something.
+    fn watch_committed(&self, ops: &[&Op], results: &Results) {
+        for (op, result) in ops.iter().zip(results) {
+            if let (Op::Commit(encoded), Ok(Outcome::Committed(Committed::Applied))) = (op, result) {
+                self.watch.committed(&encoded.batch);
+            }
+        }
+        let changed = results.iter().any(|result| match result {
+            Ok(Outcome::Committed(Committed::Applied) | Outcome::Done | Outcome::Redeemed(true)) => true,
+            Ok(Outcome::Count(n)) => *n > 0,
+            _ => false,
+        });
+        if changed {
+            if let Some(WriteNotice::Recovered { since, refused }) = self.watch.wrote() {
+                tracing::warn!(store = %self.connector.name, %since, refused, "store writes succeed again");
+            }
+        }
+    }
+
+    /// Every request of a lost transaction hears `Unavailable`; logged when
+    /// writes start failing, not for every lost transaction.
+    fn tell_all(&self, jobs: Vec<Job>, error: StoreError) {
+        let message = match error {
+            StoreError::Unavailable(m) | StoreError::Invalid(m) | StoreError::Conflict(m) => m,
+        };
+        metrics::counter!("fanin_store_failed_transactions_total").increment(1);
+        match self.watch.refused(&message, Utc::now()) {
+            Some(WriteNotice::Failing { reason }) => tracing::error!(
+                requests = jobs.len(),
+                "store writes failing: {reason}; transactions are lost until a write succeeds"
+            ),
+            _ => tracing::debug!(requests = jobs.len(), "{message}; transaction lost"),
+        }
+        for job in jobs {
+            let _ = job.reply.send(Err(StoreError::Unavailable(message.clone())));
+        }
+    }
+}
+
+/// BEGIN, every op, COMMIT. On an error nothing of the group is written.
+async fn apply_group(conn: &Conn, ops: &[&Op], isolation: Isolation) -> Result<Results, GroupFailure> {
+    let broken = |doing, e| async move {
+        rollback(conn).await;
+        GroupFailure::Broken(doing, e)
+    };
+    if let Err(e) = conn.batch("BEGIN").await {
+        return Err(broken("begin transaction", e).await);
+    }
+    let mut results = Vec::with_capacity(ops.len());
+    for op in ops {
+        let result = match isolation {
+            Isolation::Savepoints => match apply_in_savepoint(conn, op).await {
+                Ok(result) => result,
+                Err(e) => return Err(broken("write", e).await),
+            },
+            Isolation::Straight => match apply(conn, op).await {
+                Ok(outcome) => Ok(outcome),
+                Err(Failure::Refused(_)) => {
+                    rollback(conn).await;
+                    return Err(GroupFailure::Refused);
+                }
+                Err(Failure::Broken(e)) => return Err(broken("write", e).await),
+            },
+        };
+        results.push(result);
+    }
+    if let Err(e) = conn.batch("COMMIT").await {
+        return Err(broken("commit", e).await);
+    }
+    Ok(results)
+}
+
+/// `Ok(Err(_))`: this request was refused and undone alone.
+async fn apply_in_savepoint(conn: &Conn, op: &Op) -> Result<Result<Outcome, StoreError>, tokio_postgres::Error> {
+    conn.batch("SAVEPOINT request").await?;
+    match apply(conn, op).await {
+        Ok(outcome) => {
+            conn.batch("RELEASE request").await?;
+            Ok(Ok(outcome))
+        }
+        Err(Failure::Refused(e)) => {
+            conn.batch("ROLLBACK TO request; RELEASE request").await?;
+            Ok(Err(e))
+        }
+        Err(Failure::Broken(e)) => Err(e),
+    }
+}
+
+/// A failed ROLLBACK leaves a connection that is broken anyway: the next
+/// group finds it closed, or its BEGIN fails and says why.
+async fn rollback(conn: &Conn) {
+    if let Err(e) = conn.batch("ROLLBACK").await {
+        tracing::debug!(error = %e, "rollback failed");
+    }
+}
