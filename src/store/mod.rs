@@ -23,6 +23,8 @@ pub mod files;
 pub mod ops;
 pub mod postgres;
 pub mod sqlite;
+#[cfg(test)]
+pub(crate) mod suite;
 pub mod watch;
 
 pub use fanin_core::admission::SopLoad;

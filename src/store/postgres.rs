@@ -20,6 +20,9 @@ mod schema;
 mod writer;
 mod writes;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;

@@ -187,6 +187,24 @@ impl SqliteStore {
     }
 }
 
+/// Test hook: makes the writer finish what it has gathered and block;
+/// returns the release.
+#[cfg(test)]
+pub(crate) async fn hold_writer(store: &SqliteStore) -> std::sync::mpsc::Sender<()> {
+    let (entered, entered_rx) = oneshot::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let hold = Message::Hold { entered, release: release_rx };
+    store.queue.as_ref().expect("queue").send_async(hold).await.expect("writer alive");
+    entered_rx.await.expect("writer held");
+    release
+}
+
+/// Test hook: requests waiting in the writer's queue.
+#[cfg(test)]
+pub(crate) fn queued(store: &SqliteStore) -> usize {
+    store.queue.as_ref().map_or(0, |queue| queue.len())
+}
+
 /// Tightens a store that others may read or write, saying so once.
 fn make_owner_only(path: &Path) {
     let (tightened, failed) = files::tighten(path);

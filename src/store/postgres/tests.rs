@@ -1,0 +1,152 @@
+//! What only the PostgreSQL store has: its URL and TLS modes against the
+//! real server, the schema created once by openers racing under the
+//! advisory lock, versions it refuses, the daemon lock, and rows written
+//! behind its back. The trait's behaviour is the shared suite's
+//! (`store::suite`). Each test skips, saying so, without
+//! `FANIN_TEST_POSTGRES_URL`.
+
+use serde_json::json;
+
+use super::*;
+use crate::store::suite::{t, with_search_path, Backend, TestSchema};
+
+/// The test database's URL and a fresh schema in it, or `None` (skipped).
+async fn schema(test: &str) -> Option<TestSchema> {
+    match Backend::postgres(test).await? {
+        Backend::Postgres(schema) => Some(schema),
+        Backend::Sqlite(_) => unreachable!(),
+    }
+}
+
+fn run(run_id: &str) -> RunRecord {
+    RunRecord {
+        run_id: run_id.into(),
+        sop: "s".into(),
+        sop_version: "1".into(),
+        status: fanin_core::runs::RunStatus::Running,
+        trigger_index: 0,
+        trigger: "manual".into(),
+        source: crate::event::Source::Manual,
+        topic: "s".into(),
+        event_id: format!("ev-{run_id}"),
+        payload: json!({"n": 1}),
+        request: None,
+        session: None,
+        client: None,
+        idempotency_key: None,
+        started_at: t(0),
+        updated_at: t(0),
+        finished_at: None,
+        coalesced: 0,
+        step: 0,
+    }
+}
+
+fn insert(run_id: &str) -> Batch {
+    Batch { idempotency: None, writes: vec![Write::InsertRun(Box::new(run(run_id)))] }
+}
+
+#[tokio::test]
+async fn opened_through_the_store_url_with_each_tls_mode_the_server_allows() {
+    let Some(schema) = schema("opened_through_the_store_url").await else { return };
+    let store = crate::store::open(&schema.url, Path::new("/")).await.unwrap();
+    assert_eq!(store.kind(), "postgres");
+    store.commit(insert("r")).await.unwrap();
+    // The test server speaks TLS with a certificate no root vouches for:
+    // prefer and require encrypt without checking it, verify-full refuses.
+    for mode in ["disable", "prefer", "require"] {
+        let url = format!("{}&sslmode={mode}", schema.url);
+        let reader = crate::store::open_read_only(&url, Path::new("/")).await.unwrap();
+        assert!(reader.get_run("r").await.unwrap().is_some(), "sslmode={mode}");
+    }
+    let ssl: bool =
+        schema.client().await.query_one("SHOW ssl", &[]).await.map(|r| r.get::<_, String>(0) == "on").unwrap();
+    if ssl {
+        let url = format!("{}&sslmode=verify-full", schema.url);
+        let refused = crate::store::open_read_only(&url, Path::new("/")).await.err().expect("an unverified server");
+        assert!(matches!(refused, StoreError::Unavailable(ref m) if m.contains("postgres://")), "{refused}");
+    }
+}
+
+#[tokio::test]
+async fn openers_racing_on_a_new_schema_create_it_once() {
+    let Some(schema) = schema("openers_racing_on_a_new_schema_create_it_once").await else { return };
+    let openers: Vec<_> = (0..4)
+        .map(|_| {
+            let url = schema.url.clone();
+            tokio::spawn(async move { PostgresStore::open(&url, Path::new("/")).await.map(|_| ()) })
+        })
+        .collect();
+    for opener in openers {
+        opener.await.unwrap().unwrap();
+    }
+    let rows = schema.client().await.query("SELECT version FROM fanin_schema", &[]).await.unwrap();
+    let versions: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(versions, [schema::SCHEMA_VERSION]);
+}
+
+#[tokio::test]
+async fn a_schema_of_a_newer_fanin_is_refused_and_an_empty_one_is_not_read() {
+    let Some(schema) = schema("a_schema_of_a_newer_fanin_is_refused").await else { return };
+    match PostgresStore::open_read_only(&schema.url, Path::new("/")).await {
+        Err(StoreError::Invalid(m)) => assert!(m.contains("holds no fanin store"), "{m}"),
+        other => panic!("expected Invalid, got {:?}", other.map(|_| ())),
+    }
+    drop(PostgresStore::open(&schema.url, Path::new("/")).await.unwrap());
+    let newer = schema::SCHEMA_VERSION + 1;
+    schema.client().await.batch_execute(&format!("UPDATE fanin_schema SET version = {newer}")).await.unwrap();
+    for opened in [
+        PostgresStore::open(&schema.url, Path::new("/")).await.map(|_| ()),
+        PostgresStore::open_read_only(&schema.url, Path::new("/")).await.map(|_| ()),
+    ] {
+        match opened {
+            Err(StoreError::Invalid(m)) => {
+                assert!(m.contains(&format!("schema version {newer} is newer")) && m.contains("postgres://"), "{m}")
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn one_daemon_per_store_and_stores_in_other_schemas_apart() {
+    let Some(schema) = schema("one_daemon_per_store").await else { return };
+    let Some(other) = self::schema("one_daemon_per_store").await else { return };
+    let held = DaemonLock::acquire(&schema.url, Path::new("/")).await.unwrap();
+    let e = DaemonLock::acquire(&schema.url, Path::new("/")).await.err().expect("a second daemon");
+    assert!(e.to_string().contains("another fanin daemon") && e.to_string().contains(&schema.name), "{e}");
+    let _elsewhere = DaemonLock::acquire(&other.url, Path::new("/")).await.unwrap();
+    drop(held);
+    // The server releases a session's locks when the session ends, which
+    // it learns of after the client has gone: wait for that, not a time.
+    crate::test_support::eventually("the lock released with its holder's connection", || async {
+        DaemonLock::acquire(&schema.url, Path::new("/")).await.is_ok()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn json_that_cannot_be_read_back_reads_as_the_stand_in_and_an_unknown_status_is_left_out() {
+    let Some(schema) = schema("json_that_cannot_be_read_back").await else { return };
+    let store = PostgresStore::open(&schema.url, Path::new("/")).await.unwrap();
+    for id in ["good", "deep", "odd"] {
+        store.commit(insert(id)).await.unwrap();
+    }
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let raw = schema.client().await;
+    raw.execute("UPDATE runs SET payload = $1 WHERE run_id = 'deep'", &[&deep]).await.unwrap();
+    raw.batch_execute("UPDATE runs SET status = 'exploded' WHERE run_id = 'odd'").await.unwrap();
+    let runs = store.list_runs(&RunQuery::default()).await.unwrap();
+    let ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!(ids, ["deep", "good"], "newest first, the one that cannot be decoded left out");
+    let reason = unreadable_reason(&runs[0].payload).expect("the stand-in");
+    assert!(reason.contains("recursion limit"), "{reason}");
+    let e = store.get_run("odd").await.unwrap_err();
+    assert!(matches!(e, StoreError::Invalid(ref m) if m.contains("exploded")), "{e}");
+}
+
+#[test]
+fn a_search_path_is_added_to_either_form_of_url() {
+    assert_eq!(with_search_path("postgres://h/db", "t_1"), "postgres://h/db?options=-csearch_path%3Dt_1");
+    assert_eq!(with_search_path("postgres://h/db?x=1", "t_1"), "postgres://h/db?x=1&options=-csearch_path%3Dt_1");
+}
