@@ -7,6 +7,7 @@
 pub mod drive;
 pub mod imap;
 pub mod mqtt;
+pub mod postgres;
 pub mod proxy;
 pub mod slack;
 pub mod telegram;
@@ -43,6 +44,14 @@ impl Setup {
         let d = self.dir.path().join("sops").join(name);
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("SOP.toml"), toml).unwrap();
+        self
+    }
+
+    /// Names another store in `[store].url` (a PostgreSQL URL).
+    pub fn store_url(self, url: &str) -> Setup {
+        let config = std::fs::read_to_string(self.config_path()).unwrap();
+        let config = config.replacen("url = \"sqlite://data/fanin.db\"", &format!("url = {url:?}"), 1);
+        std::fs::write(self.config_path(), config).unwrap();
         self
     }
 

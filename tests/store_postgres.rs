@@ -1,0 +1,40 @@
+//! A daemon whose store is PostgreSQL, through the real binary and CLI:
+//! a webhook's run is there for the CLI on the same URL, and still there
+//! after the daemon restarts. Skipped, saying so, without
+//! `FANIN_TEST_POSTGRES_URL`.
+
+mod common;
+
+use common::postgres::TestSchema;
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn a_daemon_on_postgres_keeps_its_runs_for_the_cli_and_across_a_restart() {
+    let Some(schema) = TestSchema::from_env("a_daemon_on_postgres_keeps_its_runs").await else { return };
+    let setup = Setup::new("webhook_rate_limit_per_minute = 0", "")
+        .sop("deploy", &webhook_sop("deploy", "/sop/deploy", ""))
+        .store_url(&schema.url);
+    let mut d = setup.start();
+    let (status, ready) = d.wait_ready("the store up", |status, _| status == 200).await;
+    assert_eq!((status, &ready["store"], &ready["store_kind"]), (200, &json!("ok"), &json!("postgres")), "{ready}");
+    let token = d.pair().await;
+    let (status, body, _) = d.post("/sop/deploy", Some(&token), r#"{"n": 1}"#, &[("X-Idempotency-Key", "k-1")]).await;
+    assert_eq!(status, 200, "{body}");
+    let run_id = body["runs"][0]["run_id"].as_str().expect("a run").to_string();
+
+    let listed = setup.cli_json(&["runs", "list", "--json"]);
+    let ids: Vec<&str> = listed["runs"].as_array().unwrap().iter().map(|r| r["run_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [run_id.as_str()], "the CLI reads the daemon's store: {listed}");
+    assert!(!setup.db_path().exists(), "no SQLite file beside the config");
+    assert!(setup.dir.path().join("pairing.key").exists(), "the pairing key lives beside config.toml");
+
+    d.stop();
+    let d = setup.start();
+    assert_eq!(d.run(&run_id).await["run_id"], json!(run_id), "the run survives the restart");
+    let (status, again, _) = d.post("/sop/deploy", Some(&token), r#"{"n": 1}"#, &[("X-Idempotency-Key", "k-1")]).await;
+    assert_eq!((status, &again["runs"][0]["run_id"]), (200, &json!(run_id)), "the key still holds: {again}");
+    assert_eq!(setup.cli_json(&["runs", "list", "--json"])["runs"].as_array().unwrap().len(), 1);
+    let stored: i64 = schema.client().await.query_one("SELECT COUNT(*) FROM runs", &[]).await.unwrap().get(0);
+    assert_eq!(stored, 1, "in the test's own schema");
+}
