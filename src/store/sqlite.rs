@@ -21,6 +21,9 @@ mod writer;
 mod writes;
 
 #[cfg(test)]
+pub(crate) use schema::SCHEMA_VERSION;
+
+#[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};

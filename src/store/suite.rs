@@ -7,15 +7,24 @@
 //! they were skipped when it is unset. What only one back end has (WAL,
 //! file modes, upgrades of old files, TLS modes) is tested beside it.
 
+mod basics;
+pub(crate) mod outbox;
+mod steps;
+
 use std::ops::Deref;
+use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
 use tempfile::TempDir;
 
 use super::postgres::PostgresStore;
 use super::sqlite::{SqliteStore, WriterStats};
-use super::{Store, StoreError};
+use super::*;
+use crate::event::{Request, Source};
+use crate::store::codec::micros;
+use fanin_core::runs::RunStatus;
 
 /// Makes a `sqlite` and a `postgres` test of each listed suite function.
 macro_rules! suite {
@@ -40,6 +49,88 @@ pub(crate) use suite;
 /// Whole seconds past a fixed instant: stored times round-trip exactly.
 pub(crate) fn t(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_700_000_000 + secs, 0).expect("valid time")
+}
+
+pub(crate) fn run(run_id: &str, sop: &str, status: RunStatus, started_at: DateTime<Utc>) -> RunRecord {
+    RunRecord {
+        run_id: run_id.into(),
+        sop: sop.into(),
+        sop_version: "1.0.0".into(),
+        status,
+        trigger_index: 1,
+        trigger: "mqtt sensors/+/alert if $.severity >= 2".into(),
+        source: Source::Mqtt,
+        topic: "sensors/a/alert".into(),
+        event_id: format!("event-{run_id}"),
+        payload: json!({"severity": 3, "tags": ["a", "b"], "nested": {"x": null}}),
+        request: None,
+        session: None,
+        client: Some("broker:fanin-1".into()),
+        idempotency_key: None,
+        started_at,
+        updated_at: started_at,
+        finished_at: None,
+        coalesced: 0,
+        step: 0,
+    }
+}
+
+pub(crate) fn audit_for(run: &RunRecord, kind: AuditKind) -> Write {
+    Write::Audit(NewAudit {
+        at: run.started_at,
+        kind,
+        run_id: Some(run.run_id.clone()),
+        sop: Some(run.sop.clone()),
+        detail: json!({"event_id": run.event_id}),
+    })
+}
+
+/// A run and its run-start audit record, as the dispatcher writes them.
+pub(crate) fn start(run: RunRecord) -> Batch {
+    let audit = audit_for(&run, AuditKind::RunStarted);
+    Batch { idempotency: None, writes: vec![Write::InsertRun(Box::new(run)), audit] }
+}
+
+pub(crate) fn set_status(run_id: &str, from: RunStatus, to: RunStatus, at: DateTime<Utc>) -> Batch {
+    Batch { idempotency: None, writes: vec![Write::SetStatus { run_id: run_id.into(), from, to, at }] }
+}
+
+pub(crate) fn claim(
+    scope: &str,
+    key: &str,
+    created_at: DateTime<Utc>,
+    ttl_secs: i64,
+    response: Value,
+) -> IdempotencyClaim {
+    IdempotencyClaim {
+        scope: scope.into(),
+        key: key.into(),
+        created_at,
+        expires_at: created_at + chrono::Duration::seconds(ttl_secs),
+        response,
+    }
+}
+
+pub(crate) fn token(prefix: &str, created_at: DateTime<Utc>) -> TokenRecord {
+    TokenRecord {
+        prefix: prefix.into(),
+        hash: format!("{prefix}-hash"),
+        subject: format!("token:{prefix}"),
+        created_at,
+        revoked_at: None,
+    }
+}
+
+pub(crate) fn all_runs() -> RunQuery {
+    RunQuery::default()
+}
+
+pub(crate) fn all_audit() -> AuditQuery {
+    AuditQuery::default()
+}
+
+pub(crate) fn ids(runs: &[RunRecord]) -> Vec<&str> {
+    runs.iter().map(|r| r.run_id.as_str()).collect()
 }
 
 /// Where a test's store lives.
@@ -131,6 +222,14 @@ impl Backend {
         }
     }
 
+    /// The schema version this fanin writes in this back end.
+    pub fn schema_version(&self) -> i64 {
+        match self {
+            Backend::Sqlite(_) => super::sqlite::SCHEMA_VERSION,
+            Backend::Postgres(_) => super::postgres::SCHEMA_VERSION,
+        }
+    }
+
     /// Makes the stored schema say `version`, as a newer or older fanin's would.
     pub async fn set_schema_version(&self, version: i64) {
         match self {
@@ -142,8 +241,6 @@ impl Backend {
         }
     }
 }
-
-use std::path::Path;
 
 /// A store as a test holds it: the trait object, and the hooks each back
 /// end's writer has for tests.
@@ -181,10 +278,6 @@ impl Opened {
     fn postgres(store: PostgresStore) -> Opened {
         let store = Arc::new(store);
         Opened { store: store.clone(), concrete: Concrete::Postgres(store) }
-    }
-
-    pub fn dyn_store(&self) -> Arc<dyn Store> {
-        Arc::clone(&self.store)
     }
 
     pub fn stats(&self) -> WriterStats {
@@ -225,7 +318,9 @@ impl Deref for Opened {
     }
 }
 
-/// A schema of its own in the test database, dropped with it.
+/// A schema of its own in the test database, dropped with it. Its
+/// connections are named after it (`application_name`), so the ones a
+/// test leaves open can be ended before the schema is dropped.
 pub(crate) struct TestSchema {
     /// The server's URL as given.
     base: String,
@@ -237,7 +332,8 @@ pub(crate) struct TestSchema {
 impl TestSchema {
     pub async fn create(base: &str) -> TestSchema {
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let schema = TestSchema { base: base.to_owned(), url: with_search_path(base, &name), name };
+        let url = format!("{}&application_name={name}", with_search_path(base, &name));
+        let schema = TestSchema { base: base.to_owned(), url, name };
         let client = schema.admin().await;
         client.batch_execute(&format!("CREATE SCHEMA {}", schema.name)).await.expect("create the test schema");
         schema
@@ -273,7 +369,16 @@ impl Drop for TestSchema {
         let (base, name) = (self.base.clone(), self.name.clone());
         let dropped = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            runtime.block_on(async { connect(&base).await.batch_execute(&format!("DROP SCHEMA {name} CASCADE")).await })
+            runtime.block_on(async {
+                let admin = connect(&base).await;
+                // The test's runtime may be the one this blocks, so its
+                // connections (an open transaction among them) can no
+                // longer be driven to their end: end them here.
+                let ended = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                             WHERE application_name = $1 AND pid <> pg_backend_pid()";
+                admin.execute(ended, &[&name]).await?;
+                admin.batch_execute(&format!("DROP SCHEMA {name} CASCADE")).await
+            })
         })
         .join();
         if !matches!(dropped, Ok(Ok(()))) {

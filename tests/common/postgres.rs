@@ -7,7 +7,7 @@ use tokio_postgres::NoTls;
 pub struct TestSchema {
     base: String,
     /// `[store].url` for the daemon and the CLI: the server's URL, with the
-    /// schema first on the `search_path`.
+    /// schema first on the `search_path` and its connections named after it.
     pub url: String,
     pub name: String,
 }
@@ -23,7 +23,7 @@ impl TestSchema {
         };
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
         let separator = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{separator}options=-csearch_path%3D{name}");
+        let url = format!("{base}{separator}options=-csearch_path%3D{name}&application_name={name}");
         connect(&base).await.batch_execute(&format!("CREATE SCHEMA {name}")).await.expect("create the test schema");
         Some(TestSchema { base, url, name })
     }
@@ -47,7 +47,14 @@ impl Drop for TestSchema {
         let (base, name) = (self.base.clone(), self.name.clone());
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            runtime.block_on(async { connect(&base).await.batch_execute(&format!("DROP SCHEMA {name} CASCADE")).await })
+            runtime.block_on(async {
+                let admin = connect(&base).await;
+                // The daemon is gone; what a test left open goes too.
+                let ended = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                             WHERE application_name = $1 AND pid <> pg_backend_pid()";
+                admin.execute(ended, &[&name]).await?;
+                admin.batch_execute(&format!("DROP SCHEMA {name} CASCADE")).await
+            })
         })
         .join();
     }

@@ -14,7 +14,7 @@ use super::pg_error;
 use crate::store::StoreError;
 
 /// The schema this code reads and writes.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 1;
 
 /// The advisory lock key every fanin takes while it creates or upgrades a
 /// schema (held to the end of that transaction). One key for the whole
@@ -163,7 +163,22 @@ pub(super) async fn migrate(client: &mut Client, name: &str) -> Result<(), Store
     let fail = |doing: &'static str| move |e| pg_error(name, doing, e);
     let transaction = client.transaction().await.map_err(fail("begin the schema transaction"))?;
     transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).await.map_err(fail("lock the schema"))?;
-    let version = stored_version(&transaction, name).await?;
+    let applied = match stored_version(&transaction, name).await {
+        Ok(version) => apply(&transaction, name, version).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = applied {
+        // Explicitly, not on drop: the lock must not wait for the
+        // connection's task to be polled again.
+        let _ = transaction.rollback().await;
+        return Err(e);
+    }
+    transaction.commit().await.map_err(fail("commit the schema"))
+}
+
+/// Brings a schema found at `version` to [`SCHEMA_VERSION`].
+async fn apply(transaction: &tokio_postgres::Transaction<'_>, name: &str, version: i64) -> Result<(), StoreError> {
+    let fail = |doing: &'static str| move |e| pg_error(name, doing, e);
     match version {
         0 => {
             transaction.batch_execute(SCHEMA_V1).await.map_err(fail("create the schema"))?;
@@ -176,7 +191,7 @@ pub(super) async fn migrate(client: &mut Client, name: &str) -> Result<(), Store
                 .map_err(fail("record the schema version"))?;
             tracing::info!(store = %name, version = SCHEMA_VERSION, "store schema created");
         }
-        SCHEMA_VERSION => return Ok(()),
+        SCHEMA_VERSION => {}
         older if (1..SCHEMA_VERSION).contains(&older) => {
             for (from, sql) in (older..SCHEMA_VERSION).zip(&UPGRADES[(older - 1) as usize..]) {
                 transaction.batch_execute(sql).await.map_err(fail("upgrade the schema"))?;
@@ -189,7 +204,7 @@ pub(super) async fn migrate(client: &mut Client, name: &str) -> Result<(), Store
         }
         other => return Err(version_refused(name, other)),
     }
-    transaction.commit().await.map_err(fail("commit the schema"))
+    Ok(())
 }
 
 /// A store opened read-only is never upgraded: it must be current.

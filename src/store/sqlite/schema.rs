@@ -13,7 +13,7 @@ use super::codec::store_error;
 use crate::store::StoreError;
 
 /// The schema this code reads and writes.
-pub(super) const SCHEMA_VERSION: i64 = 7;
+pub(crate) const SCHEMA_VERSION: i64 = 7;
 
 /// Runs, keyed by `seq`, the order they were written in.
 ///

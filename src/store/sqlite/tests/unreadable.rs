@@ -4,8 +4,8 @@
 //! `unreadable` stand-in, and a list leaves out only a row it cannot decode
 //! at all.
 
-use super::outbox::entry;
 use super::*;
+use crate::store::suite::outbox::entry;
 use crate::store::{unreadable, unreadable_reason};
 
 fn deep_json() -> String {

@@ -25,7 +25,7 @@ fn set_step(run_id: &str, from: u32, to: u32, at: DateTime<Utc>) -> Batch {
 }
 
 /// A run waiting for the agent loop at step 0, whose step is pending.
-async fn waiting(store: &SqliteStore, run_id: &str, at: DateTime<Utc>) {
+async fn waiting(store: &Opened, run_id: &str, at: DateTime<Utc>) {
     store.commit(start(run(run_id, "s", RunStatus::WaitingAgent, at))).await.unwrap();
     store.commit(pend(run_id, 0, at)).await.unwrap();
 }
@@ -38,14 +38,13 @@ fn assert_conflict(result: Result<Committed, StoreError>, words: &[&str]) {
     }
 }
 
-async fn step(store: &SqliteStore, run_id: &str, index: u32) -> StepRecord {
+async fn step(store: &Opened, run_id: &str, index: u32) -> StepRecord {
     let steps = store.steps(run_id).await.unwrap();
     steps.into_iter().find(|s| s.index == index).expect("step record")
 }
 
-#[tokio::test]
-async fn set_step_is_compare_and_set() {
-    let (_dir, store) = open_temp();
+async fn set_step_is_compare_and_set(b: Backend) {
+    let store = b.open().await;
     store.commit(start(run("r", "s", RunStatus::Running, t(0)))).await.unwrap();
 
     store.commit(set_step("r", 0, 1, t(1))).await.unwrap();
@@ -57,9 +56,8 @@ async fn set_step_is_compare_and_set() {
     assert_conflict(store.commit(set_step("ghost", 0, 1, t(2))).await, &["ghost", "no such run"]);
 }
 
-#[tokio::test]
-async fn a_pended_step_is_pending_once() {
-    let (_dir, store) = open_temp();
+async fn a_pended_step_is_pending_once(b: Backend) {
+    let store = b.open().await;
     store.commit(pend("r", 0, t(1))).await.unwrap();
     let expected = StepRecord {
         run_id: "r".into(),
@@ -78,9 +76,8 @@ async fn a_pended_step_is_pending_once() {
     assert_eq!(store.steps("r").await.unwrap(), vec![expected]);
 }
 
-#[tokio::test]
-async fn steps_are_listed_by_index_per_run() {
-    let (_dir, store) = open_temp();
+async fn steps_are_listed_by_index_per_run(b: Backend) {
+    let store = b.open().await;
     for (run_id, index) in [("r", 2), ("other", 0), ("r", 0), ("r", 1)] {
         store.commit(pend(run_id, index, t(index as i64))).await.unwrap();
     }
@@ -89,9 +86,8 @@ async fn steps_are_listed_by_index_per_run() {
     assert!(store.steps("none").await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn a_lease_holds_until_it_ends_then_the_step_is_leasable_again() {
-    let (_dir, store) = open_temp();
+async fn a_lease_holds_until_it_ends_then_the_step_is_leasable_again(b: Backend) {
+    let store = b.open().await;
     waiting(&store, "r", t(0)).await;
     assert_eq!(store.next_leasable_step(t(1)).await.unwrap().map(|s| s.index), Some(0));
 
@@ -115,9 +111,8 @@ async fn a_lease_holds_until_it_ends_then_the_step_is_leasable_again() {
     assert_eq!((released.lease_id.as_deref(), released.attempts), (Some("lease-b"), 2));
 }
 
-#[tokio::test]
-async fn finishing_needs_the_latest_lease() {
-    let (_dir, store) = open_temp();
+async fn finishing_needs_the_latest_lease(b: Backend) {
+    let store = b.open().await;
     store.commit(pend("r", 0, t(0))).await.unwrap();
     store.commit(lease("r", 0, "lease-a", t(10), t(1))).await.unwrap();
     store.commit(lease("r", 0, "lease-b", t(30), t(10))).await.unwrap();
@@ -142,9 +137,8 @@ async fn finishing_needs_the_latest_lease() {
     assert_eq!(store.next_leasable_step(t(50)).await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn an_expired_lease_may_still_report_while_nobody_took_over() {
-    let (_dir, store) = open_temp();
+async fn an_expired_lease_may_still_report_while_nobody_took_over(b: Backend) {
+    let store = b.open().await;
     store.commit(pend("r", 3, t(0))).await.unwrap();
     store.commit(lease("r", 3, "lease-a", t(10), t(1))).await.unwrap();
     store.commit(finish("r", 3, "lease-a", StepStatus::Failed, t(20))).await.unwrap();
@@ -152,9 +146,8 @@ async fn an_expired_lease_may_still_report_while_nobody_took_over() {
     assert_eq!((failed.status, failed.attempts), (StepStatus::Failed, 1));
 }
 
-#[tokio::test]
-async fn steps_that_cannot_be_leased_or_finished() {
-    let (_dir, store) = open_temp();
+async fn steps_that_cannot_be_leased_or_finished(b: Backend) {
+    let store = b.open().await;
     store.commit(pend("r", 0, t(0))).await.unwrap();
 
     assert_conflict(store.commit(lease("ghost", 0, "l", t(9), t(1))).await, &["run ghost step 0", "no such step"]);
@@ -176,13 +169,12 @@ async fn steps_that_cannot_be_leased_or_finished() {
 }
 
 /// The run of the step an agent would be handed at `now`.
-async fn next_run(store: &SqliteStore, now: DateTime<Utc>) -> Option<String> {
+async fn next_run(store: &Opened, now: DateTime<Utc>) -> Option<String> {
     store.next_leasable_step(now).await.unwrap().map(|s| s.run_id)
 }
 
-#[tokio::test]
-async fn the_oldest_pending_or_expired_step_is_leased_first() {
-    let (_dir, store) = open_temp();
+async fn the_oldest_pending_or_expired_step_is_leased_first(b: Backend) {
+    let store = b.open().await;
     // Written in this order; b0 and c0 became pending at the same instant.
     for (run_id, secs) in [("a", 5), ("b", 2), ("c", 2), ("d", 1)] {
         waiting(&store, run_id, t(secs)).await;
@@ -199,9 +191,8 @@ async fn the_oldest_pending_or_expired_step_is_leased_first() {
     assert_eq!(next_run(&store, t(100)).await.as_deref(), Some("d"));
 }
 
-#[tokio::test]
-async fn only_a_run_waiting_at_that_step_offers_it() {
-    let (_dir, store) = open_temp();
+async fn only_a_run_waiting_at_that_step_offers_it(b: Backend) {
+    let store = b.open().await;
     // A step record with no run, and one whose run an operator ended.
     store.commit(pend("orphan", 0, t(0))).await.unwrap();
     waiting(&store, "ended", t(1)).await;
@@ -211,9 +202,8 @@ async fn only_a_run_waiting_at_that_step_offers_it() {
     assert_eq!(next_run(&store, t(5)).await.as_deref(), Some("live"));
 }
 
-#[tokio::test]
-async fn a_failing_write_undoes_its_whole_batch() {
-    let (_dir, store) = open_temp();
+async fn a_failing_write_undoes_its_whole_batch(b: Backend) {
+    let store = b.open().await;
     store.commit(start(run("r", "s", RunStatus::Running, t(0)))).await.unwrap();
     store.commit(pend("r", 0, t(0))).await.unwrap();
 
@@ -258,11 +248,8 @@ async fn a_failing_write_undoes_its_whole_batch() {
     }
 }
 
-#[tokio::test]
-async fn steps_and_the_step_index_survive_reopening() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_path(&dir);
-    let store = SqliteStore::open(&path).unwrap();
+async fn steps_and_the_step_index_survive_reopening(b: Backend) {
+    let store = b.open().await;
     store.commit(start(run("r", "s", RunStatus::WaitingAgent, t(0)))).await.unwrap();
     store.commit(set_step("r", 0, 1, t(1))).await.unwrap();
     store.commit(pend("r", 0, t(1))).await.unwrap();
@@ -272,7 +259,7 @@ async fn steps_and_the_step_index_survive_reopening() {
     let steps = store.steps("r").await.unwrap();
     drop(store);
 
-    let store = SqliteStore::open(&path).unwrap();
+    let store = b.open().await;
     assert_eq!(store.get_run("r").await.unwrap().unwrap().step, 1);
     assert_eq!(store.steps("r").await.unwrap(), steps);
     assert_eq!(store.next_leasable_step(t(5)).await.unwrap().map(|s| s.index), Some(1));
@@ -282,9 +269,8 @@ fn withdraw(run_id: &str, index: u32, at: DateTime<Utc>) -> Batch {
     one(Write::WithdrawStep { run_id: run_id.into(), index, at })
 }
 
-#[tokio::test]
-async fn an_open_step_is_withdrawn_once_and_then_neither_leased_nor_finished() {
-    let (_dir, store) = open_temp();
+async fn an_open_step_is_withdrawn_once_and_then_neither_leased_nor_finished(b: Backend) {
+    let store = b.open().await;
     waiting(&store, "pending", t(0)).await;
     waiting(&store, "leased", t(0)).await;
     store.commit(lease("leased", 0, "l", t(100), t(1))).await.unwrap();
@@ -307,3 +293,18 @@ async fn an_open_step_is_withdrawn_once_and_then_neither_leased_nor_finished() {
     );
     assert_eq!(store.next_leasable_step(t(500)).await.unwrap(), None, "nothing open is left to lease");
 }
+
+suite!(
+    set_step_is_compare_and_set,
+    a_pended_step_is_pending_once,
+    steps_are_listed_by_index_per_run,
+    a_lease_holds_until_it_ends_then_the_step_is_leasable_again,
+    finishing_needs_the_latest_lease,
+    an_expired_lease_may_still_report_while_nobody_took_over,
+    steps_that_cannot_be_leased_or_finished,
+    the_oldest_pending_or_expired_step_is_leased_first,
+    only_a_run_waiting_at_that_step_offers_it,
+    a_failing_write_undoes_its_whole_batch,
+    steps_and_the_step_index_survive_reopening,
+    an_open_step_is_withdrawn_once_and_then_neither_leased_nor_finished,
+);

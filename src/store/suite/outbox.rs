@@ -4,7 +4,7 @@
 use super::*;
 
 /// A fresh pending entry due at `at`; its `seq` is deliberately bogus.
-pub(super) fn entry(id: &str, run_id: &str, at: DateTime<Utc>) -> OutboxRecord {
+pub(crate) fn entry(id: &str, run_id: &str, at: DateTime<Utc>) -> OutboxRecord {
     OutboxRecord {
         id: id.into(),
         seq: 999,
@@ -24,7 +24,7 @@ fn one(write: Write) -> Batch {
     Batch { idempotency: None, writes: vec![write] }
 }
 
-async fn enqueue(store: &SqliteStore, entry: OutboxRecord) {
+async fn enqueue(store: &Opened, entry: OutboxRecord) {
     store.commit(one(Write::Enqueue(Box::new(entry)))).await.unwrap();
 }
 
@@ -44,24 +44,23 @@ fn revive(id: &str, at: DateTime<Utc>) -> Batch {
     one(Write::Revive { id: id.into(), at })
 }
 
-async fn due_ids(store: &SqliteStore, now: DateTime<Utc>) -> Vec<String> {
+async fn due_ids(store: &Opened, now: DateTime<Utc>) -> Vec<String> {
     store.outbox_due("agent", now, 0).await.unwrap().into_iter().map(|e| e.id).collect()
 }
 
-async fn get(store: &SqliteStore, id: &str) -> OutboxRecord {
+async fn get(store: &Opened, id: &str) -> OutboxRecord {
     store.outbox_get(id).await.unwrap().expect("outbox entry")
 }
 
 /// Runs a and b with two entries each, written interleaved: a1 b1 a2 b2.
-async fn two_runs_two_entries(store: &SqliteStore) {
+async fn two_runs_two_entries(store: &Opened) {
     for (i, (id, run_id)) in [("a1", "a"), ("b1", "b"), ("a2", "a"), ("b2", "b")].into_iter().enumerate() {
         enqueue(store, entry(id, run_id, t(i as i64))).await;
     }
 }
 
-#[tokio::test]
-async fn an_entry_round_trips_with_a_store_assigned_seq() {
-    let (_dir, store) = open_temp();
+async fn an_entry_round_trips_with_a_store_assigned_seq(b: Backend) {
+    let store = b.open().await;
     let mut e = entry("e1", "r", t(0));
     e.last_error = Some("carried over".into());
     e.attempts = 2;
@@ -75,9 +74,8 @@ async fn an_entry_round_trips_with_a_store_assigned_seq() {
     assert_eq!(store.outbox_get("missing").await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn an_id_is_enqueued_once_and_seq_is_never_reused() {
-    let (_dir, store) = open_temp();
+async fn an_id_is_enqueued_once_and_seq_is_never_reused(b: Backend) {
+    let store = b.open().await;
     enqueue(&store, entry("e1", "r", t(0))).await;
     let again = store.commit(one(Write::Enqueue(Box::new(entry("e1", "other", t(1)))))).await;
     assert!(matches!(again, Err(StoreError::Conflict(ref m)) if m.contains("e1") && m.contains("exists")), "{again:?}");
@@ -90,9 +88,8 @@ async fn an_id_is_enqueued_once_and_seq_is_never_reused() {
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
 }
 
-#[tokio::test]
-async fn only_the_head_of_each_run_is_due() {
-    let (_dir, store) = open_temp();
+async fn only_the_head_of_each_run_is_due(b: Backend) {
+    let store = b.open().await;
     two_runs_two_entries(&store).await;
     assert_eq!(due_ids(&store, t(10)).await, ["a1", "b1"]);
     // Due time counts: at t(0) only a1 is due.
@@ -109,9 +106,8 @@ async fn only_the_head_of_each_run_is_due() {
     assert_eq!(due_ids(&store, t(12)).await, ["b2"]);
 }
 
-#[tokio::test]
-async fn due_respects_the_limit_earliest_due_first_then_by_seq() {
-    let (_dir, store) = open_temp();
+async fn due_respects_the_limit_earliest_due_first_then_by_seq(b: Backend) {
+    let store = b.open().await;
     for (i, run_id) in ["r1", "r2", "r3"].into_iter().enumerate() {
         enqueue(&store, entry(&format!("e-{run_id}"), run_id, t(10 - i as i64))).await;
     }
@@ -120,9 +116,8 @@ async fn due_respects_the_limit_earliest_due_first_then_by_seq() {
     assert_eq!(due, ["e-r3", "e-r4", "e-r2"], "r3 and r4 are due at the same time: written order");
 }
 
-#[tokio::test]
-async fn due_entries_are_of_one_destination_and_carry_their_run_without_payload() {
-    let (_dir, store) = open_temp();
+async fn due_entries_are_of_one_destination_and_carry_their_run_without_payload(b: Backend) {
+    let store = b.open().await;
     let r = run("r1", "deploy", RunStatus::Running, t(0));
     store.commit(one(Write::InsertRun(Box::new(r.clone())))).await.unwrap();
     enqueue(&store, entry("to-agent", "r1", t(1))).await;
@@ -147,9 +142,8 @@ async fn due_entries_are_of_one_destination_and_carry_their_run_without_payload(
     assert!(store.outbox_due("nowhere", t(10), 0).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn tallies_count_pending_entries_per_destination_and_runs_awaiting_approval() {
-    let (_dir, store) = open_temp();
+async fn tallies_count_pending_entries_per_destination_and_runs_awaiting_approval(b: Backend) {
+    let store = b.open().await;
     assert_eq!(store.tallies().await.unwrap(), Tallies::default());
     two_runs_two_entries(&store).await;
     let mut other = entry("x1", "x", t(0));
@@ -167,9 +161,8 @@ async fn tallies_count_pending_entries_per_destination_and_runs_awaiting_approva
     assert_eq!(tallies.pending_approvals, 2);
 }
 
-#[tokio::test]
-async fn a_rescheduled_head_waits_and_holds_back_its_run() {
-    let (_dir, store) = open_temp();
+async fn a_rescheduled_head_waits_and_holds_back_its_run(b: Backend) {
+    let store = b.open().await;
     two_runs_two_entries(&store).await;
     store.commit(reschedule("a1", 1, t(30))).await.unwrap();
     let waiting = get(&store, "a1").await;
@@ -183,9 +176,8 @@ async fn a_rescheduled_head_waits_and_holds_back_its_run() {
     assert_eq!(due_ids(&store, t(30)).await, ["b1", "a1"], "earliest due first");
 }
 
-#[tokio::test]
-async fn a_dead_head_blocks_its_run_until_revived() {
-    let (_dir, store) = open_temp();
+async fn a_dead_head_blocks_its_run_until_revived(b: Backend) {
+    let store = b.open().await;
     two_runs_two_entries(&store).await;
     store.commit(dead_letter("a1", 10, t(20))).await.unwrap();
     let dead = get(&store, "a1").await;
@@ -210,9 +202,8 @@ async fn a_dead_head_blocks_its_run_until_revived() {
     assert_eq!(due_ids(&store, t(51)).await, ["a2"]);
 }
 
-#[tokio::test]
-async fn next_due_is_the_earliest_pending_head() {
-    let (_dir, store) = open_temp();
+async fn next_due_is_the_earliest_pending_head(b: Backend) {
+    let store = b.open().await;
     assert_eq!(store.outbox_next_due("agent").await.unwrap(), None);
 
     enqueue(&store, entry("a1", "a", t(40))).await;
@@ -229,9 +220,8 @@ async fn next_due_is_the_earliest_pending_head() {
     assert_eq!(store.outbox_next_due("agent").await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn list_filters_by_status_oldest_first() {
-    let (_dir, store) = open_temp();
+async fn list_filters_by_status_oldest_first(b: Backend) {
+    let store = b.open().await;
     two_runs_two_entries(&store).await;
     store.commit(delivered("a1", 1, t(10))).await.unwrap();
     store.commit(dead_letter("b1", 3, t(10))).await.unwrap();
@@ -250,9 +240,8 @@ async fn list_filters_by_status_oldest_first() {
     }
 }
 
-#[tokio::test]
-async fn status_changes_are_compare_and_set() {
-    let (_dir, store) = open_temp();
+async fn status_changes_are_compare_and_set(b: Backend) {
+    let store = b.open().await;
     enqueue(&store, entry("pending", "r1", t(0))).await;
     enqueue(&store, entry("done", "r2", t(0))).await;
     enqueue(&store, entry("dead", "r3", t(0))).await;
@@ -284,18 +273,15 @@ async fn status_changes_are_compare_and_set() {
     assert_eq!(store.outbox_list(None, 0).await.unwrap(), before);
 }
 
-#[tokio::test]
-async fn the_outbox_survives_reopening() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_path(&dir);
-    let store = SqliteStore::open(&path).unwrap();
+async fn the_outbox_survives_reopening(b: Backend) {
+    let store = b.open().await;
     two_runs_two_entries(&store).await;
     store.commit(delivered("a1", 1, t(10))).await.unwrap();
     store.commit(reschedule("b1", 2, t(20))).await.unwrap();
     let before = store.outbox_list(None, 0).await.unwrap();
     drop(store);
 
-    let store = SqliteStore::open(&path).unwrap();
+    let store = b.open().await;
     assert_eq!(store.outbox_list(None, 0).await.unwrap(), before);
     assert_eq!(due_ids(&store, t(20)).await, ["a2", "b1"]);
     assert_eq!(store.outbox_next_due("agent").await.unwrap(), Some(t(2)));
@@ -308,9 +294,8 @@ fn withdraw(id: &str) -> Batch {
     one(Write::WithdrawEnvelope { id: id.into(), destination: "agent".into() })
 }
 
-#[tokio::test]
-async fn a_withdrawn_entry_is_never_due_never_revived_and_still_listed() {
-    let (_dir, store) = open_temp();
+async fn a_withdrawn_entry_is_never_due_never_revived_and_still_listed(b: Backend) {
+    let store = b.open().await;
     two_runs_two_entries(&store).await;
     enqueue(&store, entry("b3", "b", t(5))).await;
     store.commit(dead_letter("b1", 3, t(6))).await.unwrap();
@@ -344,3 +329,19 @@ async fn a_withdrawn_entry_is_never_due_never_revived_and_still_listed() {
         }
     }
 }
+
+suite!(
+    an_entry_round_trips_with_a_store_assigned_seq,
+    an_id_is_enqueued_once_and_seq_is_never_reused,
+    only_the_head_of_each_run_is_due,
+    due_respects_the_limit_earliest_due_first_then_by_seq,
+    due_entries_are_of_one_destination_and_carry_their_run_without_payload,
+    tallies_count_pending_entries_per_destination_and_runs_awaiting_approval,
+    a_rescheduled_head_waits_and_holds_back_its_run,
+    a_dead_head_blocks_its_run_until_revived,
+    next_due_is_the_earliest_pending_head,
+    list_filters_by_status_oldest_first,
+    status_changes_are_compare_and_set,
+    the_outbox_survives_reopening,
+    a_withdrawn_entry_is_never_due_never_revived_and_still_listed,
+);
