@@ -145,6 +145,50 @@ async fn json_that_cannot_be_read_back_reads_as_the_stand_in_and_an_unknown_stat
     assert!(matches!(e, StoreError::Invalid(ref m) if m.contains("exploded")), "{e}");
 }
 
+/// Ends every server session of the store (its writer's, its readers'),
+/// as a server restart or a failover would.
+async fn end_sessions(schema: &TestSchema) {
+    let admin = schema.client().await;
+    let sql = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+               WHERE application_name = $1 AND pid <> pg_backend_pid()";
+    admin.execute(sql, &[&schema.name]).await.unwrap();
+}
+
+#[tokio::test]
+async fn lost_connections_are_replaced_and_nothing_half_written() {
+    let Some(schema) = schema("lost_connections_are_replaced").await else { return };
+    let store = PostgresStore::open(&schema.url, Path::new("/")).await.unwrap();
+    store.commit(insert("before")).await.unwrap();
+    assert!(store.get_run("before").await.unwrap().is_some(), "a reader is pooled");
+    end_sessions(&schema).await;
+    // A commit or read on a connection the server ended fails (503 to its
+    // caller) or, once the client has noticed, goes over a new one.
+    let mut attempt = 0;
+    crate::test_support::eventually("a commit over a new connection", || {
+        attempt += 1;
+        let id = format!("after-{attempt}");
+        let store = &store;
+        async move {
+            match store.commit(insert(&id)).await {
+                Ok(committed) => committed == Committed::Applied,
+                Err(StoreError::Unavailable(m)) => {
+                    assert!(m.contains("postgres://"), "{m}");
+                    false
+                }
+                Err(other) => panic!("{other}"),
+            }
+        }
+    })
+    .await;
+    crate::test_support::eventually("a read over a new connection", || async {
+        store.list_runs(&RunQuery::default()).await.is_ok()
+    })
+    .await;
+    let runs = store.list_runs(&RunQuery::default()).await.unwrap();
+    assert_eq!(runs.len(), 2, "before, and the one that went through: {runs:?}");
+    assert_eq!(store.watch().write_state(), WriteState::Ok, "a write succeeded since");
+}
+
 #[test]
 fn a_search_path_is_added_to_either_form_of_url() {
     assert_eq!(with_search_path("postgres://h/db", "t_1"), "postgres://h/db?options=-csearch_path%3Dt_1");
