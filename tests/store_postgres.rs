@@ -1,7 +1,7 @@
 //! A daemon whose store is PostgreSQL, through the real binary and CLI:
 //! a webhook's run is there for the CLI on the same URL, and still there
-//! after the daemon restarts. Skipped, saying so, without
-//! `FANIN_TEST_POSTGRES_URL`.
+//! after the daemon restarts; a second daemon on the same store is refused.
+//! Skipped, saying so, without `FANIN_TEST_POSTGRES_URL`.
 
 mod common;
 
@@ -37,4 +37,19 @@ async fn a_daemon_on_postgres_keeps_its_runs_for_the_cli_and_across_a_restart() 
     assert_eq!(setup.cli_json(&["runs", "list", "--json"])["runs"].as_array().unwrap().len(), 1);
     let stored: i64 = schema.client().await.query_one("SELECT COUNT(*) FROM runs", &[]).await.unwrap().get(0);
     assert_eq!(stored, 1, "in the test's own schema");
+}
+
+#[tokio::test]
+async fn a_second_daemon_on_the_same_postgres_store_is_refused() {
+    let Some(schema) = TestSchema::from_env("a_second_daemon_on_the_same_postgres_store_is_refused").await else {
+        return;
+    };
+    let setup = Setup::new("", "").store_url(&schema.url);
+    let _first = setup.start();
+    // The same store from another directory (its own config, port 0).
+    let other = Setup::new("", "").store_url(&schema.url);
+    let out = std::process::Command::new(BIN).args(["daemon", "--config"]).arg(other.config_path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("another fanin daemon is running on it") && stderr.contains(&schema.name), "{stderr}");
 }
