@@ -104,8 +104,8 @@ impl Conn {
 }
 
 /// Names the store and what was being done. The database refusing what
-/// fanin sent is `Invalid`; everything else (a lost connection, a server
-/// shutting down, a full disk there) is `Unavailable`.
+/// fanin sent, or the store's setup, is `Invalid`; everything else (a lost
+/// connection, a server shutting down, a full disk there) is `Unavailable`.
 fn pg_error(name: &str, doing: &str, e: tokio_postgres::Error) -> StoreError {
     let detail = match e.as_db_error() {
         Some(db) => format!("{}: {}", db.severity(), db.message()),
@@ -113,7 +113,9 @@ fn pg_error(name: &str, doing: &str, e: tokio_postgres::Error) -> StoreError {
     };
     let message = format!("store {name}: {doing}: {detail}");
     match e.code().map(|code| code.code()) {
-        Some(code) if code.starts_with("42") || code.starts_with("22") => StoreError::Invalid(message),
+        // Refused SQL or values, a schema the search_path does not name,
+        // a missing privilege: what the URL or the database's setup must fix.
+        Some(code) if ["42", "22", "3F"].iter().any(|class| code.starts_with(class)) => StoreError::Invalid(message),
         _ => StoreError::Unavailable(message),
     }
 }

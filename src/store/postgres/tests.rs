@@ -145,6 +145,17 @@ async fn json_that_cannot_be_read_back_reads_as_the_stand_in_and_an_unknown_stat
     assert!(matches!(e, StoreError::Invalid(ref m) if m.contains("exploded")), "{e}");
 }
 
+#[tokio::test]
+async fn a_search_path_naming_no_schema_is_refused_as_the_store_url_s_fault() {
+    let Some(_schema) = schema("a_search_path_naming_no_schema").await else { return };
+    let base = std::env::var("FANIN_TEST_POSTGRES_URL").unwrap();
+    let url = with_search_path(&base, &format!("t_missing_{}", uuid::Uuid::new_v4().simple()));
+    match PostgresStore::open(&url, Path::new("/")).await {
+        Err(StoreError::Invalid(m)) => assert!(m.contains("create the schema") && m.contains("postgres://"), "{m}"),
+        other => panic!("expected Invalid, got {:?}", other.map(|_| ())),
+    }
+}
+
 /// Ends every server session of the store (its writer's, its readers'),
 /// as a server restart or a failover would.
 async fn end_sessions(schema: &TestSchema) {
