@@ -28,6 +28,10 @@ use tokio_postgres::Client;
 
 use crate::store::StoreError;
 
+/// How long a statement waits for another session's lock, as SQLite's
+/// writer waits for another process's.
+pub const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What libpq's `sslmode` asks of the server's certificate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verify {
@@ -104,20 +108,27 @@ impl Connector {
     }
 
     /// A new connection; its driver runs on its own task until the client
-    /// is dropped or the connection breaks.
+    /// is dropped or the connection breaks. A statement waits at most
+    /// [`LOCK_TIMEOUT`] for a lock another session holds (unless the URL's
+    /// `options` set `lock_timeout`), then fails: the request is answered
+    /// 503 rather than held behind a stuck writer.
     pub async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
-        match &self.tls {
+        let client = match &self.tls {
             None => {
                 let (client, connection) = self.config.connect(tokio_postgres::NoTls).await?;
                 tokio::spawn(drive(connection, self.name.clone()));
-                Ok(client)
+                client
             }
             Some(tls) => {
                 let (client, connection) = self.config.connect(MakeRustls(Arc::clone(tls))).await?;
                 tokio::spawn(drive(connection, self.name.clone()));
-                Ok(client)
+                client
             }
+        };
+        if !self.config.get_options().is_some_and(|options| options.contains("lock_timeout")) {
+            client.batch_execute(&format!("SET lock_timeout = {}", LOCK_TIMEOUT.as_millis())).await?;
         }
+        Ok(client)
     }
 }
 

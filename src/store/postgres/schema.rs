@@ -162,6 +162,8 @@ async fn stored_version(client: &impl GenericClient, name: &str) -> Result<i64, 
 pub(super) async fn migrate(client: &mut Client, name: &str) -> Result<(), StoreError> {
     let fail = |doing: &'static str| move |e| pg_error(name, doing, e);
     let transaction = client.transaction().await.map_err(fail("begin the schema transaction"))?;
+    // Another opener may be upgrading a large schema: wait for it, however long.
+    transaction.batch_execute("SET LOCAL lock_timeout = 0").await.map_err(fail("lock the schema"))?;
     transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).await.map_err(fail("lock the schema"))?;
     let applied = match stored_version(&transaction, name).await {
         Ok(version) => apply(&transaction, name, version).await,

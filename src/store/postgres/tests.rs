@@ -156,6 +156,37 @@ async fn a_search_path_naming_no_schema_is_refused_as_the_store_url_s_fault() {
     }
 }
 
+#[tokio::test]
+async fn a_write_behind_another_session_s_lock_waits_then_says_unavailable_and_writes_nothing() {
+    let Some(schema) = schema("a_write_behind_another_session_s_lock").await else { return };
+    let store = PostgresStore::open(&schema.url, Path::new("/")).await.unwrap();
+    store.commit(insert("r")).await.unwrap();
+    // A session stuck in the middle of its transaction, holding the run's row.
+    let stuck = schema.client().await;
+    stuck.batch_execute("BEGIN; UPDATE runs SET topic = 'x' WHERE run_id = 'r'").await.unwrap();
+    let finish = Batch {
+        idempotency: None,
+        writes: vec![
+            Write::InsertRun(Box::new(run("other"))),
+            Write::SetStatus {
+                run_id: "r".into(),
+                from: fanin_core::runs::RunStatus::Running,
+                to: fanin_core::runs::RunStatus::Completed,
+                at: t(1),
+            },
+        ],
+    };
+    let begun = std::time::Instant::now();
+    let blocked = store.commit(finish.clone()).await;
+    assert!(matches!(blocked, Err(StoreError::Unavailable(ref m)) if m.contains("lock")), "{blocked:?}");
+    assert!(begun.elapsed() >= connect::LOCK_TIMEOUT, "it waited for the lock first: {:?}", begun.elapsed());
+    assert!(matches!(store.watch().write_state(), WriteState::Failing { .. }));
+    stuck.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(store.get_run("other").await.unwrap(), None, "nothing of the batch");
+    assert_eq!(store.commit(finish).await.unwrap(), Committed::Applied);
+    assert_eq!(store.watch().write_state(), WriteState::Ok);
+}
+
 /// Ends every server session of the store (its writer's, its readers'),
 /// as a server restart or a failover would.
 async fn end_sessions(schema: &TestSchema) {
