@@ -290,6 +290,30 @@ async fn a_source_cursor_is_compare_and_set() {
 }
 
 #[tokio::test]
+async fn file_states_are_upserted_and_deleted_per_source() {
+    let (_dir, store) = open_temp();
+    let state = |size: u64, sha: &str| FileState { size, mtime: t(size as i64), sha256: sha.into() };
+    let set = |source: &str, path: &str, state: Option<FileState>| Batch {
+        idempotency: None,
+        writes: vec![Write::SetFileState { source: source.into(), path: path.into(), state }],
+    };
+    assert_eq!(store.file_states("filesystem").await.unwrap(), vec![]);
+    store.commit(set("filesystem", "/drop/b.csv", Some(state(2, "bb")))).await.unwrap();
+    store.commit(set("filesystem", "/drop/a.csv", Some(state(1, "aa")))).await.unwrap();
+    store.commit(set("other", "/drop/a.csv", Some(state(9, "99")))).await.unwrap();
+    store.commit(set("filesystem", "/drop/b.csv", Some(state(3, "cc")))).await.unwrap();
+    assert_eq!(
+        store.file_states("filesystem").await.unwrap(),
+        vec![("/drop/a.csv".to_string(), state(1, "aa")), ("/drop/b.csv".to_string(), state(3, "cc"))],
+        "ordered by path, the later write wins"
+    );
+    store.commit(set("filesystem", "/drop/a.csv", None)).await.unwrap();
+    store.commit(set("filesystem", "/drop/never-seen", None)).await.unwrap();
+    assert_eq!(store.file_states("filesystem").await.unwrap(), vec![("/drop/b.csv".to_string(), state(3, "cc"))]);
+    assert_eq!(store.file_states("other").await.unwrap().len(), 1, "states are per source");
+}
+
+#[tokio::test]
 async fn a_batch_whose_second_write_fails_leaves_no_trace() {
     let (_dir, store) = open_temp();
     let r = run("r", "s", RunStatus::Running, t(0));
@@ -869,12 +893,12 @@ async fn a_file_from_a_newer_fanin_is_refused() {
 }
 
 #[tokio::test]
-async fn the_file_is_in_wal_mode_with_schema_version_7() {
+async fn the_file_is_in_wal_mode_with_schema_version_8() {
     let (dir, _store) = open_temp();
     let conn = rusqlite::Connection::open(db_path(&dir)).unwrap();
     let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!((mode.as_str(), version), ("wal", 7));
+    assert_eq!((mode.as_str(), version), ("wal", 8));
 }
 
 #[tokio::test]
