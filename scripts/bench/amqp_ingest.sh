@@ -86,6 +86,11 @@ EOF
 start fanin "$FANIN" daemon --config "$dir/config.toml"
 fanin_pid=$PID
 addr=$(listen_addr fanin)
+for i in $(seq 1 100); do
+    curl -sf "http://$addr/ready" >/dev/null && break
+    sleep 0.1
+done
+curl -sf "http://$addr/ready" >/dev/null || die "fanin is not ready (AMQP source down?): $(curl -s "http://$addr/ready")"
 
 # runs_started: fanin_runs_total{outcome="started"} from /metrics (cheap to
 # ask while fanin works, unlike listing the runs).
