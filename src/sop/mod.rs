@@ -60,6 +60,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                "amqp-release",
                 "deploy-pipeline",
                 "door-button",
                 "drive-invoices",
@@ -71,9 +72,12 @@ mod tests {
                 "telegram-status"
             ]
         );
-        let deploy = &report.sops[0];
+        let release = &report.sops[0];
+        assert_eq!(release.steps.len(), 3, "steps from SOP.md");
+        assert!(release.steps[1].requires_confirmation);
+        let deploy = &report.sops[1];
         assert_eq!(deploy.max_concurrent, 4);
-        let incident = &report.sops[4];
+        let incident = &report.sops[5];
         assert_eq!(incident.steps.len(), 4, "steps from SOP.md");
         assert!(incident.steps[2].requires_confirmation);
         let mut types: Vec<String> =
@@ -82,8 +86,8 @@ mod tests {
         types.dedup();
         assert_eq!(
             types,
-            ["Channel", "Cron", "Drive", "Manual", "Mqtt", "Peripheral", "Webhook"],
-            "every served trigger type but filesystem and amqp is exercised"
+            ["Amqp", "Channel", "Cron", "Drive", "Manual", "Mqtt", "Peripheral", "Webhook"],
+            "every served trigger type but filesystem is exercised"
         );
     }
 
@@ -93,7 +97,7 @@ mod tests {
         let config = crate::config::load(&path).unwrap();
         let report = load_dir(&config.sops_dir(), config.sop.default_execution_mode);
         assert!(report.errors.is_empty(), "{:#?}", report.errors);
-        assert_eq!(report.sops.len(), 9);
+        assert_eq!(report.sops.len(), 10);
     }
 
     fn category_of(kind: StepKind) -> Category {

@@ -168,6 +168,10 @@ impl Store for FaultyStore {
         self.check()?;
         self.inner.cursor(source).await
     }
+    async fn file_states(&self, source: &str) -> Result<Vec<(String, FileState)>, StoreError> {
+        self.check()?;
+        self.inner.file_states(source).await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         self.check()?;
         self.inner.ping().await

@@ -158,6 +158,10 @@ pub trait Store: Send + Sync + 'static {
     /// `Write::SetCursor`, in the commit that dispatches what it read.
     async fn cursor(&self, source: &str) -> Result<Option<Cursor>, StoreError>;
 
+    /// Every file the filesystem source instance `source` has recorded, by
+    /// path.
+    async fn file_states(&self, source: &str) -> Result<Vec<(String, FileState)>, StoreError>;
+
     /// Cheap liveness probe for `/ready`.
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -117,6 +117,7 @@ fn json_value(write: &Write) -> Option<&Value> {
         Write::SetStatus { .. }
         | Write::CronChecked { .. }
         | Write::SetCursor { .. }
+        | Write::SetFileState { .. }
         | Write::SetStep { .. }
         | Write::PendStep { .. }
         | Write::LeaseStep { .. }

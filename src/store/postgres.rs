@@ -341,6 +341,10 @@ impl Store for PostgresStore {
         read!(self, "read a source cursor", |conn| reads::cursor(&conn, source))
     }
 
+    async fn file_states(&self, source: &str) -> Result<Vec<(String, FileState)>, StoreError> {
+        read!(self, "read file states", |conn| reads::file_states(&conn, source))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         if !self.read_only && self.queue.as_ref().is_none_or(|queue| queue.is_disconnected()) {
             return Err(self.writer_gone());

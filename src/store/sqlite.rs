@@ -354,6 +354,11 @@ impl Store for SqliteStore {
         self.readers.run("read a source cursor", move |conn| reads::cursor(conn, &source)).await
     }
 
+    async fn file_states(&self, source: &str) -> Result<Vec<(String, FileState)>, StoreError> {
+        let source = source.to_owned();
+        self.readers.run("read file states", move |conn| reads::file_states(conn, &source)).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         if !self.read_only && self.queue.as_ref().is_none_or(|queue| queue.is_disconnected()) {
             return Err(self.writer_gone());

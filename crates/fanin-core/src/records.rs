@@ -275,6 +275,14 @@ pub enum Write {
         to: String,
         at: DateTime<Utc>,
     },
+    /// What the filesystem source last saw of a watched file (`None`: the
+    /// file is gone), written in the commit that dispatches its change.
+    /// An upsert: the source is the table's only writer.
+    SetFileState {
+        source: String,
+        path: String,
+        state: Option<FileState>,
+    },
     /// Compare-and-set on the run's step index (`from` must hold).
     SetStep {
         run_id: String,
@@ -372,6 +380,16 @@ pub struct IdempotencyClaim {
 pub struct Cursor {
     pub value: String,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A watched file as the filesystem source last saw it: what a scan at
+/// start compares the tree with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileState {
+    pub size: u64,
+    pub mtime: DateTime<Utc>,
+    /// SHA-256 of the content, hex.
+    pub sha256: String,
 }
 
 /// An atomic unit of writes: all of it is committed, or none of it.

@@ -13,15 +13,15 @@ use tokio_postgres::Row;
 
 use super::connect::Connector;
 use super::rows::{
-    audit_from_row, due_from_row, json_at, outbox_from_row, run_from_row, step_from_row, text_at, time_of,
-    token_from_row, Decoded, AUDIT_COLUMNS, DUE_COLUMNS, DUE_RUN_COLUMNS, OUTBOX_COLUMNS, RUN_COLUMNS, STEP_COLUMNS,
-    TOKEN_COLUMNS,
+    audit_from_row, due_from_row, file_state_from_row, json_at, outbox_from_row, run_from_row, step_from_row, text_at,
+    time_of, token_from_row, Decoded, AUDIT_COLUMNS, DUE_COLUMNS, DUE_RUN_COLUMNS, OUTBOX_COLUMNS, RUN_COLUMNS,
+    STEP_COLUMNS, TOKEN_COLUMNS,
 };
 use super::{pg_error, Conn};
 use crate::store::codec::micros;
 use crate::store::{
-    AuditQuery, AuditRecord, Cursor, DueEntry, OutboxRecord, OutboxStatus, PairingLookup, RunQuery, RunRecord, SopLoad,
-    StepRecord, StoreError, Tallies, TokenRecord,
+    AuditQuery, AuditRecord, Cursor, DueEntry, FileState, OutboxRecord, OutboxStatus, PairingLookup, RunQuery,
+    RunRecord, SopLoad, StepRecord, StoreError, Tallies, TokenRecord,
 };
 use fanin_core::runs::RunStatus;
 
@@ -268,6 +268,12 @@ pub(super) async fn cron_last_check(conn: &Conn, key: &str) -> Read<Option<DateT
 pub(super) async fn cursor(conn: &Conn, source: &str) -> Read<Option<Cursor>> {
     let row = conn.query_opt("SELECT value, updated_at FROM source_cursors WHERE source = $1", &[&source]).await?;
     one(row, |row| Ok(Cursor { value: row.try_get(0).map_err(|e| e.to_string())?, updated_at: time_of(row, 1)? }))
+}
+
+pub(super) async fn file_states(conn: &Conn, source: &str) -> Read<Vec<(String, FileState)>> {
+    let sql = "SELECT path, size, mtime, sha256 FROM file_states WHERE source = $1 ORDER BY path";
+    let rows = conn.query(sql, &[&source]).await?;
+    rows.iter().map(|row| file_state_from_row(row).map_err(ReadError::Undecodable)).collect()
 }
 
 /// Live: unused, unexpired and not retired at `now`.

@@ -11,7 +11,9 @@ use tokio_postgres::Row;
 
 use crate::event::Source;
 use crate::store::codec::{json_or_unreadable, named, parse_step_status, request_from_json, time_from_micros};
-use crate::store::{AuditKind, AuditRecord, DueEntry, OutboxRecord, OutboxStatus, RunRecord, StepRecord, TokenRecord};
+use crate::store::{
+    AuditKind, AuditRecord, DueEntry, FileState, OutboxRecord, OutboxStatus, RunRecord, StepRecord, TokenRecord,
+};
 use fanin_core::runs::RunStatus;
 
 /// Why a row cannot be read as its record.
@@ -203,6 +205,13 @@ pub(super) fn token_from_row(row: &Row) -> Decoded<TokenRecord> {
         created_at: time_at(row, 3)?,
         revoked_at: opt_time_at(row, 4)?,
     })
+}
+
+/// A file state (`path, size, mtime, sha256`) and its path.
+pub(super) fn file_state_from_row(row: &Row) -> Decoded<(String, FileState)> {
+    let size: i64 = get(row, 1)?;
+    let size = u64::try_from(size).map_err(|_| format!("column size: {size} out of range"))?;
+    Ok((get(row, 0)?, FileState { size, mtime: time_at(row, 2)?, sha256: get(row, 3)? }))
 }
 
 /// A time read by a query of its own (a cursor, a cron check).

@@ -19,8 +19,8 @@ use crate::store::codec::{json_text, micros, step_status_name};
 use crate::store::ops::refusal::{self, StepState};
 use crate::store::ops::{EncodedBatch, Op, Outcome, Texts};
 use crate::store::{
-    AuditKind, Committed, IdempotencyClaim, NewAudit, OutboxRecord, OutboxStatus, RunRecord, StepStatus, StoreError,
-    TokenRecord, Write,
+    AuditKind, Committed, FileState, IdempotencyClaim, NewAudit, OutboxRecord, OutboxStatus, RunRecord, StepStatus,
+    StoreError, TokenRecord, Write,
 };
 use fanin_core::runs::RunStatus;
 
@@ -131,6 +131,7 @@ async fn apply_write(conn: &Conn, write: &Write, texts: &Texts) -> Result<(), Fa
             conn.execute(sql, &[key, &micros(*at)]).await.map(drop).map_err(Failure::from)
         }
         Write::SetCursor { source, from, to, at } => set_cursor(conn, source, from.as_deref(), to, *at).await,
+        Write::SetFileState { source, path, state } => set_file_state(conn, source, path, state.as_ref()).await,
         Write::SetStep { run_id, from, to, at } => set_step(conn, run_id, *from, *to, *at).await,
         Write::PendStep { run_id, index, at } => pend_step(conn, run_id, *index, *at).await,
         Write::LeaseStep { run_id, index, lease_id, until, at } => {
@@ -303,6 +304,25 @@ async fn set_cursor(conn: &Conn, source: &str, from: Option<&str>, to: &str, at:
         1 => Ok(()),
         _ => refused(refusal::cursor(source, from)),
     }
+}
+
+/// An upsert, or a delete for a file that is gone: the source is the
+/// table's only writer, so this never refuses.
+async fn set_file_state(conn: &Conn, source: &str, path: &str, state: Option<&FileState>) -> Result<(), Failure> {
+    match state {
+        Some(state) => {
+            let size = i64::try_from(state.size).unwrap_or(i64::MAX);
+            conn.execute(
+                "INSERT INTO file_states (source, path, size, mtime, sha256) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (source, path) DO UPDATE
+                 SET size = excluded.size, mtime = excluded.mtime, sha256 = excluded.sha256",
+                &[&source, &path, &size, &micros(state.mtime), &state.sha256],
+            )
+            .await?
+        }
+        None => conn.execute("DELETE FROM file_states WHERE source = $1 AND path = $2", &[&source, &path]).await?,
+    };
+    Ok(())
 }
 
 /// Compare-and-set on the run's step index.

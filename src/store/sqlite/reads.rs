@@ -21,8 +21,8 @@ use super::schema::open_reader;
 use super::shm::ShmGuard;
 use crate::store::codec::micros;
 use crate::store::{
-    AuditQuery, AuditRecord, Cursor, DueEntry, OutboxRecord, OutboxStatus, PairingLookup, RunQuery, RunRecord, SopLoad,
-    StepRecord, StoreError, Tallies, TokenRecord,
+    AuditQuery, AuditRecord, Cursor, DueEntry, FileState, OutboxRecord, OutboxStatus, PairingLookup, RunQuery,
+    RunRecord, SopLoad, StepRecord, StoreError, Tallies, TokenRecord,
 };
 use fanin_core::runs::RunStatus;
 
@@ -312,6 +312,17 @@ pub(super) fn cursor(conn: &Connection, source: &str) -> rusqlite::Result<Option
     conn.prepare_cached("SELECT value, updated_at FROM source_cursors WHERE source = ?1")?
         .query_row([source], |row| Ok(Cursor { value: row.get(0)?, updated_at: time_at(row, 1)? }))
         .optional()
+}
+
+pub(super) fn file_states(conn: &Connection, source: &str) -> rusqlite::Result<Vec<(String, FileState)>> {
+    let mut statement =
+        conn.prepare_cached("SELECT path, size, mtime, sha256 FROM file_states WHERE source = ?1 ORDER BY path")?;
+    let rows = statement.query_map([source], |row| {
+        let state =
+            FileState { size: row.get::<_, i64>(1)?.max(0) as u64, mtime: time_at(row, 2)?, sha256: row.get(3)? };
+        Ok((row.get(0)?, state))
+    })?;
+    rows.collect()
 }
 
 /// Touches the file's schema, not just the connection.

@@ -13,7 +13,7 @@ use super::codec::store_error;
 use crate::store::StoreError;
 
 /// The schema this code reads and writes.
-pub(crate) const SCHEMA_VERSION: i64 = 7;
+pub(crate) const SCHEMA_VERSION: i64 = 8;
 
 /// Runs, keyed by `seq`, the order they were written in.
 ///
@@ -177,6 +177,18 @@ CREATE TABLE source_cursors (
     updated_at INTEGER NOT NULL
 );";
 
+/// What the filesystem source last saw of each watched file (version 8),
+/// so that a start finds what changed while the daemon was stopped.
+const FILE_STATES: &str = "
+CREATE TABLE file_states (
+    source TEXT    NOT NULL,
+    path   TEXT    NOT NULL,
+    size   INTEGER NOT NULL,
+    mtime  INTEGER NOT NULL,
+    sha256 TEXT    NOT NULL,
+    PRIMARY KEY (source, path)
+) WITHOUT ROWID;";
+
 /// A new file: every table in its current form. A file of an older version
 /// gets there through [`UPGRADES`] instead; a test checks both roads end in
 /// the same tables, columns and indexes.
@@ -193,6 +205,7 @@ const SCHEMA: &[&str] = &[
     OUTBOX,
     OUTBOX_DUE_INDEX,
     SOURCE_CURSORS,
+    FILE_STATES,
 ];
 
 /// Version 1 → 2: the run's step index (existing runs are at step 0, which
@@ -237,10 +250,20 @@ const UPGRADE_V5_TO_V6: &[&str] = &[RUNS_REQUEST_COLUMNS];
 /// Version 6 → 7: the sources' cursors.
 const UPGRADE_V6_TO_V7: &[&str] = &[SOURCE_CURSORS];
 
+/// Version 7 → 8: the filesystem source's file states.
+const UPGRADE_V7_TO_V8: &[&str] = &[FILE_STATES];
+
 /// `UPGRADES[i]` brings a file from version `i + 1` to `i + 2`; each one's
 /// statements run in order.
-const UPGRADES: &[&[&str]] =
-    &[UPGRADE_V1_TO_V2, UPGRADE_V2_TO_V3, UPGRADE_V3_TO_V4, UPGRADE_V4_TO_V5, UPGRADE_V5_TO_V6, UPGRADE_V6_TO_V7];
+const UPGRADES: &[&[&str]] = &[
+    UPGRADE_V1_TO_V2,
+    UPGRADE_V2_TO_V3,
+    UPGRADE_V3_TO_V4,
+    UPGRADE_V4_TO_V5,
+    UPGRADE_V5_TO_V6,
+    UPGRADE_V6_TO_V7,
+    UPGRADE_V7_TO_V8,
+];
 
 /// The connection the writer thread owns: WAL so readers (here and in other
 /// processes) run beside it, and `synchronous = FULL` so a commit that was

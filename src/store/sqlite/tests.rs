@@ -103,12 +103,12 @@ async fn a_new_store_is_owner_only_and_an_open_one_is_tightened() {
 }
 
 #[tokio::test]
-async fn the_file_is_in_wal_mode_with_schema_version_7() {
+async fn the_file_is_in_wal_mode_with_schema_version_8() {
     let (dir, _store) = open_temp();
     let conn = rusqlite::Connection::open(db_path(&dir)).unwrap();
     let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!((mode.as_str(), version), ("wal", 7));
+    assert_eq!((mode.as_str(), version), ("wal", 8));
 }
 
 #[tokio::test]

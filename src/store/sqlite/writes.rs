@@ -14,8 +14,8 @@ use crate::store::codec::{json_text, micros, step_status_name};
 use crate::store::ops::refusal::{self, StepState};
 use crate::store::ops::{EncodedBatch, Op, Outcome, Texts};
 use crate::store::{
-    AuditKind, Committed, IdempotencyClaim, NewAudit, OutboxRecord, OutboxStatus, RunRecord, StepStatus, StoreError,
-    TokenRecord, Write,
+    AuditKind, Committed, FileState, IdempotencyClaim, NewAudit, OutboxRecord, OutboxStatus, RunRecord, StepStatus,
+    StoreError, TokenRecord, Write,
 };
 use fanin_core::runs::RunStatus;
 
@@ -100,6 +100,7 @@ fn apply_write(conn: &Connection, write: &Write, texts: &Texts) -> Result<(), Fa
         Write::Audit(audit) => insert_audit(conn, audit, json),
         Write::CronChecked { key, at } => cron_checked(conn, key, *at),
         Write::SetCursor { source, from, to, at } => set_cursor(conn, source, from.as_deref(), to, *at),
+        Write::SetFileState { source, path, state } => set_file_state(conn, source, path, state.as_ref()),
         Write::SetStep { run_id, from, to, at } => set_step(conn, run_id, *from, *to, *at),
         Write::PendStep { run_id, index, at } => pend_step(conn, run_id, *index, *at),
         Write::LeaseStep { run_id, index, lease_id, until, at } => {
@@ -247,6 +248,22 @@ fn set_cursor(conn: &Connection, source: &str, from: Option<&str>, to: &str, at:
         return Ok(());
     }
     Err(Failure::Refused(refusal::cursor(source, from)))
+}
+
+fn set_file_state(conn: &Connection, source: &str, path: &str, state: Option<&FileState>) -> Result<(), Failure> {
+    match state {
+        Some(state) => conn
+            .prepare_cached(
+                "INSERT INTO file_states (source, path, size, mtime, sha256) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (source, path) DO UPDATE
+                 SET size = excluded.size, mtime = excluded.mtime, sha256 = excluded.sha256",
+            )?
+            .execute(params![source, path, state.size as i64, micros(state.mtime), state.sha256])?,
+        None => conn
+            .prepare_cached("DELETE FROM file_states WHERE source = ?1 AND path = ?2")?
+            .execute(params![source, path])?,
+    };
+    Ok(())
 }
 
 /// Compare-and-set on the run's step index.

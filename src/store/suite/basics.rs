@@ -160,6 +160,29 @@ async fn a_source_cursor_is_compare_and_set(b: Backend) {
     assert_eq!(store.cursor("telegram:bot").await.unwrap(), None, "cursors are per instance");
 }
 
+async fn file_states_are_upserted_and_deleted_per_source(b: Backend) {
+    let store = b.open().await;
+    let state = |size: u64, sha: &str| FileState { size, mtime: t(size as i64), sha256: sha.into() };
+    let set = |source: &str, path: &str, state: Option<FileState>| Batch {
+        idempotency: None,
+        writes: vec![Write::SetFileState { source: source.into(), path: path.into(), state }],
+    };
+    assert_eq!(store.file_states("filesystem").await.unwrap(), vec![]);
+    store.commit(set("filesystem", "/drop/b.csv", Some(state(2, "bb")))).await.unwrap();
+    store.commit(set("filesystem", "/drop/a.csv", Some(state(1, "aa")))).await.unwrap();
+    store.commit(set("other", "/drop/a.csv", Some(state(9, "99")))).await.unwrap();
+    store.commit(set("filesystem", "/drop/b.csv", Some(state(3, "cc")))).await.unwrap();
+    assert_eq!(
+        store.file_states("filesystem").await.unwrap(),
+        vec![("/drop/a.csv".to_string(), state(1, "aa")), ("/drop/b.csv".to_string(), state(3, "cc"))],
+        "ordered by path, the later write wins"
+    );
+    store.commit(set("filesystem", "/drop/a.csv", None)).await.unwrap();
+    store.commit(set("filesystem", "/drop/never-seen", None)).await.unwrap();
+    assert_eq!(store.file_states("filesystem").await.unwrap(), vec![("/drop/b.csv".to_string(), state(3, "cc"))]);
+    assert_eq!(store.file_states("other").await.unwrap().len(), 1, "states are per source");
+}
+
 async fn a_batch_whose_second_write_fails_leaves_no_trace(b: Backend) {
     let store = b.open().await;
     let r = run("r", "s", RunStatus::Running, t(0));
@@ -638,6 +661,7 @@ suite!(
     audit_seq_is_never_reused,
     set_status_is_compare_and_set,
     a_source_cursor_is_compare_and_set,
+    file_states_are_upserted_and_deleted_per_source,
     a_batch_whose_second_write_fails_leaves_no_trace,
     coalesce_replaces_the_event_of_a_deferred_run_only,
     a_duplicate_key_returns_the_first_response_and_writes_nothing,

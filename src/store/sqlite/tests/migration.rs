@@ -180,12 +180,13 @@ CREATE TABLE pairing_codes (
     used_at    INTEGER
 );";
 
-/// Version 6 added two columns to `runs` and version 7 the sources'
-/// cursors; dropping them leaves a new file as version 5 had it.
-const RUNS_V5: &str =
-    "ALTER TABLE runs DROP COLUMN request; ALTER TABLE runs DROP COLUMN session; DROP TABLE source_cursors;";
+/// Version 6 added two columns to `runs`, version 7 the sources' cursors
+/// and version 8 the file states; dropping them leaves a new file as
+/// version 5 had it.
+const RUNS_V5: &str = "ALTER TABLE runs DROP COLUMN request; ALTER TABLE runs DROP COLUMN session; \
+                       DROP TABLE source_cursors; DROP TABLE file_states;";
 
-/// A version-5 file: a new file without what versions 6 and 7 added. It
+/// A version-5 file: a new file without what versions 6 to 8 added. It
 /// holds a webhook run.
 async fn write_v5_file(path: &std::path::Path) {
     let store = SqliteStore::open(path).unwrap();
@@ -196,8 +197,9 @@ async fn write_v5_file(path: &std::path::Path) {
     Connection::open(path).unwrap().execute_batch(&format!("{RUNS_V5} PRAGMA user_version = 5;")).unwrap();
 }
 
-/// A version-3 file: versions 4 to 7 differ only in `pairing_codes`, the
-/// outbox's due index, two columns of `runs` and `source_cursors`, so a new file with that
+/// A version-3 file: versions 4 to 8 differ only in `pairing_codes`, the
+/// outbox's due index, two columns of `runs`, `source_cursors` and
+/// `file_states`, so a new file with that
 /// table put back as version 3 had it, without the index and the columns,
 /// is one. It holds a run and a live code stored, as version 3 stored
 /// codes, as SHA-256.
@@ -228,7 +230,7 @@ async fn a_version_1_file_is_upgraded_in_place_and_keeps_its_data() {
     write_v1_file(&path);
 
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&path), 7);
+    assert_eq!(user_version(&path), 8);
     let old = store.get_run("old").await.unwrap().expect("the v1 run is still there");
     assert_eq!((old.status, old.finished_at, old.coalesced, old.step), (RunStatus::Completed, Some(t(5)), 1, 0));
     assert_eq!((old.payload, old.client.as_deref()), (json!({"v": 1}), Some("ip:127.0.0.1")));
@@ -257,7 +259,7 @@ async fn a_version_1_file_is_upgraded_in_place_and_keeps_its_data() {
 
     // Opening again is a no-op: the version is current.
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&path), 7);
+    assert_eq!(user_version(&path), 8);
     assert_eq!(store.list_runs(&all_runs()).await.unwrap().len(), 2);
 }
 
@@ -345,7 +347,7 @@ async fn a_version_3_file_is_upgraded_and_its_unkeyed_pairing_codes_are_dropped(
     write_v3_file(&path).await;
 
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&path), 7);
+    assert_eq!(user_version(&path), 8);
     assert!(store.get_run("kept").await.unwrap().is_some());
     let count: i64 =
         Connection::open(&path).unwrap().query_row("SELECT COUNT(*) FROM pairing_codes", [], |r| r.get(0)).unwrap();
@@ -361,7 +363,7 @@ async fn a_version_5_file_is_upgraded_and_its_runs_have_no_request_or_session() 
     write_v5_file(&path).await;
 
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&path), 7);
+    assert_eq!(user_version(&path), 8);
     let old = store.get_run("hook").await.unwrap().expect("the v4 run is still there");
     assert_eq!((&old.request, &old.session, old.status), (&None, &None, RunStatus::Deferred));
     // Its trigger event still has the webhook's shape, with nothing known
@@ -383,7 +385,7 @@ async fn a_version_2_file_is_upgraded_in_place_and_keeps_its_data_and_numbering(
     write_v2_file(&path);
 
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&path), 7);
+    assert_eq!(user_version(&path), 8);
     let runs = store.list_runs(&all_runs()).await.unwrap();
     let ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
     assert_eq!(ids, ["waiting", "old"], "newest first");
