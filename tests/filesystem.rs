@@ -307,3 +307,39 @@ async fn a_root_that_goes_away_shows_the_source_down_and_deletes_nothing() {
     assert_eq!(runs[1]["path"], json!(path_of(&w.root.join("b.txt"))));
     assert!(runs.iter().all(|p| p["kind"] == json!("created")), "nothing was taken for deleted: {runs:?}");
 }
+
+/// The source in-process over a store that refuses a commit: the change it
+/// could not store is not forgotten; the next session finds it again and
+/// starts its run, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_the_store_refused_is_found_again_not_lost() {
+    use fanin::sources::health::Status;
+    let w = watched("");
+    let root = path_of(&w.root);
+    let setup = w.setup.sop("all", &fs_sop("all", &root, &[]));
+    let (ctx, store) = setup.faulty_sources().await;
+    let task = fanin::sources::filesystem::start(&ctx).unwrap().expect("a filesystem block starts a watcher");
+    let state = || ctx.health.snapshot()["filesystem"].clone();
+    eventually("filesystem up", || async { state().status == Status::Up }).await;
+
+    store.refuse_next_commits(1);
+    std::fs::write(w.root.join("refused.txt"), "first").unwrap();
+    let query = fanin::store::RunQuery { sop: Some("all".into()), status: None, limit: 0 };
+    let runs = eventually("the refused change to start its run", || async {
+        let runs = store.inner().list_runs(&query).await.unwrap();
+        match runs.iter().any(|r| r.topic == path_of(&w.root.join("refused.txt"))) {
+            true => Ok(runs),
+            false => Err(format!("{} runs, {:?}", runs.len(), state())),
+        }
+    })
+    .await;
+    assert_eq!(store.refusals_left(), 0, "the store did refuse a commit");
+    assert!(state().reconnects >= 1, "the session was made again: {:?}", state());
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let stored = store.inner().file_states("filesystem").await.unwrap();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].1.sha256, sha(b"first"));
+
+    ctx.shutdown.cancel();
+    tokio::time::timeout(DEADLINE, task).await.expect("the watcher stops on shutdown").unwrap();
+}
