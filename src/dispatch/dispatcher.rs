@@ -203,11 +203,12 @@ impl Dispatcher {
         };
         let extra_alone = (!extra.is_empty()).then(|| extra.clone());
         batch.writes.extend(extra);
-        // The MQTT source keeps a window of messages in flight, so its
-        // commits can wait a moment to share an fsync; everyone else has a
-        // caller waiting (HTTP) or is rare (cron, peripherals).
+        // The MQTT and AMQP sources keep a window of messages in flight and
+        // the filesystem source a burst of changes, so their commits can wait a
+        // moment to share an fsync; everyone else has a caller waiting
+        // (HTTP) or is rare (cron, peripherals).
         let committed = match event.source {
-            Source::Mqtt => self.store.commit_pipelined(batch).await,
+            Source::Mqtt | Source::Amqp | Source::Filesystem => self.store.commit_pipelined(batch).await,
             _ => self.store.commit(batch).await,
         };
         if !matches!(committed, Ok(Committed::Applied)) {

@@ -61,6 +61,7 @@ mod tests {
             names,
             [
                 "amqp-release",
+                "csv-intake",
                 "deploy-pipeline",
                 "door-button",
                 "drive-invoices",
@@ -75,9 +76,11 @@ mod tests {
         let release = &report.sops[0];
         assert_eq!(release.steps.len(), 3, "steps from SOP.md");
         assert!(release.steps[1].requires_confirmation);
-        let deploy = &report.sops[1];
+        let intake = &report.sops[1];
+        assert_eq!(intake.steps.len(), 3, "steps from SOP.md");
+        let deploy = &report.sops[2];
         assert_eq!(deploy.max_concurrent, 4);
-        let incident = &report.sops[5];
+        let incident = &report.sops[6];
         assert_eq!(incident.steps.len(), 4, "steps from SOP.md");
         assert!(incident.steps[2].requires_confirmation);
         let mut types: Vec<String> =
@@ -86,8 +89,8 @@ mod tests {
         types.dedup();
         assert_eq!(
             types,
-            ["Amqp", "Channel", "Cron", "Drive", "Manual", "Mqtt", "Peripheral", "Webhook"],
-            "every served trigger type but filesystem is exercised"
+            ["Amqp", "Channel", "Cron", "Drive", "Filesystem", "Manual", "Mqtt", "Peripheral", "Webhook"],
+            "every served trigger type is exercised"
         );
     }
 
@@ -97,7 +100,7 @@ mod tests {
         let config = crate::config::load(&path).unwrap();
         let report = load_dir(&config.sops_dir(), config.sop.default_execution_mode);
         assert!(report.errors.is_empty(), "{:#?}", report.errors);
-        assert_eq!(report.sops.len(), 10);
+        assert_eq!(report.sops.len(), 11);
     }
 
     fn category_of(kind: StepKind) -> Category {

@@ -98,8 +98,14 @@ impl Feed {
     /// same commit, whether the event starts runs, matches nothing or is a
     /// duplicate. Returns once both are durable.
     pub async fn deliver(&self, event: Event, from: Option<&str>, to: &str) -> Result<DispatchReport, SourceError> {
+        self.deliver_with(event, vec![self.set_cursor(from, to)]).await
+    }
+
+    /// Dispatches `event` with `marks`, the source's own bookkeeping of
+    /// where it is (a cursor, a file's state), in the same commit.
+    pub async fn deliver_with(&self, event: Event, marks: Vec<Write>) -> Result<DispatchReport, SourceError> {
         let at = event.received_at;
-        let report = self.ctx.dispatcher.dispatch_with(event, vec![self.set_cursor(from, to)]).await?;
+        let report = self.ctx.dispatcher.dispatch_with(event, marks).await?;
         self.ctx.health.event_seen(&self.name, at);
         metrics::counter!("fanin_source_events_total", "source" => self.name.clone()).increment(1);
         Ok(report)
@@ -108,8 +114,13 @@ impl Feed {
     /// Audits an event the source will not dispatch (too large, a sender
     /// not allowed) and moves the cursor past it in the same commit.
     pub async fn refuse(&self, refusal: Refusal, from: Option<&str>, to: &str) -> Result<(), SourceError> {
+        self.refuse_with(refusal, vec![self.set_cursor(from, to)]).await
+    }
+
+    /// Audits a refused event with `marks` in the same commit.
+    pub async fn refuse_with(&self, refusal: Refusal, marks: Vec<Write>) -> Result<(), SourceError> {
         let at = refusal.received_at;
-        self.ctx.dispatcher.refuse_with(refusal, vec![self.set_cursor(from, to)]).await?;
+        self.ctx.dispatcher.refuse_with(refusal, marks).await?;
         self.ctx.health.event_seen(&self.name, at);
         Ok(())
     }

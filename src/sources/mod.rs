@@ -2,13 +2,15 @@
 //! matching, admission and audit stay in the dispatcher. The HTTP routes
 //! (webhooks, bridges, Slack, Telegram's webhook) are served by the
 //! gateway's listener; MQTT, the cron scheduler, serial peripherals, the
-//! inboxes, the Drive and Telegram feeds and the AMQP consumer run here as tasks. Each `start`
-//! starts nothing when its source is not configured.
+//! inboxes, the Drive and Telegram feeds, the AMQP consumer and the
+//! filesystem watcher run here as tasks. Each `start` starts nothing when
+//! its source is not configured.
 
 pub mod amqp;
 pub mod drive;
 pub mod email;
 pub mod feed;
+pub mod filesystem;
 pub mod health;
 pub mod http;
 pub mod link;
@@ -55,6 +57,7 @@ pub fn start_all(ctx: &SourceContext) -> Result<Vec<SourceTask>, String> {
     tasks.extend(drive::start(ctx)?);
     tasks.extend(telegram::start(ctx)?);
     tasks.extend(amqp::start(ctx)?);
+    tasks.extend(filesystem::start(ctx)?);
     Ok(tasks)
 }
 
