@@ -92,24 +92,7 @@ for i in $(seq 1 100); do
 done
 curl -sf "http://$addr/ready" >/dev/null || die "fanin is not ready (AMQP source down?): $(curl -s "http://$addr/ready")"
 
-# runs_started: fanin_runs_total{outcome="started"} from /metrics (cheap to
-# ask while fanin works, unlike listing the runs).
-runs_started() {
-    curl -sf "http://$addr/metrics" | awk '/^fanin_runs_total\{.*outcome="started"/ {n += $NF} END {printf "%d", n}'
-}
-last=-1 same=0
-while :; do
-    count=$(runs_started)
-    [[ $count -ge $COUNT ]] && break
-    if [[ $count == "$last" ]]; then
-        same=$((same + 1))
-        ((same >= IDLE_SECS * 5)) && break
-    else
-        same=0
-    fi
-    last=$count
-    sleep 0.2
-done
+wait_runs_started "$addr" "$COUNT" "$IDLE_SECS"
 metrics=$(curl -sf "http://$addr/metrics")
 echo "fanin /metrics: $(grep -E '^fanin_(source_events_total\{source="amqp"|amqp_dispatch_failures_total|events_refused_total)' <<<"$metrics" | tr '\n' ' ')"
 echo "fanin RSS: $(rss_mb "$fanin_pid") MB"

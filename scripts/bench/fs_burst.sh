@@ -66,22 +66,7 @@ done
 write_end=$EPOCHREALTIME
 echo "writer: $COUNT files in $(elapsed_ms "$write_start" "$write_end") ms"
 
-runs_started() {
-    curl -sf "http://$addr/metrics" | awk '/^fanin_runs_total\{.*outcome="started"/ {n += $NF} END {printf "%d", n}'
-}
-last=-1 same=0
-while :; do
-    count=$(runs_started)
-    [[ $count -ge $COUNT ]] && break
-    if [[ $count == "$last" ]]; then
-        same=$((same + 1))
-        ((same >= IDLE_SECS * 5)) && break
-    else
-        same=0
-    fi
-    last=$count
-    sleep 0.2
-done
+wait_runs_started "$addr" "$COUNT" "$IDLE_SECS"
 all_runs_at=$EPOCHREALTIME
 cpu_after=$(cpu_ticks "$fanin_pid")
 echo "fanin RSS: $(rss_mb "$fanin_pid") MB"

@@ -178,6 +178,30 @@ gen_mixed_sops() {
     }'
 }
 
+# runs_started ADDR: fanin_runs_total{outcome="started"} from /metrics
+# (cheap to ask while fanin works, unlike listing the runs).
+runs_started() {
+    curl -sf "http://$1/metrics" | awk '/^fanin_runs_total\{.*outcome="started"/ {n += $NF} END {printf "%d", n}'
+}
+
+# wait_runs_started ADDR COUNT IDLE_SECS: polls runs_started every 0.2 s
+# until it reaches COUNT or stays the same for IDLE_SECS.
+wait_runs_started() {
+    local last=-1 same=0 count
+    while :; do
+        count=$(runs_started "$1")
+        [[ $count -ge $2 ]] && return 0
+        if [[ $count == "$last" ]]; then
+            same=$((same + 1))
+            ((same >= $3 * 5)) && return 0
+        else
+            same=0
+        fi
+        last=$count
+        sleep 0.2
+    done
+}
+
 # elapsed_ms FROM TO: milliseconds between two $EPOCHREALTIME values.
 elapsed_ms() {
     awk -v a="$1" -v b="$2" 'BEGIN {printf "%.0f", (b - a) * 1000}'
