@@ -95,7 +95,8 @@ pub trait Store: Send + Sync + 'static {
     async fn commit(&self, batch: Batch) -> Result<Committed, StoreError>;
 
     /// [`commit`](Store::commit) for a caller that keeps many commits in
-    /// flight (the MQTT source, within the broker's window) and so can wait
+    /// flight (the MQTT and AMQP sources, within the broker's window; the
+    /// filesystem source, in a burst of changes) and so can wait
     /// a moment longer for each answer. A store may hold such a commit
     /// briefly to share it with more (fewer fsyncs and pages per request);
     /// a caller someone is waiting on (an HTTP request) uses `commit`.
