@@ -339,6 +339,43 @@ async fn a_delivery_the_store_refused_is_requeued_not_lost() {
     broker.delete().await;
 }
 
+/// `amqps://` against the real broker behind a TLS listener whose
+/// certificate only the test CA (`ca_file`) vouches for: fanin connects,
+/// consumes and starts the run; without the CA it refuses the certificate
+/// and says so in `/ready`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqps_verifies_the_broker_against_ca_file_and_consumes() {
+    let Some(url) = broker_url("amqps_verifies") else { return };
+    let broker = Broker::new(&url, "tls").await;
+    let certs = tempfile::tempdir().unwrap();
+    write_certificates(certs.path());
+    let upstream = url::Url::parse(&url).unwrap();
+    let front =
+        common::proxy::tls_front(upstream.host_str().unwrap(), upstream.port().unwrap_or(5672), certs.path()).await;
+    let mut tls_url = upstream.clone();
+    tls_url.set_scheme("amqps").unwrap();
+    tls_url.set_host(Some("127.0.0.1")).unwrap();
+    tls_url.set_port(Some(front)).unwrap();
+    let ca = certs.path().join("ca.pem").display().to_string();
+
+    let untrusted =
+        Setup::new("", &broker.block(tls_url.as_str(), &["tls.#"], "")).sop("tls", &amqp_sop("tls", "tls.#", None));
+    let d = untrusted.start();
+    let down = wait_amqp(&d, "down").await;
+    assert!(down["detail"].as_str().unwrap().to_lowercase().contains("certificate"), "{down}");
+    drop(d);
+
+    let trusted = Setup::new("", &broker.block(tls_url.as_str(), &["tls.#"], &format!("ca_file = {ca:?}")))
+        .sop("tls", &amqp_sop("tls", "tls.#", None));
+    let d = trusted.start();
+    wait_amqp(&d, "up").await;
+    broker.publish("tls.m", br#"{"over": "tls"}"#, with_id("t-1")).await;
+    let runs = wait_runs(&d, "tls", 1).await;
+    assert_eq!(runs[0]["payload"], json!({"over": "tls"}));
+    drop(d);
+    broker.delete().await;
+}
+
 #[tokio::test]
 async fn an_unreachable_broker_shows_amqp_down_and_keeps_retrying() {
     let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", free_port());

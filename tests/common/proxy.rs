@@ -62,3 +62,39 @@ impl Proxy {
         self.open.store(true, Ordering::SeqCst);
     }
 }
+
+/// Serves TLS on a loopback port (the certificate and key of
+/// [`write_certificates`](super::write_certificates)'s `server`) and passes
+/// the plaintext on to `host:port`: a TLS listener in front of a broker
+/// that has none, so a client's own TLS is tested against a real server.
+pub async fn tls_front(host: &str, port: u16, certs: &std::path::Path) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(certs.join("server.pem")).unwrap().map(Result::unwrap).collect();
+    let key = PrivateKeyDer::from_pem_file(certs.join("server.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front = listener.local_addr().unwrap().port();
+    let upstream = (host.to_string(), port);
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+            tokio::spawn(async move {
+                let Ok(mut inbound) = acceptor.accept(inbound).await else { return };
+                let Ok(mut outbound) = TcpStream::connect((upstream.0.as_str(), upstream.1)).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    });
+    front
+}
