@@ -95,7 +95,8 @@ fn unheard_file_or_delivery(config: &Config, spec: &TriggerSpec) -> Option<Strin
                 .map(|p| config.resolve(p).display().to_string().trim_end_matches('/').to_string())
                 .collect();
             let base = path.base();
-            let inside = roots.iter().any(|root| base == root || base.starts_with(&format!("{root}/")) || root == "");
+            let inside =
+                roots.iter().any(|root| base == root || base.starts_with(&format!("{root}/")) || root.is_empty());
             (!inside).then(|| format!("path {:?} is under none of the watched paths {roots:?}", path.as_str()))
         }
         TriggerSpec::Amqp { routing_key } => {

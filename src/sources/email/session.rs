@@ -200,7 +200,7 @@ async fn take_one(
     }
     let Some(fetched) = fetch_one(session, &uid, "(UID BODY.PEEK[])").await? else {
         // Expunged between listing and fetching: nothing to start.
-        return Ok(feed.advance(from, &to.value()).await?);
+        return feed.advance(from, &to.value()).await;
     };
     let raw = fetched.body().unwrap_or_default();
     let parsed = message::parse(raw);
@@ -247,7 +247,7 @@ async fn refuse(
         bytes,
         received_at: Utc::now(),
     };
-    Ok(feed.refuse(refusal, from, &to.value()).await?)
+    feed.refuse(refusal, from, &to.value()).await
 }
 
 /// IDLE until the server tells of a change, [`IDLE_RENEW`] passes, or
