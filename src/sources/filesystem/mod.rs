@@ -358,13 +358,7 @@ fn remember(known: &mut States, change: &Change) {
 /// both are durable.
 async fn dispatch(feed: &Feed, settings: &Settings, change: Change) -> Result<Change, SourceError> {
     let payload = payload(settings, &change).await;
-    let state = match &change {
-        Change::Deleted { last, .. } => last,
-        Change::Created { state, .. }
-        | Change::Modified { state, .. }
-        | Change::Renamed { state, .. }
-        | Change::Touched { state, .. } => state,
-    };
+    let state = change.state();
     let kind = change.kind().map_or("touched", |k| k.as_str());
     let key = format!("{kind} {} {} {}", change.path(), state.sha256, state.mtime.timestamp_micros());
     let mut event = feed.event(Source::Filesystem, change.path(), Payload::Json(payload));
@@ -377,11 +371,7 @@ async fn dispatch(feed: &Feed, settings: &Settings, change: Change) -> Result<Ch
 /// content is read now, and kept only while it is still what was hashed.
 async fn payload(settings: &Settings, change: &Change) -> Value {
     let kind = change.kind().map_or("touched", |k| k.as_str());
-    let (state, from) = match change {
-        Change::Deleted { last, .. } => (last, None),
-        Change::Renamed { from, state, .. } => (state, Some(from.clone())),
-        Change::Created { state, .. } | Change::Modified { state, .. } | Change::Touched { state, .. } => (state, None),
-    };
+    let state = change.state();
     let content = match change {
         Change::Deleted { .. } => None,
         _ if state.size > settings.max_content_bytes as u64 => None,
@@ -397,8 +387,8 @@ async fn payload(settings: &Settings, change: &Change) -> Value {
         "sha256": state.sha256,
         "content": content,
     });
-    if let Some(from) = from {
-        payload["from"] = Value::String(from);
+    if let Change::Renamed { from, .. } = change {
+        payload["from"] = Value::String(from.clone());
     }
     payload
 }

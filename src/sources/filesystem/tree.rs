@@ -39,6 +39,18 @@ impl Change {
         }
     }
 
+    /// The file's state the change is about: the new one, or for a
+    /// deletion the last one seen.
+    pub fn state(&self) -> &FileState {
+        match self {
+            Change::Deleted { last, .. } => last,
+            Change::Created { state, .. }
+            | Change::Modified { state, .. }
+            | Change::Renamed { state, .. }
+            | Change::Touched { state, .. } => state,
+        }
+    }
+
     /// The path the change is about now (a rename's new path).
     pub fn path(&self) -> &str {
         match self {
