@@ -82,7 +82,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let store_error = |e: crate::store::StoreError| StartError(format!("{}: store.url: {e}", config.file.display()));
     // Held until this function returns: two daemons on one store would run
     // two schedulers, two outbox workers and two admission counts.
-    let _lock = crate::store::DaemonLock::acquire(&config.store.url, &config.base_dir).await.map_err(store_error)?;
+    let _lock =
+        crate::store::DaemonLock::acquire(&config.store.url, &config.base_dir, None).await.map_err(store_error)?;
     let dispatcher = open_dispatcher(&config, catalog).await?;
     let store = dispatcher.store().clone();
     let key_path = crate::store::pairing_key_path(&config.store.url, &config.base_dir).map_err(store_error)?;

@@ -176,6 +176,18 @@ impl Store for FaultyStore {
         self.check()?;
         self.inner.ping().await
     }
+    async fn hold_lease(&self, duty: &str, owner: &str, term: std::time::Duration) -> Result<DutyLease, StoreError> {
+        self.check()?;
+        self.inner.hold_lease(duty, owner, term).await
+    }
+    async fn release_lease(&self, duty: &str, owner: &str) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.release_lease(duty, owner).await
+    }
+    async fn leases(&self) -> Result<Vec<DutyLease>, StoreError> {
+        self.check()?;
+        self.inner.leases().await
+    }
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
         self.check()?;
         self.inner.steps(run_id).await

@@ -88,6 +88,22 @@ pub struct TokenRecord {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// A singleton duty's lease as the store holds it (docs/cluster.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DutyLease {
+    /// `mqtt`, `email:ops`, `peripheral:uno`, `outbox:executor`, …
+    pub duty: String,
+    /// The holder's node id (empty: nobody holds it).
+    pub owner: String,
+    /// Since when this owner has held it without a break.
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    /// What is left of it by the store's clock (zero once it has lapsed),
+    /// which a replica that waits for it sleeps by: its own clock may not
+    /// agree with the store's.
+    pub left: std::time::Duration,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Writes a batch atomically. Concurrent callers share commits (group
@@ -165,6 +181,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Cheap liveness probe for `/ready`.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Takes the lease on singleton duty `duty` for the replica `owner`
+    /// for `term` by the store's clock, or renews it when `owner` holds
+    /// it; returns the lease as it stands after the attempt (held by
+    /// `owner`, or by whom and for how long yet). Only a store replicas
+    /// share has leases: the others answer `Invalid`.
+    async fn hold_lease(&self, duty: &str, owner: &str, term: std::time::Duration) -> Result<DutyLease, StoreError>;
+
+    /// Gives up `owner`'s lease on `duty` (nothing when it is not theirs),
+    /// so a replica that stops hands its duties on at once.
+    async fn release_lease(&self, duty: &str, owner: &str) -> Result<(), StoreError>;
+
+    /// Every lease, by duty (none in a store without leases).
+    async fn leases(&self) -> Result<Vec<DutyLease>, StoreError>;
 
     /// Every step record of a run, by index.
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError>;
@@ -285,17 +315,21 @@ pub async fn open_read_only(url: &str, base_dir: &Path) -> Result<Arc<dyn Store>
 }
 
 /// What keeps a second daemon off a store while one runs: the lock file
-/// beside a SQLite store, a session advisory lock in a PostgreSQL one
-/// (until several daemons can share one store).
+/// beside a SQLite store; in a PostgreSQL one, a session advisory lock that
+/// admits one daemon alone or replicas (`node`: its node id) with distinct
+/// node ids, never both.
 pub enum DaemonLock {
     File(files::DaemonLock),
     Postgres(postgres::DaemonLock),
 }
 
 impl DaemonLock {
-    pub async fn acquire(url: &str, base_dir: &Path) -> Result<DaemonLock, StoreError> {
+    pub async fn acquire(url: &str, base_dir: &Path, node: Option<&str>) -> Result<DaemonLock, StoreError> {
         if is_postgres(url) {
-            return Ok(DaemonLock::Postgres(postgres::DaemonLock::acquire(url, base_dir).await?));
+            return Ok(DaemonLock::Postgres(postgres::DaemonLock::acquire(url, base_dir, node).await?));
+        }
+        if node.is_some() {
+            return Err(StoreError::Invalid("replicas need a PostgreSQL store".into()));
         }
         Ok(DaemonLock::File(files::DaemonLock::acquire(&local_path(url, base_dir)?)?))
     }

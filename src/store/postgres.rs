@@ -1,5 +1,5 @@
 //! The PostgreSQL store: the same [`Store`] as SQLite's, in a database that
-//! several fanin processes (and later, replicas) share.
+//! several fanin processes share, replicas among them (docs/cluster.md).
 //!
 //! Why this shape: the semantics are SQLite's, write for write (the same
 //! tables, compare-and-sets and refusals; see `sqlite/writes.rs`), so a
@@ -8,12 +8,13 @@
 //! per SAVEPOINT only when one is refused (`writer`); reads go over a few
 //! pooled connections beside it (`reads`). The schema is created or
 //! upgraded at open under an advisory lock (`schema`); `connect` reads the
-//! URL and its `sslmode`. What is not here yet: several daemons sharing one
-//! store each running the scheduler and the outbox worker. Until leases
-//! exist, [`DaemonLock`] keeps one daemon per store, as SQLite's lock file
-//! does.
+//! URL and its `sslmode`. What only replicas need lives here too: the
+//! leases of singleton duties (`leases`), and [`DaemonLock`], which admits
+//! one daemon, or any number of replicas with distinct node ids, never both.
 
 mod connect;
+mod daemon_lock;
+mod leases;
 mod reads;
 mod rows;
 mod schema;
@@ -43,6 +44,7 @@ use super::*;
 use crate::store::ops::{EncodedBatch, Op, Outcome};
 use connect::Connector;
 pub use connect::{display_name, Verify};
+pub use daemon_lock::DaemonLock;
 use reads::Readers;
 use writer::{Counters, Job, Message, Writer};
 
@@ -352,6 +354,24 @@ impl Store for PostgresStore {
         read!(self, "ping", |conn| reads::ping(&conn))
     }
 
+    async fn hold_lease(&self, duty: &str, owner: &str, term: std::time::Duration) -> Result<DutyLease, StoreError> {
+        if self.read_only {
+            return Err(self.writer_gone());
+        }
+        read!(self, "hold a lease", |conn| leases::hold(&conn, duty, owner, term))
+    }
+
+    async fn release_lease(&self, duty: &str, owner: &str) -> Result<(), StoreError> {
+        if self.read_only {
+            return Err(self.writer_gone());
+        }
+        read!(self, "release a lease", |conn| leases::release(&conn, duty, owner))
+    }
+
+    async fn leases(&self) -> Result<Vec<DutyLease>, StoreError> {
+        read!(self, "list leases", |conn| leases::list(&conn))
+    }
+
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
         read!(self, "read steps", |conn| reads::steps(&conn, run_id))
     }
@@ -395,50 +415,5 @@ impl Store for PostgresStore {
 
     fn kind(&self) -> &'static str {
         "postgres"
-    }
-}
-
-/// The advisory lock key a daemon holds on its store (with the schema's
-/// name as the second half, so stores in different schemas of one database
-/// are locked apart).
-const DAEMON_LOCK: i32 = 0x6661_6e69;
-
-/// The lock a daemon holds on a PostgreSQL store for as long as it runs: a
-/// session advisory lock on a connection of its own, released by the
-/// server when the connection ends, however the process ends.
-pub struct DaemonLock {
-    _client: Client,
-}
-
-impl DaemonLock {
-    /// Takes the lock of the store at `url`, or says that another daemon
-    /// holds it.
-    pub async fn acquire(url: &str, base_dir: &Path) -> Result<DaemonLock, StoreError> {
-        let connector = Connector::new(url, base_dir)?;
-        let name = &connector.name;
-        let client = connector.connect().await.map_err(|e| pg_error(name, "connect for the daemon lock", e))?;
-        let row = client
-            .query_one(
-                "SELECT pg_try_advisory_lock($1, hashtext(current_schema())), current_schema(),
-                        (SELECT string_agg(DISTINCT COALESCE(a.client_addr::TEXT, 'local') || ' pid ' || a.pid, ', ')
-                         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-                         WHERE l.locktype = 'advisory' AND l.classid::BIGINT = ($1::BIGINT & 4294967295)
-                           AND l.objid::BIGINT = (hashtext(current_schema())::BIGINT & 4294967295)
-                           AND l.granted)",
-                &[&DAEMON_LOCK],
-            )
-            .await
-            .map_err(|e| pg_error(name, "take the daemon lock", e))?;
-        let (taken, schema): (bool, Option<String>) = (row.get(0), row.get(1));
-        if taken {
-            return Ok(DaemonLock { _client: client });
-        }
-        let holder: Option<String> = row.get(2);
-        Err(StoreError::Invalid(format!(
-            "store {name} (schema {}): another fanin daemon is running on it ({}); stop it first, or give this one \
-             its own store.url",
-            schema.unwrap_or_default(),
-            holder.map_or("its connection is not visible to this user".to_owned(), |h| format!("server backend {h}"))
-        )))
     }
 }

@@ -366,6 +366,18 @@ impl Store for SqliteStore {
         self.readers.run("ping", reads::ping).await
     }
 
+    async fn hold_lease(&self, duty: &str, _owner: &str, _term: std::time::Duration) -> Result<DutyLease, StoreError> {
+        Err(no_leases(duty))
+    }
+
+    async fn release_lease(&self, duty: &str, _owner: &str) -> Result<(), StoreError> {
+        Err(no_leases(duty))
+    }
+
+    async fn leases(&self) -> Result<Vec<DutyLease>, StoreError> {
+        Ok(Vec::new())
+    }
+
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
         let run_id = run_id.to_owned();
         self.readers.run("read steps", move |conn| reads::steps(conn, &run_id)).await
@@ -417,4 +429,10 @@ impl Store for SqliteStore {
     fn kind(&self) -> &'static str {
         "sqlite"
     }
+}
+
+/// A SQLite file takes one daemon (its lock file), so nothing is handed
+/// between replicas: asking for a lease is a mistake of the caller's.
+fn no_leases(duty: &str) -> StoreError {
+    StoreError::Invalid(format!("lease on {duty}: a SQLite store has no leases (replicas need a PostgreSQL store)"))
 }

@@ -35,6 +35,9 @@ pub struct Config {
     channels: ZeroClawChannels,
     pub sop: SopConfig,
     pub store: StoreConfig,
+    /// `[cluster]`: present when this daemon is one of several replicas on
+    /// one PostgreSQL store.
+    pub cluster: Option<ClusterConfig>,
     pub peripherals: BTreeMap<String, PeripheralConfig>,
     pub delivery: DeliveryConfig,
     pub destinations: DestinationsConfig,
@@ -247,6 +250,34 @@ impl Default for StoreConfig {
     }
 }
 
+/// `[cluster]` (docs/cluster.md): who this replica is and how long it owns a
+/// singleton duty without renewing.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Empty: the host name and the process id, decided at start.
+    pub node_id: String,
+    pub lease_secs: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig { node_id: String::new(), lease_secs: 15 }
+    }
+}
+
+/// The longest `node_id`: it is stored with every lease and shown in
+/// `/ready`.
+pub const MAX_NODE_ID_BYTES: usize = 64;
+
+/// Whether `id` can name a replica: letters, digits and `.`, `_`, `-`,
+/// `:`, at most [`MAX_NODE_ID_BYTES`].
+pub fn is_node_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_NODE_ID_BYTES
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeripheralConfig {
@@ -413,6 +444,9 @@ impl Config {
         validate_gateway(&self.gateway, &mut problems);
         validate_sop(&self.sop, &mut problems);
         validate_store(&self.store, &mut problems);
+        if let Some(cluster) = &self.cluster {
+            validate_cluster(cluster, &self.store, &mut problems);
+        }
         for (board, peripheral) in &self.peripherals {
             validate_peripheral(board, peripheral, &mut problems);
         }
@@ -719,6 +753,31 @@ fn validate_store(store: &StoreConfig, problems: &mut Problems) {
     }
 }
 
+fn validate_cluster(cluster: &ClusterConfig, store: &StoreConfig, problems: &mut Problems) {
+    let url = store.url.trim();
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        problems.push((
+            "cluster".into(),
+            "replicas share one PostgreSQL store: set store.url to postgres://user@host/db (a SQLite file takes \
+             one daemon)"
+                .into(),
+        ));
+    }
+    if !cluster.node_id.is_empty() && !is_node_id(&cluster.node_id) {
+        problems.push((
+            "cluster.node_id".into(),
+            format!(
+                "{:?}: use letters, digits and . _ - : (at most {MAX_NODE_ID_BYTES} bytes), or leave it empty for \
+                 the host name and process id",
+                cluster.node_id
+            ),
+        ));
+    }
+    if !(3..=3600).contains(&cluster.lease_secs) {
+        problems.push(("cluster.lease_secs".into(), "must be between 3 and 3600".into()));
+    }
+}
+
 pub use crate::sop::is_board_name;
 
 fn validate_peripheral(board: &str, peripheral: &PeripheralConfig, problems: &mut Problems) {
@@ -829,6 +888,7 @@ mod tests {
         assert_eq!(c.sop.untrusted_payload_max_bytes, 65536);
         assert_eq!(c.sop.agent_loop_grace_secs, 60);
         assert_eq!(c.store.url, "sqlite://data/fanin.db");
+        assert!(c.cluster.is_none());
         assert!(c.peripherals.is_empty());
         assert_eq!(c.delivery.max_attempts, 10);
         assert_eq!(c.delivery.backoff_initial_ms, 500);
@@ -1074,6 +1134,22 @@ mod tests {
             let (_d, result) = load_text(&format!("{MQTT}{extra}"));
             assert!(result.is_ok(), "{extra}: {result:?}");
         }
+    }
+
+    #[test]
+    fn a_cluster_needs_postgres_a_valid_node_id_and_a_sane_lease() {
+        const PG: &str = "[store]\nurl = \"postgres://fanin@db/fanin\"\n";
+        assert_error("[cluster]\n", "cluster", "PostgreSQL");
+        assert_error(&format!("{PG}[cluster]\nnode_id = \"a b\"\n"), "cluster.node_id", "letters, digits");
+        assert_error(&format!("{PG}[cluster]\nnode_id = \"{}\"\n", "n".repeat(65)), "cluster.node_id", "at most 64");
+        assert_error(&format!("{PG}[cluster]\nlease_secs = 2\n"), "cluster.lease_secs", "between 3 and 3600");
+        assert_error(&format!("{PG}[cluster]\nleases = 2\n"), "cluster.leases", "unknown");
+        let (_dir, config) = load_text(&format!("{PG}[cluster]\n"));
+        let cluster = config.unwrap().cluster.expect("an empty [cluster] is a cluster");
+        assert_eq!((cluster.node_id.as_str(), cluster.lease_secs), ("", 15));
+        let (_dir, config) = load_text(&format!("{PG}[cluster]\nnode_id = \"eu-1.node_2:a\"\nlease_secs = 5\n"));
+        let cluster = config.unwrap().cluster.unwrap();
+        assert_eq!((cluster.node_id.as_str(), cluster.lease_secs), ("eu-1.node_2:a", 5));
     }
 
     #[test]

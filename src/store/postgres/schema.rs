@@ -14,7 +14,7 @@ use super::pg_error;
 use crate::store::StoreError;
 
 /// The schema this code reads and writes.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// The advisory lock key every fanin takes while it creates or upgrades a
 /// schema (held to the end of that transaction). One key for the whole
@@ -25,7 +25,7 @@ const SCHEMA_LOCK: i64 = 0x6661_6e69_6e00_0001;
 /// `seq` columns are identities: numbers are never handed out twice. Text
 /// compares and sorts bytewise (`COLLATE "C"`), as SQLite's does, whatever
 /// the database's locale: orders, prefixes and look-ups agree in both.
-const SCHEMA_V1: &str = r#"
+pub(super) const SCHEMA_V1: &str = r#"
 CREATE TABLE fanin_schema (version BIGINT NOT NULL);
 
 CREATE TABLE runs (
@@ -142,8 +142,20 @@ CREATE TABLE file_states (
 );
 "#;
 
+/// Version 2: `leases`, the singleton duties replicas hand each other
+/// (a table only PostgreSQL has: a SQLite file takes one daemon). Times are
+/// the database's clock, so replicas whose clocks disagree agree on them.
+const SCHEMA_V2: &str = r#"
+CREATE TABLE leases (
+    name  TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+    owner TEXT COLLATE "C" NOT NULL,
+    since BIGINT NOT NULL,
+    until BIGINT NOT NULL
+);
+"#;
+
 /// `UPGRADES[i]` brings a schema from version `i + 1` to `i + 2`.
-const UPGRADES: &[&str] = &[];
+const UPGRADES: &[&str] = &[SCHEMA_V2];
 
 /// The version the connection's schema holds; 0 when there is none.
 async fn stored_version(client: &impl GenericClient, name: &str) -> Result<i64, StoreError> {

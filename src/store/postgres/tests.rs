@@ -112,17 +112,88 @@ async fn a_schema_of_a_newer_fanin_is_refused_and_an_empty_one_is_not_read() {
 async fn one_daemon_per_store_and_stores_in_other_schemas_apart() {
     let Some(schema) = schema("one_daemon_per_store").await else { return };
     let Some(other) = self::schema("one_daemon_per_store").await else { return };
-    let held = DaemonLock::acquire(&schema.url, Path::new("/")).await.unwrap();
-    let e = DaemonLock::acquire(&schema.url, Path::new("/")).await.err().expect("a second daemon");
+    let held = DaemonLock::acquire(&schema.url, Path::new("/"), None).await.unwrap();
+    let e = DaemonLock::acquire(&schema.url, Path::new("/"), None).await.err().expect("a second daemon");
     assert!(e.to_string().contains("another fanin daemon") && e.to_string().contains(&schema.name), "{e}");
-    let _elsewhere = DaemonLock::acquire(&other.url, Path::new("/")).await.unwrap();
+    let _elsewhere = DaemonLock::acquire(&other.url, Path::new("/"), None).await.unwrap();
     drop(held);
     // The server releases a session's locks when the session ends, which
     // it learns of after the client has gone: wait for that, not a time.
     crate::test_support::eventually("the lock released with its holder's connection", || async {
-        DaemonLock::acquire(&schema.url, Path::new("/")).await.is_ok()
+        DaemonLock::acquire(&schema.url, Path::new("/"), None).await.is_ok()
     })
     .await;
+}
+
+#[tokio::test]
+async fn replicas_share_a_store_under_distinct_node_ids_and_never_beside_a_lone_daemon() {
+    let Some(schema) = schema("replicas_share_a_store").await else { return };
+    let at = |node| DaemonLock::acquire(&schema.url, Path::new("/"), node);
+    let a = at(Some("a")).await.unwrap();
+    let _b = at(Some("b")).await.unwrap();
+    let e = at(Some("a")).await.err().expect("a second replica named a");
+    assert!(e.to_string().contains(r#"node_id "a" is running"#), "{e}");
+    let e = at(None).await.err().expect("a lone daemon beside replicas");
+    assert!(e.to_string().contains("run them all as replicas with [cluster]"), "{e}");
+    drop(a);
+    crate::test_support::eventually("node a's lock released with its connection", || async {
+        at(Some("a")).await.is_ok()
+    })
+    .await;
+
+    let Some(alone) = self::schema("replicas_share_a_store").await else { return };
+    let _held = DaemonLock::acquire(&alone.url, Path::new("/"), None).await.unwrap();
+    let e =
+        DaemonLock::acquire(&alone.url, Path::new("/"), Some("c")).await.err().expect("a replica beside a lone daemon");
+    assert!(e.to_string().contains("without [cluster] is running"), "{e}");
+}
+
+#[tokio::test]
+async fn a_lease_is_held_by_one_owner_until_it_lapses_or_is_released() {
+    let Some(schema) = schema("a_lease_is_held_by_one_owner").await else { return };
+    let store = PostgresStore::open(&schema.url, Path::new("/")).await.unwrap();
+    let long = std::time::Duration::from_secs(60);
+    let held = store.hold_lease("mqtt", "a", long).await.unwrap();
+    assert_eq!(held.owner, "a");
+    assert!(held.left > std::time::Duration::from_secs(59) && held.until > held.since, "{held:?}");
+    let other = store.hold_lease("mqtt", "b", long).await.unwrap();
+    assert_eq!((other.owner.as_str(), other.since), ("a", held.since), "b is told who holds it");
+    assert!(other.left > std::time::Duration::ZERO && other.left <= long, "{other:?}");
+    let renewed = store.hold_lease("mqtt", "a", long).await.unwrap();
+    assert_eq!((renewed.owner.as_str(), renewed.since), ("a", held.since), "a renewal keeps since");
+    assert!(renewed.until >= held.until);
+    assert_eq!(store.hold_lease("cron", "b", long).await.unwrap().owner, "b", "duties are apart");
+
+    store.release_lease("mqtt", "b").await.unwrap();
+    assert_eq!(store.hold_lease("mqtt", "b", long).await.unwrap().owner, "a", "only the holder releases");
+    store.release_lease("mqtt", "a").await.unwrap();
+    let taken = store.hold_lease("mqtt", "b", std::time::Duration::from_millis(1)).await.unwrap();
+    assert_eq!(taken.owner, "b", "released: the next asker takes it");
+    // A lease of a millisecond has lapsed by the next statement.
+    crate::test_support::eventually("b's lease lapsed", || async {
+        store.hold_lease("mqtt", "a", long).await.unwrap().owner == "a"
+    })
+    .await;
+    let listed = store.leases().await.unwrap();
+    let owners: Vec<(&str, &str)> = listed.iter().map(|l| (l.duty.as_str(), l.owner.as_str())).collect();
+    assert_eq!(owners, [("cron", "b"), ("mqtt", "a")]);
+
+    let reader = PostgresStore::open_read_only(&schema.url, Path::new("/")).await.unwrap();
+    assert!(matches!(reader.hold_lease("x", "a", long).await, Err(StoreError::Invalid(_))), "read-only takes none");
+}
+
+#[tokio::test]
+async fn a_version_1_schema_is_upgraded_with_the_leases_table() {
+    let Some(schema) = schema("a_version_1_schema_is_upgraded").await else { return };
+    let client = schema.client().await;
+    client.batch_execute(schema::SCHEMA_V1).await.unwrap();
+    client.batch_execute("INSERT INTO fanin_schema (version) VALUES (1)").await.unwrap();
+    client.batch_execute("INSERT INTO source_cursors VALUES ('email:ops', '7', 1)").await.unwrap();
+    let store = PostgresStore::open(&schema.url, Path::new("/")).await.unwrap();
+    let version: i64 = client.query_one("SELECT version FROM fanin_schema", &[]).await.unwrap().get(0);
+    assert_eq!(version, 2);
+    assert_eq!(store.cursor("email:ops").await.unwrap().map(|c| c.value), Some("7".into()), "rows kept");
+    assert_eq!(store.hold_lease("mqtt", "a", std::time::Duration::from_secs(5)).await.unwrap().owner, "a");
 }
 
 #[tokio::test]
