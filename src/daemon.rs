@@ -133,6 +133,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         shutdown.clone(),
     ));
     tasks.extend(dispatcher.registries().and_then(|r| r.spawn_refresh(shutdown.clone())));
+    // What other processes on a shared store commit wakes the agent loop
+    // and the outbox workers here as this one's commits do.
+    if let Some(wakeups) = store.wakeups() {
+        let (dispatcher, shutdown) = (dispatcher.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move { dispatcher.follow(wakeups, shutdown).await }));
+    }
     tasks.push(tokio::spawn(purge_idempotency_keys(
         store.clone(),
         config.gateway.idempotency_ttl_secs,

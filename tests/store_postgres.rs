@@ -1,9 +1,13 @@
 //! A daemon whose store is PostgreSQL, through the real binary and CLI:
 //! a webhook's run is there for the CLI on the same URL, and still there
-//! after the daemon restarts; a second daemon on the same store is refused.
-//! Skipped, saying so, without `FANIN_TEST_POSTGRES_URL`.
+//! after the daemon restarts; a second daemon on the same store is refused;
+//! an envelope another process queues there wakes the daemon's outbox
+//! worker. Skipped, saying so, without `FANIN_TEST_POSTGRES_URL`.
 
 mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use common::postgres::TestSchema;
 use common::*;
@@ -52,4 +56,50 @@ async fn a_second_daemon_on_the_same_postgres_store_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("another fanin daemon is running on it") && stderr.contains(&schema.name), "{stderr}");
+}
+
+/// The Agent: a server that takes every envelope, and how many it took.
+async fn agent() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let taken = Arc::new(AtomicUsize::new(0));
+    let count = taken.clone();
+    let app = axum::Router::new().route(
+        "/in",
+        axum::routing::post(move || {
+            count.fetch_add(1, Ordering::SeqCst);
+            async { axum::http::StatusCode::OK }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://127.0.0.1:{port}/in"), taken)
+}
+
+#[tokio::test]
+async fn an_envelope_another_process_queues_on_the_store_wakes_the_daemon_s_outbox_worker() {
+    let Some(schema) = TestSchema::from_env("an_envelope_another_process_queues").await else { return };
+    let (url, taken) = agent().await;
+    let destination = format!("[destinations.agent]\nurl = \"{url}\"\n");
+    let sop =
+        "[sop]\nname = \"notify\"\ndescription = \"x\"\nexecution_mode = \"auto\"\n[[triggers]]\ntype = \"manual\"\n";
+    let setup = Setup::new("", &destination).sop("notify", sop).store_url(&schema.url);
+    let log = setup.dir.path().join("listen.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let _d = setup.start_with(|command| {
+        command.stderr(file).env("RUST_LOG", "warn,fanin::store::postgres::listen=info");
+    });
+    // Listening starts by waking everybody; from then on only a
+    // notification can wake a worker that has nothing due.
+    eventually("the daemon to listen", || async {
+        std::fs::read_to_string(&log).unwrap().contains("listening for other processes' commits")
+    })
+    .await;
+    // The same store and SOPs under a config whose daemon does not run: the
+    // CLI fires in its own process, as a replica's dispatcher would.
+    let elsewhere = Setup::new("", &destination).sop("notify", sop).store_url(&schema.url);
+    for fired in 1..=2 {
+        let out = elsewhere.cli(&["fire", "notify"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        eventually("the envelope delivered by the daemon", || async { taken.load(Ordering::SeqCst) == fired }).await;
+    }
 }

@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use tokio::sync::Notify;
+use tokio::sync::{broadcast, Notify};
+use tokio_util::sync::CancellationToken;
 
 use super::admission::Admission;
 use super::matching::{Catalog, Explanation};
@@ -25,7 +26,7 @@ use crate::runs::lifecycle::Effects;
 use crate::runs::plan::{self, EventInput, EventPlan, PlanContext, PlanError};
 pub use crate::runs::plan::{summary, Outcome, RunOutcome};
 use crate::runs::RunStatus;
-use crate::store::{AuditKind, Batch, Committed, NewAudit, Store, StoreError, Write};
+use crate::store::{AuditKind, Batch, Committed, NewAudit, Store, StoreError, Wakeup, Write};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum DispatchReport {
@@ -97,11 +98,13 @@ pub struct Dispatcher {
     registries: Option<Arc<Registries>>,
     /// When an agent loop last asked for work.
     last_agent_poll: Mutex<Option<DateTime<Utc>>>,
-    /// Wakes agent loops waiting in a long poll when a step becomes pending.
+    /// Wakes agent loops waiting in a long poll when a step becomes pending
+    /// (here, or in another process on the store: [`Dispatcher::follow`]).
     pub step_ready: Notify,
     /// Wakes the delivery workers (one per destination) when an envelope
-    /// is queued, with `notify_waiters`: each arms its wait before it reads
-    /// the store, so one queued in between is not missed.
+    /// is queued (here or elsewhere, as `step_ready`), with
+    /// `notify_waiters`: each arms its wait before it reads the store, so
+    /// one queued in between is not missed.
     pub outbox_ready: Notify,
 }
 
@@ -311,6 +314,28 @@ impl Dispatcher {
         match &self.registries {
             Some(r) => r.snapshot(),
             None => Arc::new(RegistrySnapshot { categories: Vec::new() }),
+        }
+    }
+
+    /// Wakes this process's waiters for what other processes commit to a
+    /// shared store ([`Store::wakeups`]) until `shutdown`, as
+    /// [`announce`](Dispatcher::announce) does for this one's commits.
+    pub async fn follow(&self, mut wakeups: broadcast::Receiver<Wakeup>, shutdown: CancellationToken) {
+        loop {
+            let wakeup = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                received = wakeups.recv() => match received {
+                    Ok(wakeup) => wakeup,
+                    Err(broadcast::error::RecvError::Lagged(_)) => Wakeup::All,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            };
+            if matches!(wakeup, Wakeup::Step | Wakeup::All) {
+                self.step_ready.notify_waiters();
+            }
+            if matches!(wakeup, Wakeup::Outbox | Wakeup::All) {
+                self.outbox_ready.notify_waiters();
+            }
         }
     }
 
@@ -548,5 +573,38 @@ mod tests {
             f.dispatcher.finish_run("nope", RunStatus::Failed, at(2), None).await,
             Err(DispatchError::NoSuchRun(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn wakeups_from_other_processes_wake_the_waiters_they_name_until_shutdown() {
+        use futures_util::FutureExt;
+        let f = Arc::new(fixture(Vec::new(), 10).await);
+        let (sender, wakeups) = broadcast::channel(4);
+        let shutdown = CancellationToken::new();
+        let following = {
+            let (f, shutdown) = (Arc::clone(&f), shutdown.clone());
+            tokio::spawn(async move { f.dispatcher.follow(wakeups, shutdown).await })
+        };
+        let d = &f.dispatcher;
+        let (step, outbox) = (d.step_ready.notified(), d.outbox_ready.notified());
+        tokio::pin!(step, outbox);
+        step.as_mut().enable();
+        outbox.as_mut().enable();
+        sender.send(Wakeup::Outbox).unwrap();
+        outbox.as_mut().await;
+        // Step waiters would have been woken first: an outbox wake-up woke none.
+        assert!(step.as_mut().now_or_never().is_none(), "an outbox wake-up leaves the agent loop waiting");
+        sender.send(Wakeup::Step).unwrap();
+        step.as_mut().await;
+
+        let (step, outbox) = (d.step_ready.notified(), d.outbox_ready.notified());
+        tokio::pin!(step, outbox);
+        step.as_mut().enable();
+        outbox.as_mut().enable();
+        sender.send(Wakeup::All).unwrap();
+        step.await;
+        outbox.await;
+        shutdown.cancel();
+        following.await.unwrap();
     }
 }

@@ -27,8 +27,9 @@
 //!   `run_not_found`, 400 for a bad step number or body.
 //!
 //! A waiting poll wakes on the dispatcher's `step_ready` (a step became
-//! pending), at the expiry of a lease this process granted, and at least
-//! every [`RECHECK`] (leases granted by other replicas sharing the store).
+//! pending, here or in another process on a shared store), at the expiry
+//! of a lease this process granted, and at least every [`RECHECK`] (leases
+//! granted by other replicas sharing the store).
 //! A lease committed while its poller hung up is simply not answered: the
 //! step is leasable again when the lease ends.
 

@@ -232,6 +232,10 @@ impl Store for FaultyStore {
     fn kind(&self) -> &'static str {
         self.inner.kind()
     }
+
+    fn wakeups(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {
+        self.inner.wakeups()
+    }
 }
 
 #[cfg(test)]

@@ -242,6 +242,31 @@ pub trait Store: Send + Sync + 'static {
 
     /// Which back end this is (`sqlite`, `postgres`), as `/ready` names it.
     fn kind(&self) -> &'static str;
+
+    /// What other processes commit to this store, as [`Wakeup`]s, for a
+    /// store several processes write at once (PostgreSQL: replicas, `fanin
+    /// outbox retry`); this process's own commits are not among them.
+    /// `None` where there is nothing to hear (a SQLite file: one daemon,
+    /// which wakes its own waiters). The first call starts listening, in
+    /// the background on the current runtime; a receiver that falls behind
+    /// hears `Lagged`, which means [`Wakeup::All`].
+    fn wakeups(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {
+        None
+    }
+}
+
+/// What another process committed to a shared store, for whoever waits for
+/// it here ([`Store::wakeups`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wakeup {
+    /// A step became pending: long polls of the agent loop look again.
+    Step,
+    /// An envelope was queued or a dead letter revived: the outbox
+    /// workers look again.
+    Outbox,
+    /// Anything may have been committed (listening started, or started
+    /// again after its connection broke): everybody looks again.
+    All,
 }
 
 /// What a reader hands back in place of a stored value it cannot read (JSON

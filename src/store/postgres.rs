@@ -9,12 +9,14 @@
 //! pooled connections beside it (`reads`). The schema is created or
 //! upgraded at open under an advisory lock (`schema`); `connect` reads the
 //! URL and its `sslmode`. What only replicas need lives here too: the
-//! leases of singleton duties (`leases`), and [`DaemonLock`], which admits
-//! one daemon, or any number of replicas with distinct node ids, never both.
+//! leases of singleton duties (`leases`), the wake-ups replicas send each
+//! other when work appears (`listen`), and [`DaemonLock`], which admits one
+//! daemon, or any number of replicas with distinct node ids, never both.
 
 mod connect;
 mod daemon_lock;
 mod leases;
+mod listen;
 mod reads;
 mod rows;
 mod schema;
@@ -45,6 +47,7 @@ use crate::store::ops::{EncodedBatch, Op, Outcome};
 use connect::Connector;
 pub use connect::{display_name, Verify};
 pub use daemon_lock::DaemonLock;
+use listen::{Listener, Notices};
 use reads::Readers;
 use writer::{Counters, Job, Message, Writer};
 
@@ -131,6 +134,7 @@ pub struct PostgresStore {
     watch: Arc<StoreWatch>,
     readers: Arc<Readers>,
     read_only: bool,
+    listener: Listener,
 }
 
 impl PostgresStore {
@@ -141,18 +145,23 @@ impl PostgresStore {
         let name = connector.name.clone();
         let mut client = connector.connect().await.map_err(|e| pg_error(&name, "connect", e))?;
         schema::migrate(&mut client, &name).await?;
+        let channel = listen::channel_of(&client, &name).await?;
+        let origin = crate::ids::fresh();
         let counters = Arc::new(Counters::default());
         let watch = Arc::new(StoreWatch::default());
         let (queue, inbox) = flume::bounded(WRITER_QUEUE);
-        let writer = Writer::new(connector.clone(), Conn::new(client), Arc::clone(&counters), Arc::clone(&watch));
+        let notices = Notices::new(&channel, &origin);
+        let writer =
+            Writer::new(connector.clone(), Conn::new(client), Arc::clone(&counters), Arc::clone(&watch), notices);
         tokio::spawn(writer.run(inbox));
         Ok(PostgresStore {
             name,
             queue: Some(queue),
             counters,
             watch,
-            readers: Arc::new(Readers::new(connector)),
+            readers: Arc::new(Readers::new(connector.clone())),
             read_only: false,
+            listener: Listener::new(connector, channel, origin),
         })
     }
 
@@ -163,7 +172,8 @@ impl PostgresStore {
         let name = connector.name.clone();
         let client = connector.connect().await.map_err(|e| pg_error(&name, "connect", e))?;
         schema::check_version(&client, &name).await?;
-        let readers = Arc::new(Readers::new(connector));
+        let channel = listen::channel_of(&client, &name).await?;
+        let readers = Arc::new(Readers::new(connector.clone()));
         readers.give_back(Conn::new(client));
         Ok(PostgresStore {
             name,
@@ -172,6 +182,7 @@ impl PostgresStore {
             watch: Arc::new(StoreWatch::default()),
             readers,
             read_only: true,
+            listener: Listener::new(connector, channel, crate::ids::fresh()),
         })
     }
 
@@ -223,6 +234,13 @@ impl PostgresStore {
         self.queue.as_ref().expect("queue").send_async(hold).await.expect("writer alive");
         entered_rx.await.expect("writer held");
         release
+    }
+
+    /// Test hook: the server process listening for this store's
+    /// wake-ups, once one listens.
+    #[cfg(test)]
+    pub(crate) fn listener_pid(&self) -> Option<i32> {
+        self.listener.pid()
     }
 
     /// Test hook: requests waiting in the writer's queue.
@@ -415,5 +433,9 @@ impl Store for PostgresStore {
 
     fn kind(&self) -> &'static str {
         "postgres"
+    }
+
+    fn wakeups(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {
+        Some(self.listener.subscribe())
     }
 }

@@ -24,7 +24,7 @@ use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStor
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
-use tokio_postgres::Client;
+use tokio_postgres::{AsyncMessage, Client, Notification};
 
 use crate::store::StoreError;
 
@@ -113,15 +113,27 @@ impl Connector {
     /// `options` set `lock_timeout`), then fails: the request is answered
     /// 503 rather than held behind a stuck writer.
     pub async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
+        self.open(None).await
+    }
+
+    /// [`connect`](Connector::connect) for a connection that `LISTEN`s: the
+    /// server's notifications on it arrive on the receiver, which ends (an
+    /// error last, when there is one) when the connection does.
+    pub async fn connect_listening(&self) -> Result<(Client, Notifications), tokio_postgres::Error> {
+        let (sender, notifications) = tokio::sync::mpsc::channel(NOTIFICATIONS_BUFFERED);
+        Ok((self.open(Some(sender)).await?, notifications))
+    }
+
+    async fn open(&self, notify: Option<NotificationSender>) -> Result<Client, tokio_postgres::Error> {
         let client = match &self.tls {
             None => {
                 let (client, connection) = self.config.connect(tokio_postgres::NoTls).await?;
-                tokio::spawn(drive(connection, self.name.clone()));
+                tokio::spawn(drive(connection, self.name.clone(), notify));
                 client
             }
             Some(tls) => {
                 let (client, connection) = self.config.connect(MakeRustls(Arc::clone(tls))).await?;
-                tokio::spawn(drive(connection, self.name.clone()));
+                tokio::spawn(drive(connection, self.name.clone(), notify));
                 client
             }
         };
@@ -132,13 +144,40 @@ impl Connector {
     }
 }
 
-async fn drive<S, T>(connection: tokio_postgres::Connection<S, T>, name: String)
+/// What a listening connection hands on: each notification, then the
+/// error that ended the connection, if one did.
+pub type Notifications = tokio::sync::mpsc::Receiver<Result<Notification, tokio_postgres::Error>>;
+type NotificationSender = tokio::sync::mpsc::Sender<Result<Notification, tokio_postgres::Error>>;
+
+/// Notifications held for a slow reader; beyond it the connection is read
+/// no further until the reader catches up (the server keeps the rest).
+const NOTIFICATIONS_BUFFERED: usize = 64;
+
+async fn drive<S, T>(mut connection: tokio_postgres::Connection<S, T>, name: String, notify: Option<NotificationSender>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    if let Err(e) = connection.await {
-        tracing::debug!(store = %name, error = %e, "store connection ended");
+    let Some(notify) = notify else {
+        if let Err(e) = connection.await {
+            tracing::debug!(store = %name, error = %e, "store connection ended");
+        }
+        return;
+    };
+    while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+        let handed = match message {
+            Ok(AsyncMessage::Notification(notification)) => notify.send(Ok(notification)).await,
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::debug!(store = %name, error = %e, "store connection ended");
+                let _ = notify.send(Err(e)).await;
+                return;
+            }
+        };
+        if handed.is_err() {
+            // Nobody listens any more; the client going too ends this.
+            return;
+        }
     }
 }
 

@@ -10,7 +10,8 @@
 //! and only when a request is refused applied again with each request in
 //! its own SAVEPOINT. Nobody is answered before COMMIT returned. A broken
 //! connection fails the group (everybody hears `Unavailable`) and is
-//! replaced before the next one.
+//! replaced before the next one. The COMMIT carries the group's
+//! notifications to the other processes on the store (`listen`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::connect::Connector;
+use super::listen::Notices;
 use super::writes::{apply, Failure};
 use super::{pg_error, Conn};
 use crate::store::ops::{lingers, Op, Outcome, LINGER_GAP, LINGER_MAX, MAX_REQUESTS_PER_TRANSACTION};
@@ -73,11 +75,18 @@ pub(super) struct Writer {
     conn: Option<Conn>,
     counters: Arc<Counters>,
     watch: Arc<StoreWatch>,
+    notices: Notices,
 }
 
 impl Writer {
-    pub fn new(connector: Connector, conn: Conn, counters: Arc<Counters>, watch: Arc<StoreWatch>) -> Writer {
-        Writer { connector, conn: Some(conn), counters, watch }
+    pub fn new(
+        connector: Connector,
+        conn: Conn,
+        counters: Arc<Counters>,
+        watch: Arc<StoreWatch>,
+        notices: Notices,
+    ) -> Writer {
+        Writer { connector, conn: Some(conn), counters, watch, notices }
     }
 
     /// Runs until every sender is gone and the queue is empty.
@@ -119,16 +128,16 @@ impl Writer {
     }
 
     /// The write connection, connecting again if the last one broke.
-    async fn connection(&mut self) -> Result<&Conn, StoreError> {
-        if self.conn.as_ref().is_some_and(|conn| conn.client.is_closed()) {
-            self.conn = None;
+    /// Borrows only what it needs, so the rest of the writer stays at hand.
+    async fn connection<'a>(conn: &'a mut Option<Conn>, connector: &Connector) -> Result<&'a Conn, StoreError> {
+        if conn.as_ref().is_some_and(|conn| conn.client.is_closed()) {
+            *conn = None;
         }
-        if self.conn.is_none() {
-            let client =
-                self.connector.connect().await.map_err(|e| pg_error(&self.connector.name, "connect to write", e))?;
-            self.conn = Some(Conn::new(client));
+        if conn.is_none() {
+            let client = connector.connect().await.map_err(|e| pg_error(&connector.name, "connect to write", e))?;
+            *conn = Some(Conn::new(client));
         }
-        Ok(self.conn.as_ref().expect("connected above"))
+        Ok(conn.as_ref().expect("connected above"))
     }
 
     /// One transaction for all `jobs`; answers each only after COMMIT.
@@ -136,13 +145,14 @@ impl Writer {
         if jobs.is_empty() {
             return;
         }
-        let conn = match self.connection().await {
+        let conn = match Writer::connection(&mut self.conn, &self.connector).await {
             Ok(conn) => conn,
             Err(e) => return self.tell_all(jobs, e),
         };
         let ops: Vec<&Op> = jobs.iter().map(|job| &job.op).collect();
-        let applied = match apply_group(conn, &ops, Isolation::Straight).await {
-            Err(GroupFailure::Refused) => apply_group(conn, &ops, Isolation::Savepoints).await,
+        let notices = &self.notices;
+        let applied = match apply_group(conn, &ops, Isolation::Straight, notices).await {
+            Err(GroupFailure::Refused) => apply_group(conn, &ops, Isolation::Savepoints, notices).await,
             other => other,
         };
         match applied {
@@ -207,8 +217,14 @@ impl Writer {
     }
 }
 
-/// BEGIN, every op, COMMIT. On an error nothing of the group is written.
-async fn apply_group(conn: &Conn, ops: &[&Op], isolation: Isolation) -> Result<Results, GroupFailure> {
+/// BEGIN, every op, COMMIT (with the notifications of what was applied).
+/// On an error nothing of the group is written, or sent.
+async fn apply_group(
+    conn: &Conn,
+    ops: &[&Op],
+    isolation: Isolation,
+    notices: &Notices,
+) -> Result<Results, GroupFailure> {
     let broken = |doing, e| async move {
         rollback(conn).await;
         GroupFailure::Broken(doing, e)
@@ -234,7 +250,7 @@ async fn apply_group(conn: &Conn, ops: &[&Op], isolation: Isolation) -> Result<R
         };
         results.push(result);
     }
-    if let Err(e) = conn.batch("COMMIT").await {
+    if let Err(e) = conn.batch(notices.commit(ops, &results)).await {
         return Err(broken("commit", e).await);
     }
     Ok(results)
