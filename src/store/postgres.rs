@@ -14,6 +14,7 @@
 //! does.
 
 mod connect;
+mod import;
 mod reads;
 mod rows;
 mod schema;
@@ -43,6 +44,7 @@ use super::*;
 use crate::store::ops::{EncodedBatch, Op, Outcome};
 use connect::Connector;
 pub use connect::{display_name, Verify};
+pub use import::{Import, TableWriter};
 use reads::Readers;
 use writer::{Counters, Job, Message, Writer};
 
