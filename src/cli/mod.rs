@@ -1,6 +1,7 @@
 //! The command line (docs/operations.md). Every subcommand takes `--config` and, where
 //! it prints data, `--json`. Commands that read runs, audit, codes or tokens
-//! open the store named in the config, also while a daemon runs on it.
+//! open the store named in the config, also while a daemon runs on it;
+//! `store copy` names both of its stores itself and reads no config.
 //!
 //! Exit codes: 0 success, 1 a user error (its one-line reason printed first),
 //! 2 a usage error (clap's own). A command whose output is closed early
@@ -14,6 +15,7 @@ mod inspect;
 mod outbox;
 mod output;
 mod reach;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,6 +95,29 @@ pub enum Command {
     Outbox {
         #[command(subcommand)]
         command: OutboxCommand,
+    },
+    /// The store as a whole.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCommand {
+    /// Copy a stopped SQLite store into an empty PostgreSQL store, in one
+    /// transaction (docs/operations.md, "Moving a store to PostgreSQL").
+    /// Reads no config.
+    Copy {
+        /// The SQLite store: sqlite://<path>, a relative path taken from
+        /// the current directory (not the config's).
+        #[arg(long)]
+        from: String,
+        /// The PostgreSQL store: postgres://user@host/db[?…], as `[store].url`
+        /// takes it; a relative sslrootcert is taken from the current
+        /// directory.
+        #[arg(long)]
+        to: String,
     },
 }
 
@@ -258,5 +283,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Pair => inspect::pair(&cli.config, json).await,
         Command::Tokens { command } => inspect::tokens(&cli.config, json, command).await,
         Command::Outbox { command } => outbox::outbox(&cli.config, json, command).await,
+        Command::Store { command: StoreCommand::Copy { from, to } } => store::copy(json, &from, &to).await,
     }
 }

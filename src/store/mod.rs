@@ -18,6 +18,7 @@ use serde_json::Value;
 use fanin_core::runs::RunStatus;
 
 pub mod codec;
+pub mod copy;
 pub mod faults;
 pub mod files;
 pub mod ops;

@@ -15,6 +15,7 @@
 
 mod connect;
 mod daemon_lock;
+mod import;
 mod leases;
 mod listen;
 mod reads;
@@ -47,6 +48,7 @@ use crate::store::ops::{EncodedBatch, Op, Outcome};
 use connect::Connector;
 pub use connect::{display_name, Verify};
 pub use daemon_lock::DaemonLock;
+pub use import::{Import, TableWriter};
 use listen::{Listener, Notices};
 use reads::Readers;
 use writer::{Counters, Job, Message, Writer};

@@ -14,6 +14,7 @@
 
 mod checkpoint;
 mod codec;
+mod export;
 mod reads;
 mod schema;
 mod shm;
@@ -41,6 +42,7 @@ use super::*;
 use crate::store::files;
 use crate::store::ops::{EncodedBatch, Op, Outcome};
 use checkpoint::Checkpointer;
+pub use export::Export;
 use reads::Readers;
 pub use shm::report_sigbus;
 use shm::ShmGuard;
