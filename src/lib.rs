@@ -14,6 +14,7 @@
 pub mod backoff;
 pub mod causes;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod deliver;

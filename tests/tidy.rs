@@ -16,6 +16,7 @@ use std::process::Command;
 const LAYERS: &[&[&str]] = &[
     &["backoff", "causes", "ids", "config", "sop", "test_support", "trust"],
     &["store"],
+    &["cluster"],
     &["registries"],
     &["http"],
     &["dispatch"],
