@@ -43,13 +43,9 @@ pub enum DutyState {
 }
 
 impl Cluster {
-    /// `config.node_id`, or the host name and process id when it is empty.
-    pub fn new(config: &ClusterConfig, store: Arc<dyn Store>) -> Cluster {
-        let node_id = match config.node_id.as_str() {
-            "" => default_node_id(),
-            given => given.to_string(),
-        };
-        Cluster { node_id, lease: Duration::from_secs(config.lease_secs), store }
+    /// The replica `node_id` (see [`node_id_of`]) on `store`.
+    pub fn new(node_id: &str, lease_secs: u64, store: Arc<dyn Store>) -> Cluster {
+        Cluster { node_id: node_id.to_string(), lease: Duration::from_secs(lease_secs), store }
     }
 
     pub fn node_id(&self) -> &str {
@@ -68,13 +64,15 @@ impl Cluster {
     /// `shutdown`. `body` gets a token cancelled when the lease is lost (or
     /// at shutdown) and must return soon after. Each change of where the
     /// duty stands is `report`ed.
-    pub async fn run_duty(
+    pub async fn run_duty<B>(
         &self,
         duty: &str,
         shutdown: &CancellationToken,
         report: impl Fn(&DutyState),
-        mut body: impl AsyncFnMut(CancellationToken),
-    ) {
+        mut body: impl FnMut(CancellationToken) -> B,
+    ) where
+        B: std::future::Future<Output = ()>,
+    {
         let mut last: Option<DutyState> = None;
         let mut say = |state: DutyState| {
             if last.as_ref() != Some(&state) {
@@ -166,6 +164,14 @@ fn log_change(duty: &str, state: &DutyState, before: Option<&DutyState>) {
             tracing::warn!(duty, reason = %why, "stopped the duty: its lease cannot be renewed")
         }
         (DutyState::Unreachable(why), _) => tracing::warn!(duty, reason = %why, "cannot ask the store for the lease"),
+    }
+}
+
+/// `cluster.node_id`, or the host name and process id when it is empty.
+pub fn node_id_of(config: &ClusterConfig) -> String {
+    match config.node_id.as_str() {
+        "" => default_node_id(),
+        given => given.to_string(),
     }
 }
 

@@ -81,11 +81,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     tracing::info!(sops = catalog.sops.len(), "SOPs loaded");
     let store_error = |e: crate::store::StoreError| StartError(format!("{}: store.url: {e}", config.file.display()));
     // Held until this function returns: two daemons on one store would run
-    // two schedulers, two outbox workers and two admission counts.
-    let _lock =
-        crate::store::DaemonLock::acquire(&config.store.url, &config.base_dir, None).await.map_err(store_error)?;
+    // two schedulers, two outbox workers and two admission counts — unless
+    // both are replicas, which hand those duties to each other.
+    let node_id = config.cluster.as_ref().map(crate::cluster::node_id_of);
+    let _lock = crate::store::DaemonLock::acquire(&config.store.url, &config.base_dir, node_id.as_deref())
+        .await
+        .map_err(store_error)?;
     let dispatcher = open_dispatcher(&config, catalog).await?;
     let store = dispatcher.store().clone();
+    let cluster = match (&config.cluster, node_id) {
+        (Some(c), Some(node_id)) => {
+            tracing::info!(%node_id, lease_secs = c.lease_secs, "running as a replica");
+            Some(Arc::new(crate::cluster::Cluster::new(&node_id, c.lease_secs, store.clone())))
+        }
+        _ => None,
+    };
     let key_path = crate::store::pairing_key_path(&config.store.url, &config.base_dir).map_err(store_error)?;
     let pairing_key = pairing::PairingKey::load_or_create(&key_path).map_err(|e| StartError(e.to_string()))?;
     // The live counts of /metrics and /ready start from what the store
@@ -119,6 +129,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         store: store.clone(),
         health: health.clone(),
         shutdown: shutdown.clone(),
+        cluster: cluster.clone(),
     };
     let channels = sources::channel_routes(&ctx).map_err(StartError)?;
     let mut tasks = sources::start_all(&ctx).map_err(StartError)?;
@@ -130,6 +141,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         store.clone(),
         &tallies,
         delivery.clone(),
+        cluster.clone(),
         shutdown.clone(),
     ));
     tasks.extend(dispatcher.registries().and_then(|r| r.spawn_refresh(shutdown.clone())));
@@ -144,7 +156,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         config.gateway.idempotency_ttl_secs,
         shutdown.clone(),
     )));
-    let state = Arc::new(Gateway::new(&config, dispatcher, health, delivery, metrics, pairing_key, channels));
+    let node_id = cluster.as_ref().map(|c| c.node_id().to_string());
+    let state = Arc::new(
+        Gateway::new(&config, dispatcher, health, delivery, metrics, pairing_key, channels).with_node_id(node_id),
+    );
     let stop = shutdown.clone();
     let served = gateway::serve(listener, state, async move { stop.cancelled().await }).await;
     shutdown.cancel();

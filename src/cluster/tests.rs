@@ -36,7 +36,7 @@ impl Running {
 }
 
 fn replica(node: &str, lease_secs: u64, store: Arc<dyn Store>) -> Arc<Cluster> {
-    Arc::new(Cluster::new(&ClusterConfig { node_id: node.into(), lease_secs }, store))
+    Arc::new(Cluster::new(node, lease_secs, store))
 }
 
 /// Runs `cluster`'s side of the duty `filesystem` until `shutdown`;
@@ -51,10 +51,13 @@ fn spawn(
         let node = cluster.node_id().to_string();
         let report = move |state: &DutyState| states.lock().unwrap().push(state.clone());
         cluster
-            .run_duty("filesystem", &shutdown, report, async move |token: CancellationToken| {
-                running.enter(&node);
-                token.cancelled().await;
-                running.leave(&node);
+            .run_duty("filesystem", &shutdown, report, |token: CancellationToken| {
+                let (running, node) = (running.clone(), node.clone());
+                async move {
+                    running.enter(&node);
+                    token.cancelled().await;
+                    running.leave(&node);
+                }
             })
             .await
     })
@@ -117,7 +120,8 @@ async fn an_owner_that_loses_its_lease_stops_its_duty() {
 
 #[test]
 fn the_default_node_id_names_the_host_and_the_process() {
-    let id = default_node_id();
+    let id = node_id_of(&ClusterConfig::default());
     assert!(id.ends_with(&format!("-{}", std::process::id())), "{id}");
     assert!(crate::config::is_node_id(&id), "{id} is a valid node id");
+    assert_eq!(node_id_of(&ClusterConfig { node_id: "eu-1".into(), lease_secs: 15 }), "eu-1");
 }

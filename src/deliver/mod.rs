@@ -52,6 +52,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
+use crate::cluster::{Cluster, DutyState};
 use crate::config::{Config, DeliveryConfig, DestinationConfig};
 use crate::dispatch::{DispatchError, Dispatcher, Prepared, RunInput};
 use crate::runs::RunStatus;
@@ -83,30 +84,41 @@ pub fn start(
     store: Arc<dyn Store>,
     pending: &Tallies,
     status: Arc<DeliveryStatus>,
+    cluster: Option<Arc<Cluster>>,
     shutdown: CancellationToken,
 ) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
+    let config = Arc::new(config.clone());
     for name in DESTINATIONS {
         let configured = match name {
-            "agent" => config.destinations.agent.as_ref(),
-            _ => config.destinations.executor.as_ref(),
+            "agent" => config.destinations.agent.clone(),
+            _ => config.destinations.executor.clone(),
         };
         let pending_at_start = pending.outbox_pending.get(name).copied().unwrap_or(0);
-        status.set(name, DestinationStatus { configured: configured.is_some(), pending_at_start, failing: None });
-        let task = match configured {
-            Some(destination) => tokio::spawn(
-                Lane::new(name, destination, config, dispatcher.clone(), store.clone(), status.clone())
-                    .run(shutdown.clone()),
-            ),
-            None => tokio::spawn(report_unconfigured(
-                name,
-                pending_at_start,
-                dispatcher.clone(),
-                store.clone(),
-                shutdown.clone(),
-            )),
+        let entry = DestinationStatus { configured: configured.is_some(), pending_at_start, ..Default::default() };
+        status.set(name, entry);
+        let Some(destination) = configured else {
+            let waiting =
+                report_unconfigured(name, pending_at_start, dispatcher.clone(), store.clone(), shutdown.clone());
+            tasks.push(tokio::spawn(waiting));
+            continue;
         };
-        tasks.push(task);
+        let report_to = status.clone();
+        let (config, dispatcher, store, status) = (config.clone(), dispatcher.clone(), store.clone(), status.clone());
+        let lane = move |token| {
+            Lane::new(name, &destination, &config, dispatcher.clone(), store.clone(), status.clone()).run(token)
+        };
+        let Some(cluster) = cluster.clone() else {
+            tasks.push(tokio::spawn(lane(shutdown.clone())));
+            continue;
+        };
+        // One replica at a time delivers to a destination: each entry goes
+        // out once, in order per run, as from a daemon alone.
+        let shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let report = |state: &DutyState| report_to.set_duty(name, state.clone());
+            cluster.run_duty(&format!("outbox:{name}"), &shutdown, report, lane).await
+        }));
     }
     tasks
 }
@@ -566,6 +578,7 @@ mod tests {
                 self.faulty.clone(),
                 &Tallies::default(),
                 self.delivery.clone(),
+                None,
                 shutdown.clone(),
             )
         }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::notices::Failing;
+use crate::cluster::DutyState;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DestinationStatus {
@@ -15,6 +16,9 @@ pub struct DestinationStatus {
     pub pending_at_start: u64,
     /// The current spell of failed attempts, if any.
     pub failing: Option<Failing>,
+    /// For a replica: whether it holds this destination's lease (`None`
+    /// when the daemon is alone).
+    pub duty: Option<DutyState>,
 }
 
 #[derive(Debug, Default)]
@@ -29,6 +33,10 @@ impl DeliveryStatus {
 
     pub fn set_failing(&self, name: &'static str, failing: Option<Failing>) {
         self.lock().entry(name).or_default().failing = failing;
+    }
+
+    pub fn set_duty(&self, name: &'static str, duty: DutyState) {
+        self.lock().entry(name).or_default().duty = Some(duty);
     }
 
     pub fn snapshot(&self) -> BTreeMap<&'static str, DestinationStatus> {

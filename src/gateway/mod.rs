@@ -69,6 +69,8 @@ pub struct Gateway {
     pub metrics: Option<PrometheusHandle>,
     /// When the agent-loop leases this process granted end.
     pub lease_clock: agent_loop::LeaseClock,
+    /// This replica's `cluster.node_id` (`None`: the daemon is alone).
+    pub node_id: Option<String>,
 }
 
 pub type AppState = Arc<Gateway>;
@@ -114,7 +116,14 @@ impl Gateway {
             delivery,
             metrics,
             lease_clock: agent_loop::LeaseClock::default(),
+            node_id: None,
         }
+    }
+
+    /// The gateway of the replica `node_id`, which `/ready` names.
+    pub fn with_node_id(mut self, node_id: Option<String>) -> Gateway {
+        self.node_id = node_id;
+        self
     }
 }
 

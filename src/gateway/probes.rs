@@ -7,6 +7,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
+use crate::cluster::DutyState;
 use crate::sources::health::Status;
 use crate::store::WriteState;
 
@@ -36,6 +37,9 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     let outbox = outbox_status(&state);
     let mut body = json!({"store": store_text, "store_kind": store.kind(), "sources": sources, "registries": registries,
         "outbox": outbox});
+    if let Some(node_id) = &state.node_id {
+        body["node_id"] = json!(node_id);
+    }
     if let WriteState::Failing { since, refused, .. } = writes {
         body["store_failing"] = json!({"since": since, "writes_refused": refused});
     }
@@ -60,7 +64,7 @@ fn outbox_status(state: &AppState) -> Value {
     let watch = state.store.watch();
     let mut destinations = serde_json::Map::new();
     for (name, d) in state.delivery.snapshot() {
-        let entry = match (&d.configured, &d.failing) {
+        let mut entry = match (&d.configured, &d.failing) {
             (false, _) => {
                 let waiting = (d.pending_at_start + watch.enqueued(name)).saturating_sub(watch.withdrawn(name));
                 json!({"configured": false, "waiting": waiting})
@@ -69,6 +73,11 @@ fn outbox_status(state: &AppState) -> Value {
             (true, Some(f)) => json!({"configured": true, "deliveries": "failing", "since": f.since,
                 "failed_attempts": f.failed_attempts, "dead_letters": f.dead_letters, "cause": f.cause}),
         };
+        match &d.duty {
+            Some(DutyState::Held) | None => {}
+            Some(DutyState::Standby { owner }) => entry["delivered_by"] = json!(owner),
+            Some(DutyState::Unreachable(why)) => entry["delivered_by"] = json!(format!("nobody here: {why}")),
+        }
         destinations.insert(name.to_string(), entry);
     }
     json!({"pending": watch.outbox_pending(), "destinations": destinations})

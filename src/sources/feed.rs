@@ -185,7 +185,9 @@ impl Feed {
     }
 }
 
-/// Runs `session` until shutdown. A session returns only when it fails (or
+/// Runs `session` until shutdown. A source starts it under
+/// [`super::singleton`], with a fresh [`Feed`] each time this replica takes
+/// the duty on, so only one replica reads a feed at a time. A session returns only when it fails (or
 /// at shutdown, which is also watched here); a failure shows the instance
 /// down with the reason, waits the backoff (or the service's
 /// `retry_after`, whichever is longer) and starts a new session.

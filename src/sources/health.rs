@@ -14,6 +14,16 @@ pub enum Status {
     Up,
     Connecting,
     Down,
+    /// A singleton duty another replica holds: this one is ready to take it
+    /// over, and hears through the holder meanwhile.
+    Standby,
+}
+
+impl Status {
+    /// Whether `/ready` counts the source as hearing.
+    pub fn is_ready(self) -> bool {
+        matches!(self, Status::Up | Status::Standby)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -68,7 +78,7 @@ impl SourcesHealth {
     }
 
     pub fn all_up(&self) -> bool {
-        self.sources.lock().expect("health lock").values().all(|s| s.status == Status::Up)
+        self.sources.lock().expect("health lock").values().all(|s| s.status.is_ready())
     }
 }
 

@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::{Cluster, DutyState};
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::store::Store;
@@ -41,6 +42,9 @@ pub struct SourceContext {
     pub store: Arc<dyn Store>,
     pub health: Arc<SourcesHealth>,
     pub shutdown: CancellationToken,
+    /// Set when this daemon is one replica of several: what cannot be
+    /// shared runs as a [`singleton`].
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// A running source task.
@@ -59,6 +63,37 @@ pub fn start_all(ctx: &SourceContext) -> Result<Vec<SourceTask>, String> {
     tasks.extend(amqp::start(ctx)?);
     tasks.extend(filesystem::start(ctx)?);
     Ok(tasks)
+}
+
+/// Runs `body` as the singleton duty `duty` — a serial board, an inbox, a
+/// feed poller, the filesystem watcher, an unshared MQTT subscription —
+/// which is also its name in `/ready`. A daemon alone runs it at once; a
+/// replica whenever it holds the duty's lease (docs/cluster.md), handing
+/// `body` a context whose `shutdown` is cancelled when the lease is lost,
+/// and shows `standby` while another replica holds it.
+pub async fn singleton<B>(ctx: SourceContext, duty: String, mut body: impl FnMut(SourceContext) -> B)
+where
+    B: std::future::Future<Output = ()>,
+{
+    let Some(cluster) = ctx.cluster.clone() else { return body(ctx).await };
+    let health = ctx.health.clone();
+    let report = |state: &DutyState| match state {
+        DutyState::Held => health.set_status(&duty, health::Status::Connecting, None),
+        DutyState::Standby { owner } => {
+            health.set_status(&duty, health::Status::Standby, Some(format!("held by replica {owner}")))
+        }
+        DutyState::Unreachable(why) => {
+            health.set_status(&duty, health::Status::Down, Some(format!("cannot take the duty: {why}")))
+        }
+    };
+    let shutdown = ctx.shutdown.clone();
+    cluster
+        .run_duty(&duty, &shutdown, report, |token: CancellationToken| {
+            let mut held = ctx.clone();
+            held.shutdown = token;
+            body(held)
+        })
+        .await
 }
 
 /// The routes services post their events to (Slack's Events API,

@@ -829,6 +829,7 @@ mod tests {
                 store: store.clone(),
                 health: health.clone(),
                 shutdown: CancellationToken::new(),
+                cluster: None,
             };
             let task = start(&ctx).unwrap().expect("a cron trigger starts the scheduler");
             let status = || health.snapshot().get(SOURCE).map(|s| (s.status, s.detail.clone()));

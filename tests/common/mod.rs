@@ -120,6 +120,7 @@ impl Setup {
             store: store.clone(),
             health: Arc::new(fanin::sources::SourcesHealth::default()),
             shutdown: tokio_util::sync::CancellationToken::new(),
+            cluster: None,
         };
         (ctx, store)
     }

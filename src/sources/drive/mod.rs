@@ -29,10 +29,15 @@ pub fn start(ctx: &SourceContext) -> Result<Vec<SourceTask>, String> {
         let table = format!("channels_config.google_drive.{alias}");
         let token = config::secret(drive.token(), &format!("{table}.token_env"))?;
         let api = DriveApi::new(&drive.api_base_url, token).map_err(|e| format!("{table}.api_base_url: {e}"))?;
-        let feed = Feed::new(ctx, format!("google_drive:{alias}"));
-        let instance = Instance { api, config: drive.clone(), topic: format!("google_drive/{alias}") };
-        tracing::info!(source = %feed.name(), "Drive change feed starting");
-        tasks.push(tokio::spawn(feed::run(feed, async move |feed: &Feed| instance.session(feed).await)));
+        let name = format!("google_drive:{alias}");
+        let instance =
+            std::sync::Arc::new(Instance { api, config: drive.clone(), topic: format!("google_drive/{alias}") });
+        tracing::info!(source = %name, "Drive change feed starting");
+        ctx.health.set_status(&name, crate::sources::health::Status::Connecting, None);
+        tasks.push(tokio::spawn(crate::sources::singleton(ctx.clone(), name.clone(), move |held: SourceContext| {
+            let (name, instance) = (name.clone(), instance.clone());
+            async move { feed::run(Feed::new(&held, name), async move |feed: &Feed| instance.session(feed).await).await }
+        })));
     }
     Ok(tasks)
 }

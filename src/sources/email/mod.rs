@@ -56,8 +56,14 @@ pub fn start(ctx: &SourceContext) -> Result<Vec<SourceTask>, String> {
             continue;
         }
         let mailbox = Arc::new(mailbox(&ctx.config, alias, email)?);
-        let feed = Feed::new(ctx, format!("email:{alias}"));
-        tasks.push(tokio::spawn(feed::run(feed, async move |feed: &Feed| session::run(feed, &mailbox).await)));
+        let name = format!("email:{alias}");
+        ctx.health.set_status(&name, crate::sources::health::Status::Connecting, None);
+        tasks.push(tokio::spawn(crate::sources::singleton(ctx.clone(), name.clone(), move |held: SourceContext| {
+            let (name, mailbox) = (name.clone(), mailbox.clone());
+            async move {
+                feed::run(Feed::new(&held, name), async move |feed: &Feed| session::run(feed, &mailbox).await).await
+            }
+        })));
     }
     Ok(tasks)
 }

@@ -65,8 +65,11 @@ pub fn start(ctx: &SourceContext) -> Result<Option<SourceTask>, String> {
     let settings = Arc::new(settings(&ctx.config, fs)?);
     let roots: Vec<&str> = settings.roots.iter().map(Root::text).collect();
     tracing::info!(?roots, recursive = settings.recursive, "filesystem watcher starting");
-    let feed = Feed::new(ctx, SOURCE);
-    Ok(Some(tokio::spawn(feed::run(feed, async move |feed: &Feed| session(feed, &settings).await))))
+    ctx.health.set_status(SOURCE, crate::sources::health::Status::Connecting, None);
+    Ok(Some(tokio::spawn(crate::sources::singleton(ctx.clone(), SOURCE.to_string(), move |held: SourceContext| {
+        let settings = settings.clone();
+        async move { feed::run(Feed::new(&held, SOURCE), async move |feed: &Feed| session(feed, &settings).await).await }
+    }))))
 }
 
 /// A watched root: as configured (resolved against the config's

@@ -66,8 +66,13 @@ pub fn start(ctx: &SourceContext) -> Result<Vec<SourceTask>, String> {
             max_line_bytes: ctx.config.sop.untrusted_payload_max_bytes,
             max_payload_depth: ctx.config.gateway.max_payload_depth,
         };
-        ctx.health.set_status(&port.health_name(), Status::Connecting, None);
-        tasks.push(tokio::spawn(run_board(ctx.clone(), port)));
+        let duty = port.health_name();
+        ctx.health.set_status(&duty, Status::Connecting, None);
+        let port = std::sync::Arc::new(port);
+        tasks.push(tokio::spawn(super::singleton(ctx.clone(), duty, move |held: SourceContext| {
+            let port = port.clone();
+            async move { run_board(held, &port).await }
+        })));
     }
     Ok(tasks)
 }
@@ -98,7 +103,7 @@ enum SessionEnd {
 }
 
 /// Opens, reads and reopens one board's port until shutdown.
-async fn run_board(ctx: SourceContext, port: SerialBoard) {
+async fn run_board(ctx: SourceContext, port: &SerialBoard) {
     let health_name = port.health_name();
     let mut backoff = Backoff::new(REOPEN_INITIAL, REOPEN_CAP);
     let mut bad_lines = BadLineLog::new(BAD_LINE_SUMMARY_EVERY);

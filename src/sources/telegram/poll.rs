@@ -44,9 +44,13 @@ pub fn start(ctx: &SourceContext) -> Result<Vec<SourceTask>, String> {
             .build()
             .map_err(|e| format!("channels_config.telegram.{alias}: cannot build an HTTP client: {e}"))?;
         let url = format!("{}/bot{token}/getUpdates", c.api_base_url.trim_end_matches('/'));
-        let poller = Poller { url, token, client };
-        let feed = Feed::new(ctx, instance(alias));
-        tasks.push(tokio::spawn(feed::run(feed, async move |feed: &Feed| poller.session(feed).await)));
+        let poller = std::sync::Arc::new(Poller { url, token, client });
+        let name = instance(alias);
+        ctx.health.set_status(&name, crate::sources::health::Status::Connecting, None);
+        tasks.push(tokio::spawn(crate::sources::singleton(ctx.clone(), name.clone(), move |held: SourceContext| {
+            let (name, poller) = (name.clone(), poller.clone());
+            async move { feed::run(Feed::new(&held, name), async move |feed: &Feed| poller.session(feed).await).await }
+        })));
     }
     Ok(tasks)
 }
