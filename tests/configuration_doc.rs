@@ -29,6 +29,7 @@ const UNKNOWN: &str = "zz_not_a_key";
 /// Defaults the document gives in words, by (table heading, key): what
 /// they depend on cannot be written as one value.
 const PROSE_DEFAULTS: &[(&str, &str)] = &[
+    ("config.toml top level", "cluster"),
     ("[gateway]", "max_connections"),
     ("[channels_config]", "mqtt"),
     ("[channels_config]", "filesystem"),
@@ -158,6 +159,12 @@ const CONFIG_PROBES: &[Probe] = &[
     },
     Probe { heading: "[sop]", prefix: "[sop]\n", required: &[], path: "sop" },
     Probe { heading: "[store]", prefix: "[store]\n", required: &[], path: "store" },
+    Probe {
+        heading: "[cluster]",
+        prefix: "[store]\nurl = \"postgres://probe@127.0.0.1/probe\"\n[cluster]\n",
+        required: &[],
+        path: "cluster",
+    },
     Probe {
         heading: "[peripherals.<board>]",
         prefix: "[peripherals.uno]\n",

@@ -26,6 +26,10 @@
 //! - **Failures.** If the store refuses a commit, the key's `last_check` is
 //!   not advanced, so its window still covers the fire; it is retried with
 //!   backoff (1 s doubling to 30 s) and source `cron` is Down meanwhile.
+//! - **Replicas.** Under `[cluster]` the scheduler is the singleton duty
+//!   `cron`: one replica looks at a time, and the next owner begins with a
+//!   start-up look from the stored checks, so a fire point is dispatched
+//!   once across replicas and one missed during a takeover fires late, once.
 //! - **Lateness.** Each fire's delay from its scheduled instant to its
 //!   durable commit goes to the histogram `fanin_cron_lateness_seconds`
 //!   (start-up catch-ups excluded: their delay is the downtime).
@@ -313,7 +317,6 @@ pub fn catchup_window(secs: u64) -> chrono::TimeDelta {
 /// Starts the scheduler. It runs even with no cron trigger yet, idle, so a
 /// SOP reload that adds one is scheduled without a restart.
 pub fn start(ctx: &SourceContext) -> Result<Option<SourceTask>, String> {
-    let keys = cron_keys(&ctx.dispatcher.catalog());
     metrics::describe_histogram!(
         "fanin_cron_lateness_seconds",
         metrics::Unit::Seconds,
@@ -321,9 +324,13 @@ pub fn start(ctx: &SourceContext) -> Result<Option<SourceTask>, String> {
     );
     ctx.health.set_status(SOURCE, Status::Connecting, None);
     let catchup = catchup_window(ctx.config.sop.cron_catchup_window_secs);
-    tracing::info!(keys = keys.len(), "cron scheduler starting");
-    let ctx = ctx.clone();
-    Ok(Some(tokio::spawn(run(ctx, keys, catchup))))
+    tracing::info!("cron scheduler starting");
+    // One replica at a time looks at the clock; the next owner's first look
+    // starts from the stored checks, so the window goes on where it stopped.
+    Ok(Some(tokio::spawn(super::singleton(ctx.clone(), SOURCE.to_string(), move |held: SourceContext| {
+        let keys = cron_keys(&held.dispatcher.catalog());
+        run(held, keys, catchup)
+    }))))
 }
 
 async fn run(ctx: SourceContext, keys: Vec<CronKey>, catchup: chrono::TimeDelta) {

@@ -9,6 +9,7 @@ pub mod imap;
 pub mod mqtt;
 pub mod postgres;
 pub mod proxy;
+pub mod replicas;
 pub mod slack;
 pub mod telegram;
 

@@ -111,7 +111,7 @@ async fn run_board(ctx: SourceContext, port: &SerialBoard) {
     // Set while the port is down and that was logged, so retries stay quiet.
     let mut down_logged = false;
     while !ctx.shutdown.is_cancelled() {
-        match open_port(&port) {
+        match open_port(port) {
             Ok(stream) => {
                 if opened_before {
                     ctx.health.update(&health_name, |s| s.reconnects += 1);
@@ -121,7 +121,7 @@ async fn run_board(ctx: SourceContext, port: &SerialBoard) {
                 }
                 opened_before = true;
                 ctx.health.set_status(&health_name, Status::Up, None);
-                match read_port(&ctx, &port, stream, &mut bad_lines).await {
+                match read_port(&ctx, port, stream, &mut bad_lines).await {
                     SessionEnd::Shutdown => break,
                     SessionEnd::Lost { error, delivered_data } => {
                         tracing::warn!(board = %port.board, path = %port.path, %error,
