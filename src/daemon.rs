@@ -61,6 +61,9 @@ pub async fn open_dispatcher(config: &Config, catalog: Catalog) -> Result<Arc<Di
     let mut dispatcher = Dispatcher::new(catalog, store, dispatch_settings(config))
         .await
         .map_err(|e| StartError(format!("store: {e}")))?;
+    if config.cluster.is_some() {
+        dispatcher = dispatcher.sharing_admission();
+    }
     if needs_registries {
         let settings = RegistrySettings::from_config(config, RegistryEnv::from_process_env());
         let registries = Registries::load(settings).await.map_err(|e| StartError(format!("registries: {e}")))?;

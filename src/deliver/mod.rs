@@ -346,8 +346,16 @@ impl Lane {
         let mut plans = Vec::with_capacity(outcomes.len());
         let mut planned = Vec::with_capacity(outcomes.len());
         let mut refusal: Option<StoreError> = None;
+        let mut answers = Vec::new();
+        // A replica's change that frees a slot holds its SOP until it is
+        // committed, so it cannot wait for the rest of the round.
+        let one_at_a_time = self.dispatcher.shares_admission();
         for outcome in outcomes {
             match self.plan(&outcome, now).await {
+                Ok(plan) if one_at_a_time => {
+                    let answer = self.dispatcher.commit_all(vec![plan]).await.pop().expect("one answer per change");
+                    answers.push((outcome, answer));
+                }
                 Ok(plan) => {
                     plans.push(plan);
                     planned.push(outcome);
@@ -355,9 +363,10 @@ impl Lane {
                 Err(e) => self.not_recorded(outcome, e, &mut refusal),
             }
         }
+        answers.extend(planned.into_iter().zip(self.dispatcher.commit_all(plans).await));
         let mut counts = RoundCounts::default();
         let mut cause = None;
-        for (outcome, answer) in planned.into_iter().zip(self.dispatcher.commit_all(plans).await) {
+        for (outcome, answer) in answers {
             if let Err(e) = answer {
                 self.not_recorded(outcome, e, &mut refusal);
                 continue;

@@ -18,7 +18,7 @@ use crate::runs::plan::{self, PlanContext, Transition, Waiting};
 pub use crate::runs::plan::{RunInput, Withdrawn};
 use crate::runs::RunStatus;
 use crate::sop::Sop;
-use crate::store::{Batch, RunRecord, StepRecord, Write};
+use crate::store::{AdmissionHold, Batch, RunRecord, StepRecord, Write};
 
 /// Where the run is after the change.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,13 +57,16 @@ pub struct Prepared {
     slot: SlotChange,
     /// `None` for writes that move no run ([`Prepared::writes`]).
     advanced: Option<Advanced>,
+    /// A replica's hold on the run's SOP, ended once the change is
+    /// committed (or not).
+    hold: Option<AdmissionHold>,
 }
 
 impl Prepared {
     /// Writes that move no run (the outbox worker's rescheduling), to be
     /// committed with the changes of runs.
     pub fn writes(writes: Vec<Write>) -> Prepared {
-        Prepared { writes, effects: Effects::default(), slot: SlotChange::None, advanced: None }
+        Prepared { writes, effects: Effects::default(), slot: SlotChange::None, advanced: None, hold: None }
     }
 }
 
@@ -99,16 +102,26 @@ impl Dispatcher {
         };
         let Transition { mut writes, mut effects, to, step, withdrawn } =
             plan::plan_transition(&run, input, sop, waiting, &ctx, &mut Fresh)?;
+        let moves_admission =
+            run.status.is_active() != to.is_active() || to.is_terminal() || run.status == RunStatus::Deferred;
+        let hold = match moves_admission {
+            true => self.hold_admission(std::slice::from_ref(&run.sop)).await?,
+            false => None,
+        };
         let (slot, first_promoted) = self.move_slot(&run, to, sop, now);
         let promoted = match sop {
-            Some(sop) => {
-                let promotion = self.promote(first_promoted, sop, &run.run_id, &ctx, &mut writes, &mut effects).await;
-                promotion.inspect_err(|(_, promoted)| self.undo_slot(&slot, promoted)).map_err(|(e, _)| e)?
-            }
+            Some(sop) => match self.promote(first_promoted, sop, &run.run_id, &ctx, &mut writes, &mut effects).await {
+                Ok(promoted) => promoted,
+                Err((e, promoted)) => {
+                    self.undo_slot(&slot, &promoted);
+                    release(hold).await;
+                    return Err(e);
+                }
+            },
             None => Vec::new(),
         };
         let advanced = Advanced { run_id: run.run_id, from: run.status, status: to, step, promoted, withdrawn };
-        Ok(Prepared { writes, effects, slot, advanced: Some(advanced) })
+        Ok(Prepared { writes, effects, slot, advanced: Some(advanced), hold })
     }
 
     /// What `run` still has waiting, for a cancel to withdraw.
@@ -156,11 +169,13 @@ impl Dispatcher {
     /// Commits one prepared change; a failed commit gives back what
     /// admission counted for it.
     async fn commit_prepared(&self, prepared: Prepared) -> Result<Option<Advanced>, DispatchError> {
-        let Prepared { writes, effects, slot, advanced } = prepared;
-        if let Err(e) = self.store.commit(Batch { idempotency: None, writes }).await {
+        let Prepared { writes, effects, slot, advanced, hold } = prepared;
+        let committed = self.store.commit(Batch { idempotency: None, writes }).await;
+        if committed.is_err() {
             self.undo(&slot, advanced.as_ref());
-            return Err(e.into());
         }
+        release(hold).await;
+        committed?;
         self.announce(&effects);
         Ok(advanced)
     }
@@ -170,8 +185,11 @@ impl Dispatcher {
     /// refused because one change no longer holds (a compare-and-set: an
     /// operator moved that run meanwhile), each change is committed alone,
     /// so only that one fails. Answers in the order given.
+    /// Under a shared admission a change that moves a slot holds its SOP
+    /// from `prepare` on, so such changes are prepared and committed one at
+    /// a time, never several in one call.
     pub async fn commit_all(&self, prepared: Vec<Prepared>) -> Vec<Result<Option<Advanced>, DispatchError>> {
-        if prepared.len() <= 1 {
+        if prepared.len() <= 1 || prepared.iter().any(|p| p.hold.is_some()) {
             let mut answers = Vec::with_capacity(1);
             for p in prepared {
                 answers.push(self.commit_prepared(p).await);
@@ -292,5 +310,12 @@ impl Dispatcher {
             SlotChange::LeftBacklog { sop, run_id } => admission.requeue(sop, run_id),
             SlotChange::None => {}
         }
+    }
+}
+
+/// Ends a replica's hold on a SOP, if it took one.
+async fn release(hold: Option<AdmissionHold>) {
+    if let Some(hold) = hold {
+        hold.release().await;
     }
 }

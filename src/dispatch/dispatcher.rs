@@ -26,7 +26,7 @@ use crate::runs::lifecycle::Effects;
 use crate::runs::plan::{self, EventInput, EventPlan, PlanContext, PlanError};
 pub use crate::runs::plan::{summary, Outcome, RunOutcome};
 use crate::runs::RunStatus;
-use crate::store::{AuditKind, Batch, Committed, NewAudit, Store, StoreError, Wakeup, Write};
+use crate::store::{AdmissionHold, AuditKind, Batch, Committed, NewAudit, Store, StoreError, Wakeup, Write};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum DispatchReport {
@@ -106,6 +106,9 @@ pub struct Dispatcher {
     /// `notify_waiters`: each arms its wait before it reads the store, so
     /// one queued in between is not missed.
     pub outbox_ready: Notify,
+    /// Set for a replica: admission decides under a hold on the SOPs taken
+    /// in the store ([`Store::hold_admission`]), from their committed load.
+    shared_admission: bool,
 }
 
 impl Dispatcher {
@@ -127,6 +130,7 @@ impl Dispatcher {
             last_agent_poll: Mutex::new(None),
             step_ready: Notify::new(),
             outbox_ready: Notify::new(),
+            shared_admission: false,
         })
     }
 
@@ -134,6 +138,29 @@ impl Dispatcher {
     pub fn with_registries(mut self, registries: Arc<Registries>) -> Dispatcher {
         self.registries = Some(registries);
         self
+    }
+
+    /// For a replica among several on one store: each admission decision is
+    /// taken under the store's hold on its SOPs, so `max_concurrent`,
+    /// cooldown and the backlog count every replica's runs.
+    pub fn sharing_admission(mut self) -> Dispatcher {
+        self.shared_admission = true;
+        self
+    }
+
+    pub fn shares_admission(&self) -> bool {
+        self.shared_admission
+    }
+
+    /// Under a shared admission, holds `sops` in the store and brings this
+    /// process's admission up to what the store holds for them.
+    pub(super) async fn hold_admission(&self, sops: &[String]) -> Result<Option<AdmissionHold>, StoreError> {
+        if !self.shared_admission {
+            return Ok(None);
+        }
+        let hold = self.store.hold_admission(sops).await?;
+        self.admission.lock().expect("admission lock").reseed(&hold.loads, hold.deferred_total);
+        Ok(Some(hold))
     }
 
     pub fn registries(&self) -> Option<&Arc<Registries>> {
@@ -200,6 +227,9 @@ impl Dispatcher {
             registries: &registries,
             agent_attached: self.agent_attached(event.received_at),
         };
+        let mut sops: Vec<String> = matched.iter().map(|m| catalog.sops[m.sop as usize].name.clone()).collect();
+        sops.dedup();
+        let hold = self.hold_admission(&sops).await?;
         let EventPlan { mut batch, outcomes, reserved, effects } = {
             let mut admission = self.admission.lock().expect("admission lock");
             plan::plan_event(&catalog, &matched, &input, &mut admission, &ctx, &mut Fresh)
@@ -219,6 +249,9 @@ impl Dispatcher {
             for (sop, run_id, decision) in &reserved {
                 admission.release(sop, run_id, decision);
             }
+        }
+        if let Some(hold) = hold {
+            hold.release().await;
         }
         match committed? {
             Committed::Applied => {

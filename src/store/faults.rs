@@ -180,6 +180,10 @@ impl Store for FaultyStore {
         self.check()?;
         self.inner.hold_lease(duty, owner, term).await
     }
+    async fn hold_admission(&self, sops: &[String]) -> Result<AdmissionHold, StoreError> {
+        self.check()?;
+        self.inner.hold_admission(sops).await
+    }
     async fn release_lease(&self, duty: &str, owner: &str) -> Result<(), StoreError> {
         self.check()?;
         self.inner.release_lease(duty, owner).await

@@ -105,6 +105,45 @@ pub struct DutyLease {
     pub left: std::time::Duration,
 }
 
+/// Admission of some SOPs held for one replica across all of them
+/// ([`Store::hold_admission`]): their loads as committed when the hold was
+/// taken, and the backlog's size over every SOP. Another replica asking for
+/// any of these SOPs waits until [`AdmissionHold::release`], which comes
+/// once the writes decided under the hold are committed; a hold dropped
+/// unreleased ends with its connection.
+pub struct AdmissionHold {
+    pub loads: Vec<SopLoad>,
+    pub deferred_total: usize,
+    release: Option<Box<dyn HoldRelease>>,
+}
+
+/// How a store ends an [`AdmissionHold`].
+#[async_trait]
+pub trait HoldRelease: Send + Sync {
+    async fn release(self: Box<Self>);
+}
+
+impl AdmissionHold {
+    pub fn new(loads: Vec<SopLoad>, deferred_total: usize, release: Box<dyn HoldRelease>) -> AdmissionHold {
+        AdmissionHold { loads, deferred_total, release: Some(release) }
+    }
+
+    pub async fn release(mut self) {
+        if let Some(release) = self.release.take() {
+            release.release().await;
+        }
+    }
+}
+
+impl std::fmt::Debug for AdmissionHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdmissionHold")
+            .field("loads", &self.loads)
+            .field("deferred_total", &self.deferred_total)
+            .finish()
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Writes a batch atomically. Concurrent callers share commits (group
@@ -189,6 +228,12 @@ pub trait Store: Send + Sync + 'static {
     /// `owner`, or by whom and for how long yet). Only a store replicas
     /// share has leases: the others answer `Invalid`.
     async fn hold_lease(&self, duty: &str, owner: &str, term: std::time::Duration) -> Result<DutyLease, StoreError>;
+
+    /// Holds admission of `sops` across every replica on the store until
+    /// the hold is released, and reads their loads under it, so replicas
+    /// count one SOP's slots, cooldown and backlog as one daemon would. Only
+    /// a store replicas share holds admission: the others answer `Invalid`.
+    async fn hold_admission(&self, sops: &[String]) -> Result<AdmissionHold, StoreError>;
 
     /// Gives up `owner`'s lease on `duty` (nothing when it is not theirs),
     /// so a replica that stops hands its duties on at once.

@@ -13,6 +13,7 @@
 //! other when work appears (`listen`), and [`DaemonLock`], which admits one
 //! daemon, or any number of replicas with distinct node ids, never both.
 
+mod admission;
 mod connect;
 mod daemon_lock;
 mod import;
@@ -45,6 +46,7 @@ use tokio_postgres::{Client, Row, Statement};
 pub use super::sqlite::WriterStats;
 use super::*;
 use crate::store::ops::{EncodedBatch, Op, Outcome};
+use admission::Holds;
 use connect::Connector;
 pub use connect::{display_name, Verify};
 pub use daemon_lock::DaemonLock;
@@ -135,6 +137,7 @@ pub struct PostgresStore {
     counters: Arc<Counters>,
     watch: Arc<StoreWatch>,
     readers: Arc<Readers>,
+    holds: Holds,
     read_only: bool,
     listener: Listener,
 }
@@ -162,6 +165,7 @@ impl PostgresStore {
             counters,
             watch,
             readers: Arc::new(Readers::new(connector.clone())),
+            holds: Holds::new(connector.clone()),
             read_only: false,
             listener: Listener::new(connector, channel, origin),
         })
@@ -183,6 +187,7 @@ impl PostgresStore {
             counters: Arc::new(Counters::default()),
             watch: Arc::new(StoreWatch::default()),
             readers,
+            holds: Holds::new(connector.clone()),
             read_only: true,
             listener: Listener::new(connector, channel, crate::ids::fresh()),
         })
@@ -379,6 +384,13 @@ impl Store for PostgresStore {
             return Err(self.writer_gone());
         }
         read!(self, "hold a lease", |conn| leases::hold(&conn, duty, owner, term))
+    }
+
+    async fn hold_admission(&self, sops: &[String]) -> Result<AdmissionHold, StoreError> {
+        if self.read_only {
+            return Err(self.writer_gone());
+        }
+        self.holds.hold(sops).await
     }
 
     async fn release_lease(&self, duty: &str, owner: &str) -> Result<(), StoreError> {

@@ -372,6 +372,10 @@ impl Store for SqliteStore {
         Err(no_leases(duty))
     }
 
+    async fn hold_admission(&self, _sops: &[String]) -> Result<AdmissionHold, StoreError> {
+        Err(StoreError::Invalid("a SQLite store takes one daemon, whose admission is its own".into()))
+    }
+
     async fn release_lease(&self, duty: &str, _owner: &str) -> Result<(), StoreError> {
         Err(no_leases(duty))
     }

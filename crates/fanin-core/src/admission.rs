@@ -72,6 +72,24 @@ impl Admission {
         Admission { sops, deferred_total, max_deferred }
     }
 
+    /// Replaces what this process knows of the SOPs in `loads` with what the
+    /// store holds now, and the backlog's size with `deferred_total`: a
+    /// replica's view before it decides under a hold on those SOPs, since
+    /// other replicas start and finish their runs too.
+    pub fn reseed(&mut self, loads: &[SopLoad], deferred_total: usize) {
+        for load in loads {
+            self.sops.insert(
+                load.sop.clone(),
+                SopState {
+                    active: load.active,
+                    last_finished_at: load.last_finished_at,
+                    deferred: load.deferred.iter().cloned().collect(),
+                },
+            );
+        }
+        self.deferred_total = deferred_total;
+    }
+
     /// Decides for one matched trigger of `sop` and reserves what the
     /// decision takes. `run_id` is the id a started or deferred run gets.
     pub fn admit(&mut self, sop: &Sop, run_id: &str, now: DateTime<Utc>) -> Decision {
@@ -335,5 +353,23 @@ mod tests {
         let mut a = Admission::new(10, vec![load]);
         assert_eq!(a.admit(&s, "new", t(0)), Decision::Defer);
         assert_eq!(a.finish(&s, t(1)), Some("old".into()));
+    }
+
+    #[test]
+    fn reseeding_replaces_what_another_replica_changed() {
+        let s = sop(AdmissionPolicy::Parallel, 1, 60);
+        let mut a = Admission::new(10, vec![]);
+        assert_eq!(a.admit(&s, "mine", t(0)), Decision::Start);
+        // Meanwhile another replica finished that run, started one and
+        // deferred one behind it.
+        let load =
+            SopLoad { sop: "s".into(), active: 1, last_finished_at: Some(t(5)), deferred: vec!["theirs".into()] };
+        a.reseed(&[load], 4);
+        assert_eq!(a.active("s"), 1);
+        assert_eq!(a.deferred_total(), 4);
+        assert!(matches!(a.admit(&s, "late", t(10)), Decision::Skip { reason } if reason.contains("55 s left")));
+        let quiet = SopLoad { sop: "s".into(), active: 0, last_finished_at: Some(t(5)), deferred: vec![] };
+        a.reseed(&[quiet], 0);
+        assert_eq!(a.admit(&s, "next", t(70)), Decision::Start);
     }
 }

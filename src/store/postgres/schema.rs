@@ -14,7 +14,7 @@ use super::pg_error;
 use crate::store::StoreError;
 
 /// The schema this code reads and writes.
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// The advisory lock key every fanin takes while it creates or upgrades a
 /// schema (held to the end of that transaction). One key for the whole
@@ -154,8 +154,15 @@ CREATE TABLE leases (
 );
 "#;
 
+/// Version 3: the indexes a replica reads one SOP's load by, under an
+/// admission hold (`admission.rs`), without scanning every run.
+const SCHEMA_V3: &str = r#"
+CREATE INDEX runs_by_sop_status ON runs (sop, status);
+CREATE INDEX runs_by_sop_finish ON runs (sop, finished_at);
+"#;
+
 /// `UPGRADES[i]` brings a schema from version `i + 1` to `i + 2`.
-const UPGRADES: &[&str] = &[SCHEMA_V2];
+const UPGRADES: &[&str] = &[SCHEMA_V2, SCHEMA_V3];
 
 /// The version the connection's schema holds; 0 when there is none.
 async fn stored_version(client: &impl GenericClient, name: &str) -> Result<i64, StoreError> {

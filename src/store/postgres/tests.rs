@@ -191,7 +191,7 @@ async fn a_version_1_schema_is_upgraded_with_the_leases_table() {
     client.batch_execute("INSERT INTO source_cursors VALUES ('email:ops', '7', 1)").await.unwrap();
     let store = PostgresStore::open(&schema.url, Path::new("/")).await.unwrap();
     let version: i64 = client.query_one("SELECT version FROM fanin_schema", &[]).await.unwrap().get(0);
-    assert_eq!(version, 2);
+    assert_eq!(version, schema::SCHEMA_VERSION);
     assert_eq!(store.cursor("email:ops").await.unwrap().map(|c| c.value), Some("7".into()), "rows kept");
     assert_eq!(store.hold_lease("mqtt", "a", std::time::Duration::from_secs(5)).await.unwrap().owner, "a");
 }
@@ -306,4 +306,53 @@ async fn lost_connections_are_replaced_and_nothing_half_written() {
 fn a_search_path_is_added_to_either_form_of_url() {
     assert_eq!(with_search_path("postgres://h/db", "t_1"), "postgres://h/db?options=-csearch_path%3Dt_1");
     assert_eq!(with_search_path("postgres://h/db?x=1", "t_1"), "postgres://h/db?x=1&options=-csearch_path%3Dt_1");
+}
+
+#[tokio::test]
+async fn an_admission_hold_lets_one_replica_decide_for_a_sop_from_what_is_committed() {
+    use crate::store::suite::{run as run_of, set_status, start};
+    use fanin_core::runs::RunStatus;
+    let Some(schema) = schema("an_admission_hold_lets_one_replica").await else { return };
+    let a = PostgresStore::open(&schema.url, Path::new("/")).await.unwrap();
+    let b = Arc::new(PostgresStore::open(&schema.url, Path::new("/")).await.unwrap());
+    for (id, sop, status, secs) in [
+        ("s1", "s", RunStatus::Running, 0),
+        ("s2", "s", RunStatus::Deferred, 2),
+        ("s3", "s", RunStatus::Deferred, 1),
+        ("s4", "s", RunStatus::Running, 3),
+        ("o1", "o", RunStatus::Deferred, 0),
+    ] {
+        a.commit(start(run_of(id, sop, status, t(secs)))).await.unwrap();
+    }
+    a.commit(set_status("s4", RunStatus::Running, RunStatus::Completed, t(9))).await.unwrap();
+
+    let held = a.hold_admission(&["s".to_string(), "s".to_string()]).await.unwrap();
+    let expected =
+        SopLoad { sop: "s".into(), active: 1, last_finished_at: Some(t(9)), deferred: vec!["s3".into(), "s2".into()] };
+    assert_eq!((held.loads.clone(), held.deferred_total), (vec![expected], 3));
+    // Another SOP is not held up; the same one waits.
+    let other = b.hold_admission(&["o".to_string()]).await.unwrap();
+    assert_eq!(other.loads[0].deferred, ["o1"]);
+    other.release().await;
+    let waiting = tokio::spawn({
+        let b = Arc::clone(&b);
+        async move { b.hold_admission(&["s".to_string()]).await.unwrap() }
+    });
+    let client = schema.client().await;
+    crate::test_support::eventually("b waits for a's hold", || async {
+        let waiting = "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity p ON p.pid = l.pid
+                       WHERE l.locktype = 'advisory' AND NOT l.granted AND p.application_name = $1";
+        client.query_one(waiting, &[&schema.name]).await.unwrap().get::<_, i64>(0) == 1
+    })
+    .await;
+    // What a decides under the hold is committed before b reads.
+    a.commit(start(run_of("s5", "s", RunStatus::Running, t(10)))).await.unwrap();
+    held.release().await;
+    let next = waiting.await.unwrap();
+    assert_eq!(next.loads[0].active, 2, "b reads what a committed under its hold");
+    next.release().await;
+
+    let sqlite_dir = tempfile::tempdir().unwrap();
+    let sqlite = crate::store::sqlite::SqliteStore::open(&sqlite_dir.path().join("f.db")).unwrap();
+    assert!(matches!(sqlite.hold_admission(&["s".to_string()]).await, Err(StoreError::Invalid(_))));
 }
