@@ -1,6 +1,8 @@
 //! The cron scheduler through the real daemon: an every-second expression
 //! starts one run per fire, a restart inside the catch-up window fires once
-//! for everything it missed, and fires older than the window are audited.
+//! for everything it missed, fires older than the window are audited, and
+//! three replicas on one PostgreSQL store fire each point once, going on
+//! without a gap when the replica that fires dies.
 //!
 //! No timing assertions: the tests wait (with generous deadlines) for runs to
 //! exist, then check that the runs' windows tile the timeline — each run's
@@ -12,6 +14,7 @@ mod common;
 use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
+use common::replicas::Replicas;
 use common::{eventually, Daemon, Setup};
 use serde_json::Value;
 
@@ -155,4 +158,23 @@ async fn fires_older_than_the_catchup_window_are_audited_as_missed() {
     assert_eq!(instant(&detail["last"]), catch_up_from, "{detail}");
     let missed_count = (instant(&detail["last"]) - instant(&detail["first"])).num_seconds() + 1;
     assert_eq!(detail["missed"].as_i64().unwrap(), missed_count, "{detail}");
+}
+
+#[tokio::test]
+async fn three_replicas_fire_each_point_once_and_go_on_when_the_firing_one_dies() {
+    let sop = cron_sop("tick", EVERY_SECOND);
+    let test = "three_replicas_fire_each_point_once";
+    let Some(mut replicas) = Replicas::start(test, 3, "", "", &[("tick", &sop)]).await else { return };
+    let fires = wait_for_fires(&replicas.daemons[0], "five cron runs", |f| f.len() >= 5).await;
+    // Three schedulers firing would give three runs per point.
+    assert_fires_tile_the_timeline(&fires);
+    let owner = replicas.holder("cron").await;
+    replicas.daemons[owner].kill();
+    let killed_at = Utc::now();
+    let survivor = &replicas.daemons[(owner + 1) % 3];
+    let all = wait_for_fires(survivor, "three runs after the firing replica died", |f| {
+        f.iter().filter(|f| f.started_at > killed_at).count() >= 3
+    })
+    .await;
+    assert_fires_tile_the_timeline(&all);
 }

@@ -7,76 +7,11 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 
+use common::destination::{Destination, Seen};
 use common::*;
 use serde_json::{json, Value};
-
-/// A destination: a real HTTP server that refuses the first `refuse`
-/// requests with 500, then accepts, recording every request.
-struct Destination {
-    url: String,
-    port: u16,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    refuse: Arc<AtomicUsize>,
-}
-
-#[derive(Clone, Debug)]
-struct Seen {
-    idempotency_key: Option<String>,
-    authorization: Option<String>,
-    envelope: Value,
-    accepted: bool,
-}
-
-impl Destination {
-    async fn start(refuse: usize) -> Destination {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Destination::serve(listener, refuse)
-    }
-
-    /// Serves on `port` (a port a previous test step left free).
-    async fn start_on(port: u16) -> Destination {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-        Destination::serve(listener, 0)
-    }
-
-    fn serve(listener: tokio::net::TcpListener, refuse: usize) -> Destination {
-        use axum::routing::post;
-        let port = listener.local_addr().unwrap().port();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let refuse = Arc::new(AtomicUsize::new(refuse));
-        let (log, left) = (seen.clone(), refuse.clone());
-        let app = axum::Router::new().route(
-            "/in",
-            post(move |headers: axum::http::HeaderMap, body: axum::Json<Value>| {
-                let (log, left) = (log.clone(), left.clone());
-                async move {
-                    let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_string());
-                    let accepted = left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_err();
-                    log.lock().unwrap().push(Seen {
-                        idempotency_key: header("idempotency-key"),
-                        authorization: header("authorization"),
-                        envelope: body.0,
-                        accepted,
-                    });
-                    if accepted {
-                        axum::http::StatusCode::OK
-                    } else {
-                        axum::http::StatusCode::INTERNAL_SERVER_ERROR
-                    }
-                }
-            }),
-        );
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Destination { url: format!("http://127.0.0.1:{port}/in"), port, seen, refuse }
-    }
-
-    fn accepted(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().iter().filter(|s| s.accepted).cloned().collect()
-    }
-}
 
 fn delivery(max_attempts: u32) -> String {
     format!("[delivery]\nmax_attempts = {max_attempts}\nbackoff_initial_ms = 20\nbackoff_cap_secs = 1\n")

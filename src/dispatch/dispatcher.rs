@@ -363,6 +363,12 @@ impl Dispatcher {
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
             };
+            let kind = match wakeup {
+                Wakeup::Step => "step",
+                Wakeup::Outbox => "outbox",
+                Wakeup::All => "all",
+            };
+            metrics::counter!("fanin_store_wakeups_total", "kind" => kind).increment(1);
             if matches!(wakeup, Wakeup::Step | Wakeup::All) {
                 self.step_ready.notify_waiters();
             }

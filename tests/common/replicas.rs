@@ -50,6 +50,25 @@ impl Replicas {
         self.daemons[0].pair().await
     }
 
+    /// Waits until exactly one replica holds the singleton duty `duty` (its
+    /// `/ready` source is not `standby`) and the others show it `standby`;
+    /// returns that replica's index. Every replica must be running.
+    pub async fn holder(&self, duty: &str) -> usize {
+        super::eventually(&format!("one replica to hold {duty}"), async || {
+            let mut states = Vec::new();
+            for d in &self.daemons {
+                let (_, ready) = d.get("/ready").await;
+                states.push(ready["sources"][duty]["status"].as_str().unwrap_or("absent").to_string());
+            }
+            let holders: Vec<usize> = (0..states.len()).filter(|&i| states[i] != "standby").collect();
+            match (holders.as_slice(), states.iter().filter(|s| *s == "standby").count()) {
+                ([one], standby) if standby == states.len() - 1 && states[*one] != "absent" => Ok(*one),
+                _ => Err(format!("{duty}: {states:?}")),
+            }
+        })
+        .await
+    }
+
     /// Restarts replica `index` (after a kill), on its port.
     pub fn restart(&mut self, index: usize) {
         self.daemons[index] = self.setups[index].start();
