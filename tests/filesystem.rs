@@ -1,6 +1,8 @@
 //! The filesystem source through a live daemon over real files in a
 //! temporary directory: every kind of change, a burst, what changed while
-//! the daemon was stopped, links out of the root, roots refused at start.
+//! the daemon was stopped, links out of the root, roots refused at start,
+//! and two replicas watching one directory: one at a time, the survivor
+//! taking over (with what changed meanwhile) when the watching one dies.
 //! Each test waits for runs, audit records or `/ready`, never for time.
 
 mod common;
@@ -8,6 +10,7 @@ mod common;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
+use common::replicas::Replicas;
 use common::*;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -342,4 +345,32 @@ async fn a_change_the_store_refused_is_found_again_not_lost() {
 
     ctx.shutdown.cancel();
     tokio::time::timeout(DEADLINE, task).await.expect("the watcher stops on shutdown").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_watch_once_and_the_survivor_takes_over_with_what_changed_meanwhile() {
+    let shared = tempfile::tempdir().unwrap();
+    let root = path_of(shared.path());
+    let block = format!("[channels_config.filesystem]\npaths = [{root:?}]\ndebounce_ms = 100\n");
+    let sop = fs_sop("all", &root, &["created"]);
+    let test = "two_replicas_watch_once";
+    let Some(mut replicas) = Replicas::start(test, 2, "", &block, &[("all", &sop)]).await else { return };
+    let owner = replicas.holder("filesystem").await;
+    let watcher = &replicas.daemons[owner];
+    watcher.wait_polling("filesystem").await;
+    std::fs::write(shared.path().join("a.txt"), "a").unwrap();
+    every_run(watcher, "all", 1).await;
+    // A later file, once its run is there, shows the first did not come twice.
+    std::fs::write(shared.path().join("b.txt"), "b").unwrap();
+    assert_eq!(every_run(watcher, "all", 2).await.len(), 2, "one replica watches");
+
+    replicas.daemons[owner].kill();
+    std::fs::write(shared.path().join("c.txt"), "written while nobody watched").unwrap();
+    let survivor = &replicas.daemons[1 - owner];
+    every_run(survivor, "all", 3).await;
+    std::fs::write(shared.path().join("d.txt"), "d").unwrap();
+    let runs = every_run(survivor, "all", 4).await;
+    let paths: std::collections::BTreeSet<&str> = runs.iter().map(|r| r["topic"].as_str().unwrap()).collect();
+    assert_eq!((runs.len(), paths.len()), (4, 4), "a, b, c and d once each: {runs:?}");
+    assert!(paths.contains(path_of(&shared.path().join("c.txt")).as_str()), "{paths:?}");
 }
