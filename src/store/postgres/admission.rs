@@ -85,54 +85,51 @@ impl HoldRelease for Held {
 }
 
 /// Takes the SOPs' locks in name order (two replicas asking for the same
-/// two SOPs cannot each hold one), then reads under them.
+/// two SOPs cannot each hold one), then reads under them: three statements
+/// sent at once, which the server runs in turn, so a hold costs one round
+/// trip (and the `COMMIT` that ends it).
 async fn lock_and_read(conn: &Conn, sops: &[String]) -> Result<(Vec<SopLoad>, usize), ReadError> {
-    let mut sops: Vec<&String> = sops.iter().collect();
-    sops.sort();
-    sops.dedup();
-    conn.batch("BEGIN").await?;
-    for sop in &sops {
-        conn.query(
-            "SELECT pg_advisory_xact_lock($1, hashtext(current_schema() || '/' || $2))",
-            &[&ADMISSION_LOCK, sop],
-        )
-        .await?;
-    }
-    let names: Vec<&str> = sops.iter().map(|s| s.as_str()).collect();
+    let mut names: Vec<&str> = sops.iter().map(String::as_str).collect();
+    names.sort_unstable();
+    names.dedup();
+    // Volatile functions of a select list run after its ORDER BY.
+    let lock = "SELECT pg_advisory_xact_lock($1, hashtext(current_schema() || '/' || s))
+                FROM unnest($2::text[]) WITH ORDINALITY AS u(s, n) ORDER BY n";
     let active = [RunStatus::PendingApproval.as_str(), RunStatus::Running.as_str()];
     debug_assert!(RunStatus::PendingApproval.is_active() && RunStatus::Running.is_active());
-    let counts = conn
-        .query(
-            "SELECT s, (SELECT count(*) FROM runs WHERE sop = s AND status = ANY($2)),
-                       (SELECT max(finished_at) FROM runs WHERE sop = s)
-             FROM unnest($1::text[]) AS s",
-            &[&names, &active.as_slice()],
-        )
-        .await?;
-    let deferred = conn
-        .query(
-            "SELECT sop, run_id FROM runs WHERE status = $1 AND sop = ANY($2) ORDER BY sop, started_at, seq",
-            &[&RunStatus::Deferred.as_str(), &names],
-        )
-        .await?;
-    let total: i64 =
-        conn.query("SELECT count(*) FROM runs WHERE status = $1", &[&RunStatus::Deferred.as_str()]).await?[0]
-            .try_get(0)?;
-    let mut loads = Vec::with_capacity(counts.len());
-    for row in &counts {
+    // Each SOP's slots, last finish and backlog, and the backlog over every SOP.
+    let read = "SELECT s,
+                       (SELECT count(*) FROM runs WHERE sop = s AND status = ANY($2)),
+                       (SELECT max(finished_at) FROM runs WHERE sop = s),
+                       ARRAY(SELECT run_id FROM runs WHERE sop = s AND status = $3 ORDER BY started_at, seq),
+                       (SELECT count(*) FROM runs WHERE status = $3)
+                FROM unnest($1::text[]) AS s";
+    let deferred = RunStatus::Deferred.as_str();
+    // Prepared first (once per connection), so each request below is sent
+    // when first polled, and `join3` polls in order: the server gets them
+    // in this order.
+    conn.statement(lock).await?;
+    conn.statement(read).await?;
+    let (begun, locked, rows) = futures_util::future::join3(
+        conn.batch("BEGIN"),
+        conn.query(lock, &[&ADMISSION_LOCK, &names]),
+        conn.query(read, &[&names, &active.as_slice(), &deferred]),
+    )
+    .await;
+    begun?;
+    locked?;
+    let rows = rows?;
+    let mut loads = Vec::with_capacity(rows.len());
+    let mut total = 0;
+    for row in &rows {
         let finished = row.try_get::<_, Option<i64>>(2)?.map(crate::store::codec::time_from_micros).transpose();
         loads.push(SopLoad {
             sop: row.try_get(0)?,
             active: u32::try_from(row.try_get::<_, i64>(1)?).unwrap_or(u32::MAX),
             last_finished_at: finished.map_err(ReadError::Undecodable)?,
-            deferred: Vec::new(),
+            deferred: row.try_get(3)?,
         });
-    }
-    for row in &deferred {
-        let sop: String = row.try_get(0)?;
-        if let Some(load) = loads.iter_mut().find(|load| load.sop == sop) {
-            load.deferred.push(row.try_get(1)?);
-        }
+        total = row.try_get::<_, i64>(4)?;
     }
     Ok((loads, usize::try_from(total).unwrap_or(usize::MAX)))
 }
