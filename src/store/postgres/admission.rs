@@ -26,7 +26,7 @@ use fanin_core::runs::RunStatus;
 const ADMISSION_LOCK: i32 = 0x6661_6e6b;
 
 /// Holds at once; more wait for one to end.
-const MAX_HOLDS: usize = 16;
+const MAX_HOLDS: usize = 4;
 
 pub(super) struct Holds {
     connector: Connector,

@@ -7,8 +7,9 @@
 //! by the group, it costs each request a fraction.
 //!
 //! A refused request is undone alone: the group is applied straight first,
-//! and only when a request is refused applied again with each request in
-//! its own SAVEPOINT. Nobody is answered before COMMIT returned. A broken
+//! every request's statements pipelined on the connection, and only when a
+//! request is refused applied again, one request at a time, each in its own
+//! SAVEPOINT. Nobody is answered before COMMIT returned. A broken
 //! connection fails the group (everybody hears `Unavailable`) and is
 //! replaced before the next one. The COMMIT carries the group's
 //! notifications to the other processes on the store (`listen`).
@@ -233,22 +234,35 @@ async fn apply_group(
         return Err(broken("begin transaction", e).await);
     }
     let mut results = Vec::with_capacity(ops.len());
-    for op in ops {
-        let result = match isolation {
-            Isolation::Savepoints => match apply_in_savepoint(conn, op).await {
-                Ok(result) => result,
-                Err(e) => return Err(broken("write", e).await),
-            },
-            Isolation::Straight => match apply(conn, op).await {
-                Ok(outcome) => Ok(outcome),
-                Err(Failure::Refused(_)) => {
-                    rollback(conn).await;
-                    return Err(GroupFailure::Refused);
+    match isolation {
+        Isolation::Savepoints => {
+            for op in ops {
+                match apply_in_savepoint(conn, op).await {
+                    Ok(result) => results.push(result),
+                    Err(e) => return Err(broken("write", e).await),
                 }
-                Err(Failure::Broken(e)) => return Err(broken("write", e).await),
-            },
-        };
-        results.push(result);
+            }
+        }
+        // Every request at once: the connection pipelines their statements,
+        // so a group costs a few round trips, not a few per request. The
+        // server runs them in turn in the one transaction; a refusal (or a
+        // statement failing after another's error aborted the transaction)
+        // sends the group back to be applied one savepoint at a time.
+        Isolation::Straight => {
+            let mut refused = false;
+            for outcome in futures_util::future::join_all(ops.iter().map(|op| apply(conn, op))).await {
+                match outcome {
+                    Ok(outcome) => results.push(Ok(outcome)),
+                    Err(Failure::Refused(_)) => refused = true,
+                    Err(Failure::Broken(e)) if aborted(&e) => refused = true,
+                    Err(Failure::Broken(e)) => return Err(broken("write", e).await),
+                }
+            }
+            if refused {
+                rollback(conn).await;
+                return Err(GroupFailure::Refused);
+            }
+        }
     }
     if let Err(e) = conn.batch(notices.commit(ops, &results)).await {
         return Err(broken("commit", e).await);
@@ -270,6 +284,11 @@ async fn apply_in_savepoint(conn: &Conn, op: &Op) -> Result<Result<Outcome, Stor
         }
         Err(Failure::Broken(e)) => Err(e),
     }
+}
+
+/// A statement refused because an earlier one of the transaction failed.
+fn aborted(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION)
 }
 
 /// A failed ROLLBACK leaves a connection that is broken anyway: the next
