@@ -9,48 +9,13 @@
 
 mod common;
 
-use common::mqtt::{broker, embedded, external_broker, Broker, Protocol};
+use common::mqtt::{broker, embedded, external_broker, publish, unique, Protocol};
 use common::proxy::Proxy;
 use common::*;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::QoS;
 use serde_json::{json, Value};
 
 // -------------------------------------------------------------- publishing --
-
-fn unique(label: &str) -> String {
-    format!("{label}-{}", uuid::Uuid::new_v4().simple())
-}
-
-/// Publishes each `(topic, payload)` at `qos` and returns once the broker
-/// acknowledged them all (QoS 1) or they were written (QoS 0). The test
-/// publisher speaks 3.1.1, so `broker` must serve it.
-async fn publish(broker: &Broker, qos: QoS, messages: &[(String, Vec<u8>)]) {
-    let mut options = MqttOptions::new(unique("fanin-test-pub"), broker.host.clone(), broker.port);
-    options.set_max_packet_size(8 << 20, 8 << 20);
-    let (client, mut eventloop) = AsyncClient::new(options, messages.len() + 10);
-    let driven = async {
-        let mut done = 0;
-        while done < messages.len() {
-            match eventloop.poll().await.expect("the test publisher's connection") {
-                Event::Incoming(Packet::ConnAck(_)) => {
-                    for (topic, payload) in messages {
-                        client.publish(topic.clone(), qos, false, payload.clone()).await.unwrap();
-                    }
-                }
-                Event::Incoming(Packet::PubAck(_)) if qos == QoS::AtLeastOnce => done += 1,
-                Event::Outgoing(rumqttc::Outgoing::Publish(_)) if qos == QoS::AtMostOnce => done += 1,
-                _ => {}
-            }
-        }
-        client.disconnect().await.unwrap();
-        while let Ok(event) = eventloop.poll().await {
-            if matches!(event, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(DEADLINE, driven).await.expect("publishing timed out");
-}
 
 fn text(topic: &str, payload: &str) -> (String, Vec<u8>) {
     (topic.to_string(), payload.as_bytes().to_vec())

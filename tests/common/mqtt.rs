@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use tokio::net::TcpStream;
 use tokio::sync::OnceCell;
 
-use super::{eventually, free_port, write_certificates};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+use super::{eventually, free_port, write_certificates, DEADLINE};
 
 /// A plaintext broker: host and port.
 #[derive(Clone, Debug)]
@@ -22,6 +24,43 @@ impl Broker {
     pub fn url(&self) -> String {
         format!("mqtt://{}:{}", self.host, self.port)
     }
+}
+
+/// `label` made unique: client ids and topic prefixes of tests that share
+/// one broker.
+pub fn unique(label: &str) -> String {
+    format!("{label}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Publishes each `(topic, payload)` at `qos` and returns once the broker
+/// acknowledged them all (QoS 1) or they were written (QoS 0). The test
+/// publisher speaks 3.1.1, so `broker` must serve it.
+pub async fn publish(broker: &Broker, qos: QoS, messages: &[(String, Vec<u8>)]) {
+    let mut options = MqttOptions::new(unique("fanin-test-pub"), broker.host.clone(), broker.port);
+    options.set_max_packet_size(8 << 20, 8 << 20);
+    let (client, mut eventloop) = AsyncClient::new(options, messages.len() + 10);
+    let driven = async {
+        let mut done = 0;
+        while done < messages.len() {
+            match eventloop.poll().await.expect("the test publisher's connection") {
+                Event::Incoming(Packet::ConnAck(_)) => {
+                    for (topic, payload) in messages {
+                        client.publish(topic.clone(), qos, false, payload.clone()).await.unwrap();
+                    }
+                }
+                Event::Incoming(Packet::PubAck(_)) if qos == QoS::AtLeastOnce => done += 1,
+                Event::Outgoing(rumqttc::Outgoing::Publish(_)) if qos == QoS::AtMostOnce => done += 1,
+                _ => {}
+            }
+        }
+        client.disconnect().await.unwrap();
+        while let Ok(event) = eventloop.poll().await {
+            if matches!(event, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, driven).await.expect("publishing timed out");
 }
 
 /// The MQTT versions fanin speaks, as `protocol` is set in its config.

@@ -171,6 +171,11 @@ pub struct MqttConfig {
     /// announced to the broker (see `sources::mqtt::protocol`).
     #[serde(default = "default_receive_maximum")]
     pub receive_maximum: u32,
+    /// A shared subscription's group (`$share/<group>/<filter>`): the
+    /// broker hands each message to one member of the group, so replicas
+    /// share the load. Empty: an ordinary subscription.
+    #[serde(default)]
+    pub shared_group: String,
     /// ZeroClaw's list of tools its model may not call for messages of this
     /// channel. fanin hands runs on and exposes no tools, so the key is
     /// accepted, whatever its value, and ignored with a warning.
@@ -391,6 +396,29 @@ impl MqttConfig {
         let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
         Ok(MqttEndpoint { host, port, tls })
     }
+
+    /// The filters sent to the broker: each of `topics`, as a shared
+    /// subscription of `shared_group` when one is set. Messages still
+    /// arrive under the topic they were published to.
+    pub fn subscriptions(&self) -> Vec<String> {
+        match self.shared_group.as_str() {
+            "" => self.topics.clone(),
+            group => self.topics.iter().map(|filter| format!("{SHARE_PREFIX}{group}/{filter}")).collect(),
+        }
+    }
+
+    /// The client id to connect with, `node_id` being this replica's when
+    /// the daemon is one of several. Members of a shared group are
+    /// connected at once, and a broker drops the older of two connections
+    /// under one id, so each gets `<client_id>-<node_id>`; otherwise one
+    /// replica at a time holds the subscription under `client_id`, and the
+    /// broker's session for it passes from one to the next.
+    pub fn client_id_for(&self, node_id: Option<&str>) -> String {
+        match node_id {
+            Some(node) if !self.shared_group.is_empty() => format!("{}-{node}", self.client_id),
+            _ => self.client_id.clone(),
+        }
+    }
 }
 
 impl Config {
@@ -487,6 +515,16 @@ impl Config {
                 "{file}: gateway.trusted_proxies: ignored while trust_forwarded_headers = false (every client is its \
                  TCP peer)"
             ));
+        }
+        if let (Some(mqtt), Some(cluster)) = (&self.channels_config.mqtt, &self.cluster) {
+            if !mqtt.shared_group.is_empty() && !mqtt.clean_session && cluster.node_id.is_empty() {
+                warnings.push(format!(
+                    "{file}: {}: with a persistent session give each replica a fixed cluster.node_id: the default \
+                     changes with every start, so does the client id (<client_id>-<node_id>), and the broker may \
+                     go on queuing messages for the old session's share of the group, which nobody reads",
+                    mqtt.key("shared_group")
+                ));
+            }
         }
         warnings.extend(self.load_warnings.iter().map(|(key, reason)| format!("{file}: {key}: {reason}")));
         warnings
@@ -710,7 +748,21 @@ fn validate_mqtt(mqtt: &MqttConfig, problems: &mut Problems) {
     for (i, topic) in mqtt.topics.iter().enumerate() {
         if let Err(reason) = crate::topic::validate_filter(topic) {
             problems.push((mqtt.key(&format!("topics[{i}]")), reason));
+        } else if let Some(rest) = topic.strip_prefix(SHARE_PREFIX) {
+            // Triggers match the topic a message was published to, which
+            // a filter written with its group would hide.
+            let filter = rest.split_once('/').map_or("<filter>", |(_, filter)| filter);
+            problems.push((
+                mqtt.key(&format!("topics[{i}]")),
+                format!(
+                    "{topic:?} names a shared subscription; write the filter alone ({filter:?}) \
+                     and the group in shared_group"
+                ),
+            ));
         }
+    }
+    if let Err(reason) = validate_shared_group(&mqtt.shared_group) {
+        problems.push((key("shared_group"), reason));
     }
     if mqtt.client_id.trim().is_empty() {
         problems.push((key("client_id"), "must not be empty".into()));
@@ -728,6 +780,25 @@ fn validate_mqtt(mqtt: &MqttConfig, problems: &mut Problems) {
     if mqtt.receive_maximum == 0 || mqtt.receive_maximum > u32::from(u16::MAX) {
         problems.push((key("receive_maximum"), "must be between 1 and 65535 (MQTT 5 Receive Maximum)".into()));
     }
+}
+
+/// What a shared subscription's filter starts with (MQTT 5 §4.8.2;
+/// Mosquitto takes it in 3.1.1 too).
+pub const SHARE_PREFIX: &str = "$share/";
+
+/// A share name is one whole topic level of its own: no level separator,
+/// no wildcard.
+fn validate_shared_group(group: &str) -> Result<(), String> {
+    if group.is_empty() {
+        return Ok(());
+    }
+    if group.trim().is_empty() {
+        return Err("must not be blank; leave it empty (\"\") for an ordinary subscription".into());
+    }
+    if group.contains(['/', '+', '#', '\0']) {
+        return Err(format!("{group:?} must not contain '/', '+', '#' or NUL (a group is one topic level)"));
+    }
+    Ok(())
 }
 
 fn validate_sop(sop: &SopConfig, problems: &mut Problems) {
@@ -915,8 +986,74 @@ mod tests {
         assert_eq!(mqtt.protocol, MqttProtocol::V5);
         assert_eq!(mqtt.receive_maximum, 1024);
         assert_eq!(mqtt.use_tls, None);
+        assert_eq!(mqtt.shared_group, "");
         let endpoint = mqtt.endpoint().unwrap();
         assert_eq!(endpoint, MqttEndpoint { host: "broker.local".into(), port: 1883, tls: false });
+    }
+
+    #[test]
+    fn a_shared_group_subscribes_every_filter_under_share_and_names_each_replica() {
+        let text = format!("{MQTT}broker_url = \"mqtt://b\"\n");
+        let (_d, result) = load_text(&text.replace("[\"sensors/#\"]", "[\"sensors/#\", \"+/alarm\"]"));
+        let mut mqtt = result.unwrap().channels_config.mqtt.unwrap();
+        assert_eq!(mqtt.subscriptions(), ["sensors/#", "+/alarm"], "no group: the filters as written");
+        assert_eq!(mqtt.client_id_for(None), "fanin-1");
+        assert_eq!(mqtt.client_id_for(Some("r2")), "fanin-1", "replicas taking turns share one session");
+
+        let (_d, result) = load_text(&format!("{text}shared_group = \"workers\"\n"));
+        mqtt = result.unwrap().channels_config.mqtt.unwrap();
+        assert_eq!(mqtt.subscriptions(), ["$share/workers/sensors/#"]);
+        assert_eq!(mqtt.client_id_for(None), "fanin-1", "a daemon alone keeps its id");
+        assert_eq!(mqtt.client_id_for(Some("r2")), "fanin-1-r2", "members connected at once need their own");
+    }
+
+    #[test]
+    fn a_shared_group_is_one_topic_level_and_share_filters_are_refused() {
+        let text = format!("{MQTT}broker_url = \"mqtt://b\"\n");
+        for group in ["a/b", "a+", "#", "x\\u0000"] {
+            assert_error(
+                &format!("{text}shared_group = \"{group}\"\n"),
+                "channels_config.mqtt.shared_group",
+                "must not contain '/', '+', '#' or NUL",
+            );
+        }
+        assert_error(&format!("{text}shared_group = \"  \"\n"), "channels_config.mqtt.shared_group", "blank");
+        for good in ["workers", "fanin-prod_1", "a.b"] {
+            let (_d, result) = load_text(&format!("{text}shared_group = \"{good}\"\n"));
+            assert!(result.is_ok(), "{good}: {result:?}");
+        }
+        let shared = text.replace("[\"sensors/#\"]", "[\"$share/g/sensors/#\"]");
+        let errors = errors_of(&shared);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert_eq!(errors[0].key, "channels_config.mqtt.topics[0]");
+        assert!(
+            errors[0].reason.contains("shared subscription")
+                && errors[0].reason.contains("\"sensors/#\"")
+                && errors[0].reason.contains("shared_group"),
+            "{errors:#?}"
+        );
+        // A filter merely containing the word is an ordinary filter.
+        let (_d, result) = load_text(&text.replace("[\"sensors/#\"]", "[\"a/$share/b\", \"$shared/x\"]"));
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[test]
+    fn a_shared_group_of_replicas_without_fixed_node_ids_is_warned_about() {
+        let base = format!(
+            "{MQTT}broker_url = \"mqtt://b\"\nshared_group = \"g\"\n\n[store]\nurl = \"postgres://db/fanin\"\n"
+        );
+        let warned = |text: &str| {
+            let (_d, result) = load_text(text);
+            let warnings = result.unwrap_or_else(|e| panic!("{text}\n{e:#?}")).warnings();
+            warnings
+                .iter()
+                .any(|w| w.contains("channels_config.mqtt.shared_group") && w.contains("fixed cluster.node_id"))
+        };
+        assert!(warned(&format!("{base}[cluster]\n")));
+        assert!(!warned(&format!("{base}[cluster]\nnode_id = \"r1\"\n")), "a fixed id resumes its session");
+        assert!(!warned(&base), "a daemon alone keeps client_id");
+        let clean = base.replace("shared_group", "clean_session = true\nshared_group");
+        assert!(!warned(&format!("{clean}[cluster]\n")), "a clean session leaves nothing behind");
     }
 
     #[test]
@@ -943,6 +1080,7 @@ mod tests {
                 clean_session: false,
                 protocol: MqttProtocol::V5,
                 receive_maximum: 1024,
+                shared_group: String::new(),
                 enabled: true,
                 excluded_tools: None,
                 table: MQTT_TABLE.into(),

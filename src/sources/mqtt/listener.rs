@@ -10,6 +10,7 @@
 //! redeliver) leaks into the next one.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -36,7 +37,8 @@ const EVENT_BUFFER: usize = 64;
 
 pub struct Listener {
     ctx: SourceContext,
-    settings: Settings,
+    /// Shared by every listener a replica starts as it takes the duty.
+    settings: Arc<Settings>,
     log: LinkLog,
 }
 
@@ -60,7 +62,7 @@ struct InFlight {
 }
 
 impl Listener {
-    pub fn new(ctx: SourceContext, settings: Settings) -> Listener {
+    pub fn new(ctx: SourceContext, settings: Arc<Settings>) -> Listener {
         Listener { ctx, settings, log: LinkLog::default() }
     }
 

@@ -9,9 +9,14 @@
 //!   `ca_file` and mutual TLS). `username`/`password`, `keep_alive_secs` and
 //!   `clean_session` are passed through. With the default
 //!   `clean_session = false` the broker keeps our session under `client_id`:
-//!   QoS ≥ 1 messages published while fanin is away wait for it. Two fanin
-//!   replicas must therefore use two client ids (a broker drops the older of
-//!   two connections with the same id).
+//!   QoS ≥ 1 messages published while fanin is away wait for it. A broker
+//!   drops the older of two connections with the same id, which decides
+//!   how replicas (docs/cluster.md) subscribe: with `shared_group` each one
+//!   subscribes as a member of the group (`$share/<group>/<filter>`, the
+//!   broker handing each message to one member) under `<client_id>-<node_id>`;
+//!   without it the subscription is the singleton duty `mqtt`, held by one
+//!   replica at a time under `client_id` itself, so the session and the
+//!   messages it kept pass to whichever replica takes the duty next.
 //! - **Start-up.** Everything that can be checked before connecting is
 //!   checked in [`start`]: the endpoint, the certificate files, a password
 //!   without a user name. Those errors stop the daemon before it serves; a
@@ -63,7 +68,8 @@
 //!   in order; then the client sends DISCONNECT. Messages that arrived in the
 //!   meantime are not acknowledged and wait at the broker.
 //!
-//! Every event carries `client = "mqtt:<client_id>"`.
+//! Every event carries `client = "mqtt:<client id>"`, the id the listener
+//! connected with.
 
 mod listener;
 mod protocol;
@@ -90,9 +96,16 @@ pub fn start(ctx: &SourceContext) -> Result<Option<SourceTask>, String> {
     let Some(mqtt) = &ctx.config.channels_config.mqtt else {
         return Ok(None);
     };
-    let settings = settings(&ctx.config, mqtt)?;
+    let node_id = ctx.cluster.as_ref().map(|cluster| cluster.node_id());
+    let settings = Arc::new(settings(&ctx.config, mqtt, node_id)?);
     ctx.health.set_status(SOURCE, super::health::Status::Connecting, None);
-    Ok(Some(tokio::spawn(listener::Listener::new(ctx.clone(), settings).run())))
+    if ctx.cluster.is_none() || !mqtt.shared_group.is_empty() {
+        return Ok(Some(tokio::spawn(listener::Listener::new(ctx.clone(), settings).run())));
+    }
+    // One subscription under one client id, held by one replica at a time.
+    Ok(Some(tokio::spawn(super::singleton(ctx.clone(), SOURCE.to_string(), move |held: SourceContext| {
+        listener::Listener::new(held, settings.clone()).run()
+    }))))
 }
 
 /// Everything the listener needs, checked.
@@ -109,7 +122,8 @@ pub(crate) struct Settings {
     pub max_in_flight: usize,
 }
 
-fn settings(config: &Config, mqtt: &MqttConfig) -> Result<Settings, String> {
+/// `node_id` is this replica's, when the daemon is one of several.
+fn settings(config: &Config, mqtt: &MqttConfig, node_id: Option<&str>) -> Result<Settings, String> {
     let problem = |key: &str, reason: String| {
         ConfigError { file: config.file.display().to_string(), key: mqtt.key(key), reason }.to_string()
     };
@@ -136,10 +150,11 @@ fn settings(config: &Config, mqtt: &MqttConfig) -> Result<Settings, String> {
     } else {
         Transport::Tcp
     };
+    let client_id = mqtt.client_id_for(node_id);
     let options = protocol::Options::new(
         mqtt.protocol,
         protocol::Connect {
-            client_id: mqtt.client_id.clone(),
+            client_id: client_id.clone(),
             host: endpoint.host.clone(),
             port: endpoint.port,
             keep_alive: Duration::from_secs(mqtt.keep_alive_secs.clamp(1, u64::from(u16::MAX))),
@@ -155,10 +170,10 @@ fn settings(config: &Config, mqtt: &MqttConfig) -> Result<Settings, String> {
     let host = if endpoint.host.contains(':') { format!("[{}]", endpoint.host) } else { endpoint.host.clone() };
     Ok(Settings {
         options,
-        filters: mqtt.topics.clone(),
+        filters: mqtt.subscriptions(),
         qos,
         broker: format!("{scheme}://{host}:{}", endpoint.port),
-        client_label: format!("mqtt:{}", mqtt.client_id),
+        client_label: format!("mqtt:{client_id}"),
         max_in_flight: usize::from(receive_maximum),
     })
 }
@@ -207,7 +222,7 @@ mod tests {
             "broker_url = \"mqtt://[::1]:1884\"\ntopics = [\"a/#\", \"b/+\"]\nqos = 2\n\
              username = \"u\"\npassword = \"p\"\nkeep_alive_secs = 7\nclean_session = true\n",
         );
-        let s = settings(&config, config.channels_config.mqtt.as_ref().unwrap()).unwrap();
+        let s = settings(&config, config.channels_config.mqtt.as_ref().unwrap(), None).unwrap();
         let protocol::Options::V5(o) = &s.options else { panic!("MQTT 5 by default: {:?}", s.options) };
         assert_eq!(o.broker_address(), ("::1".to_string(), 1884));
         assert_eq!(o.client_id(), "fanin-1");
@@ -229,13 +244,13 @@ mod tests {
     #[test]
     fn receive_maximum_is_announced_and_bounds_the_dispatches_in_flight() {
         let config = load("broker_url = \"mqtt://b\"\ntopics = [\"a/#\"]\nreceive_maximum = 4096\n");
-        let s = settings(&config, config.channels_config.mqtt.as_ref().unwrap()).unwrap();
+        let s = settings(&config, config.channels_config.mqtt.as_ref().unwrap(), None).unwrap();
         let protocol::Options::V5(o) = &s.options else { panic!("MQTT 5 by default: {:?}", s.options) };
         assert_eq!((o.receive_maximum(), s.max_in_flight), (Some(4096), 4096));
         // 3.1.1 cannot announce it; fanin still dispatches no more at once.
         let config =
             load("broker_url = \"mqtt://b\"\ntopics = [\"a/#\"]\nprotocol = \"3.1.1\"\nreceive_maximum = 64\n");
-        let s = settings(&config, config.channels_config.mqtt.as_ref().unwrap()).unwrap();
+        let s = settings(&config, config.channels_config.mqtt.as_ref().unwrap(), None).unwrap();
         assert_eq!(s.max_in_flight, 64);
     }
 
@@ -245,7 +260,7 @@ mod tests {
             "broker_url = \"mqtt://b:1884\"\ntopics = [\"a/#\"]\nprotocol = \"3.1.1\"\n\
              username = \"u\"\npassword = \"p\"\nkeep_alive_secs = 7\n",
         );
-        let s = settings(&config, config.channels_config.mqtt.as_ref().unwrap()).unwrap();
+        let s = settings(&config, config.channels_config.mqtt.as_ref().unwrap(), None).unwrap();
         let protocol::Options::V311(o) = &s.options else { panic!("3.1.1 as configured: {:?}", s.options) };
         assert_eq!(o.broker_address(), ("b".to_string(), 1884));
         assert_eq!(o.keep_alive(), Duration::from_secs(7));
@@ -258,7 +273,7 @@ mod tests {
     #[test]
     fn defaults_keep_the_session_and_use_tls_for_mqtts() {
         let config = load("broker_url = \"mqtts://broker.example.com\"\ntopics = [\"a\"]\n");
-        let s = settings(&config, config.channels_config.mqtt.as_ref().unwrap()).unwrap();
+        let s = settings(&config, config.channels_config.mqtt.as_ref().unwrap(), None).unwrap();
         let protocol::Options::V5(o) = &s.options else { panic!("MQTT 5 by default: {:?}", s.options) };
         assert!(!o.clean_start(), "persistent session by default");
         assert_eq!(o.session_expiry_interval(), Some(u32::MAX), "kept as long as the broker allows");
@@ -269,9 +284,35 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_group_member_subscribes_under_share_with_its_own_client_id() {
+        let config = load("broker_url = \"mqtt://b\"\ntopics = [\"a/#\", \"b\"]\nshared_group = \"fanin\"\n");
+        let mqtt = config.channels_config.mqtt.as_ref().unwrap();
+        let s = settings(&config, mqtt, Some("r2")).unwrap();
+        let protocol::Options::V5(o) = &s.options else { panic!("MQTT 5 by default: {:?}", s.options) };
+        assert_eq!(o.client_id(), "fanin-1-r2");
+        assert_eq!(s.client_label, "mqtt:fanin-1-r2");
+        assert_eq!(s.filters, ["$share/fanin/a/#", "$share/fanin/b"]);
+        // Alone, the daemon keeps the configured id; 3.1.1 subscribes alike.
+        let config =
+            load("broker_url = \"mqtt://b\"\ntopics = [\"a/#\"]\nshared_group = \"fanin\"\nprotocol = \"3.1.1\"\n");
+        let s = settings(&config, config.channels_config.mqtt.as_ref().unwrap(), None).unwrap();
+        let protocol::Options::V311(o) = &s.options else { panic!("3.1.1 as configured: {:?}", s.options) };
+        assert_eq!(o.client_id(), "fanin-1");
+        assert_eq!(s.filters, ["$share/fanin/a/#"]);
+    }
+
+    #[test]
+    fn replicas_taking_turns_keep_one_client_id() {
+        let config = load("broker_url = \"mqtt://b\"\ntopics = [\"a/#\"]\n");
+        let s = settings(&config, config.channels_config.mqtt.as_ref().unwrap(), Some("r2")).unwrap();
+        let protocol::Options::V5(o) = &s.options else { panic!("MQTT 5 by default: {:?}", s.options) };
+        assert_eq!((o.client_id(), s.filters.as_slice()), ("fanin-1".to_string(), &["a/#".to_string()][..]));
+    }
+
+    #[test]
     fn a_password_without_a_user_name_is_refused() {
         let config = load("broker_url = \"mqtt://b\"\ntopics = [\"a\"]\npassword = \"secret\"\n");
-        let err = settings(&config, config.channels_config.mqtt.as_ref().unwrap()).map(|_| ()).unwrap_err();
+        let err = settings(&config, config.channels_config.mqtt.as_ref().unwrap(), None).map(|_| ()).unwrap_err();
         assert!(err.contains("channels_config.mqtt.password") && err.contains("username is empty"), "{err}");
         assert!(!err.contains("secret"), "the password is never echoed: {err}");
     }
