@@ -18,12 +18,6 @@ use common::*;
 use rumqttc::QoS;
 use serde_json::Value;
 
-/// Held by each test for its whole run. In a burst a replica holds a few
-/// dozen PostgreSQL connections (reads, admission holds, its writer), so
-/// two sets of replicas at once can pass a server's default
-/// `max_connections` (100) and see their store refuse.
-static ONE_SET_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 fn mqtt_block(broker_url: &str, client_id: &str, filter: &str, extra: &str) -> String {
     format!(
         "[channels_config.mqtt]\nbroker_url = \"{broker_url}\"\nclient_id = \"{client_id}\"\n\
@@ -70,7 +64,6 @@ async fn a_shared_group_spreads_messages_over_the_replicas_and_runs_each_once_in
 }
 
 async fn shared_group_spreads_and_runs_each_once(protocol: Protocol, test: &str) {
-    let _alone = ONE_SET_AT_A_TIME.lock().await;
     let (broker, publisher) = (broker(protocol).await, broker(Protocol::V311).await);
     let prefix = unique("fanin-test/shared");
     let client_id = unique("fanin-shared");
@@ -139,7 +132,6 @@ async fn holder_of_mqtt(replicas: &Replicas) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_shared_group_one_replica_subscribes_and_another_takes_over_when_it_dies() {
-    let _alone = ONE_SET_AT_A_TIME.lock().await;
     let (broker, publisher) = (broker(Protocol::V5).await, broker(Protocol::V311).await);
     let prefix = unique("fanin-test/duty");
     let block = mqtt_block(&broker.url(), &unique("fanin-duty"), &format!("{prefix}/#"), "");

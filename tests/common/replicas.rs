@@ -9,11 +9,18 @@ use super::{Daemon, Setup};
 /// Short enough that a takeover after a SIGKILL shows within a test.
 pub const LEASE_SECS: u64 = 3;
 
+/// One set of replicas at a time in a test binary: in a burst a replica
+/// holds up to 15 PostgreSQL connections (reads, admission holds, writer,
+/// listener, lock), so several sets at once could pass a server's default
+/// `max_connections` (100) and see their store refuse.
+static ONE_SET_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 pub struct Replicas {
     /// Declared first: the daemons stop before their schema is dropped.
     pub daemons: Vec<Daemon>,
     pub setups: Vec<Setup>,
     pub schema: TestSchema,
+    _turn: tokio::sync::SemaphorePermit<'static>,
 }
 
 impl Replicas {
@@ -27,6 +34,7 @@ impl Replicas {
         sops: &[(&str, &str)],
     ) -> Option<Replicas> {
         let schema = TestSchema::from_env(test).await?;
+        let turn = ONE_SET_AT_A_TIME.acquire().await.expect("never closed");
         let setups: Vec<Setup> = (1..=count)
             .map(|i| {
                 let cluster = format!("{rest}\n[cluster]\nnode_id = \"r{i}\"\nlease_secs = {LEASE_SECS}\n");
@@ -41,7 +49,7 @@ impl Replicas {
             write_private(&setup.dir.path().join("pairing.key"), &key);
             daemons.push(setup.start());
         }
-        Some(Replicas { daemons, setups, schema })
+        Some(Replicas { daemons, setups, schema, _turn: turn })
     }
 
     /// A token every replica takes: paired on the first replica with the
