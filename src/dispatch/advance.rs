@@ -12,13 +12,14 @@
 use chrono::{DateTime, Utc};
 
 use super::dispatcher::{DispatchError, Dispatcher};
+use super::holds::HoldTicket;
 use crate::ids::Fresh;
 use crate::runs::lifecycle::Effects;
 use crate::runs::plan::{self, PlanContext, Transition, Waiting};
 pub use crate::runs::plan::{RunInput, Withdrawn};
 use crate::runs::RunStatus;
 use crate::sop::Sop;
-use crate::store::{AdmissionHold, Batch, RunRecord, StepRecord, Write};
+use crate::store::{Batch, RunRecord, StepRecord, Write};
 
 /// Where the run is after the change.
 #[derive(Clone, Debug, PartialEq)]
@@ -59,7 +60,7 @@ pub struct Prepared {
     advanced: Option<Advanced>,
     /// A replica's hold on the run's SOP, ended once the change is
     /// committed (or not).
-    hold: Option<AdmissionHold>,
+    hold: Option<HoldTicket>,
 }
 
 impl Prepared {
@@ -313,8 +314,8 @@ impl Dispatcher {
     }
 }
 
-/// Ends a replica's hold on a SOP, if it took one.
-async fn release(hold: Option<AdmissionHold>) {
+/// Ends a replica's share of a hold on a SOP, if it took one.
+async fn release(hold: Option<HoldTicket>) {
     if let Some(hold) = hold {
         hold.release().await;
     }

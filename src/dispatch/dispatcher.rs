@@ -17,6 +17,7 @@ use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::admission::Admission;
+use super::holds::{HoldTicket, SharedHolds};
 use super::matching::{Catalog, Explanation};
 use crate::envelope::session::Continuation;
 use crate::event::{Event, Source};
@@ -109,6 +110,7 @@ pub struct Dispatcher {
     /// Set for a replica: admission decides under a hold on the SOPs taken
     /// in the store ([`Store::hold_admission`]), from their committed load.
     shared_admission: bool,
+    holds: SharedHolds,
 }
 
 impl Dispatcher {
@@ -131,6 +133,7 @@ impl Dispatcher {
             step_ready: Notify::new(),
             outbox_ready: Notify::new(),
             shared_admission: false,
+            holds: SharedHolds::default(),
         })
     }
 
@@ -152,15 +155,17 @@ impl Dispatcher {
         self.shared_admission
     }
 
-    /// Under a shared admission, holds `sops` in the store and brings this
-    /// process's admission up to what the store holds for them.
-    pub(super) async fn hold_admission(&self, sops: &[String]) -> Result<Option<AdmissionHold>, StoreError> {
+    /// Under a shared admission, holds `sops` in the store (sharing the
+    /// hold with this process's other requests for them, `holds.rs`), with
+    /// this process's admission brought up to what the store holds for them.
+    pub(super) async fn hold_admission(&self, sops: &[String]) -> Result<Option<HoldTicket>, StoreError> {
         if !self.shared_admission {
             return Ok(None);
         }
-        let hold = self.store.hold_admission(sops).await?;
-        self.admission.lock().expect("admission lock").reseed(&hold.loads, hold.deferred_total);
-        Ok(Some(hold))
+        let reseed = |hold: &AdmissionHold| {
+            self.admission.lock().expect("admission lock").reseed(&hold.loads, hold.deferred_total);
+        };
+        Ok(Some(self.holds.acquire(self.store.as_ref(), sops, reseed).await?))
     }
 
     pub fn registries(&self) -> Option<&Arc<Registries>> {

@@ -3,10 +3,12 @@
 //! event without scanning every SOP, `matching` filters them by condition
 //! (and explains why not), `admission` decides per SOP whether a run starts,
 //! waits or is skipped, `runs::plan` writes what that means; `dispatcher`
-//! and `advance` read the store, commit and answer — nothing else here.
+//! and `advance` read the store, commit and answer — nothing else here;
+//! `holds` shares a replica's admission holds among its requests.
 
 pub mod advance;
 pub mod dispatcher;
+mod holds;
 
 // The pure steps of the path are fanin-core's, named here where they run.
 pub use fanin_core::admission;
