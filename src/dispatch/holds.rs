@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 use crate::store::{AdmissionHold, Store, StoreError};
 
 /// Requests one hold serves before it stops taking more.
-const MAX_JOINERS: usize = 64;
+const MAX_JOINERS: usize = 256;
 
 #[derive(Default)]
 struct Slot {
