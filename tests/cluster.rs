@@ -3,7 +3,7 @@
 //! as clients and operators do: a token paired on one replica works on all
 //! and its revocation too; one run per idempotency key whichever replicas
 //! get copies; `max_concurrent = 1` holds one slot across all of them and
-//! the backlog is promoted in order; each envelope is delivered once, and a
+//! the backlog is promoted in order; a cooldown begun on one holds on all; each envelope is delivered once, and a
 //! replica killed mid-delivery leaves it to another; a long poll on one
 //! replica takes a step pended on another; every accepted webhook of a
 //! burst has its run when a replica is killed in the middle of it. Cron and
@@ -132,6 +132,27 @@ async fn deliverer(replicas: &Replicas, destination: &str) -> usize {
         }
     })
     .await
+}
+
+#[tokio::test]
+async fn a_cooldown_that_began_on_one_replica_holds_on_another() {
+    let sop = "[sop]\nname = \"cool\"\ndescription = \"test\"\nexecution_mode = \"supervised\"\n\
+               max_concurrent = 10\ncooldown_secs = 3600\n\n[[triggers]]\ntype = \"webhook\"\npath = \"/sop/cool\"\n";
+    let test = "a_cooldown_that_began_on_one_replica";
+    let Some(replicas) = Replicas::start(test, 2, NO_RATE_LIMIT, "", &[("cool", sop)]).await else { return };
+    let token = replicas.pair().await;
+    let (a, b) = (&replicas.daemons[0], &replicas.daemons[1]);
+    let (status, first, _) = a.post("/sop/cool", Some(&token), "{}", &[]).await;
+    assert_eq!((status, first["runs"][0]["outcome"].clone()), (200, json!("started")), "{first}");
+    // Before any run finished, no cooldown: B starts one too.
+    let (_, second, _) = b.post("/sop/cool", Some(&token), "{}", &[]).await;
+    assert_eq!(second["runs"][0]["outcome"], "started", "{second}");
+    let denied = json!({"run_id": first["runs"][0]["run_id"]}).to_string();
+    let (status, reply, _) = a.post("/admin/sop/deny", None, &denied, &[]).await;
+    assert_eq!(status, 200, "{reply}");
+    let (status, third, _) = b.post("/sop/cool", Some(&token), "{}", &[]).await;
+    assert_eq!((status, third["runs"][0]["outcome"].clone()), (200, json!("skipped")), "{third}");
+    assert!(third["runs"][0]["reason"].as_str().unwrap().contains("cooldown"), "{third}");
 }
 
 #[tokio::test]
