@@ -307,3 +307,42 @@ async fn remote_clients_are_refused_unless_remote_admin_is_allowed_and_then_need
     assert_eq!(get(Some("fanin_nope")).await.unwrap().status(), 401);
     assert_eq!(get(Some(&bearer)).await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn a_dead_letter_is_listed_with_its_error_and_retried_from_its_form() {
+    use std::sync::atomic::Ordering;
+    let agent = common::destination::Destination::start(usize::MAX).await;
+    let config = format!(
+        "[destinations.agent]\nurl = \"{}\"\n[delivery]\nmax_attempts = 2\nbackoff_initial_ms = 20\nbackoff_cap_secs = 1\n",
+        agent.url
+    );
+    let sop =
+        "[sop]\nname = \"notify\"\ndescription = \"x\"\nexecution_mode = \"auto\"\n[[triggers]]\ntype = \"manual\"\n";
+    let setup = Setup::new("", &config).sop("notify", sop);
+    let d = setup.start();
+    let run = fire(&d, "notify").await;
+    eventually("the run to fail", async || d.run_status(&run).await == json!("failed")).await;
+    let dead = setup.cli_json(&["outbox", "list", "--status", "dead", "--json"])["outbox"][0].clone();
+    let id = dead["id"].as_str().unwrap().to_string();
+
+    let mut browser = Browser::new(&d);
+    let outbox = browser.page("/ui/outbox").await;
+    let row = outbox.html.split_once(&format!("<code>{id}</code>")).expect("the dead letter is listed").1;
+    assert!(row.contains("HTTP 500 Internal Server Error") && row.contains("<td>2</td>"), "{}", outbox.html);
+    let run_page = browser.page(&format!("/ui/runs/{run}")).await;
+    assert!(run_page.html.contains(&id) && run_page.html.contains("envelope_failed"), "{}", run_page.html);
+    assert!(!browser.page("/ui/outbox?status=delivered").await.html.contains(&id));
+
+    agent.refuse.store(0, Ordering::SeqCst);
+    let reply = browser.post(&format!("/ui/outbox/{id}/retry"), &[("csrf", &outbox.token())]).await;
+    assert_eq!(
+        (reply.status, &reply.headers[LOCATION]),
+        (303, &"/ui/outbox".parse::<reqwest::header::HeaderValue>().unwrap())
+    );
+    eventually("the retried envelope to be delivered", async || {
+        setup.cli_json(&["outbox", "list", "--json"])["outbox"][0]["status"] == json!("delivered")
+    })
+    .await;
+    let again = browser.post(&format!("/ui/outbox/{id}/retry"), &[("csrf", &outbox.token())]).await;
+    assert_eq!(again.status, 409, "only a dead letter: {}", again.html);
+}
