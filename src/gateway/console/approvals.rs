@@ -7,13 +7,13 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use maud::{html, Markup};
 use serde_json::Value;
 
 use super::csrf::Session;
 use super::runs::encode;
-use super::{after_post, csrf_field, filled, page, posted, AdminAccess, AppState, Nav, Path, Refusal};
+use super::{after_post, csrf_field, filled, page, posted, time, AdminAccess, AppState, Nav, Path, Refusal};
 use crate::operations::approvals::{self, Decision, DecisionRequest};
 
 pub async fn list(State(state): State<AppState>, _: AdminAccess, headers: HeaderMap) -> Result<Response, Refusal> {
@@ -35,7 +35,7 @@ pub async fn list(State(state): State<AppState>, _: AdminAccess, headers: Header
                             @if let Some(total) = p["total_steps"].as_u64().filter(|t| *t > 0) { " of " (total) }
                             @if let Some(title) = p["title"].as_str() { ": " (title) }
                         }
-                        td { (text(&p["waiting_since"])) }
+                        td { (when(&p["waiting_since"])) }
                         td { (forms(&session, run_id)) }
                     }
                 }
@@ -44,6 +44,14 @@ pub async fn list(State(state): State<AppState>, _: AdminAccess, headers: Header
         }
     };
     Ok(page(&session, Nav::Approvals, "Approvals", body))
+}
+
+/// A time as the operation gives it, as the console shows times.
+fn when(value: &Value) -> String {
+    match serde_json::from_value::<DateTime<Utc>>(value.clone()) {
+        Ok(at) => time(at),
+        Err(_) => value.as_str().unwrap_or_default().to_string(),
+    }
 }
 
 /// The approve and deny forms of one run.
