@@ -331,6 +331,7 @@ async fn a_dead_letter_is_listed_with_its_error_and_retried_from_its_form() {
     assert!(row.contains("HTTP 500 Internal Server Error") && row.contains("<td>2</td>"), "{}", outbox.html);
     let run_page = browser.page(&format!("/ui/runs/{run}")).await;
     assert!(run_page.html.contains(&id) && run_page.html.contains("envelope_failed"), "{}", run_page.html);
+    assert!(run_page.html.contains(&format!("envelope <code>{id}</code> as sent")), "the envelope itself");
     assert!(!browser.page("/ui/outbox?status=delivered").await.html.contains(&id));
 
     agent.refuse.store(0, Ordering::SeqCst);

@@ -169,8 +169,15 @@ pub async fn show(
                 @if steps.is_empty() { tr { td colspan="5" .muted { "no steps taken yet" } } }
             }
         }
+        @if let Some(request) = &run.request {
+            h2 { "Request" }
+            pre { (pretty(&serde_json::json!(request))) }
+        }
         h2 { "Envelopes" }
         (super::outbox::table(&session, &envelopes))
+        @for e in &envelopes {
+            details { summary { "envelope " code { (e.id) } " as sent" } pre { (pretty(&e.envelope)) } }
+        }
         h2 { "Audit timeline" }
         table {
             thead { tr { th { "at" } th { "what" } th { "by" } th { "detail" } } }
