@@ -117,6 +117,12 @@ async fn pages_show_sources_runs_and_sops_with_their_text_escaped() {
     assert!(sheet.headers["content-type"].to_str().unwrap().starts_with("text/css"));
     assert!(sheet.headers["cache-control"].to_str().unwrap().contains("immutable"));
     assert_eq!(browser.get("/ui/assets/other.css").await.status, 404);
+    for (method, path, status) in [("GET", "/ui/nothing/here", 404), ("POST", "/ui/sops", 405)] {
+        let request = browser.http.request(method.parse().unwrap(), format!("{}{path}", browser.base));
+        let reply = browser.read(request).await;
+        assert_eq!(reply.status, status, "{method} {path}");
+        assert_eq!(reply.headers[CONTENT_SECURITY_POLICY], CSP, "{method} {path}");
+    }
 
     let token = d.pair().await;
     let payload = r#"{"note": "<script>alert(1)</script>"}"#;

@@ -161,6 +161,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state, request_guard))
+        .layer(middleware::from_fn(console::security_headers))
 }
 
 /// Serves until `shutdown` resolves, then finishes in-flight requests.

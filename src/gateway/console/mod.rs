@@ -21,10 +21,11 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use axum::body::Body;
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::middleware;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use chrono::{DateTime, Utc};
 use maud::{html, Markup, DOCTYPE};
@@ -36,7 +37,7 @@ use super::extract::{AdminAccess, Path};
 use super::{ApiError, AppState};
 use crate::operations::OpError;
 
-/// The console's routes, each response with the console's headers.
+/// The console's routes; [`security_headers`] goes around the whole router.
 pub fn routes(state: AppState) -> Router {
     Router::new()
         .route("/ui", get(overview::show))
@@ -51,7 +52,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/ui/sops", get(sops::list))
         .route("/ui/explain", get(explain::show))
         .route("/ui/assets/{name}", get(asset))
-        .layer(middleware::map_response(security_headers))
+        .route("/ui/{*rest}", any(unknown))
         .with_state(state)
 }
 
@@ -59,7 +60,14 @@ pub fn routes(state: AppState) -> Router {
 const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
                    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-async fn security_headers(mut response: Response) -> Response {
+/// The console's headers on every response under `/ui`, also those the
+/// router makes itself (an unknown method, a timeout).
+pub async fn security_headers(request: Request, next: Next) -> Response {
+    let console = request.uri().path() == "/ui" || request.uri().path().starts_with("/ui/");
+    let mut response = next.run(request).await;
+    if !console {
+        return response;
+    }
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
@@ -87,6 +95,12 @@ async fn asset(Path(name): Path<String>) -> Response {
         (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
     ];
     (headers, CSS).into_response()
+}
+
+/// A path under `/ui` that is no page, answered as a page (with the
+/// console's headers).
+async fn unknown(uri: axum::http::Uri) -> Refusal {
+    Refusal(ApiError::new(StatusCode::NOT_FOUND, "not_found").with("path", uri.path()))
 }
 
 /// Which entry of the navigation a page belongs to.
