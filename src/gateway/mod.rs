@@ -1,7 +1,7 @@
 //! The HTTP gateway (docs/operations.md): one listener behind its own accept
 //! loop ([`server`]) serving the HTTP source's webhook routes
 //! (`sources::http`) beside pairing, probes, the admin API (runs, approvals,
-//! audit, outbox) and the agent loop, on axum.
+//! audit, outbox), the console (`/ui`) and the agent loop, on axum.
 //!
 //! Handlers stay thin: they check who is calling and what they sent, and
 //! call one operation (`crate::operations`) or the dispatcher. A reply that
@@ -10,6 +10,7 @@
 mod admin;
 mod agent_loop;
 pub mod approvals;
+mod console;
 mod error;
 mod extract;
 mod outbox;
@@ -71,6 +72,8 @@ pub struct Gateway {
     pub lease_clock: agent_loop::LeaseClock,
     /// This replica's `cluster.node_id` (`None`: the daemon is alone).
     pub node_id: Option<String>,
+    /// The secret the console's CSRF tokens are made under.
+    pub console: console::CsrfKey,
 }
 
 pub type AppState = Arc<Gateway>;
@@ -117,6 +120,7 @@ impl Gateway {
             metrics,
             lease_clock: agent_loop::LeaseClock::default(),
             node_id: None,
+            console: console::CsrfKey::random(),
         }
     }
 
@@ -151,11 +155,13 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/outbox", get(outbox::list))
         .route("/admin/outbox/{id}/retry", post(outbox::retry))
         .with_state(state.clone())
+        .merge(console::routes(state.clone()))
         .merge(crate::sources::http::routes(state.http.clone()))
         .merge(state.channels.clone())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state, request_guard))
+        .layer(middleware::from_fn(console::security_headers))
 }
 
 /// Serves until `shutdown` resolves, then finishes in-flight requests.

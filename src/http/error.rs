@@ -46,6 +46,12 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// The fields of the refusal (`error` and the rest), for an answer
+    /// other than JSON.
+    pub fn body(&self) -> &Map<String, Value> {
+        &self.body
+    }
 }
 
 impl IntoResponse for ApiError {

@@ -46,6 +46,8 @@ pub enum Interface {
     AdminApi,
     /// The CLI, in its own process (no daemon was listening).
     Cli,
+    /// The console's forms (`/ui`), under the `/admin` access rule.
+    Console,
 }
 
 impl Interface {
@@ -53,6 +55,7 @@ impl Interface {
         match self {
             Interface::AdminApi => "admin_api",
             Interface::Cli => "cli",
+            Interface::Console => "console",
         }
     }
 }

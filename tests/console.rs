@@ -1,0 +1,355 @@
+//! The console (docs/console.md) end to end: the real daemon's `/ui` pages
+//! fetched and its forms posted over HTTP as a browser without JavaScript
+//! would, the results checked through the admin API and the CLI.
+
+mod common;
+
+use common::*;
+use reqwest::header::{HeaderMap, CONTENT_SECURITY_POLICY, COOKIE, LOCATION, SET_COOKIE};
+use serde_json::{json, Value};
+
+const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
+                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// A browser without JavaScript: follows no redirect on its own, keeps the
+/// console's cookie.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookie: Option<String>,
+}
+
+struct Page {
+    status: u16,
+    headers: HeaderMap,
+    html: String,
+}
+
+impl Page {
+    /// The CSRF token the page's forms carry.
+    fn token(&self) -> String {
+        let (_, rest) = self.html.split_once(r#"name="csrf" value=""#).expect("the page has a form with a token");
+        rest.split('"').next().unwrap().to_string()
+    }
+}
+
+impl Browser {
+    fn new(d: &Daemon) -> Browser {
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Browser { http, base: d.base.clone(), cookie: None }
+    }
+
+    async fn read(&mut self, request: reqwest::RequestBuilder) -> Page {
+        let request = match &self.cookie {
+            Some(cookie) => request.header(COOKIE, cookie),
+            None => request,
+        };
+        let response = request.send().await.expect("request");
+        if let Some(set) = response.headers().get(SET_COOKIE) {
+            self.cookie = Some(set.to_str().unwrap().split(';').next().unwrap().to_string());
+        }
+        let (status, headers) = (response.status().as_u16(), response.headers().clone());
+        Page { status, headers, html: response.text().await.unwrap() }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let request = self.http.get(format!("{}{path}", self.base));
+        self.read(request).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let request = self.http.post(format!("{}{path}", self.base)).form(form);
+        self.read(request).await
+    }
+
+    /// A page that must be served, with the console's headers.
+    async fn page(&mut self, path: &str) -> Page {
+        let page = self.get(path).await;
+        assert_eq!(page.status, 200, "{path}: {}", page.html);
+        assert_eq!(page.headers[CONTENT_SECURITY_POLICY], CSP, "{path}");
+        assert_eq!(page.headers["x-content-type-options"], "nosniff", "{path}");
+        page
+    }
+}
+
+fn supervised(name: &str) -> String {
+    format!(
+        "[sop]\nname = \"{name}\"\ndescription = \"test\"\nexecution_mode = \"supervised\"\nmax_concurrent = 10\n\n\
+         [[triggers]]\ntype = \"manual\"\n"
+    )
+}
+
+async fn fire(d: &Daemon, sop: &str) -> String {
+    let (status, body, _) = d.post(&format!("/admin/sops/{sop}/run"), None, "{}", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    body["runs"][0]["run_id"].as_str().unwrap().to_string()
+}
+
+/// A run as `fanin runs show` prints it.
+fn shown(setup: &Setup, run: &str) -> Value {
+    setup.cli_json(&["runs", "show", run])
+}
+
+async fn approval_of(d: &Daemon, run: &str) -> Value {
+    d.audit_of(run).await.into_iter().find(|r| r["kind"] == "approval").expect("an approval record")
+}
+
+#[tokio::test]
+async fn pages_show_sources_runs_and_sops_with_their_text_escaped() {
+    let mqtt = mqtt_config(free_port());
+    let setup = Setup::new("", &mqtt)
+        .sop("deploy", &webhook_sop("deploy", "/sop/deploy", "").replace("\"test\"", "\"ships <script>x()</script>\""))
+        .sop("alert", ALERT);
+    let d = setup.start();
+    let mut browser = Browser::new(&d);
+    let (_, ready) = d.wait_ready("the MQTT source failing", |_, b| !b["sources"]["mqtt"]["detail"].is_null()).await;
+
+    let overview = browser.page("/ui").await;
+    let sources = ready["sources"].as_object().unwrap();
+    assert!(sources.contains_key("webhook") && sources.contains_key("mqtt"), "{ready}");
+    for (name, state) in sources {
+        assert!(overview.html.contains(&format!(">{name}<")), "{name} on the overview: {}", overview.html);
+        assert!(overview.html.contains(state["status"].as_str().unwrap()), "{name}'s status");
+    }
+    let css = overview.html.split_once(r#"rel="stylesheet" href=""#).unwrap().1.split('"').next().unwrap();
+    let sheet = browser.get(css).await;
+    assert_eq!(sheet.status, 200);
+    assert!(sheet.headers["content-type"].to_str().unwrap().starts_with("text/css"));
+    assert!(sheet.headers["cache-control"].to_str().unwrap().contains("immutable"));
+    assert_eq!(browser.get("/ui/assets/other.css").await.status, 404);
+    for (method, path, status) in [("GET", "/ui/nothing/here", 404), ("POST", "/ui/sops", 405)] {
+        let request = browser.http.request(method.parse().unwrap(), format!("{}{path}", browser.base));
+        let reply = browser.read(request).await;
+        assert_eq!(reply.status, status, "{method} {path}");
+        assert_eq!(reply.headers[CONTENT_SECURITY_POLICY], CSP, "{method} {path}");
+    }
+
+    let token = d.pair().await;
+    let payload = r#"{"note": "<script>alert(1)</script>"}"#;
+    let (status, reply, _) = d.post("/sop/deploy", Some(&token), payload, &[]).await;
+    assert_eq!(status, 200, "{reply}");
+    let run = reply["runs"][0]["run_id"].as_str().unwrap().to_string();
+
+    assert!(browser.page("/ui/runs").await.html.contains(&run), "the webhook run is listed");
+    let source = d.run(&run).await["source"].as_str().unwrap().to_string();
+    let filtered = format!("/ui/runs?status=running&sop=deploy&source={source}");
+    assert!(browser.page(&filtered).await.html.contains(&run), "{filtered}");
+    for other in ["/ui/runs?source=mqtt", "/ui/runs?status=completed", "/ui/runs?sop=alert", "/ui/runs?page=2"] {
+        assert!(!browser.page(other).await.html.contains(&run), "{other}");
+    }
+    assert_eq!(browser.get("/ui/runs?status=bogus").await.status, 400);
+
+    let page = browser.page(&format!("/ui/runs/{run}")).await;
+    assert!(page.html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{}", page.html);
+    assert!(!page.html.contains("<script"), "no markup from the payload: {}", page.html);
+    assert!(page.html.contains("run_started"), "the audit timeline");
+    assert_eq!(browser.get("/ui/runs/no-such-run").await.status, 404);
+
+    let sops = browser.page("/ui/sops").await;
+    assert!(sops.html.contains("ships &lt;script&gt;x()&lt;/script&gt;") && !sops.html.contains("<script"));
+    assert!(sops.html.contains("mqtt sensors/+/alert"), "the triggers: {}", sops.html);
+    for path in ["/ui/approvals", "/ui/outbox", "/ui/outbox?status=all", "/ui/explain"] {
+        browser.page(path).await;
+    }
+}
+
+const ALERT: &str = "[sop]\nname = \"alert\"\ndescription = \"x\"\n\n[[triggers]]\ntype = \"mqtt\"\n\
+                     topic = \"sensors/+/alert\"\ncondition = \"$.severity >= 2\"\n";
+
+/// An MQTT source whose broker is nowhere: the source stays down, with a
+/// reason.
+fn mqtt_config(port: u16) -> String {
+    format!(
+        "[channels_config.mqtt]\nbroker_url = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"console-test\"\n\
+         topics = [\"sensors/#\"]\nqos = 1\n"
+    )
+}
+
+#[tokio::test]
+async fn explain_shows_matches_and_near_misses_with_their_reasons() {
+    let setup = Setup::new("", &mqtt_config(free_port())).sop("alert", ALERT);
+    let d = setup.start();
+    let mut browser = Browser::new(&d);
+    let miss = browser.page("/ui/explain?source=mqtt&topic=sensors%2Fa%2Falert&payload=%7B%22severity%22%3A1%7D").await;
+    let (_, near) = miss.html.split_once("Near misses").unwrap();
+    assert!(near.contains("alert") && near.contains("is false"), "{}", miss.html);
+    let cli = setup.cli_json(&[
+        "explain",
+        "--source",
+        "mqtt",
+        "--topic",
+        "sensors/a/alert",
+        "--payload",
+        r#"{"severity":1}"#,
+        "--json",
+    ]);
+    let reason = cli["near_misses"][0]["reason"].as_str().unwrap().replace('>', "&gt;");
+    assert!(near.contains(&reason), "the reason `fanin explain` gives, {reason}: {near}");
+
+    let hit = browser.page("/ui/explain?source=mqtt&topic=sensors%2Fa%2Falert&payload=%7B%22severity%22%3A3%7D").await;
+    let (matches, near) = hit.html.split_once("Near misses").unwrap();
+    assert!(matches.split_once("Matches").unwrap().1.contains("alert"), "{}", hit.html);
+    assert!(near.contains("no near misses"));
+    let elsewhere = browser.page("/ui/explain?source=mqtt&topic=other%2Ftopic&payload=").await;
+    assert!(elsewhere.html.contains("no trigger matches"), "{}", elsewhere.html);
+    assert_eq!(browser.get("/ui/explain?source=carrier_pigeon&topic=x").await.status, 400);
+}
+
+#[tokio::test]
+async fn approving_and_denying_through_the_forms_moves_runs_under_the_callers_name() {
+    let setup = Setup::new("", "").sop("gated", &supervised("gated"));
+    let d = setup.start();
+    let (approved, denied) = (fire(&d, "gated").await, fire(&d, "gated").await);
+    let mut browser = Browser::new(&d);
+    let page = browser.page("/ui/approvals").await;
+    let at = |run: &str| page.html.find(run).unwrap_or_else(|| panic!("{run} listed: {}", page.html));
+    assert!(at(&approved) < at(&denied), "oldest first");
+    assert!(browser.cookie.is_some(), "the page set the CSRF cookie");
+    let token = page.token();
+
+    let reply =
+        browser.post(&format!("/ui/approvals/{approved}/approve"), &[("csrf", &token), ("reason", "looks good")]).await;
+    assert_eq!(reply.status, 303, "{}", reply.html);
+    assert_eq!(reply.headers[LOCATION], format!("/ui/runs/{approved}"));
+    assert_eq!(shown(&setup, &approved)["status"], json!("running"), "the approved run moved on");
+    let record = approval_of(&d, &approved).await;
+    assert_eq!(
+        (&record["detail"]["outcome"], &record["detail"]["by"], &record["detail"]["reason"]),
+        (&json!("approved"), &json!("admin:127.0.0.1"), &json!("looks good"))
+    );
+
+    let reply =
+        browser.post(&format!("/ui/approvals/{denied}/deny"), &[("csrf", &token), ("reason", "wrong target")]).await;
+    assert_eq!(reply.status, 303, "{}", reply.html);
+    assert_eq!(shown(&setup, &denied)["status"], json!("cancelled"));
+    let record = approval_of(&d, &denied).await;
+    assert_eq!(
+        (&record["detail"]["outcome"], &record["detail"]["by"], &record["detail"]["reason"]),
+        (&json!("denied"), &json!("admin:127.0.0.1"), &json!("wrong target"))
+    );
+    let again = browser.post(&format!("/ui/approvals/{denied}/approve"), &[("csrf", &token)]).await;
+    assert_eq!(again.status, 409, "a decided run is not pending: {}", again.html);
+    assert!(again.html.contains("not_pending"), "{}", again.html);
+}
+
+#[tokio::test]
+async fn forms_without_the_right_csrf_token_are_refused_and_change_nothing() {
+    let setup = Setup::new("", "").sop("gated", &supervised("gated"));
+    let d = setup.start();
+    let run = fire(&d, "gated").await;
+    let mut browser = Browser::new(&d);
+    let token = browser.page(&format!("/ui/runs/{run}")).await.token();
+    let other_token = Browser::new(&d).page("/ui/approvals").await.token();
+    let wrong = "0".repeat(64);
+
+    let refusals: [(&str, Vec<(&str, &str)>); 4] = [
+        ("without a token", vec![("reason", "x")]),
+        ("an empty token", vec![("csrf", "")]),
+        ("a made-up token", vec![("csrf", wrong.as_str())]),
+        ("another browser's token", vec![("csrf", other_token.as_str())]),
+    ];
+    for (what, form) in &refusals {
+        for action in ["approvals/{run}/approve", "approvals/{run}/deny", "runs/{run}/cancel", "outbox/{run}/retry"] {
+            let path = format!("/ui/{}", action.replace("{run}", &run));
+            let reply = browser.post(&path, form).await;
+            assert_eq!(reply.status, 403, "{what}, {path}: {}", reply.html);
+            assert!(reply.html.contains("csrf_refused"), "{}", reply.html);
+            assert_eq!(reply.headers[CONTENT_SECURITY_POLICY], CSP);
+        }
+    }
+    let cookieless = Browser::new(&d).post(&format!("/ui/runs/{run}/cancel"), &[("csrf", &token)]).await;
+    assert_eq!(cookieless.status, 403, "the token without its cookie");
+    assert_eq!(shown(&setup, &run)["status"], json!("pending_approval"), "nothing moved");
+    assert!(d.audit_of(&run).await.iter().all(|r| r["kind"] != "approval" && r["kind"] != "run_cancelled"));
+
+    let reply = browser.post(&format!("/ui/runs/{run}/cancel"), &[("csrf", &token), ("reason", "not today")]).await;
+    assert_eq!(reply.status, 303, "{}", reply.html);
+    assert_eq!(shown(&setup, &run)["status"], json!("cancelled"));
+    let cancelled = d.audit_of(&run).await.into_iter().find(|r| r["kind"] == "run_cancelled").unwrap();
+    assert_eq!(
+        (&cancelled["detail"]["by"], &cancelled["detail"]["interface"], &cancelled["detail"]["reason"]),
+        (&json!("admin:127.0.0.1"), &json!("console"), &json!("not today"))
+    );
+}
+
+#[tokio::test]
+async fn remote_clients_are_refused_unless_remote_admin_is_allowed_and_then_need_a_bearer() {
+    let setup = Setup::new("trust_forwarded_headers = true", "").sop("gated", &supervised("gated"));
+    let d = setup.start();
+    let run = fire(&d, "gated").await;
+    let remote = "203.0.113.9";
+    for path in ["/ui", "/ui/runs", &format!("/ui/runs/{run}"), "/ui/approvals", "/ui/explain"] {
+        let reply = d.http.get(d.url(path)).header("X-Forwarded-For", remote).send().await.unwrap();
+        assert_eq!(reply.status(), 403, "{path}");
+        assert_eq!(reply.headers()[CONTENT_SECURITY_POLICY], CSP);
+    }
+    let mut local = Browser::new(&d);
+    let token = local.page("/ui/approvals").await.token();
+    let post = d
+        .http
+        .post(d.url(&format!("/ui/approvals/{run}/approve")))
+        .header("X-Forwarded-For", remote)
+        .header(COOKIE, local.cookie.clone().unwrap())
+        .form(&[("csrf", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 403, "a remote POST, even with a good token");
+    assert_eq!(shown(&setup, &run)["status"], json!("pending_approval"));
+    drop(d);
+
+    let setup = Setup::new("trust_forwarded_headers = true\nallow_remote_admin = true", "");
+    let d = setup.start();
+    let bearer = d.pair().await;
+    let get = |bearer: Option<&str>| {
+        let r = d.http.get(d.url("/ui")).header("X-Forwarded-For", remote);
+        match bearer {
+            Some(b) => r.bearer_auth(b),
+            None => r,
+        }
+        .send()
+    };
+    assert_eq!(get(None).await.unwrap().status(), 401);
+    assert_eq!(get(Some("fanin_nope")).await.unwrap().status(), 401);
+    assert_eq!(get(Some(&bearer)).await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn a_dead_letter_is_listed_with_its_error_and_retried_from_its_form() {
+    use std::sync::atomic::Ordering;
+    let agent = common::destination::Destination::start(usize::MAX).await;
+    let config = format!(
+        "[destinations.agent]\nurl = \"{}\"\n[delivery]\nmax_attempts = 2\nbackoff_initial_ms = 20\nbackoff_cap_secs = 1\n",
+        agent.url
+    );
+    let sop =
+        "[sop]\nname = \"notify\"\ndescription = \"x\"\nexecution_mode = \"auto\"\n[[triggers]]\ntype = \"manual\"\n";
+    let setup = Setup::new("", &config).sop("notify", sop);
+    let d = setup.start();
+    let run = fire(&d, "notify").await;
+    eventually("the run to fail", async || d.run_status(&run).await == json!("failed")).await;
+    let dead = setup.cli_json(&["outbox", "list", "--status", "dead", "--json"])["outbox"][0].clone();
+    let id = dead["id"].as_str().unwrap().to_string();
+
+    let mut browser = Browser::new(&d);
+    let outbox = browser.page("/ui/outbox").await;
+    let row = outbox.html.split_once(&format!("<code>{id}</code>")).expect("the dead letter is listed").1;
+    assert!(row.contains("HTTP 500 Internal Server Error") && row.contains("<td>2</td>"), "{}", outbox.html);
+    let run_page = browser.page(&format!("/ui/runs/{run}")).await;
+    assert!(run_page.html.contains(&id) && run_page.html.contains("envelope_failed"), "{}", run_page.html);
+    assert!(run_page.html.contains(&format!("envelope <code>{id}</code> as sent")), "the envelope itself");
+    assert!(!browser.page("/ui/outbox?status=delivered").await.html.contains(&id));
+
+    agent.refuse.store(0, Ordering::SeqCst);
+    let reply = browser.post(&format!("/ui/outbox/{id}/retry"), &[("csrf", &outbox.token())]).await;
+    assert_eq!(
+        (reply.status, &reply.headers[LOCATION]),
+        (303, &"/ui/outbox".parse::<reqwest::header::HeaderValue>().unwrap())
+    );
+    eventually("the retried envelope to be delivered", async || {
+        setup.cli_json(&["outbox", "list", "--json"])["outbox"][0]["status"] == json!("delivered")
+    })
+    .await;
+    let again = browser.post(&format!("/ui/outbox/{id}/retry"), &[("csrf", &outbox.token())]).await;
+    assert_eq!(again.status, 409, "only a dead letter: {}", again.html);
+}
