@@ -147,7 +147,9 @@ impl Drive {
 
 type Shared = State<Arc<Mutex<Inner>>>;
 
-/// Checks the bearer and the scripted failures; records the request.
+/// Checks the bearer and the scripted failures; records the request. The
+/// refusal is the whole response the double answers with.
+#[allow(clippy::result_large_err)]
 fn admit(inner: &mut Inner, headers: &HeaderMap, path: &str) -> Result<(), Response> {
     let mut answer = |status: u16| inner.requests.push(Seen { at: Instant::now(), path: path.into(), status });
     if let Some((status, retry_after)) = inner.failures.pop_front() {

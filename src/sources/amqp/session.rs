@@ -104,6 +104,8 @@ async fn connect(settings: &Arc<Settings>) -> lapin::Result<Connection> {
         .with_executor(tokio_executor_trait::Tokio::current())
         .with_reactor(tokio_reactor_trait::Tokio::current());
     let tls = settings.tls.clone();
+    // The error type is lapin's connector's, not ours to make smaller.
+    #[allow(clippy::result_large_err)]
     let open = move |uri: &lapin::uri::AMQPUri| {
         let stream = match (&uri.scheme, &tls) {
             (AMQPScheme::AMQPS, Some(config)) => {

@@ -570,15 +570,17 @@ mod tests {
 
     #[test]
     fn filesystem_and_amqp_blocks_are_refused_naming_the_key() {
-        let mut blocks = ChannelsConfig::default();
-        blocks.filesystem = Some(toml::from_str("paths = [\"/\", \"/srv/drop\"]\ninclude = [\"[a\"]").unwrap());
-        blocks.amqp = Some(
-            toml::from_str(
-                "url = \"http://x\"\nqueue = \"\"\nexchange_type = \"fan\"\nbindings = [\"a.b*\"]\nprefetch = 0\n\
-                 max_message_bytes = 0",
-            )
-            .unwrap(),
-        );
+        let blocks = ChannelsConfig {
+            filesystem: Some(toml::from_str("paths = [\"/\", \"/srv/drop\"]\ninclude = [\"[a\"]").unwrap()),
+            amqp: Some(
+                toml::from_str(
+                    "url = \"http://x\"\nqueue = \"\"\nexchange_type = \"fan\"\nbindings = [\"a.b*\"]\nprefetch = 0\n\
+                     max_message_bytes = 0",
+                )
+                .unwrap(),
+            ),
+            ..ChannelsConfig::default()
+        };
         let found = problems(&blocks);
         let keys: Vec<&str> = found.iter().map(|(k, _)| k.as_str()).collect();
         for key in [
