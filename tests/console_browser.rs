@@ -193,7 +193,9 @@ async fn a_webhook_run_appears_in_the_open_runs_page_without_a_reload() {
     let Some(driver) = Driver::start("a_webhook_run_appears_in_the_open_runs_page_without_a_reload").await else {
         return;
     };
-    let setup = Setup::new("", "").sop("deploy", &webhook_sop("deploy", "/sop/deploy", ""));
+    // The stream outlasts the wait, so the run is shown on its event, not
+    // on the refresh that follows the stream's reopening.
+    let setup = Setup::new("request_timeout_secs = 600", "").sop("deploy", &webhook_sop("deploy", "/sop/deploy", ""));
     let d = setup.start();
     let token = d.pair().await;
     let browser = driver.session().await;
