@@ -9,7 +9,7 @@ use reqwest::header::{HeaderMap, CONTENT_SECURITY_POLICY, COOKIE, LOCATION, SET_
 use serde_json::{json, Value};
 
 const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
-                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// A browser without JavaScript: follows no redirect on its own, keeps the
 /// console's cookie.
@@ -116,6 +116,11 @@ async fn pages_show_sources_runs_and_sops_with_their_text_escaped() {
     assert_eq!(sheet.status, 200);
     assert!(sheet.headers["content-type"].to_str().unwrap().starts_with("text/css"));
     assert!(sheet.headers["cache-control"].to_str().unwrap().contains("immutable"));
+    let js = overview.html.split_once(r#"<script src=""#).unwrap().1.split('"').next().unwrap();
+    let script = browser.get(js).await;
+    assert_eq!(script.status, 200, "{js}");
+    assert!(script.headers["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    assert!(script.html.contains("EventSource"), "the live lists' script");
     assert_eq!(browser.get("/ui/assets/other.css").await.status, 404);
     for (method, path, status) in [("GET", "/ui/nothing/here", 404), ("POST", "/ui/sops", 405)] {
         let request = browser.http.request(method.parse().unwrap(), format!("{}{path}", browser.base));
@@ -141,12 +146,12 @@ async fn pages_show_sources_runs_and_sops_with_their_text_escaped() {
 
     let page = browser.page(&format!("/ui/runs/{run}")).await;
     assert!(page.html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{}", page.html);
-    assert!(!page.html.contains("<script"), "no markup from the payload: {}", page.html);
+    assert!(!page.html.contains("<script>"), "no markup from the payload: {}", page.html);
     assert!(page.html.contains("run_started"), "the audit timeline");
     assert_eq!(browser.get("/ui/runs/no-such-run").await.status, 404);
 
     let sops = browser.page("/ui/sops").await;
-    assert!(sops.html.contains("ships &lt;script&gt;x()&lt;/script&gt;") && !sops.html.contains("<script"));
+    assert!(sops.html.contains("ships &lt;script&gt;x()&lt;/script&gt;") && !sops.html.contains("<script>"));
     assert!(sops.html.contains("mqtt sensors/+/alert"), "the triggers: {}", sops.html);
     for path in ["/ui/approvals", "/ui/outbox", "/ui/outbox?status=all", "/ui/explain"] {
         browser.page(path).await;
@@ -352,4 +357,20 @@ async fn a_dead_letter_is_listed_with_its_error_and_retried_from_its_form() {
     .await;
     let again = browser.post(&format!("/ui/outbox/{id}/retry"), &[("csrf", &outbox.token())]).await;
     assert_eq!(again.status, 409, "only a dead letter: {}", again.html);
+}
+
+#[tokio::test]
+async fn the_event_stream_tells_of_each_change_to_the_runs() {
+    let setup = Setup::new("", "").sop("gated", &supervised("gated"));
+    let d = setup.start();
+    let mut reply = d.http.get(d.url("/ui/events")).send().await.unwrap();
+    assert_eq!(reply.status(), 200);
+    assert_eq!(reply.headers()["content-type"], "text/event-stream");
+    assert_eq!(reply.headers()[CONTENT_SECURITY_POLICY], CSP);
+    fire(&d, "gated").await;
+    let mut seen = String::new();
+    while !seen.contains("event: runs\n") {
+        let chunk = tokio::time::timeout(DEADLINE, reply.chunk()).await.expect("an event").unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk.expect("the stream is open")));
+    }
 }

@@ -9,6 +9,10 @@
 //! The counts start from [`Tallies`] read once at daemon start (see
 //! [`StoreWatch::seed`]), so they stay right across restarts. Pure apart
 //! from its locks: times are arguments.
+//!
+//! It also numbers the committed batches ([`StoreWatch::commits`]), the one
+//! signal the console's live lists follow: whoever wrote, a page showing
+//! runs learns that it may be stale without asking the store.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -61,6 +65,9 @@ pub struct StoreWatch {
     /// Pending envelopes withdrawn since start (their run was cancelled),
     /// per destination.
     withdrawn: Mutex<BTreeMap<String, u64>>,
+    /// Committed batches since start; a watch, so a slow reader sees only
+    /// the latest number and is never queued behind the writers.
+    commits: tokio::sync::watch::Sender<u64>,
 }
 
 impl StoreWatch {
@@ -107,6 +114,7 @@ impl StoreWatch {
     /// of a committed batch took effect (a compare-and-set that did not
     /// hold refuses the whole batch), so the counts stay exact.
     pub fn committed(&self, batch: &Batch) {
+        self.commits.send_modify(|n| *n += 1);
         let (mut outbox, mut approvals) = (0i64, 0i64);
         for write in &batch.writes {
             match write {
@@ -134,6 +142,12 @@ impl StoreWatch {
         if approvals != 0 {
             self.pending_approvals.fetch_add(approvals, Ordering::Relaxed);
         }
+    }
+
+    /// Follows the number of committed batches: it changes after every
+    /// commit (several commits may show as one change).
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.commits.subscribe()
     }
 
     /// Pending outbox entries.
@@ -289,5 +303,18 @@ mod tests {
         assert_eq!(watch.outbox_pending(), 2);
         assert_eq!((watch.withdrawn("agent"), watch.withdrawn("executor")), (1, 0));
         assert_eq!(watch.enqueued("agent"), 2, "what was enqueued stays counted as such");
+    }
+
+    #[test]
+    fn every_committed_batch_is_seen_by_who_follows_the_commits() {
+        let watch = StoreWatch::default();
+        let mut commits = watch.commits();
+        assert!(!commits.has_changed().unwrap());
+        watch.committed(&batch(vec![enqueue("agent")]));
+        assert!(commits.has_changed().unwrap());
+        assert_eq!(*commits.borrow_and_update(), 1);
+        watch.committed(&batch(vec![]));
+        watch.committed(&batch(vec![enqueue("agent")]));
+        assert_eq!(*commits.borrow_and_update(), 3, "a reader that fell behind sees the latest");
     }
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod destination;
 pub mod drive;
 pub mod imap;

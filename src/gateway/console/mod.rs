@@ -2,7 +2,9 @@
 //! sources and the outbox, deciding approvals, cancelling runs, retrying
 //! dead letters and explaining matches, rendered on the server with maud so
 //! every page works without JavaScript and nothing needs building beside
-//! the daemon.
+//! the daemon. One small script (console.js, served like the stylesheet)
+//! refreshes the lists of the overview and the runs page when
+//! [`events`] says runs changed.
 //!
 //! Guarded like `/admin` ([`AdminAccess`]); every form that changes state
 //! also carries a CSRF token ([`csrf`]). Handlers are thin: what they do is
@@ -11,6 +13,7 @@
 
 mod approvals;
 mod csrf;
+mod events;
 mod explain;
 mod outbox;
 mod overview;
@@ -51,14 +54,16 @@ pub fn routes(state: AppState) -> Router {
         .route("/ui/outbox/{id}/retry", post(outbox::retry))
         .route("/ui/sops", get(sops::list))
         .route("/ui/explain", get(explain::show))
+        .route("/ui/events", get(events::stream))
         .route("/ui/assets/{name}", get(asset))
         .route("/ui/{*rest}", any(unknown))
         .with_state(state)
 }
 
-/// No inline script or style, no framing, forms posting only here.
+/// No inline script or style, no framing, forms posting and the script
+/// fetching only here.
 const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
-                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The console's headers on every response under `/ui`, also those the
 /// router makes itself (an unknown method, a timeout).
@@ -76,25 +81,31 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
 }
 
 const CSS: &str = include_str!("console.css");
+const JS: &str = include_str!("console.js");
 
-/// The stylesheet's name carries a digest of its content, so it can be
-/// cached for good and a new binary's is fetched anew.
-static CSS_NAME: LazyLock<String> = LazyLock::new(|| {
+/// An asset's name carries a digest of its content, so it can be cached
+/// for good and a new binary's is fetched anew.
+fn digested(content: &str, extension: &str) -> String {
     use sha2::{Digest, Sha256};
-    format!("console-{}.css", &hex::encode(Sha256::digest(CSS.as_bytes()))[..12])
-});
+    format!("console-{}.{extension}", &hex::encode(Sha256::digest(content.as_bytes()))[..12])
+}
+
+static CSS_NAME: LazyLock<String> = LazyLock::new(|| digested(CSS, "css"));
+static JS_NAME: LazyLock<String> = LazyLock::new(|| digested(JS, "js"));
 
 async fn asset(Path(name): Path<String>) -> Response {
-    if name != *CSS_NAME {
+    let (content_type, content) = if name == *CSS_NAME {
+        ("text/css; charset=utf-8", CSS)
+    } else if name == *JS_NAME {
+        ("text/javascript; charset=utf-8", JS)
+    } else {
         return ApiError::new(StatusCode::NOT_FOUND, "not_found")
             .with("path", format!("/ui/assets/{name}"))
             .into_response();
-    }
-    let headers = [
-        (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-        (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
-    ];
-    (headers, CSS).into_response()
+    };
+    let headers =
+        [(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=31536000, immutable")];
+    (headers, content).into_response()
 }
 
 /// A path under `/ui` that is no page, answered as a page (with the
@@ -133,6 +144,7 @@ fn layout(nav: Nav, title: &str, body: Markup) -> Markup {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · fanin" }
                 link rel="stylesheet" href={ "/ui/assets/" (*CSS_NAME) };
+                script src={ "/ui/assets/" (*JS_NAME) } defer {}
             }
             body {
                 header {

@@ -31,46 +31,51 @@ pub async fn show(State(state): State<AppState>, _: AdminAccess, headers: Header
         WriteState::Failing { reason, .. } => format!("failing: {reason}"),
     };
     let body = html! {
-        div.cards {
-            a.card href="/ui/approvals" { b { (watch.pending_approvals()) } "pending approvals" }
-            a.card href="/ui/runs?status=waiting_agent" {
-                b { (count(RunStatus::WaitingAgent).unwrap_or_default()) } "runs waiting for the agent"
+        div id="live" {
+            div.cards {
+                a.card href="/ui/approvals" { b { (watch.pending_approvals()) } "pending approvals" }
+                a.card href="/ui/runs?status=waiting_agent" {
+                    b { (count(RunStatus::WaitingAgent).unwrap_or_default()) } "runs waiting for the agent"
+                }
+                a.card href="/ui/outbox?status=pending" { b { (watch.outbox_pending()) } "envelopes in the outbox" }
+                a.card href="/ui/outbox?status=dead" { b { "→" } "dead letters" }
             }
-            a.card href="/ui/outbox?status=pending" { b { (watch.outbox_pending()) } "envelopes in the outbox" }
-            a.card href="/ui/outbox?status=dead" { b { "→" } "dead letters" }
-        }
-        h2 { "Sources" }
-        table {
-            thead { tr { th { "source" } th { "status" } th { "detail" } th { "reconnects" } th { "last event" } } }
-            tbody {
-                @for (name, source) in state.health.snapshot() {
-                    @let status = super::named(&source.status);
-                    tr {
-                        td {
-                            @match Source::parse(name.split(':').next().unwrap_or(&name)) {
-                                Some(kind) => a href={ "/ui/runs?source=" (kind.as_str()) } { (name) },
-                                None => (name),
+            h2 { "Sources" }
+            table {
+                thead { tr { th { "source" } th { "status" } th { "detail" } th { "reconnects" } th { "last event" } } }
+                tbody {
+                    @for (name, source) in state.health.snapshot() {
+                        @let status = super::named(&source.status);
+                        tr {
+                            td {
+                                @match Source::parse(name.split(':').next().unwrap_or(&name)) {
+                                    Some(kind) => a href={ "/ui/runs?source=" (kind.as_str()) } { (name) },
+                                    None => (name),
+                                }
                             }
+                            td class=(status_class(&status)) { (status) }
+                            td { (source.detail.unwrap_or_default()) }
+                            td { (source.reconnects) }
+                            td { (source.last_event_at.map(time).unwrap_or_else(|| "never".into())) }
                         }
-                        td class=(status_class(&status)) { (status) }
-                        td { (source.detail.unwrap_or_default()) }
-                        td { (source.reconnects) }
-                        td { (source.last_event_at.map(time).unwrap_or_else(|| "never".into())) }
                     }
                 }
             }
-        }
-        p { "Store (" (state.store.kind()) "): " span class=(status_class(if store_state == "ok" { "up" } else { "down" })) { (store_state) } }
-        h2 { "Runs by status" }
-        table {
-            thead { tr { th { "status" } th { "runs" } } }
-            tbody {
-                @for (status, n) in &by_status {
-                    tr {
-                        td class=(status_class(status.as_str())) {
-                            a href={ "/ui/runs?status=" (status.as_str()) } { (status.as_str()) }
+            p {
+                "Store (" (state.store.kind()) "): "
+                span class=(status_class(if store_state == "ok" { "up" } else { "down" })) { (store_state) }
+            }
+            h2 { "Runs by status" }
+            table {
+                thead { tr { th { "status" } th { "runs" } } }
+                tbody {
+                    @for (status, n) in &by_status {
+                        tr {
+                            td class=(status_class(status.as_str())) {
+                                a href={ "/ui/runs?status=" (status.as_str()) } { (status.as_str()) }
+                            }
+                            td { (n) }
                         }
-                        td { (n) }
                     }
                 }
             }

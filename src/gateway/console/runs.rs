@@ -72,11 +72,13 @@ pub async fn list(
     };
     let body = html! {
         (filters(status, sop.as_deref(), source))
-        (run_table(&shown))
-        p {
-            @if number > 1 { a href=(link(number - 1)) { "← newer" } " " }
-            "page " (number)
-            @if more { " " a href=(link(number + 1)) { "older →" } }
+        div id="live" {
+            (run_table(&shown))
+            p {
+                @if number > 1 { a href=(link(number - 1)) { "← newer" } " " }
+                "page " (number)
+                @if more { " " a href=(link(number + 1)) { "older →" } }
+            }
         }
     };
     Ok(page(&session, Nav::Runs, "Runs", body))
