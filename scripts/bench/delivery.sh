@@ -43,7 +43,7 @@ CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-2}
 LUA=$ROOT/scripts/bench/webhook.lua
 
-command -v wrk >/dev/null || die "wrk is needed: apt-get install wrk (or run scripts/bench/webhook.sh once as root)"
+need_wrk
 for tool in curl jq; do command -v $tool >/dev/null || die "$tool is needed"; done
 
 build --example floor --example forward

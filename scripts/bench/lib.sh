@@ -49,6 +49,17 @@ build() {
     fi
 }
 
+# need_wrk: wrk, installed from Debian's package when missing and root.
+need_wrk() {
+    command -v wrk >/dev/null && return 0
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        say "installing wrk (Debian package)"
+        apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+    else
+        die "wrk is needed: apt-get install wrk"
+    fi
+}
+
 # The machine, as BENCHMARKS.md records it.
 machine() {
     echo "machine: $(nproc) cores, $(free -h | awk '/^Mem:/ {print $2}') memory, $(uname -sr)"

@@ -42,14 +42,7 @@ MQTT_PREFIX=fanin-bench/$$-$RANDOM
 LUA=$ROOT/scripts/bench/webhook.lua
 SCHEMAS=()
 
-if ! command -v wrk >/dev/null; then
-    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-        say "installing wrk (Debian package)"
-        apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-    else
-        die "wrk is needed: apt-get install wrk"
-    fi
-fi
+need_wrk
 for tool in curl jq psql; do command -v $tool >/dev/null || die "$tool is needed"; done
 
 drop_schemas() {

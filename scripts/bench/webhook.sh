@@ -24,14 +24,7 @@ CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-2}
 LUA=$ROOT/scripts/bench/webhook.lua
 
-if ! command -v wrk >/dev/null; then
-    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-        say "installing wrk (Debian package)"
-        apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-    else
-        die "wrk is needed: apt-get install wrk"
-    fi
-fi
+need_wrk
 for tool in curl jq; do command -v $tool >/dev/null || die "$tool is needed"; done
 
 build --example floor

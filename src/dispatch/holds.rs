@@ -139,13 +139,7 @@ mod tests {
         // Still held for the second: another process waits for it.
         let waiting = tokio::spawn(async move { other.hold_admission(&["s".to_string()]).await.unwrap() });
         let Backend::Postgres(schema) = &backend else { unreachable!() };
-        let client = schema.client().await;
-        crate::test_support::eventually("the other process waits", || async {
-            let waiting = "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity p ON p.pid = l.pid
-                           WHERE l.locktype = 'advisory' AND NOT l.granted AND p.application_name = $1";
-            client.query_one(waiting, &[&schema.name]).await.unwrap().get::<_, i64>(0) == 1
-        })
-        .await;
+        schema.wait_for_advisory_waiter("the other process waits").await;
         second.release().await;
         waiting.await.unwrap().release().await;
 

@@ -348,6 +348,18 @@ impl TestSchema {
     pub async fn client(&self) -> tokio_postgres::Client {
         connect(&self.url).await
     }
+
+    /// Waits until one of the schema's connections waits for an advisory
+    /// lock another holds: the sign that a hold is being waited for.
+    pub async fn wait_for_advisory_waiter(&self, what: &str) {
+        let client = self.client().await;
+        let waiting = "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity p ON p.pid = l.pid
+                       WHERE l.locktype = 'advisory' AND NOT l.granted AND p.application_name = $1";
+        crate::test_support::eventually(what, || async {
+            client.query_one(waiting, &[&self.name]).await.unwrap().get::<_, i64>(0) == 1
+        })
+        .await;
+    }
 }
 
 async fn connect(url: &str) -> tokio_postgres::Client {

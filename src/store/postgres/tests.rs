@@ -338,13 +338,7 @@ async fn an_admission_hold_lets_one_replica_decide_for_a_sop_from_what_is_commit
         let b = Arc::clone(&b);
         async move { b.hold_admission(&["s".to_string()]).await.unwrap() }
     });
-    let client = schema.client().await;
-    crate::test_support::eventually("b waits for a's hold", || async {
-        let waiting = "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity p ON p.pid = l.pid
-                       WHERE l.locktype = 'advisory' AND NOT l.granted AND p.application_name = $1";
-        client.query_one(waiting, &[&schema.name]).await.unwrap().get::<_, i64>(0) == 1
-    })
-    .await;
+    schema.wait_for_advisory_waiter("b waits for a's hold").await;
     // What a decides under the hold is committed before b reads.
     a.commit(start(run_of("s5", "s", RunStatus::Running, t(10)))).await.unwrap();
     held.release().await;
