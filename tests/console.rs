@@ -12,11 +12,13 @@ const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// A browser without JavaScript: follows no redirect on its own, keeps the
-/// console's cookie.
+/// console's cookies; one made `from` an address comes through a trusted
+/// proxy (`X-Forwarded-For`), and `over_tls` through one that says so.
 struct Browser {
     http: reqwest::Client,
     base: String,
-    cookie: Option<String>,
+    cookies: std::collections::BTreeMap<String, String>,
+    forwarded: Vec<(&'static str, String)>,
 }
 
 struct Page {
@@ -31,22 +33,55 @@ impl Page {
         let (_, rest) = self.html.split_once(r#"name="csrf" value=""#).expect("the page has a form with a token");
         rest.split('"').next().unwrap().to_string()
     }
+
+    /// The `Set-Cookie` of the cookie `name`, whole.
+    fn set_cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .get_all(SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .find(|v| v.starts_with(&format!("{name}=")))
+    }
 }
 
 impl Browser {
     fn new(d: &Daemon) -> Browser {
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        Browser { http, base: d.base.clone(), cookie: None }
+        Browser { http, base: d.base.clone(), cookies: Default::default(), forwarded: Vec::new() }
     }
 
-    async fn read(&mut self, request: reqwest::RequestBuilder) -> Page {
-        let request = match &self.cookie {
-            Some(cookie) => request.header(COOKIE, cookie),
-            None => request,
-        };
+    fn from(mut self, address: &str) -> Browser {
+        self.forwarded.push(("X-Forwarded-For", address.to_string()));
+        self
+    }
+
+    fn over_tls(mut self) -> Browser {
+        self.forwarded.push(("X-Forwarded-Proto", "https".to_string()));
+        self
+    }
+
+    /// The `Cookie` header this browser sends.
+    fn cookie(&self) -> Option<String> {
+        let pairs: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        (!pairs.is_empty()).then(|| pairs.join("; "))
+    }
+
+    async fn read(&mut self, mut request: reqwest::RequestBuilder) -> Page {
+        if let Some(cookie) = self.cookie() {
+            request = request.header(COOKIE, cookie);
+        }
+        for (name, value) in &self.forwarded {
+            request = request.header(*name, value);
+        }
         let response = request.send().await.expect("request");
-        if let Some(set) = response.headers().get(SET_COOKIE) {
-            self.cookie = Some(set.to_str().unwrap().split(';').next().unwrap().to_string());
+        for set in response.headers().get_all(SET_COOKIE) {
+            let set = set.to_str().unwrap();
+            let (name, value) = set.split(';').next().unwrap().split_once('=').unwrap();
+            if set.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_string(), value.to_string());
+            }
         }
         let (status, headers) = (response.status().as_u16(), response.headers().clone());
         Page { status, headers, html: response.text().await.unwrap() }
@@ -209,7 +244,7 @@ async fn approving_and_denying_through_the_forms_moves_runs_under_the_callers_na
     let page = browser.page("/ui/approvals").await;
     let at = |run: &str| page.html.find(run).unwrap_or_else(|| panic!("{run} listed: {}", page.html));
     assert!(at(&approved) < at(&denied), "oldest first");
-    assert!(browser.cookie.is_some(), "the page set the CSRF cookie");
+    assert!(browser.cookies.contains_key("fanin_csrf"), "the page set the CSRF cookie");
     let token = page.token();
 
     let reply =
@@ -294,7 +329,7 @@ async fn remote_clients_are_refused_unless_remote_admin_is_allowed_and_then_need
         .http
         .post(d.url(&format!("/ui/approvals/{run}/approve")))
         .header("X-Forwarded-For", remote)
-        .header(COOKIE, local.cookie.clone().unwrap())
+        .header(COOKIE, local.cookie().unwrap())
         .form(&[("csrf", token.as_str())])
         .send()
         .await
@@ -317,6 +352,72 @@ async fn remote_clients_are_refused_unless_remote_admin_is_allowed_and_then_need
     assert_eq!(get(None).await.unwrap().status(), 401);
     assert_eq!(get(Some("fanin_nope")).await.unwrap().status(), 401);
     assert_eq!(get(Some(&bearer)).await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn a_remote_operator_signs_in_once_with_a_token_and_the_session_ends_with_the_token() {
+    let setup = Setup::new("trust_forwarded_headers = true\nallow_remote_admin = true\nconsole_session_secs = 600", "")
+        .sop("gated", &supervised("gated"));
+    let d = setup.start();
+    let run = fire(&d, "gated").await;
+    let bearer = d.pair().await;
+    let run_page = format!("/ui/runs/{run}");
+    let mut remote = Browser::new(&d).from("203.0.113.9");
+
+    let asked = remote.get(&run_page).await;
+    assert_eq!(asked.status, 401, "{}", asked.html);
+    assert_eq!(asked.headers["www-authenticate"], r#"Bearer realm="fanin console""#);
+    assert_eq!(asked.headers[CONTENT_SECURITY_POLICY], CSP);
+    assert!(asked.html.contains(r#"action="/ui/login""#), "the sign-in form: {}", asked.html);
+    assert!(asked.html.contains(&format!(r#"name="next" value="{run_page}""#)), "back to the page asked for");
+    let csrf = asked.token();
+
+    let forged = remote.post("/ui/login", &[("token", &bearer), ("next", &run_page)]).await;
+    assert_eq!(forged.status, 403, "a sign-in without the form's CSRF token");
+    let wrong = format!("fanin_{}", "0".repeat(64));
+    let refused = remote.post("/ui/login", &[("csrf", &csrf), ("token", &wrong), ("next", &run_page)]).await;
+    assert_eq!(refused.status, 401);
+    assert!(refused.html.contains("not a live bearer token"), "{}", refused.html);
+    assert!(!remote.cookies.contains_key("fanin_session"));
+
+    let elsewhere = "https://evil.example/ui";
+    let signed = remote.post("/ui/login", &[("csrf", &csrf), ("token", &bearer), ("next", elsewhere)]).await;
+    assert_eq!((signed.status, &signed.headers[LOCATION]), (303, &"/ui".parse().unwrap()), "never off the console");
+    let set = signed.set_cookie("fanin_session").expect("a session cookie");
+    for attribute in ["Path=/ui", "HttpOnly", "SameSite=Strict", "Max-Age=600"] {
+        assert!(set.contains(attribute), "{attribute}: {set}");
+    }
+    assert!(!set.contains("Secure"), "plain HTTP: {set}");
+    assert!(!set.contains(&bearer["fanin_".len()..]), "the token is not in the cookie: {set}");
+
+    let page = remote.page(&run_page).await;
+    assert!(page.html.contains("Sign out"), "{}", page.html);
+    let approved = remote.post(&format!("/ui/approvals/{run}/approve"), &[("csrf", &page.token())]).await;
+    assert_eq!(approved.status, 303, "{}", approved.html);
+    let subject = setup.cli_json(&["tokens", "list", "--json"])["tokens"][0]["subject"].clone();
+    assert!(subject.as_str().unwrap().starts_with("token:"), "{subject}");
+    assert_eq!(approval_of(&d, &run).await["detail"]["by"], subject, "audited under the token's identity");
+
+    // Behind a proxy that terminates TLS, both cookies are Secure; signing
+    // out forgets the session.
+    let mut tls = Browser::new(&d).from("203.0.113.10").over_tls();
+    let asked = tls.get("/ui").await;
+    assert!(asked.set_cookie("fanin_csrf").unwrap().ends_with("; Secure"));
+    let signed = tls.post("/ui/login", &[("csrf", &asked.token()), ("token", &bearer), ("next", "/ui")]).await;
+    assert!(signed.set_cookie("fanin_session").unwrap().ends_with("; Secure"));
+    let overview = tls.page("/ui").await;
+    let out = tls.post("/ui/logout", &[("csrf", &overview.token())]).await;
+    assert_eq!(out.status, 303);
+    assert!(out.set_cookie("fanin_session").unwrap().contains("Max-Age=0"));
+    assert_eq!(tls.get("/ui").await.status, 401, "signed out");
+
+    // Revoking the token ends its sessions on their next request.
+    let revoked = setup.cli(&["tokens", "revoke", &bearer["fanin_".len().."fanin_".len() + 8]]);
+    assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
+    let ended = remote.get("/ui").await;
+    assert_eq!(ended.status, 401);
+    assert!(ended.html.contains("has ended"), "{}", ended.html);
+    assert!(ended.set_cookie("fanin_session").unwrap().contains("Max-Age=0"), "the dead cookie is removed");
 }
 
 #[tokio::test]

@@ -72,8 +72,8 @@ pub struct Gateway {
     pub lease_clock: agent_loop::LeaseClock,
     /// This replica's `cluster.node_id` (`None`: the daemon is alone).
     pub node_id: Option<String>,
-    /// The secret the console's CSRF tokens are made under.
-    pub console: console::CsrfKey,
+    /// The keys of the console's CSRF tokens and sign-ins.
+    pub console: console::Console,
 }
 
 pub type AppState = Arc<Gateway>;
@@ -106,6 +106,7 @@ impl Gateway {
             agent,
             boards: config.peripherals.keys().cloned().collect(),
         });
+        let console = console::Console::new(&pairing_key);
         Gateway {
             config: g.clone(),
             store,
@@ -120,7 +121,7 @@ impl Gateway {
             metrics,
             lease_clock: agent_loop::LeaseClock::default(),
             node_id: None,
-            console: console::CsrfKey::random(),
+            console,
         }
     }
 

@@ -120,6 +120,20 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, forwarding: &Forwarding)
     ClientAddr::Ip(leftmost_trusted.unwrap_or(peer.ip()))
 }
 
+/// Whether a request from `peer` reached the proxy in front of fanin over
+/// TLS: the peer is a trusted proxy (as for [`client_ip`]) and the
+/// `X-Forwarded-Proto` it wrote (the rightmost entry) is `https`. fanin
+/// itself serves plain HTTP, so this is the only way it can know; what a
+/// client wrote there itself is never believed.
+pub fn forwarded_https(peer: SocketAddr, headers: &HeaderMap, forwarding: &Forwarding) -> bool {
+    let Some(nets) = &forwarding.trusted else { return false };
+    if !Forwarding::trusts(nets, peer.ip()) {
+        return false;
+    }
+    let nearest = headers.get_all("x-forwarded-proto").iter().next_back().and_then(|v| v.to_str().ok());
+    nearest.and_then(|line| line.rsplit(',').next()).is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+}
+
 /// One `X-Forwarded-For` entry: an address, optionally with a port
 /// (`203.0.113.9:4711`, `[2001:db8::1]:443`, `[2001:db8::1]`), canonical.
 fn parse_forwarded_entry(entry: &str) -> Option<IpAddr> {
@@ -228,6 +242,29 @@ mod tests {
         for (forwarding, peer, lines, want) in rows {
             assert_eq!(client_ip(*peer, &forwarded(lines), forwarding), *want, "{peer} {lines:?}");
         }
+    }
+
+    #[test]
+    fn only_a_trusted_proxy_says_the_client_came_over_tls() {
+        let trusting = Forwarding::new(true, &["10.0.0.0/8".into()]);
+        let off = Forwarding::new(false, &[]);
+        let proxy: SocketAddr = "10.0.0.5:5000".parse().unwrap();
+        let outsider: SocketAddr = "198.51.100.20:5000".parse().unwrap();
+        let proto = |lines: &[&str]| {
+            let mut h = HeaderMap::new();
+            for line in lines {
+                h.append("x-forwarded-proto", line.parse().unwrap());
+            }
+            h
+        };
+        assert!(forwarded_https(proxy, &proto(&["https"]), &trusting));
+        assert!(forwarded_https(proxy, &proto(&["HTTPS"]), &trusting));
+        assert!(forwarded_https(proxy, &proto(&["http, https"]), &trusting), "the nearest proxy's entry");
+        assert!(!forwarded_https(proxy, &proto(&["https, http"]), &trusting));
+        assert!(!forwarded_https(proxy, &proto(&["https", "http"]), &trusting), "the last line is the nearest");
+        assert!(!forwarded_https(proxy, &proto(&[]), &trusting));
+        assert!(!forwarded_https(outsider, &proto(&["https"]), &trusting), "a client's own claim");
+        assert!(!forwarded_https(proxy, &proto(&["https"]), &off));
     }
 
     #[test]

@@ -54,9 +54,10 @@ fn is_code_shaped(code: &str) -> bool {
 #[error("{0}")]
 pub struct PairingKeyError(String);
 
-/// The key pairing codes are MACed with: 32 random bytes in a file beside
-/// the store (`pairing.key`, owner-only). Every process that issues or
-/// redeems codes on a store reads the same file.
+/// The key pairing codes are MACed with, and the console's keys are
+/// derived from: 32 random bytes in a file beside the store (`pairing.key`,
+/// owner-only). Every process that issues or redeems codes on a store, and
+/// every replica of it, reads the same file.
 pub struct PairingKey([u8; PairingKey::LEN]);
 
 impl std::fmt::Debug for PairingKey {
@@ -117,6 +118,16 @@ impl PairingKey {
     #[cfg(test)]
     pub fn from_bytes(key: [u8; PairingKey::LEN]) -> PairingKey {
         PairingKey(key)
+    }
+
+    /// A key for another use of this secret, named by `purpose`: every
+    /// process reading the same file derives the same one, and a MAC made
+    /// for one purpose (or a pairing code's) never stands for another's.
+    pub fn derive(&self, purpose: &str) -> [u8; PairingKey::LEN] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes a key of any length");
+        mac.update(b"fanin derived key\0");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     /// What the store keeps of `code`: HMAC-SHA256, hex.
@@ -334,6 +345,15 @@ mod tests {
         assert_ne!(a.mac("123456"), sha256_hex("123456"));
         assert_eq!(a.mac("123456").len(), 64);
         assert_eq!(format!("{a:?}"), "PairingKey(..)", "the key never prints");
+    }
+
+    #[test]
+    fn derived_keys_differ_by_purpose_and_by_key() {
+        let (a, b) = (key(), PairingKey::from_bytes([8; PairingKey::LEN]));
+        assert_eq!(a.derive("console csrf"), a.derive("console csrf"));
+        assert_ne!(a.derive("console csrf"), a.derive("console session"));
+        assert_ne!(a.derive("console csrf"), b.derive("console csrf"));
+        assert_ne!(hex::encode(a.derive("123456")), a.mac("123456"), "never a pairing code's MAC");
     }
 
     #[test]

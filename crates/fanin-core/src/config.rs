@@ -74,6 +74,9 @@ pub struct GatewayConfig {
     /// is believed; see `gateway::limits::Forwarding`.
     pub trusted_proxies: Vec<String>,
     pub allow_remote_admin: bool,
+    /// How long a console sign-in (a remote operator's session cookie)
+    /// lasts before the bearer token is asked for again.
+    pub console_session_secs: u64,
     /// From accepting a connection, or from the first byte of a later
     /// request, until its head (request line and headers) is complete.
     pub header_read_timeout_secs: u64,
@@ -99,6 +102,7 @@ impl Default for GatewayConfig {
             trust_forwarded_headers: false,
             trusted_proxies: Vec::new(),
             allow_remote_admin: false,
+            console_session_secs: 8 * 3600,
             header_read_timeout_secs: 10,
             idle_timeout_secs: 60,
             max_connections: None,
@@ -132,6 +136,9 @@ pub struct ChannelsConfig {
 struct ZeroClawChannels {
     mqtt: Option<toml::Table>,
 }
+
+/// The longest `gateway.console_session_secs` allowed.
+pub const MAX_CONSOLE_SESSION_SECS: u64 = 30 * 24 * 3600;
 
 /// Where `[channels_config.mqtt]` keys are named in messages.
 pub const MQTT_TABLE: &str = "channels_config.mqtt";
@@ -647,10 +654,17 @@ fn validate_gateway(gateway: &GatewayConfig, problems: &mut Problems) {
     for (key, secs) in [
         ("header_read_timeout_secs", gateway.header_read_timeout_secs),
         ("idle_timeout_secs", gateway.idle_timeout_secs),
+        ("console_session_secs", gateway.console_session_secs),
     ] {
         if secs == 0 {
             problems.push((format!("gateway.{key}"), "must be greater than 0".into()));
         }
+    }
+    if gateway.console_session_secs > MAX_CONSOLE_SESSION_SECS {
+        problems.push((
+            "gateway.console_session_secs".into(),
+            format!("must be at most {MAX_CONSOLE_SESSION_SECS} (30 days); a sign-in is a credential"),
+        ));
     }
     if gateway.max_connections == Some(0) {
         problems.push((
@@ -948,6 +962,7 @@ mod tests {
         assert!(!g.trust_forwarded_headers);
         assert!(g.trusted_proxies.is_empty());
         assert!(!g.allow_remote_admin);
+        assert_eq!(g.console_session_secs, 8 * 3600);
         assert_eq!(g.header_read_timeout_secs, 10);
         assert_eq!(g.idle_timeout_secs, 60);
         assert_eq!(g.max_connections, None);
@@ -1312,6 +1327,8 @@ mod tests {
             ("[gateway]\nport = \"3000\"\n", "gateway.port", "invalid type"),
             ("[gateway]\nheader_read_timeout_secs = 0\n", "gateway.header_read_timeout_secs", "greater than 0"),
             ("[gateway]\nidle_timeout_secs = 0\n", "gateway.idle_timeout_secs", "greater than 0"),
+            ("[gateway]\nconsole_session_secs = 0\n", "gateway.console_session_secs", "greater than 0"),
+            ("[gateway]\nconsole_session_secs = 2592001\n", "gateway.console_session_secs", "at most 2592000"),
             ("[gateway]\nmax_connections = 0\n", "gateway.max_connections", "at least 1"),
             ("[gateway]\nmax_connections = -1\n", "gateway.max_connections", "invalid value"),
             (

@@ -13,11 +13,11 @@ use serde_json::Value;
 
 use super::csrf::Session;
 use super::runs::encode;
-use super::{after_post, csrf_field, filled, page, posted, time, AdminAccess, AppState, Nav, Path, Refusal};
+use super::{after_post, csrf_field, filled, page, posted, time, AppState, ConsoleAccess, Nav, Path, Refusal};
 use crate::operations::approvals::{self, Decision, DecisionRequest};
 
-pub async fn list(State(state): State<AppState>, _: AdminAccess, headers: HeaderMap) -> Result<Response, Refusal> {
-    let session = state.console.session(&headers);
+pub async fn list(State(state): State<AppState>, access: ConsoleAccess) -> Result<Response, Refusal> {
+    let session = access.session;
     let catalog = state.dispatcher.catalog();
     let pending = approvals::pending(state.store.as_ref(), Some(&catalog)).await?;
     let text = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
@@ -73,7 +73,7 @@ pub(super) fn forms(session: &Session, run_id: &str) -> Markup {
 
 pub async fn approve(
     State(state): State<AppState>,
-    access: AdminAccess,
+    access: ConsoleAccess,
     headers: HeaderMap,
     Path(run_id): Path<String>,
     body: Body,
@@ -83,7 +83,7 @@ pub async fn approve(
 
 pub async fn deny(
     State(state): State<AppState>,
-    access: AdminAccess,
+    access: ConsoleAccess,
     headers: HeaderMap,
     Path(run_id): Path<String>,
     body: Body,
@@ -93,7 +93,7 @@ pub async fn deny(
 
 async fn decide(
     state: &AppState,
-    AdminAccess { by }: AdminAccess,
+    ConsoleAccess { by, .. }: ConsoleAccess,
     headers: &HeaderMap,
     run_id: String,
     body: Body,

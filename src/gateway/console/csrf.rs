@@ -5,11 +5,11 @@
 //! make a browser send the cookie (SameSite=Strict already stops most of
 //! that) but cannot read it or the page, so it cannot forge the token.
 //!
-//! The secret is drawn at start and kept in memory only: a restart makes
-//! open pages' tokens stale, which costs a reload, not a refusal of the
-//! operator's session.
+//! The secret is derived from the store's pairing key, so a page rendered
+//! by one replica posts to another, and a restart leaves open pages'
+//! forms working.
 
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
@@ -24,7 +24,12 @@ pub struct CsrfKey {
 }
 
 impl CsrfKey {
-    pub fn random() -> CsrfKey {
+    pub fn new(secret: [u8; 32]) -> CsrfKey {
+        CsrfKey { secret }
+    }
+
+    #[cfg(test)]
+    fn random() -> CsrfKey {
         let mut secret = [0u8; 32];
         rand::rng().fill_bytes(&mut secret);
         CsrfKey { secret }
@@ -51,8 +56,9 @@ impl CsrfKey {
     }
 
     /// The session of a page request: the browser's cookie when it holds a
-    /// well-formed value, else a fresh one the response must set.
-    pub fn session(&self, headers: &HeaderMap) -> Session {
+    /// well-formed value, else a fresh one the response must set (`Secure`
+    /// when the request came over TLS).
+    pub fn session(&self, headers: &HeaderMap, secure: bool) -> Session {
         let (nonce, fresh) = match cookie_nonce(headers) {
             Some(nonce) => (nonce, false),
             None => {
@@ -61,7 +67,7 @@ impl CsrfKey {
                 (hex::encode(bytes), true)
             }
         };
-        Session { token: self.token(&nonce), nonce, fresh }
+        Session { token: self.token(&nonce), nonce, fresh, secure, signed_in: false }
     }
 
     /// Whether a POST with `headers` and the form field `token` may act.
@@ -79,6 +85,10 @@ pub struct Session {
     /// What the page's forms carry in their `csrf` field.
     pub token: String,
     fresh: bool,
+    /// The request came over TLS: cookies set in answer are `Secure`.
+    pub secure: bool,
+    /// The caller holds a console sign-in (pages offer to sign out).
+    pub signed_in: bool,
 }
 
 impl Session {
@@ -86,29 +96,21 @@ impl Session {
     /// usable cookie. Scoped to the console, unreadable to script, and not
     /// sent on requests that start on another site.
     pub fn set_cookie(&self) -> Option<HeaderValue> {
-        self.fresh.then(|| {
-            let cookie = format!("{COOKIE}={}; Path=/ui; HttpOnly; SameSite=Strict", self.nonce);
-            HeaderValue::from_str(&cookie).expect("hex is a valid header value")
-        })
+        self.fresh.then(|| super::set_cookie(COOKIE, &self.nonce, None, self.secure))
     }
 }
 
 /// The `fanin_csrf` value of the request's cookies, if one is well formed.
 fn cookie_nonce(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value.to_string())
+    super::cookie(headers, COOKIE)
         .filter(|v| v.len() == 2 * NONCE_BYTES && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_string)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::header;
 
     fn with_cookie(value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -119,15 +121,18 @@ mod tests {
     #[test]
     fn a_token_holds_only_for_its_cookie_and_its_key() {
         let key = CsrfKey::random();
-        let session = key.session(&HeaderMap::new());
+        let session = key.session(&HeaderMap::new(), false);
         let cookie = session.set_cookie().expect("a new session sets its cookie");
         let cookie = cookie.to_str().unwrap();
         assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && cookie.contains("Path=/ui"));
+        assert!(!cookie.contains("Secure"), "plain HTTP cannot keep a Secure cookie");
+        let over_tls = key.session(&HeaderMap::new(), true).set_cookie().unwrap();
+        assert!(over_tls.to_str().unwrap().ends_with("; Secure"), "{over_tls:?}");
         let pair = cookie.split(';').next().unwrap();
         let headers = with_cookie(&format!("theme=dark; {pair}"));
         assert!(key.check(&headers, Some(&session.token)));
 
-        let again = key.session(&headers);
+        let again = key.session(&headers, false);
         assert!(again.set_cookie().is_none(), "a usable cookie is kept");
         assert_eq!(again.token, session.token);
 
@@ -138,7 +143,7 @@ mod tests {
         wrong[0] = if wrong[0] == b'0' { b'1' } else { b'0' };
         assert!(!key.check(&headers, Some(std::str::from_utf8(&wrong).unwrap())), "one digit changed");
         assert!(!key.check(&HeaderMap::new(), Some(&session.token)), "no cookie");
-        let other = key.session(&HeaderMap::new());
+        let other = key.session(&HeaderMap::new(), false);
         let other_cookie = other.set_cookie().unwrap();
         let other_headers = with_cookie(other_cookie.to_str().unwrap().split(';').next().unwrap());
         assert!(!key.check(&other_headers, Some(&session.token)), "another cookie's token");
@@ -149,7 +154,7 @@ mod tests {
     fn malformed_cookies_start_a_new_session() {
         let key = CsrfKey::random();
         for cookie in ["fanin_csrf=", "fanin_csrf=abc", &format!("fanin_csrf={}", "g".repeat(64)), "other=1"] {
-            let session = key.session(&with_cookie(cookie));
+            let session = key.session(&with_cookie(cookie), false);
             assert!(session.set_cookie().is_some(), "{cookie}");
             assert!(!key.check(&with_cookie(cookie), Some(&session.token)), "{cookie}");
         }

@@ -16,11 +16,11 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 
-use super::{AdminAccess, AppState};
+use super::{AppState, ConsoleAccess};
 
 pub async fn stream(
     State(state): State<AppState>,
-    _: AdminAccess,
+    _: ConsoleAccess,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let lasts = Duration::from_secs(state.config.request_timeout_secs.max(1));
     let until = tokio::time::Instant::now() + lasts;

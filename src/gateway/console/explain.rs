@@ -4,14 +4,14 @@
 //! Nothing is dispatched, so the form is a GET.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::Utc;
 use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::super::extract::Query;
-use super::{given, page, AdminAccess, ApiError, AppState, Nav, Refusal};
+use super::{given, page, ApiError, AppState, ConsoleAccess, Nav, Refusal};
 use crate::dispatch::matching::Explanation;
 use crate::event::{Event, Payload, Source};
 
@@ -24,11 +24,10 @@ pub struct Params {
 
 pub async fn show(
     State(state): State<AppState>,
-    _: AdminAccess,
-    headers: HeaderMap,
+    access: ConsoleAccess,
     Query(params): Query<Params>,
 ) -> Result<Response, Refusal> {
-    let session = state.console.session(&headers);
+    let session = access.session;
     let source = match given(&params.source) {
         None => Source::Webhook,
         Some(s) => Source::parse(s)

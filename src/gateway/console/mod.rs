@@ -6,8 +6,9 @@
 //! refreshes the lists of the overview and the runs page when
 //! [`events`] says runs changed.
 //!
-//! Guarded like `/admin` ([`AdminAccess`]); every form that changes state
-//! also carries a CSRF token ([`csrf`]). Handlers are thin: what they do is
+//! Guarded like `/admin` ([`ConsoleAccess`], with a sign-in for remote
+//! operators: [`signin`]); every form that changes state also carries a
+//! CSRF token ([`csrf`]). Handlers are thin: what they do is
 //! one call into `crate::operations` (the same the admin API and the CLI
 //! make) or a read of the store, and a page around it.
 
@@ -18,6 +19,7 @@ mod explain;
 mod outbox;
 mod overview;
 mod runs;
+mod signin;
 mod sops;
 
 use std::collections::HashMap;
@@ -34,11 +36,28 @@ use chrono::{DateTime, Utc};
 use maud::{html, Markup, DOCTYPE};
 use serde_json::Value;
 
-pub use csrf::CsrfKey;
-
-use super::extract::{AdminAccess, Path};
+use super::extract::Path;
 use super::{ApiError, AppState};
+use crate::operations::pairing::PairingKey;
 use crate::operations::OpError;
+use csrf::{CsrfKey, Session};
+use signin::{ConsoleAccess, SessionKey};
+
+/// The console's keys, derived from the store's pairing key so every
+/// replica of a store accepts what another rendered or signed.
+pub struct Console {
+    csrf: CsrfKey,
+    sessions: SessionKey,
+}
+
+impl Console {
+    pub fn new(key: &PairingKey) -> Console {
+        Console {
+            csrf: CsrfKey::new(key.derive("console csrf")),
+            sessions: SessionKey::new(key.derive("console session")),
+        }
+    }
+}
 
 /// The console's routes; [`security_headers`] goes around the whole router.
 pub fn routes(state: AppState) -> Router {
@@ -55,6 +74,8 @@ pub fn routes(state: AppState) -> Router {
         .route("/ui/sops", get(sops::list))
         .route("/ui/explain", get(explain::show))
         .route("/ui/events", get(events::stream))
+        .route("/ui/login", get(signin::form).post(signin::sign_in))
+        .route("/ui/logout", post(signin::sign_out))
         .route("/ui/assets/{name}", get(asset))
         .route("/ui/{*rest}", any(unknown))
         .with_state(state)
@@ -135,7 +156,8 @@ const NAV: [(Nav, &str, &str); 6] = [
     (Nav::Explain, "/ui/explain", "Explain"),
 ];
 
-fn layout(nav: Nav, title: &str, body: Markup) -> Markup {
+/// A page; `session` offers a signed-in operator to sign out.
+fn layout(nav: Nav, title: &str, session: Option<&Session>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -154,6 +176,12 @@ fn layout(nav: Nav, title: &str, body: Markup) -> Markup {
                             a href=(href) class=[(entry == nav).then_some("here")] { (label) }
                         }
                     }
+                    @if let Some(session) = session.filter(|s| s.signed_in) {
+                        form.signout method="post" action="/ui/logout" {
+                            (csrf_field(session))
+                            button type="submit" { "Sign out" }
+                        }
+                    }
                 }
                 main { h1 { (title) } (body) }
             }
@@ -163,17 +191,17 @@ fn layout(nav: Nav, title: &str, body: Markup) -> Markup {
 
 /// A page for the browser whose CSRF session is `session`: the cookie is
 /// set when the browser had none.
-fn page(session: &csrf::Session, nav: Nav, title: &str, body: Markup) -> Response {
-    let mut response = layout(nav, title, body).into_response();
+fn page(session: &Session, nav: Nav, title: &str, body: Markup) -> Response {
+    let mut response = layout(nav, title, Some(session), body).into_response();
     if let Some(cookie) = session.set_cookie() {
-        response.headers_mut().insert(header::SET_COOKIE, cookie);
+        response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
 /// The hidden field every state-changing form carries.
-fn csrf_field(session: &csrf::Session) -> Markup {
+fn csrf_field(session: &Session) -> Markup {
     html! { input type="hidden" name="csrf" value=(session.token); }
 }
 
@@ -208,7 +236,7 @@ impl IntoResponse for Refusal {
             }
             p { a href="/ui" { "Back to the overview" } }
         };
-        let mut response = layout(Nav::None, "Refused", markup).into_response();
+        let mut response = layout(Nav::None, "Refused", None, markup).into_response();
         *response.status_mut() = status;
         response
     }
@@ -220,13 +248,40 @@ impl IntoResponse for Refusal {
 async fn posted(state: &AppState, headers: &HeaderMap, body: Body) -> Result<HashMap<String, String>, Refusal> {
     let bytes = crate::http::body::read_body(body, headers, state.config.max_body_bytes).await?;
     let fields: HashMap<String, String> = url::form_urlencoded::parse(&bytes).into_owned().collect();
-    if !state.console.check(headers, fields.get("csrf").map(String::as_str)) {
+    if !state.console.csrf.check(headers, fields.get("csrf").map(String::as_str)) {
         return Err(Refusal(ApiError::new(StatusCode::FORBIDDEN, "csrf_refused").with(
             "detail",
             "the form's CSRF token does not belong to this browser's console cookie; reload the page and try again",
         )));
     }
     Ok(fields)
+}
+
+/// The value of the cookie `name` the request carries, if any.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value)
+}
+
+/// A `Set-Cookie` value for the console: scoped to `/ui`, unreadable to
+/// script, never sent on requests that start on another site, `Secure`
+/// when the browser reached fanin over TLS; `max_age` 0 removes it,
+/// `None` keeps it for the browser's session.
+fn set_cookie(name: &str, value: &str, max_age: Option<u64>, secure: bool) -> HeaderValue {
+    let mut cookie = format!("{name}={value}; Path=/ui; HttpOnly; SameSite=Strict");
+    if let Some(secs) = max_age {
+        cookie.push_str(&format!("; Max-Age={secs}"));
+    }
+    if secure {
+        cookie.push_str("; Secure");
+    }
+    HeaderValue::from_str(&cookie).expect("console cookie values are hex, digits and dots")
 }
 
 /// A form field that was filled in.
@@ -296,7 +351,8 @@ mod tests {
 
     #[test]
     fn text_in_a_page_is_escaped() {
-        let markup = layout(Nav::None, "<b>", html! { pre { (pretty(&Value::String("<script>x</script>".into()))) } });
+        let markup =
+            layout(Nav::None, "<b>", None, html! { pre { (pretty(&Value::String("<script>x</script>".into()))) } });
         let html = markup.into_string();
         assert!(html.contains("&lt;script&gt;x&lt;/script&gt;") && !html.contains("<script>"), "{html}");
         assert!(html.contains("<title>&lt;b&gt; · fanin</title>"));

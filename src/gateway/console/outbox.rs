@@ -15,7 +15,7 @@ use super::super::extract::Query;
 use super::csrf::Session;
 use super::runs::encode;
 use super::{after_post, csrf_field, given, page, posted, status_class, time};
-use super::{AdminAccess, AppState, Nav, Path, Refusal};
+use super::{AppState, ConsoleAccess, Nav, Path, Refusal};
 use crate::operations::{self, OpError};
 use crate::store::{OutboxRecord, OutboxStatus};
 
@@ -29,11 +29,10 @@ pub struct ListParams {
 
 pub async fn list(
     State(state): State<AppState>,
-    _: AdminAccess,
-    headers: HeaderMap,
+    access: ConsoleAccess,
     Query(params): Query<ListParams>,
 ) -> Result<Response, Refusal> {
-    let session = state.console.session(&headers);
+    let session = access.session;
     // Dead letters are what an operator comes here for; `all` lists every status.
     let wanted = match params.status.as_deref() {
         None => Some("dead"),
@@ -93,7 +92,7 @@ pub(super) fn table(session: &Session, entries: &[OutboxRecord]) -> Markup {
 /// worker is woken, as through the admin API.
 pub async fn retry(
     State(state): State<AppState>,
-    _: AdminAccess,
+    _: ConsoleAccess,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Body,

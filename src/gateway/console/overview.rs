@@ -3,11 +3,10 @@
 //! agent, each with a link to the page that lists it.
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Response;
 use maud::html;
 
-use super::{page, status_class, time, AdminAccess, AppState, Nav, Refusal};
+use super::{page, status_class, time, AppState, ConsoleAccess, Nav, Refusal};
 use crate::event::Source;
 use crate::operations::OpError;
 use crate::runs::RunStatus;
@@ -16,8 +15,8 @@ use crate::store::{RunQuery, WriteState};
 /// Runs counted per status at most; past it the page says "N+".
 const COUNTED: usize = 1000;
 
-pub async fn show(State(state): State<AppState>, _: AdminAccess, headers: HeaderMap) -> Result<Response, Refusal> {
-    let session = state.console.session(&headers);
+pub async fn show(State(state): State<AppState>, access: ConsoleAccess) -> Result<Response, Refusal> {
+    let session = access.session;
     let mut by_status = Vec::new();
     for status in RunStatus::ALL {
         let query = RunQuery { sop: None, status: Some(status), limit: COUNTED + 1 };

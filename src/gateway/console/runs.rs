@@ -16,7 +16,7 @@ use super::super::admin::status_param;
 use super::super::extract::Query;
 use super::csrf::Session;
 use super::{after_post, csrf_field, filled, given, page, posted, pretty, status_class, time};
-use super::{AdminAccess, ApiError, AppState, Nav, Path, Refusal};
+use super::{ApiError, AppState, ConsoleAccess, Nav, Path, Refusal};
 use crate::event::Source;
 use crate::operations::runs::CancelRequest;
 use crate::operations::{self, Actor, Interface, OpError, Thing};
@@ -38,11 +38,10 @@ pub struct ListParams {
 
 pub async fn list(
     State(state): State<AppState>,
-    _: AdminAccess,
-    headers: HeaderMap,
+    access: ConsoleAccess,
     Query(params): Query<ListParams>,
 ) -> Result<Response, Refusal> {
-    let session = state.console.session(&headers);
+    let session = access.session;
     let status = status_param(given(&params.status), RunStatus::parse)?;
     let source = given(&params.source)
         .map(|s| {
@@ -124,11 +123,10 @@ fn run_table(runs: &[&RunRecord]) -> Markup {
 
 pub async fn show(
     State(state): State<AppState>,
-    _: AdminAccess,
-    headers: HeaderMap,
+    access: ConsoleAccess,
     Path(id): Path<String>,
 ) -> Result<Response, Refusal> {
-    let session = state.console.session(&headers);
+    let session = access.session;
     let store = state.store.as_ref();
     let run = store.get_run(&id).await.map_err(OpError::store)?.ok_or_else(|| OpError::not_found(Thing::Run, &id))?;
     let audit = store
@@ -230,7 +228,7 @@ fn actions(session: &Session, run: &RunRecord) -> Markup {
 /// then back to the run.
 pub async fn cancel(
     State(state): State<AppState>,
-    AdminAccess { by }: AdminAccess,
+    ConsoleAccess { by, .. }: ConsoleAccess,
     headers: HeaderMap,
     Path(run_id): Path<String>,
     body: Body,

@@ -5,16 +5,15 @@
 use std::collections::HashMap;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Response;
 use maud::html;
 
-use super::{named, page, status_class, time, AdminAccess, AppState, Nav, Refusal};
+use super::{named, page, status_class, time, AppState, ConsoleAccess, Nav, Refusal};
 use crate::operations::OpError;
 use crate::store::RunQuery;
 
-pub async fn list(State(state): State<AppState>, _: AdminAccess, headers: HeaderMap) -> Result<Response, Refusal> {
-    let session = state.console.session(&headers);
+pub async fn list(State(state): State<AppState>, access: ConsoleAccess) -> Result<Response, Refusal> {
+    let session = access.session;
     let catalog = state.dispatcher.catalog();
     let loads: HashMap<String, _> =
         state.store.sop_loads().await.map_err(OpError::store)?.into_iter().map(|l| (l.sop.clone(), l)).collect();
