@@ -324,7 +324,7 @@ async fn a_delivery_the_store_refused_is_requeued_not_lost() {
     for i in 0..3 {
         broker.publish("s.m", format!(r#"{{"i": {i}}}"#).as_bytes(), with_id(&format!("s-{i}"))).await;
     }
-    let query = fanin::store::RunQuery { sop: Some("store".into()), status: None, limit: 0 };
+    let query = fanin::store::RunQuery { sop: Some("store".into()), ..Default::default() };
     eventually("every delivery to run, the refused one too", || async {
         let runs = store.inner().list_runs(&query).await.unwrap();
         (0..3).all(|i| runs.iter().any(|r| r.payload == json!({"i": i})))

@@ -327,7 +327,7 @@ async fn a_change_the_store_refused_is_found_again_not_lost() {
 
     store.refuse_next_commits(1);
     std::fs::write(w.root.join("refused.txt"), "first").unwrap();
-    let query = fanin::store::RunQuery { sop: Some("all".into()), status: None, limit: 0 };
+    let query = fanin::store::RunQuery { sop: Some("all".into()), ..Default::default() };
     let runs = eventually("the refused change to start its run", || async {
         let runs = store.inner().list_runs(&query).await.unwrap();
         match runs.iter().any(|r| r.topic == path_of(&w.root.join("refused.txt"))) {

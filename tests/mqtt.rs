@@ -391,7 +391,7 @@ async fn a_message_the_store_refused_is_redelivered_not_lost(protocol: Protocol)
     let messages: Vec<_> = (0..3).map(|i| text(&format!("{prefix}/m"), &format!(r#"{{"i": {i}}}"#))).collect();
     publish(&publisher, QoS::AtLeastOnce, &messages).await;
 
-    let query = fanin::store::RunQuery { sop: Some("refused".into()), status: None, limit: 0 };
+    let query = fanin::store::RunQuery { sop: Some("refused".into()), ..Default::default() };
     let all_ran = || async {
         let runs = store.inner().list_runs(&query).await.unwrap();
         (0..3).all(|i| runs.iter().any(|r| r.payload == json!({"i": i})))

@@ -71,7 +71,7 @@ pub async fn runs(config_path: &Path, json: bool, command: RunsCommand) -> Resul
                     Some(RunStatus::parse(&s).ok_or_else(|| Failure::new(format!("--status {s:?}: unknown status")))?)
                 }
             };
-            let runs = store().await?.list_runs(&RunQuery { sop, status, limit }).await?;
+            let runs = store().await?.list_runs(&RunQuery { sop, status, limit, ..Default::default() }).await?;
             if json {
                 let list: Vec<Value> = runs.iter().map(crate::gateway::run_summary).collect();
                 output::json(&json!({ "runs": list }));

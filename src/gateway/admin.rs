@@ -47,7 +47,8 @@ pub async fn runs(
     Query(params): Query<RunsParams>,
 ) -> Result<Json<Value>, ApiError> {
     let status = status_param(params.status.as_deref(), RunStatus::parse)?;
-    let query = RunQuery { sop: params.sop, status, limit: params.limit.unwrap_or(100).min(10_000) };
+    let query =
+        RunQuery { sop: params.sop, status, limit: params.limit.unwrap_or(100).min(10_000), ..Default::default() };
     let runs = state.store.list_runs(&query).await.map_err(|_| ApiError::store_unavailable())?;
     Ok(Json(json!({"runs": runs.iter().map(run_summary).collect::<Vec<_>>()})))
 }

@@ -114,6 +114,18 @@ impl Store for FaultyStore {
         self.check()?;
         self.inner.list_runs(query).await
     }
+    async fn count_runs(&self, query: &RunQuery) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.count_runs(query).await
+    }
+    async fn run_counts(&self) -> Result<Vec<(RunStatus, u64)>, StoreError> {
+        self.check()?;
+        self.inner.run_counts().await
+    }
+    async fn runs_per_minute(&self, since: DateTime<Utc>) -> Result<Vec<(DateTime<Utc>, u64)>, StoreError> {
+        self.check()?;
+        self.inner.runs_per_minute(since).await
+    }
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         self.check()?;
         self.inner.audit(query).await
@@ -200,6 +212,10 @@ impl Store for FaultyStore {
         self.check()?;
         self.inner.next_leasable_step(now).await
     }
+    async fn agent_steps(&self, limit: usize) -> Result<Vec<StepRecord>, StoreError> {
+        self.check()?;
+        self.inner.agent_steps(limit).await
+    }
     async fn outbox_due(
         &self,
         destination: &str,
@@ -216,6 +232,10 @@ impl Store for FaultyStore {
     async fn outbox_list(&self, status: Option<OutboxStatus>, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
         self.check()?;
         self.inner.outbox_list(status, limit).await
+    }
+    async fn count_outbox(&self, status: Option<OutboxStatus>) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.count_outbox(status).await
     }
     async fn outbox_get(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError> {
         self.check()?;

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::event::Source;
 use fanin_core::runs::RunStatus;
 
 pub mod codec;
@@ -47,13 +48,22 @@ pub enum StoreError {
     Invalid(String),
 }
 
-/// Filters for listing runs; newest first.
+/// Filters for listing runs (newest first) and counting them; every filter
+/// set must hold.
 #[derive(Clone, Debug, Default)]
 pub struct RunQuery {
     pub sop: Option<String>,
     pub status: Option<RunStatus>,
+    pub source: Option<Source>,
+    /// Only runs with `started_at >= since`.
+    pub since: Option<DateTime<Utc>>,
+    /// Only runs with `started_at < until`.
+    pub until: Option<DateTime<Utc>>,
     /// At most this many; 0 means no limit.
     pub limit: usize,
+    /// Skips this many of the matching runs, newest first, before `limit`
+    /// counts (paging); 0 skips none.
+    pub offset: usize,
 }
 
 /// Filters for reading the audit trail; oldest first.
@@ -172,7 +182,26 @@ pub trait Store: Send + Sync + 'static {
     async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<usize, StoreError>;
 
     async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError>;
+
+    /// The runs matching every filter of `query`, newest first by
+    /// `started_at` (runs started in the same microsecond: the one written
+    /// later first), `offset` of them skipped, then at most `limit`.
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// How many runs match every filter of `query`; its `limit` and
+    /// `offset` are ignored.
+    async fn count_runs(&self, query: &RunQuery) -> Result<u64, StoreError>;
+
+    /// How many runs have each status: every status of [`RunStatus::ALL`],
+    /// in that order, zeros included. Rows with a status fanin does not
+    /// know are not counted.
+    async fn run_counts(&self) -> Result<Vec<(RunStatus, u64)>, StoreError>;
+
+    /// Runs with `started_at >= since`, counted per UTC minute: each minute
+    /// that has runs as (the minute's first instant, how many), oldest
+    /// first; minutes without runs are left out.
+    async fn runs_per_minute(&self, since: DateTime<Utc>) -> Result<Vec<(DateTime<Utc>, u64)>, StoreError>;
+
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
 
     /// Per-SOP load for every SOP that has runs.
@@ -251,6 +280,13 @@ pub trait Store: Send + Sync + 'static {
     /// the time it became pending.
     async fn next_leasable_step(&self, now: DateTime<Utc>) -> Result<Option<StepRecord>, StoreError>;
 
+    /// The steps an agent holds or may take, whatever the time: `Pending`
+    /// or `Leased` (lease ended or not) of a run that is `waiting_agent` at
+    /// that step, oldest first by the time each became pending (ties as
+    /// [`Store::next_leasable_step`] breaks them), at most `limit`; 0 means
+    /// no limit.
+    async fn agent_steps(&self, limit: usize) -> Result<Vec<StepRecord>, StoreError>;
+
     /// Pending outbox entries for `destination` due at `now`
     /// (`next_attempt_at <= now`) that are the oldest undelivered entry of
     /// their run (delivery is in order per run; a dead entry blocks the
@@ -271,6 +307,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Outbox entries, oldest first, optionally of one status; 0 = no limit.
     async fn outbox_list(&self, status: Option<OutboxStatus>, limit: usize) -> Result<Vec<OutboxRecord>, StoreError>;
+
+    /// How many outbox entries have `status` (every entry when `None`).
+    async fn count_outbox(&self, status: Option<OutboxStatus>) -> Result<u64, StoreError>;
 
     async fn outbox_get(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError>;
 

@@ -300,6 +300,18 @@ impl Store for PostgresStore {
         read!(self, "list runs", |conn| reads::list_runs(&conn, query))
     }
 
+    async fn count_runs(&self, query: &RunQuery) -> Result<u64, StoreError> {
+        read!(self, "count runs", |conn| reads::count_runs(&conn, query))
+    }
+
+    async fn run_counts(&self) -> Result<Vec<(RunStatus, u64)>, StoreError> {
+        read!(self, "count runs per status", |conn| reads::run_counts(&conn))
+    }
+
+    async fn runs_per_minute(&self, since: DateTime<Utc>) -> Result<Vec<(DateTime<Utc>, u64)>, StoreError> {
+        read!(self, "count runs per minute", |conn| reads::runs_per_minute(&conn, since))
+    }
+
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         read!(self, "read audit", |conn| reads::audit(&conn, query))
     }
@@ -412,6 +424,10 @@ impl Store for PostgresStore {
         read!(self, "find a leasable step", |conn| reads::next_leasable_step(&conn, now))
     }
 
+    async fn agent_steps(&self, limit: usize) -> Result<Vec<StepRecord>, StoreError> {
+        read!(self, "list agent steps", |conn| reads::agent_steps(&conn, limit))
+    }
+
     async fn outbox_due(
         &self,
         destination: &str,
@@ -427,6 +443,10 @@ impl Store for PostgresStore {
 
     async fn outbox_list(&self, status: Option<OutboxStatus>, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
         read!(self, "list outbox", |conn| reads::outbox_list(&conn, status, limit))
+    }
+
+    async fn count_outbox(&self, status: Option<OutboxStatus>) -> Result<u64, StoreError> {
+        read!(self, "count outbox", |conn| reads::count_outbox(&conn, status))
     }
 
     async fn outbox_get(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError> {

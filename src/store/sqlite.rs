@@ -282,6 +282,19 @@ impl Store for SqliteStore {
         self.readers.run("list runs", move |conn| reads::list_runs(conn, &query)).await
     }
 
+    async fn count_runs(&self, query: &RunQuery) -> Result<u64, StoreError> {
+        let query = query.clone();
+        self.readers.run("count runs", move |conn| reads::count_runs(conn, &query)).await
+    }
+
+    async fn run_counts(&self) -> Result<Vec<(RunStatus, u64)>, StoreError> {
+        self.readers.run("count runs per status", reads::run_counts).await
+    }
+
+    async fn runs_per_minute(&self, since: DateTime<Utc>) -> Result<Vec<(DateTime<Utc>, u64)>, StoreError> {
+        self.readers.run("count runs per minute", move |conn| reads::runs_per_minute(conn, since)).await
+    }
+
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         let query = query.clone();
         self.readers.run("read audit", move |conn| reads::audit(conn, &query)).await
@@ -393,6 +406,10 @@ impl Store for SqliteStore {
         self.readers.run("find a leasable step", move |conn| reads::next_leasable_step(conn, now)).await
     }
 
+    async fn agent_steps(&self, limit: usize) -> Result<Vec<StepRecord>, StoreError> {
+        self.readers.run("list agent steps", move |conn| reads::agent_steps(conn, limit)).await
+    }
+
     async fn outbox_due(
         &self,
         destination: &str,
@@ -410,6 +427,10 @@ impl Store for SqliteStore {
 
     async fn outbox_list(&self, status: Option<OutboxStatus>, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
         self.readers.run("list outbox", move |conn| reads::outbox_list(conn, status, limit)).await
+    }
+
+    async fn count_outbox(&self, status: Option<OutboxStatus>) -> Result<u64, StoreError> {
+        self.readers.run("count outbox", move |conn| reads::count_outbox(conn, status)).await
     }
 
     async fn outbox_get(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError> {

@@ -9,6 +9,7 @@
 
 mod basics;
 pub(crate) mod outbox;
+mod runs;
 mod steps;
 
 use std::ops::Deref;

@@ -19,7 +19,7 @@ pub async fn show(State(state): State<AppState>, access: ConsoleAccess) -> Resul
     let session = access.session;
     let mut by_status = Vec::new();
     for status in RunStatus::ALL {
-        let query = RunQuery { sop: None, status: Some(status), limit: COUNTED + 1 };
+        let query = RunQuery { sop: None, status: Some(status), limit: COUNTED + 1, ..Default::default() };
         let n = state.store.list_runs(&query).await.map_err(OpError::store)?.len();
         by_status.push((status, if n > COUNTED { format!("{COUNTED}+") } else { n.to_string() }));
     }

@@ -52,8 +52,11 @@ pub async fn list(
     let number = params.page.unwrap_or(1).max(1);
     let wanted = number * PER_PAGE + 1;
     let limit = if source.is_some() { SCANNED } else { wanted };
-    let mut runs =
-        state.store.list_runs(&RunQuery { sop: sop.clone(), status, limit }).await.map_err(OpError::store)?;
+    let mut runs = state
+        .store
+        .list_runs(&RunQuery { sop: sop.clone(), status, limit, ..Default::default() })
+        .await
+        .map_err(OpError::store)?;
     if let Some(source) = source {
         runs.retain(|r| r.source == source);
     }

@@ -19,7 +19,7 @@ pub async fn list(State(state): State<AppState>, access: ConsoleAccess) -> Resul
         state.store.sop_loads().await.map_err(OpError::store)?.into_iter().map(|l| (l.sop.clone(), l)).collect();
     let mut latest = HashMap::new();
     for sop in &catalog.sops {
-        let query = RunQuery { sop: Some(sop.name.clone()), status: None, limit: 1 };
+        let query = RunQuery { sop: Some(sop.name.clone()), status: None, limit: 1, ..Default::default() };
         let run = state.store.list_runs(&query).await.map_err(OpError::store)?.into_iter().next();
         latest.insert(sop.name.clone(), run);
     }

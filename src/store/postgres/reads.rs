@@ -155,6 +155,12 @@ impl Filters {
         format!("LIMIT ${}", self.values.len())
     }
 
+    fn limit_offset(&mut self, limit: usize, offset: usize) -> String {
+        let limit = self.limit(limit);
+        self.values.push(Box::new(i64::try_from(offset).unwrap_or(i64::MAX)));
+        format!("{limit} OFFSET ${}", self.values.len())
+    }
+
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
         self.values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)).collect()
     }
@@ -180,8 +186,14 @@ pub(super) async fn get_run(conn: &Conn, run_id: &str) -> Read<Option<RunRecord>
     one(row, run_from_row)
 }
 
-/// Newest first; runs accepted in the same microsecond, latest inserted first.
-pub(super) async fn list_runs(conn: &Conn, query: &RunQuery) -> Read<Vec<RunRecord>> {
+/// A count as a count (`COUNT(*)` is never negative).
+fn count_at(row: &Row, idx: usize) -> Read<u64> {
+    Ok(row.try_get::<_, i64>(idx)?.max(0) as u64)
+}
+
+/// The filters of a run query; times compare as the integer microseconds
+/// they are stored as.
+fn run_filters(query: &RunQuery) -> Filters {
     let mut filters = Filters::default();
     if let Some(sop) = &query.sop {
         filters.add("sop =", sop.clone());
@@ -189,11 +201,58 @@ pub(super) async fn list_runs(conn: &Conn, query: &RunQuery) -> Read<Vec<RunReco
     if let Some(status) = query.status {
         filters.add("status =", status.as_str());
     }
-    let limit = filters.limit(query.limit);
+    if let Some(source) = query.source {
+        filters.add("source =", source.as_str());
+    }
+    if let Some(since) = query.since {
+        filters.add("started_at >=", micros(since));
+    }
+    if let Some(until) = query.until {
+        filters.add("started_at <", micros(until));
+    }
+    filters
+}
+
+/// Newest first; runs accepted in the same microsecond, latest inserted first.
+pub(super) async fn list_runs(conn: &Conn, query: &RunQuery) -> Read<Vec<RunRecord>> {
+    let mut filters = run_filters(query);
+    let page = filters.limit_offset(query.limit, query.offset);
     let sql =
-        format!("SELECT {RUN_COLUMNS} FROM runs {} ORDER BY started_at DESC, seq DESC {limit}", filters.where_clause());
+        format!("SELECT {RUN_COLUMNS} FROM runs {} ORDER BY started_at DESC, seq DESC {page}", filters.where_clause());
     let rows = conn.query(&sql, &filters.params()).await?;
     Ok(readable(rows, run_from_row, 0, "runs"))
+}
+
+pub(super) async fn count_runs(conn: &Conn, query: &RunQuery) -> Read<u64> {
+    let filters = run_filters(query);
+    let sql = format!("SELECT COUNT(*) FROM runs {}", filters.where_clause());
+    count_at(&conn.query_one(&sql, &filters.params()).await?, 0)
+}
+
+/// One count per stored status, laid out in [`RunStatus::ALL`]'s order.
+pub(super) async fn run_counts(conn: &Conn) -> Read<Vec<(RunStatus, u64)>> {
+    let rows = conn.query("SELECT status, COUNT(*) FROM runs GROUP BY status", &[]).await?;
+    let mut counts: Vec<(RunStatus, u64)> = RunStatus::ALL.iter().map(|&status| (status, 0)).collect();
+    for row in &rows {
+        let status: String = row.try_get(0)?;
+        if let Some(slot) = counts.iter_mut().find(|(known, _)| known.as_str() == status) {
+            slot.1 = count_at(row, 1)?;
+        }
+    }
+    Ok(counts)
+}
+
+/// A minute's first microsecond, rounding down for times before 1970 too
+/// (PostgreSQL's `%` keeps the dividend's sign).
+const MINUTE_OF_START: &str = "started_at - ((started_at % 60000000) + 60000000) % 60000000";
+
+/// The range on `started_at` is served by `runs_by_start`.
+pub(super) async fn runs_per_minute(conn: &Conn, since: DateTime<Utc>) -> Read<Vec<(DateTime<Utc>, u64)>> {
+    let sql = format!(
+        "SELECT {MINUTE_OF_START} AS minute, COUNT(*) FROM runs WHERE started_at >= $1 GROUP BY minute ORDER BY minute"
+    );
+    let rows = conn.query(&sql, &[&micros(since)]).await?;
+    rows.iter().map(|row| Ok((time_of(row, 0).map_err(ReadError::Undecodable)?, count_at(row, 1)?))).collect()
 }
 
 /// Oldest first, by the sequence number the store assigned.
@@ -320,6 +379,20 @@ pub(super) async fn next_leasable_step(conn: &Conn, now: DateTime<Utc>) -> Read<
     one(row, step_from_row)
 }
 
+/// [`next_leasable_step`]'s steps and order, a lease held or not; the
+/// statuses are literals so the partial index of open steps serves it.
+pub(super) async fn agent_steps(conn: &Conn, limit: usize) -> Read<Vec<StepRecord>> {
+    let sql = format!(
+        "SELECT {STEP_COLUMNS} FROM run_steps
+         WHERE status IN ('pending', 'leased')
+           AND EXISTS (SELECT 1 FROM runs WHERE runs.run_id = run_steps.run_id
+                       AND runs.status = 'waiting_agent' AND runs.step = run_steps.step_index)
+         ORDER BY created_at, run_id, step_index LIMIT $1"
+    );
+    let rows = conn.query(&sql, &[&sql_limit(limit)]).await?;
+    Ok(readable(rows, step_from_row, 1, "run_steps"))
+}
+
 /// `o` is the head of its run: no earlier entry of the run is undelivered.
 const OUTBOX_RUN_HEAD: &str = "NOT EXISTS (SELECT 1 FROM outbox AS earlier
     WHERE earlier.run_id = o.run_id AND earlier.status IN ('pending', 'dead') AND earlier.seq < o.seq)";
@@ -377,6 +450,16 @@ pub(super) async fn outbox_list(conn: &Conn, status: Option<OutboxStatus>, limit
     let sql = format!("SELECT {OUTBOX_COLUMNS} FROM outbox {} ORDER BY seq {limit}", filters.where_clause());
     let rows = conn.query(&sql, &filters.params()).await?;
     Ok(readable(rows, outbox_from_row, 1, "outbox"))
+}
+
+/// Served by `outbox_by_status` when a status is given.
+pub(super) async fn count_outbox(conn: &Conn, status: Option<OutboxStatus>) -> Read<u64> {
+    let mut filters = Filters::default();
+    if let Some(status) = status {
+        filters.add("status =", status.as_str());
+    }
+    let sql = format!("SELECT COUNT(*) FROM outbox {}", filters.where_clause());
+    count_at(&conn.query_one(&sql, &filters.params()).await?, 0)
 }
 
 pub(super) async fn outbox_pending_of_run(conn: &Conn, run_id: &str) -> Read<Vec<(String, String)>> {

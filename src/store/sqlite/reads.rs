@@ -212,10 +212,24 @@ impl Filters {
         self.values.push(Box::new(sql_limit(limit)));
         format!("LIMIT ?{}", self.values.len())
     }
+
+    /// Appends the limit and the offset (SQLite takes an offset only after
+    /// a limit) and returns their clause.
+    fn limit_offset(&mut self, limit: usize, offset: usize) -> String {
+        let limit = self.limit(limit);
+        self.values.push(Box::new(i64::try_from(offset).unwrap_or(i64::MAX)));
+        format!("{limit} OFFSET ?{}", self.values.len())
+    }
 }
 
-/// Newest first; runs accepted in the same microsecond, latest inserted first.
-pub(super) fn list_runs(conn: &Connection, query: &RunQuery) -> rusqlite::Result<Vec<RunRecord>> {
+/// A stored count as a count (`COUNT(*)` is never negative).
+fn count_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<u64> {
+    Ok(row.get::<_, i64>(idx)?.max(0) as u64)
+}
+
+/// The filters of a run query; times compare as the integer microseconds
+/// they are stored as.
+fn run_filters(query: &RunQuery) -> Filters {
     let mut filters = Filters::new();
     if let Some(sop) = &query.sop {
         filters.add("sop =", sop.clone());
@@ -223,12 +237,60 @@ pub(super) fn list_runs(conn: &Connection, query: &RunQuery) -> rusqlite::Result
     if let Some(status) = query.status {
         filters.add("status =", status.as_str());
     }
-    let limit = filters.limit(query.limit);
+    if let Some(source) = query.source {
+        filters.add("source =", source.as_str());
+    }
+    if let Some(since) = query.since {
+        filters.add("started_at >=", micros(since));
+    }
+    if let Some(until) = query.until {
+        filters.add("started_at <", micros(until));
+    }
+    filters
+}
+
+/// Newest first; runs accepted in the same microsecond, latest inserted first.
+pub(super) fn list_runs(conn: &Connection, query: &RunQuery) -> rusqlite::Result<Vec<RunRecord>> {
+    let mut filters = run_filters(query);
+    let page = filters.limit_offset(query.limit, query.offset);
     let sql =
-        format!("SELECT {RUN_COLUMNS} FROM runs {} ORDER BY started_at DESC, seq DESC {limit}", filters.where_clause());
+        format!("SELECT {RUN_COLUMNS} FROM runs {} ORDER BY started_at DESC, seq DESC {page}", filters.where_clause());
     let mut statement = conn.prepare_cached(&sql)?;
     let rows = statement.query_map(params_from_iter(filters.values.iter()), per_row(run_from_row, 0))?;
     readable(rows, "runs")
+}
+
+pub(super) fn count_runs(conn: &Connection, query: &RunQuery) -> rusqlite::Result<u64> {
+    let filters = run_filters(query);
+    let sql = format!("SELECT COUNT(*) FROM runs {}", filters.where_clause());
+    conn.prepare_cached(&sql)?.query_row(params_from_iter(filters.values.iter()), |row| count_at(row, 0))
+}
+
+/// One count per stored status, laid out in [`RunStatus::ALL`]'s order.
+pub(super) fn run_counts(conn: &Connection) -> rusqlite::Result<Vec<(RunStatus, u64)>> {
+    let mut counts: Vec<(RunStatus, u64)> = RunStatus::ALL.iter().map(|&status| (status, 0)).collect();
+    let mut statement = conn.prepare_cached("SELECT status, COUNT(*) FROM runs GROUP BY status")?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let status: String = row.get(0)?;
+        if let Some(slot) = counts.iter_mut().find(|(known, _)| known.as_str() == status) {
+            slot.1 = count_at(row, 1)?;
+        }
+    }
+    Ok(counts)
+}
+
+/// A minute's first microsecond, rounding down for times before 1970 too
+/// (SQLite's `%` keeps the dividend's sign).
+const MINUTE_OF_START: &str = "started_at - ((started_at % 60000000) + 60000000) % 60000000";
+
+/// The range on `started_at` is served by `runs_by_start`.
+pub(super) fn runs_per_minute(conn: &Connection, since: DateTime<Utc>) -> rusqlite::Result<Vec<(DateTime<Utc>, u64)>> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {MINUTE_OF_START} AS minute, COUNT(*) FROM runs WHERE started_at >= ?1 GROUP BY minute ORDER BY minute"
+    ))?;
+    let rows = statement.query_map([micros(since)], |row| Ok((time_at(row, 0)?, count_at(row, 1)?)))?;
+    rows.collect()
 }
 
 /// Oldest first, by the sequence number the store assigned.
@@ -364,6 +426,20 @@ pub(super) fn next_leasable_step(conn: &Connection, now: DateTime<Utc>) -> rusql
     .optional()
 }
 
+/// [`next_leasable_step`]'s steps and order, a lease held or not; the
+/// statuses are literals so the partial index of open steps serves it.
+pub(super) fn agent_steps(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<StepRecord>> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {STEP_COLUMNS} FROM run_steps
+         WHERE status IN ('pending', 'leased')
+           AND EXISTS (SELECT 1 FROM runs WHERE runs.run_id = run_steps.run_id
+                       AND runs.status = 'waiting_agent' AND runs.step = run_steps.step_index)
+         ORDER BY created_at, run_id, step_index LIMIT ?1"
+    ))?;
+    let rows = statement.query_map([sql_limit(limit)], per_row(step_from_row, 1))?;
+    readable(rows, "run_steps")
+}
+
 /// `o` is the head of its run: no entry of the run written before it is
 /// still undelivered (pending or dead). The statuses are literals so the
 /// partial index of undelivered entries serves the probe.
@@ -433,6 +509,16 @@ pub(super) fn outbox_list(
     let mut statement = conn.prepare_cached(&sql)?;
     let rows = statement.query_map(params_from_iter(filters.values.iter()), per_row(outbox_from_row, 1))?;
     readable(rows, "outbox")
+}
+
+/// Served by `outbox_by_status` when a status is given.
+pub(super) fn count_outbox(conn: &Connection, status: Option<OutboxStatus>) -> rusqlite::Result<u64> {
+    let mut filters = Filters::new();
+    if let Some(status) = status {
+        filters.add("status =", status.as_str());
+    }
+    let sql = format!("SELECT COUNT(*) FROM outbox {}", filters.where_clause());
+    conn.prepare_cached(&sql)?.query_row(params_from_iter(filters.values.iter()), |row| count_at(row, 0))
 }
 
 /// The statuses are literals, so the partial index of undelivered entries

@@ -56,7 +56,7 @@ async fn list_runs_is_newest_first_and_filters(b: Backend) {
         (all_runs(), vec!["b", "d", "c", "a", "e"]),
         (RunQuery { sop: Some("deploy".into()), ..all_runs() }, vec!["d", "c", "a", "e"]),
         (RunQuery { status: Some(RunStatus::Running), ..all_runs() }, vec!["b", "d", "c"]),
-        (RunQuery { sop: Some("deploy".into()), status: Some(RunStatus::Running), limit: 1 }, vec!["d"]),
+        (RunQuery { sop: Some("deploy".into()), status: Some(RunStatus::Running), limit: 1, ..all_runs() }, vec!["d"]),
         (RunQuery { limit: 2, ..all_runs() }, vec!["b", "d"]),
         (RunQuery { sop: Some("nope".into()), ..all_runs() }, vec![]),
     ];

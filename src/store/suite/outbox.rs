@@ -240,6 +240,32 @@ async fn list_filters_by_status_oldest_first(b: Backend) {
     }
 }
 
+/// How many entries there are, then how many of each status, in
+/// [`OutboxStatus::ALL`]'s order (pending, delivered, dead, withdrawn).
+async fn outbox_counts(store: &Opened) -> Vec<u64> {
+    let mut counts = vec![store.count_outbox(None).await.unwrap()];
+    for status in OutboxStatus::ALL {
+        counts.push(store.count_outbox(Some(status)).await.unwrap());
+    }
+    counts
+}
+
+async fn count_outbox_counts_one_status_or_all(b: Backend) {
+    let store = b.open().await;
+    assert_eq!(outbox_counts(&store).await, [0, 0, 0, 0, 0]);
+
+    two_runs_two_entries(&store).await;
+    enqueue(&store, entry("b3", "b", t(5))).await;
+    enqueue(&store, entry("c1", "c", t(6))).await;
+    store.commit(delivered("a1", 1, t(10))).await.unwrap();
+    store.commit(dead_letter("b1", 3, t(10))).await.unwrap();
+    store.commit(withdraw("c1")).await.unwrap();
+    assert_eq!(outbox_counts(&store).await, [6, 3, 1, 1, 1]);
+
+    store.commit(revive("b1", t(11))).await.unwrap();
+    assert_eq!(outbox_counts(&store).await, [6, 4, 1, 0, 1]);
+}
+
 async fn status_changes_are_compare_and_set(b: Backend) {
     let store = b.open().await;
     enqueue(&store, entry("pending", "r1", t(0))).await;
@@ -341,6 +367,7 @@ suite!(
     a_dead_head_blocks_its_run_until_revived,
     next_due_is_the_earliest_pending_head,
     list_filters_by_status_oldest_first,
+    count_outbox_counts_one_status_or_all,
     status_changes_are_compare_and_set,
     the_outbox_survives_reopening,
     a_withdrawn_entry_is_never_due_never_revived_and_still_listed,

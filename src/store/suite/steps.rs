@@ -202,6 +202,47 @@ async fn only_a_run_waiting_at_that_step_offers_it(b: Backend) {
     assert_eq!(next_run(&store, t(5)).await.as_deref(), Some("live"));
 }
 
+async fn agent_steps_are_the_open_steps_of_runs_waiting_at_them(b: Backend) {
+    let store = b.open().await;
+    assert_eq!(store.agent_steps(0).await.unwrap(), vec![]);
+    // Written in this order; b0 and c0 became pending at the same instant.
+    for (run_id, secs) in [("a", 5), ("b", 2), ("c", 2), ("d", 1), ("held", 3), ("done", 0)] {
+        waiting(&store, run_id, t(secs)).await;
+    }
+    // A lease that has ended and one that holds: both still the agent's.
+    store.commit(lease("d", 0, "ld", t(4), t(3))).await.unwrap();
+    store.commit(lease("held", 0, "lh", t(1000), t(4))).await.unwrap();
+    store.commit(lease("done", 0, "lx", t(100), t(1))).await.unwrap();
+    store.commit(finish("done", 0, "lx", StepStatus::Completed, t(2))).await.unwrap();
+    // Not waiting for the agent at that step: no run, a run an operator
+    // ended, a running run, a withdrawn step, a run moved past its step.
+    store.commit(pend("orphan", 0, t(0))).await.unwrap();
+    waiting(&store, "ended", t(0)).await;
+    store.commit(set_status("ended", RunStatus::WaitingAgent, RunStatus::Cancelled, t(1))).await.unwrap();
+    store.commit(start(run("running", "s", RunStatus::Running, t(0)))).await.unwrap();
+    store.commit(pend("running", 0, t(0))).await.unwrap();
+    waiting(&store, "withdrawn", t(0)).await;
+    store.commit(withdraw("withdrawn", 0, t(1))).await.unwrap();
+    waiting(&store, "moved", t(0)).await;
+    store.commit(set_step("moved", 0, 1, t(6))).await.unwrap();
+    store.commit(pend("moved", 1, t(6))).await.unwrap();
+
+    let listed = |steps: Vec<StepRecord>| -> Vec<(String, u32, StepStatus)> {
+        steps.into_iter().map(|s| (s.run_id, s.index, s.status)).collect()
+    };
+    let all = vec![
+        ("d".to_owned(), 0, StepStatus::Leased),
+        ("b".to_owned(), 0, StepStatus::Pending),
+        ("c".to_owned(), 0, StepStatus::Pending),
+        ("held".to_owned(), 0, StepStatus::Leased),
+        ("a".to_owned(), 0, StepStatus::Pending),
+        ("moved".to_owned(), 1, StepStatus::Pending),
+    ];
+    assert_eq!(listed(store.agent_steps(0).await.unwrap()), all);
+    assert_eq!(listed(store.agent_steps(3).await.unwrap()), all[..3]);
+    assert_eq!(listed(store.agent_steps(100).await.unwrap()), all);
+}
+
 async fn a_failing_write_undoes_its_whole_batch(b: Backend) {
     let store = b.open().await;
     store.commit(start(run("r", "s", RunStatus::Running, t(0)))).await.unwrap();
@@ -304,6 +345,7 @@ suite!(
     steps_that_cannot_be_leased_or_finished,
     the_oldest_pending_or_expired_step_is_leased_first,
     only_a_run_waiting_at_that_step_offers_it,
+    agent_steps_are_the_open_steps_of_runs_waiting_at_them,
     a_failing_write_undoes_its_whole_batch,
     steps_and_the_step_index_survive_reopening,
     an_open_step_is_withdrawn_once_and_then_neither_leased_nor_finished,
