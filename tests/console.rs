@@ -421,6 +421,80 @@ async fn a_remote_operator_signs_in_once_with_a_token_and_the_session_ends_with_
 }
 
 #[tokio::test]
+async fn the_agent_steps_page_lists_what_waits_for_an_agent_and_what_one_holds() {
+    let sop = "[sop]\nname = \"triage\"\ndescription = \"x\"\nexecution_mode = \"auto\"\nmax_concurrent = 10\n\n\
+               [[triggers]]\ntype = \"manual\"\n\n[[steps]]\ntitle = \"Look <b>closer</b>\"\nbody = \"b\"\n";
+    let setup = Setup::new("", "").sop("triage", sop);
+    let d = setup.start();
+    let token = d.pair().await;
+    let mut browser = Browser::new(&d);
+    assert!(browser.page("/ui/agent").await.html.contains("no step waits for an agent"));
+
+    let (first, second) = (fire(&d, "triage").await, fire(&d, "triage").await);
+    let listed = browser.page("/ui/agent").await.html;
+    let at = |run: &str| listed.find(&format!("<code>{run}</code>")).unwrap_or_else(|| panic!("{run}: {listed}"));
+    assert!(at(&first) < at(&second), "oldest first");
+    assert_eq!(listed.matches(r#"class="status-pending">pending"#).count(), 2, "{listed}");
+    assert!(listed.contains("1: Look &lt;b&gt;closer&lt;/b&gt;"), "the step's title, escaped: {listed}");
+
+    let r = d.http.get(d.url("/v1/agent/next")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let leased: Value = r.json().await.unwrap();
+    assert_eq!(leased["run_id"], json!(first));
+    let listed = browser.page("/ui/agent").await.html;
+    let row = listed.split_once(&format!("<code>{first}</code>")).unwrap().1.split("</tr>").next().unwrap();
+    assert!(row.contains(r#"class="status-leased">leased"#), "{row}");
+    assert!(listed.matches(r#"class="status-pending">pending"#).count() == 1, "{listed}");
+
+    let cancelled = setup.cli(&["runs", "cancel", &second]);
+    assert!(cancelled.status.success(), "{}", String::from_utf8_lossy(&cancelled.stderr));
+    let listed = browser.page("/ui/agent").await.html;
+    assert!(!listed.contains(&second), "a cancelled run leaves nothing to take: {listed}");
+}
+
+#[tokio::test]
+async fn runs_are_counted_per_minute_and_filtered_by_source_and_start_time() {
+    let setup = Setup::new("", "").sop("gated", &supervised("gated"));
+    let d = setup.start();
+    let runs = [fire(&d, "gated").await, fire(&d, "gated").await, fire(&d, "gated").await];
+    let mut browser = Browser::new(&d);
+
+    let overview = browser.page("/ui").await.html;
+    assert!(overview.contains(r#"href="/ui/runs?source=sop_webhook">/sop/*</a>"#), "{overview}");
+    let (_, chart) = overview.split_once("Runs per minute").unwrap();
+    let link = chart.split_once(r#"<a href=""#).unwrap().1.split('"').next().unwrap().replace("&amp;", "&");
+    assert!(link.starts_with("/ui/runs?since=") && link.contains("&until="), "{link}");
+    let minutes: u64 = chart
+        .split("<tr><td><a href=")
+        .skip(1)
+        .map(|row| row.split("</a></td><td>").nth(1).unwrap().split('<').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(minutes == 3, "three runs in the chart's minutes: {chart}");
+    let (_, by_status) = overview.split_once("Runs by status").unwrap();
+    assert!(by_status.contains(">pending_approval</a></td><td>3</td>"), "{by_status}");
+
+    let minute = browser.page(&link).await.html;
+    let in_minute = runs.iter().filter(|r| minute.contains(r.as_str())).count();
+    // The runs may straddle a minute's end; then the first minute holds fewer.
+    assert!(in_minute >= 1 && minute.contains(&format!("{in_minute} runs match")), "{minute}");
+
+    let all = browser.page("/ui/runs?source=manual").await.html;
+    assert!(all.contains("3 runs match") && runs.iter().all(|r| all.contains(r.as_str())), "{all}");
+    assert!(all.contains("page 1 of 1"), "{all}");
+    assert!(browser.page("/ui/runs?source=mqtt").await.html.contains("0 runs match"));
+    let later = browser.page("/ui/runs?since=2999-01-01T00:00").await.html;
+    assert!(later.contains("0 runs match") && later.contains(r#"value="2999-01-01T00:00""#), "{later}");
+    let earlier = browser.page("/ui/runs?until=2000-01-01T00:00:00Z").await.html;
+    assert!(earlier.contains("0 runs match"), "{earlier}");
+    let window = browser.page("/ui/runs?since=2000-01-01T00:00&until=2999-01-01T00:00&status=pending_approval").await;
+    assert!(window.html.contains("3 runs match"), "{}", window.html);
+
+    let wrong = browser.get("/ui/runs?since=yesterday").await;
+    assert_eq!(wrong.status, 400);
+    assert!(wrong.html.contains("invalid_time") && wrong.html.contains("yesterday"), "{}", wrong.html);
+}
+
+#[tokio::test]
 async fn a_dead_letter_is_listed_with_its_error_and_retried_from_its_form() {
     use std::sync::atomic::Ordering;
     let agent = common::destination::Destination::start(usize::MAX).await;

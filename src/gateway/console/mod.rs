@@ -12,6 +12,7 @@
 //! one call into `crate::operations` (the same the admin API and the CLI
 //! make) or a read of the store, and a page around it.
 
+mod agent;
 mod approvals;
 mod csrf;
 mod events;
@@ -67,6 +68,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/ui/runs/{id}", get(runs::show))
         .route("/ui/runs/{id}/cancel", post(runs::cancel))
         .route("/ui/approvals", get(approvals::list))
+        .route("/ui/agent", get(agent::list))
         .route("/ui/approvals/{id}/approve", post(approvals::approve))
         .route("/ui/approvals/{id}/deny", post(approvals::deny))
         .route("/ui/outbox", get(outbox::list))
@@ -141,16 +143,18 @@ enum Nav {
     Overview,
     Runs,
     Approvals,
+    Agent,
     Outbox,
     Sops,
     Explain,
     None,
 }
 
-const NAV: [(Nav, &str, &str); 6] = [
+const NAV: [(Nav, &str, &str); 7] = [
     (Nav::Overview, "/ui", "Overview"),
     (Nav::Runs, "/ui/runs", "Runs"),
     (Nav::Approvals, "/ui/approvals", "Approvals"),
+    (Nav::Agent, "/ui/agent", "Agent steps"),
     (Nav::Outbox, "/ui/outbox", "Outbox"),
     (Nav::Sops, "/ui/sops", "SOPs"),
     (Nav::Explain, "/ui/explain", "Explain"),

@@ -1,5 +1,5 @@
-//! The runs pages: the list (by status, SOP and source, newest first, a
-//! page at a time) and one run's page (its trigger payload, audit
+//! The runs pages: the list (by status, SOP, source and start time,
+//! newest first, a page at a time, with how many match) and one run's page (its trigger payload, audit
 //! timeline with who decided, steps, envelopes with their attempts), with
 //! the cancel form and, at a gate, the approve and deny forms.
 
@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::Value;
@@ -24,16 +24,43 @@ use crate::runs::RunStatus;
 use crate::store::{AuditKind, AuditQuery, OutboxRecord, RunQuery, RunRecord, Store};
 
 const PER_PAGE: usize = 50;
-/// With a source filter the newest this many runs are looked through (the
-/// store filters by SOP and status only).
-const SCANNED: usize = 10_000;
 
 #[derive(Deserialize)]
 pub struct ListParams {
     status: Option<String>,
     sop: Option<String>,
     source: Option<String>,
+    /// Runs started at or after this (UTC).
+    since: Option<String>,
+    /// Runs started before this (UTC).
+    until: Option<String>,
     page: Option<usize>,
+}
+
+/// How a time filter is written: as a `datetime-local` field sends it
+/// (`2026-12-04T09:30`, seconds optional), read as UTC, or RFC 3339.
+const TIME_PARAM: &str = "%Y-%m-%dT%H:%M";
+
+/// `at` as the time filters write it.
+pub(super) fn time_param(at: DateTime<Utc>) -> String {
+    at.format(TIME_PARAM).to_string()
+}
+
+/// A time filter's value; `400 invalid_time` names the parameter.
+fn parse_time(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    let Some(text) = value else { return Ok(None) };
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(Some(at.with_timezone(&Utc)));
+    }
+    for format in [TIME_PARAM, "%Y-%m-%dT%H:%M:%S"] {
+        if let Ok(at) = chrono::NaiveDateTime::parse_from_str(text, format) {
+            return Ok(Some(at.and_utc()));
+        }
+    }
+    Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_time")
+        .with("parameter", name)
+        .with("value", text)
+        .with("detail", "expected YYYY-MM-DDTHH:MM (UTC) or an RFC 3339 time"))
 }
 
 pub async fn list(
@@ -48,23 +75,34 @@ pub async fn list(
             Source::parse(s).ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_source").with("source", s))
         })
         .transpose()?;
+    let since = parse_time("since", given(&params.since))?;
+    let until = parse_time("until", given(&params.until))?;
     let sop = given(&params.sop).map(str::to_string);
     let number = params.page.unwrap_or(1).max(1);
-    let wanted = number * PER_PAGE + 1;
-    let limit = if source.is_some() { SCANNED } else { wanted };
-    let mut runs = state
-        .store
-        .list_runs(&RunQuery { sop: sop.clone(), status, limit, ..Default::default() })
-        .await
-        .map_err(OpError::store)?;
-    if let Some(source) = source {
-        runs.retain(|r| r.source == source);
-    }
-    let more = runs.len() > number * PER_PAGE;
-    let shown: Vec<&RunRecord> = runs.iter().skip((number - 1) * PER_PAGE).take(PER_PAGE).collect();
-    let link = |n: usize| {
+    let query = RunQuery {
+        sop: sop.clone(),
+        status,
+        source,
+        since,
+        until,
+        limit: PER_PAGE,
+        offset: (number - 1).saturating_mul(PER_PAGE),
+    };
+    let store = state.store.as_ref();
+    let runs = store.list_runs(&query).await.map_err(OpError::store)?;
+    let total = store.count_runs(&query).await.map_err(OpError::store)?;
+    let pages = total.div_ceil(PER_PAGE as u64).max(1);
+    let shown: Vec<&RunRecord> = runs.iter().collect();
+    let link = |n: u64| {
         let mut query = url::form_urlencoded::Serializer::new(String::new());
-        for (key, value) in [("status", &params.status), ("sop", &params.sop), ("source", &params.source)] {
+        let filters = [
+            ("status", &params.status),
+            ("sop", &params.sop),
+            ("source", &params.source),
+            ("since", &params.since),
+            ("until", &params.until),
+        ];
+        for (key, value) in filters {
             if let Some(v) = given(value) {
                 query.append_pair(key, v);
             }
@@ -72,21 +110,29 @@ pub async fn list(
         query.append_pair("page", &n.to_string());
         format!("/ui/runs?{}", query.finish())
     };
+    let number = number as u64;
     let body = html! {
-        (filters(status, sop.as_deref(), source))
+        (filters(status, sop.as_deref(), source, since, until))
         div id="live" {
+            p.muted { (total) " runs match" }
             (run_table(&shown))
             p {
                 @if number > 1 { a href=(link(number - 1)) { "← newer" } " " }
-                "page " (number)
-                @if more { " " a href=(link(number + 1)) { "older →" } }
+                "page " (number) " of " (pages)
+                @if number < pages { " " a href=(link(number + 1)) { "older →" } }
             }
         }
     };
     Ok(page(&session, Nav::Runs, "Runs", body))
 }
 
-fn filters(status: Option<RunStatus>, sop: Option<&str>, source: Option<Source>) -> Markup {
+fn filters(
+    status: Option<RunStatus>,
+    sop: Option<&str>,
+    source: Option<Source>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+) -> Markup {
     html! {
         form.filters method="get" action="/ui/runs" {
             label { "status" select name="status" {
@@ -98,6 +144,8 @@ fn filters(status: Option<RunStatus>, sop: Option<&str>, source: Option<Source>)
                 option value="" { "any" }
                 @for s in Source::ALL { option value=(s.as_str()) selected[source == Some(s)] { (s.as_str()) } }
             } }
+            label { "started from (UTC)" input type="datetime-local" name="since" value=(since.map(time_param).unwrap_or_default()); }
+            label { "until (UTC)" input type="datetime-local" name="until" value=(until.map(time_param).unwrap_or_default()); }
             button type="submit" { "Filter" }
         }
     }
