@@ -114,7 +114,7 @@ pub async fn list(
     let body = html! {
         (filters(status, sop.as_deref(), source, since, until))
         div id="live" {
-            p.muted { (total) " runs match" }
+            p.muted { (total) @if total == 1 { " run matches" } @else { " runs match" } }
             (run_table(&shown))
             p {
                 @if number > 1 { a href=(link(number - 1)) { "← newer" } " " }
