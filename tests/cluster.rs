@@ -5,7 +5,8 @@
 //! get copies; `max_concurrent = 1` holds one slot across all of them and
 //! the backlog is promoted in order; a cooldown begun on one holds on all; each envelope is delivered once, and a
 //! replica killed mid-delivery leaves it to another; a long poll on one
-//! replica takes a step pended on another; every accepted webhook of a
+//! replica takes a step pended on another; the console of one replica
+//! hears of a run started on another; every accepted webhook of a
 //! burst has its run when a replica is killed in the middle of it. Cron and
 //! MQTT across replicas are in `cron.rs` and `cluster_mqtt.rs`. Each test
 //! skips, saying so, without `FANIN_TEST_POSTGRES_URL`.
@@ -233,6 +234,30 @@ async fn a_long_poll_on_one_replica_takes_a_step_pended_on_another() {
     // The lease is the store's: B cannot hand the same step out again.
     let second = b.http.get(b.url("/v1/agent/next")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(second.status().as_u16(), 204, "the step is leased once across replicas");
+}
+
+#[tokio::test]
+async fn the_console_of_one_replica_hears_of_a_run_started_on_another() {
+    let test = "the_console_of_one_replica_hears";
+    let Some(replicas) = Replicas::start(test, 2, "", "", &[("gated", &gated_sop(10))]).await else { return };
+    let token = replicas.pair().await;
+    let (a, b) = (&replicas.daemons[0], &replicas.daemons[1]);
+    eventually("replica A to listen to the store", || async {
+        a.metric("fanin_store_wakeups_total{kind=\"all\"}").await.is_some()
+    })
+    .await;
+    let mut events = a.http.get(a.url("/ui/events")).send().await.unwrap();
+    assert_eq!(events.status(), 200);
+    let (status, reply, _) = b.post("/sop/gated", Some(&token), "{}", &[]).await;
+    assert_eq!(status, 200, "{reply}");
+    let mut seen = String::new();
+    while !seen.contains("event: runs\n") {
+        let chunk = tokio::time::timeout(DEADLINE, events.chunk()).await.expect("an event from A").unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk.expect("the stream is open")));
+    }
+    assert!(a.metric("fanin_store_wakeups_total{kind=\"runs\"}").await.is_some_and(|n| n >= 1.0));
+    let page = a.http.get(a.url("/ui/runs")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains(reply["runs"][0]["run_id"].as_str().unwrap()), "A lists B's run: {page}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

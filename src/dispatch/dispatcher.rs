@@ -371,6 +371,7 @@ impl Dispatcher {
             let kind = match wakeup {
                 Wakeup::Step => "step",
                 Wakeup::Outbox => "outbox",
+                Wakeup::Runs => "runs",
                 Wakeup::All => "all",
             };
             metrics::counter!("fanin_store_wakeups_total", "kind" => kind).increment(1);

@@ -349,6 +349,10 @@ pub enum Wakeup {
     /// An envelope was queued or a dead letter revived: the outbox
     /// workers look again.
     Outbox,
+    /// Something else the console lists changed (a run started or moved
+    /// on, an envelope delivered or given up on): its live pages look
+    /// again. A step or envelope of the first two kinds is said by those.
+    Runs,
     /// Anything may have been committed (listening started, or started
     /// again after its connection broke): everybody looks again.
     All,

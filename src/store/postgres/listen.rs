@@ -4,7 +4,8 @@
 //! once, where their own dispatcher's wake-ups cannot reach.
 //!
 //! The writer ends a group's transaction with a `NOTIFY` for each kind of
-//! thing it committed (`step`, `outbox`), at most one of each however many
+//! thing it committed (`step`, `outbox`, and `runs` for a change to what
+//! the console lists that is neither), at most one of each however many
 //! requests the group carried, sent in the same round trip as its `COMMIT`
 //! ([`Notices`]): PostgreSQL delivers them only when the transaction
 //! commits, so a refused request (undone in its savepoint, not counted)
@@ -82,51 +83,73 @@ pub(super) async fn channel_of(client: &Client, name: &str) -> Result<String, St
 /// What ends a group's transaction: `COMMIT`, preceded by the `NOTIFY`s
 /// the group owes, written once per store.
 pub(super) struct Notices {
-    /// Indexed by `step as usize | (outbox as usize) << 1`.
-    commits: [String; 4],
+    /// Indexed by [`Owed::index`].
+    commits: [String; 8],
 }
 
 impl Notices {
     pub fn new(channel: &str, origin: &str) -> Notices {
         let notify = |kind: &str| format!("NOTIFY \"{channel}\", '{kind} {origin}'; ");
-        let (step, outbox) = (notify(STEP), notify(OUTBOX));
-        Notices {
-            commits: [
-                "COMMIT".to_owned(),
-                format!("{step}COMMIT"),
-                format!("{outbox}COMMIT"),
-                format!("{step}{outbox}COMMIT"),
-            ],
-        }
+        let commits = std::array::from_fn(|index| {
+            let mut statements = String::new();
+            for (bit, kind) in [STEP, OUTBOX, RUNS].into_iter().enumerate() {
+                if index & 1 << bit != 0 {
+                    statements.push_str(&notify(kind));
+                }
+            }
+            statements + "COMMIT"
+        });
+        Notices { commits }
     }
 
     /// The statements that commit a group whose requests came to `results`.
     pub fn commit(&self, ops: &[&Op], results: &[Result<Outcome, StoreError>]) -> &str {
-        let (step, outbox) = owed(ops, results);
-        &self.commits[usize::from(step) | usize::from(outbox) << 1]
+        &self.commits[owed(ops, results).index()]
     }
 }
 
 const STEP: &str = "step";
 const OUTBOX: &str = "outbox";
+const RUNS: &str = "runs";
 
-/// Whether the applied batches among `ops` made a step leasable (`step`)
-/// or an envelope due (`outbox`). Refused requests and duplicates wrote
-/// nothing; an expired lease, found by time, is nobody's to announce.
-fn owed(ops: &[&Op], results: &[Result<Outcome, StoreError>]) -> (bool, bool) {
-    let (mut step, mut outbox) = (false, false);
+/// The notifications a group owes.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Owed {
+    step: bool,
+    outbox: bool,
+    runs: bool,
+}
+
+impl Owed {
+    fn index(&self) -> usize {
+        usize::from(self.step) | usize::from(self.outbox) << 1 | usize::from(self.runs) << 2
+    }
+}
+
+/// Whether the applied batches among `ops` made a step leasable (`step`),
+/// an envelope due (`outbox`), or, if neither, changed a run, a step or an
+/// envelope in another way the console shows (`runs`: a run started or
+/// moved on, an envelope delivered or given up on); the bookkeeping of
+/// sources (cron checks, cursors, file states) is nobody's concern.
+/// Refused requests and duplicates wrote nothing; an expired lease, found
+/// by time, is nobody's to announce.
+fn owed(ops: &[&Op], results: &[Result<Outcome, StoreError>]) -> Owed {
+    let mut owed = Owed::default();
+    let mut changed = false;
     for (op, result) in ops.iter().zip(results) {
         if let (Op::Commit(encoded), Ok(Outcome::Committed(Committed::Applied))) = (op, result) {
             for write in &encoded.batch.writes {
                 match write {
-                    Write::PendStep { .. } => step = true,
-                    Write::Enqueue(_) | Write::Revive { .. } => outbox = true,
-                    _ => {}
+                    Write::PendStep { .. } => owed.step = true,
+                    Write::Enqueue(_) | Write::Revive { .. } => owed.outbox = true,
+                    Write::CronChecked { .. } | Write::SetCursor { .. } | Write::SetFileState { .. } => {}
+                    _ => changed = true,
                 }
             }
         }
     }
-    (step, outbox)
+    owed.runs = changed && !owed.step && !owed.outbox;
+    owed
 }
 
 /// What a notification's payload (`<kind> <origin>`) asks of this store's
@@ -140,6 +163,7 @@ fn wakeup_of(payload: &str, origin: &str) -> Option<Wakeup> {
     Some(match kind {
         STEP => Wakeup::Step,
         OUTBOX => Wakeup::Outbox,
+        RUNS => Wakeup::Runs,
         _ => Wakeup::All,
     })
 }

@@ -14,9 +14,10 @@ use tokio::sync::broadcast;
 use super::*;
 use crate::store::postgres::PostgresStore;
 use crate::store::suite::outbox::entry;
-use crate::store::suite::{t, Backend, TestSchema};
+use crate::store::suite::{run, set_status, start, t, Backend, TestSchema};
 use crate::store::{Batch, Store};
 use crate::test_support::DEADLINE;
+use fanin_core::runs::RunStatus;
 
 struct Pair {
     schema: TestSchema,
@@ -72,13 +73,16 @@ fn a_payload_names_its_kind_and_a_store_s_own_are_left_out() {
     assert_eq!(wakeup_of("outbox o1", "o2"), Some(Wakeup::Outbox));
     assert_eq!(wakeup_of("step o2", "o2"), None);
     assert_eq!(wakeup_of("outbox o2", "o2"), None);
+    assert_eq!(wakeup_of("runs o1", "o2"), Some(Wakeup::Runs));
+    assert_eq!(wakeup_of("runs o2", "o2"), None);
     assert_eq!(wakeup_of("step", "o2"), Some(Wakeup::Step), "an operator's NOTIFY names no origin");
-    for unknown in ["", "runs o1", "anything at all"] {
+    for unknown in ["", "run o1", "anything at all"] {
         assert_eq!(wakeup_of(unknown, "o2"), Some(Wakeup::All), "{unknown:?}");
     }
     let notices = Notices::new("fanin_s", "o1");
     assert_eq!(notices.commits[0], "COMMIT");
     assert_eq!(notices.commits[3], "NOTIFY \"fanin_s\", 'step o1'; NOTIFY \"fanin_s\", 'outbox o1'; COMMIT");
+    assert_eq!(notices.commits[4], "NOTIFY \"fanin_s\", 'runs o1'; COMMIT");
 }
 
 #[tokio::test]
@@ -89,14 +93,23 @@ async fn a_pended_step_and_a_queued_or_revived_envelope_wake_the_other_store() {
     p.a.commit(enqueue("e1")).await.unwrap();
     assert_eq!(next(&mut p.heard).await, Wakeup::Outbox);
 
-    // Neither kind (the entry given up on, a cron check): nothing, so the
-    // marker after it is the first heard.
+    // The entry given up on is neither kind but changes what the console
+    // lists; a cron check or a cursor is no run's: nothing, so the marker
+    // after them is the first heard.
     p.a.commit(one(Write::DeadLetter { id: "e1".into(), attempts: 5, error: "gave up".into(), at: t(2) }))
         .await
         .unwrap();
+    assert_eq!(next(&mut p.heard).await, Wakeup::Runs);
     p.a.commit(one(Write::CronChecked { key: "k".into(), at: t(2) })).await.unwrap();
+    p.a.commit(one(Write::SetCursor { source: "email:ops".into(), from: None, to: "7/1".into(), at: t(2) }))
+        .await
+        .unwrap();
     p.a.commit(pend("r2")).await.unwrap();
     assert_eq!(next(&mut p.heard).await, Wakeup::Step);
+    p.a.commit(start(run("r5", "sop", RunStatus::Running, t(2)))).await.unwrap();
+    assert_eq!(next(&mut p.heard).await, Wakeup::Runs, "a run started");
+    p.a.commit(set_status("r5", RunStatus::Running, RunStatus::Completed, t(3))).await.unwrap();
+    assert_eq!(next(&mut p.heard).await, Wakeup::Runs, "a run moved on");
     p.a.commit(one(Write::Revive { id: "e1".into(), at: t(3) })).await.unwrap();
     assert_eq!(next(&mut p.heard).await, Wakeup::Outbox);
 
