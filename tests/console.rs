@@ -521,6 +521,9 @@ async fn a_dead_letter_is_listed_with_its_error_and_retried_from_its_form() {
     assert!(row.contains("HTTP 500 Internal Server Error") && row.contains("<td>2</td>"), "{}", outbox.html);
     let run_page = browser.page(&format!("/ui/runs/{run}")).await;
     assert!(run_page.html.contains(&id) && run_page.html.contains("envelope_failed"), "{}", run_page.html);
+    let attempt = run_page.html.split_once("<td>envelope_attempt_failed</td>").expect("the failed attempt's row").1;
+    let attempt = attempt.split_once("</tr>").unwrap().0;
+    assert!(attempt.contains("HTTP 500 Internal Server Error") && attempt.contains(&id), "with its error: {attempt}");
     assert!(run_page.html.contains(&format!("envelope <code>{id}</code> as sent")), "the envelope itself");
     assert!(!browser.page("/ui/outbox?status=delivered").await.html.contains(&id));
 

@@ -180,7 +180,17 @@ async fn dead_letters_fail_their_run_and_can_be_retried() {
     let dead = &list["outbox"][0];
     assert_eq!((dead["run_id"].clone(), dead["status"].clone()), (json!(run), json!("dead")));
     let (_, audit) = d.get(&format!("/admin/audit?run_id={run}")).await;
-    assert!(audit["records"].as_array().unwrap().iter().any(|r| r["kind"] == json!("envelope_failed")));
+    let records = audit["records"].as_array().unwrap();
+    let of = |kind: &str| records.iter().filter(|r| r["kind"] == kind).map(|r| &r["detail"]).collect::<Vec<_>>();
+    let (retried, failed) = (of("envelope_attempt_failed"), of("envelope_failed"));
+    assert_eq!(retried.len(), 1, "the first attempt failed and was retried: {records:?}");
+    assert_eq!(
+        (&retried[0]["envelope_id"], &retried[0]["attempts"], &retried[0]["error"]),
+        (&dead["id"], &json!(1), &json!("HTTP 500 Internal Server Error"))
+    );
+    assert!(retried[0]["next_attempt_at"].is_string(), "{}", retried[0]);
+    assert_eq!(failed.len(), 1, "{records:?}");
+    assert_eq!((&failed[0]["attempts"], &failed[0]["error"]), (&json!(2), &json!("HTTP 500 Internal Server Error")));
     assert_eq!(dead["last_error"], json!("HTTP 500 Internal Server Error"));
     assert_eq!(d.metric("fanin_outbox_dead_letters_total{destination=\"agent\"}").await, Some(1.0));
     assert_eq!(d.metric("fanin_outbox_failed_attempts_total{destination=\"agent\"}").await, Some(2.0));

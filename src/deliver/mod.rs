@@ -10,8 +10,9 @@
 //! retried with capped exponential backoff (`[delivery]`), and after
 //! `max_attempts` the envelope becomes a dead letter — kept, listed by
 //! `fanin outbox list`, retried by `fanin outbox retry` — and its run fails.
-//! Every outcome is audited; a failed attempt stores its full cause chain
-//! as the entry's last error.
+//! Every outcome is audited, each failed attempt too (with its error and
+//! when the next comes, so a run's record shows every attempt); a failed
+//! attempt stores its full cause chain as the entry's last error.
 //!
 //! A dead letter retried with `fanin outbox retry` is sent again even though
 //! its run has failed; if it arrives, that is audited and the run keeps its
@@ -460,7 +461,17 @@ impl Lane {
             }
             (Attempt::Failed(error), _) => {
                 let next_attempt_at = now + self.backoff(entry.attempts);
-                vec![Write::Reschedule { id, attempts, next_attempt_at, error: error.clone() }]
+                let detail = json!({"envelope_id": id, "attempts": attempts, "error": error, "next_attempt_at": next_attempt_at});
+                vec![
+                    Write::Reschedule { id, attempts, next_attempt_at, error: error.clone() },
+                    Write::Audit(NewAudit {
+                        at: now,
+                        kind: AuditKind::EnvelopeAttemptFailed,
+                        run_id: Some(entry.run_id.clone()),
+                        sop: None,
+                        detail,
+                    }),
+                ]
             }
         };
         Ok(Prepared::writes(writes))

@@ -143,6 +143,9 @@ pub enum AuditKind {
     EnvelopeQueued,
     /// An envelope reached its destination.
     EnvelopeDelivered,
+    /// An attempt at delivering an envelope failed and it is tried again
+    /// later (its error and when), so a run's record shows every attempt.
+    EnvelopeAttemptFailed,
     /// An envelope gave up (dead letter), or failed schema validation.
     EnvelopeFailed,
     /// A source refused an event it still had to acknowledge (an MQTT
@@ -161,7 +164,7 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 19] = [
+    pub const ALL: [AuditKind; 20] = [
         AuditKind::RunStarted,
         AuditKind::RunDeferred,
         AuditKind::RunPromoted,
@@ -176,6 +179,7 @@ impl AuditKind {
         AuditKind::Approval,
         AuditKind::EnvelopeQueued,
         AuditKind::EnvelopeDelivered,
+        AuditKind::EnvelopeAttemptFailed,
         AuditKind::EnvelopeFailed,
         AuditKind::EventRefused,
         AuditKind::PairingCodeRetired,
@@ -199,6 +203,7 @@ impl AuditKind {
             AuditKind::Approval => "approval",
             AuditKind::EnvelopeQueued => "envelope_queued",
             AuditKind::EnvelopeDelivered => "envelope_delivered",
+            AuditKind::EnvelopeAttemptFailed => "envelope_attempt_failed",
             AuditKind::EnvelopeFailed => "envelope_failed",
             AuditKind::EventRefused => "event_refused",
             AuditKind::PairingCodeRetired => "pairing_code_retired",
