@@ -124,7 +124,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     tracing::info!(%local, "gateway listening");
 
     let health = Arc::new(SourcesHealth::default());
-    health.set_status("webhook", Status::Up, None);
+    health.set_status(sources::http::SOURCE, Status::Up, None);
     let config = Arc::new(config);
     let ctx = SourceContext {
         config: config.clone(),

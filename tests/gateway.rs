@@ -30,6 +30,8 @@ async fn an_accepted_webhook_is_a_stored_run_with_its_audit_record() {
     let setup = deploy();
     let d = setup.start();
     let token = d.pair().await;
+    let (_, ready) = d.get("/ready").await;
+    assert_eq!(ready["sources"]["webhook"]["last_event_at"], Value::Null, "nothing heard yet: {ready}");
     let (status, body, _) =
         d.post("/sop/deploy", Some(&token), r#"{"service":"a"}"#, &[("X-Idempotency-Key", "k-1")]).await;
     assert_eq!(status, 200, "{body}");
@@ -39,6 +41,8 @@ async fn an_accepted_webhook_is_a_stored_run_with_its_audit_record() {
     assert_eq!(body["path"], json!("/sop/deploy"));
     assert_eq!(body["runs"][0]["outcome"], json!("started"));
     let run_id = body["runs"][0]["run_id"].as_str().unwrap().to_string();
+    let (_, ready) = d.get("/ready").await;
+    assert!(ready["sources"]["webhook"]["last_event_at"].is_string(), "the webhook heard it: {ready}");
 
     let (status, runs) = d.get("/admin/runs").await;
     assert_eq!(status, 200);

@@ -105,6 +105,7 @@ impl Gateway {
             callers: callers.clone(),
             agent,
             boards: config.peripherals.keys().cloned().collect(),
+            health: health.clone(),
         });
         let console = console::Console::new(&pairing_key);
         Gateway {

@@ -59,7 +59,11 @@ impl SourcesHealth {
     /// Changes one source's state (creating it on first use).
     pub fn update(&self, name: &str, change: impl FnOnce(&mut SourceState)) {
         let mut sources = self.sources.lock().expect("health lock");
-        change(sources.entry(name.to_string()).or_default());
+        // Every event passes here: a known name costs no allocation.
+        match sources.get_mut(name) {
+            Some(state) => change(state),
+            None => change(sources.entry(name.to_string()).or_default()),
+        }
     }
 
     pub fn set_status(&self, name: &str, status: Status, detail: Option<String>) {

@@ -33,6 +33,10 @@ use crate::http::body::{json_body, read_body, refused_as_too_deep};
 use crate::http::extract::Path;
 use crate::http::limits::validate_idempotency_key;
 use crate::http::ApiError;
+use crate::sources::health::SourcesHealth;
+
+/// The name `/ready` gives the listener of `/webhook` and `/sop/*`.
+pub const SOURCE: &str = "webhook";
 
 /// Where `/webhook` sends events no SOP matched.
 pub struct AgentTarget {
@@ -50,6 +54,9 @@ pub struct HttpSource {
     pub agent: Option<AgentTarget>,
     /// The boards `/peripheral/{board}/…` accepts: those in `[peripherals]`.
     pub boards: BTreeSet<String>,
+    /// Where the `webhook` source's last event is kept (`/ready`, the
+    /// console's overview).
+    pub health: Arc<SourcesHealth>,
 }
 
 type SourceState = Arc<HttpSource>;
@@ -164,7 +171,8 @@ async fn ingest(
         _ => json_body(&bytes, max_depth)?,
     };
     let idempotency = idempotency_key(headers, &caller, path, &bytes)?;
-    let mut event = Event::new(crate::ids::fresh(), source, topic, payload, Utc::now());
+    let received_at = Utc::now();
+    let mut event = Event::new(crate::ids::fresh(), source, topic, payload, received_at);
     event.client = Some(caller);
     event.idempotency = idempotency.clone();
     event.request = request;
@@ -185,6 +193,9 @@ async fn ingest(
         tracing::error!(error = %e, path, "dispatch failed; request not acknowledged");
         ApiError::store_unavailable()
     })?;
+    if source != Source::Peripheral {
+        state.health.event_seen(SOURCE, received_at);
+    }
     match report {
         DispatchReport::Accepted { outcomes, event_id } if outcomes.is_empty() => match for_agent {
             Some(event) => route_to_agent(state, &event).await,
