@@ -3,12 +3,15 @@
 //! as clients and operators do: a token paired on one replica works on all
 //! and its revocation too; one run per idempotency key whichever replicas
 //! get copies; `max_concurrent = 1` holds one slot across all of them and
-//! the backlog is promoted in order; a cooldown begun on one holds on all; each envelope is delivered once, and a
-//! replica killed mid-delivery leaves it to another; a long poll on one
+//! the backlog is promoted in order; a cooldown begun on one holds on all;
+//! each envelope is delivered once, and a replica killed mid-delivery
+//! leaves it to another; a long poll on one
 //! replica takes a step pended on another; the console of one replica
 //! hears of a run started on another; every accepted webhook of a
 //! burst has its run when a replica is killed in the middle of it. Cron and
-//! MQTT across replicas are in `cron.rs` and `cluster_mqtt.rs`. Each test
+//! MQTT across replicas are in `cron.rs` and `cluster_mqtt.rs`; each
+//! singleton source's takeover beside that source's tests (`email.rs`,
+//! `drive.rs`, `telegram.rs`, `peripheral.rs`, `filesystem.rs`). Each test
 //! skips, saying so, without `FANIN_TEST_POSTGRES_URL`.
 
 mod common;

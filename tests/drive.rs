@@ -3,7 +3,8 @@
 //! change kind, folder and condition, pages are followed, a restart of
 //! fanin neither repeats nor skips a change, nor does Drive going away and
 //! coming back, a refused token shows in `/ready` until Drive takes it, and
-//! a 429's `Retry-After` is honoured.
+//! a 429's `Retry-After` is honoured; with replicas (PostgreSQL) one of
+//! them follows the feed at a time.
 //! Every wait is for an observable state, up to a generous deadline.
 
 mod common;
@@ -11,6 +12,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::drive::Drive;
+use common::replicas::Replicas;
 use common::*;
 use serde_json::Value;
 
@@ -230,4 +232,35 @@ fn explain_tells_which_drive_triggers_a_change_matches() {
     ]);
     assert_eq!(out["matches"].as_array().unwrap().len(), 0, "{out}");
     assert!(out["near_misses"][0]["reason"].as_str().unwrap().contains("mimeType"), "{out}");
+}
+
+/// Three replicas on one store: one follows the change feed (the duty
+/// `google_drive:shared`) while the others stand by; when it is killed
+/// another takes the feed within the lease and reads on from the page
+/// token in the store: the change made meanwhile starts its run once, and
+/// no change starts twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_follow_the_feed_once_and_another_takes_over_when_the_follower_dies() {
+    let drive = Drive::start(TOKEN, 100);
+    let block = drive_block(&drive, &format!("token = \"{TOKEN}\""));
+    let sop = drive_sop("all", "");
+    let test = "three_replicas_follow_the_feed_once";
+    let Some(mut replicas) = Replicas::start(test, 3, "", &block, &[("all", &sop)]).await else { return };
+    let owner = replicas.holder("google_drive:shared").await;
+    wait_up(&replicas.daemons[owner]).await;
+    drive.create("f1", "one.txt", "text/plain", &["F1"]);
+    drive.create("f2", "two.txt", "text/plain", &["F1"]);
+    let seen = wait_payloads(&replicas.daemons[owner], "all", 2).await;
+    assert_eq!(file_ids(&seen), BTreeSet::from(["f1".to_string(), "f2".to_string()]), "{seen:?}");
+
+    replicas.daemons[owner].kill();
+    drive.create("f3", "three.txt", "text/plain", &["F1"]);
+    let survivor = &replicas.daemons[(owner + 1) % 3];
+    wait_payloads(survivor, "all", 3).await;
+    // A later change, once its run is there, shows none before it came twice.
+    drive.create("f4", "four.txt", "text/plain", &["F1"]);
+    let all = wait_payloads(survivor, "all", 4).await;
+    let mut ids: Vec<&str> = all.iter().map(|p| p["file"]["id"].as_str().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, ["f1", "f2", "f3", "f4"], "each change once");
 }

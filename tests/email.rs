@@ -4,10 +4,12 @@
 //! time for an outcome: each waits, up to a generous deadline, for the
 //! state it expects. The mailboxes poll only once an hour, so mail that
 //! arrives while a session is open can only reach fanin through IDLE.
+//! With replicas (PostgreSQL) one of them reads the mailbox at a time.
 
 mod common;
 
 use common::imap::{dovecot, message, Dovecot, PASSWORD, USER};
+use common::replicas::Replicas;
 use common::*;
 use serde_json::{json, Value};
 
@@ -296,4 +298,31 @@ fn explain_tells_which_email_triggers_a_mail_matches() {
     let miss = explain(r#"{"subject": "lunch"}"#);
     assert_eq!(miss["near_misses"][0]["sop"], "deploys", "{miss}");
     assert!(miss["near_misses"][0]["reason"].as_str().unwrap().contains("subject"), "{miss}");
+}
+
+/// Three replicas on one store: one reads the mailbox (the duty
+/// `email:ops`) while the others stand by; when the reader is killed
+/// another takes the mailbox within the lease and reads on from the UID
+/// in the store: the mail that came meanwhile starts its run once, and no
+/// mail starts twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_read_a_mailbox_once_and_another_takes_over_when_the_reader_dies() {
+    let Some(server) = dovecot() else { return };
+    let block = email_block(&server, "plain", "");
+    let sop = email_sop("every", None);
+    let test = "three_replicas_read_a_mailbox_once";
+    let Some(mut replicas) = Replicas::start(test, 3, "", &block, &[("every", &sop)]).await else { return };
+    let owner = replicas.holder("email:ops").await;
+    wait_up(&replicas.daemons[owner]).await;
+    server.append("INBOX", &mail("one", "<one@test>"));
+    server.append("INBOX", &mail("two", "<two@test>"));
+    assert_eq!(wait_subjects(&replicas.daemons[owner], "every", 2).await, strings(&["one", "two"]));
+
+    replicas.daemons[owner].kill();
+    server.append("INBOX", &mail("three", "<three@test>"));
+    let survivor = &replicas.daemons[(owner + 1) % 3];
+    assert_eq!(wait_subjects(survivor, "every", 3).await, strings(&["one", "three", "two"]));
+    // A later mail, once its run is there, shows none before it came twice.
+    server.append("INBOX", &mail("four", "<four@test>"));
+    assert_eq!(wait_subjects(survivor, "every", 4).await, strings(&["four", "one", "three", "two"]));
 }

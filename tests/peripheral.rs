@@ -2,12 +2,14 @@
 //! for the board. The config points at a symlink in the temp directory, so
 //! a test can unplug the "board" (close the pty) and plug in a new one (a
 //! fresh pty behind the same symlink), as a USB device re-enumerating would.
+//! With replicas (PostgreSQL) one of them holds the port at a time.
 
 mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use common::replicas::Replicas;
 use common::*;
 use nix::fcntl::OFlag;
 use nix::pty::{grantpt, posix_openpt, unlockpt, PtyMaster};
@@ -288,4 +290,49 @@ async fn values_nested_deeper_than_the_limit_are_bad_lines() {
         .unwrap_or_else(|| panic!("no bad-line counter in {metrics}"));
     assert!(bad.ends_with(" 3"), "the three lines nested too deep are bad lines: {bad}");
     assert_eq!(port_state(&d).await["status"], json!("up"));
+}
+
+/// Three replicas on one store, each configured with the same board: one
+/// holds the port (the duty `peripheral:<board>`), the others stand by;
+/// when the holder is killed another opens the port within the lease and
+/// the board's lines go on starting runs, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_read_the_board_once_and_another_takes_over_when_the_reader_dies() {
+    let mut board = FakeBoard::plug_in();
+    let config = format!("[peripherals.{BOARD}]\ntransport = \"serial\"\npath = \"board-tty\"\nbaud = 115200\n");
+    let sop = peripheral_sop("thermo", "temp", None);
+    let test = "three_replicas_read_the_board_once";
+    let Some(mut replicas) = Replicas::start(test, 3, "", &config, &[("thermo", &sop)]).await else { return };
+    for setup in &replicas.setups {
+        link_device(&device_link(setup), &board);
+    }
+    let duty = format!("peripheral:{BOARD}");
+    let owner = replicas.holder(&duty).await;
+    wait_until_up(&replicas.daemons[owner]).await;
+    board.send("temp=1\ntemp=2\n");
+    assert_eq!(wait_for_payloads(&replicas.daemons[owner], "thermo", 2).await, vec![json!(1), json!(2)]);
+
+    replicas.daemons[owner].kill();
+    let survivor = &replicas.daemons[(owner + 1) % 3];
+    let taken = eventually("another replica to hold the port", async || {
+        for d in replicas.daemons.iter().enumerate().filter(|(i, _)| *i != owner).map(|(_, d)| d) {
+            if port_state(d).await["status"] == json!("up") {
+                return Ok(());
+            }
+        }
+        Err("none up yet")
+    });
+    taken.await;
+    board.send("temp=3\n");
+    let runs = eventually("the third run", async || {
+        let runs = runs_of(survivor, "thermo").await;
+        if runs.len() >= 3 {
+            Ok(runs)
+        } else {
+            Err(runs.len())
+        }
+    })
+    .await;
+    let values: Vec<&Value> = runs.iter().map(|r| &r["payload"]).collect();
+    assert_eq!(values, [&json!(1), &json!(2), &json!(3)], "each line once");
 }

@@ -1,12 +1,14 @@
 //! The Telegram source through a live daemon: in poll mode against a Bot
 //! API double speaking `getUpdates` (`common/telegram.rs`), across restarts
 //! of fanin and of the API, with the API's errors shown in `/ready`; in
-//! webhook mode with Telegram's secret token.
+//! webhook mode with Telegram's secret token; with replicas (PostgreSQL)
+//! one of them polls at a time.
 
 mod common;
 
 use std::time::Duration;
 
+use common::replicas::Replicas;
 use common::telegram::BotApi;
 use common::*;
 use serde_json::{json, Value};
@@ -234,4 +236,31 @@ fn explain_tells_which_telegram_triggers_a_message_matches() {
     assert_eq!(matched, ["chat"], "{seen}");
     assert_eq!(seen["near_misses"][0]["sop"], "deploys", "{seen}");
     assert_eq!(explain("telegram/other")["matches"], json!([]), "another bot's messages match no trigger of this one");
+}
+
+/// Three replicas on one store: one polls `getUpdates` (the duty
+/// `telegram:bot`), so Telegram never sees two pollers at once (no 409);
+/// when that one is killed another takes the duty within the lease and
+/// reads on from the offset in the store: each update starts one run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_poll_as_one_bot_and_another_takes_over_when_the_poller_dies() {
+    let api = BotApi::start(TOKEN);
+    let block =
+        format!("[channels_config.telegram.bot]\nbot_token = \"{TOKEN}\"\napi_base_url = \"{}\"\n", api.base_url());
+    let test = "three_replicas_poll_as_one_bot";
+    let chat = sop("chat", "bot", "");
+    let Some(mut replicas) = Replicas::start(test, 3, "", &block, &[("chat", &chat)]).await else { return };
+    let owner = replicas.holder("telegram:bot").await;
+    wait_source(&replicas.daemons[owner], "telegram:bot", "up").await;
+    api.send_message("one");
+    api.send_message("two");
+    wait_texts(&replicas.daemons[owner], &["one", "two"]).await;
+    assert_eq!(api.conflicts(), 0, "one poller at a time: {:?}", api.asked());
+
+    replicas.daemons[owner].kill();
+    api.send_message("three");
+    let survivor = &replicas.daemons[(owner + 1) % 3];
+    wait_texts(survivor, &["one", "three", "two"]).await;
+    api.send_message("four");
+    wait_texts(survivor, &["four", "one", "three", "two"]).await;
 }

@@ -5,8 +5,10 @@
 //! nothing new the request is held up to `timeout` seconds, then answered
 //! empty; answers are `{"ok": true, "result": [...]}`, a wrong token gets
 //! `401 {"ok": false, "error_code": 401, "description": "Unauthorized"}`,
-//! and a test may script the next answers (a 429 with
-//! `parameters.retry_after`).
+//! a `getUpdates` that arrives while another is held ends the held one
+//! with `409` (`Conflict: terminated by other getUpdates request`), as
+//! two bot instances polling at once see, and a test may script the next
+//! answers (a 429 with `parameters.retry_after`).
 //!
 //! It runs on its own runtime in a background thread, so stopping it drops
 //! every connection as a server going away would; its updates outlive a
@@ -44,6 +46,9 @@ struct Queue {
     last_id: i64,
     scripted: VecDeque<(u16, Value)>,
     asked: Vec<Asked>,
+    /// The index in `asked` of the request held now, if one is: a newer
+    /// request ends it.
+    held: Option<usize>,
 }
 
 struct Shared {
@@ -102,6 +107,12 @@ impl BotApi {
         self.shared.arrived.notify_waiters();
     }
 
+    /// The `getUpdates` answered 409 because another came while they were
+    /// held: two pollers at once.
+    pub fn conflicts(&self) -> usize {
+        self.asked().iter().filter(|a| a.status == 409).count()
+    }
+
     /// Every `getUpdates` asked so far, oldest first.
     pub fn asked(&self) -> Vec<Asked> {
         self.shared.queue.lock().unwrap().asked.clone()
@@ -151,6 +162,21 @@ impl Drop for BotApi {
     }
 }
 
+/// Marks a held request gone when its handler ends, answered or dropped.
+struct Held {
+    shared: Arc<Shared>,
+    index: usize,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut queue = self.shared.queue.lock().unwrap();
+        if queue.held == Some(self.index) {
+            queue.held = None;
+        }
+    }
+}
+
 fn answer(status: u16, body: Value) -> Response {
     (StatusCode::from_u16(status).unwrap(), Json(body)).into_response()
 }
@@ -188,12 +214,22 @@ async fn method(
             queue.asked[index].status = status;
             return answer(status, body);
         }
+        queue.held = Some(index);
         index
     };
+    // A request whose client went away is dropped here: it holds nothing.
+    let _held = Held { shared: shared.clone(), index };
+    shared.arrived.notify_waiters();
     loop {
         let arrived = shared.arrived.notified();
         {
             let mut queue = shared.queue.lock().unwrap();
+            if queue.held != Some(index) {
+                queue.asked[index].status = 409;
+                let description = "Conflict: terminated by other getUpdates request; \
+                                   make sure that only one bot instance is running";
+                return answer(409, json!({"ok": false, "error_code": 409, "description": description}));
+            }
             if let Some(offset) = offset {
                 queue.updates.retain(|u| u["update_id"].as_i64().unwrap() >= offset);
             }
