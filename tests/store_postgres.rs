@@ -2,7 +2,8 @@
 //! a webhook's run is there for the CLI on the same URL, and still there
 //! after the daemon restarts; a second daemon on the same store is refused;
 //! an envelope another process queues there wakes the daemon's outbox
-//! worker. Skipped, saying so, without `FANIN_TEST_POSTGRES_URL`.
+//! worker; every command of the CLI works on it. Skipped, saying so,
+//! without `FANIN_TEST_POSTGRES_URL`.
 
 mod common;
 
@@ -102,4 +103,68 @@ async fn an_envelope_another_process_queues_on_the_store_wakes_the_daemon_s_outb
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         eventually("the envelope delivered by the daemon", || async { taken.load(Ordering::SeqCst) == fired }).await;
     }
+}
+
+/// Every command of the CLI on a PostgreSQL store, as on SQLite: those that
+/// read and those that write, without the daemon (writing the store
+/// themselves) and beside it (through it where they go through it).
+#[tokio::test]
+async fn every_command_of_the_cli_works_on_a_postgres_store() {
+    let Some(schema) = TestSchema::from_env("every_command_of_the_cli_works").await else { return };
+    let gated = "[sop]\nname = \"gated\"\ndescription = \"x\"\nexecution_mode = \"supervised\"\nmax_concurrent = 10\n\
+                 [[triggers]]\ntype = \"manual\"\n";
+    let setup = Setup::new("", "")
+        .sop("deploy", &(webhook_sop("deploy", "/sop/deploy", "") + "\n[[triggers]]\ntype = \"manual\"\n"))
+        .sop("gated", gated)
+        .store_url(&schema.url);
+    let ok = |args: &[&str]| {
+        let out = setup.cli(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let run_of = |reply: &serde_json::Value| reply["runs"][0]["run_id"].as_str().expect("a run").to_string();
+
+    // Without a daemon.
+    ok(&["validate"]);
+    let sops = setup.cli_json(&["sop", "list", "--json"]);
+    assert_eq!(sops["sops"].as_array().map(Vec::len), Some(2), "{sops}");
+    assert!(ok(&["sop", "show", "gated"]).contains("supervised"));
+    let explained = setup.cli_json(&["explain", "--source", "sop_webhook", "--topic", "/sop/deploy", "--json"]);
+    assert_eq!(explained["matches"][0]["sop"], json!("deploy"), "{explained}");
+    let first = run_of(&setup.cli_json(&["fire", "gated", "--json"]));
+    let second = run_of(&setup.cli_json(&["fire", "gated", "--json"]));
+    let pending = setup.cli_json(&["runs", "pending", "--json"]);
+    let waiting: Vec<&str> =
+        pending["pending"].as_array().unwrap().iter().map(|r| r["run_id"].as_str().unwrap()).collect();
+    assert_eq!(waiting, [first.as_str(), second.as_str()], "oldest first: {pending}");
+    ok(&["runs", "approve", &first]);
+    ok(&["runs", "deny", &second, "--reason", "not now"]);
+    assert_eq!(setup.cli_json(&["runs", "show", &first, "--json"])["status"], json!("running"));
+    assert_eq!(setup.cli_json(&["runs", "show", &second, "--json"])["status"], json!("cancelled"));
+    ok(&["runs", "cancel", &first]);
+    assert_eq!(setup.cli_json(&["runs", "show", &first, "--json"])["status"], json!("cancelled"));
+    let kinds: Vec<String> = ok(&["audit", "--run", &first, "--json"])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert!(kinds.starts_with(&["run_started".to_string()]) && kinds.contains(&"run_cancelled".into()), "{kinds:?}");
+    let code = ok(&["pair"]);
+    assert!(code.chars().any(|c| c.is_ascii_digit()), "a code: {code}");
+
+    // Beside the daemon.
+    let d = setup.start();
+    let token = d.pair().await;
+    let tokens = setup.cli_json(&["tokens", "list", "--json"]);
+    let prefix = tokens["tokens"][0]["prefix"].as_str().expect("the paired token").to_string();
+    assert!(token.contains(&prefix), "{tokens}");
+    let fired = run_of(&setup.cli_json(&["fire", "deploy", "--json"]));
+    assert_eq!(d.run(&fired).await["source"], json!("manual"), "the daemon started it");
+    let outbox = setup.cli_json(&["outbox", "list", "--json"]);
+    let entry = outbox["outbox"].as_array().unwrap().iter().find(|e| e["run_id"] == json!(fired)).cloned();
+    let entry = entry.unwrap_or_else(|| panic!("the run's envelope waits for its destination: {outbox}"));
+    let retry = setup.cli(&["outbox", "retry", entry["id"].as_str().unwrap()]);
+    assert_eq!(retry.status.code(), Some(1), "only a dead letter is retried");
+    ok(&["runs", "list"]);
+    ok(&["tokens", "revoke", &prefix]);
+    assert_eq!(d.post("/sop/deploy", Some(&token), "{}", &[]).await.0, 401, "revoked");
 }
