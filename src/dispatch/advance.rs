@@ -9,17 +9,21 @@
 //! commit), and commits it all as one batch with compare-and-set guards, so
 //! two racing requests cannot both win.
 
+use std::sync::{Arc, Mutex};
+
 use chrono::{DateTime, Utc};
 
+use super::admission::Admission;
 use super::dispatcher::{DispatchError, Dispatcher};
 use super::holds::HoldTicket;
+use super::settle::settled;
 use crate::ids::Fresh;
 use crate::runs::lifecycle::Effects;
 use crate::runs::plan::{self, PlanContext, Transition, Waiting};
 pub use crate::runs::plan::{RunInput, Withdrawn};
 use crate::runs::RunStatus;
 use crate::sop::Sop;
-use crate::store::{Batch, RunRecord, StepRecord, Write};
+use crate::store::{Batch, RunRecord, StepRecord, StoreError, Write};
 
 /// Where the run is after the change.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,12 +54,53 @@ enum SlotChange {
     LeftBacklog { sop: String, run_id: String },
 }
 
+/// What admission counted for a change not committed yet: given back when
+/// dropped before [`Counted::keep`] (its commit failed, or never came
+/// because the caller stopped waiting), newest first.
+struct Counted {
+    /// `None` once kept, and for a change that counted nothing.
+    admission: Option<Arc<Mutex<Admission>>>,
+    slot: SlotChange,
+    /// Deferred runs counted as promoted into the freed slot, in order.
+    promoted: Vec<String>,
+}
+
+impl Counted {
+    fn nothing() -> Counted {
+        Counted { admission: None, slot: SlotChange::None, promoted: Vec::new() }
+    }
+
+    /// The commit applied: what was counted stands.
+    fn keep(&mut self) {
+        self.admission = None;
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let Some(admission) = self.admission.take() else { return };
+        // A lock poisoned by a panic elsewhere: there is nothing to mirror.
+        let Ok(mut admission) = admission.lock() else { return };
+        if let SlotChange::Freed { sop } = &self.slot {
+            for id in self.promoted.iter().rev() {
+                admission.unpromote(sop, id);
+            }
+        }
+        match &self.slot {
+            SlotChange::Freed { sop } => admission.reoccupy(sop),
+            SlotChange::Taken { sop } => admission.release_slot(sop),
+            SlotChange::LeftBacklog { sop, run_id } => admission.requeue(sop, run_id),
+            SlotChange::None => {}
+        }
+    }
+}
+
 /// A change worked out but not committed yet: its writes, and what
 /// admission already counted for it (given back if its commit fails).
 pub struct Prepared {
     writes: Vec<Write>,
     effects: Effects,
-    slot: SlotChange,
+    counted: Counted,
     /// `None` for writes that move no run ([`Prepared::writes`]).
     advanced: Option<Advanced>,
     /// A replica's hold on the run's SOP, ended once the change is
@@ -67,7 +112,7 @@ impl Prepared {
     /// Writes that move no run (the outbox worker's rescheduling), to be
     /// committed with the changes of runs.
     pub fn writes(writes: Vec<Write>) -> Prepared {
-        Prepared { writes, effects: Effects::default(), slot: SlotChange::None, advanced: None, hold: None }
+        Prepared { writes, effects: Effects::default(), counted: Counted::nothing(), advanced: None, hold: None }
     }
 }
 
@@ -110,19 +155,21 @@ impl Dispatcher {
             false => None,
         };
         let (slot, first_promoted) = self.move_slot(&run, to, sop, now);
-        let promoted = match sop {
-            Some(sop) => match self.promote(first_promoted, sop, &run.run_id, &ctx, &mut writes, &mut effects).await {
-                Ok(promoted) => promoted,
-                Err((e, promoted)) => {
-                    self.undo_slot(&slot, &promoted);
-                    release(hold).await;
-                    return Err(e);
-                }
-            },
-            None => Vec::new(),
-        };
+        // From here on what admission counted is given back unless kept,
+        // should this call be dropped while it reads the promoted runs.
+        let mut counted = Counted { admission: Some(self.admission.clone()), slot, promoted: Vec::new() };
+        if let Some(sop) = sop {
+            let promoted = &mut counted.promoted;
+            let promoting = self.promote(first_promoted, sop, &run.run_id, &ctx, &mut writes, &mut effects, promoted);
+            if let Err(e) = promoting.await {
+                drop(counted);
+                release(hold).await;
+                return Err(e);
+            }
+        }
+        let promoted = counted.promoted.clone();
         let advanced = Advanced { run_id: run.run_id, from: run.status, status: to, step, promoted, withdrawn };
-        Ok(Prepared { writes, effects, slot, advanced: Some(advanced), hold })
+        Ok(Prepared { writes, effects, counted, advanced: Some(advanced), hold })
     }
 
     /// What `run` still has waiting, for a cancel to withdraw.
@@ -134,8 +181,9 @@ impl Dispatcher {
 
     /// Starts deferred runs in the slot a change freed, beginning with
     /// `next`, for as long as each goes straight to a state that holds no
-    /// slot. On an error, also says which were counted as promoted, so the
-    /// caller gives them back.
+    /// slot, naming each in `promoted` as admission counts it (so what is
+    /// given back after an error, or a drop, is all of them).
+    #[allow(clippy::too_many_arguments)]
     async fn promote(
         &self,
         mut next: Option<String>,
@@ -144,16 +192,16 @@ impl Dispatcher {
         ctx: &PlanContext<'_>,
         writes: &mut Vec<Write>,
         effects: &mut Effects,
-    ) -> Result<Vec<String>, (DispatchError, Vec<String>)> {
-        let mut promoted = Vec::new();
+        promoted: &mut Vec<String>,
+    ) -> Result<(), DispatchError> {
         while let Some(id) = next.take() {
             // Counted as promoted before it is read, so a failed read gives
             // it back to the backlog with the rest.
             promoted.push(id.clone());
             let run = match self.store.get_run(&id).await {
                 Ok(Some(run)) => run,
-                Ok(None) => return Err((DispatchError::NoSuchRun(id), promoted)),
-                Err(e) => return Err((e.into(), promoted)),
+                Ok(None) => return Err(DispatchError::NoSuchRun(id)),
+                Err(e) => return Err(e.into()),
             };
             let (mut more, fx, holds_slot) = plan::plan_promotion(&run, sop, freed_by, ctx, &mut Fresh);
             writes.append(&mut more);
@@ -164,18 +212,24 @@ impl Dispatcher {
                 next = self.admission.lock().expect("admission lock").free_slot(sop);
             }
         }
-        Ok(promoted)
+        Ok(())
     }
 
     /// Commits one prepared change; a failed commit gives back what
-    /// admission counted for it.
+    /// admission counted for it (settled even if the caller stops waiting).
     async fn commit_prepared(&self, prepared: Prepared) -> Result<Option<Advanced>, DispatchError> {
-        let Prepared { writes, effects, slot, advanced, hold } = prepared;
-        let committed = self.store.commit(Batch { idempotency: None, writes }).await;
-        if committed.is_err() {
-            self.undo(&slot, advanced.as_ref());
-        }
-        release(hold).await;
+        let Prepared { writes, effects, mut counted, advanced, hold } = prepared;
+        let store = self.store.clone();
+        let committed = settled(async move {
+            let committed = store.commit(Batch { idempotency: None, writes }).await;
+            match committed {
+                Ok(_) => counted.keep(),
+                Err(_) => drop(counted),
+            }
+            release(hold).await;
+            committed
+        })
+        .await;
         committed?;
         self.announce(&effects);
         Ok(advanced)
@@ -197,8 +251,24 @@ impl Dispatcher {
             }
             return answers;
         }
+        let count = prepared.len();
         let writes = prepared.iter().flat_map(|p| p.writes.iter().cloned()).collect();
-        match self.store.commit(Batch { idempotency: None, writes }).await {
+        let store = self.store.clone();
+        let (committed, prepared) = settled(async move {
+            let mut prepared = prepared;
+            let committed = store.commit(Batch { idempotency: None, writes }).await;
+            match &committed {
+                Ok(_) => prepared.iter_mut().for_each(|p| p.counted.keep()),
+                // Each is committed alone below, counted until then.
+                Err(StoreError::Conflict(_)) => {}
+                // Given back newest first: the admission changes were made
+                // in this order.
+                Err(_) => while prepared.pop().is_some() {},
+            }
+            (committed, prepared)
+        })
+        .await;
+        match committed {
             Ok(_) => prepared
                 .into_iter()
                 .map(|p| {
@@ -206,27 +276,15 @@ impl Dispatcher {
                     Ok(p.advanced)
                 })
                 .collect(),
-            Err(crate::store::StoreError::Conflict(_)) => {
-                let mut answers = Vec::with_capacity(prepared.len());
+            Err(StoreError::Conflict(_)) => {
+                let mut answers = Vec::with_capacity(count);
                 for p in prepared {
                     answers.push(self.commit_prepared(p).await);
                 }
                 answers
             }
-            Err(e) => {
-                // Given back newest first: the admission changes were made
-                // in this order.
-                for p in prepared.iter().rev() {
-                    self.undo(&p.slot, p.advanced.as_ref());
-                }
-                prepared.iter().map(|_| Err(e.clone().into())).collect()
-            }
+            Err(e) => (0..count).map(|_| Err(e.clone().into())).collect(),
         }
-    }
-
-    fn undo(&self, slot: &SlotChange, advanced: Option<&Advanced>) {
-        let promoted = advanced.map_or(&[][..], |a| a.promoted.as_slice());
-        self.undo_slot(slot, promoted);
     }
 
     /// Ends a run (`completed`, `failed` or `cancelled`); returns the deferred
@@ -294,22 +352,6 @@ impl Dispatcher {
                 (SlotChange::Taken { sop: run.sop.clone() }, None)
             }
             _ => (SlotChange::None, None),
-        }
-    }
-
-    /// Gives back what `move_slot` and promotions did, after a failed commit.
-    fn undo_slot(&self, slot: &SlotChange, promoted: &[String]) {
-        let mut admission = self.admission.lock().expect("admission lock");
-        for id in promoted.iter().rev() {
-            if let SlotChange::Freed { sop } = slot {
-                admission.unpromote(sop, id);
-            }
-        }
-        match slot {
-            SlotChange::Freed { sop } => admission.reoccupy(sop),
-            SlotChange::Taken { sop } => admission.release_slot(sop),
-            SlotChange::LeftBacklog { sop, run_id } => admission.requeue(sop, run_id),
-            SlotChange::None => {}
         }
     }
 }

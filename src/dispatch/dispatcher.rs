@@ -4,8 +4,9 @@
 //! admission lock has the core plan it (`runs::plan::plan_event`: what each
 //! matching SOP does with it, and the runs, backlog entries, audit records,
 //! idempotency claim and first moves that says, as one batch); then it
-//! commits, gives back what admission reserved if the commit fails, and
-//! reports. Only a committed batch is reported back, so a source
+//! commits, gives back what admission reserved if the commit fails (the
+//! two settled together even if the caller stops waiting, `settle.rs`),
+//! and reports. Only a committed batch is reported back, so a source
 //! acknowledges nothing that is not durable. What happens to a run after
 //! its start is in `advance.rs`.
 
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::admission::Admission;
 use super::holds::{HoldTicket, SharedHolds};
 use super::matching::{Catalog, Explanation};
+use super::settle::settled;
 use crate::envelope::session::Continuation;
 use crate::event::{Event, Source};
 use crate::ids::Fresh;
@@ -94,7 +96,9 @@ pub struct Dispatcher {
     /// from the SOPs (the cron keys) rebuild it.
     catalog_version: tokio::sync::watch::Sender<u64>,
     pub(super) store: Arc<dyn Store>,
-    pub(super) admission: Mutex<Admission>,
+    /// Shared with the commits [`settled`] finishes for callers that
+    /// stopped waiting.
+    pub(super) admission: Arc<Mutex<Admission>>,
     pub(super) settings: DispatchSettings,
     registries: Option<Arc<Registries>>,
     /// When an agent loop last asked for work.
@@ -126,7 +130,7 @@ impl Dispatcher {
             catalog: RwLock::new(Arc::new(catalog)),
             catalog_version: tokio::sync::watch::Sender::new(0),
             store,
-            admission: Mutex::new(admission),
+            admission: Arc::new(Mutex::new(admission)),
             settings,
             registries: None,
             last_agent_poll: Mutex::new(None),
@@ -245,19 +249,25 @@ impl Dispatcher {
         // the filesystem source a burst of changes, so their commits can wait a
         // moment to share an fsync; everyone else has a caller waiting
         // (HTTP) or is rare (cron, peripherals).
-        let committed = match event.source {
-            Source::Mqtt | Source::Amqp | Source::Filesystem => self.store.commit_pipelined(batch).await,
-            _ => self.store.commit(batch).await,
-        };
-        if !matches!(committed, Ok(Committed::Applied)) {
-            let mut admission = self.admission.lock().expect("admission lock");
-            for (sop, run_id, decision) in &reserved {
-                admission.release(sop, run_id, decision);
+        let pipelined = matches!(event.source, Source::Mqtt | Source::Amqp | Source::Filesystem);
+        let (store, admission) = (self.store.clone(), self.admission.clone());
+        let committed = settled(async move {
+            let committed = match pipelined {
+                true => store.commit_pipelined(batch).await,
+                false => store.commit(batch).await,
+            };
+            if !matches!(committed, Ok(Committed::Applied)) {
+                let mut admission = admission.lock().expect("admission lock");
+                for (sop, run_id, decision) in &reserved {
+                    admission.release(sop, run_id, decision);
+                }
             }
-        }
-        if let Some(hold) = hold {
-            hold.release().await;
-        }
+            if let Some(hold) = hold {
+                hold.release().await;
+            }
+            committed
+        })
+        .await;
         match committed? {
             Committed::Applied => {
                 for o in &outcomes {
@@ -583,6 +593,66 @@ mod tests {
         f.dispatcher.finish_run(first[0].run_id.as_deref().unwrap(), RunStatus::Completed, at(2), None).await.unwrap();
         // Only the first request holds a slot, so after it finishes a new run starts (drop policy would skip otherwise).
         assert_eq!(outcomes(f.dispatcher.dispatch(hook("/sop/deploy", 3)).await.unwrap())[0].outcome, Outcome::Started);
+    }
+
+    #[tokio::test]
+    async fn a_dispatch_dropped_while_its_commit_waits_still_gives_back_what_admission_reserved() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = Arc::new(SqliteStore::open(&dir.path().join("fanin.db")).unwrap());
+        let settings = DispatchSettings {
+            idempotency_ttl: chrono::Duration::seconds(300),
+            payload_cap: 1024,
+            max_deferred: 10,
+            agent_loop_grace: chrono::Duration::seconds(60),
+        };
+        let store: Arc<dyn Store> = sqlite.clone();
+        let d = Dispatcher::new(Catalog::new(vec![deploy(AdmissionPolicy::Drop)]), store, settings).await.unwrap();
+        let keyed = |secs| {
+            let mut e = hook("/sop/deploy", secs);
+            e.idempotency = Some(IdempotencyKey::new("token:t", "/sop/deploy", "k", b"{}"));
+            e
+        };
+        let active = || d.admission.lock().unwrap().active("deploy");
+        let first = outcomes(d.dispatch(keyed(0)).await.unwrap());
+        d.finish_run(first[0].run_id.as_deref().unwrap(), RunStatus::Completed, at(1), None).await.unwrap();
+        assert_eq!(active(), 0);
+
+        // A retry of the first request: admission reserves the slot before
+        // the commit finds the key taken. Its caller stops waiting while
+        // the commit is queued.
+        let release = crate::store::sqlite::hold_writer(&sqlite).await;
+        let mut retry = Box::pin(d.dispatch(keyed(2)));
+        while crate::store::sqlite::queued(&sqlite) == 0 {
+            assert!(futures_util::poll!(retry.as_mut()).is_pending());
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(active(), 1, "reserved while the commit waits");
+        drop(retry);
+        release.send(()).unwrap();
+        let given_back = async {
+            while active() != 0 {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(crate::test_support::DEADLINE, given_back).await.expect("the slot given back");
+        assert_eq!(outcomes(d.dispatch(hook("/sop/deploy", 3)).await.unwrap())[0].outcome, Outcome::Started);
+    }
+
+    #[tokio::test]
+    async fn a_change_prepared_and_never_committed_gives_back_its_slot_and_promotions() {
+        let f = fixture(vec![deploy(AdmissionPolicy::Parallel)], 10).await;
+        let first = outcomes(f.dispatcher.dispatch(hook("/sop/deploy", 0)).await.unwrap()).remove(0);
+        let second = outcomes(f.dispatcher.dispatch(hook("/sop/deploy", 1)).await.unwrap()).remove(0);
+        let (first, waiting) = (first.run_id.unwrap(), second.run_id.unwrap());
+        let run = f.dispatcher.store().get_run(&first).await.unwrap().unwrap();
+        let finish = crate::dispatch::RunInput::Finish { to: RunStatus::Completed, reason: None };
+        let prepared = f.dispatcher.prepare(run, finish, at(2)).await.unwrap();
+        assert_eq!(f.dispatcher.admission.lock().unwrap().deferred_total(), 0, "counted as promoted");
+        // The caller stops before committing (a request that timed out).
+        drop(prepared);
+        assert_eq!(f.dispatcher.admission.lock().unwrap().deferred_total(), 1, "back in the backlog");
+        let promoted = f.dispatcher.finish_run(&first, RunStatus::Completed, at(3), None).await.unwrap();
+        assert_eq!(promoted.as_deref(), Some(waiting.as_str()), "promoted by the change that was committed");
     }
 
     #[tokio::test]
