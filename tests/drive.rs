@@ -199,6 +199,92 @@ async fn an_instance_folder_filters_what_is_dispatched() {
     assert_eq!(d.runs_of("all").await.len(), 1);
 }
 
+const CLIENT: &str = "1234-test.apps.googleusercontent.com";
+const CLIENT_SECRET: &str = "GOCSPX-test-client-secret";
+const REFRESH_TOKEN: &str = "1//0test-refresh-token";
+
+/// A feed whose access tokens come from the refresh-token grant, its two
+/// secrets in the environment as an operator keeps them.
+fn granted(drive: &Drive) -> Setup {
+    let grant = format!(
+        "client_id = \"{CLIENT}\"\nclient_secret_env = \"FANIN_TEST_DRIVE_SECRET\"\n\
+         refresh_token_env = \"FANIN_TEST_DRIVE_REFRESH\"\ntoken_url = \"{}/token\"",
+        drive.base_url
+    );
+    Setup::new("", &drive_block(drive, &grant)).sop("all", &drive_sop("all", ""))
+}
+
+fn start_granted(setup: &Setup, refresh_token: &str) -> Daemon {
+    setup.start_with(|command| {
+        command.env("FANIN_TEST_DRIVE_SECRET", CLIENT_SECRET).env("FANIN_TEST_DRIVE_REFRESH", refresh_token);
+    })
+}
+
+/// Access tokens that last two seconds: the feed renews each before it
+/// lapses, so Drive never refuses one, and one Drive revokes early is
+/// renewed at once, the call made again; every change starts its run.
+#[tokio::test]
+async fn a_refresh_grant_keeps_the_feed_reading_past_each_token_s_life() {
+    let drive = Drive::start("", 100);
+    drive.grant_to(CLIENT, CLIENT_SECRET, REFRESH_TOKEN, std::time::Duration::from_secs(2));
+    let setup = granted(&drive);
+    let d = start_granted(&setup, REFRESH_TOKEN);
+    wait_up(&d).await;
+    drive.create("f1", "one.txt", "text/plain", &[]);
+    wait_payloads(&d, "all", 1).await;
+    eventually("three tokens granted in turn", async || drive.granted() >= 3).await;
+    drive.create("f2", "two.txt", "text/plain", &[]);
+    wait_payloads(&d, "all", 2).await;
+    let refused: Vec<_> = drive.requests().into_iter().filter(|r| r.status != 200).collect();
+    assert!(refused.is_empty(), "every token was renewed before it lapsed: {refused:?}");
+
+    drive.revoke_access_tokens();
+    let before = drive.granted();
+    drive.create("f3", "three.txt", "text/plain", &[]);
+    assert_eq!(file_ids(&wait_payloads(&d, "all", 3).await).len(), 3);
+    assert!(drive.granted() > before, "a new token after the refusal");
+    let (status, ready) = d.get("/ready").await;
+    assert_eq!((status, &feed(&ready)["status"]), (200, &"up".into()), "{ready}");
+    let counted = d.metric("fanin_drive_token_grants_total").await.unwrap_or(0.0);
+    assert!(counted >= 4.0 && counted <= drive.granted() as f64, "{counted} of {} granted", drive.granted());
+}
+
+/// A refresh token Google no longer takes shows the feed down with the
+/// endpoint's own words, and never a secret; once the grant holds again
+/// the feed reads on.
+#[tokio::test]
+async fn a_refused_refresh_grant_shows_in_ready_without_the_secrets() {
+    let drive = Drive::start("", 100);
+    drive.grant_to(CLIENT, CLIENT_SECRET, REFRESH_TOKEN, std::time::Duration::from_secs(3600));
+    let setup = granted(&drive);
+    let stale = "1//0a-revoked-refresh-token";
+    let d = start_granted(&setup, stale);
+    let (status, body) = d.wait_ready("google_drive:shared down", |_, body| feed(body)["status"] == "down").await;
+    assert_eq!(status, 503, "{body}");
+    let detail = feed(&body)["detail"].as_str().unwrap();
+    assert!(detail.contains("invalid_grant: Token has been expired or revoked."), "{detail}");
+    for secret in [stale, CLIENT_SECRET] {
+        assert!(!body.to_string().contains(secret), "a secret shows: {body}");
+    }
+    assert_eq!(drive.granted(), 0);
+
+    drive.grant_to(CLIENT, CLIENT_SECRET, stale, std::time::Duration::from_secs(3600));
+    wait_up(&d).await;
+    drive.create("f1", "a.txt", "text/plain", &[]);
+    wait_payloads(&d, "all", 1).await;
+}
+
+#[test]
+fn a_grant_without_its_client_secret_stops_the_daemon_naming_the_key() {
+    let drive = Drive::start("", 100);
+    let stderr = granted(&drive).daemon_refusal_without("FANIN_TEST_DRIVE_SECRET");
+    assert!(
+        stderr.contains("channels_config.google_drive.shared.client_secret")
+            && stderr.contains("FANIN_TEST_DRIVE_SECRET is not set"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_missing_token_variable_stops_the_daemon_naming_the_key() {
     let drive = Drive::start(TOKEN, 100);

@@ -3,7 +3,11 @@
 //! /changes?pageToken=…` as Drive answers them (change resources, pages
 //! with `nextPageToken` until the last one's `newStartPageToken`), the
 //! bearer token checked, Google's error bodies for 401 and 429 (with
-//! `Retry-After`). Page tokens are change numbers, as opaque to fanin as
+//! `Retry-After`); and Google's OAuth 2.0 token endpoint (`POST /token`,
+//! the refresh-token grant with the client's id and secret in the form
+//! body), which issues access tokens that Drive takes until they expire,
+//! and refuses as Google does (`invalid_client` 401, `invalid_grant` 400,
+//! `unsupported_grant_type` 400). Page tokens are change numbers, as opaque to fanin as
 //! Drive's own. It runs on its own thread and runtime on a free loopback
 //! port, records every request it answers, and can stop and serve again on
 //! the same port with the changes it held.
@@ -11,12 +15,12 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::extract::{Query, State};
+use axum::extract::{Form, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -31,6 +35,17 @@ struct Inner {
     /// Statuses to answer the next requests with, with their Retry-After.
     failures: VecDeque<(u16, Option<u64>)>,
     requests: Vec<Seen>,
+    /// The client the token endpoint knows, if any.
+    client: Option<GrantClient>,
+    /// Access tokens issued, with when each expires.
+    issued: Vec<(String, Instant)>,
+}
+
+struct GrantClient {
+    id: String,
+    secret: String,
+    refresh_token: String,
+    lifetime: Duration,
 }
 
 /// A request the double answered.
@@ -73,6 +88,7 @@ impl Drive {
         let app = Router::new()
             .route("/changes/startPageToken", get(start_page_token))
             .route("/changes", get(changes))
+            .route("/token", post(grant))
             .with_state(self.inner.clone());
         let stop = CancellationToken::new();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -113,6 +129,25 @@ impl Drive {
     /// File `id` is deleted for good.
     pub fn remove(&self, id: &str) {
         self.push(id, None);
+    }
+
+    /// The token endpoint grants access tokens lasting `lifetime` to the
+    /// client `id` with `secret` for `refresh_token`.
+    pub fn grant_to(&self, id: &str, secret: &str, refresh_token: &str, lifetime: Duration) {
+        let client =
+            GrantClient { id: id.into(), secret: secret.into(), refresh_token: refresh_token.into(), lifetime };
+        self.inner.lock().unwrap().client = Some(client);
+    }
+
+    /// The access tokens granted so far.
+    pub fn granted(&self) -> usize {
+        self.inner.lock().unwrap().issued.len()
+    }
+
+    /// Every access token granted so far is refused from now on (revoked).
+    pub fn revoke_access_tokens(&self) {
+        let now = Instant::now();
+        self.inner.lock().unwrap().issued.iter_mut().for_each(|(_, expiry)| *expiry = now);
     }
 
     pub fn accept_token(&self, token: &str) {
@@ -162,8 +197,11 @@ fn admit(inner: &mut Inner, headers: &HeaderMap, path: &str) -> Result<(), Respo
         }
         return Err(response);
     }
-    let expected = format!("Bearer {}", inner.token);
-    if headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+    let given =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let now = Instant::now();
+    let live = |token: &str| inner.issued.iter().any(|(issued, expiry)| issued == token && now < *expiry);
+    if !given.is_some_and(|token| (!inner.token.is_empty() && token == inner.token) || live(token)) {
         answer(401);
         let body = json!({"error": {"code": 401, "status": "UNAUTHENTICATED",
             "message": "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
@@ -205,6 +243,34 @@ async fn changes(State(inner): Shared, headers: HeaderMap, Query(query): Query<V
         page["newStartPageToken"] = json!((inner.changes.len() + 1).to_string());
     }
     Json(page).into_response()
+}
+
+/// `POST /token`: the refresh-token grant as Google's endpoint answers it.
+async fn grant(State(inner): Shared, Form(form): Form<Vec<(String, String)>>) -> Response {
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or_default();
+    let refuse = |status: StatusCode, error: &str, description: &str| {
+        (status, Json(json!({"error": error, "error_description": description}))).into_response()
+    };
+    let mut inner = inner.lock().unwrap();
+    let Some(client) = inner.client.as_ref() else {
+        return refuse(StatusCode::UNAUTHORIZED, "invalid_client", "The OAuth client was not found.");
+    };
+    if field("client_id") != client.id || field("client_secret") != client.secret {
+        return refuse(StatusCode::UNAUTHORIZED, "invalid_client", "Unauthorized");
+    }
+    if field("grant_type") != "refresh_token" {
+        let description = format!("Invalid grant_type: {}", field("grant_type"));
+        return refuse(StatusCode::BAD_REQUEST, "unsupported_grant_type", &description);
+    }
+    if field("refresh_token") != client.refresh_token {
+        return refuse(StatusCode::BAD_REQUEST, "invalid_grant", "Token has been expired or revoked.");
+    }
+    let lifetime = client.lifetime;
+    let token = format!("ya29.a0granted-{}", inner.issued.len() + 1);
+    inner.issued.push((token.clone(), Instant::now() + lifetime));
+    Json(json!({"access_token": token, "expires_in": lifetime.as_secs(),
+                "scope": "https://www.googleapis.com/auth/drive.readonly", "token_type": "Bearer"}))
+    .into_response()
 }
 
 fn now() -> String {

@@ -1,8 +1,9 @@
 //! The two calls of the Drive v3 changes contract fanin makes —
 //! `GET changes/startPageToken` and `GET changes?pageToken=…` — and how
 //! their failures are worded: Drive's own error message and status, a
-//! 429's or 503's `Retry-After` kept for the backoff to honour. The bearer
-//! token never appears in an error.
+//! 429's or 503's `Retry-After` kept for the backoff to honour. A granted
+//! bearer that Drive refuses (401) is renewed and the call made once more
+//! (`auth.rs`). The bearer token never appears in an error.
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
+use super::auth::Bearer;
 use super::change::FILE_FIELDS;
 use crate::sources::feed::SourceError;
 
@@ -21,7 +23,7 @@ const PAGE_SIZE: u32 = 100;
 pub struct DriveApi {
     client: reqwest::Client,
     base: Url,
-    token: String,
+    bearer: Bearer,
 }
 
 /// One page of the changes feed: a last page has `new_start_page_token`,
@@ -42,13 +44,13 @@ struct StartPageToken {
 }
 
 impl DriveApi {
-    pub fn new(base: &str, token: String) -> Result<DriveApi, String> {
+    pub fn new(base: &str, bearer: Bearer) -> Result<DriveApi, String> {
         let base = Url::parse(base).map_err(|e| format!("{base:?} is not a URL: {e}"))?;
         if base.cannot_be_a_base() {
             return Err(format!("{base} cannot take a path"));
         }
         let client = reqwest::Client::builder().timeout(CALL_TIMEOUT).build().map_err(|e| e.to_string())?;
-        Ok(DriveApi { client, base, token })
+        Ok(DriveApi { client, base, bearer })
     }
 
     pub async fn start_page_token(&self) -> Result<String, SourceError> {
@@ -90,7 +92,12 @@ impl DriveApi {
             true => SourceError::new(format!("Drive did not answer within {CALL_TIMEOUT:?}")),
             false => SourceError::new(format!("Drive: {}", crate::causes::error_chain(&e.without_url()))),
         };
-        let response = self.client.get(url).bearer_auth(&self.token).send().await.map_err(describe)?;
+        let mut token = self.bearer.token().await?;
+        let mut response = self.client.get(url.clone()).bearer_auth(&token).send().await.map_err(describe)?;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED && self.bearer.refused(&token).await {
+            token = self.bearer.token().await?;
+            response = self.client.get(url).bearer_auth(&token).send().await.map_err(describe)?;
+        }
         let status = response.status();
         let retry_after = retry_after(response.headers());
         let body = response.bytes().await.map_err(describe)?;
@@ -127,7 +134,7 @@ mod tests {
 
     #[test]
     fn urls_follow_the_changes_contract() {
-        let api = DriveApi::new("https://www.googleapis.com/drive/v3/", "t".into()).unwrap();
+        let api = DriveApi::new("https://www.googleapis.com/drive/v3/", Bearer::Fixed("t".into())).unwrap();
         let url = api.url(&["changes"], &[("pageToken", "12 3")]);
         assert_eq!(url.as_str(), "https://www.googleapis.com/drive/v3/changes?pageToken=12+3");
         let url = api.url(&["changes", "startPageToken"], &[]);

@@ -10,8 +10,12 @@
 //! is done. A crash in the middle of a page reads the page again; the
 //! changes already dispatched are then duplicates by their dedupe key (file
 //! id, modifiedTime, kind), so none starts twice.
+//!
+//! The bearer is a token given as it is, or one the OAuth refresh grant
+//! gives and renews (`auth.rs`): Google's access tokens last an hour.
 
 mod api;
+mod auth;
 mod change;
 
 use std::time::Duration;
@@ -21,14 +25,24 @@ use super::{SourceContext, SourceTask};
 use crate::config::{self, DriveConfig};
 use crate::event::{IdempotencyKey, Payload, Source};
 use api::DriveApi;
+use auth::Bearer;
 
-/// Starts a feed per enabled instance. A missing token stops the daemon.
+/// Starts a feed per enabled instance. A missing token or grant secret
+/// stops the daemon.
 pub fn start(ctx: &SourceContext) -> Result<Vec<SourceTask>, String> {
     let mut tasks = Vec::new();
     for (alias, drive) in ctx.config.channels_config.google_drive.iter().filter(|(_, d)| d.enabled) {
         let table = format!("channels_config.google_drive.{alias}");
-        let token = config::secret(drive.token(), &format!("{table}.token_env"))?;
-        let api = DriveApi::new(&drive.api_base_url, token).map_err(|e| format!("{table}.api_base_url: {e}"))?;
+        let bearer = match drive.refreshes() {
+            false => Bearer::Fixed(config::secret(drive.token(), &format!("{table}.token_env"))?),
+            true => {
+                let secret = config::secret(drive.client_secret(), &format!("{table}.client_secret"))?;
+                let refresh = config::secret(drive.refresh_token(), &format!("{table}.refresh_token"))?;
+                Bearer::granted(&drive.client_id, secret, refresh, &drive.token_url)
+                    .map_err(|e| format!("{table}.token_url: {e}"))?
+            }
+        };
+        let api = DriveApi::new(&drive.api_base_url, bearer).map_err(|e| format!("{table}.api_base_url: {e}"))?;
         let name = format!("google_drive:{alias}");
         let instance =
             std::sync::Arc::new(Instance { api, config: drive.clone(), topic: format!("google_drive/{alias}") });

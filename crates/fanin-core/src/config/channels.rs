@@ -139,6 +139,20 @@ pub struct DriveConfig {
     pub token: String,
     #[serde(default = "drive_token_env")]
     pub token_env: String,
+    /// The OAuth client of the refresh-token grant; empty: `token` is
+    /// used as it is, never renewed.
+    #[serde(default)]
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: String,
+    #[serde(default)]
+    pub client_secret_env: String,
+    #[serde(default)]
+    pub refresh_token: String,
+    #[serde(default)]
+    pub refresh_token_env: String,
+    #[serde(default = "google_token_url")]
+    pub token_url: String,
 }
 
 /// `[channels_config.filesystem]`: the trees watched for file changes.
@@ -248,6 +262,21 @@ impl DriveConfig {
             false => SecretSource::Inline(&self.token),
         }
     }
+
+    /// Whether access tokens come from the refresh-token grant.
+    pub fn refreshes(&self) -> bool {
+        !self.client_id.is_empty()
+    }
+
+    /// The refresh grant's client secret (validation makes sure exactly
+    /// one of the two is set when `client_id` is).
+    pub fn client_secret(&self) -> SecretSource<'_> {
+        secret_source(&self.client_secret, &self.client_secret_env)
+    }
+
+    pub fn refresh_token(&self) -> SecretSource<'_> {
+        secret_source(&self.refresh_token, &self.refresh_token_env)
+    }
 }
 
 /// Validation makes sure exactly one of the two is set.
@@ -308,7 +337,26 @@ impl ChannelsConfig {
             if let Err(reason) = check_http_url(&c.api_base_url) {
                 problems.push((key("api_base_url"), reason));
             }
-            if c.token.is_empty() && c.token_env.trim().is_empty() {
+            let table = format!("channels_config.google_drive.{alias}");
+            let refreshes = c.refreshes();
+            one_secret(&c.client_secret, &c.client_secret_env, &table, "client_secret", refreshes, problems);
+            one_secret(&c.refresh_token, &c.refresh_token_env, &table, "refresh_token", refreshes, problems);
+            let grant_given = [&c.client_secret, &c.client_secret_env, &c.refresh_token, &c.refresh_token_env];
+            if !refreshes && grant_given.iter().any(|v| !v.trim().is_empty()) {
+                problems.push((key("client_id"), "required with client_secret and refresh_token".into()));
+            }
+            if refreshes && !c.token.is_empty() {
+                problems.push((
+                    key("token"),
+                    "give an access token (token) or the refresh grant (client_id, client_secret, refresh_token), \
+                     not both"
+                        .into(),
+                ));
+            }
+            if let Err(reason) = check_http_url(&c.token_url) {
+                problems.push((key("token_url"), reason));
+            }
+            if !refreshes && c.token.is_empty() && c.token_env.trim().is_empty() {
                 problems.push((key("token_env"), "must name an environment variable when token is empty".into()));
             }
         }
@@ -500,6 +548,11 @@ fn drive_token_env() -> String {
     "GOOGLE_DRIVE_TOKEN".into()
 }
 
+/// Google's OAuth 2.0 token endpoint.
+fn google_token_url() -> String {
+    "https://oauth2.googleapis.com/token".into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -595,6 +648,27 @@ mod tests {
         ] {
             assert!(keys.contains(&key), "{key} not in {found:?}");
         }
+    }
+
+    #[test]
+    fn the_drive_refresh_grant_is_whole_or_absent_and_excludes_a_fixed_token() {
+        let drive = |toml: &str| {
+            let mut blocks = ChannelsConfig::default();
+            blocks.google_drive.insert("shared".into(), toml::from_str(toml).unwrap());
+            problems(&blocks).into_iter().map(|(key, _)| key).collect::<Vec<_>>()
+        };
+        let whole = "client_id = \"c\"\nclient_secret_env = \"S\"\nrefresh_token_env = \"R\"";
+        assert!(drive(whole).is_empty(), "{:?}", drive(whole));
+        let d: DriveConfig = toml::from_str(whole).unwrap();
+        assert!(d.refreshes());
+        assert_eq!((d.client_secret(), d.refresh_token()), (SecretSource::Env("S"), SecretSource::Env("R")));
+        assert_eq!(d.token_url, "https://oauth2.googleapis.com/token");
+        let key = |k: &str| format!("channels_config.google_drive.shared.{k}");
+        assert_eq!(drive("client_id = \"c\"\nrefresh_token = \"r\""), [key("client_secret")]);
+        assert_eq!(drive("refresh_token = \"r\""), [key("client_id")], "a grant without its client");
+        assert_eq!(drive(&format!("{whole}\ntoken = \"t\"")), [key("token")]);
+        assert_eq!(drive(&format!("{whole}\ntoken_url = \"ftp://x\"")), [key("token_url")]);
+        assert!(drive("").is_empty(), "a fixed token from GOOGLE_DRIVE_TOKEN");
     }
 
     #[test]
