@@ -391,3 +391,35 @@ async fn an_unreachable_broker_shows_amqp_down_and_keeps_retrying() {
     assert!(!amqp["detail"].as_str().unwrap().contains("guest:guest"), "no credentials in /ready: {body}");
     assert_eq!(body["sources"]["webhook"]["status"], json!("up"));
 }
+
+/// A queue the operator declared with arguments (a quorum queue, as
+/// RabbitMQ recommends for durable work): without `queue_arguments` the
+/// broker refuses fanin's declare and `/ready` says why in its words; with
+/// them the queue is consumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_queue_is_consumed_with_its_arguments_and_refused_without_them() {
+    let Some(url) = broker_url("a_quorum_queue") else { return };
+    let broker = Broker::new(&url, "quorum").await;
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+    broker.channel.queue_declare(&broker.queue, durable, arguments).await.expect("a quorum queue");
+
+    let sop = amqp_sop("all", "orders.#", None);
+    let plain = Setup::new("", &broker.block(&url, &["orders.#"], "")).sop("all", &sop);
+    let d = plain.start();
+    let down = wait_amqp(&d, "down").await;
+    let detail = down["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("PRECONDITION_FAILED") && detail.contains("x-queue-type"), "{down}");
+    drop(d);
+
+    let quorum = "queue_arguments = { \"x-queue-type\" = \"quorum\" }";
+    let setup = Setup::new("", &broker.block(&url, &["orders.#"], quorum)).sop("all", &sop);
+    let d = setup.start();
+    wait_amqp(&d, "up").await;
+    broker.publish("orders.new", br#"{"order": 7}"#, with_id("o-7")).await;
+    let runs = wait_runs(&d, "all", 1).await;
+    assert_eq!(runs[0]["payload"], json!({"order": 7}));
+    drop(d);
+    broker.delete().await;
+}

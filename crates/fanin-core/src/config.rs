@@ -21,8 +21,8 @@ use crate::strict_toml::{deserialize_table, read_strict};
 
 mod channels;
 pub use channels::{
-    AmqpConfig, DriveConfig, EmailConfig, FilesystemConfig, SecretSource, Security, SlackConfig, TelegramConfig,
-    TelegramMode, BROAD_ROOTS,
+    AmqpConfig, DriveConfig, EmailConfig, FilesystemConfig, QueueArgument, SecretSource, Security, SlackConfig,
+    TelegramConfig, TelegramMode, BROAD_ROOTS,
 };
 
 #[derive(Clone, Debug, Deserialize, Default)]

@@ -30,15 +30,17 @@
 mod delivery;
 mod session;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::ExchangeKind;
 
 use super::feed::{self, Feed};
 use super::tls::{self, TlsFiles};
 use super::{SourceContext, SourceTask};
-use crate::config::{AmqpConfig, Config, ConfigError};
+use crate::config::{AmqpConfig, Config, ConfigError, QueueArgument};
 pub use delivery::Limits;
 
 /// The source's name in `/ready` and `/metrics`, and its dedupe scope.
@@ -65,6 +67,8 @@ pub(crate) struct Settings {
     pub exchange: String,
     pub kind: ExchangeKind,
     pub queue: String,
+    /// `queue_arguments`, as the declare sends them.
+    pub queue_arguments: FieldTable,
     pub bindings: Vec<String>,
     pub prefetch: u16,
     pub limits: Limits,
@@ -106,6 +110,7 @@ fn settings(config: &Config, amqp: &AmqpConfig) -> Result<Settings, String> {
         exchange: amqp.exchange.clone(),
         kind,
         queue: amqp.queue.clone(),
+        queue_arguments: field_table(&amqp.queue_arguments),
         bindings: amqp.bindings.clone(),
         prefetch: amqp.prefetch,
         limits: Limits {
@@ -114,6 +119,21 @@ fn settings(config: &Config, amqp: &AmqpConfig) -> Result<Settings, String> {
         },
         client_label: format!("amqp:{}", amqp.queue),
     })
+}
+
+/// `queue_arguments` as AMQP field values: long strings, long-long
+/// integers and booleans.
+fn field_table(arguments: &BTreeMap<String, QueueArgument>) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (name, value) in arguments {
+        let value = match value {
+            QueueArgument::Text(text) => AMQPValue::LongString(text.as_str().into()),
+            QueueArgument::Integer(n) => AMQPValue::LongLongInt(*n),
+            QueueArgument::Flag(flag) => AMQPValue::Boolean(*flag),
+        };
+        table.insert(name.as_str().into(), value);
+    }
+    table
 }
 
 #[cfg(test)]
@@ -145,6 +165,34 @@ mod tests {
         assert_eq!((s.exchange.as_str(), s.kind.clone(), s.prefetch), ("events", ExchangeKind::Fanout, 8));
         assert_eq!((s.limits.max_message_bytes, s.limits.max_payload_depth), (100, 64));
         assert_eq!(s.client_label, "amqp:fanin");
+    }
+
+    #[test]
+    fn queue_arguments_are_sent_as_amqp_values_and_other_types_are_refused() {
+        let config = load(
+            "url = \"amqp://broker.example\"\n\
+             queue_arguments = { \"x-queue-type\" = \"quorum\", \"x-message-ttl\" = 60000, \"x-single-active-consumer\" = true }\n",
+        );
+        let table = of(&config).unwrap().queue_arguments;
+        let got: Vec<(String, AMQPValue)> = table.inner().iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        assert_eq!(
+            got,
+            [
+                ("x-message-ttl".to_string(), AMQPValue::LongLongInt(60000)),
+                ("x-queue-type".to_string(), AMQPValue::LongString("quorum".into())),
+                ("x-single-active-consumer".to_string(), AMQPValue::Boolean(true)),
+            ]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        let block =
+            "[channels_config.amqp]\nurl = \"amqp://b\"\nqueue = \"q\"\nqueue_arguments = { \"x-max-length\" = 1.5 }\n";
+        std::fs::write(&file, block).unwrap();
+        let errors = crate::config::load(&file).unwrap_err().iter().map(|e| e.to_string()).collect::<Vec<_>>();
+        assert!(
+            errors.iter().any(|e| e.contains("queue_arguments") && e.contains("a string, an integer or a boolean")),
+            "{errors:?}"
+        );
     }
 
     #[test]

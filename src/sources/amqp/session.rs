@@ -141,7 +141,7 @@ async fn declare(channel: &Channel, settings: &Settings) -> Result<(), SourceErr
     }
     let options = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
     let what = format!("cannot declare queue {:?}", settings.queue);
-    step(&what, channel.queue_declare(&settings.queue, options, FieldTable::default())).await?;
+    step(&what, channel.queue_declare(&settings.queue, options, settings.queue_arguments.clone())).await?;
     for binding in &settings.bindings {
         let what = format!("cannot bind queue {:?} to {:?} with {binding:?}", settings.queue, settings.exchange);
         let bound = channel.queue_bind(

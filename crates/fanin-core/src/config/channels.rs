@@ -10,6 +10,7 @@
 //! runtime's (this crate reads no environment); that it names one is
 //! checked here.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use serde::Deserialize;
@@ -212,6 +213,11 @@ pub struct AmqpConfig {
     #[serde(default = "topic")]
     pub exchange_type: String,
     pub queue: String,
+    /// The queue's `x-` arguments as it is declared (`x-queue-type =
+    /// "quorum"`, `x-message-ttl = 60000`): a queue that exists must be
+    /// declared with the arguments it has.
+    #[serde(default)]
+    pub queue_arguments: BTreeMap<String, QueueArgument>,
     #[serde(default)]
     pub bindings: Vec<String>,
     #[serde(default = "two_five_six")]
@@ -221,6 +227,16 @@ pub struct AmqpConfig {
     /// A larger body is refused (audited, then acknowledged).
     #[serde(default = "one_mib")]
     pub max_message_bytes: usize,
+}
+
+/// One value of `queue_arguments`: what AMQP arguments take (a long
+/// string, a 64-bit integer, a boolean).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(untagged, expecting = "a string, an integer or a boolean")]
+pub enum QueueArgument {
+    Text(String),
+    Integer(i64),
+    Flag(bool),
 }
 
 /// A secret as a block gives it: inline, or the environment variable
@@ -406,6 +422,11 @@ fn validate_amqp(c: &AmqpConfig, problems: &mut Problems) {
     }
     if c.queue.trim().is_empty() {
         problems.push((key("queue"), "must not be empty".into()));
+    }
+    for name in c.queue_arguments.keys() {
+        if name.is_empty() || name.len() > 255 {
+            problems.push((key("queue_arguments"), format!("{name:?}: an argument's name is 1 to 255 bytes")));
+        }
     }
     if c.exchange.is_empty() && !c.bindings.is_empty() {
         problems.push((key("bindings"), "the default exchange takes no bindings; name an exchange".into()));
