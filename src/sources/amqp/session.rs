@@ -22,7 +22,7 @@ use lapin::tcp::{AMQPUriTcpExt, RustlsConnector, TcpStream};
 use lapin::types::FieldTable;
 use lapin::uri::AMQPScheme;
 use lapin::{Channel, Connection, ConnectionProperties};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::delivery::{self, Outcome, Received};
 use super::{Settings, SOURCE};
@@ -54,11 +54,16 @@ pub async fn run(feed: &Feed, settings: &Arc<Settings>) -> Result<(), SourceErro
         tokio::select! {
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
-                    let turn = in_order.turn(&delivery).await;
+                    let id = delivery.properties.message_id().as_ref().map(|id| id.as_str());
+                    let turn = id.map(|id| in_order.turn(id));
                     let (ctx, settings, refused_tx) = (feed.ctx().clone(), settings.clone(), refused_tx.clone());
                     tokio::spawn(async move {
-                        let _turn = turn;
-                        handle(ctx, settings, delivery, refused_tx).await
+                        let mut turn = turn;
+                        if let Some(turn) = &mut turn {
+                            turn.wait().await;
+                        }
+                        handle(ctx, settings, delivery, refused_tx).await;
+                        drop(turn);
                     });
                 }
                 Some(Err(e)) => break format!("connection lost: {e}"),
@@ -76,23 +81,43 @@ pub async fn run(feed: &Feed, settings: &Arc<Settings>) -> Result<(), SourceErro
 /// Deliveries are dispatched concurrently, but two that carry the same
 /// `message_id` (a publisher's retry) are dispatched in the order they
 /// arrived, so the first one's body is the one that starts the run and the
-/// later one is its duplicate. A delivery waits for the turn of the one
-/// before it with its id; deliveries without an id never wait.
+/// later one is its duplicate. A delivery's task waits for the one before
+/// it with its id to be done; the consumer loop never waits, so other
+/// deliveries go on meanwhile. Deliveries without an id never wait.
 #[derive(Default)]
 struct SameIdInOrder {
-    last: std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// Per id, what the latest delivery with it says when it is done.
+    last: std::collections::HashMap<String, oneshot::Receiver<()>>,
+}
+
+/// A delivery's place among those with its id: waits for the one before
+/// it, and tells the next when dropped.
+struct Turn {
+    before: Option<oneshot::Receiver<()>>,
+    _done: oneshot::Sender<()>,
 }
 
 impl SameIdInOrder {
-    /// Taken before the delivery's task is spawned, so the order is the
-    /// arrival order; held by that task until its dispatch is done.
-    async fn turn(&mut self, delivery: &lapin::message::Delivery) -> Option<tokio::sync::OwnedMutexGuard<()>> {
-        let id = delivery.properties.message_id().as_ref()?.as_str().to_string();
+    /// Taken in arrival order, before the delivery's task is spawned.
+    fn turn(&mut self, id: &str) -> Turn {
         if self.last.len() >= 4096 {
-            self.last.retain(|_, lock| Arc::strong_count(lock) > 1);
+            // Those whose delivery is done (its sender gone) wait for nobody.
+            self.last.retain(|_, done| matches!(done.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
         }
-        let lock = self.last.entry(id).or_default().clone();
-        Some(lock.lock_owned().await)
+        let (done, next) = oneshot::channel();
+        let before = self.last.insert(id.to_string(), next);
+        Turn { before, _done: done }
+    }
+}
+
+impl Turn {
+    /// Cancel-safe: dropped while waiting, a later call waits again.
+    async fn wait(&mut self) {
+        if let Some(before) = &mut self.before {
+            // Never sent: the one before is done when its sender is dropped.
+            let _ = before.await;
+            self.before = None;
+        }
     }
 }
 
@@ -205,5 +230,45 @@ async fn handle(
             let _ = delivery.reject(BasicRejectOptions { requeue: true }).await;
             let _ = refused.send(format!("dropped the connection after a failed dispatch ({error})"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_delivery_waits_only_for_the_one_before_it_with_its_id() {
+        let mut in_order = SameIdInOrder::default();
+        let mut first = in_order.turn("m-1");
+        let mut second = in_order.turn("m-1");
+        let mut other = in_order.turn("m-2");
+        assert_eq!(first.wait().now_or_never(), Some(()), "the first with its id goes at once");
+        assert_eq!(other.wait().now_or_never(), Some(()), "another id never waits");
+        let mut waiting = Box::pin(async move {
+            second.wait().await;
+            second
+        });
+        assert!(futures_util::poll!(waiting.as_mut()).is_pending(), "the second waits for the first");
+        let mut third = in_order.turn("m-1");
+        drop(first);
+        let second = waiting.await;
+        assert!(third.wait().now_or_never().is_none(), "the third waits for the second");
+        drop(second);
+        assert_eq!(third.wait().now_or_never(), Some(()));
+    }
+
+    #[test]
+    fn ids_whose_deliveries_are_done_are_forgotten_when_the_map_is_full() {
+        let mut in_order = SameIdInOrder::default();
+        let held: Vec<Turn> = (0..10).map(|i| in_order.turn(&format!("held-{i}"))).collect();
+        for i in 0..5000 {
+            drop(in_order.turn(&format!("done-{i}")));
+        }
+        assert!(in_order.last.len() < 4096 + 10, "{}", in_order.last.len());
+        assert!((0..10).all(|i| in_order.last.contains_key(&format!("held-{i}"))), "ids in flight are kept");
+        drop(held);
     }
 }
