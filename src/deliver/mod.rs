@@ -612,12 +612,7 @@ mod tests {
         let faulty = Arc::new(FaultyStore::new(sqlite));
         let mut notify = sop_with("notify", vec![TriggerSpec::Webhook { path: "/sop/notify".into() }]);
         notify.max_concurrent = 10;
-        let settings = DispatchSettings {
-            idempotency_ttl: chrono::Duration::seconds(300),
-            payload_cap: 1024,
-            max_deferred: 10,
-            agent_loop_grace: chrono::Duration::seconds(60),
-        };
+        let settings = DispatchSettings::for_tests(10);
         let store: Arc<dyn Store> = faulty.clone();
         let dispatcher = Arc::new(Dispatcher::new(Catalog::new(vec![notify]), store, settings).await.unwrap());
         let mut config = Config::default();

@@ -90,6 +90,20 @@ pub struct DispatchSettings {
     pub agent_loop_grace: chrono::Duration,
 }
 
+#[cfg(test)]
+impl DispatchSettings {
+    /// What the unit tests dispatch with: a five-minute key, a 1 KiB cap, a
+    /// minute's grace.
+    pub(crate) fn for_tests(max_deferred: usize) -> DispatchSettings {
+        DispatchSettings {
+            idempotency_ttl: chrono::Duration::seconds(300),
+            payload_cap: 1024,
+            max_deferred,
+            agent_loop_grace: chrono::Duration::seconds(60),
+        }
+    }
+}
+
 pub struct Dispatcher {
     catalog: RwLock<Arc<Catalog>>,
     /// Bumped on every catalog replacement, so sources that derive state
@@ -458,12 +472,7 @@ mod tests {
     async fn fixture(sops: Vec<Sop>, max_deferred: usize) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("fanin.db")).unwrap());
-        let settings = DispatchSettings {
-            idempotency_ttl: chrono::Duration::seconds(300),
-            payload_cap: 1024,
-            max_deferred,
-            agent_loop_grace: chrono::Duration::seconds(60),
-        };
+        let settings = DispatchSettings::for_tests(max_deferred);
         let dispatcher = Dispatcher::new(Catalog::new(sops), store, settings).await.unwrap();
         Fixture { _dir: dir, dispatcher }
     }
@@ -599,12 +608,7 @@ mod tests {
     async fn a_dispatch_dropped_while_its_commit_waits_still_gives_back_what_admission_reserved() {
         let dir = tempfile::tempdir().unwrap();
         let sqlite = Arc::new(SqliteStore::open(&dir.path().join("fanin.db")).unwrap());
-        let settings = DispatchSettings {
-            idempotency_ttl: chrono::Duration::seconds(300),
-            payload_cap: 1024,
-            max_deferred: 10,
-            agent_loop_grace: chrono::Duration::seconds(60),
-        };
+        let settings = DispatchSettings::for_tests(10);
         let store: Arc<dyn Store> = sqlite.clone();
         let d = Dispatcher::new(Catalog::new(vec![deploy(AdmissionPolicy::Drop)]), store, settings).await.unwrap();
         let keyed = |secs| {
@@ -658,12 +662,7 @@ mod tests {
     #[tokio::test]
     async fn admission_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let settings = DispatchSettings {
-            idempotency_ttl: chrono::Duration::seconds(300),
-            payload_cap: 1024,
-            max_deferred: 10,
-            agent_loop_grace: chrono::Duration::seconds(60),
-        };
+        let settings = DispatchSettings::for_tests(10);
         let open = || async {
             let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("fanin.db")).unwrap());
             Dispatcher::new(Catalog::new(vec![deploy(AdmissionPolicy::Parallel)]), store, settings.clone())
