@@ -633,12 +633,7 @@ mod tests {
         assert_eq!(active(), 1, "reserved while the commit waits");
         drop(retry);
         release.send(()).unwrap();
-        let given_back = async {
-            while active() != 0 {
-                tokio::task::yield_now().await;
-            }
-        };
-        tokio::time::timeout(crate::test_support::DEADLINE, given_back).await.expect("the slot given back");
+        crate::test_support::eventually("the slot given back", async || active() == 0).await;
         assert_eq!(outcomes(d.dispatch(hook("/sop/deploy", 3)).await.unwrap())[0].outcome, Outcome::Started);
     }
 
